@@ -1,0 +1,134 @@
+"""The `Capture` record: one prompt's hidden states at every layer, and its file format."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from layerscan.errors import LayerscanError
+from layerscan.files import read_tensor_file, write_tensor_file
+
+Normalization = Literal["final-norm", "standardize", "raw"]
+NORMALIZATIONS: tuple[str, ...] = ("final-norm", "standardize", "raw")
+
+CAPTURE_KIND = "capture"
+CAPTURE_FORMAT_VERSION = 1
+
+
+@dataclass
+class Capture:
+    """Hidden states of one prompt (and the tokens generated after it) at every layer."""
+
+    hidden: np.ndarray
+    """(n_layers+1, n_tokens, d_model) float32: embeddings, then the output of every block."""
+    token_ids: list[int]
+    """(n_tokens,) ids of the prompt tokens followed by any generated tokens."""
+    tokens: list[str]
+    """(n_tokens,) the same tokens as readable strings."""
+    n_prompt_tokens: int
+    """How many of the tokens are the prompt; the rest were generated."""
+    model_id: str
+    """The model as the user named it (hub id, folder or "embedded:…")."""
+    revision: str | None
+    """Hub commit or file hash of the weights, when known."""
+    architecture: str
+    """transformers `model_type`, e.g. "llama"."""
+    normalization: Normalization
+    """How `hidden` was normalized: the model's final norm on every layer, per-layer
+    standardization, or raw residual-stream states."""
+    is_causal: bool
+    """Causal models give token-time for free: prefix p's states are `hidden[:, :p]`."""
+    prompt: str = ""
+    """The text as the user gave it (before any chat template)."""
+    lens_ids: np.ndarray | None = None
+    """(n_layers+1, n_tokens, top_k) int64 logit-lens top next-token ids, or None without a head."""
+    lens_probs: np.ndarray | None = None
+    """(n_layers+1, n_tokens, top_k) float32 their probabilities."""
+    lens_tokens: list[list[list[str]]] | None = None
+    """(n_layers+1, n_tokens, top_k) the logit-lens tokens as strings."""
+    extra: dict = field(default_factory=dict)
+    """Free-form settings (generation options, chat template used, ...)."""
+
+    @property
+    def n_layers(self) -> int:
+        """Number of transformer blocks (the hidden states hold one more: the embeddings)."""
+        return self.hidden.shape[0] - 1
+
+    @property
+    def n_tokens(self) -> int:
+        return self.hidden.shape[1]
+
+    @property
+    def d_model(self) -> int:
+        return self.hidden.shape[2]
+
+    @property
+    def layer_names(self) -> list[str]:
+        return ["embeddings"] + [f"block {i}" for i in range(1, self.n_layers + 1)]
+
+    def prefix(self, n_tokens: int) -> Capture:
+        """The capture of the first `n_tokens` tokens (exact for causal models)."""
+        if not self.is_causal:
+            raise LayerscanError("prefixes of a capture are only exact for causal models")
+        if not 1 <= n_tokens <= self.n_tokens:
+            raise LayerscanError(f"prefix length {n_tokens} outside 1..{self.n_tokens}")
+        cut = slice(0, n_tokens)
+        return Capture(
+            hidden=self.hidden[:, cut], token_ids=self.token_ids[cut], tokens=self.tokens[cut],
+            n_prompt_tokens=min(self.n_prompt_tokens, n_tokens), model_id=self.model_id,
+            revision=self.revision, architecture=self.architecture,
+            normalization=self.normalization, is_causal=True, prompt=self.prompt,
+            lens_ids=None if self.lens_ids is None else self.lens_ids[:, cut],
+            lens_probs=None if self.lens_probs is None else self.lens_probs[:, cut],
+            lens_tokens=None if self.lens_tokens is None else [t[cut] for t in self.lens_tokens],
+            extra=dict(self.extra))
+
+    def validate(self) -> None:
+        """Raise LayerscanError if the fields disagree with each other."""
+        if self.hidden.ndim != 3:
+            raise LayerscanError(f"capture hidden states must be 3-D, got {self.hidden.shape}")
+        n = self.n_tokens
+        if len(self.token_ids) != n or len(self.tokens) != n:
+            raise LayerscanError(f"capture has {n} token states but {len(self.token_ids)} ids "
+                                 f"and {len(self.tokens)} token strings")
+        if not 0 <= self.n_prompt_tokens <= n:
+            raise LayerscanError(f"capture n_prompt_tokens={self.n_prompt_tokens} outside 0..{n}")
+        if self.normalization not in NORMALIZATIONS:
+            raise LayerscanError(f"unknown normalization {self.normalization!r}")
+        if self.lens_ids is not None:
+            expected = self.hidden.shape[:2]
+            if self.lens_ids.shape[:2] != expected or self.lens_probs is None \
+                    or self.lens_probs.shape != self.lens_ids.shape:
+                raise LayerscanError("capture logit-lens arrays do not match the hidden states")
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the capture to one safetensors file (arrays) with JSON metadata."""
+        self.validate()
+        arrays = {"hidden": self.hidden.astype(np.float32),
+                  "token_ids": np.asarray(self.token_ids, dtype=np.int64)}
+        if self.lens_ids is not None:
+            arrays["lens_ids"] = self.lens_ids.astype(np.int64)
+            arrays["lens_probs"] = self.lens_probs.astype(np.float32)
+        meta = {"tokens": self.tokens, "n_prompt_tokens": self.n_prompt_tokens,
+                "model_id": self.model_id, "revision": self.revision,
+                "architecture": self.architecture, "normalization": self.normalization,
+                "is_causal": self.is_causal, "prompt": self.prompt,
+                "lens_tokens": self.lens_tokens, "extra": self.extra}
+        return write_tensor_file(path, CAPTURE_KIND, CAPTURE_FORMAT_VERSION, arrays, meta)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Capture:
+        """Read a file written by `save`; a foreign, old or corrupt file raises LayerscanError."""
+        arrays, meta = read_tensor_file(path, CAPTURE_KIND, CAPTURE_FORMAT_VERSION)
+        try:
+            capture = cls(hidden=arrays["hidden"], token_ids=arrays["token_ids"].tolist(),
+                          lens_ids=arrays.get("lens_ids"), lens_probs=arrays.get("lens_probs"),
+                          **meta)
+        except (KeyError, TypeError) as exc:
+            raise LayerscanError(f"{path}: capture file is missing fields ({exc})") from exc
+        capture.validate()
+        return capture

@@ -1,0 +1,226 @@
+"""The `Scan` record (aligned 3D layer-time layouts of one prompt, or a diff of two) and its file."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from layerscan.errors import LayerscanError
+from layerscan.files import read_tensor_file, write_tensor_file
+
+SCAN_KIND = "scan"
+SCAN_FORMAT_VERSION = 1
+
+
+class Surface(NamedTuple):
+    """A triangle mesh; both arrays are empty when a layer has no usable surface."""
+
+    vertices: np.ndarray
+    """(n_vertices, 3) float32"""
+    faces: np.ndarray
+    """(n_faces, 3) int32 indices into `vertices`"""
+
+
+@dataclass
+class Scan:
+    """Everything render, view and diff need about one prompt, so they never recompute.
+
+    A scan has one or more token-time steps; step s shows the first `step_lengths[s]` tokens.
+    A plain scan has one step holding every token.
+    """
+
+    prompt: str
+    model_id: str
+    tokens: list[str]
+    """(n_tokens,) prompt tokens followed by generated tokens."""
+    n_prompt_tokens: int
+    layer_names: list[str]
+    """(n_layers+1,) "embeddings", "block 1", ..."""
+    step_lengths: list[int]
+    """(n_steps,) tokens visible at each token-time step."""
+    clouds: np.ndarray
+    """(n_steps, n_layers+1, n_particles, d_particle) float32 autoencoder particle clouds."""
+    positions: np.ndarray
+    """(n_steps, n_layers+1, n_particles, 3) float32 aligned 3D layouts, always finite."""
+    neighbors: np.ndarray
+    """(n_steps, n_layers+1, n_particles, k_neighbors) int32 nearest particles in the cloud."""
+    reconstruction_r2: np.ndarray
+    """(n_steps, n_layers+1) float32 autoencoder R² of this prompt's hidden states."""
+    trustworthiness: np.ndarray
+    """(n_steps, n_layers+1) float32 3D layout vs cloud (k=10)."""
+    continuity: np.ndarray
+    """(n_steps, n_layers+1) float32 3D layout vs cloud (k=10)."""
+    disparity: np.ndarray
+    """(n_steps, n_layers+1) float32 Procrustes disparity to the previous layer (0 at layer 0)."""
+    surfaces: list[list[Surface]]
+    """[n_steps][n_layers+1] density isosurface per layer."""
+    lens_tokens: list[list[list[str]]] | None = None
+    """(n_layers+1, n_tokens, top_k) logit-lens tokens, None for models without an LM head."""
+    lens_probs: np.ndarray | None = None
+    """(n_layers+1, n_tokens, top_k) float32 their probabilities."""
+    settings: dict = field(default_factory=dict)
+    """How the scan was made: projection mode, seeds, normalization, autoencoder, versions."""
+
+    @property
+    def n_steps(self) -> int:
+        return self.positions.shape[0]
+
+    @property
+    def n_layers(self) -> int:
+        """Transformer blocks; the scan has n_layers+1 layer frames."""
+        return self.positions.shape[1] - 1
+
+    @property
+    def n_particles(self) -> int:
+        return self.positions.shape[2]
+
+    def validate(self) -> None:
+        """Raise LayerscanError when arrays disagree in shape or hold non-finite points."""
+        n_steps, n_frames, n_particles, three = self.positions.shape
+        expected = {
+            "clouds": (n_steps, n_frames, n_particles),
+            "neighbors": (n_steps, n_frames, n_particles),
+            "reconstruction_r2": (n_steps, n_frames),
+            "trustworthiness": (n_steps, n_frames),
+            "continuity": (n_steps, n_frames),
+            "disparity": (n_steps, n_frames),
+        }
+        if three != 3:
+            raise LayerscanError(f"scan positions must end in 3, got {self.positions.shape}")
+        for name, shape in expected.items():
+            if getattr(self, name).shape[: len(shape)] != shape:
+                raise LayerscanError(f"scan {name} has shape {getattr(self, name).shape}, "
+                                     f"expected {shape}")
+        if len(self.layer_names) != n_frames or len(self.step_lengths) != n_steps:
+            raise LayerscanError("scan layer names or step lengths do not match its layouts")
+        if len(self.surfaces) != n_steps or any(len(s) != n_frames for s in self.surfaces):
+            raise LayerscanError("scan surfaces do not match its layouts")
+        if not np.isfinite(self.positions).all():
+            raise LayerscanError("scan positions hold non-finite values")
+
+    def _arrays_and_meta(self, prefix: str) -> tuple[dict[str, np.ndarray], dict]:
+        arrays = {f"{prefix}{name}": np.asarray(getattr(self, name)) for name in
+                  ("clouds", "positions", "neighbors", "reconstruction_r2", "trustworthiness",
+                   "continuity", "disparity")}
+        flat = [surface for step in self.surfaces for surface in step]
+        arrays[f"{prefix}surface_vertices"] = _concat([s.vertices for s in flat], 3, np.float32)
+        arrays[f"{prefix}surface_faces"] = _concat([s.faces for s in flat], 3, np.int32)
+        arrays[f"{prefix}surface_counts"] = np.array(
+            [[len(s.vertices), len(s.faces)] for s in flat], dtype=np.int64).reshape(-1, 2)
+        if self.lens_probs is not None:
+            arrays[f"{prefix}lens_probs"] = np.asarray(self.lens_probs, dtype=np.float32)
+        meta = {name: getattr(self, name) for name in
+                ("prompt", "model_id", "tokens", "n_prompt_tokens", "layer_names",
+                 "step_lengths", "lens_tokens", "settings")}
+        return arrays, meta
+
+    @classmethod
+    def _from_arrays_and_meta(cls, arrays: dict[str, np.ndarray], meta: dict,
+                              prefix: str) -> Scan:
+        get = {name[len(prefix):]: value for name, value in arrays.items()
+               if name.startswith(prefix)}
+        n_steps, n_frames = get["positions"].shape[:2]
+        counts = get["surface_counts"]
+        v_ends, f_ends = np.cumsum(counts[:, 0]), np.cumsum(counts[:, 1])
+        flat = [Surface(get["surface_vertices"][v_end - nv:v_end],
+                        get["surface_faces"][f_end - nf:f_end])
+                for (nv, nf), v_end, f_end in zip(counts, v_ends, f_ends, strict=True)]
+        surfaces = [flat[s * n_frames:(s + 1) * n_frames] for s in range(n_steps)]
+        array_fields = {"clouds", "positions", "neighbors", "reconstruction_r2",
+                        "trustworthiness", "continuity", "disparity"}
+        scan = cls(surfaces=surfaces, lens_probs=get.get("lens_probs"),
+                   **{name: get[name] for name in array_fields}, **meta)
+        scan.validate()
+        return scan
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the scan to one safetensors file with JSON metadata, atomically."""
+        self.validate()
+        arrays, meta = self._arrays_and_meta("")
+        return write_tensor_file(path, SCAN_KIND, SCAN_FORMAT_VERSION, arrays,
+                                 {"type": "scan", "scan": meta})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Scan:
+        """Read a scan file; diff files, other versions and corrupt files raise LayerscanError."""
+        arrays, meta = _read(path)
+        if meta.get("type") != "scan":
+            raise LayerscanError(f"{path}: is a diff scan; open it with `layerscan diff` or "
+                                 f"DiffScan.load")
+        return cls._from_arrays_and_meta(arrays, meta["scan"], "")
+
+
+@dataclass
+class DiffScan:
+    """Two prompts through the same model and autoencoder, laid out in ONE common 3D space.
+
+    `a.positions` and `b.positions` share coordinates layer by layer, so particle i of A and
+    particle i of B can be compared directly. Both scans have a single token-time step.
+    """
+
+    a: Scan
+    b: Scan
+    displacement_cloud: np.ndarray
+    """(n_layers+1, n_particles) float32 |cloud_b - cloud_a| per particle."""
+    displacement_3d: np.ndarray
+    """(n_layers+1, n_particles) float32 |pos_b - pos_a| per particle."""
+    divergence: np.ndarray
+    """(n_layers+1,) float32 mean cloud displacement per layer."""
+    peak_layer: int
+    """Layer index where `divergence` peaks."""
+    token_divergence: np.ndarray | None = None
+    """(n_layers+1, n_common_tokens) float32 per-position hidden-state distance (causal models);
+    positions before the first differing token are exactly zero."""
+    differing_tokens: list[int] = field(default_factory=list)
+    """Token positions where the two prompts' tokens differ (over the shorter length)."""
+
+    def save(self, path: str | os.PathLike) -> Path:
+        arrays_a, meta_a = self.a._arrays_and_meta("a/")
+        arrays_b, meta_b = self.b._arrays_and_meta("b/")
+        arrays = {**arrays_a, **arrays_b,
+                  "displacement_cloud": np.asarray(self.displacement_cloud, np.float32),
+                  "displacement_3d": np.asarray(self.displacement_3d, np.float32),
+                  "divergence": np.asarray(self.divergence, np.float32)}
+        if self.token_divergence is not None:
+            arrays["token_divergence"] = np.asarray(self.token_divergence, np.float32)
+        meta = {"type": "diff", "a": meta_a, "b": meta_b, "peak_layer": int(self.peak_layer),
+                "differing_tokens": [int(i) for i in self.differing_tokens]}
+        return write_tensor_file(path, SCAN_KIND, SCAN_FORMAT_VERSION, arrays, meta)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> DiffScan:
+        arrays, meta = _read(path)
+        if meta.get("type") != "diff":
+            raise LayerscanError(f"{path}: is a single-prompt scan, not a diff")
+        return cls(a=Scan._from_arrays_and_meta(arrays, meta["a"], "a/"),
+                   b=Scan._from_arrays_and_meta(arrays, meta["b"], "b/"),
+                   displacement_cloud=arrays["displacement_cloud"],
+                   displacement_3d=arrays["displacement_3d"], divergence=arrays["divergence"],
+                   peak_layer=meta["peak_layer"], token_divergence=arrays.get("token_divergence"),
+                   differing_tokens=meta["differing_tokens"])
+
+
+def load_any(path: str | os.PathLike) -> Scan | DiffScan:
+    """Load a scan or a diff scan, whichever the file holds."""
+    arrays, meta = _read(path)
+    if meta.get("type") == "diff":
+        return DiffScan.load(path)
+    return Scan._from_arrays_and_meta(arrays, meta["scan"], "")
+
+
+def _read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
+    arrays, meta = read_tensor_file(path, SCAN_KIND, SCAN_FORMAT_VERSION)
+    if meta.get("type") not in ("scan", "diff"):
+        raise LayerscanError(f"{path}: scan file has no scan type")
+    return arrays, meta
+
+
+def _concat(parts: list[np.ndarray], width: int, dtype: type) -> np.ndarray:
+    parts = [np.asarray(p, dtype=dtype).reshape(-1, width) for p in parts]
+    return np.concatenate(parts) if parts else np.zeros((0, width), dtype)
+
+

@@ -1,0 +1,5 @@
+"""The one exception type that the command line reports as a one-line error."""
+
+
+class LayerscanError(Exception):
+    """Bad input or an unusable file: the message says what went wrong and what to do."""
