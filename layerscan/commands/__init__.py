@@ -1,0 +1,1 @@
+"""One module per `layerscan` subcommand; each exposes `register(subparsers)`."""
