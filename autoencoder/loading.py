@@ -85,6 +85,7 @@ def load_model(model_id: str = "embedded", device: str = "auto", dtype: str = "a
     """
     import transformers
 
+    transformers.utils.logging.disable_progress_bar()
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     revision = None
@@ -93,22 +94,7 @@ def load_model(model_id: str = "embedded", device: str = "auto", dtype: str = "a
         model_id = EMBEDDED_MODEL_ID
     else:
         source = model_id
-    try:
-        config = transformers.AutoConfig.from_pretrained(
-            source, trust_remote_code=trust_remote_code)
-        tokenizer = transformers.AutoTokenizer.from_pretrained(
-            source, trust_remote_code=trust_remote_code)
-    except ValueError as exc:
-        if "trust_remote_code" in str(exc):
-            raise LayerscanError(f"model {model_id!r} needs its own code; rerun with "
-                                 "--trust-remote-code if you trust it") from exc
-        raise LayerscanError(f"cannot load model {model_id!r}: {exc}") from exc
-    except OSError as exc:
-        raise LayerscanError(
-            f"cannot load model {model_id!r}: not a local model folder, and not in the "
-            "Hugging Face cache or reachable online; download it once online, or pass "
-            "--model /path/to/folder (a folder with config.json and safetensors weights)"
-        ) from exc
+    config, tokenizer, source = _load_config_and_tokenizer(source, model_id, trust_remote_code)
     is_causal = _is_causal(config)
     auto_class = (transformers.AutoModelForCausalLM if is_causal
                   else _encoder_auto_class(config, transformers))
@@ -129,6 +115,54 @@ def load_model(model_id: str = "embedded", device: str = "auto", dtype: str = "a
     return LoadedModel(model=model, tokenizer=tokenizer, model_id=model_id, revision=revision,
                        architecture=config.model_type, is_causal=is_causal,
                        device=torch_device)
+
+
+def _load_config_and_tokenizer(source: Any, model_id: str,
+                                trust_remote_code: bool) -> tuple[Any, Any, Any]:
+    """Config and tokenizer from a folder, the hub cache, or (only if reachable) the hub."""
+    import transformers
+
+    looks_like_path = str(source).startswith((".", "/", "~")) or Path(str(source)).exists()
+    if looks_like_path and not Path(str(source)).expanduser().is_dir():
+        raise LayerscanError(f"model folder {source} does not exist")
+    source = Path(str(source)).expanduser() if looks_like_path else source
+    attempts = [True] if looks_like_path else [True, False]  # cache first, then the hub
+    for local_only in attempts:
+        if not local_only and not _hub_reachable():
+            break
+        try:
+            config = transformers.AutoConfig.from_pretrained(
+                source, trust_remote_code=trust_remote_code, local_files_only=local_only)
+            tokenizer = transformers.AutoTokenizer.from_pretrained(
+                source, trust_remote_code=trust_remote_code, local_files_only=local_only)
+            return config, tokenizer, source
+        except ValueError as exc:
+            if "trust_remote_code" in str(exc):
+                raise LayerscanError(f"model {model_id!r} needs its own code; rerun with "
+                                     "--trust-remote-code if you trust it") from exc
+            raise LayerscanError(f"cannot load model {model_id!r}: {exc}") from exc
+        except OSError:
+            continue
+    where = "the folder has no usable config.json/tokenizer" if looks_like_path else (
+        "it is not in the Hugging Face cache and the hub is not reachable (offline)")
+    raise LayerscanError(f"cannot load model {model_id!r}: {where}; download it once online, "
+                         "or pass --model /path/to/folder (config.json, tokenizer and "
+                         "safetensors weights), or --model embedded")
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers at all (skipped when HF_HUB_OFFLINE is set)."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    import socket
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def _is_causal(config: Any) -> bool:

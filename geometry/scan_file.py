@@ -1,4 +1,4 @@
-"""The `Scan` record (aligned 3D layer-time layouts of one prompt, or a diff of two) and its file."""
+"""The `Scan` record (aligned 3D layer-time layouts of a prompt, or a diff of two) and its file."""
 
 from __future__ import annotations
 

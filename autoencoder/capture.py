@@ -1,0 +1,235 @@
+"""Capture: run a transformer on a prompt and on the tokens it generates; keep every layer."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from layerscan.autoencoder.architectures import context_length, final_norm, lens_head
+from layerscan.autoencoder.capture_file import NORMALIZATIONS, Capture, Normalization
+from layerscan.autoencoder.loading import LoadedModel
+from layerscan.errors import LayerscanError
+
+LENS_CHUNK_TOKENS = 256
+"""Tokens per logit-lens matmul, to bound memory at (chunk, vocab)."""
+
+
+@contextlib.contextmanager
+def _final_norm_io(model) -> Iterator[dict]:
+    """Record the input and output of the final norm on each forward pass."""
+    seen: dict = {}
+    try:
+        norm = final_norm(model)
+    except LayerscanError:  # unknown architecture: its last state is taken as transformers gives it
+        norm = None
+    if norm is None:
+        yield seen
+        return
+
+    def hook(module, inputs, output):
+        seen["input"], seen["output"] = inputs[0], output
+
+    handle = norm.register_forward_hook(hook)
+    try:
+        yield seen
+    finally:
+        handle.remove()
+
+
+@torch.inference_mode()
+def _forward_states(loaded: LoadedModel, input_ids: torch.Tensor, attention_mask=None,
+                    past_key_values=None) -> tuple[torch.Tensor, object, torch.Tensor | None]:
+    """One forward pass → raw residual states (n_layers+1, batch, tokens, d_model), cache, logits.
+
+    transformers' last hidden state is, depending on the architecture, taken before or after
+    the final norm. The final norm's own input and output are recorded on this very pass, so the
+    last layer is always returned un-normed (raw), the same as every other layer.
+    """
+    model = loaded.model
+    with _final_norm_io(model) as seen:
+        out = model(input_ids=input_ids, attention_mask=attention_mask,
+                    past_key_values=past_key_values, use_cache=loaded.is_causal,
+                    output_hidden_states=True)
+    states = list(out.hidden_states)
+    if seen and states[-1].shape == seen["output"].shape \
+            and torch.equal(states[-1], seen["output"]):
+        states[-1] = seen["input"]  # the stack held the normed state: use the raw one
+    device = states[0].device
+    hidden = torch.stack([s.to(device) for s in states])  # (n_layers+1, batch, tokens, d_model)
+    return hidden, getattr(out, "past_key_values", None), getattr(out, "logits", None)
+
+
+@torch.inference_mode()
+def normalize(loaded: LoadedModel, hidden: torch.Tensor,
+              normalization: Normalization) -> torch.Tensor:
+    """Apply a normalization mode to raw states (n_layers+1, ..., d_model), as float32."""
+    if normalization not in NORMALIZATIONS:
+        raise LayerscanError(f"unknown normalization {normalization!r}: use "
+                             f"{', '.join(NORMALIZATIONS)}")
+    if normalization == "final-norm":
+        norm = final_norm(loaded.model)
+        if norm is not None:
+            weight = next(norm.parameters(), None)
+            hidden = norm(hidden.to(weight.device if weight is not None else hidden.device))
+        return hidden.float()
+    hidden = hidden.float()
+    if normalization == "standardize":  # per token and layer, over the hidden dimension
+        mean = hidden.mean(dim=-1, keepdim=True)
+        std = hidden.std(dim=-1, keepdim=True, unbiased=False)
+        hidden = (hidden - mean) / (std + 1e-6)
+    return hidden
+
+
+@torch.inference_mode()
+def logit_lens(loaded: LoadedModel, raw: torch.Tensor,
+               top_k: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Top-k next tokens per layer and position from raw states (n_layers+1, tokens, d_model).
+
+    Every layer goes through the model's final norm and LM head, as the logit lens does.
+    Returns ids (n_layers+1, tokens, top_k) int64 and probabilities float32, or None.
+    """
+    head = lens_head(loaded.model)
+    if head is None or top_k <= 0:
+        return None
+    normed = normalize(loaded, raw, "final-norm")  # (n_layers+1, tokens, d_model)
+    dtype = next(loaded.model.parameters()).dtype
+    flat = normed.reshape(-1, normed.shape[-1])  # (n_layers+1 * tokens, d_model)
+    ids, probs = [], []
+    for chunk in flat.split(LENS_CHUNK_TOKENS):
+        logits = head(chunk.to(dtype)).float()  # (chunk, vocab)
+        top = torch.softmax(logits, dim=-1).topk(top_k, dim=-1)
+        ids.append(top.indices.cpu())
+        probs.append(top.values.cpu())
+    shape = (*normed.shape[:2], top_k)
+    return (torch.cat(ids).reshape(shape).numpy().astype(np.int64),
+            torch.cat(probs).reshape(shape).numpy().astype(np.float32))
+
+
+def _token_strings(tokenizer, ids) -> list[str]:
+    cache: dict[int, str] = {}
+    out = []
+    for i in ids:
+        i = int(i)
+        if i not in cache:
+            cache[i] = tokenizer.decode([i])
+        out.append(cache[i])
+    return out
+
+
+def tokenize_prompt(loaded: LoadedModel, prompt: str, chat: bool = False,
+                    extra_tokens: int = 0) -> list[int]:
+    """Token ids of `prompt` (optionally in the chat template), checked against the context."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise LayerscanError("the prompt is empty; give some text to capture")
+    tokenizer = loaded.tokenizer
+    if chat:
+        if not getattr(tokenizer, "chat_template", None):
+            raise LayerscanError(f"{loaded.model_id} has no chat template; drop --chat")
+        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
+                                             add_generation_prompt=True, tokenize=False)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    else:
+        ids = tokenizer(prompt)["input_ids"]
+    limit = context_length(loaded.config, tokenizer)
+    if limit is not None and len(ids) + extra_tokens > limit:
+        what = f"{len(ids)} prompt tokens" + (
+            f" + {extra_tokens} to generate" if extra_tokens else "")
+        raise LayerscanError(f"{what} exceed the context of {loaded.model_id} ({limit} tokens); "
+                             "shorten the prompt (layerscan never truncates silently)")
+    return list(ids)
+
+
+def _next_token(logits: torch.Tensor, sample: bool, temperature: float,
+                generator: torch.Generator) -> int:
+    if not sample:
+        return int(logits.argmax())
+    probs = torch.softmax(logits.float() / max(temperature, 1e-5), dim=-1).cpu()
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+@torch.inference_mode()
+def capture(loaded: LoadedModel, prompt: str, normalization: Normalization = "final-norm",
+            generate: int = 0, sample: bool = False, temperature: float = 0.8,
+            chat: bool = False, top_k: int = 5, seed: int = 0) -> Capture:
+    """Hidden states of every layer for `prompt` and for `generate` continuation tokens.
+
+    The prompt runs in ONE forward pass: under causal attention the states of every prefix are
+    the first positions of that pass, so token-time costs nothing extra. Generated tokens reuse
+    the KV cache and never recompute the prompt.
+
+    Args:
+        loaded: from `load_model`.
+        prompt: the text; empty or whitespace-only is an error.
+        normalization: "final-norm" (the model's final norm on every layer, as the logit lens
+            does), "standardize" (zero mean, unit variance per token and layer) or "raw".
+        generate: continuation tokens to generate and capture (causal models only).
+        sample: sample instead of greedy decoding; `temperature` and `seed` apply.
+        chat: wrap the prompt as a user message in the model's chat template.
+        top_k: logit-lens tokens per layer and position (0 turns the lens off).
+    """
+    if normalization not in NORMALIZATIONS:
+        raise LayerscanError(f"unknown normalization {normalization!r}: use "
+                             f"{', '.join(NORMALIZATIONS)}")
+    if generate < 0:
+        raise LayerscanError(f"--generate must be 0 or more, got {generate}")
+    if generate and not loaded.is_causal:
+        raise LayerscanError(f"{loaded.model_id} is not a causal LM; it cannot --generate")
+    if normalization == "final-norm":
+        final_norm(loaded.model)  # fail early, naming an unknown architecture
+    ids = tokenize_prompt(loaded, prompt, chat=chat, extra_tokens=generate)
+    device = loaded.model.device if hasattr(loaded.model, "device") else loaded.device
+    input_ids = torch.tensor([ids], device=device)
+    hidden, past, logits = _forward_states(loaded, input_ids)  # (n_layers+1, 1, T, d_model)
+    steps = [hidden[:, 0]]
+    generator = torch.Generator().manual_seed(seed)
+    all_ids = list(ids)
+    for _ in range(generate):
+        token = _next_token(logits[0, -1], sample, temperature, generator)
+        all_ids.append(token)
+        step_hidden, past, logits = _forward_states(
+            loaded, torch.tensor([[token]], device=device), past_key_values=past)
+        steps.append(step_hidden[:, 0])  # (n_layers+1, 1, d_model)
+    raw = torch.cat(steps, dim=1)  # (n_layers+1, n_tokens, d_model)
+    lens = logit_lens(loaded, raw, top_k)
+    tokens = _token_strings(loaded.tokenizer, all_ids)
+    result = Capture(
+        hidden=normalize(loaded, raw, normalization).cpu().numpy(),
+        token_ids=all_ids, tokens=tokens, n_prompt_tokens=len(ids), model_id=loaded.model_id,
+        revision=loaded.revision, architecture=loaded.architecture,
+        normalization=normalization, is_causal=loaded.is_causal, prompt=prompt,
+        lens_ids=None if lens is None else lens[0],
+        lens_probs=None if lens is None else lens[1],
+        lens_tokens=None if lens is None else [
+            [_token_strings(loaded.tokenizer, position) for position in layer]
+            for layer in lens[0]],
+        extra={"generate": generate, "sample": sample, "temperature": temperature,
+               "chat": chat, "seed": seed, "top_k": top_k})
+    result.validate()
+    return result
+
+
+@torch.inference_mode()
+def hidden_states_batch(loaded: LoadedModel, batch_ids: list[list[int]],
+                        normalization: Normalization = "final-norm") -> list[np.ndarray]:
+    """States of several token sequences in one padded forward pass (for corpus extraction).
+
+    Returns one (n_layers+1, len(ids), d_model) float32 array per sequence. Sequences are
+    right-padded and masked, so each result equals that sequence's own forward pass.
+    """
+    if not batch_ids or any(len(ids) == 0 for ids in batch_ids):
+        raise LayerscanError("hidden_states_batch needs non-empty token sequences")
+    longest = max(len(ids) for ids in batch_ids)
+    pad = loaded.tokenizer.pad_token_id
+    pad = 0 if pad is None else pad
+    device = loaded.model.device if hasattr(loaded.model, "device") else loaded.device
+    input_ids = torch.full((len(batch_ids), longest), pad, dtype=torch.long)
+    mask = torch.zeros((len(batch_ids), longest), dtype=torch.long)
+    for row, ids in enumerate(batch_ids):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        mask[row, : len(ids)] = 1
+    hidden, _, _ = _forward_states(loaded, input_ids.to(device), attention_mask=mask.to(device))
+    hidden = normalize(loaded, hidden, normalization).cpu()  # (n_layers+1, B, T, d_model)
+    return [hidden[:, row, : len(ids)].numpy() for row, ids in enumerate(batch_ids)]
