@@ -1,0 +1,162 @@
+"""Pure timing and motion for layer-time movies: which layer and token step each frame shows."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from layerscan.errors import LayerscanError
+
+
+class Frame(NamedTuple):
+    """One movie frame: where in layer-time and token-time it sits."""
+
+    step: int
+    """Token-time step index."""
+    layer: float
+    """Layer position in [0, n_layers]; fractional between two layers."""
+    azimuth: float
+    """Camera orbit angle in degrees, relative to the start."""
+
+
+def ease(t: np.ndarray | float) -> np.ndarray | float:
+    """Smoothstep: 0 → 0, 1 → 1, zero velocity at both ends, so each layer gets a short rest."""
+    return t * t * (3.0 - 2.0 * t)
+
+
+def plan_frames(n_frames_layers: int, n_steps: int = 1, frames_per_layer: int = 8,
+                hold_frames: int = 0, token_sweep: bool = False, orbit_degrees: float = 0.0,
+                ) -> list[Frame]:
+    """The frame sequence of a movie.
+
+    Without a token sweep the cloud travels layer 0 → last layer of the final token step.
+    With a sweep it travels layer-time once per token step (each step adds one token).
+
+    Args:
+        n_frames_layers: layer frames in the scan (n_layers+1).
+        n_steps: token-time steps in the scan.
+        frames_per_layer: frames spent moving from one layer to the next.
+        hold_frames: extra still frames on the first and last layer of each pass.
+        token_sweep: play every token step instead of only the last one.
+        orbit_degrees: total camera orbit over the whole movie.
+    """
+    if n_frames_layers < 1 or n_steps < 1:
+        raise LayerscanError("nothing to render: the scan has no layers or no token steps")
+    if frames_per_layer < 1:
+        raise LayerscanError(f"frames per layer must be at least 1, got {frames_per_layer}")
+    steps = range(n_steps) if token_sweep else [n_steps - 1]
+    n_layers = n_frames_layers - 1
+    plan: list[tuple[int, float]] = []
+    for step in steps:
+        plan += [(step, 0.0)] * hold_frames
+        travel = n_layers * frames_per_layer
+        plan += [(step, i / frames_per_layer) for i in range(travel + 1)]
+        plan += [(step, float(n_layers))] * hold_frames
+    n = len(plan)
+    return [Frame(step, layer, orbit_degrees * i / max(n - 1, 1))
+            for i, (step, layer) in enumerate(plan)]
+
+
+def frames_per_layer_for(duration: float, fps: float, n_frames_layers: int, n_steps: int = 1,
+                         hold_frames: int = 0, token_sweep: bool = False) -> int:
+    """Frames per layer that make a movie last about `duration` seconds at `fps`."""
+    if duration <= 0 or fps <= 0:
+        raise LayerscanError(f"duration and fps must be positive, got {duration} s at {fps} fps")
+    passes = n_steps if token_sweep else 1
+    n_layers = max(n_frames_layers - 1, 1)
+    budget = duration * fps / passes - 1 - 2 * hold_frames
+    return max(1, int(round(budget / n_layers)))
+
+
+def layer_pair(layer: float, n_frames_layers: int) -> tuple[int, int, float]:
+    """The two layers around a fractional layer and the eased blend weight of the second."""
+    layer = float(np.clip(layer, 0, n_frames_layers - 1))
+    lo = int(np.floor(layer))
+    hi = min(lo + 1, n_frames_layers - 1)
+    return lo, hi, float(ease(layer - lo))
+
+
+def interpolate(values: np.ndarray, layer: float) -> np.ndarray:
+    """Blend per-layer values at a fractional layer.
+
+    Args:
+        values: (n_layers+1, ...) per-layer arrays, e.g. positions (n_layers+1, n_particles, 3).
+        layer: fractional layer in [0, n_layers].
+
+    Returns:
+        (...) the eased linear blend of the two surrounding layers.
+    """
+    lo, hi, t = layer_pair(layer, values.shape[0])
+    if t == 0.0 or lo == hi:
+        return values[lo]
+    return values[lo] + (values[hi] - values[lo]) * np.float32(t)
+
+
+def nearest_layer(layer: float, n_frames_layers: int) -> int:
+    """The layer index whose overlays and connectivity a fractional layer shows."""
+    lo, hi, t = layer_pair(layer, n_frames_layers)
+    return hi if t >= 0.5 else lo
+
+
+def local_density(positions: np.ndarray, k: int = 10) -> np.ndarray:
+    """Local density per particle from its k nearest 3D neighbours, scaled to [0, 1].
+
+    Args:
+        positions: (n_layers+1, n_particles, 3) layouts.
+        k: neighbours used.
+
+    Returns:
+        (n_layers+1, n_particles) float32, 1 = densest particle of that layer.
+    """
+    from scipy.spatial import cKDTree
+
+    n_frames, n_particles, _ = positions.shape
+    k = min(k, n_particles - 1)
+    out = np.zeros((n_frames, n_particles), np.float32)
+    if k < 1:
+        return out
+    for layer in range(n_frames):
+        dist, _ = cKDTree(positions[layer]).query(positions[layer], k + 1)  # (n_particles, k+1)
+        density = 1.0 / (dist[:, 1:].mean(1) + 1e-9)
+        lo, hi = np.percentile(density, [2, 98])
+        out[layer] = np.clip((density - lo) / max(hi - lo, 1e-9), 0, 1)
+    return out
+
+
+def neighbor_lines(neighbors: np.ndarray, n_links: int = 2) -> np.ndarray:
+    """VTK line connectivity joining each particle to its first `n_links` neighbours.
+
+    Args:
+        neighbors: (n_particles, k_neighbors) int neighbour indices of one layer.
+        n_links: neighbours drawn per particle.
+
+    Returns:
+        (n_particles * n_links * 3,) int64 flat cells `[2, i, j, 2, i, j, ...]`, with each
+        undirected pair drawn once.
+    """
+    n_particles = neighbors.shape[0]
+    n_links = min(n_links, neighbors.shape[1])
+    src = np.repeat(np.arange(n_particles), n_links)
+    dst = neighbors[:, :n_links].reshape(-1).astype(np.int64)
+    pairs = np.unique(np.sort(np.stack([src, dst], 1), 1), axis=0)  # (n_pairs, 2)
+    pairs = pairs[(pairs[:, 0] != pairs[:, 1]) & (pairs[:, 1] >= 0) & (pairs[:, 1] < n_particles)]
+    cells = np.empty((len(pairs), 3), np.int64)
+    cells[:, 0] = 2
+    cells[:, 1:] = pairs
+    return cells.reshape(-1)
+
+
+def bounds_of(positions: np.ndarray) -> tuple[np.ndarray, float]:
+    """Centre and radius that hold every layer of a layout.
+
+    Args:
+        positions: (..., 3) points.
+
+    Returns:
+        centre (3,) and radius (robust: 99th percentile distance from the centre).
+    """
+    pts = positions.reshape(-1, 3)
+    centre = np.median(pts, 0)
+    radius = float(np.percentile(np.linalg.norm(pts - centre, axis=1), 99)) or 1.0
+    return centre, radius

@@ -1,0 +1,258 @@
+"""2D overlay widgets for the scene: text labels, token chips, logit-lens bars, a layer chart."""
+
+from __future__ import annotations
+
+import numpy as np
+import vtk
+from vtk.util.numpy_support import numpy_to_vtk
+
+INK = (0.93, 0.94, 0.96)
+DIM = (0.55, 0.58, 0.64)
+ACCENT = (1.0, 0.78, 0.25)
+ALERT = (1.0, 0.38, 0.38)
+CHIP = (0.20, 0.24, 0.31)
+CHIP_CURRENT = (1.0, 0.78, 0.25)
+CHIP_FUTURE = (0.12, 0.14, 0.18)
+CHIP_DIFF = (0.75, 0.22, 0.25)
+
+
+def token_label(token: str) -> str:
+    """A token as shown on screen: visible whitespace, no control characters."""
+    text = token.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
+    text = "".join(ch if ch.isprintable() else "?" for ch in text).strip()
+    return text if text else "␣" if token else "∅"
+
+
+class Label:
+    """One text actor placed in normalized viewport coordinates; `set` only touches VTK on change."""
+
+    def __init__(self, renderer: vtk.vtkRenderer, x: float, y: float, size: int,
+                 color: tuple = INK, bold: bool = False, mono: bool = False,
+                 align: str = "left", valign: str = "top") -> None:
+        self.actor = vtk.vtkTextActor()
+        self.actor.GetPositionCoordinate().SetCoordinateSystemToNormalizedViewport()
+        self.actor.SetPosition(x, y)
+        prop = self.actor.GetTextProperty()
+        prop.SetFontSize(size)
+        prop.SetColor(*color)
+        prop.SetBold(bold)
+        prop.SetShadow(True)
+        prop.SetShadowOffset(1, -1)
+        if mono:
+            prop.SetFontFamilyToCourier()
+        {"left": prop.SetJustificationToLeft, "right": prop.SetJustificationToRight,
+         "center": prop.SetJustificationToCentered}[align]()
+        {"top": prop.SetVerticalJustificationToTop, "bottom": prop.SetVerticalJustificationToBottom,
+         "center": prop.SetVerticalJustificationToCentered}[valign]()
+        self._text: str | None = None
+        renderer.AddViewProp(self.actor)
+
+    def set(self, text: str) -> None:
+        if text != self._text:
+            self._text = text
+            self.actor.SetInput(text)
+
+    def set_visible(self, visible: bool) -> None:
+        self.actor.SetVisibility(visible)
+
+
+class Quads:
+    """Filled axis-aligned rectangles and polylines in normalized viewport coordinates."""
+
+    def __init__(self, renderer: vtk.vtkRenderer, color: tuple, opacity: float = 1.0,
+                 line_width: float = 1.0) -> None:
+        self.poly = vtk.vtkPolyData()
+        self.poly.SetPoints(vtk.vtkPoints())
+        coord = vtk.vtkCoordinate()
+        coord.SetCoordinateSystemToNormalizedViewport()
+        mapper = vtk.vtkPolyDataMapper2D()
+        mapper.SetInputData(self.poly)
+        mapper.SetTransformCoordinate(coord)
+        self.actor = vtk.vtkActor2D()
+        self.actor.SetMapper(mapper)
+        self.actor.GetProperty().SetColor(*color)
+        self.actor.GetProperty().SetOpacity(opacity)
+        self.actor.GetProperty().SetLineWidth(line_width)
+        renderer.AddViewProp(self.actor)
+
+    def set_rects(self, rects: np.ndarray) -> None:
+        """rects: (n, 4) rows of x0, y0, x1, y1."""
+        rects = np.asarray(rects, np.float64).reshape(-1, 4)
+        corners = np.stack([rects[:, [0, 1]], rects[:, [2, 1]], rects[:, [2, 3]],
+                            rects[:, [0, 3]]], 1).reshape(-1, 2)  # (4n, 2)
+        cells = np.arange(4 * len(rects)).reshape(-1, 4)
+        self._set(corners, cells, lines=False)
+
+    def set_polyline(self, xy: np.ndarray) -> None:
+        """xy: (n, 2) points joined in order."""
+        xy = np.asarray(xy, np.float64).reshape(-1, 2)
+        self._set(xy, np.arange(len(xy))[None, :], lines=True)
+
+    def _set(self, xy: np.ndarray, cells: np.ndarray, lines: bool) -> None:
+        pts = np.zeros((len(xy), 3))
+        pts[:, :2] = xy
+        self.poly.GetPoints().SetData(numpy_to_vtk(pts, deep=True))
+        arr = vtk.vtkCellArray()
+        for cell in cells:
+            arr.InsertNextCell(len(cell), [int(i) for i in cell])
+        if lines:
+            self.poly.SetLines(arr)
+        else:
+            self.poly.SetPolys(arr)
+        self.poly.Modified()
+
+
+class TokenChips:
+    """The prompt as a row of token chips: seen, current (highlighted), not yet seen, differing."""
+
+    def __init__(self, renderer: vtk.vtkRenderer, tokens: list[str], size: int,
+                 viewport_px: tuple[int, int], x0: float = 0.02, x1: float = 0.98,
+                 y_top: float = 0.13, max_rows: int = 2, differing: list[int] | None = None,
+                 ) -> None:
+        self.labels = [token_label(t) for t in tokens]
+        self.differing = set(differing or [])
+        measurer = vtk.vtkTextRenderer()
+        prop = vtk.vtkTextProperty()
+        prop.SetFontSize(size)
+        box = [0, 0, 0, 0]
+        widths = []
+        for label in self.labels:
+            measurer.GetBoundingBox(prop, label, box, 72)
+            widths.append(box[1] - box[0] + 1)
+        w_px, h_px = viewport_px
+        pad, gap = 0.45 * size / w_px, 0.35 * size / w_px
+        self.widths = np.asarray(widths) / w_px + 2 * pad
+        self.row_h = 1.75 * size / h_px
+        self.x0, self.x1, self.y_top, self.max_rows, self.pad, self.gap = (
+            x0, x1, y_top, max_rows, pad, gap)
+        self.actors = []
+        for label in self.labels:
+            actor = vtk.vtkTextActor()
+            actor.SetInput(label)
+            actor.GetPositionCoordinate().SetCoordinateSystemToNormalizedViewport()
+            tp = actor.GetTextProperty()
+            tp.SetFontSize(size)
+            tp.SetBackgroundOpacity(1.0)
+            tp.SetFrame(False)
+            tp.SetVerticalJustificationToBottom()
+            renderer.AddViewProp(actor)
+            self.actors.append(actor)
+        self._state: tuple | None = None
+
+    def show(self, n_visible: int, current: int | None) -> None:
+        """Lay out the chips so the current token is on screen, then colour them."""
+        if self._state == (n_visible, current):
+            return
+        self._state = (n_visible, current)
+        focus = len(self.labels) - 1 if current is None else current
+        start = self._first_shown(focus)
+        x, row = self.x0, 0
+        for i, actor in enumerate(self.actors):
+            if i < start or row >= self.max_rows:
+                actor.SetVisibility(False)
+                continue
+            if x + self.widths[i] > self.x1 and x > self.x0:
+                x, row = self.x0, row + 1
+                if row >= self.max_rows:
+                    actor.SetVisibility(False)
+                    continue
+            actor.SetVisibility(True)
+            actor.SetPosition(x + self.pad, self.y_top - (row + 1) * self.row_h)
+            x += self.widths[i] + self.gap
+            tp = actor.GetTextProperty()
+            if i == current:
+                tp.SetBackgroundColor(*CHIP_CURRENT)
+                tp.SetColor(0.08, 0.08, 0.1)
+            elif i in self.differing:
+                tp.SetBackgroundColor(*CHIP_DIFF)
+                tp.SetColor(*INK)
+            elif i < n_visible:
+                tp.SetBackgroundColor(*CHIP)
+                tp.SetColor(*INK)
+            else:
+                tp.SetBackgroundColor(*CHIP_FUTURE)
+                tp.SetColor(*DIM)
+
+    def _first_shown(self, focus: int) -> int:
+        """First token index such that `focus` still fits in the rows (greedy from the end)."""
+        width = (self.x1 - self.x0) * self.max_rows * 0.92
+        start, used = focus, self.widths[focus] + self.gap
+        while start > 0 and used + self.widths[start - 1] + self.gap <= width:
+            start -= 1
+            used += self.widths[start] + self.gap
+        return start
+
+
+class LensPanel:
+    """Logit-lens top-k tokens with probability bars."""
+
+    def __init__(self, renderer: vtk.vtkRenderer, top_k: int, size: int,
+                 viewport_px: tuple[int, int], x_right: float = 0.98, y_top: float = 0.96,
+                 ) -> None:
+        w_px, h_px = viewport_px
+        self.row_h = 1.6 * size / h_px
+        self.bar_w = 9.0 * size / w_px
+        self.x_bar = x_right - self.bar_w
+        self.y_top = y_top
+        self.title = Label(renderer, x_right, y_top, size, DIM, align="right")
+        self.track = Quads(renderer, CHIP, opacity=0.8)
+        self.bars = Quads(renderer, ACCENT, opacity=0.9)
+        rows = np.arange(top_k)
+        y0 = y_top - (rows + 1.75) * self.row_h
+        self.track.set_rects(np.stack([np.full(top_k, self.x_bar), y0,
+                                       np.full(top_k, x_right), y0 + 0.72 * self.row_h], 1))
+        self.rows = [Label(renderer, self.x_bar - 0.6 * size / w_px, y + 0.36 * self.row_h,
+                           size, INK, align="right", valign="center") for y in y0]
+        self.values = [Label(renderer, self.x_bar + 0.3 * size / w_px, y + 0.36 * self.row_h,
+                             int(size * 0.85), (0.08, 0.08, 0.1), valign="center") for y in y0]
+        self.y0 = y0
+        self._state: tuple | None = None
+
+    def show(self, title: str, tokens: list[str], probs: np.ndarray) -> None:
+        state = (title, tuple(tokens), tuple(np.round(probs, 4)))
+        if state == self._state:
+            return
+        self._state = state
+        self.title.set(title)
+        for i, (row, value) in enumerate(zip(self.rows, self.values, strict=True)):
+            has = i < len(tokens)
+            row.set(token_label(tokens[i]) if has else "")
+            value.set(f"{100 * probs[i]:.0f}%" if has else "")
+        p = np.clip(np.asarray(probs[: len(self.y0)], np.float64), 0, 1)
+        y0 = self.y0[: len(p)]
+        self.bars.set_rects(np.stack([np.full(len(p), self.x_bar), y0,
+                                      self.x_bar + np.maximum(p, 0.004) * self.bar_w,
+                                      y0 + 0.72 * self.row_h], 1))
+
+    def set_visible(self, visible: bool) -> None:
+        for item in [self.title, self.track, self.bars, *self.rows, *self.values]:
+            item.actor.SetVisibility(visible)
+
+
+class LayerChart:
+    """A small line chart of one value per layer (divergence) with the current layer marked."""
+
+    def __init__(self, renderer: vtk.vtkRenderer, values: np.ndarray, size: int,
+                 box: tuple[float, float, float, float], title: str) -> None:
+        x0, y0, x1, y1 = box
+        self.box = box
+        v = np.asarray(values, np.float64)
+        span = float(v.max() - v.min()) or 1.0
+        self.xs = x0 + (x1 - x0) * np.linspace(0, 1, len(v))
+        self.ys = y0 + (y1 - y0) * (v - v.min()) / span
+        self.frame = Quads(renderer, CHIP, opacity=0.55)
+        self.frame.set_rects([[x0 - 0.01, y0 - 0.02, x1 + 0.01, y1 + 0.015]])
+        self.line = Quads(renderer, INK, line_width=2.0)
+        self.line.set_polyline(np.stack([self.xs, self.ys], 1))
+        self.marker = Quads(renderer, ACCENT, line_width=2.0)
+        self.dot = Quads(renderer, ACCENT)
+        self.title = Label(renderer, x0, y1 + 0.015 + 1.5 * size / 720, size, DIM,
+                           valign="bottom")
+        self.title.set(title)
+
+    def show(self, layer: float) -> None:
+        x = float(np.interp(layer, np.arange(len(self.xs)), self.xs))
+        y = float(np.interp(layer, np.arange(len(self.ys)), self.ys))
+        _, y0, _, y1 = self.box
+        self.marker.set_polyline([[x, y0 - 0.02], [x, y1 + 0.015]])
+        self.dot.set_rects([[x - 0.006, y - 0.01, x + 0.006, y + 0.01]])
