@@ -1,0 +1,275 @@
+"""A trained autoencoder as a folder (config.json + weights.safetensors): export, load, encode."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+import torch
+
+from layerscan.autoencoder.config import ModelConfig, from_dict
+from layerscan.autoencoder.model import ParticleAutoencoder
+from layerscan.errors import LayerscanError
+from layerscan.files import atomic_path
+
+if TYPE_CHECKING:
+    from layerscan.autoencoder.capture_file import Capture
+
+ARTIFACT_FORMAT = "layerscan-autoencoder"
+ARTIFACT_FORMAT_VERSION = 1
+CONFIG_NAME, WEIGHTS_NAME = "config.json", "weights.safetensors"
+DEFAULT_ARTIFACT = Path(__file__).resolve().parent / "pretrained" / "smollm2-135m-instruct"
+"""The packaged autoencoder for the embedded SmolLM2-135M-Instruct."""
+ROWS_PER_BATCH = 256
+"""Prompt-layer rows encoded per forward pass (bounds memory for long prefix series)."""
+
+
+@dataclass
+class ArtifactConfig:
+    """What an exported autoencoder records about itself (config.json)."""
+
+    model_id: str
+    """The language model whose hidden states it encodes."""
+    d_model: int
+    """Its hidden size."""
+    n_layers: int
+    """Its number of transformer blocks (clouds: n_layers + 1, the embeddings first)."""
+    normalization: str
+    """Capture normalization the states had in training: final-norm, standardize or raw."""
+    model: ModelConfig
+    """Autoencoder shape (n_particles, d_particle, max_len, ...)."""
+    revision: str | None = None
+    """Revision of the language model's weights, when known."""
+    architecture: str = ""
+    """transformers model_type of the language model."""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    """Validation metrics: r2 per layer, mean-pool bound, R² by prompt length, ..."""
+    training: dict[str, Any] = field(default_factory=dict)
+    """How it was trained: run config, corpus, steps, minutes."""
+
+    @property
+    def n_particles(self) -> int:
+        return self.model.n_particles
+
+    @property
+    def d_particle(self) -> int:
+        return self.model.d_particle
+
+    @property
+    def max_len(self) -> int:
+        return self.model.max_len
+
+    def to_json(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        return {"format": ARTIFACT_FORMAT, "format_version": ARTIFACT_FORMAT_VERSION, **values}
+
+    @classmethod
+    def from_json(cls, values: dict[str, Any], where: str) -> ArtifactConfig:
+        if values.get("format") != ARTIFACT_FORMAT:
+            raise LayerscanError(f"{where}: not a layerscan autoencoder config")
+        if values.get("format_version") != ARTIFACT_FORMAT_VERSION:
+            raise LayerscanError(f"{where}: autoencoder format version "
+                                 f"{values.get('format_version')}; this layerscan reads "
+                                 f"{ARTIFACT_FORMAT_VERSION}. Retrain or re-export it.")
+        values = {k: v for k, v in values.items() if k not in ("format", "format_version")}
+        try:
+            values["model"] = from_dict(ModelConfig, values["model"], ".model")
+            return cls(**values)
+        except (KeyError, TypeError) as exc:
+            raise LayerscanError(f"{where}: autoencoder config is incomplete ({exc})") from exc
+
+
+class EncodedLayers(NamedTuple):
+    """One prompt's clouds at every layer, with how well they reconstruct it."""
+
+    clouds: np.ndarray
+    """(n_layers+1, n_particles, d_particle) float32 particle clouds."""
+    reconstruction_r2: np.ndarray
+    """(n_layers+1,) float32 R² = 1 - SSE/SST of this prompt's states, per layer; SST is
+    taken around the corpus mean of the layer (so the mean of the prompt scores above 0)."""
+
+
+class TrainedAutoencoder:
+    """A trained `ParticleAutoencoder` in eval mode, with its record.
+
+    Args:
+        model: the network (statistics already set).
+        config: what it encodes and how well.
+    """
+
+    def __init__(self, model: ParticleAutoencoder, config: ArtifactConfig) -> None:
+        self.model = model.eval()
+        self.config = config
+
+    def check_compatible(self, capture: Capture) -> None:
+        """Raise a one-line LayerscanError if `capture` is not from this autoencoder's model."""
+        c = self.config
+        if capture.model_id != c.model_id or capture.d_model != c.d_model \
+                or capture.n_layers != c.n_layers:
+            raise LayerscanError(
+                f"the autoencoder was trained on {c.model_id} (hidden size {c.d_model}, "
+                f"{c.n_layers} layers) but the capture is from {capture.model_id} (hidden size "
+                f"{capture.d_model}, {capture.n_layers} layers); train one for this model with "
+                f"`layerscan train --set data.language_model=...` and pass it with "
+                f"--autoencoder")
+        if capture.normalization != c.normalization:
+            raise LayerscanError(
+                f"the autoencoder was trained on {c.normalization!r} states but the capture "
+                f"used {capture.normalization!r}; capture with --normalization "
+                f"{c.normalization}")
+
+    def _check_hidden(self, hidden: np.ndarray) -> np.ndarray:
+        hidden = np.asarray(hidden)
+        expected = (self.config.n_layers + 1, self.config.d_model)
+        if hidden.ndim != 3 or (hidden.shape[0], hidden.shape[2]) != expected:
+            raise LayerscanError(
+                f"hidden states of shape {hidden.shape} do not fit this autoencoder, which "
+                f"expects (n_layers+1={expected[0]}, n_tokens, d_model={expected[1]}) from "
+                f"{self.config.model_id}")
+        if hidden.shape[1] < 1:
+            raise LayerscanError("cannot encode a prompt with no tokens")
+        if hidden.shape[1] > self.config.max_len:
+            raise LayerscanError(
+                f"the prompt has {hidden.shape[1]} tokens but this autoencoder encodes at "
+                f"most max_len={self.config.max_len}; shorten the prompt or --generate less")
+        if not np.isfinite(hidden).all():
+            raise LayerscanError("hidden states contain NaN or infinite values")
+        return hidden.astype(np.float32, copy=False)
+
+    def encode(self, hidden: np.ndarray) -> EncodedLayers:
+        """Encode one prompt at every layer.
+
+        Args:
+            hidden: (n_layers+1, n_tokens, d_model) float32 states, n_tokens <= max_len.
+        """
+        hidden = self._check_hidden(hidden)
+        return self.encode_prefixes(hidden, [hidden.shape[1]])[0]
+
+    def encode_prefixes(self, hidden: np.ndarray, lengths: list[int]) -> list[EncodedLayers]:
+        """Encode the prefixes hidden[:, :p] for each p in `lengths`, batched (token-time).
+
+        Args:
+            hidden: (n_layers+1, n_tokens, d_model) float32 states of a causal prompt.
+            lengths: prefix lengths in 1..n_tokens.
+
+        Returns:
+            One EncodedLayers per length, in order.
+        """
+        hidden = self._check_hidden(hidden)
+        n_seen, n_tokens, _ = hidden.shape
+        for p in lengths:
+            if not 1 <= int(p) <= n_tokens:
+                raise LayerscanError(f"prefix length {p} outside 1..{n_tokens}")
+        rows = [(int(p), layer) for p in lengths for layer in range(n_seen)]
+        device = self.model.mean.device
+        states = torch.from_numpy(np.ascontiguousarray(hidden)).to(device)  # (n_seen, T, d)
+        clouds, r2 = [], []
+        with torch.inference_mode():
+            layers = torch.arange(n_seen, device=device)
+            codes = self.model.token_codes(states, layers)  # (n_seen, T, n_ranks, k), causal
+            for start in range(0, len(rows), ROWS_PER_BATCH):
+                chunk = rows[start:start + ROWS_PER_BATCH]
+                lens = torch.tensor([p for p, _ in chunk], device=device)
+                layer = torch.tensor([lay for _, lay in chunk], device=device)
+                longest = int(lens.max())
+                cloud = self.model.route(codes[layer, :longest], lens)  # (rows, N, k)
+                recon = self.model.decode(cloud, layer, lens)  # (rows, longest, d_model)
+                mask = torch.arange(longest, device=device)[None] < lens[:, None]
+                clouds.append(cloud.float().cpu())
+                r2.append(layer_r2(self.model, states[layer, :longest], recon, layer, mask).cpu())
+        clouds_t = torch.cat(clouds).view(len(lengths), n_seen, *clouds[0].shape[1:])
+        r2_t = torch.cat(r2).view(len(lengths), n_seen)
+        return [EncodedLayers(clouds=c.numpy().astype(np.float32),
+                              reconstruction_r2=r.numpy().astype(np.float32))
+                for c, r in zip(clouds_t, r2_t, strict=True)]
+
+
+def layer_r2(model: ParticleAutoencoder, hidden: torch.Tensor, reconstruction: torch.Tensor,
+             layer: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(batch,) R² per row: 1 - SSE / SST, SST around the layer's corpus mean.
+
+    Args:
+        hidden, reconstruction: (batch, n_tokens, d_model); mask: (batch, n_tokens) bool.
+    """
+    m = mask[..., None].to(hidden.dtype)
+    sse = (((reconstruction - hidden) * m) ** 2).sum((1, 2))  # (batch,)
+    sst = (((hidden - model.mean[layer, None]) * m) ** 2).sum((1, 2))  # (batch,)
+    return 1.0 - sse / sst.clamp_min(1e-12)
+
+
+def export_autoencoder(model: ParticleAutoencoder, config: ArtifactConfig,
+                       folder: str | os.PathLike, half: bool = False) -> Path:
+    """Write `folder/config.json` and `folder/weights.safetensors`, atomically (temp + rename).
+
+    Args:
+        half: store learned weights as float16 (half the size; the per-layer statistics stay
+            float32). Loading always computes in float32.
+    """
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if half:
+        state = {k: v if k in ("mean", "scale") or not v.is_floating_point() else v.half()
+                 for k, v in state.items()}
+    with atomic_path(folder, suffix="") as tmp:
+        tmp.mkdir()
+        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": ARTIFACT_FORMAT})
+        (tmp / CONFIG_NAME).write_text(json.dumps(_jsonable(config.to_json()), indent=2),
+                                       encoding="utf-8")
+        for path in (tmp, tmp / WEIGHTS_NAME, tmp / CONFIG_NAME):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    return folder
+
+
+def load_autoencoder(folder: str | os.PathLike | None = None,
+                     device: str | torch.device = "cpu") -> TrainedAutoencoder:
+    """Load an exported autoencoder; None loads the packaged one for the embedded model.
+
+    Missing or corrupt folders raise a one-line LayerscanError. Never unpickles.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = DEFAULT_ARTIFACT if folder is None else Path(folder)
+    config_file, weights_file = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+    if not config_file.is_file() or not weights_file.is_file():
+        raise LayerscanError(f"{folder}: not an autoencoder folder (needs {CONFIG_NAME} and "
+                             f"{WEIGHTS_NAME}); train one with `layerscan train`")
+    try:
+        values = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise LayerscanError(f"{config_file}: corrupt autoencoder config ({exc})") from exc
+    if not isinstance(values, dict):
+        raise LayerscanError(f"{config_file}: corrupt autoencoder config")
+    config = ArtifactConfig.from_json(values, str(config_file))
+    model = ParticleAutoencoder(config.model, config.d_model, config.n_layers)
+    try:
+        state = {k: v.float() if v.is_floating_point() else v
+                 for k, v in load_file(str(weights_file)).items()}
+        model.load_state_dict(state, strict=True)
+    except (OSError, SafetensorError, RuntimeError, ValueError) as exc:
+        raise LayerscanError(f"{weights_file}: corrupt or mismatched autoencoder weights "
+                             f"({str(exc).splitlines()[0][:200]}); re-export or retrain it") \
+            from exc
+    if not all(torch.isfinite(v).all() for v in state.values()):
+        raise LayerscanError(f"{weights_file}: weights contain NaN or infinite values")
+    return TrainedAutoencoder(model.to(device), config)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,256 @@
+"""Typed configuration of the particle autoencoder and its training run, loaded from YAML."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from layerscan.errors import LayerscanError
+
+
+@dataclass
+class ModelConfig:
+    """Shape of the particle autoencoder (the language model's sizes come from the data)."""
+
+    n_particles: int = 1024
+    """Particles per cloud (N)."""
+    d_particle: int = 16
+    """Features per particle (k)."""
+    max_len: int = 128
+    """Longest prompt, in tokens, that one cloud encodes; longer documents are chunked."""
+    d_pos: int = 32
+    """Width of the position/length features that route tokens to particles."""
+    n_ranks: int = 0
+    """Distinct projections a token's particles can use; the rank-th particle of a token
+    holds the rank-th projection (0: ceil(d_model / d_particle), enough for exact coding)."""
+    n_anchors: int = 4
+    """Layer-specific linear maps: each layer mixes this many learned maps (1: one map for
+    all layers)."""
+    d_hidden: int = 256
+    """Width of the decoder's nonlinear correction MLP (0 turns it off)."""
+
+    def __post_init__(self) -> None:
+        if self.n_ranks < 0:
+            raise LayerscanError(f"model.n_ranks must be >= 0, got {self.n_ranks}")
+        for name in ("n_particles", "d_particle", "max_len", "d_pos", "n_anchors"):
+            if getattr(self, name) < 1:
+                raise LayerscanError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if self.d_hidden < 0:
+            raise LayerscanError(f"model.d_hidden must be >= 0, got {self.d_hidden}")
+
+
+@dataclass
+class DataConfig:
+    """Where the training text comes from and how its hidden states are cached."""
+
+    corpus: str = "default"
+    """"default" (seed prompts written for layerscan, continued by the language model), a .txt
+    file (one document per line), a .jsonl file, a folder of .txt files, or "hf:NAME" for a
+    Hugging Face dataset (needs the hub or its cache)."""
+    text_field: str = "text"
+    """Field that holds the text in .jsonl files and Hugging Face datasets."""
+    hf_split: str = "train"
+    """Split of a Hugging Face dataset."""
+    max_documents: int = 0
+    """Use at most this many documents (0: all)."""
+    language_model: str = "embedded"
+    """The transformer whose hidden states are encoded: "embedded", a folder, or a hub id."""
+    normalization: Literal["final-norm", "standardize", "raw"] = "final-norm"
+    """How hidden states are normalized at capture; must match at use."""
+    device: str = "auto"
+    """Device that runs the language model during extraction."""
+    extract_batch_size: int = 16
+    """Windows per batched forward pass of the language model when building the cache."""
+    val_fraction: float = 0.1
+    """Share of documents held out for validation (split by document, never by window)."""
+    batch_size: int = 16
+    """Windows per training batch (each window contributes `layers_per_window` layers)."""
+    layers_per_window: int = 8
+    """Layers sampled from each window per batch (all layers are used in validation)."""
+    min_len: int = 1
+    """Shortest training prefix; each window is cut to a random length in min_len..max_len."""
+    num_workers: int = 0
+    """DataLoader worker processes."""
+    continuation_tokens: int = 96
+    """Default corpus: tokens the language model writes after each seed prompt."""
+    continuations_per_seed: int = 2
+    """Default corpus: sampled continuations per seed prompt."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.val_fraction < 1.0:
+            raise LayerscanError(f"data.val_fraction must be in (0, 1), got {self.val_fraction}")
+        for name in ("batch_size", "layers_per_window", "min_len", "extract_batch_size",
+                     "continuation_tokens", "continuations_per_seed"):
+            if getattr(self, name) < 1:
+                raise LayerscanError(f"data.{name} must be >= 1, got {getattr(self, name)}")
+        if self.normalization not in ("final-norm", "standardize", "raw"):
+            raise LayerscanError(f"data.normalization {self.normalization!r}: use final-norm, "
+                                 "standardize or raw")
+
+
+@dataclass
+class TrainConfig:
+    """Optimizer, schedule and Lightning Trainer settings."""
+
+    max_epochs: int = 40
+    """Upper bound on epochs; early stopping or max_minutes usually ends sooner."""
+    max_minutes: float = 0.0
+    """Stop after this many minutes of training (0: no limit)."""
+    steps_per_epoch: int = 0
+    """Training batches per epoch (0: one pass over the training windows)."""
+    lr: float = 3e-3
+    """Peak AdamW learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    warmup_steps: int = 50
+    """Linear warm-up steps before cosine decay."""
+    gradient_clip: float = 1.0
+    """Gradient norm clip (0: off)."""
+    early_stopping_patience: int = 5
+    """Epochs without a better validation loss before stopping (0: off)."""
+    precision: str = "32-true"
+    """Lightning precision: 32-true, bf16-mixed or 16-mixed (the last two on GPU)."""
+    accelerator: str = "auto"
+    """Lightning accelerator: auto, cpu, gpu."""
+    devices: str = "auto"
+    """Lightning devices: auto, a count like 2, or a list like "0,1"."""
+    strategy: str = "auto"
+    """Lightning strategy: auto, ddp, ddp_spawn, ... (DDP on CPU uses the gloo backend)."""
+    seed: int = 0
+    """Seed for weights, data order and prefix lengths."""
+    log_every_n_steps: int = 10
+    """How often training metrics are logged."""
+    progress_bar: bool = True
+    """Show Lightning's progress bar."""
+
+    def __post_init__(self) -> None:
+        if self.max_epochs < 1:
+            raise LayerscanError(f"train.max_epochs must be >= 1, got {self.max_epochs}")
+        if self.lr <= 0:
+            raise LayerscanError(f"train.lr must be > 0, got {self.lr}")
+        if self.precision not in ("32-true", "32", "bf16-mixed", "16-mixed", "64-true"):
+            raise LayerscanError(f"train.precision {self.precision!r}: use 32-true, bf16-mixed "
+                                 "or 16-mixed")
+
+
+@dataclass
+class RunConfig:
+    """Everything `layerscan train` needs: model shape, data and training settings."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """Autoencoder shape."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Corpus and hidden-state cache."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Optimizer and Trainer."""
+    output: str = "runs/autoencoder"
+    """Run folder: checkpoints, logs, and the exported artifact in `artifact/`."""
+
+    def __post_init__(self) -> None:
+        if self.data.min_len > self.model.max_len:
+            raise LayerscanError(f"data.min_len {self.data.min_len} exceeds model.max_len "
+                                 f"{self.model.max_len}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def from_dict(cls: type, values: dict[str, Any], where: str = "") -> Any:
+    """Build dataclass `cls` from nested dicts; unknown keys and wrong types are errors."""
+    if not isinstance(values, dict):
+        raise LayerscanError(f"config{where}: expected a mapping, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise LayerscanError(f"config{where}: unknown key(s) {', '.join(unknown)}; "
+                             f"known: {', '.join(fields)}")
+    kwargs = {}
+    for name, value in values.items():
+        nested = _NESTED.get((cls, name))
+        kwargs[name] = from_dict(nested, value, f"{where}.{name}") if nested else \
+            _coerce(value, fields[name].type, f"{where}.{name}".lstrip("."))
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    kind = str(annotation)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise LayerscanError(f"config {key}: expected true/false, got {value!r}")
+        return value
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise LayerscanError(f"config {key}: expected an integer, got {value!r}")
+        return value
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise LayerscanError(f"config {key}: expected a number, got {value!r}")
+        return float(value)
+    return value if isinstance(value, str) else str(value)
+
+
+_NESTED = {(RunConfig, "model"): ModelConfig, (RunConfig, "data"): DataConfig,
+           (RunConfig, "train"): TrainConfig}
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `section.key=value` strings (values parsed as YAML) to a nested config dict."""
+    import yaml
+
+    values = {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise LayerscanError(f"--set {item!r}: use --set section.key=value, "
+                                 "e.g. --set train.lr=0.001")
+        *parents, leaf = key.strip().split(".")
+        node = values
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise LayerscanError(f"--set {item!r}: {part} is not a section")
+        node[leaf] = yaml.safe_load(raw)
+    return values
+
+
+def load_config(path: str | os.PathLike | None = None,
+                overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML run config (None: the defaults) and apply `--set` overrides.
+
+    Args:
+        path: a YAML file, or a name of a config shipped in layerscan/configs ("tiny").
+        overrides: strings like "train.lr=0.001".
+    """
+    import yaml
+
+    values: dict[str, Any] = {}
+    if path is not None:
+        file = Path(path)
+        if not file.is_file():
+            shipped = Path(__file__).resolve().parent.parent / "configs" / f"{path}.yaml"
+            try:
+                import layerscan.configs as packaged
+
+                shipped = Path(packaged.__file__).parent / f"{path}.yaml"
+            except ImportError:  # pragma: no cover - the package always ships configs
+                pass
+            if not shipped.is_file():
+                raise LayerscanError(f"config {path}: no such file (give a YAML path or a "
+                                     "shipped config name such as 'default' or 'tiny')")
+            file = shipped
+        try:
+            loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise LayerscanError(f"config {file}: cannot read YAML ({exc})".splitlines()[0]) \
+                from exc
+        values = loaded or {}
+        if not isinstance(values, dict):
+            raise LayerscanError(f"config {file}: top level must be a mapping")
+    values = apply_overrides(values, overrides or [])
+    try:
+        return from_dict(RunConfig, values)
+    except TypeError as exc:
+        raise LayerscanError(f"config: {exc}") from exc

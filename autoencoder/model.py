@@ -1,0 +1,252 @@
+"""The particle autoencoder: one layer's hidden states of any length <-> a fixed particle cloud.
+
+Design (one model for every layer, lengths 1..max_len, particle i is the same slot everywhere):
+
+* Routing. Particle i sits at relative position (i + 0.5) / N along the prompt, so a prompt of
+  n_tokens tokens gives each token a contiguous block of about N / n_tokens particles (more
+  particles per token for short prompts, fewer for long ones). Within its block, the particle
+  of rank r holds the token's r-th learned projection (ranks beyond n_ranks repeat).
+* Encoder. Each token's normalized state goes through a linear map plus a nonlinear
+  correction to n_ranks * d_particle numbers, ordered by importance (initialized from PCA of
+  the corpus); particle i takes the slice of its token and rank.
+* Decoder. Every token position gathers the particles of its block (the ranks it has; the
+  rest are zero) and maps them, with its position, the prompt length and the layer, back to
+  a d_model state: a linear map plus a nonlinear correction. Every token is reconstructed,
+  not a pooled vector.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from layerscan.autoencoder.config import ModelConfig
+
+
+class AutoencoderOutput(NamedTuple):
+    """What `ParticleAutoencoder.forward` returns."""
+
+    clouds: torch.Tensor
+    """(batch, n_particles, d_particle) the particle clouds."""
+    reconstruction: torch.Tensor
+    """(batch, n_tokens, d_model) reconstructed hidden states, zero at padded positions."""
+
+
+def routing_tables(n_particles: int, max_len: int, n_ranks: int) -> tuple[torch.Tensor, ...]:
+    """Which token and rank each particle holds, and which particle holds each (token, rank).
+
+    Returns:
+        token_of: (max_len+1, n_particles) int64, token of particle i for a prompt of length n.
+        rank_of: (max_len+1, n_particles) int64, its rank (mod n_ranks) in the token's block.
+        particle_of: (max_len+1, max_len, n_ranks) int64, particle holding (token, rank), or
+            n_particles (an always-zero slot) where the token has fewer particles than ranks.
+    """
+    token_of = torch.zeros(max_len + 1, n_particles, dtype=torch.long)
+    rank_of = torch.zeros_like(token_of)
+    particle_of = torch.full((max_len + 1, max_len, n_ranks), n_particles, dtype=torch.long)
+    index = torch.arange(n_particles)
+    for n in range(1, max_len + 1):
+        token = (index * n) // n_particles  # (n_particles,) floor((i / N) * n), exact in ints
+        start = torch.div(torch.arange(n) * n_particles + n - 1, n, rounding_mode="floor")
+        rank = index - start[token]
+        token_of[n], rank_of[n] = token, rank % n_ranks
+        keep = rank < n_ranks  # (n_particles,)
+        particle_of[n, token[keep], rank[keep]] = index[keep]
+    return token_of, rank_of, particle_of
+
+
+class ParticleAutoencoder(nn.Module):
+    """Hidden states (n_tokens, d_model) of one layer <-> cloud (n_particles, d_particle).
+
+    Args:
+        config: the autoencoder's shape.
+        d_model: hidden size of the language model.
+        n_layers: transformer blocks of the language model (layers seen: n_layers + 1).
+    """
+
+    def __init__(self, config: ModelConfig, d_model: int, n_layers: int) -> None:
+        super().__init__()
+        self.config, self.d_model, self.n_layers = config, d_model, n_layers
+        n_ranks = config.n_ranks or -(-d_model // config.d_particle)  # ceil: enough for exact
+        self.n_ranks = min(n_ranks, config.n_particles)
+        self.k, n_seen = config.d_particle, n_layers + 1
+        n_code = self.n_ranks * self.k
+        self.n_anchors = min(config.n_anchors, n_seen)
+        # per-layer statistics of the corpus, set by `set_statistics` (saved with the weights)
+        self.register_buffer("mean", torch.zeros(n_seen, d_model))  # (n_layers+1, d_model)
+        self.register_buffer("scale", torch.ones(n_seen))  # (n_layers+1,)
+        tables = routing_tables(config.n_particles, config.max_len, self.n_ranks)
+        for name, table in zip(("token_of", "rank_of", "particle_of"), tables, strict=True):
+            self.register_buffer(name, table, persistent=False)
+        self.layer_embedding = nn.Embedding(n_seen, config.d_pos)
+        self.position_embedding = nn.Embedding(config.max_len, config.d_pos)
+        self.length_features = nn.Linear(2, config.d_pos)
+        # linear codes: n_anchors maps, mixed per layer (hat functions at init)
+        basis = torch.linalg.qr(torch.randn(max(n_code, d_model), d_model))[0][:n_code]
+        self.encode_weight = nn.Parameter(basis.expand(self.n_anchors, -1, -1).clone())
+        self.decode_weight = nn.Parameter(basis.T.expand(self.n_anchors, -1, -1).clone())
+        self.decode_bias = nn.Parameter(torch.zeros(n_seen, d_model))
+        self.mixing = nn.Parameter(_hat_functions(n_seen, self.n_anchors))  # (n_seen, anchors)
+        self.encode_mlp = _mlp(d_model + config.d_pos, config.d_hidden, n_code)
+        self.decode_mlp = _mlp(n_code + config.d_pos, config.d_hidden, d_model)
+
+    @torch.no_grad()
+    def set_statistics(self, mean: torch.Tensor, scale: torch.Tensor,
+                       covariance: torch.Tensor | None = None) -> None:
+        """Store corpus statistics and, optionally, initialize the linear codes as PCA.
+
+        Args:
+            mean: (n_layers+1, d_model) mean state of each layer.
+            scale: (n_layers+1,) RMS distance of each layer's states from that mean.
+            covariance: (n_layers+1, d_model, d_model) covariance of each layer's normalized
+                states; each anchor starts as the PCA of the layers it covers, most important
+                component first.
+        """
+        self.mean.copy_(mean)
+        self.scale.copy_(scale.clamp_min(1e-6))
+        if covariance is None:
+            return
+        n_code = self.encode_weight.shape[1]
+        for anchor in range(self.n_anchors):
+            weights = self.mixing[:, anchor].clamp_min(0)  # (n_layers+1,)
+            cov = (weights[:, None, None] * covariance.to(weights)).sum(0)  # (d_model, d_model)
+            _, vectors = torch.linalg.eigh(cov.double())  # ascending eigenvalues
+            basis = vectors.flip(-1).T.float()[:n_code]  # (min(n_code, d_model), d_model)
+            self.encode_weight.data[anchor, :basis.shape[0]] = basis
+            self.decode_weight.data[anchor, :, :basis.shape[0]] = basis.T
+
+    def _per_layer(self, x: torch.Tensor, layer: torch.Tensor,
+                   weight: torch.Tensor) -> torch.Tensor:
+        """Apply each row's layer-specific linear map: x (batch, n_tokens, d_in) -> d_out.
+
+        Args:
+            x: (batch, n_tokens, d_in) inputs.
+            layer: (batch,) layer of each row.
+            weight: (n_anchors, d_out, d_in) anchor maps, mixed per layer by `mixing`.
+        """
+        layers, inverse = torch.unique(layer, return_inverse=True)
+        maps = torch.einsum("ua,aoi->uoi", self.mixing[layers], weight)  # (n_unique, out, in)
+        if len(layers) == 1:
+            return x @ maps[0].T
+        out = x.new_empty(*x.shape[:-1], weight.shape[1])  # (batch, n_tokens, d_out)
+        for u in range(len(layers)):
+            rows = (inverse == u).nonzero().squeeze(1)
+            out[rows] = x[rows] @ maps[u].T
+        return out
+
+    def normalize(self, hidden: torch.Tensor, layer: torch.Tensor) -> torch.Tensor:
+        """(batch, n_tokens, d_model) states -> the same, centered and scaled per layer."""
+        return (hidden - self.mean[layer, None]) / self.scale[layer, None, None]
+
+    def denormalize(self, normed: torch.Tensor, layer: torch.Tensor) -> torch.Tensor:
+        """Inverse of `normalize`."""
+        return normed * self.scale[layer, None, None] + self.mean[layer, None]
+
+    def _context(self, layer: torch.Tensor, lengths: torch.Tensor | None,
+                 n_tokens: int) -> torch.Tensor:
+        """(batch, n_tokens, d_pos) features of layer, position and (decoder only) length.
+
+        The encoder gets no length features, so a token's code never depends on later tokens
+        and the prefixes of a causal prompt share their tokens' codes.
+        """
+        positions = torch.arange(n_tokens, device=layer.device)  # (n_tokens,)
+        context = self.position_embedding(positions)[None] + self.layer_embedding(layer)[:, None]
+        if lengths is None:
+            return context
+        n = lengths[:, None].float()  # (batch, 1)
+        per_token = (self.config.n_particles / n / self.n_ranks).clamp(max=1.0)  # (batch, 1)
+        feats = torch.stack([positions[None].float() / n, per_token.expand(-1, n_tokens)],
+                            dim=-1)  # (batch, n_tokens, 2)
+        return context + self.length_features(feats)
+
+    def token_codes(self, hidden: torch.Tensor, layer: torch.Tensor) -> torch.Tensor:
+        """(batch, n_tokens, d_model) states -> (batch, n_tokens, n_ranks, d_particle) codes."""
+        batch, n_tokens, _ = hidden.shape
+        normed = self.normalize(hidden, layer)  # (batch, n_tokens, d_model)
+        context = self._context(layer, None, n_tokens)  # (batch, n_tokens, d_pos)
+        codes = (self._per_layer(normed, layer, self.encode_weight)
+                 + self.encode_mlp(torch.cat([normed, context], -1)))  # (batch, n_tokens, n_code)
+        return codes.view(batch, n_tokens, self.n_ranks, self.k)
+
+    def route(self, codes: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(batch, n_tokens, n_ranks, k) codes -> (batch, n_particles, k) clouds for `lengths`."""
+        token = self.token_of[lengths]  # (batch, n_particles)
+        rank = self.rank_of[lengths]  # (batch, n_particles)
+        rows = torch.arange(codes.shape[0], device=codes.device)[:, None]
+        return codes[rows, token, rank]  # (batch, n_particles, d_particle)
+
+    def encode(self, hidden: torch.Tensor, layer: torch.Tensor,
+               lengths: torch.Tensor) -> torch.Tensor:
+        """Encode a batch of prompts at given layers into particle clouds.
+
+        Args:
+            hidden: (batch, n_tokens, d_model) states, padded after each prompt's length.
+            layer: (batch,) int64 layer index of each row (0 = embeddings).
+            lengths: (batch,) int64 prompt lengths in 1..max_len.
+
+        Returns:
+            (batch, n_particles, d_particle) clouds.
+        """
+        return self.route(self.token_codes(hidden, layer), lengths)
+
+    def decode(self, clouds: torch.Tensor, layer: torch.Tensor,
+               lengths: torch.Tensor) -> torch.Tensor:
+        """Reconstruct every token's state from the clouds.
+
+        Args:
+            clouds: (batch, n_particles, d_particle).
+            layer: (batch,) int64 layer indices.
+            lengths: (batch,) int64 prompt lengths.
+
+        Returns:
+            (batch, max(lengths), d_model) states; positions past a prompt's length are zero.
+        """
+        batch, n_tokens = clouds.shape[0], int(lengths.max())
+        padded = nn.functional.pad(clouds, (0, 0, 0, 1))  # (batch, n_particles+1, k), zero slot
+        slots = self.particle_of[lengths, :n_tokens]  # (batch, n_tokens, n_ranks)
+        rows = torch.arange(batch, device=clouds.device)[:, None, None]
+        gathered = padded[rows, slots].flatten(2)  # (batch, n_tokens, n_ranks * k)
+        context = self._context(layer, lengths, n_tokens)  # (batch, n_tokens, d_pos)
+        normed = (self._per_layer(gathered, layer, self.decode_weight)
+                  + self.decode_bias[layer, None]
+                  + self.decode_mlp(torch.cat([gathered, context], -1)))  # (batch, n_tokens, d)
+        mask = torch.arange(n_tokens, device=clouds.device)[None] < lengths[:, None]
+        return self.denormalize(normed, layer) * mask[..., None]
+
+    def forward(self, hidden: torch.Tensor, layer: torch.Tensor,
+                lengths: torch.Tensor) -> AutoencoderOutput:
+        """Encode then decode; see `encode` and `decode` for shapes."""
+        clouds = self.encode(hidden, layer, lengths)
+        return AutoencoderOutput(clouds=clouds, reconstruction=self.decode(clouds, layer, lengths))
+
+
+def _mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Module:
+    """A residual correction that starts at exactly zero (the linear path starts as PCA)."""
+    if d_hidden == 0:
+        return _Zero(d_out)
+    last = nn.Linear(d_hidden, d_out)
+    nn.init.zeros_(last.weight)
+    nn.init.zeros_(last.bias)
+    first = nn.Linear(d_in, d_hidden)
+    nn.init.normal_(first.weight, std=1.0 / math.sqrt(d_in))
+    return nn.Sequential(first, nn.GELU(), last)
+
+
+class _Zero(nn.Module):
+    def __init__(self, d_out: int) -> None:
+        super().__init__()
+        self.d_out = d_out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.new_zeros(*x.shape[:-1], self.d_out)
+
+
+def _hat_functions(n_seen: int, n_anchors: int) -> torch.Tensor:
+    """(n_seen, n_anchors) linear interpolation weights between evenly spaced anchor layers."""
+    if n_anchors == 1:
+        return torch.ones(n_seen, 1)
+    where = torch.linspace(0, n_anchors - 1, n_seen)  # (n_seen,) position among anchors
+    return (1 - (where[:, None] - torch.arange(n_anchors)[None]).abs()).clamp_min(0)
