@@ -93,7 +93,7 @@ class _Panel:
         self.surface_actors = [
             plotter.add_mesh(pv.PolyData(), color="#5fb3d9", opacity=opts.surface_opacity,
                              smooth_shading=True, specular=0.3, name=f"surface{i}",
-                             show_scalar_bar=False) for i in range(2)]
+                             show_scalar_bar=False, culling="back") for i in range(2)]
         self.overlays: list = []
         self.chips = TokenChips(renderer, scan.tokens, size, viewport_px,
                                 y_top=0.105 if title is None else 0.125, differing=differing)
@@ -128,7 +128,10 @@ class _Panel:
                 faces = np.hstack([np.full((len(surface.faces), 1), 3, np.int64),
                                    surface.faces.astype(np.int64)])
                 mesh = pv.PolyData(np.asarray(surface.vertices, np.float32), faces.ravel())
-                mesh = mesh.compute_normals(auto_orient_normals=False, split_vertices=False)
+                # Consistent outward winding, so back faces can be culled: a translucent
+                # shell drawn once per pixel instead of twice.
+                mesh = mesh.compute_normals(auto_orient_normals=True, consistent_normals=True,
+                                            split_vertices=False)
             self._surfaces[key] = mesh
         return self._surfaces[key]
 
@@ -185,13 +188,14 @@ class _Panel:
         self._surface_key = key
         for actor, layer, weight in ((self.surface_actors[0], lo, 1.0 - t),
                                      (self.surface_actors[1], hi, t)):
-            visible = show and weight > 0.02 and (layer != lo or actor is self.surface_actors[0])
+            # The two layers' surfaces cross-fade only mid-way: two translucent passes cost.
+            visible = show and weight > 0.1 and (layer != lo or actor is self.surface_actors[0])
             actor.SetVisibility(visible)
             if visible:
                 mesh = self.surface_mesh(step, layer)
                 if actor.mapper.GetInput() is not mesh:
                     actor.mapper.SetInputData(mesh)
-                actor.GetProperty().SetOpacity(self.opts.surface_opacity * weight)
+                actor.GetProperty().SetOpacity(self.opts.surface_opacity * min(1.0, weight / 0.9))
 
     def set_overlays_visible(self, visible: bool) -> None:
         for label in (self.head, self.sub, self.fig, self.prompt_title):
