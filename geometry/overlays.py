@@ -24,7 +24,7 @@ def token_label(token: str) -> str:
 
 
 class Label:
-    """One text actor placed in normalized viewport coordinates; `set` only touches VTK on change."""
+    """A text actor in normalized viewport coordinates; `set` touches VTK only on change."""
 
     def __init__(self, renderer: vtk.vtkRenderer, x: float, y: float, size: int,
                  color: tuple = INK, bold: bool = False, mono: bool = False,
@@ -201,10 +201,12 @@ class LensPanel:
         y0 = y_top - (rows + 1.75) * self.row_h
         self.track.set_rects(np.stack([np.full(top_k, self.x_bar), y0,
                                        np.full(top_k, x_right), y0 + 0.72 * self.row_h], 1))
-        self.rows = [Label(renderer, self.x_bar - 0.6 * size / w_px, y + 0.36 * self.row_h,
+        self.rows = [Label(renderer, self.x_bar - 4.2 * size / w_px, y + 0.36 * self.row_h,
                            size, INK, align="right", valign="center") for y in y0]
-        self.values = [Label(renderer, self.x_bar + 0.3 * size / w_px, y + 0.36 * self.row_h,
-                             int(size * 0.85), (0.08, 0.08, 0.1), valign="center") for y in y0]
+        self.values = [Label(renderer, self.x_bar - 0.6 * size / w_px, y + 0.36 * self.row_h,
+                             int(size * 0.85), ACCENT, align="right", valign="center")
+                       for y in y0]
+        self.value_w = 3.4 * size / w_px
         self.y0 = y0
         self._state: tuple | None = None
 

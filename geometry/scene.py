@@ -1,4 +1,4 @@
-"""The one object that owns a `pyvista.Plotter`: builds a scan's actors once, updates them per frame."""
+"""The one object owning a `pyvista.Plotter`: a scan's actors built once, updated per frame."""
 
 from __future__ import annotations
 
@@ -47,6 +47,9 @@ class SceneOptions:
     """Background colour."""
     anti_aliasing: bool = False
     """FXAA; costs render time in software rendering."""
+    overlay_bottom: float = 0.0
+    """Free band at the bottom (fraction of the height) that the prompt keeps clear, for
+    the viewer's sliders."""
 
     def __post_init__(self) -> None:
         w, h = self.window_size
@@ -76,9 +79,7 @@ class _Panel:
         self._density: dict[int, np.ndarray] = {}
         self.cloud = pv.PolyData(np.array(first, np.float32))
         self.cloud.point_data["color"] = np.zeros(n_particles, np.float32)
-        self.luts = {mode: pv.LookupTable(cmap) for mode, cmap in COLORMAPS.items()}
-        for lut in self.luts.values():
-            lut.scalar_range = (0.0, 1.0)
+        self.luts = {mode: _lookup_table(mode) for mode in COLORMAPS}
         self.points_actor = plotter.add_mesh(
             self.cloud, scalars="color", clim=(0, 1), cmap=COLORMAPS["slot"],
             style="points", render_points_as_spheres=True, point_size=opts.point_size,
@@ -95,16 +96,18 @@ class _Panel:
                              smooth_shading=True, specular=0.3, name=f"surface{i}",
                              show_scalar_bar=False, culling="back") for i in range(2)]
         self.overlays: list = []
+        bottom = opts.overlay_bottom
         self.chips = TokenChips(renderer, scan.tokens, size, viewport_px,
-                                y_top=0.105 if title is None else 0.125, differing=differing)
+                                y_top=bottom + (0.105 if title is None else 0.125),
+                                differing=differing)
         self.head = Label(renderer, 0.02, 0.97, int(size * 1.5), INK, bold=True)
         self.sub = Label(renderer, 0.02, 0.97 - 2.3 * size / viewport_px[1], size, DIM)
         self.fig = Label(renderer, 0.02, 0.97 - 3.9 * size / viewport_px[1], int(size * 0.9),
                          DIM)
         self.prompt_title = None
         if title is not None:
-            self.prompt_title = Label(renderer, 0.02, 0.125 + 0.2 * size / viewport_px[1],
-                                      size, DIM, valign="bottom")
+            self.prompt_title = Label(renderer, 0.02, bottom + 0.125 + 0.2 * size
+                                      / viewport_px[1], size, INK, bold=True, valign="bottom")
             self.prompt_title.set(title)
         self.lens = None
         if scan.lens_tokens is not None and scan.lens_probs is not None:
@@ -268,7 +271,7 @@ class Scene:
             self.panels[1].head.set("")
             self.panels[1].sub.set("")
             for panel in self.panels:
-                panel.fig.actor.SetPosition(0.02, 0.16 + 2.2 * size / h)
+                panel.fig.actor.SetPosition(0.02, opts.overlay_bottom + 0.16 + 2.2 * size / h)
             self.plotter.link_views()
         self._setup_camera()
         self.step = scans[0].n_steps - 1
@@ -302,7 +305,9 @@ class Scene:
     def _setup_camera(self) -> None:
         pos = np.concatenate([s.positions.reshape(-1, 3) for s in self.scans])
         self.centre, radius = fr.bounds_of(pos)
-        self.distance = radius * (3.0 if self.is_diff else 2.6)
+        w, h = self.options.window_size
+        aspect = w / len(self.scans) / h  # narrow panels need the camera further back
+        self.distance = radius * 2.6 * max(1.0, 1.3 / aspect)
         self.elevation = np.radians(22.0)
         self.base_azimuth = np.radians(35.0)
         self.plotter.camera.view_angle = 30.0
@@ -394,6 +399,19 @@ class Scene:
 
     def close(self) -> None:
         self.plotter.close()
+
+
+def _lookup_table(mode: str) -> pv.LookupTable:
+    """The mode's colour map over [0, 1], without the near-black end that vanishes on the
+    dark background."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps[COLORMAPS[mode]]
+    start = 0.0 if mode == "slot" else 0.22
+    rgba = cmap(np.linspace(start, 1.0, 256))  # (256, 4)
+    lut = pv.LookupTable(values=(rgba * 255).astype(np.uint8))
+    lut.scalar_range = (0.0, 1.0)
+    return lut
 
 
 def _theme() -> pv.themes.Theme:

@@ -13,6 +13,12 @@ from layerscan.errors import LayerscanError
 COMMAND_MODULES = (
     "info",
     "capture",
+    "render",
+    "diff",
+    "view",
+    "export",
+    "train",
+    "eval",
 )
 """Modules in layerscan.commands; each has `register(subparsers)` that sets `run=fn(args)->int`."""
 

@@ -78,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     other = best.seconds - best.render_s - best.readback_s - best.encode_wait_s
     print(f"\nbest of {args.rounds}: naive {best_naive:.1f} fps, layerscan {best.fps:.1f} fps "
           f"(with surface and overlays) -> {best.fps / best_naive:.1f}x")
-    print(f"median ratio over rounds: "
-          f"{sorted(s.fps / f for s, f in zip(our_stats, naive_fps, strict=True))[args.rounds // 2]:.1f}x")
+    ratios = sorted(s.fps / f for s, f in zip(our_stats, naive_fps, strict=True))
+    print(f"median ratio over rounds: {ratios[args.rounds // 2]:.1f}x")
     print(f"layerscan per frame: update+render {1e3 * best.render_s / n:.1f} ms, readback "
           f"{1e3 * best.readback_s / n:.1f} ms, waiting on the encoder "
           f"{1e3 * best.encode_wait_s / n:.1f} ms, scene build and other "

@@ -1,0 +1,163 @@
+"""Scans as files other tools open: per-layer VTK/PLY meshes for ParaView, and offline HTML."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from layerscan.errors import LayerscanError
+from layerscan.files import atomic_path
+from layerscan.geometry import frames as fr
+from layerscan.geometry.scan_file import DiffScan, Scan
+
+MESH_FORMATS = ("vtp", "vtk", "ply")
+
+
+def cloud_mesh(scan: Scan, step: int, layer: int, displacement: np.ndarray | None = None):
+    """One layer's particles as a pyvista PolyData with slot, density and feature arrays."""
+    import pyvista as pv
+
+    pos = scan.positions[step, layer]  # (n_particles, 3)
+    mesh = pv.PolyData(np.ascontiguousarray(pos, np.float32))
+    mesh.point_data["slot"] = np.arange(scan.n_particles, dtype=np.int32)
+    mesh.point_data["density"] = fr.local_density(scan.positions[step, layer:layer + 1])[0]
+    mesh.point_data["features"] = np.ascontiguousarray(scan.clouds[step, layer], np.float32)
+    if displacement is not None:
+        mesh.point_data["displacement"] = np.asarray(displacement, np.float32)
+    mesh.field_data["layer_name"] = [scan.layer_names[layer]]
+    return mesh
+
+
+def surface_mesh(scan: Scan, step: int, layer: int):
+    """One layer's density surface as a pyvista PolyData (empty when the layer has none)."""
+    import pyvista as pv
+
+    surface = scan.surfaces[step][layer]
+    if len(surface.faces) == 0:
+        return pv.PolyData()
+    faces = np.hstack([np.full((len(surface.faces), 1), 3, np.int64),
+                       np.asarray(surface.faces, np.int64)])
+    return pv.PolyData(np.asarray(surface.vertices, np.float32), faces.ravel())
+
+
+def export_meshes(source: Scan | DiffScan, folder: str | os.PathLike, fmt: str = "vtp",
+                  step: int = -1) -> Path:
+    """Write every layer's cloud and surface to `folder`, atomically.
+
+    vtp files come with `clouds.pvd` and `surfaces.pvd`, which ParaView opens as a time
+    series (one time step per layer). A diff writes `a/` and `b/` with a displacement array.
+
+    Args:
+        source: a scan or a diff scan.
+        folder: output folder (replaced if it exists).
+        fmt: vtp (VTK XML, default), vtk (legacy VTK) or ply.
+        step: token-time step to export (default the last).
+    """
+    if fmt not in MESH_FORMATS:
+        raise LayerscanError(f"unknown mesh format {fmt!r}; use one of {', '.join(MESH_FORMATS)}")
+    folder = Path(folder)
+    with atomic_path(folder, suffix="") as tmp:
+        tmp.mkdir()
+        if isinstance(source, DiffScan):
+            disp = np.asarray(source.displacement_cloud)
+            for name, scan in (("a", source.a), ("b", source.b)):
+                _write_scan(scan, tmp / name, fmt, step, disp)
+        else:
+            _write_scan(source, tmp, fmt, step, None)
+    return folder
+
+
+def _write_scan(scan: Scan, folder: Path, fmt: str, step: int,
+                displacement: np.ndarray | None) -> None:
+    folder.mkdir(exist_ok=True)
+    step = range(scan.n_steps)[step]
+    entries: dict[str, list[tuple[int, str]]] = {"clouds": [], "surfaces": []}
+    for layer in range(scan.n_layers + 1):
+        disp = None if displacement is None else displacement[layer]
+        for kind, mesh in (("clouds", cloud_mesh(scan, step, layer, disp)),
+                           ("surfaces", surface_mesh(scan, step, layer))):
+            name = f"{kind[:-1]}_layer{layer:02d}.{fmt}"
+            if fmt == "ply":
+                mesh = mesh.copy()
+                mesh.clear_data()
+            mesh.save(folder / name, binary=True)
+            entries[kind].append((layer, name))
+    if fmt == "vtp":
+        for kind, files in entries.items():
+            rows = "\n".join(f'    <DataSet timestep="{layer}" part="0" file="{name}"/>'
+                             for layer, name in files)
+            (folder / f"{kind}.pvd").write_text(
+                '<?xml version="1.0"?>\n<VTKFile type="Collection" version="0.1">\n'
+                f"  <Collection>\n{rows}\n  </Collection>\n</VTKFile>\n")
+
+
+def _b64(array: np.ndarray, dtype: type) -> str:
+    return base64.b64encode(np.ascontiguousarray(array, dtype).tobytes()).decode("ascii")
+
+
+def _panel_data(scan: Scan, step: int, displacement: np.ndarray | None,
+                max_faces: int) -> dict:
+    pos = scan.positions[step]  # (n_layers+1, n_particles, 3)
+    centre, radius = fr.bounds_of(pos)
+    surfaces = scan.surfaces[step]
+    n_faces = sum(len(s.faces) for s in surfaces)
+    panel = {
+        "prompt": scan.prompt, "tokens": scan.tokens[: scan.step_lengths[step]],
+        "layer_names": scan.layer_names, "n_particles": scan.n_particles,
+        "positions": _b64((pos - centre) / radius, np.float32),
+        "metrics": {name: np.round(getattr(scan, name)[step], 4).tolist() for name in
+                    ("reconstruction_r2", "trustworthiness", "continuity", "disparity")},
+        "surfaces": None,
+    }
+    if n_faces <= max_faces:
+        panel["surfaces"] = [{"v": _b64((s.vertices - centre) / radius, np.float32),
+                              "f": _b64(s.faces, np.int32)} for s in surfaces]
+    if displacement is not None:
+        panel["displacement"] = _b64(displacement, np.float32)
+    if scan.lens_tokens is not None and scan.lens_probs is not None:
+        last = scan.step_lengths[step] - 1
+        panel["lens"] = [[[t, round(float(p), 4)] for t, p in
+                          zip(scan.lens_tokens[layer][last], scan.lens_probs[layer, last],
+                              strict=True)] for layer in range(scan.n_layers + 1)]
+    return panel
+
+
+def export_html(source: Scan | DiffScan, path: str | os.PathLike,
+                max_faces: int = 300_000) -> Path:
+    """Write a single self-contained HTML page that plays the scan in a browser, offline.
+
+    The page carries its data (base64 float32) and a small canvas viewer inline: no script,
+    style or font is fetched from anywhere.
+
+    Args:
+        source: a scan or a diff scan (two panels, one camera).
+        path: the .html file to write.
+        max_faces: surfaces are left out when they hold more triangles than this in all.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in (".html", ".htm"):
+        raise LayerscanError(f"{path}: an HTML export needs a .html file name")
+    if isinstance(source, DiffScan):
+        disp = np.asarray(source.displacement_cloud, np.float32)
+        disp = disp / (float(np.percentile(disp, 99)) or 1.0)
+        panels = [_panel_data(source.a, 0, disp, max_faces // 2),
+                  _panel_data(source.b, 0, disp, max_faces // 2)]
+        extra = {"divergence": np.round(source.divergence, 5).tolist(),
+                 "peak_layer": int(source.peak_layer),
+                 "differing_tokens": [int(i) for i in source.differing_tokens]}
+    else:
+        panels = [_panel_data(source, source.n_steps - 1, None, max_faces)]
+        extra = {}
+    data = {"model_id": (source.a if isinstance(source, DiffScan) else source).model_id,
+            "panels": panels, **extra}
+    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    from layerscan.geometry.html_viewer import TEMPLATE
+
+    html = TEMPLATE.replace("/*LAYERSCAN_DATA*/null", payload)
+    with atomic_path(path) as tmp:
+        tmp.write_text(html, encoding="utf-8")
+    return path

@@ -1,0 +1,225 @@
+"""The desktop viewer: a scene in a window with play/pause, layer stepping, sliders and toggles."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from layerscan.errors import LayerscanError
+from layerscan.files import atomic_path
+from layerscan.geometry.scan_file import DiffScan, Scan
+
+_SLIDER = dict(style="modern", fmt="%.0f", title_height=0.018, slider_width=0.012,
+               tube_width=0.003, color="#c8cdd6", title_color="#8a93a3",
+               interaction_event="always")
+HELP = ("space play/pause · [ ] layer · - = token step · u surface · p points · l lines · "
+        "c colour · o overlays · s screenshot · q quit")
+
+
+def check_display() -> None:
+    """Raise a one-line LayerscanError when there is no display to open a window on."""
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
+                                                 or os.environ.get("WAYLAND_DISPLAY")):
+        raise LayerscanError("no display to open a window on ($DISPLAY is not set); render a "
+                             "movie instead: layerscan render PROMPT -o layerscan.mp4")
+
+
+class Viewer:
+    """A scan (or diff) in a window: the animation, keys, sliders and screenshots.
+
+    Args:
+        source: a Scan or a DiffScan.
+        scene_options: SceneOptions for the drawing.
+        fps: animation speed while playing.
+        frames_per_layer: frames from one layer to the next while playing.
+        screenshot_dir: where `s` saves PNGs.
+        off_screen: no real window (for tests without a display).
+    """
+
+    def __init__(self, source: Scan | DiffScan, scene_options=None, fps: int = 30,
+                 frames_per_layer: int = 8, screenshot_dir: str | os.PathLike = ".",
+                 off_screen: bool = False) -> None:
+        from layerscan.geometry.scene import Scene, SceneOptions
+
+        if not off_screen:
+            check_display()
+        scene_options = scene_options or SceneOptions()
+        scene_options.overlay_bottom = max(scene_options.overlay_bottom, 0.1)
+        self.scene = Scene(source, scene_options, off_screen=off_screen)
+        self.plotter = self.scene.plotter
+        self.fps, self.frames_per_layer = fps, frames_per_layer
+        self.screenshot_dir = Path(screenshot_dir)
+        self.playing = False
+        self.closed = False
+        self.screenshots: list[Path] = []
+        self._timer_id: int | None = None
+        self._syncing = True  # pyvista calls slider callbacks once while adding them
+        self._add_keys()
+        self._add_sliders()
+        self._syncing = False
+        self.plotter.subplot(0, 0)
+        self.hint = self.plotter.add_text(HELP, position=(0.5, 0.975), viewport=True,
+                                          font_size=7, color="#8a93a3", name="help")
+        self.hint.GetTextProperty().SetJustificationToCentered()
+
+    # --- state -------------------------------------------------------------------------
+    @property
+    def layer(self) -> float:
+        return self.scene.layer
+
+    @property
+    def step(self) -> int:
+        return self.scene.step
+
+    def show(self, layer: float | None = None, step: int | None = None) -> None:
+        """Move to a layer / token step, update the sliders, redraw."""
+        step = self.scene.step if step is None else step
+        layer = self.scene.layer if layer is None else layer
+        current = None
+        if self.scene.n_steps > 1:
+            current = self.scene.scans[0].step_lengths[int(step)] - 1
+        self.scene.update(step, layer, current)
+        self._sync_sliders()
+        self.scene.render()
+
+    def step_layer(self, delta: int) -> None:
+        """Jump to the next (+1) or previous (-1) whole layer; pauses playback."""
+        self.playing = False
+        target = np.floor(self.layer + 1e-6) + delta if delta > 0 else \
+            np.ceil(self.layer - 1e-6) + delta
+        self.show(layer=float(np.clip(target, 0, self.scene.n_frames_layers - 1)))
+
+    def step_token(self, delta: int) -> None:
+        self.show(step=int(np.clip(self.step + delta, 0, self.scene.n_steps - 1)))
+
+    def toggle_play(self) -> bool:
+        self.playing = not self.playing
+        if self.playing and self.layer >= self.scene.n_frames_layers - 1:
+            self.show(layer=0.0)
+        return self.playing
+
+    def tick(self) -> None:
+        """Advance the animation by one frame (called by the window's timer while playing)."""
+        if not self.playing or self.closed:
+            return
+        last = self.scene.n_frames_layers - 1
+        layer = self.layer + 1.0 / self.frames_per_layer
+        if layer > last + 1e-6:
+            if self.step < self.scene.n_steps - 1:
+                self.show(layer=0.0, step=self.step + 1)
+                return
+            self.playing = False
+            layer = float(last)
+        self.show(layer=layer)
+
+    def screenshot(self) -> Path:
+        """Save the current view as a PNG in `screenshot_dir`; returns its path."""
+        import imageio.v3 as iio
+
+        near = int(round(self.layer))
+        path = self.screenshot_dir / f"layerscan-layer{near:02d}-{len(self.screenshots):03d}.png"
+        with atomic_path(path) as tmp:
+            iio.imwrite(tmp, self.scene.image(), extension=".png")
+        self.screenshots.append(path)
+        return path
+
+    # --- keys and widgets --------------------------------------------------------------
+    def key_actions(self) -> dict:
+        return {
+            "space": self.toggle_play,
+            "bracketright": lambda: self.step_layer(+1),
+            "bracketleft": lambda: self.step_layer(-1),
+            "equal": lambda: self.step_token(+1),
+            "minus": lambda: self.step_token(-1),
+            "u": lambda: self._toggle("surface"),
+            "p": lambda: self._toggle("points"),
+            "l": lambda: self._toggle("lines"),
+            "o": lambda: self._toggle("overlays"),
+            "c": self._cycle_colour,
+            "s": self.screenshot,
+        }
+
+    def press(self, key: str) -> None:
+        """Act on a key as if it were pressed in the window (VTK key symbol, e.g. 'space')."""
+        action = self.key_actions().get(key)
+        if action is not None and not self.closed:
+            action()
+
+    def _toggle(self, part: str) -> None:
+        self.scene.toggle(part)
+        self.scene.render()
+
+    def _cycle_colour(self) -> None:
+        self.scene.cycle_color_mode()
+        self.scene.render()
+
+    def _add_keys(self) -> None:
+        iren = self.plotter.iren
+        if iren is None:
+            return
+        style = iren.interactor.GetInteractorStyle()
+        for event in ("CharEvent",):  # VTK's built-in keys (w, s, p, ...) would fight ours
+            iren.interactor.RemoveObservers(event)
+            if style is not None:
+                style.RemoveObservers(event)
+        iren.interactor.AddObserver("KeyPressEvent", self._on_key, 10.0)
+
+    def _on_key(self, interactor, _event) -> None:
+        self.press(interactor.GetKeySym())
+
+    def _add_sliders(self) -> None:
+        self.plotter.subplot(0, 0)
+        last = self.scene.n_frames_layers - 1
+        self.layer_slider = self.plotter.add_slider_widget(
+            self._on_layer_slider, [0, last], value=0, title="layer", pointa=(0.04, 0.065),
+            pointb=(0.46, 0.065), **_SLIDER)
+        self.token_slider = None
+        if self.scene.n_steps > 1:
+            self.token_slider = self.plotter.add_slider_widget(
+                self._on_token_slider, [0, self.scene.n_steps - 1], value=self.step,
+                title="token step", pointa=(0.54, 0.065), pointb=(0.96, 0.065), **_SLIDER)
+
+    def _on_layer_slider(self, value: float) -> None:
+        if not self._syncing:
+            self.playing = False
+            self.show(layer=float(value))
+
+    def _on_token_slider(self, value: float) -> None:
+        if not self._syncing:
+            self.show(step=int(round(value)))
+
+    def _sync_sliders(self) -> None:
+        self._syncing = True
+        try:
+            self.layer_slider.GetRepresentation().SetValue(self.layer)
+            if self.token_slider is not None:
+                self.token_slider.GetRepresentation().SetValue(self.step)
+        finally:
+            self._syncing = False
+
+    # --- running -----------------------------------------------------------------------
+    def start_timer(self) -> None:
+        iren = self.plotter.iren
+        iren.interactor.AddObserver("TimerEvent", lambda *_: self.tick())
+        self._timer_id = iren.interactor.CreateRepeatingTimer(max(1, int(1000 / self.fps)))
+
+    def run(self, title: str = "layerscan") -> None:
+        """Open the window and block until it is closed (closing mid-animation is fine)."""
+        self.show(layer=0.0)
+        self.start_timer()
+        self.playing = True
+        try:
+            self.plotter.show(title=title, auto_close=False)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.closed = True
+        self.playing = False
+        if self._timer_id is not None and self.plotter.iren is not None:
+            self.plotter.iren.interactor.DestroyTimer(self._timer_id)
+            self._timer_id = None
+        self.scene.close()
