@@ -1,0 +1,88 @@
+"""Per-layer VTK/PLY meshes that ParaView reads, and the offline HTML page."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import pyvista as pv
+
+from layerscan.cli import main
+from layerscan.errors import LayerscanError
+from layerscan.geometry.export import export_html, export_meshes
+from tests.synthetic_scan import make_diff, make_scan
+
+
+@pytest.fixture(scope="module")
+def scan():
+    return make_scan(n_layers=3, n_particles=200, n_tokens=5)
+
+
+@pytest.mark.parametrize("fmt", ["vtp", "vtk", "ply"])
+def test_meshes_round_trip(scan, tmp_path, fmt):
+    folder = export_meshes(scan, tmp_path / "out", fmt)
+    for layer in range(4):
+        cloud = pv.read(folder / f"cloud_layer{layer:02d}.{fmt}")
+        assert np.allclose(cloud.points, scan.positions[0, layer], atol=1e-5)
+        surface = pv.read(folder / f"surface_layer{layer:02d}.{fmt}")
+        assert surface.n_cells == len(scan.surfaces[0][layer].faces)
+        if fmt != "ply":
+            assert cloud.point_data["features"].shape == (200, scan.clouds.shape[-1])
+            assert set(cloud.point_data) >= {"slot", "density"}
+
+
+def test_pvd_time_series_opens_in_paraview_reader(scan, tmp_path):
+    folder = export_meshes(scan, tmp_path / "out")
+    reader = pv.get_reader(str(folder / "clouds.pvd"))
+    assert list(reader.time_values) == [0.0, 1.0, 2.0, 3.0]
+    reader.set_active_time_value(2.0)
+    mesh = reader.read()[0]
+    assert np.allclose(mesh.points, scan.positions[0, 2], atol=1e-5)
+
+
+def test_diff_meshes_and_replacing_a_folder(tmp_path):
+    diff = make_diff(n_layers=2, n_particles=100)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "stale.txt").write_text("old")
+    folder = export_meshes(diff, tmp_path / "out")
+    assert sorted(p.name for p in folder.iterdir()) == ["a", "b"]
+    cloud = pv.read(folder / "b" / "cloud_layer01.vtp")
+    assert np.allclose(cloud.point_data["displacement"], diff.displacement_cloud[1])
+    with pytest.raises(LayerscanError):
+        export_meshes(diff, tmp_path / "x", "obj")
+    assert not (tmp_path / "x").exists()
+
+
+def test_html_is_self_contained(scan, tmp_path):
+    page = export_html(scan, tmp_path / "scan.html").read_text()
+    assert not re.search(r"https?://", page), "the page must not reach for the network"
+    assert not re.search(r"<(script|link|img)[^>]+(src|href)=", page)
+    data = json.loads(page.split("const DATA = ")[1].split(";\nfunction f32")[0])
+    assert len(data["panels"][0]["layer_names"]) == 4 and data["panels"][0]["lens"]
+    node = shutil.which("node")
+    if node is not None:  # the inline script at least parses
+        script = page.split("<script>")[1].split("</script>")[0]
+        (tmp_path / "check.js").write_text(f"new Function({json.dumps(script)});")
+        subprocess.run([node, str(tmp_path / "check.js")], check=True)
+
+
+def test_html_diff_and_cli(tmp_path, capsys):
+    diff = make_diff(n_layers=2, n_particles=100)
+    diff.save(tmp_path / "d.scan")
+    assert main(["export", "--diff", str(tmp_path / "d.scan"), "-o",
+                 str(tmp_path / "d.html")]) == 0
+    page = (tmp_path / "d.html").read_text()
+    assert '"divergence"' in page and '"differing_tokens":[2]' in page
+    make_scan(n_layers=2, n_particles=64).save(tmp_path / "s.scan")
+    assert main(["export", str(tmp_path / "s.scan"), "-o", str(tmp_path / "meshes"),
+                 "--format", "ply"]) == 0
+    assert (tmp_path / "meshes" / "cloud_layer02.ply").is_file()
+    assert main(["export", str(tmp_path / "s.scan"), "-o", str(tmp_path / "x.txt.html"),
+                 "--diff"]) == 2
+    assert "wrote" in capsys.readouterr().out
+    with pytest.raises(LayerscanError, match="html"):
+        export_html(diff, tmp_path / "d.txt")
