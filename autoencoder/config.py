@@ -121,6 +121,8 @@ class TrainConfig:
     """Lightning strategy: auto, ddp, ddp_spawn, ... (DDP on CPU uses the gloo backend)."""
     seed: int = 0
     """Seed for weights, data order and prefix lengths."""
+    checkpoint_every_n_steps: int = 50
+    """Write `last.ckpt` every this many steps, so a killed run resumes mid-epoch."""
     log_every_n_steps: int = 10
     """How often training metrics are logged."""
     progress_bar: bool = True
@@ -147,7 +149,11 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     """Optimizer and Trainer."""
     output: str = "runs/autoencoder"
-    """Run folder: checkpoints, logs, and the exported artifact in `artifact/`."""
+    """Run folder: checkpoints, logs, and (unless `export` is set) the artifact in artifact/."""
+    export: str = ""
+    """Folder to export the trained autoencoder to (empty: `<output>/artifact`)."""
+    export_half: bool = False
+    """Store the exported weights as float16 (half the size)."""
 
     def __post_init__(self) -> None:
         if self.data.min_len > self.model.max_len:

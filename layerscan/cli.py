@@ -18,7 +18,7 @@ COMMAND_MODULES = (
     "view",
     "export",
     "train",
-    "eval",
+    "evaluate",
 )
 """Modules in layerscan.commands; each has `register(subparsers)` that sets `run=fn(args)->int`."""
 

@@ -1,0 +1,220 @@
+"""LightningDataModule: corpus -> token windows -> cached hidden states -> training batches."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from layerscan.autoencoder.cache import HiddenStateCache, build_cache, cache_key
+from layerscan.autoencoder.config import RunConfig
+from layerscan.autoencoder.corpus import corpus_hash, default_documents, read_documents
+from layerscan.errors import LayerscanError
+
+STATS_TOKENS = 16384
+"""Tokens per layer sampled to estimate the covariance that initializes the linear codes."""
+
+
+def chunk_windows(documents: list[list[int]], max_len: int) -> tuple[list[list[int]], list[int]]:
+    """Cut each document's token ids into consecutive windows of at most max_len tokens.
+
+    Nothing is dropped: the last window of a document may be shorter.
+
+    Returns:
+        windows and, for each, the index of its document.
+    """
+    windows, owner = [], []
+    for doc, ids in enumerate(documents):
+        for start in range(0, len(ids), max_len):
+            windows.append(ids[start:start + max_len])
+            owner.append(doc)
+    return windows, owner
+
+
+def split_windows(documents: list[int], val_fraction: float,
+                  seed: int) -> tuple[list[int], list[int]]:
+    """Indices of training and validation windows, split by document (by window if one doc)."""
+    n_docs = max(documents) + 1
+    rng = np.random.default_rng(seed)
+    if n_docs >= 2:
+        val_docs = set(rng.permutation(n_docs)[:max(1, round(val_fraction * n_docs))].tolist())
+        val = [i for i, d in enumerate(documents) if d in val_docs]
+    elif len(documents) >= 2:
+        val = sorted(rng.permutation(len(documents))[:max(1, round(val_fraction *
+                                                                   len(documents)))].tolist())
+    else:
+        raise LayerscanError("the corpus is a single short document: it needs at least two "
+                             "documents (or one longer than max_len) to hold out validation")
+    held = set(val)
+    return [i for i in range(len(documents)) if i not in held], val
+
+
+class WindowDataset(Dataset):
+    """Items: one window's states at some layers, cut to a prefix length.
+
+    Training items draw the layers and the prefix length at random; validation items use all
+    layers and a length fixed by the window's index.
+
+    Args:
+        cache: the hidden-state cache.
+        indices: windows of this split.
+        layers_per_window: layers drawn per item (training only).
+        min_len: shortest prefix.
+        train: random (training) or fixed (validation) layers and lengths.
+    """
+
+    def __init__(self, cache: HiddenStateCache, indices: list[int], layers_per_window: int,
+                 min_len: int, train: bool) -> None:
+        self.cache, self.indices, self.train = cache, indices, train
+        self.layers_per_window = min(layers_per_window, cache.n_seen)
+        self.min_len = min_len
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
+        index = self.indices[item]
+        full = self.cache.windows[index].length
+        low = min(self.min_len, full)
+        if self.train:
+            length = int(torch.randint(low, full + 1, ()).item())
+            layers = torch.randperm(self.cache.n_seen)[:self.layers_per_window].sort().values
+        else:
+            digest = hashlib.sha256(str(index).encode()).digest()
+            length = low + int.from_bytes(digest[:4], "little") % (full - low + 1)
+            layers = torch.arange(self.cache.n_seen)
+        states = self.cache.window(index, layers.numpy(), length)  # (n_sel, length, d_model)
+        return {"hidden": torch.from_numpy(states), "layer": layers,
+                "length": torch.full((len(layers),), length)}
+
+
+def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Stack items into rows: hidden (rows, longest, d_model) zero-padded, layer, lengths."""
+    longest = max(int(item["length"][0]) for item in items)
+    hidden = torch.cat([torch.nn.functional.pad(item["hidden"],
+                                                (0, 0, 0, longest - item["hidden"].shape[1]))
+                        for item in items])  # (rows, longest, d_model)
+    return {"hidden": hidden, "layer": torch.cat([item["layer"] for item in items]),
+            "lengths": torch.cat([item["length"] for item in items])}
+
+
+class HiddenStateDataModule(pl.LightningDataModule):
+    """Builds (once) and serves the hidden-state cache of a corpus for one language model.
+
+    Args:
+        config: the run config (data section and model.max_len are used).
+        cache_root: folder for caches (default: the layerscan cache dir).
+        progress: show progress bars while generating and extracting.
+    """
+
+    def __init__(self, config: RunConfig, cache_root: str | Path | None = None,
+                 progress: bool = True) -> None:
+        super().__init__()
+        self.config, self.progress = config, progress
+        if cache_root is None:
+            from layerscan.autoencoder.loading import cache_dir
+
+            cache_root = cache_dir()
+        self.cache_root = Path(cache_root)
+        self.cache: HiddenStateCache | None = None
+        self.info: dict = {}
+
+    def _documents(self, loaded) -> list[str]:
+        data = self.config.data
+        if data.corpus == "default":
+            return default_documents(loaded, self.cache_root / "corpus",
+                                     data.continuation_tokens, data.continuations_per_seed,
+                                     data.max_documents, self.config.train.seed, self.progress)
+        return read_documents(data.corpus, data.text_field, data.hf_split, data.max_documents)
+
+    def prepare_data(self) -> None:
+        """Build the cache if needed: read, tokenize, chunk, extract (runs on one process)."""
+        self.cache_folder()
+
+    def cache_folder(self) -> Path:
+        """The cache folder for this config, built first if it does not exist yet."""
+        from layerscan.autoencoder.capture import hidden_states_batch
+        from layerscan.autoencoder.loading import load_model
+
+        data, max_len = self.config.data, self.config.model.max_len
+        if data.corpus != "default" and not data.corpus.startswith("hf:") \
+                and not Path(data.corpus).exists():
+            read_documents(data.corpus)  # raises the one-line error before loading a model
+        loaded = load_model(data.language_model, device=data.device, dtype="float32")
+        docs = self._documents(loaded)
+        key = cache_key(loaded.model_id, loaded.revision, data.normalization, max_len,
+                        corpus_hash(docs))
+        folder = self.cache_root / "hidden" / key
+        self.info = {"model_id": loaded.model_id, "revision": loaded.revision,
+                     "architecture": loaded.architecture, "corpus": data.corpus,
+                     "n_documents": len(docs), "cache": str(folder)}
+        if (folder / "meta.json").is_file():
+            return folder
+        ids = [loaded.tokenizer(doc, verbose=False)["input_ids"] for doc in docs]
+        ids = [x for x in ids if x]
+        if not ids:
+            raise LayerscanError(f"corpus {data.corpus}: no document has any token")
+        windows, owner = chunk_windows(ids, max_len)
+        build_cache(folder, windows, owner,
+                    lambda batch: hidden_states_batch(loaded, batch, data.normalization),
+                    dict(self.info, normalization=data.normalization, max_len=max_len),
+                    batch_size=data.extract_batch_size, progress=self.progress)
+        return folder
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.cache is not None:
+            return
+        folder = self.cache_folder() if not self.info else Path(self.info["cache"])
+        self.cache = HiddenStateCache(folder)
+        self.info.update({k: self.cache.meta[k] for k in ("model_id", "revision",
+                                                           "architecture", "n_tokens")})
+        documents = [w.document for w in self.cache.windows]
+        self.train_indices, self.val_indices = split_windows(
+            documents, self.config.data.val_fraction, self.config.train.seed)
+        self.info.update(n_windows=len(documents), n_train_windows=len(self.train_indices),
+                         n_val_windows=len(self.val_indices))
+
+    def statistics(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-layer mean (n_seen, d), scale (n_seen,) and covariance (n_seen, d, d) of the
+        training windows' states (covariance of the normalized states, on a token sample)."""
+        cache = self.cache
+        total = torch.zeros(cache.n_seen, cache.d_model, dtype=torch.float64)
+        count = 0
+        for index in self.train_indices:
+            states = torch.from_numpy(cache.window(index)).double()  # (n_seen, length, d)
+            total += states.sum(1)
+            count += states.shape[1]
+        mean = total / count  # (n_seen, d_model)
+        rng = np.random.default_rng(self.config.train.seed)
+        picked = rng.permutation(self.train_indices)
+        sample, n = [], 0
+        for index in picked:
+            sample.append(torch.from_numpy(cache.window(int(index))).double())
+            n += sample[-1].shape[1]
+            if n >= STATS_TOKENS:
+                break
+        centered = torch.cat(sample, 1) - mean[:, None]  # (n_seen, n_sample, d_model)
+        scale = centered.pow(2).mean((1, 2)).sqrt()  # (n_seen,)
+        normed = centered / scale[:, None, None]
+        covariance = torch.einsum("ltd,lte->lde", normed, normed) / normed.shape[1]
+        return mean.float(), scale.float(), covariance.float()
+
+    def train_dataloader(self) -> DataLoader:
+        data = self.config.data
+        dataset = WindowDataset(self.cache, self.train_indices, data.layers_per_window,
+                                data.min_len, train=True)
+        return DataLoader(dataset, batch_size=data.batch_size, shuffle=True, collate_fn=collate,
+                          num_workers=data.num_workers, drop_last=len(dataset) > data.batch_size,
+                          persistent_workers=data.num_workers > 0)
+
+    def val_dataloader(self) -> DataLoader:
+        data = self.config.data
+        dataset = WindowDataset(self.cache, self.val_indices, data.layers_per_window,
+                                data.min_len, train=False)
+        rows = max(1, data.batch_size * data.layers_per_window // self.cache.n_seen)
+        return DataLoader(dataset, batch_size=rows, collate_fn=collate,
+                          num_workers=data.num_workers, persistent_workers=data.num_workers > 0)

@@ -1,0 +1,64 @@
+"""`layerscan train`: train a particle autoencoder on a corpus, with PyTorch Lightning."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = """Train the particle autoencoder from a YAML config (configs/*.yaml) with overrides.
+
+Corpus formats: a .txt file (one document per line; blank lines skipped), a .jsonl file
+(field data.text_field, default "text"), a folder of .txt files (one document per file),
+hf:NAME (a Hugging Face dataset, online), or "default" (seed prompts written for layerscan,
+continued by the language model, cached). Bytes that are not UTF-8 are replaced by U+FFFD
+with a warning. Documents longer than model.max_len are cut into windows, never dropped.
+Hidden states are extracted once and cached as memory-mapped shards."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("train", help="train a particle autoencoder",
+                                   description=HELP,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="default",
+                        help="YAML config file, or a shipped one: default, tiny")
+    parser.add_argument("--corpus", help="override data.corpus")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a config value, e.g. train.lr=0.001 "
+                                                  "(repeatable; values parsed as YAML)")
+    parser.add_argument("--output", help="override output (run folder)")
+    parser.add_argument("--export", help="override export (artifact folder)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from <output>/checkpoints/last.ckpt")
+    parser.add_argument("--accelerator", help="Lightning accelerator (cpu, gpu, auto)")
+    parser.add_argument("--devices", help="Lightning devices (a count, or ids like 0,1)")
+    parser.add_argument("--strategy", help="Lightning strategy (auto, ddp, ...)")
+    parser.add_argument("--precision", help="32-true, bf16-mixed or 16-mixed (GPU)")
+    parser.add_argument("--cache-dir", help="where hidden-state caches live "
+                                            "(default: $LAYERSCAN_CACHE or the user cache)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(run=run)
+
+
+def config_from_args(args: argparse.Namespace):
+    """The RunConfig named by --config, --set and the shortcut flags."""
+    from layerscan.autoencoder.config import load_config
+
+    overrides = list(args.overrides)
+    for flag, key in (("corpus", "data.corpus"), ("output", "output"), ("export", "export"),
+                      ("accelerator", "train.accelerator"), ("devices", "train.devices"),
+                      ("strategy", "train.strategy"), ("precision", "train.precision")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    return load_config(args.config, overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    from layerscan.autoencoder.training import train
+
+    config = config_from_args(args)
+    result = train(config, resume=args.resume, cache_root=args.cache_dir,
+                   progress=not args.no_progress)
+    if result.artifact is not None:
+        print(result.report)
+        print(f"autoencoder written to {result.artifact}")
+    return 0
