@@ -1,0 +1,234 @@
+"""The geometry stage: captures and an autoencoder in, `Scan` / `DiffScan` records out."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from layerscan import __version__
+from layerscan.autoencoder.capture_file import Capture
+from layerscan.errors import LayerscanError
+from layerscan.geometry.diff import (
+    common_layouts,
+    differing_tokens,
+    divergence,
+    token_divergence,
+)
+from layerscan.geometry.faithfulness import faithfulness
+from layerscan.geometry.neighbors import nearest_neighbors
+from layerscan.geometry.projection import PROJECTION_MODES, ProjectionMode, make_projection
+from layerscan.geometry.scan_file import DiffScan, Scan
+from layerscan.geometry.surfaces import SurfaceOptions, layer_surfaces
+
+
+@dataclass
+class ScanOptions:
+    """How a scan is projected, measured and surfaced."""
+
+    projection: ProjectionMode = "fast"
+    """fast: aligned-UMAP objective in torch (seconds); aligned-umap: umap-learn's AlignedUMAP
+    (the slow reference); independent: per-layer UMAP rotated onto the previous layer."""
+    n_neighbors: int = 15
+    """Neighbours in UMAP's fuzzy graph."""
+    n_epochs: int | None = None
+    """Optimisation epochs; None: 150 for fast, 200 for the umap modes."""
+    alignment: float = 0.03
+    """Fast mode: pull of particle i towards particle i in neighbouring layers."""
+    k_neighbors: int = 10
+    """Nearest particles (in the cloud) stored per particle, for drawing lines."""
+    faithfulness_k: int = 10
+    """Neighbourhood size of trustworthiness and continuity."""
+    token_time: bool = False
+    """Causal models: one frame per prefix (layer-time x token-time)."""
+    token_time_epochs: int = 40
+    """Fast mode: epochs refining each prefix from the next longer prefix's layout."""
+    surface: SurfaceOptions = field(default_factory=SurfaceOptions)
+    """Surface method and its parameters."""
+    seed: int = 0
+    """Random state of every stochastic step; same input + seed → byte-identical scan."""
+    device: str = "cpu"
+    """Where fast mode optimises ("cpu", "cuda", ...)."""
+    threads: int | None = 1
+    """CPU threads for torch while scanning (None: torch's default). One thread is faster
+    for these small tensors on a loaded machine, and results do not depend on it."""
+
+    def __post_init__(self):
+        if self.projection not in PROJECTION_MODES:
+            raise LayerscanError(f"unknown projection {self.projection!r}: use "
+                                 f"{', '.join(PROJECTION_MODES)}")
+        if self.n_neighbors < 2 or self.k_neighbors < 1 or self.faithfulness_k < 1:
+            raise LayerscanError("n_neighbors must be >= 2, k_neighbors and faithfulness_k >= 1")
+        if self.n_epochs is not None and self.n_epochs < 1:
+            raise LayerscanError("n_epochs must be >= 1")
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with `n` torch CPU threads (None: leave as is), restoring afterwards."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def project(clouds: np.ndarray, options: ScanOptions, init: np.ndarray | None = None,
+            n_epochs: int | None = None, learning_rate: float = 1.0) -> np.ndarray:
+    """(n_layers+1, n_points, d) clouds → (n_layers+1, n_points, 3) aligned finite layouts."""
+    params = {"n_neighbors": options.n_neighbors}
+    epochs = n_epochs or options.n_epochs
+    if epochs is not None:
+        params["n_epochs"] = epochs
+    if options.projection == "fast":
+        params.update(alignment_regularisation=options.alignment, device=options.device,
+                      learning_rate=learning_rate)
+        return make_projection("fast", options.seed, **params).fit(clouds, init=init).embedding_
+    return make_projection(options.projection, options.seed, **params).fit(clouds).embedding_
+
+
+def _settings(capture: Capture, autoencoder, options: ScanOptions) -> dict:
+    config = autoencoder.config
+    return {"projection": asdict(options), "normalization": capture.normalization,
+            "is_causal": capture.is_causal, "revision": capture.revision,
+            "autoencoder": {"model_id": config.model_id, "n_particles": config.n_particles,
+                            "d_particle": config.d_particle, "metrics": config.metrics},
+            "layerscan_version": __version__}
+
+
+def build_scan(capture: Capture, step_lengths: list[int], clouds: np.ndarray,
+               positions: np.ndarray, reconstruction_r2: np.ndarray, options: ScanOptions,
+               settings: dict, timings: dict | None = None) -> Scan:
+    """Assemble a Scan from layouts: neighbour graph, faithfulness and surfaces per step.
+
+    Args:
+        clouds: (n_steps, n_layers+1, n_particles, d_particle).
+        positions: (n_steps, n_layers+1, n_particles, 3) finite.
+        reconstruction_r2: (n_steps, n_layers+1).
+    """
+    timings = {} if timings is None else timings
+    start = time.perf_counter()
+    neighbors = np.stack([nearest_neighbors(torch.from_numpy(np.ascontiguousarray(c)),
+                                            options.k_neighbors).indices.numpy()
+                          for c in clouds]).astype(np.int32)  # (n_steps, L+1, N, k)
+    figures = [faithfulness(c, p, options.faithfulness_k) for c, p in zip(clouds, positions,
+                                                                         strict=True)]
+    timings["faithfulness"] = time.perf_counter() - start
+    start = time.perf_counter()
+    surfaces = [layer_surfaces(p, options.surface) for p in positions]
+    timings["surfaces"] = time.perf_counter() - start
+    scan = Scan(
+        prompt=capture.prompt, model_id=capture.model_id, tokens=list(capture.tokens),
+        n_prompt_tokens=capture.n_prompt_tokens, layer_names=capture.layer_names,
+        step_lengths=[int(n) for n in step_lengths], clouds=clouds.astype(np.float32),
+        positions=positions.astype(np.float32), neighbors=neighbors,
+        reconstruction_r2=np.asarray(reconstruction_r2, np.float32),
+        trustworthiness=np.stack([f.trustworthiness for f in figures]).astype(np.float32),
+        continuity=np.stack([f.continuity for f in figures]).astype(np.float32),
+        disparity=np.stack([f.disparity for f in figures]).astype(np.float32),
+        surfaces=surfaces, lens_tokens=capture.lens_tokens,
+        lens_probs=None if capture.lens_probs is None
+        else np.asarray(capture.lens_probs, np.float32),
+        settings=settings)
+    scan.validate()
+    return scan
+
+
+def scan_capture(capture: Capture, autoencoder, options: ScanOptions | None = None,
+                 timings: dict | None = None) -> Scan:
+    """Encode, project, measure and surface every layer of one captured prompt.
+
+    Args:
+        capture: hidden states of the prompt (any length >= 1).
+        autoencoder: a TrainedAutoencoder for the capture's model.
+        options: projection and surface settings; defaults to ScanOptions().
+        timings: if given, filled with seconds per stage (encode, project, ...).
+
+    Returns:
+        A validated Scan; with `options.token_time` on a causal capture, one step per prefix.
+    """
+    options = options or ScanOptions()
+    timings = {} if timings is None else timings
+    autoencoder.check_compatible(capture)
+    with torch_threads(options.threads):
+        start = time.perf_counter()
+        if options.token_time:
+            if not capture.is_causal:
+                raise LayerscanError("--token-time needs a causal model (its prefixes are "
+                                     "exact); scan without it")
+            lengths = list(range(1, capture.n_tokens + 1))
+            encoded = autoencoder.encode_prefixes(capture.hidden, lengths)
+        else:
+            lengths = [capture.n_tokens]
+            encoded = [autoencoder.encode(capture.hidden)]
+        clouds = np.stack([e.clouds for e in encoded])  # (n_steps, L+1, N, d_particle)
+        r2 = np.stack([e.reconstruction_r2 for e in encoded])  # (n_steps, L+1)
+        timings["encode"] = time.perf_counter() - start
+        start = time.perf_counter()
+        positions = np.zeros((*clouds.shape[:3], 3), np.float32)
+        positions[-1] = project(clouds[-1], options)
+        # shorter prefixes start from the next longer one's layout, so frames stay consistent
+        for step in range(len(lengths) - 2, -1, -1):
+            if options.projection == "fast":
+                positions[step] = project(clouds[step], options, init=positions[step + 1],
+                                          n_epochs=options.token_time_epochs,
+                                          learning_rate=0.25)
+            else:
+                positions[step] = project(clouds[step], options)
+        timings["project"] = time.perf_counter() - start
+        return build_scan(capture, lengths, clouds, positions, r2, options,
+                          _settings(capture, autoencoder, options), timings)
+
+
+def scan_prompt(loaded, prompt: str, autoencoder, options: ScanOptions | None = None,
+                **capture_options) -> Scan:
+    """Capture `prompt` with a loaded model (see autoencoder.capture.capture), then scan it."""
+    from layerscan.autoencoder.capture import capture
+
+    return scan_capture(capture(loaded, prompt, **capture_options), autoencoder, options)
+
+
+def diff_captures(capture_a: Capture, capture_b: Capture, autoencoder,
+                  options: ScanOptions | None = None, timings: dict | None = None) -> DiffScan:
+    """Two prompts through one autoencoder, laid out in ONE common 3D space per layer.
+
+    Args:
+        capture_a, capture_b: captures of the two prompts from the same model.
+        autoencoder: a TrainedAutoencoder for that model.
+        options: as for scan_capture (token_time is ignored: a diff has one step).
+        timings: if given, filled with seconds per stage.
+
+    Returns:
+        A DiffScan; a prompt diffed with itself has exactly zero displacement.
+    """
+    options = options or ScanOptions()
+    timings = {} if timings is None else timings
+    for c in (capture_a, capture_b):
+        autoencoder.check_compatible(c)
+    with torch_threads(options.threads):
+        start = time.perf_counter()
+        enc_a, enc_b = autoencoder.encode(capture_a.hidden), autoencoder.encode(capture_b.hidden)
+        timings["encode"] = time.perf_counter() - start
+        start = time.perf_counter()
+        layouts = common_layouts(enc_a.clouds, enc_b.clouds, lambda c: project(c, options))
+        timings["project"] = time.perf_counter() - start
+        scans = [build_scan(c, [c.n_tokens], e.clouds[None], p[None],
+                            e.reconstruction_r2[None], options,
+                            {**_settings(c, autoencoder, options), "common_space": True},
+                            timings)
+                 for c, e, p in ((capture_a, enc_a, layouts.positions_a),
+                                 (capture_b, enc_b, layouts.positions_b))]
+    div = divergence(enc_a.clouds, enc_b.clouds, layouts.positions_a, layouts.positions_b)
+    per_token = None
+    if capture_a.is_causal and capture_b.is_causal:
+        per_token = token_divergence(capture_a.hidden, capture_b.hidden)
+    return DiffScan(a=scans[0], b=scans[1], displacement_cloud=div.displacement_cloud,
+                    displacement_3d=div.displacement_3d, divergence=div.divergence,
+                    peak_layer=div.peak_layer, token_divergence=per_token,
+                    differing_tokens=differing_tokens(capture_a.token_ids, capture_b.token_ids))
