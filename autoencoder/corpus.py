@@ -23,7 +23,7 @@ from layerscan.files import atomic_path
 
 SEED_PROMPTS = Path(__file__).resolve().parent / "corpus" / "seed_prompts.txt"
 """Seed prompts written for this project, one per line ("\\n" marks a line break)."""
-GENERATION_BATCH = 32
+GENERATION_BATCH = 40
 
 
 def read_documents(corpus: str, text_field: str = "text", hf_split: str = "train",

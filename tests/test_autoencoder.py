@@ -1,0 +1,220 @@
+"""The particle autoencoder: routing, shapes, exactness, config, artifact files, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from layerscan.autoencoder.artifact import (
+    ArtifactConfig,
+    TrainedAutoencoder,
+    export_autoencoder,
+    load_autoencoder,
+)
+from layerscan.autoencoder.capture_file import Capture
+from layerscan.autoencoder.config import ModelConfig, RunConfig, load_config
+from layerscan.autoencoder.model import ParticleAutoencoder, routing_tables
+from layerscan.errors import LayerscanError
+
+D_MODEL, N_LAYERS = 24, 3
+SMALL = ModelConfig(n_particles=96, d_particle=4, max_len=32, d_pos=8, n_anchors=2, d_hidden=16)
+
+
+def _states(n_tokens: int, seed: int = 0) -> np.ndarray:
+    """(n_layers+1, n_tokens, d_model) correlated random states with per-layer scales."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(n_tokens, D_MODEL))
+    layers = [base @ rng.normal(size=(D_MODEL, D_MODEL)) * (1 + layer) + layer
+              for layer in range(N_LAYERS + 1)]
+    return np.stack(layers).astype(np.float32)
+
+
+def _fitted(config: ModelConfig = SMALL, seed: int = 0) -> ParticleAutoencoder:
+    """A model whose statistics and PCA codes come from random states."""
+    torch.manual_seed(seed)
+    model = ParticleAutoencoder(config, D_MODEL, N_LAYERS)
+    states = torch.from_numpy(np.concatenate([_states(32, s) for s in range(8)], 1))
+    mean = states.mean(1)  # (n_seen, d_model)
+    scale = (states - mean[:, None]).pow(2).mean((1, 2)).sqrt()
+    normed = (states - mean[:, None]) / scale[:, None, None]
+    model.set_statistics(mean, scale, torch.einsum("ltd,lte->lde", normed, normed) / 256)
+    return model.eval()
+
+
+def _trained(config: ModelConfig = SMALL) -> TrainedAutoencoder:
+    return TrainedAutoencoder(_fitted(config), ArtifactConfig(
+        model_id="tiny/test", d_model=D_MODEL, n_layers=N_LAYERS, normalization="final-norm",
+        model=config))
+
+
+def test_routing_gives_every_token_particles_and_every_particle_a_token():
+    token_of, rank_of, particle_of = routing_tables(n_particles=50, max_len=20, n_ranks=6)
+    for n in range(1, 21):
+        assert token_of[n].min() == 0 and token_of[n].max() == n - 1
+        assert (token_of[n][1:] >= token_of[n][:-1]).all()  # blocks are contiguous
+        counts = torch.bincount(token_of[n], minlength=n)
+        assert counts.min() >= 50 // n and counts.max() <= -(-50 // n)
+        held = particle_of[n, :n]
+        valid = held < 50
+        # the particle holding (token, rank) is assigned to that token with that rank
+        tokens = torch.arange(n)[:, None].expand(n, 6)
+        assert (token_of[n][held[valid]] == tokens[valid]).all()
+        assert (rank_of[n][held[valid]] == torch.arange(6).expand(n, 6)[valid]).all()
+        assert valid[:, 0].all()  # every token has at least its first-rank particle
+
+
+def test_shapes_and_padding_independence():
+    model = _fitted()
+    states = torch.from_numpy(_states(20))  # (n_seen, 20, d_model)
+    lengths = torch.tensor([20, 7, 1, 13])
+    layer = torch.tensor([0, 1, 2, 3])
+    batch = torch.zeros(4, 20, D_MODEL)
+    for row, (n, lay) in enumerate(zip(lengths, layer, strict=True)):
+        batch[row, :n] = states[lay, :n]
+    with torch.no_grad():
+        out = model(batch, layer, lengths)
+        assert out.clouds.shape == (4, SMALL.n_particles, SMALL.d_particle)
+        assert out.reconstruction.shape == (4, 20, D_MODEL)
+        assert (out.reconstruction[1, 7:] == 0).all()
+        for row in range(4):  # a row alone gives the same cloud as inside a mixed batch
+            n = int(lengths[row])
+            alone = model(batch[row:row + 1, :n], layer[row:row + 1], lengths[row:row + 1])
+            torch.testing.assert_close(alone.clouds[0], out.clouds[row], atol=1e-5, rtol=1e-5)
+
+
+def test_short_prompts_are_exact_at_init_with_full_rank():
+    # 96 particles, 6 ranks x 4 features = 24 = d_model: prompts of <= 16 tokens are exact
+    config = ModelConfig(n_particles=96, d_particle=4, max_len=32, d_pos=8, n_anchors=1,
+                         d_hidden=16)
+    trained = _trained(config)
+    for n in (1, 5, 16):
+        assert trained.encode(_states(n, seed=9)).reconstruction_r2.min() > 0.9999
+    # longer prompts get fewer particles per token, so they are lossy
+    assert trained.encode(_states(32, seed=9)).reconstruction_r2.min() < 0.99
+
+
+def test_token_codes_are_causal_so_prefixes_share_them():
+    trained = _trained()
+    states = _states(20)
+    full = trained.encode_prefixes(states, [20])[0]
+    changed = states.copy()
+    changed[:, 15:] += 5.0
+    prefixes = trained.encode_prefixes(changed, [10, 15, 20])
+    # later tokens do not change earlier codes (up to float rounding of batched matmuls)
+    np.testing.assert_allclose(prefixes[0].clouds, trained.encode(states[:, :10]).clouds,
+                               atol=1e-5)
+    np.testing.assert_allclose(prefixes[1].clouds, trained.encode(states[:, :15]).clouds,
+                               atol=1e-5)
+    assert not np.array_equal(prefixes[2].clouds, full.clouds)
+
+
+def test_encode_is_deterministic_and_matches_prefix_batching():
+    trained = _trained()
+    states = _states(25)
+    a, b = trained.encode(states), trained.encode(states)
+    np.testing.assert_array_equal(a.clouds, b.clouds)
+    np.testing.assert_array_equal(a.reconstruction_r2, b.reconstruction_r2)
+    assert a.clouds.dtype == np.float32 and a.clouds.shape == (N_LAYERS + 1, 96, 4)
+    assert a.reconstruction_r2.shape == (N_LAYERS + 1,)
+    last = trained.encode_prefixes(states, list(range(1, 26)))[-1]
+    np.testing.assert_allclose(last.clouds, a.clouds, atol=1e-5)
+    np.testing.assert_allclose(last.reconstruction_r2, a.reconstruction_r2, atol=1e-5)
+
+
+def test_artifact_round_trip_is_bit_identical(tmp_path):
+    trained = _trained()
+    folder = export_autoencoder(trained.model, trained.config, tmp_path / "ae")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "weights.safetensors"]
+    loaded = load_autoencoder(folder)
+    assert loaded.config.n_particles == 96 and loaded.config.max_len == 32
+    states = _states(17)
+    np.testing.assert_array_equal(loaded.encode(states).clouds, trained.encode(states).clouds)
+    half = load_autoencoder(export_autoencoder(trained.model, trained.config,
+                                               tmp_path / "half", half=True))
+    assert half.encode(states).reconstruction_r2.min() > \
+        trained.encode(states).reconstruction_r2.min() - 0.01
+
+
+def test_bad_artifacts_are_one_line_errors(tmp_path):
+    trained = _trained()
+    folder = export_autoencoder(trained.model, trained.config, tmp_path / "ae")
+    with pytest.raises(LayerscanError, match="not an autoencoder folder"):
+        load_autoencoder(tmp_path / "missing")
+    weights = folder / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(LayerscanError, match="corrupt"):
+        load_autoencoder(folder)
+    folder = export_autoencoder(trained.model, trained.config, tmp_path / "ae2")
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(LayerscanError, match="corrupt autoencoder config"):
+        load_autoencoder(folder)
+    (folder / "config.json").write_text(json.dumps({"format": "something else"}))
+    with pytest.raises(LayerscanError, match="not a layerscan autoencoder"):
+        load_autoencoder(folder)
+
+
+def test_mismatches_name_both_sides():
+    trained = _trained()
+    capture = Capture(hidden=_states(5), token_ids=list(range(5)), tokens=list("abcde"),
+                      n_prompt_tokens=5, model_id="tiny/test", revision=None,
+                      architecture="llama", normalization="final-norm", is_causal=True)
+    trained.check_compatible(capture)
+    other = Capture(**{**capture.__dict__, "model_id": "other/model",
+                       "hidden": np.zeros((N_LAYERS + 1, 5, 32), np.float32)})
+    with pytest.raises(LayerscanError, match="tiny/test.*other/model"):
+        trained.check_compatible(other)
+    raw = Capture(**{**capture.__dict__, "normalization": "raw"})
+    with pytest.raises(LayerscanError, match="final-norm.*raw"):
+        trained.check_compatible(raw)
+    with pytest.raises(LayerscanError, match="40 tokens.*max_len=32"):
+        trained.encode(_states(40))
+    with pytest.raises(LayerscanError, match="d_model=24"):
+        trained.encode(np.zeros((N_LAYERS + 1, 5, 32), np.float32))
+    with pytest.raises(LayerscanError, match="prefix length 9"):
+        trained.encode_prefixes(_states(5), [9])
+
+
+def test_config_yaml_rejects_unknown_keys_and_bad_values(tmp_path):
+    assert isinstance(load_config(), RunConfig)
+    tiny = load_config("tiny", ["train.lr=0.5", "model.n_particles=32"])
+    assert tiny.train.lr == 0.5 and tiny.model.n_particles == 32 and tiny.model.max_len == 32
+    shipped = load_config("default")
+    assert shipped.model.n_particles == 1024 and shipped.model.d_particle == 16
+    assert shipped.model.max_len >= 128
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  n_particle: 3\n")
+    with pytest.raises(LayerscanError, match="unknown key.*n_particle"):
+        load_config(path)
+    path.write_text("trian:\n  lr: 1\n")
+    with pytest.raises(LayerscanError, match="unknown key.*trian"):
+        load_config(path)
+    with pytest.raises(LayerscanError, match="expected an integer"):
+        load_config(None, ["model.n_particles=many"])
+    with pytest.raises(LayerscanError, match="must be >= 1"):
+        load_config(None, ["model.d_particle=0"])
+    with pytest.raises(LayerscanError, match="no such file"):
+        load_config(tmp_path / "missing.yaml")
+    path.write_text("model: [unclosed\n")
+    with pytest.raises(LayerscanError, match="cannot read YAML"):
+        load_config(path)
+    with pytest.raises(LayerscanError, match="section.key=value"):
+        load_config(None, ["no-equals-sign"])
+
+
+@pytest.mark.slow
+def test_packaged_default_encodes_a_real_capture(embedded_model):
+    from layerscan.autoencoder.capture import capture
+
+    trained = load_autoencoder()
+    assert trained.config.n_particles == 1024 and trained.config.d_particle == 16
+    cap = capture(embedded_model, "The river rose all night, and by morning the bridge")
+    trained.check_compatible(cap)
+    encoded = trained.encode(cap.hidden)
+    assert encoded.clouds.shape == (31, 1024, 16)
+    assert np.isfinite(encoded.clouds).all()
+    assert encoded.reconstruction_r2.min() > 0.8
+    prefixes = trained.encode_prefixes(cap.hidden, [1, cap.n_tokens // 2, cap.n_tokens])
+    np.testing.assert_allclose(prefixes[-1].clouds, encoded.clouds, atol=1e-5)
