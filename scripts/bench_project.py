@@ -108,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             rows[method] = (times, fig)
             print(f"  {method}: done in {sum(times['wall']):.1f} s", flush=True)
     ref_warm = rows.get("aligned-umap", (None,))[0]
-    header = (f"| method | cold s | warm s | warm CPU s | speed-up (warm CPU) | trust k=10 | "
-              f"continuity | disparity |")
+    header = ("| method | cold s | warm s | warm CPU s | speed-up (warm CPU) | trust k=10 | "
+              "continuity | disparity |")
     print(header)
     print("|" + "---|" * 8)
     for method, (times, fig) in rows.items():
