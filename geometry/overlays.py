@@ -20,7 +20,7 @@ def token_label(token: str) -> str:
     """A token as shown on screen: visible whitespace, no control characters."""
     text = token.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
     text = "".join(ch if ch.isprintable() else "?" for ch in text).strip()
-    return text if text else "␣" if token else "∅"
+    return text if text else "·" if token else "''"
 
 
 class Label:

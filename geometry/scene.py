@@ -189,16 +189,18 @@ class _Panel:
         if key == self._surface_key:
             return
         self._surface_key = key
-        for actor, layer, weight in ((self.surface_actors[0], lo, 1.0 - t),
-                                     (self.surface_actors[1], hi, t)):
-            # The two layers' surfaces cross-fade only mid-way: two translucent passes cost.
-            visible = show and weight > 0.1 and (layer != lo or actor is self.surface_actors[0])
+        # Cross-fade only in the middle third of the move, where the particles move fastest:
+        # two translucent surfaces cost nearly twice one in software rendering.
+        fade = float(np.clip((t - 0.35) / 0.3, 0.0, 1.0))
+        for actor, layer, weight in ((self.surface_actors[0], lo, 1.0 - fade),
+                                     (self.surface_actors[1], hi, fade)):
+            visible = show and weight > 0.05 and (layer != lo or actor is self.surface_actors[0])
             actor.SetVisibility(visible)
             if visible:
                 mesh = self.surface_mesh(step, layer)
                 if actor.mapper.GetInput() is not mesh:
                     actor.mapper.SetInputData(mesh)
-                actor.GetProperty().SetOpacity(self.opts.surface_opacity * min(1.0, weight / 0.9))
+                actor.GetProperty().SetOpacity(self.opts.surface_opacity * weight)
 
     def set_overlays_visible(self, visible: bool) -> None:
         for label in (self.head, self.sub, self.fig, self.prompt_title):
@@ -213,7 +215,7 @@ class _Panel:
 
 
 def _short(token: str, limit: int = 14) -> str:
-    text = token.strip().replace("\n", "\\n") or "␣"
+    text = token.strip().replace("\n", "\\n") or "·"
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

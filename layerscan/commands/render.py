@@ -27,6 +27,13 @@ def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--autoencoder", default=None, metavar="DIR",
                        help="autoencoder folder (default: the one packaged for the embedded "
                             "model)")
+    group.add_argument("--projection", default="fast",
+                       choices=["fast", "aligned-umap", "independent"],
+                       help="fast: aligned-UMAP objective in torch, seconds (default); "
+                            "aligned-umap: umap-learn's AlignedUMAP (slow reference); "
+                            "independent: per-layer UMAP rotated onto the previous layer")
+    group.add_argument("--token-time", action="store_true",
+                       help="causal models: one frame per prefix, so movies sweep token-time")
     group.add_argument("--save-scan", default=None, metavar="FILE.scan",
                        help="also save the scan, to re-render or view it without the model")
 
@@ -99,6 +106,13 @@ def _autoencoder(args: argparse.Namespace, device: str):
     return load_autoencoder(args.autoencoder, device=device)
 
 
+def scan_options_from_args(args: argparse.Namespace, device: str):
+    from layerscan.geometry.pipeline import ScanOptions
+
+    return ScanOptions(projection=args.projection, token_time=args.token_time,
+                       seed=args.seed, device=device)
+
+
 def scan_from_args(args: argparse.Namespace, source: str | None):
     """A Scan from a .scan file, or from a prompt through model, autoencoder and projection."""
     from layerscan.geometry.scan_file import Scan, load_any
@@ -108,12 +122,13 @@ def scan_from_args(args: argparse.Namespace, source: str | None):
         if not isinstance(scan, Scan):
             raise LayerscanError(f"{source}: holds a diff; use `layerscan diff {source}`")
         return scan
-    from layerscan.geometry.pipeline import ScanOptions, scan_capture
+    from layerscan.geometry.pipeline import scan_capture
 
     start = time.perf_counter()
     loaded = load_model_from_args(args)
     capture = capture_from_args(loaded, source or DEFAULT_PROMPT, args)
-    scan = scan_capture(capture, _autoencoder(args, str(loaded.device)), ScanOptions())
+    device = str(loaded.device)
+    scan = scan_capture(capture, _autoencoder(args, device), scan_options_from_args(args, device))
     _note(f"scanned {len(capture.tokens)} tokens through {capture.n_layers} layers "
           f"in {time.perf_counter() - start:.1f} s")
     if getattr(args, "save_scan", None):
@@ -136,13 +151,16 @@ def diff_from_args(args: argparse.Namespace, sources: list[str]):
         return diff
     if len(sources) != 2:
         raise LayerscanError(f"a diff needs exactly two prompts, got {len(sources)}")
-    from layerscan.geometry.pipeline import ScanOptions, diff_captures
+    from layerscan.geometry.pipeline import diff_captures
 
     start = time.perf_counter()
     loaded = load_model_from_args(args)
     captures = [capture_from_args(loaded, prompt, args) for prompt in sources]
-    diff = diff_captures(captures[0], captures[1], _autoencoder(args, str(loaded.device)),
-                         ScanOptions())
+    device = str(loaded.device)
+    if args.token_time:
+        raise LayerscanError("--token-time does not apply to diffs; drop it")
+    diff = diff_captures(captures[0], captures[1], _autoencoder(args, device),
+                         scan_options_from_args(args, device))
     _note(f"diffed two prompts through {captures[0].n_layers} layers in "
           f"{time.perf_counter() - start:.1f} s; divergence peaks at "
           f"{diff.a.layer_names[diff.peak_layer]}")
@@ -158,7 +176,8 @@ def render_to(source, args: argparse.Namespace) -> int:
 
     options = RenderOptions(fps=args.fps, frames_per_layer=args.frames_per_layer,
                             duration=args.duration, hold=args.hold, orbit=args.orbit,
-                            token_sweep=args.token_sweep, quality=args.quality,
+                            token_sweep=args.token_sweep or getattr(args, "token_time", False),
+                            quality=args.quality,
                             still_layer=args.layer, progress=not args.no_progress)
     stats = render_movie(source, args.output, scene_options_from_args(args), options)
     length = f", {stats.n_frames / args.fps:.1f} s at {args.fps} fps" if stats.n_frames > 1 \
