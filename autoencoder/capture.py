@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator
 
 import numpy as np
@@ -49,10 +50,13 @@ def _forward_states(loaded: LoadedModel, input_ids: torch.Tensor, attention_mask
     last layer is always returned un-normed (raw), the same as every other layer.
     """
     model = loaded.model
+    kwargs = {}
+    if "logits_to_keep" in inspect.signature(model.forward).parameters:
+        kwargs["logits_to_keep"] = 1  # only the last position's logits pick the next token
     with _final_norm_io(model) as seen:
         out = model(input_ids=input_ids, attention_mask=attention_mask,
                     past_key_values=past_key_values, use_cache=loaded.is_causal,
-                    output_hidden_states=True)
+                    output_hidden_states=True, **kwargs)
     states = list(out.hidden_states)
     if seen and states[-1].shape == seen["output"].shape \
             and torch.equal(states[-1], seen["output"]):

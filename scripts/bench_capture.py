@@ -1,0 +1,75 @@
+"""Benchmark capture on the embedded model: bare forward vs one-pass capture vs per-prefix loop.
+
+Run: .venv/bin/python scripts/bench_capture.py [--repeats 7] [--device cpu]
+All three run interleaved in one process, so the printed ratios share the machine's load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from layerscan.autoencoder.capture import capture
+from layerscan.autoencoder.loading import load_model
+
+PROMPT = ("In the quiet town by the river, the old clockmaker opened his shop every morning at "
+          "seven, wound the tall clocks along the wall, and listened for the one that always ran "
+          "a little late, because he believed it was trying to tell him something about the "
+          "years he had spent alone.")
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    torch.set_grad_enabled(False)
+    loaded = load_model("embedded", device=args.device)
+    ids = torch.tensor([loaded.tokenizer(PROMPT)["input_ids"]], device=loaded.device)
+    n_tokens = ids.shape[1]
+
+    def bare() -> None:
+        loaded.model(ids, use_cache=False)
+
+    def states_only() -> None:
+        capture(loaded, PROMPT, top_k=0)
+
+    def with_lens() -> None:
+        capture(loaded, PROMPT, top_k=5)
+
+    def per_prefix() -> None:
+        for length in range(1, n_tokens + 1):
+            loaded.model(ids[:, :length], use_cache=False, output_hidden_states=True)
+
+    cases = {"bare forward": bare, "capture (states, all prefixes)": states_only,
+             "capture + logit lens (top-5)": with_lens, "per-prefix loop": per_prefix}
+    for fn in cases.values():  # warm-up
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(args.repeats):
+        for name, fn in cases.items():
+            times[name].append(timed(fn))
+    median = {name: statistics.median(values) for name, values in times.items()}
+    threads = torch.get_num_threads()
+    print(f"embedded model, {n_tokens}-token prompt, device {loaded.device}, "
+          f"{threads} torch threads, median of {args.repeats}")
+    base = median["bare forward"]
+    for name, value in median.items():
+        print(f"  {name:<32} {value * 1000:8.1f} ms   {value / base:6.2f}x bare forward")
+    speedup = median["per-prefix loop"] / median["capture (states, all prefixes)"]
+    print(f"capture vs bare forward: {median['capture (states, all prefixes)'] / base:.2f}x "
+          f"(goal <= 1.1x); per-prefix loop / capture: {speedup:.1f}x (goal >= 25x)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
