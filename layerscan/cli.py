@@ -13,6 +13,7 @@ from layerscan.errors import LayerscanError
 COMMAND_MODULES = (
     "info",
     "capture",
+    "scan",
     "render",
     "diff",
     "view",
@@ -33,7 +34,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="layerscan", description=__doc__)
+    parser = _Parser(prog="layerscan", description=(
+        "See what a transformer does to a prompt: every layer's hidden states as a 3D particle "
+        "cloud moving through layer-time."))
     parser.add_argument("--version", action="version", version=f"layerscan {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback when something fails")
