@@ -218,7 +218,8 @@ class LensPanel:
         self.title.set(title)
         for i, (row, value) in enumerate(zip(self.rows, self.values, strict=True)):
             has = i < len(tokens)
-            row.set(token_label(tokens[i]) if has else "")
+            label = token_label(tokens[i]) if has else ""
+            row.set(f"“{label}”" if len(label) == 1 and not label.isalnum() else label)
             value.set(f"{100 * probs[i]:.0f}%" if has else "")
         p = np.clip(np.asarray(probs[: len(self.y0)], np.float64), 0, 1)
         y0 = self.y0[: len(p)]
@@ -251,6 +252,9 @@ class LayerChart:
         self.title = Label(renderer, x0, y1 + 0.015 + 1.5 * size / 720, size, DIM,
                            valign="bottom")
         self.title.set(title)
+        self.values = np.asarray(values, np.float64)
+        self.readout = Label(renderer, x1, y0 - 0.03, int(size * 0.9), ACCENT, align="right")
+        self._shown: int | None = None
 
     def show(self, layer: float) -> None:
         x = float(np.interp(layer, np.arange(len(self.xs)), self.xs))
@@ -258,3 +262,7 @@ class LayerChart:
         _, y0, _, y1 = self.box
         self.marker.set_polyline([[x, y0 - 0.02], [x, y1 + 0.015]])
         self.dot.set_rects([[x - 0.006, y - 0.01, x + 0.006, y + 0.01]])
+        near = int(round(layer))
+        if near != self._shown:
+            self._shown = near
+            self.readout.set(f"layer {near}: {self.values[near]:.3g}")

@@ -29,7 +29,7 @@ class RenderOptions:
 
     fps: int = 30
     """Frames per second of the output."""
-    frames_per_layer: int = 8
+    frames_per_layer: int = 6
     """Frames spent moving from one layer to the next (ignored when `duration` is set)."""
     duration: float | None = None
     """Target length in seconds; sets frames per layer."""

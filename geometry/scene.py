@@ -39,8 +39,8 @@ class SceneOptions:
     """Layer title, prompt, logit lens, faithfulness figures (and the divergence chart)."""
     point_size: float | None = None
     """Particle size in pixels; None scales with the window height."""
-    surface_opacity: float = 0.22
-    """Surface opacity."""
+    surface_opacity: float | None = None
+    """Surface opacity; None: 0.2, or 0.12 for diffs (two panels of overlapping blobs)."""
     n_links: int = 2
     """Neighbour lines drawn per particle."""
     background: str = "#0e1117"
@@ -244,7 +244,9 @@ class Scene:
         w, h = opts.window_size
         size = max(10, round(15 * h / 720))
         if opts.point_size is None:
-            opts.point_size = max(2.0, 5.5 * h / 720)
+            opts.point_size = max(2.0, 6.5 * h / 720)
+        if opts.surface_opacity is None:
+            opts.surface_opacity = 0.12 if self.is_diff else 0.2
         self.plotter = pv.Plotter(off_screen=off_screen, window_size=[w, h],
                                   shape=(1, len(scans)), border=self.is_diff,
                                   border_color="#2a3140", theme=_theme(), lighting=None)
@@ -369,6 +371,7 @@ class Scene:
                 for quad in (self.chart.frame, self.chart.line, self.chart.marker, self.chart.dot):
                     quad.actor.SetVisibility(value)
                 self.chart.title.set_visible(value)
+                self.chart.readout.set_visible(value)
         self.update(self.step, self.layer, self.current_token)
         return value
 

@@ -58,8 +58,8 @@ def add_scene_arguments(parser: argparse.ArgumentParser) -> None:
 def add_movie_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("movie")
     group.add_argument("--fps", type=int, default=30, help="frames per second (default 30)")
-    group.add_argument("--frames-per-layer", type=int, default=8, metavar="N",
-                       help="frames from one layer to the next (default 8)")
+    group.add_argument("--frames-per-layer", type=int, default=6, metavar="N",
+                       help="frames from one layer to the next (default 6)")
     group.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                        help="target length; overrides --frames-per-layer")
     group.add_argument("--hold", type=float, default=0.5, metavar="SECONDS",
