@@ -204,3 +204,21 @@ def test_cli_render_and_diff_from_scan_files(scan, diff, tmp_path, capsys):
     assert main(["render", str(tmp_path / "s.scan"), "--resolution", "big"]) == 2
     err = capsys.readouterr().err
     assert err.count("layerscan: error:") == 3 and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_main_job_renders_the_embedded_model(tmp_path, capsys):
+    """`layerscan render` end to end: embedded model, packaged autoencoder, fast projection."""
+    out = tmp_path / "layerscan.mp4"
+    assert main(["render", "The cat sat", "-o", str(out), "--resolution", "320x240",
+                 "--frames-per-layer", "1", "--hold", "0", "--no-progress",
+                 "--save-scan", str(tmp_path / "cat.scan")]) == 0
+    frames = iio.imread(out, index=None)
+    assert frames.shape == (31, 240, 320, 3)
+    assert all(f.std() > 8 for f in frames)
+    assert np.abs(frames[0].astype(int) - frames[-1]).mean() > 2
+    assert "wrote" in capsys.readouterr().out
+    from layerscan.geometry.scan_file import Scan
+
+    scan = Scan.load(tmp_path / "cat.scan")
+    assert scan.n_layers == 30 and scan.lens_tokens is not None
