@@ -9,7 +9,6 @@ import numpy as np
 import scipy.sparse
 import torch
 
-SMOOTH_K_TOLERANCE = 1e-5
 MIN_K_DIST_SCALE = 1e-3
 
 
@@ -63,7 +62,7 @@ def nearest_neighbors(clouds: torch.Tensor, k: int) -> Neighbors:
     return Neighbors(indices, distances)
 
 
-def smooth_knn_dist(distances: torch.Tensor, n_iter: int = 64) -> tuple[torch.Tensor,
+def smooth_knn_dist(distances: torch.Tensor, n_iter: int = 40) -> tuple[torch.Tensor,
                                                                        torch.Tensor]:
     """UMAP's per-point bandwidth: sigma with sum_j exp(-(d_j - rho) / sigma) = log2(k).
 
@@ -94,8 +93,6 @@ def smooth_knn_dist(distances: torch.Tensor, n_iter: int = 64) -> tuple[torch.Te
         lo = torch.where(too_big, lo, mid)
         mid = torch.where(too_big, (lo + hi) / 2,
                           torch.where(torch.isinf(hi), mid * 2, (lo + hi) / 2))
-        if bool(((psum - target).abs() < SMOOTH_K_TOLERANCE).all()):
-            break
     mean_all = d.mean(-1)
     floor = torch.where(rho > 0, MIN_K_DIST_SCALE * mean_all,
                         MIN_K_DIST_SCALE * mean_all.mean(-1, keepdim=True).expand_as(mean_all))

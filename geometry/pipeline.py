@@ -69,12 +69,17 @@ class ScanOptions:
 
 @contextlib.contextmanager
 def torch_threads(n: int | None) -> Iterator[None]:
-    """Run the block with `n` torch CPU threads (None: leave as is), restoring afterwards."""
+    """Run the block with `n` torch and BLAS threads (None: leave as is), then restore them."""
+    from threadpoolctl import threadpool_limits
+
     before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
+    if n is None:
         yield
+        return
+    torch.set_num_threads(n)
+    try:
+        with threadpool_limits(n):  # numpy's BLAS too
+            yield
     finally:
         torch.set_num_threads(before)
 

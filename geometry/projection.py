@@ -73,8 +73,12 @@ def pca_layouts(clouds: np.ndarray, n_components: int = 3) -> np.ndarray:
     for layer in range(n_layers):
         x = clouds[layer].astype(np.float64)
         x = x - x.mean(0)
-        _, _, vt = np.linalg.svd(x, full_matrices=False)
-        proj = x @ vt[:n_components].T  # (n_points, <= n_components)
+        # eigenvectors of the (d, d) covariance: much cheaper than an SVD of the points
+        _, vecs = np.linalg.eigh(x.T @ x)
+        basis = vecs[:, ::-1][:, :n_components]  # (d, <= n_components), largest first
+        basis = basis * np.where(basis[np.abs(basis).argmax(0), range(basis.shape[1])] < 0,
+                                 -1.0, 1.0)  # a deterministic sign per axis
+        proj = x @ basis  # (n_points, <= n_components)
         y = np.zeros((n_points, n_components))
         y[:, :proj.shape[1]] = proj
         if layer > 0:
@@ -176,11 +180,13 @@ class FastAlignedProjection(BaseEstimator):
                   generator: torch.Generator) -> np.ndarray:
         device = torch.device(self.device)
         n_layers, n_points, dim = start.shape
-        y = start.reshape(-1, dim).clone().to(device)  # (n_layers * n_points, dim)
+        n_total = n_layers * n_points
+        # coordinates as rows (dim, n_total): every elementwise op runs on long vectors
+        y = start.reshape(-1, dim).T.contiguous().to(device)
         # the graph is symmetric: keep each edge once and move both of its ends
         once = graph.heads < graph.tails
         heads, tails = graph.heads[once].to(device), graph.tails[once].to(device)
-        n_total, n_edges = n_layers * n_points, int(heads.numel())
+        n_edges = int(heads.numel())
         # scatter matrix (n_total, n_edges): +w at an edge's head, -w at its tail. A sparse
         # CSR product sums forces per point ~10x faster than index_add_ on CPU.
         weights = graph.weights[once]
@@ -193,40 +199,42 @@ class FastAlignedProjection(BaseEstimator):
         scatter = scatter.to(device)
         # expected negative samples per point per epoch, spread over n_negative draws
         neg_scale = (self.negative_sample_rate * graph.degree / self.n_negative).to(device)
-        layer_base = (torch.arange(n_layers * n_points) // n_points * n_points).to(device)
+        layer_base = (torch.arange(n_total) // n_points * n_points).to(device)
+        # one random pool of partners, shifted by a random amount each epoch (cheap draws)
+        pool = torch.randint(0, n_points, (n_total, self.n_negative), generator=generator)
+        shifts = torch.randint(0, n_points, (self.n_epochs,), generator=generator).tolist()
+        pool = pool.to(device)
         # the alignment pull acts once per attraction sample of a point, as in AlignedUMAP
-        samples = (2.0 * graph.degree).to(device).reshape(n_layers, n_points, 1)
-        pulls = [(o, (self.alignment_regularisation * math.exp(-(o - 1))
-                      * overlap.to(device))[..., None]) for o, overlap in
-                 enumerate(overlaps, start=1)]
+        samples = (2.0 * graph.degree).to(device).reshape(n_layers, n_points)
+        pulls = [(o, self.alignment_regularisation * math.exp(-(o - 1)) * overlap.to(device))
+                 for o, overlap in enumerate(overlaps, start=1)]
         a, b, gamma = UMAP_A, UMAP_B, self.repulsion_strength
         for epoch in range(self.n_epochs):
             alpha = self.learning_rate * (1.0 - epoch / self.n_epochs)
             # attraction along edges; d2^b = exp(b log d2) saves a pow
-            diff = y.index_select(0, heads) - y.index_select(0, tails)  # (n_edges, dim)
-            d2 = (diff * diff).sum(1, keepdim=True).clamp_min_(1e-12)  # (n_edges, 1)
+            diff = y.index_select(1, heads) - y.index_select(1, tails)  # (dim, n_edges)
+            d2 = (diff * diff).sum(0).clamp_min_(1e-12)  # (n_edges,)
             d2b = torch.exp(b * torch.log(d2))
-            force = (diff * (-2.0 * a * b * d2b / (d2 * (a * d2b + 1.0)))).clamp_(-CLIP, CLIP)
-            grad = scatter @ force  # (n_total, dim)
+            coeff = -2.0 * a * b * d2b / (d2 * (a * d2b + 1.0))
+            force = (diff * coeff).clamp_(-CLIP, CLIP)  # (dim, n_edges)
+            grad = (scatter @ force.T).T  # (dim, n_total)
             # repulsion from random points of the same layer
-            neg = torch.randint(0, n_points, (y.shape[0], self.n_negative),
-                                generator=generator).to(device) + layer_base[:, None]
-            diff = y[:, None, :] - y.index_select(0, neg.reshape(-1)).reshape(
-                -1, self.n_negative, dim)  # (n_total, n_negative, dim)
-            d2 = (diff * diff).sum(-1, keepdim=True)  # (n_total, n_negative, 1)
+            neg = (pool + shifts[epoch]).remainder_(n_points).add_(layer_base[:, None])
+            diff = y[:, :, None] - y.index_select(1, neg.reshape(-1)).reshape(
+                dim, n_total, self.n_negative)  # (dim, n_total, n_negative)
+            d2 = (diff * diff).sum(0)  # (n_total, n_negative)
             d2b = torch.exp(b * torch.log(d2.clamp_min(1e-12)))
             coeff = torch.where(d2 > 0, 2.0 * gamma * b / ((0.001 + d2) * (a * d2b + 1.0)), 0.0)
-            grad += (coeff * diff).clamp_(-CLIP, CLIP).sum(1) * neg_scale[:, None]
+            grad += (coeff * diff).clamp_(-CLIP, CLIP).sum(2) * neg_scale
             # alignment: particle i towards particle i in the layers around it
-            if pulls:
-                y3 = y.reshape(n_layers, n_points, dim)
-                g3 = grad.reshape(n_layers, n_points, dim)
-                for o, weight in pulls:
-                    delta = y3[o:] - y3[:-o]  # (n_layers - o, n_points, dim)
-                    g3[:-o] += (weight * delta).clamp(-CLIP, CLIP) * samples[:-o]
-                    g3[o:] -= (weight * delta).clamp(-CLIP, CLIP) * samples[o:]
+            y3 = y.view(dim, n_layers, n_points)
+            g3 = grad.view(dim, n_layers, n_points)
+            for o, weight in pulls:
+                pull = (weight * (y3[:, o:] - y3[:, :-o])).clamp_(-CLIP, CLIP)
+                g3[:, :-o] += pull * samples[:-o]
+                g3[:, o:] -= pull * samples[o:]
             y += alpha * grad.clamp_(-CLIP, CLIP)
-        return y.reshape(n_layers, n_points, dim).cpu().numpy()
+        return y.T.reshape(n_layers, n_points, dim).cpu().numpy()
 
 
 class AlignedUMAPProjection(BaseEstimator):
@@ -263,7 +271,9 @@ class AlignedUMAPProjection(BaseEstimator):
                              n_epochs=self.n_epochs, random_state=self.random_state,
                              alignment_regularisation=self.alignment_regularisation,
                              alignment_window_size=self.alignment_window_size)
-        mapper.fit(list(clouds), relations=relations)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
+            mapper.fit(list(clouds), relations=relations)
         self.embedding_ = fill_nonfinite(np.stack(mapper.embeddings_), clouds)
         return self
 
@@ -291,8 +301,11 @@ class IndependentUMAPProjection(BaseEstimator):
         clouds = as_clouds(X)
         layouts = []
         for cloud in clouds:
-            emb = UMAP(n_components=self.n_components, n_neighbors=self.n_neighbors,
-                       n_epochs=self.n_epochs, random_state=self.random_state).fit_transform(cloud)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
+                emb = UMAP(n_components=self.n_components, n_neighbors=self.n_neighbors,
+                           n_epochs=self.n_epochs,
+                           random_state=self.random_state).fit_transform(cloud)
             emb = fill_nonfinite(emb[None], cloud[None])[0]
             if layouts:
                 emb = (emb - emb.mean(0)) @ procrustes_rotation(emb, layouts[-1])

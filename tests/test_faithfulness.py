@@ -1,0 +1,48 @@
+"""Faithfulness figures: the batched trustworthiness equals sklearn's; disparity edge cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial import procrustes
+from sklearn.manifold import trustworthiness as sklearn_trustworthiness
+
+from layerscan.geometry.faithfulness import (
+    continuity,
+    faithfulness,
+    procrustes_disparity,
+    trustworthiness,
+)
+
+
+@pytest.mark.parametrize("k", [5, 10])
+def test_trustworthiness_and_continuity_equal_sklearn(k):
+    rng = np.random.default_rng(0)
+    clouds = rng.normal(size=(3, 150, 12)).astype(np.float32)
+    layouts = (clouds[..., :3] + rng.normal(size=(3, 150, 3)) * 0.7).astype(np.float32)
+    ours_t, ours_c = trustworthiness(clouds, layouts, k), continuity(clouds, layouts, k)
+    for layer in range(3):
+        assert ours_t[layer] == pytest.approx(
+            sklearn_trustworthiness(clouds[layer], layouts[layer], n_neighbors=k), abs=1e-5)
+        assert ours_c[layer] == pytest.approx(
+            sklearn_trustworthiness(layouts[layer], clouds[layer], n_neighbors=k), abs=1e-5)
+    assert isinstance(trustworthiness(clouds[0], layouts[0], k), float)
+
+
+def test_disparity_is_zero_first_and_for_rigid_motion_and_matches_scipy():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(50, 3))
+    rotation = np.linalg.qr(rng.normal(size=(3, 3)))[0]
+    b = rng.normal(size=(50, 3))
+    disparity = procrustes_disparity(np.stack([a, 2 * a @ rotation + 1, b]))
+    assert disparity[0] == 0 and disparity[1] == pytest.approx(0, abs=1e-6)
+    assert disparity[2] == pytest.approx(procrustes(2 * a @ rotation + 1, b)[2], rel=1e-5)
+    assert procrustes_disparity(np.zeros((2, 5, 3)))[1] == 0  # degenerate: no error
+
+
+def test_perfect_layout_and_small_layers():
+    rng = np.random.default_rng(2)
+    points = rng.normal(size=(2, 60, 3)).astype(np.float32)
+    figures = faithfulness(points, points, k=10)
+    assert np.allclose(figures.trustworthiness, 1) and np.allclose(figures.continuity, 1)
+    assert np.array_equal(trustworthiness(points[:, :8], points[:, :8], 10), np.ones(2))
