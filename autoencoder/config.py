@@ -74,7 +74,7 @@ class DataConfig:
     """Shortest training prefix; each window is cut to a random length in min_len..max_len."""
     num_workers: int = 0
     """DataLoader worker processes."""
-    continuation_tokens: int = 128
+    continuation_tokens: int = 48
     """Default corpus: tokens the language model writes after each seed prompt."""
     continuations_per_seed: int = 1
     """Default corpus: sampled continuations per seed prompt."""

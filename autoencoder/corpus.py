@@ -23,7 +23,10 @@ from layerscan.files import atomic_path
 
 SEED_PROMPTS = Path(__file__).resolve().parent / "corpus" / "seed_prompts.txt"
 """Seed prompts written for this project, one per line ("\\n" marks a line break)."""
-GENERATION_BATCH = 40
+GENERATION_BATCH = 53
+PASSAGES_PER_DOCUMENT = 3
+"""Generated passages joined (blank line between) into one document, so documents run past
+max_len and long prompts exist for training and evaluation."""
 
 
 def read_documents(corpus: str, text_field: str = "text", hf_split: str = "train",
@@ -145,12 +148,14 @@ def default_documents(loaded, cache_folder: Path, continuation_tokens: int = 96,
          continuations_per_seed, seed]).encode()).hexdigest()[:16]
     path = Path(cache_folder) / f"default-{key}.jsonl"
     if path.is_file():
-        return [json.loads(line)["text"] for line in path.read_text("utf-8").splitlines()]
-    texts = _generate(loaded, [p for p in prompts for _ in range(continuations_per_seed)],
-                      continuation_tokens, seed, progress)
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), "utf-8")
-    return texts
+        texts = [json.loads(line)["text"] for line in path.read_text("utf-8").splitlines()]
+    else:
+        texts = _generate(loaded, [p for p in prompts for _ in range(continuations_per_seed)],
+                          continuation_tokens, seed, progress)
+        with atomic_path(path) as tmp:
+            tmp.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), "utf-8")
+    step = PASSAGES_PER_DOCUMENT
+    return ["\n\n".join(texts[i:i + step]) for i in range(0, len(texts), step)]
 
 
 def _generate(loaded, prompts: list[str], n_tokens: int, seed: int,
