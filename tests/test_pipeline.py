@@ -1,0 +1,174 @@
+"""Scans and diffs end to end: tiny random models + small autoencoders, then the real model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from layerscan.autoencoder.artifact import ArtifactConfig, TrainedAutoencoder, export_autoencoder
+from layerscan.autoencoder.capture import capture
+from layerscan.autoencoder.config import ModelConfig
+from layerscan.autoencoder.model import ParticleAutoencoder
+from layerscan.cli import main
+from layerscan.errors import LayerscanError
+from layerscan.files import write_tensor_file
+from layerscan.geometry.pipeline import ScanOptions, diff_captures, scan_capture
+from layerscan.geometry.scan_file import SCAN_KIND, DiffScan, Scan, load_any
+
+SMALL = ModelConfig(n_particles=96, d_particle=4, max_len=48, d_pos=8, n_anchors=2, d_hidden=16)
+FAST = ScanOptions(n_epochs=40, token_time_epochs=10)
+PROMPT = "the quick brown fox jumps over the lazy dog"
+
+
+def autoencoder_for(loaded, prompts: list[str]) -> TrainedAutoencoder:
+    """A small autoencoder whose statistics come from the model's states on `prompts`."""
+    states = torch.from_numpy(np.concatenate([capture(loaded, p).hidden for p in prompts], 1))
+    n_seen, _, d_model = states.shape
+    torch.manual_seed(0)
+    model = ParticleAutoencoder(SMALL, d_model, n_seen - 1)
+    mean = states.mean(1)  # (n_seen, d_model)
+    scale = (states - mean[:, None]).pow(2).mean((1, 2)).sqrt()
+    normed = (states - mean[:, None]) / scale[:, None, None]
+    model.set_statistics(mean, scale,
+                         torch.einsum("ltd,lte->lde", normed, normed) / normed.shape[1])
+    return TrainedAutoencoder(model.eval(), ArtifactConfig(
+        model_id=loaded.model_id, d_model=d_model, n_layers=n_seen - 1,
+        normalization="final-norm", model=SMALL))
+
+
+@pytest.fixture(scope="module")
+def llama(tiny_models):
+    return tiny_models["llama"]
+
+
+@pytest.fixture(scope="module")
+def autoencoder(llama):
+    return autoencoder_for(llama, [PROMPT, "one two three four five six seven eight nine"])
+
+
+@pytest.fixture(scope="module")
+def scanned(llama, autoencoder):
+    return scan_capture(capture(llama, PROMPT), autoencoder, FAST)
+
+
+def test_scan_holds_every_figure_with_the_right_shapes(scanned, llama):
+    s = scanned
+    n_frames = llama.model.config.num_hidden_layers + 1
+    assert s.positions.shape == (1, n_frames, 96, 3) and np.isfinite(s.positions).all()
+    assert s.clouds.shape == (1, n_frames, 96, 4)
+    assert s.neighbors.shape == (1, n_frames, 96, 10) and s.neighbors.dtype == np.int32
+    assert (s.neighbors != np.arange(96)[:, None]).all()  # never a particle itself
+    for figure in (s.trustworthiness, s.continuity):
+        assert figure.shape == (1, n_frames) and ((0 < figure) & (figure <= 1)).all()
+    assert s.disparity[0, 0] == 0 and (s.disparity[0, 1:] >= 0).all()
+    assert np.isfinite(s.reconstruction_r2).all()
+    assert len(s.surfaces[0]) == n_frames and any(len(x.faces) for x in s.surfaces[0])
+    assert s.lens_tokens is not None and s.lens_probs.shape[:2] == (n_frames, len(s.tokens))
+    assert s.settings["projection"]["projection"] == "fast"
+
+
+def test_same_seed_gives_a_byte_identical_file(llama, autoencoder, scanned, tmp_path):
+    again = scan_capture(capture(llama, PROMPT), autoencoder, FAST)
+    scanned.save(tmp_path / "a.scan")
+    again.save(tmp_path / "b.scan")
+    assert (tmp_path / "a.scan").read_bytes() == (tmp_path / "b.scan").read_bytes()
+    other = scan_capture(capture(llama, PROMPT), autoencoder, ScanOptions(n_epochs=40, seed=1))
+    assert not np.array_equal(other.positions, scanned.positions)
+    loaded = Scan.load(tmp_path / "a.scan")
+    assert np.array_equal(loaded.positions, scanned.positions)
+    assert loaded.tokens == scanned.tokens and loaded.settings == scanned.settings
+
+
+def test_token_time_has_a_frame_per_prefix(llama, autoencoder):
+    cap = capture(llama, "one two three four")
+    scan = scan_capture(cap, autoencoder, ScanOptions(n_epochs=30, token_time=True,
+                                                      token_time_epochs=10))
+    assert scan.n_steps == cap.n_tokens and scan.step_lengths == list(range(1, cap.n_tokens + 1))
+    assert np.isfinite(scan.positions).all()
+    # each prefix starts from the next longer one: consecutive frames stay close
+    step = np.abs(np.diff(scan.positions, axis=0)).mean()
+    assert step < np.abs(scan.positions).mean()
+
+
+def test_one_token_prompt_works(llama, autoencoder):
+    cap = capture(llama, "the").prefix(1)
+    scan = scan_capture(cap, autoencoder, ScanOptions(n_epochs=20, token_time=True))
+    assert scan.n_steps == 1 and np.isfinite(scan.positions).all()
+
+
+def test_self_diff_is_exactly_zero_and_a_changed_word_is_not(llama, autoencoder, tmp_path):
+    a = capture(llama, PROMPT)
+    same = diff_captures(a, capture(llama, PROMPT), autoencoder, FAST)
+    assert not same.displacement_cloud.any() and not same.displacement_3d.any()
+    assert not same.divergence.any() and same.differing_tokens == []
+    assert not same.token_divergence.any()
+    b = capture(llama, PROMPT.replace("lazy", "happy"))
+    diff = diff_captures(a, b, autoencoder, FAST)
+    assert diff.divergence.shape == (a.n_layers + 1,) and diff.divergence.max() > 0
+    assert diff.peak_layer == int(np.argmax(diff.divergence))
+    first = diff.differing_tokens[0]
+    assert np.abs(diff.token_divergence[:, :first]).max() < 1e-4
+    assert diff.token_divergence[1:, first].min() > 1e-3
+    # one common space: a and b were laid out together, so both are finite and comparable
+    assert np.isfinite(diff.a.positions).all() and np.isfinite(diff.b.positions).all()
+    diff.save(tmp_path / "d.scan")
+    back = load_any(tmp_path / "d.scan")
+    assert isinstance(back, DiffScan) and back.differing_tokens == diff.differing_tokens
+    assert np.array_equal(back.displacement_3d, diff.displacement_3d)
+
+
+def test_bad_input_gets_one_line_errors(llama, autoencoder, tiny_models, scanned, tmp_path):
+    other = capture(tiny_models["qwen2"], PROMPT)
+    with pytest.raises(LayerscanError, match="trained on"):
+        scan_capture(other, autoencoder, FAST)
+    with pytest.raises(LayerscanError, match="causal"):
+        bert = capture(tiny_models["bert"], PROMPT)
+        scan_capture(bert, autoencoder_for(tiny_models["bert"], [PROMPT]),
+                     ScanOptions(token_time=True))
+    with pytest.raises(LayerscanError, match="unknown projection"):
+        ScanOptions(projection="pca")
+    corrupt = tmp_path / "corrupt.scan"
+    corrupt.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    with pytest.raises(LayerscanError, match="corrupt"):
+        Scan.load(corrupt)
+    old = tmp_path / "old.scan"
+    write_tensor_file(old, SCAN_KIND, 99, {"x": np.zeros(1)}, {"type": "scan"})
+    with pytest.raises(LayerscanError, match="version 99"):
+        load_any(old)
+
+
+def test_scan_command_writes_the_file_and_prints_the_table(tiny_model_dirs, llama,
+                                                           autoencoder, tmp_path, capsys):
+    folder = export_autoencoder(autoencoder.model, autoencoder.config, tmp_path / "ae")
+    out = tmp_path / "cli.scan"
+    code = main(["scan", PROMPT, "-o", str(out), "--model", str(tiny_model_dirs["llama"]),
+                 "--autoencoder", str(folder), "--epochs", "20", "--surface", "alpha"])
+    printed = capsys.readouterr().out
+    assert code == 0 and out.is_file()
+    assert "trust" in printed and "embeddings" in printed and "mean" in printed
+    assert Scan.load(out).settings["projection"]["surface"]["method"] == "alpha"
+    assert main(["scan", PROMPT, "-o", str(tmp_path / "x.mp4")]) == 2
+    assert "scan files end in .scan" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_embedded_model_scan_and_one_word_diff(embedded_model):
+    from layerscan.autoencoder.artifact import load_autoencoder
+
+    autoencoder = load_autoencoder()
+    prompt_a = "The cat sat on the mat because it was warm and the sun was shining on it"
+    prompt_b = "The dog sat on the mat because it was warm and the sun was shining on it"
+    a, b = capture(embedded_model, prompt_a), capture(embedded_model, prompt_b)
+    scan = scan_capture(a, autoencoder)
+    assert scan.positions.shape == (1, 31, 1024, 3) and np.isfinite(scan.positions).all()
+    assert scan.trustworthiness.mean() > 0.6
+    same = diff_captures(a, capture(embedded_model, prompt_a), autoencoder)
+    assert not same.displacement_cloud.any() and not same.displacement_3d.any()
+    diff = diff_captures(a, b, autoencoder)
+    first = diff.differing_tokens[0]
+    assert diff.differing_tokens == [first] and a.tokens[first].strip() == "cat"
+    before = np.abs(diff.token_divergence[:, :first]).max()
+    at = diff.token_divergence[1:, first].min()
+    assert before < 1e-3 < at
+    assert diff.divergence.max() > 0 and 0 <= diff.peak_layer <= 30
