@@ -22,7 +22,8 @@ class Faithfulness(NamedTuple):
     """(n_layers,) float32 Procrustes disparity to the previous layer (0 at layer 0)."""
 
 
-def trustworthiness(original: np.ndarray, embedded: np.ndarray, k: int = 10) -> np.ndarray:
+def trustworthiness(original: np.ndarray, embedded: np.ndarray, k: int = 10,
+                    embedded_neighbors: np.ndarray | None = None) -> np.ndarray:
     """`sklearn.manifold.trustworthiness` of every layer, batched in torch.
 
     Gives sklearn's numbers (tests check this) at a fraction of its time: instead of
@@ -33,6 +34,8 @@ def trustworthiness(original: np.ndarray, embedded: np.ndarray, k: int = 10) -> 
         original: (n_layers, n_points, d) or (n_points, d).
         embedded: (n_layers, n_points, e) or (n_points, e).
         k: neighbourhood size; must be < n_points / 2 (layers with fewer points give 1).
+        embedded_neighbors: optional (n_layers, n_points, >= k) kNN indices of `embedded`,
+            nearest first, when they are already known.
 
     Returns:
         (n_layers,) float32, or a float for 2-D inputs.
@@ -46,29 +49,28 @@ def trustworthiness(original: np.ndarray, embedded: np.ndarray, k: int = 10) -> 
     if k >= n / 2:
         result = np.ones(n_layers, np.float32)
         return float(result[0]) if single else result
-    emb_nbrs = nearest_neighbors(e, k).indices.numpy()  # (n_layers, n, k)
-    rows = np.arange(n)
+    if embedded_neighbors is None:
+        emb_nbrs = nearest_neighbors(e, k).indices.numpy()  # (n_layers, n, k)
+    else:
+        emb_nbrs = np.asarray(embedded_neighbors, np.int64).reshape(n_layers, n, -1)[..., :k]
     penalty = np.zeros(n_layers)
     for layer in range(n_layers):
-        d = pairwise_distances(x[layer]).numpy().astype(np.float64)  # (n, n)
-        top = d.max() + 1.0
-        d[rows, rows] = top - 0.5  # never anyone's neighbour
-        thr = np.take_along_axis(d, emb_nbrs[layer], 1)  # (n, k)
-        # rank of each embedded neighbour among the original distances: sort each row once,
-        # then binary-search all rows together (rows shifted apart by `top`)
-        flat = (np.sort(d, axis=1) + rows[:, None] * top).ravel()  # (n * n,)
-        closer = np.searchsorted(flat, (thr + rows[:, None] * top).ravel()) \
-            - np.repeat(rows * n, k)  # (n * k,)
-        ranks = closer + 1 - k
+        d = pairwise_distances(x[layer]).fill_diagonal_(float("inf"))  # (n, n)
+        thr = torch.gather(d, 1, torch.from_numpy(emb_nbrs[layer]))  # (n, k)
+        # 1-based rank of each embedded neighbour among the original distances: sort each
+        # row once, then binary-search the k thresholds of every row at once
+        ordered = torch.from_numpy(np.sort(d.numpy(), axis=1))  # (n, n)
+        ranks = torch.searchsorted(ordered, thr).numpy() + 1 - k  # (n, k)
         penalty[layer] = ranks[ranks > 0].sum()
     t = 1.0 - penalty * (2.0 / (n * k * (2.0 * n - 3.0 * k - 1.0)))
     result = t.astype(np.float32)
     return float(result[0]) if single else result
 
 
-def continuity(original: np.ndarray, embedded: np.ndarray, k: int = 10) -> np.ndarray:
+def continuity(original: np.ndarray, embedded: np.ndarray, k: int = 10,
+               original_neighbors: np.ndarray | None = None) -> np.ndarray:
     """Trustworthiness with the roles swapped: do cloud neighbours stay neighbours in 3D?"""
-    return trustworthiness(embedded, original, k)
+    return trustworthiness(embedded, original, k, original_neighbors)
 
 
 def procrustes_disparity(layouts: np.ndarray) -> np.ndarray:
@@ -86,7 +88,13 @@ def procrustes_disparity(layouts: np.ndarray) -> np.ndarray:
     return out
 
 
-def faithfulness(clouds: np.ndarray, layouts: np.ndarray, k: int = 10) -> Faithfulness:
-    """All three per-layer figures of `layouts` (n_layers, n_points, 3) vs `clouds`."""
-    return Faithfulness(trustworthiness(clouds, layouts, k), continuity(clouds, layouts, k),
+def faithfulness(clouds: np.ndarray, layouts: np.ndarray, k: int = 10,
+                 cloud_neighbors: np.ndarray | None = None) -> Faithfulness:
+    """All three per-layer figures of `layouts` (n_layers, n_points, 3) vs `clouds`.
+
+    Args:
+        cloud_neighbors: optional (n_layers, n_points, >= k) kNN indices of the clouds.
+    """
+    return Faithfulness(trustworthiness(clouds, layouts, k),
+                        continuity(clouds, layouts, k, cloud_neighbors),
                         procrustes_disparity(layouts))

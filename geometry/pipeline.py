@@ -119,11 +119,12 @@ def build_scan(capture: Capture, step_lengths: list[int], clouds: np.ndarray,
     """
     timings = {} if timings is None else timings
     start = time.perf_counter()
-    neighbors = np.stack([nearest_neighbors(torch.from_numpy(np.ascontiguousarray(c)),
-                                            options.k_neighbors).indices.numpy()
-                          for c in clouds]).astype(np.int32)  # (n_steps, L+1, N, k)
-    figures = [faithfulness(c, p, options.faithfulness_k) for c, p in zip(clouds, positions,
-                                                                         strict=True)]
+    k = max(options.k_neighbors, options.faithfulness_k)
+    knn = np.stack([nearest_neighbors(torch.from_numpy(np.ascontiguousarray(c)), k)
+                    .indices.numpy() for c in clouds])  # (n_steps, L+1, N, k)
+    figures = [faithfulness(c, p, options.faithfulness_k, n)
+               for c, p, n in zip(clouds, positions, knn, strict=True)]
+    neighbors = knn[..., :options.k_neighbors].astype(np.int32)  # (n_steps, L+1, N, k_nn)
     timings["faithfulness"] = time.perf_counter() - start
     start = time.perf_counter()
     surfaces = [layer_surfaces(p, options.surface) for p in positions]
