@@ -37,7 +37,7 @@ def plan_frames(n_frames_layers: int, n_steps: int = 1, frames_per_layer: int = 
         n_frames_layers: layer frames in the scan (n_layers+1).
         n_steps: token-time steps in the scan.
         frames_per_layer: frames spent moving from one layer to the next.
-        hold_frames: extra still frames on the first and last layer of each pass.
+        hold_frames: extra still frames at the start, and on the last layer of each pass.
         token_sweep: play every token step instead of only the last one.
         orbit_degrees: total camera orbit over the whole movie.
     """
@@ -48,8 +48,8 @@ def plan_frames(n_frames_layers: int, n_steps: int = 1, frames_per_layer: int = 
     steps = range(n_steps) if token_sweep else [n_steps - 1]
     n_layers = n_frames_layers - 1
     plan: list[tuple[int, float]] = []
-    for step in steps:
-        plan += [(step, 0.0)] * hold_frames
+    for i, step in enumerate(steps):
+        plan += [(step, 0.0)] * (hold_frames if i == 0 else 0)
         travel = n_layers * frames_per_layer
         plan += [(step, i / frames_per_layer) for i in range(travel + 1)]
         plan += [(step, float(n_layers))] * hold_frames

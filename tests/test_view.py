@@ -1,10 +1,16 @@
-"""The desktop viewer driven under a virtual X display (Xvfb) with real key events."""
+"""The desktop viewer driven under a virtual X display (Xvfb) with real key events.
+
+Each window scenario runs in a fresh Python process: VTK cannot mix the EGL contexts of
+off-screen renders (other tests in this session) with the GLX windows of an X display.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
@@ -32,13 +38,7 @@ def xdisplay():
     if not number:
         proc.kill()
         pytest.fail("Xvfb started but reported no display number")
-    old = os.environ.get("DISPLAY")
-    os.environ["DISPLAY"] = f":{number}"
-    yield os.environ["DISPLAY"]
-    if old is None:
-        os.environ.pop("DISPLAY", None)
-    else:
-        os.environ["DISPLAY"] = old
+    yield f":{number}"  # only the scenario processes see it
     proc.terminate()
     proc.wait(timeout=10)
 
@@ -55,19 +55,27 @@ def grab(viewer: Viewer) -> np.ndarray:
     return viewer.scene.image().astype(int)
 
 
-@pytest.fixture
-def viewer(xdisplay, tmp_path):
+def open_viewer(tmp_path) -> Viewer:
     scan = make_scan(n_layers=4, n_particles=256, n_tokens=6, n_steps=2)
     v = Viewer(scan, fps=60, frames_per_layer=2, screenshot_dir=tmp_path)
     v.plotter.show(interactive_update=True, auto_close=False)
     v.show(layer=0.0)
-    yield v
-    v.close()
+    return v
 
 
-@pytest.mark.display
-def test_keys_step_layers_and_change_the_window(viewer, tmp_path):
-    assert viewer.plotter.render_window.GetClassName() != "vtkEGLRenderWindow"
+def run_in_window(display: str, scenario, tmp_path) -> None:
+    """Run `scenario(tmp_path)` of this module in a fresh process on `display`."""
+    root = Path(__file__).resolve().parents[1]
+    code = (f"import pathlib; from tests.test_view import {scenario.__name__} as s; "
+            f"s(pathlib.Path({str(tmp_path)!r}))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
+                            text=True, timeout=300, env={**os.environ, "DISPLAY": display})
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def scenario_keys(tmp_path) -> None:
+    viewer = open_viewer(tmp_path)
+    assert viewer.plotter.render_window.GetClassName() == "vtkXOpenGLRenderWindow"
     start = grab(viewer)
     press(viewer, "bracketright")
     press(viewer, "bracketright")
@@ -83,10 +91,11 @@ def test_keys_step_layers_and_change_the_window(viewer, tmp_path):
     press(viewer, "s")
     shot = viewer.screenshots[-1]
     assert shot.parent == tmp_path and iio.imread(shot).shape[2] == 3
+    viewer.close()
 
 
-@pytest.mark.display
-def test_toggle_keys_and_colour_cycle(viewer):
+def scenario_toggles(tmp_path) -> None:
+    viewer = open_viewer(tmp_path)
     press(viewer, "bracketright")
     base = grab(viewer)
     for key, option in (("u", "show_surface"), ("p", "show_points"), ("l", "show_lines"),
@@ -102,10 +111,11 @@ def test_toggle_keys_and_colour_cycle(viewer):
     assert np.abs(grab(viewer) - base).mean() > 0.05
     press(viewer, "w")  # VTK's wireframe key is switched off: nothing changes
     assert viewer.scene.panels[0].points_actor.GetProperty().GetRepresentation() == 0
+    viewer.close()
 
 
-@pytest.mark.display
-def test_space_plays_and_ticks_advance(viewer):
+def scenario_play(tmp_path) -> None:
+    viewer = open_viewer(tmp_path)
     press(viewer, "space")
     assert viewer.playing
     for _ in range(3):
@@ -117,10 +127,10 @@ def test_space_plays_and_ticks_advance(viewer):
     viewer.layer_slider.GetRepresentation().SetValue(3)
     viewer._on_layer_slider(3.0)
     assert viewer.layer == 3.0
+    viewer.close()
 
 
-@pytest.mark.display
-def test_closing_mid_animation_exits_cleanly(xdisplay):
+def scenario_close_mid_animation(tmp_path) -> None:
     viewer = Viewer(make_diff(n_layers=3, n_particles=128), fps=100, frames_per_layer=50)
     ticks = []
 
@@ -135,6 +145,14 @@ def test_closing_mid_animation_exits_cleanly(xdisplay):
     assert 0 < viewer.layer < 3
     viewer.tick()  # a late timer event after closing is harmless
     viewer.close()
+
+
+@pytest.mark.display
+@pytest.mark.parametrize("scenario", [scenario_keys, scenario_toggles, scenario_play,
+                                      scenario_close_mid_animation],
+                         ids=["keys", "toggles", "play", "close-mid-animation"])
+def test_window(xdisplay, tmp_path, scenario):
+    run_in_window(xdisplay, scenario, tmp_path)
 
 
 def test_no_display_is_a_one_line_error(monkeypatch, tmp_path, capsys):
