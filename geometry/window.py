@@ -60,10 +60,14 @@ class Viewer:
         self._add_keys()
         self._add_sliders()
         self._syncing = False
-        self.plotter.subplot(0, 0)
-        self.hint = self.plotter.add_text(HELP, position=(0.5, 0.975), viewport=True,
-                                          font_size=7, color="#8a93a3", name="help")
+        # the key help: top centre of a single scan; bottom of the right panel of a diff
+        hint = HELP if self.scene.n_steps > 1 else HELP.replace(" · - = token step", "")
+        self.plotter.subplot(0, len(self.scene.panels) - 1)
+        self.hint = self.plotter.add_text(
+            hint, position=(0.5, 0.03 if self.scene.is_diff else 0.975), viewport=True,
+            font_size=6 if self.scene.is_diff else 7, color="#8a93a3", name="help")
         self.hint.GetTextProperty().SetJustificationToCentered()
+        self.plotter.subplot(0, 0)
 
     # --- state -------------------------------------------------------------------------
     @property
@@ -120,7 +124,9 @@ class Viewer:
         import imageio.v3 as iio
 
         near = int(round(self.layer))
-        path = self.screenshot_dir / f"layerscan-layer{near:02d}-{len(self.screenshots):03d}.png"
+        index = 0
+        while (path := self.screenshot_dir / f"layerscan-layer{near:02d}-{index:03d}.png").exists():
+            index += 1
         with atomic_path(path) as tmp:
             iio.imwrite(tmp, self.scene.image(), extension=".png")
         self.screenshots.append(path)
