@@ -45,6 +45,9 @@ class SceneOptions:
     """Neighbour lines drawn per particle."""
     background: str = "#0e1117"
     """Background colour."""
+    baked_shading: bool = True
+    """Light the surfaces once per vertex for the starting view instead of per pixel every
+    frame (~20% faster in software rendering; the viewer turns it off for free orbiting)."""
     anti_aliasing: bool = False
     """FXAA; costs render time in software rendering."""
     overlay_bottom: float = 0.0
@@ -92,9 +95,16 @@ class _Panel:
         self._line_cells: dict[tuple[int, int], np.ndarray] = {}
         self._surfaces: dict[tuple[int, int], pv.PolyData] = {}
         self.surface_actors = [
-            plotter.add_mesh(pv.PolyData(), color="#5fb3d9", opacity=opts.surface_opacity,
+            plotter.add_mesh(pv.PolyData(), color=SURFACE_COLOR, opacity=opts.surface_opacity,
                              smooth_shading=True, specular=0.3, name=f"surface{i}",
-                             show_scalar_bar=False, culling="back") for i in range(2)]
+                             show_scalar_bar=False, culling="back",
+                             lighting=not opts.baked_shading) for i in range(2)]
+        if opts.baked_shading:
+            for actor in self.surface_actors:
+                actor.mapper.SetScalarModeToUsePointFieldData()
+                actor.mapper.SelectColorArray("shade")
+                actor.mapper.SetColorModeToDirectScalars()
+                actor.mapper.ScalarVisibilityOn()
         self.overlays: list = []
         bottom = opts.overlay_bottom
         self.chips = TokenChips(renderer, scan.tokens, size, viewport_px,
@@ -135,6 +145,8 @@ class _Panel:
                 # shell drawn once per pixel instead of twice.
                 mesh = mesh.compute_normals(auto_orient_normals=True, consistent_normals=True,
                                             split_vertices=False)
+                if self.opts.baked_shading:
+                    mesh.point_data["shade"] = _bake_shading(mesh.point_data["Normals"])
             self._surfaces[key] = mesh
         return self._surfaces[key]
 
@@ -404,6 +416,23 @@ class Scene:
 
     def close(self) -> None:
         self.plotter.close()
+
+
+SURFACE_COLOR = np.array([0x5F, 0xB3, 0xD9], np.float32) / 255
+
+
+def _bake_shading(normals: np.ndarray) -> np.ndarray:
+    """(n, 3) unit normals → (n, 3) uint8 colours: diffuse light from the upper left of the
+    start view plus a rim that brightens edges seen side-on, like a translucent shell."""
+    a, e = np.radians(35.0), np.radians(22.0)
+    view = np.array([np.cos(e) * np.cos(a), np.cos(e) * np.sin(a), np.sin(e)], np.float32)
+    la, le = np.radians(75.0), np.radians(50.0)
+    light = np.array([np.cos(le) * np.cos(la), np.cos(le) * np.sin(la), np.sin(le)], np.float32)
+    diffuse = np.clip(normals @ light, 0, 1)  # (n,)
+    rim = (1.0 - np.abs(normals @ view)) ** 2
+    shade = 0.35 + 0.55 * diffuse + 0.45 * rim
+    rgb = np.clip(SURFACE_COLOR[None] * shade[:, None], 0, 1)
+    return (rgb * 255).astype(np.uint8)
 
 
 def _lookup_table(mode: str) -> pv.LookupTable:

@@ -48,6 +48,7 @@ class Viewer:
             check_display()
         scene_options = scene_options or SceneOptions()
         scene_options.overlay_bottom = max(scene_options.overlay_bottom, 0.1)
+        scene_options.baked_shading = False  # the user orbits anywhere: light per pixel
         self.scene = Scene(source, scene_options, off_screen=off_screen)
         self.plotter = self.scene.plotter
         self.fps, self.frames_per_layer = fps, frames_per_layer
