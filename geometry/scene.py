@@ -7,16 +7,22 @@ from typing import Literal
 
 import numpy as np
 import pyvista as pv
-from vtk.util.numpy_support import numpy_to_vtk, vtk_to_numpy
+from vtk.util.numpy_support import vtk_to_numpy
 
 from layerscan.errors import LayerscanError
 from layerscan.geometry import frames as fr
 from layerscan.geometry.overlays import DIM, INK, Label, LayerChart, LensPanel, TokenChips
 from layerscan.geometry.scan_file import DiffScan, Scan
+from layerscan.geometry.style import (
+    SURFACE_COLOR,
+    bake_shading,
+    lookup_table,
+    software_theme,
+    unit_scale,
+)
 
 ColorMode = Literal["slot", "density", "displacement"]
 COLOR_MODES: tuple[str, ...] = ("slot", "density", "displacement")
-COLORMAPS = {"slot": "turbo", "density": "magma", "displacement": "plasma"}
 PARTS = ("points", "surface", "lines", "overlays")
 
 
@@ -82,9 +88,9 @@ class _Panel:
         self._density: dict[int, np.ndarray] = {}
         self.cloud = pv.PolyData(np.array(first, np.float32))
         self.cloud.point_data["color"] = np.zeros(n_particles, np.float32)
-        self.luts = {mode: _lookup_table(mode) for mode in COLORMAPS}
+        self.luts = {mode: lookup_table(mode) for mode in COLOR_MODES}
         self.points_actor = plotter.add_mesh(
-            self.cloud, scalars="color", clim=(0, 1), cmap=COLORMAPS["slot"],
+            self.cloud, scalars="color", clim=(0, 1), cmap="turbo",
             style="points", render_points_as_spheres=True, point_size=opts.point_size,
             show_scalar_bar=False, lighting=False, name="points")
         self.lines = pv.PolyData()
@@ -105,7 +111,6 @@ class _Panel:
                 actor.mapper.SelectColorArray("shade")
                 actor.mapper.SetColorModeToDirectScalars()
                 actor.mapper.ScalarVisibilityOn()
-        self.overlays: list = []
         bottom = opts.overlay_bottom
         self.chips = TokenChips(renderer, scan.tokens, size, viewport_px,
                                 y_top=bottom + (0.105 if title is None else 0.125),
@@ -146,7 +151,7 @@ class _Panel:
                 mesh = mesh.compute_normals(auto_orient_normals=True, consistent_normals=True,
                                             split_vertices=False)
                 if self.opts.baked_shading:
-                    mesh.point_data["shade"] = _bake_shading(mesh.point_data["Normals"])
+                    mesh.point_data["shade"] = bake_shading(mesh.point_data["Normals"])
             self._surfaces[key] = mesh
         return self._surfaces[key]
 
@@ -261,7 +266,7 @@ class Scene:
             opts.surface_opacity = 0.12 if self.is_diff else 0.2
         self.plotter = pv.Plotter(off_screen=off_screen, window_size=[w, h],
                                   shape=(1, len(scans)), border=self.is_diff,
-                                  border_color="#2a3140", theme=_theme(), lighting=None)
+                                  border_color="#2a3140", theme=software_theme(), lighting=None)
         self.plotter.set_background(opts.background)
         if opts.anti_aliasing:
             self.plotter.enable_anti_aliasing("fxaa", all_renderers=True)
@@ -294,7 +299,6 @@ class Scene:
         self.layer = 0.0
         self.azimuth = 0.0
         self.current_token: int | None = None
-        self._overlays_shown = True
         self.update(self.step, 0.0)
 
     @property
@@ -309,13 +313,13 @@ class Scene:
         """Per panel (n_layers+1, n_particles) displacement scaled to [0, 1]."""
         if self.is_diff:
             d = np.asarray(self.source.displacement_cloud, np.float32)
-            return [_unit(d)] * 2
+            return [unit_scale(d)] * 2
         out = []
         for scan in self.scans:
             pos = scan.positions[-1]  # (n_layers+1, n_particles, 3)
             d = np.zeros(pos.shape[:2], np.float32)
             d[1:] = np.linalg.norm(np.diff(pos, axis=0), axis=-1)
-            out.append(_unit(d))
+            out.append(unit_scale(d))
         return out
 
     def _setup_camera(self) -> None:
@@ -416,50 +420,3 @@ class Scene:
 
     def close(self) -> None:
         self.plotter.close()
-
-
-SURFACE_COLOR = np.array([0x5F, 0xB3, 0xD9], np.float32) / 255
-
-
-def _bake_shading(normals: np.ndarray) -> np.ndarray:
-    """(n, 3) unit normals → (n, 3) uint8 colours: diffuse light from the upper left of the
-    start view plus a rim that brightens edges seen side-on, like a translucent shell."""
-    a, e = np.radians(35.0), np.radians(22.0)
-    view = np.array([np.cos(e) * np.cos(a), np.cos(e) * np.sin(a), np.sin(e)], np.float32)
-    la, le = np.radians(75.0), np.radians(50.0)
-    light = np.array([np.cos(le) * np.cos(la), np.cos(le) * np.sin(la), np.sin(le)], np.float32)
-    diffuse = np.clip(normals @ light, 0, 1)  # (n,)
-    rim = (1.0 - np.abs(normals @ view)) ** 2
-    shade = 0.35 + 0.55 * diffuse + 0.45 * rim
-    rgb = np.clip(SURFACE_COLOR[None] * shade[:, None], 0, 1)
-    return (rgb * 255).astype(np.uint8)
-
-
-def _lookup_table(mode: str) -> pv.LookupTable:
-    """The mode's colour map over [0, 1], without the near-black end that vanishes on the
-    dark background."""
-    import matplotlib
-
-    cmap = matplotlib.colormaps[COLORMAPS[mode]]
-    start = 0.0 if mode == "slot" else 0.22
-    rgba = cmap(np.linspace(start, 1.0, 256))  # (256, 4)
-    lut = pv.LookupTable(values=(rgba * 255).astype(np.uint8))
-    lut.scalar_range = (0.0, 1.0)
-    return lut
-
-
-def _theme() -> pv.themes.Theme:
-    """The default theme without multisampling (costly in software OpenGL)."""
-    theme = pv.themes.Theme()
-    theme.multi_samples = 0
-    theme.anti_aliasing = None
-    return theme
-
-
-def _unit(values: np.ndarray) -> np.ndarray:
-    """Scale to [0, 1] by the 99th percentile, so a few outliers don't wash out the colours."""
-    top = float(np.percentile(values, 99)) if values.size else 0.0
-    return np.clip(values / (top if top > 0 else 1.0), 0, 1).astype(np.float32)
-
-
-__all__ = ["COLOR_MODES", "Scene", "SceneOptions", "numpy_to_vtk"]

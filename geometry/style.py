@@ -1,0 +1,52 @@
+"""Colours, colour maps and the render theme of the scene (no plotter here)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyvista as pv
+
+COLORMAPS = {"slot": "turbo", "density": "magma", "displacement": "plasma"}
+"""Colour map per colour mode."""
+
+SURFACE_COLOR = np.array([0x5F, 0xB3, 0xD9], np.float32) / 255
+
+
+def bake_shading(normals: np.ndarray) -> np.ndarray:
+    """(n, 3) unit normals → (n, 3) uint8 colours: diffuse light from the upper left of the
+    start view plus a rim that brightens edges seen side-on, like a translucent shell."""
+    a, e = np.radians(35.0), np.radians(22.0)
+    view = np.array([np.cos(e) * np.cos(a), np.cos(e) * np.sin(a), np.sin(e)], np.float32)
+    la, le = np.radians(75.0), np.radians(50.0)
+    light = np.array([np.cos(le) * np.cos(la), np.cos(le) * np.sin(la), np.sin(le)], np.float32)
+    diffuse = np.clip(normals @ light, 0, 1)  # (n,)
+    rim = (1.0 - np.abs(normals @ view)) ** 2
+    shade = 0.35 + 0.55 * diffuse + 0.45 * rim
+    rgb = np.clip(SURFACE_COLOR[None] * shade[:, None], 0, 1)
+    return (rgb * 255).astype(np.uint8)
+
+
+def lookup_table(mode: str) -> pv.LookupTable:
+    """The mode's colour map over [0, 1], without the near-black end that vanishes on the
+    dark background."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps[COLORMAPS[mode]]
+    start = 0.0 if mode == "slot" else 0.22
+    rgba = cmap(np.linspace(start, 1.0, 256))  # (256, 4)
+    lut = pv.LookupTable(values=(rgba * 255).astype(np.uint8))
+    lut.scalar_range = (0.0, 1.0)
+    return lut
+
+
+def software_theme() -> pv.themes.Theme:
+    """The default theme without multisampling (costly in software OpenGL)."""
+    theme = pv.themes.Theme()
+    theme.multi_samples = 0
+    theme.anti_aliasing = None
+    return theme
+
+
+def unit_scale(values: np.ndarray) -> np.ndarray:
+    """Scale to [0, 1] by the 99th percentile, so a few outliers don't wash out the colours."""
+    top = float(np.percentile(values, 99)) if values.size else 0.0
+    return np.clip(values / (top if top > 0 else 1.0), 0, 1).astype(np.float32)
