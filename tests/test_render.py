@@ -222,3 +222,15 @@ def test_main_job_renders_the_embedded_model(tmp_path, capsys):
 
     scan = Scan.load(tmp_path / "cat.scan")
     assert scan.n_layers == 30 and scan.lens_tokens is not None
+
+
+def test_scan_without_lens_or_surfaces_renders(tmp_path):
+    from layerscan.geometry.scan_file import Surface
+
+    bare = make_scan(n_layers=2, n_particles=64, n_tokens=3, with_lens=False)
+    empty = Surface(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int32))
+    bare.surfaces = [[empty, bare.surfaces[0][1], empty]]
+    out = render_movie(bare, tmp_path / "bare.mp4", SceneOptions(window_size=SMALL),
+                       quick(frames_per_layer=2)).path
+    frames = iio.imread(out, index=None)
+    assert frames.shape[0] == 5 and all(f.std() > 5 for f in frames)
