@@ -29,7 +29,7 @@ class ModelConfig:
     n_anchors: int = 4
     """Layer-specific linear maps: each layer mixes this many learned maps (1: one map for
     all layers)."""
-    d_hidden: int = 256
+    d_hidden: int = 128
     """Width of the decoder's nonlinear correction MLP (0 turns it off)."""
 
     def __post_init__(self) -> None:

@@ -15,7 +15,7 @@ from layerscan.autoencoder.config import RunConfig
 from layerscan.autoencoder.corpus import corpus_hash, default_documents, read_documents
 from layerscan.errors import LayerscanError
 
-STATS_TOKENS = 16384
+STATS_TOKENS = 12288
 """Tokens per layer sampled to estimate the covariance that initializes the linear codes."""
 
 
@@ -190,17 +190,20 @@ class HiddenStateDataModule(pl.LightningDataModule):
             count += states.shape[1]
         mean = total / count  # (n_seen, d_model)
         rng = np.random.default_rng(self.config.train.seed)
-        picked = rng.permutation(self.train_indices)
-        sample, n = [], 0
-        for index in picked:
-            sample.append(torch.from_numpy(cache.window(int(index))).double())
-            n += sample[-1].shape[1]
+        picked, n = [], 0
+        for index in rng.permutation(self.train_indices):
+            picked.append(int(index))
+            n += cache.windows[int(index)].length
             if n >= STATS_TOKENS:
                 break
-        centered = torch.cat(sample, 1) - mean[:, None]  # (n_seen, n_sample, d_model)
-        scale = centered.pow(2).mean((1, 2)).sqrt()  # (n_seen,)
-        normed = centered / scale[:, None, None]
-        covariance = torch.einsum("ltd,lte->lde", normed, normed) / normed.shape[1]
+        scale = torch.zeros(cache.n_seen, dtype=torch.float64)
+        covariance = torch.zeros(cache.n_seen, cache.d_model, cache.d_model, dtype=torch.float64)
+        for layer in range(cache.n_seen):  # one layer at a time keeps memory small
+            sample = torch.cat([torch.from_numpy(cache.window(i, [layer])[0]) for i in picked])
+            centered = sample.double() - mean[layer]  # (n_sample, d_model)
+            scale[layer] = centered.pow(2).mean().sqrt()
+            normed = centered / scale[layer]
+            covariance[layer] = normed.T @ normed / normed.shape[0]
         return mean.float(), scale.float(), covariance.float()
 
     def train_dataloader(self) -> DataLoader:

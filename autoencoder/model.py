@@ -120,55 +120,57 @@ class ParticleAutoencoder(nn.Module):
 
     def _per_layer(self, x: torch.Tensor, layer: torch.Tensor,
                    weight: torch.Tensor) -> torch.Tensor:
-        """Apply each row's layer-specific linear map: x (batch, n_tokens, d_in) -> d_out.
+        """Apply each token's layer-specific linear map: x (n, d_in) -> (n, d_out).
+
+        Tokens are sorted by layer so each layer is one matrix product.
 
         Args:
-            x: (batch, n_tokens, d_in) inputs.
-            layer: (batch,) layer of each row.
+            x: (n, d_in) inputs, one row per token.
+            layer: (n,) layer of each row.
             weight: (n_anchors, d_out, d_in) anchor maps, mixed per layer by `mixing`.
         """
-        layers, inverse = torch.unique(layer, return_inverse=True)
-        maps = torch.einsum("ua,aoi->uoi", self.mixing[layers], weight)  # (n_unique, out, in)
-        if len(layers) == 1:
-            return x @ maps[0].T
-        out = x.new_empty(*x.shape[:-1], weight.shape[1])  # (batch, n_tokens, d_out)
-        for u in range(len(layers)):
-            rows = (inverse == u).nonzero().squeeze(1)
-            out[rows] = x[rows] @ maps[u].T
-        return out
+        order = torch.argsort(layer, stable=True)  # (n,)
+        layers, counts = torch.unique_consecutive(layer[order], return_counts=True)
+        pieces = [part @ torch.einsum("a,aoi->oi", self.mixing[lay], weight).T
+                  for lay, part in zip(layers.tolist(), x[order].split(counts.tolist()),
+                                       strict=True)]
+        out = torch.cat(pieces)  # (n, d_out) in sorted order
+        return out[torch.argsort(order)]
 
-    def normalize(self, hidden: torch.Tensor, layer: torch.Tensor) -> torch.Tensor:
-        """(batch, n_tokens, d_model) states -> the same, centered and scaled per layer."""
-        return (hidden - self.mean[layer, None]) / self.scale[layer, None, None]
-
-    def denormalize(self, normed: torch.Tensor, layer: torch.Tensor) -> torch.Tensor:
-        """Inverse of `normalize`."""
-        return normed * self.scale[layer, None, None] + self.mean[layer, None]
-
-    def _context(self, layer: torch.Tensor, lengths: torch.Tensor | None,
-                 n_tokens: int) -> torch.Tensor:
-        """(batch, n_tokens, d_pos) features of layer, position and (decoder only) length.
+    def _context(self, position: torch.Tensor, layer: torch.Tensor,
+                 length: torch.Tensor | None) -> torch.Tensor:
+        """(n, d_pos) features of each token's position, layer and (decoder only) length.
 
         The encoder gets no length features, so a token's code never depends on later tokens
         and the prefixes of a causal prompt share their tokens' codes.
         """
-        positions = torch.arange(n_tokens, device=layer.device)  # (n_tokens,)
-        context = self.position_embedding(positions)[None] + self.layer_embedding(layer)[:, None]
-        if lengths is None:
+        context = self.position_embedding(position) + self.layer_embedding(layer)
+        if length is None:
             return context
-        n = lengths[:, None].float()  # (batch, 1)
-        per_token = (self.config.n_particles / n / self.n_ranks).clamp(max=1.0)  # (batch, 1)
-        feats = torch.stack([positions[None].float() / n, per_token.expand(-1, n_tokens)],
-                            dim=-1)  # (batch, n_tokens, 2)
-        return context + self.length_features(feats)
+        per_token = (self.config.n_particles / length / self.n_ranks).clamp(max=1.0)  # (n,)
+        return context + self.length_features(torch.stack([position / length, per_token], -1))
 
-    def token_codes(self, hidden: torch.Tensor, layer: torch.Tensor) -> torch.Tensor:
-        """(batch, n_tokens, d_model) states -> (batch, n_tokens, n_ranks, d_particle) codes."""
+    def token_codes(self, hidden: torch.Tensor, layer: torch.Tensor,
+                    lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Every token's ranked codes, computed on real tokens only (padding stays zero).
+
+        Args:
+            hidden: (batch, n_tokens, d_model) states.
+            layer: (batch,) layer of each row.
+            lengths: (batch,) prompt lengths (None: every row is full).
+
+        Returns:
+            (batch, n_tokens, n_ranks, d_particle) codes, most important rank first.
+        """
         batch, n_tokens, _ = hidden.shape
-        normed = self.normalize(hidden, layer)  # (batch, n_tokens, d_model)
-        context = self._context(layer, None, n_tokens)  # (batch, n_tokens, d_pos)
-        codes = (self._per_layer(normed, layer, self.encode_weight)
-                 + self.encode_mlp(torch.cat([normed, context], -1)))  # (batch, n_tokens, n_code)
+        rows, position = _tokens(hidden, lengths)  # (n,) each: the real tokens
+        lay = layer[rows]  # (n,)
+        normed = (hidden[rows, position] - self.mean[lay]) / self.scale[lay, None]  # (n, d)
+        context = self._context(position, lay, None)  # (n, d_pos)
+        flat = (self._per_layer(normed, lay, self.encode_weight)
+                + self.encode_mlp(torch.cat([normed, context], -1)))  # (n, n_code)
+        codes = flat.new_zeros(batch, n_tokens, flat.shape[-1])
+        codes[rows, position] = flat
         return codes.view(batch, n_tokens, self.n_ranks, self.k)
 
     def route(self, codes: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -190,7 +192,7 @@ class ParticleAutoencoder(nn.Module):
         Returns:
             (batch, n_particles, d_particle) clouds.
         """
-        return self.route(self.token_codes(hidden, layer), lengths)
+        return self.route(self.token_codes(hidden, layer, lengths), lengths)
 
     def decode(self, clouds: torch.Tensor, layer: torch.Tensor,
                lengths: torch.Tensor) -> torch.Tensor:
@@ -206,21 +208,32 @@ class ParticleAutoencoder(nn.Module):
         """
         batch, n_tokens = clouds.shape[0], int(lengths.max())
         padded = nn.functional.pad(clouds, (0, 0, 0, 1))  # (batch, n_particles+1, k), zero slot
-        slots = self.particle_of[lengths, :n_tokens]  # (batch, n_tokens, n_ranks)
-        rows = torch.arange(batch, device=clouds.device)[:, None, None]
-        gathered = padded[rows, slots].flatten(2)  # (batch, n_tokens, n_ranks * k)
-        context = self._context(layer, lengths, n_tokens)  # (batch, n_tokens, d_pos)
-        normed = (self._per_layer(gathered, layer, self.decode_weight)
-                  + self.decode_bias[layer, None]
-                  + self.decode_mlp(torch.cat([gathered, context], -1)))  # (batch, n_tokens, d)
         mask = torch.arange(n_tokens, device=clouds.device)[None] < lengths[:, None]
-        return self.denormalize(normed, layer) * mask[..., None]
+        rows, position = mask.nonzero(as_tuple=True)  # (n,) each: the real tokens
+        lay, length = layer[rows], lengths[rows]
+        slots = self.particle_of[length, position]  # (n, n_ranks) the token's particles
+        gathered = padded[rows[:, None], slots].flatten(1)  # (n, n_ranks * k)
+        context = self._context(position, lay, length.float())  # (n, d_pos)
+        normed = (self._per_layer(gathered, lay, self.decode_weight) + self.decode_bias[lay]
+                  + self.decode_mlp(torch.cat([gathered, context], -1)))  # (n, d_model)
+        out = normed.new_zeros(batch, n_tokens, self.d_model)
+        out[rows, position] = normed * self.scale[lay, None] + self.mean[lay]
+        return out
 
     def forward(self, hidden: torch.Tensor, layer: torch.Tensor,
                 lengths: torch.Tensor) -> AutoencoderOutput:
         """Encode then decode; see `encode` and `decode` for shapes."""
         clouds = self.encode(hidden, layer, lengths)
         return AutoencoderOutput(clouds=clouds, reconstruction=self.decode(clouds, layer, lengths))
+
+
+def _tokens(hidden: torch.Tensor, lengths: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    """Row and position of every real token of a padded batch."""
+    batch, n_tokens = hidden.shape[:2]
+    if lengths is None:
+        lengths = torch.full((batch,), n_tokens, device=hidden.device)
+    mask = torch.arange(n_tokens, device=hidden.device)[None] < lengths[:, None]
+    return mask.nonzero(as_tuple=True)
 
 
 def _mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Module:
