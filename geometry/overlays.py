@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 import numpy as np
-import vtk
-from vtk.util.numpy_support import numpy_to_vtk
+import vtkmodules.vtkRenderingFreeType  # noqa: F401  (registers the text renderer)
+from vtkmodules.util.numpy_support import numpy_to_vtk
+from vtkmodules.vtkCommonCore import vtkPoints
+from vtkmodules.vtkCommonDataModel import vtkCellArray, vtkPolyData
+from vtkmodules.vtkRenderingCore import (
+    vtkActor2D,
+    vtkCoordinate,
+    vtkPolyDataMapper2D,
+    vtkRenderer,
+    vtkTextActor,
+    vtkTextProperty,
+    vtkTextRenderer,
+)
 
 INK = (0.93, 0.94, 0.96)
 DIM = (0.55, 0.58, 0.64)
@@ -26,10 +37,10 @@ def token_label(token: str) -> str:
 class Label:
     """A text actor in normalized viewport coordinates; `set` touches VTK only on change."""
 
-    def __init__(self, renderer: vtk.vtkRenderer, x: float, y: float, size: int,
+    def __init__(self, renderer: vtkRenderer, x: float, y: float, size: int,
                  color: tuple = INK, bold: bool = False, mono: bool = False,
                  align: str = "left", valign: str = "top") -> None:
-        self.actor = vtk.vtkTextActor()
+        self.actor = vtkTextActor()
         self.actor.GetPositionCoordinate().SetCoordinateSystemToNormalizedViewport()
         self.actor.SetPosition(x, y)
         prop = self.actor.GetTextProperty()
@@ -59,16 +70,16 @@ class Label:
 class Quads:
     """Filled axis-aligned rectangles and polylines in normalized viewport coordinates."""
 
-    def __init__(self, renderer: vtk.vtkRenderer, color: tuple, opacity: float = 1.0,
+    def __init__(self, renderer: vtkRenderer, color: tuple, opacity: float = 1.0,
                  line_width: float = 1.0) -> None:
-        self.poly = vtk.vtkPolyData()
-        self.poly.SetPoints(vtk.vtkPoints())
-        coord = vtk.vtkCoordinate()
+        self.poly = vtkPolyData()
+        self.poly.SetPoints(vtkPoints())
+        coord = vtkCoordinate()
         coord.SetCoordinateSystemToNormalizedViewport()
-        mapper = vtk.vtkPolyDataMapper2D()
+        mapper = vtkPolyDataMapper2D()
         mapper.SetInputData(self.poly)
         mapper.SetTransformCoordinate(coord)
-        self.actor = vtk.vtkActor2D()
+        self.actor = vtkActor2D()
         self.actor.SetMapper(mapper)
         self.actor.GetProperty().SetColor(*color)
         self.actor.GetProperty().SetOpacity(opacity)
@@ -92,7 +103,7 @@ class Quads:
         pts = np.zeros((len(xy), 3))
         pts[:, :2] = xy
         self.poly.GetPoints().SetData(numpy_to_vtk(pts, deep=True))
-        arr = vtk.vtkCellArray()
+        arr = vtkCellArray()
         for cell in cells:
             arr.InsertNextCell(len(cell), [int(i) for i in cell])
         if lines:
@@ -105,14 +116,14 @@ class Quads:
 class TokenChips:
     """The prompt as a row of token chips: seen, current (highlighted), not yet seen, differing."""
 
-    def __init__(self, renderer: vtk.vtkRenderer, tokens: list[str], size: int,
+    def __init__(self, renderer: vtkRenderer, tokens: list[str], size: int,
                  viewport_px: tuple[int, int], x0: float = 0.02, x1: float = 0.98,
                  y_top: float = 0.13, max_rows: int = 2, differing: list[int] | None = None,
                  ) -> None:
         self.labels = [token_label(t) for t in tokens]
         self.differing = set(differing or [])
-        measurer = vtk.vtkTextRenderer()
-        prop = vtk.vtkTextProperty()
+        measurer = vtkTextRenderer()
+        prop = vtkTextProperty()
         prop.SetFontSize(size)
         box = [0, 0, 0, 0]
         widths = []
@@ -127,7 +138,7 @@ class TokenChips:
             x0, x1, y_top, max_rows, pad, gap)
         self.actors = []
         for label in self.labels:
-            actor = vtk.vtkTextActor()
+            actor = vtkTextActor()
             actor.SetInput(label)
             actor.GetPositionCoordinate().SetCoordinateSystemToNormalizedViewport()
             tp = actor.GetTextProperty()
@@ -186,7 +197,7 @@ class TokenChips:
 class LensPanel:
     """Logit-lens top-k tokens with probability bars."""
 
-    def __init__(self, renderer: vtk.vtkRenderer, top_k: int, size: int,
+    def __init__(self, renderer: vtkRenderer, top_k: int, size: int,
                  viewport_px: tuple[int, int], x_right: float = 0.98, y_top: float = 0.96,
                  ) -> None:
         w_px, h_px = viewport_px
@@ -235,7 +246,7 @@ class LensPanel:
 class LayerChart:
     """A small line chart of one value per layer (divergence) with the current layer marked."""
 
-    def __init__(self, renderer: vtk.vtkRenderer, values: np.ndarray, size: int,
+    def __init__(self, renderer: vtkRenderer, values: np.ndarray, size: int,
                  box: tuple[float, float, float, float], title: str) -> None:
         x0, y0, x1, y1 = box
         self.box = box

@@ -7,7 +7,7 @@ from typing import Literal
 
 import numpy as np
 import pyvista as pv
-from vtk.util.numpy_support import vtk_to_numpy
+from vtkmodules.util.numpy_support import vtk_to_numpy
 
 from layerscan.errors import LayerscanError
 from layerscan.geometry import frames as fr
@@ -403,7 +403,7 @@ class Scene:
         """
         w, h = self.plotter.render_window.GetSize()
         if not hasattr(self, "_vtk_buffer"):
-            from vtk import vtkUnsignedCharArray
+            from vtkmodules.vtkCommonCore import vtkUnsignedCharArray
 
             self._vtk_buffer = vtkUnsignedCharArray()
         self.plotter.render_window.GetPixelData(0, 0, w - 1, h - 1, 0, self._vtk_buffer, 0)
