@@ -21,7 +21,12 @@ from layerscan.geometry.diff import (
 )
 from layerscan.geometry.faithfulness import faithfulness
 from layerscan.geometry.neighbors import nearest_neighbors
-from layerscan.geometry.projection import PROJECTION_MODES, ProjectionMode, make_projection
+from layerscan.geometry.projection import (
+    PROJECTION_MODES,
+    ProjectionMode,
+    make_projection,
+    transform_init,
+)
 from layerscan.geometry.scan_file import DiffScan, Scan
 from layerscan.geometry.surfaces import SurfaceOptions, layer_surfaces
 
@@ -45,8 +50,8 @@ class ScanOptions:
     """Neighbourhood size of trustworthiness and continuity."""
     token_time: bool = False
     """Causal models: one frame per prefix (layer-time x token-time)."""
-    token_time_epochs: int = 40
-    """Fast mode: epochs refining each prefix from the next longer prefix's layout."""
+    token_time_epochs: int = 30
+    """Fast mode: epochs refining each prefix after placing it in the full prompt's layout."""
     surface: SurfaceOptions = field(default_factory=SurfaceOptions)
     """Surface method and its parameters."""
     seed: int = 0
@@ -179,10 +184,13 @@ def scan_capture(capture: Capture, autoencoder, options: ScanOptions | None = No
         start = time.perf_counter()
         positions = np.zeros((*clouds.shape[:3], 3), np.float32)
         positions[-1] = project(clouds[-1], options)
-        # shorter prefixes start from the next longer one's layout, so frames stay consistent
-        for step in range(len(lengths) - 2, -1, -1):
+        # the autoencoder re-routes particles as tokens arrive, so particle i of a prefix is
+        # not particle i of the full prompt: each prefix particle starts among its nearest
+        # full-prompt particles (same layer), then a short gentle refinement
+        for step in range(len(lengths) - 1):
             if options.projection == "fast":
-                positions[step] = project(clouds[step], options, init=positions[step + 1],
+                init = transform_init(clouds[step], clouds[-1], positions[-1])
+                positions[step] = project(clouds[step], options, init=init,
                                           n_epochs=options.token_time_epochs,
                                           learning_rate=0.25)
             else:

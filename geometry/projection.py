@@ -106,6 +106,34 @@ def fill_nonfinite(layouts: np.ndarray, clouds: np.ndarray, k: int = 5) -> np.nd
     return layouts
 
 
+def transform_init(clouds: np.ndarray, ref_clouds: np.ndarray, ref_layouts: np.ndarray,
+                   k: int = 5) -> np.ndarray:
+    """Place new clouds in an existing layout: each point at the inverse-distance weighted mean
+    of its k nearest reference points of the same layer (UMAP's transform start).
+
+    A point identical to a reference point lands exactly on it.
+
+    Args:
+        clouds: (n_layers, n_points, d) new clouds.
+        ref_clouds: (n_layers, n_ref, d) clouds the layout was fitted on.
+        ref_layouts: (n_layers, n_ref, 3) their layout.
+
+    Returns:
+        (n_layers, n_points, 3) float32.
+    """
+    out = np.zeros((*clouds.shape[:2], ref_layouts.shape[-1]), np.float32)
+    k = min(k, ref_clouds.shape[1])
+    for layer in range(len(clouds)):
+        d = torch.cdist(torch.from_numpy(clouds[layer]).double(),
+                        torch.from_numpy(ref_clouds[layer]).double())  # (n_points, n_ref)
+        near = torch.topk(d, k, dim=1, largest=False)
+        w = 1.0 / near.values.clamp_min(1e-12)  # (n_points, k)
+        w = torch.where(near.values[:, :1] <= 1e-12, (near.values <= 1e-12).double(), w)
+        pos = torch.from_numpy(ref_layouts[layer]).double()[near.indices]  # (n_points, k, 3)
+        out[layer] = ((w[..., None] * pos).sum(1) / w.sum(1, keepdim=True)).numpy()
+    return out
+
+
 class FastAlignedProjection(BaseEstimator):
     """The aligned-UMAP objective for every layer at once, optimised in torch.
 
