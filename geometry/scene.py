@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -264,6 +265,9 @@ class Scene:
             opts.point_size = max(2.0, 6.5 * h / 720)
         if opts.surface_opacity is None:
             opts.surface_opacity = 0.12 if self.is_diff else 0.2
+        if off_screen and not os.environ.get("DISPLAY"):
+            # Headless: go straight to EGL instead of VTK's X window warning about no X server.
+            os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
         self.plotter = pv.Plotter(off_screen=off_screen, window_size=[w, h],
                                   shape=(1, len(scans)), border=self.is_diff,
                                   border_color="#2a3140", theme=software_theme(), lighting=None)
