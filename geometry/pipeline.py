@@ -38,8 +38,9 @@ class ScanOptions:
     projection: ProjectionMode = "fast"
     """fast: aligned-UMAP objective in torch (seconds); aligned-umap: umap-learn's AlignedUMAP
     (the slow reference); independent: per-layer UMAP rotated onto the previous layer."""
-    n_neighbors: int = 15
-    """Neighbours in UMAP's fuzzy graph."""
+    n_neighbors: int | None = None
+    """Neighbours in UMAP's fuzzy graph; None: 10 for fast (measured: faster and more
+    trustworthy than 15), 15 for the umap modes."""
     n_epochs: int | None = None
     """Optimisation epochs; None: 150 for fast, 200 for the umap modes."""
     alignment: float = 0.03
@@ -66,7 +67,8 @@ class ScanOptions:
         if self.projection not in PROJECTION_MODES:
             raise LayerscanError(f"unknown projection {self.projection!r}: use "
                                  f"{', '.join(PROJECTION_MODES)}")
-        if self.n_neighbors < 2 or self.k_neighbors < 1 or self.faithfulness_k < 1:
+        if (self.n_neighbors is not None and self.n_neighbors < 2) or self.k_neighbors < 1 \
+                or self.faithfulness_k < 1:
             raise LayerscanError("n_neighbors must be >= 2, k_neighbors and faithfulness_k >= 1")
         if self.n_epochs is not None and self.n_epochs < 1:
             raise LayerscanError("n_epochs must be >= 1")
@@ -92,7 +94,7 @@ def torch_threads(n: int | None) -> Iterator[None]:
 def project(clouds: np.ndarray, options: ScanOptions, init: np.ndarray | None = None,
             n_epochs: int | None = None, learning_rate: float = 1.0) -> np.ndarray:
     """(n_layers+1, n_points, d) clouds → (n_layers+1, n_points, 3) aligned finite layouts."""
-    params = {"n_neighbors": options.n_neighbors}
+    params = {} if options.n_neighbors is None else {"n_neighbors": options.n_neighbors}
     epochs = n_epochs or options.n_epochs
     if epochs is not None:
         params["n_epochs"] = epochs

@@ -149,8 +149,8 @@ class FastAlignedProjection(BaseEstimator):
         n_edges_: edges in the joint graph.
     """
 
-    def __init__(self, n_components: int = 3, n_neighbors: int = 15, n_epochs: int = 150,
-                 learning_rate: float = 1.0, negative_sample_rate: int = 5,
+    def __init__(self, n_components: int = 3, n_neighbors: int = 10, n_epochs: int = 150,
+                 learning_rate: float = 1.0, negative_sample_rate: int = 8,
                  n_negative: int = 8, alignment_regularisation: float = 0.03,
                  alignment_window_size: int = 2, repulsion_strength: float = 1.0,
                  random_state: int | None = 0, device: str = "cpu"):
