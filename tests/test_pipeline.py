@@ -13,7 +13,7 @@ from layerscan.autoencoder.model import ParticleAutoencoder
 from layerscan.cli import main
 from layerscan.errors import LayerscanError
 from layerscan.files import write_tensor_file
-from layerscan.geometry.pipeline import ScanOptions, diff_captures, scan_capture
+from layerscan.geometry.pipeline import ScanOptions, diff_captures, scan_capture, scan_prompt
 from layerscan.geometry.scan_file import SCAN_KIND, DiffScan, Scan, load_any
 
 SMALL = ModelConfig(n_particles=96, d_particle=4, max_len=48, d_pos=8, n_anchors=2, d_hidden=16)
@@ -78,6 +78,11 @@ def test_same_seed_gives_a_byte_identical_file(llama, autoencoder, scanned, tmp_
     loaded = Scan.load(tmp_path / "a.scan")
     assert np.array_equal(loaded.positions, scanned.positions)
     assert loaded.tokens == scanned.tokens and loaded.settings == scanned.settings
+
+
+def test_scan_prompt_captures_and_scans(llama, autoencoder, scanned):
+    scan = scan_prompt(llama, PROMPT, autoencoder, FAST)
+    assert np.array_equal(scan.positions, scanned.positions)
 
 
 def test_token_time_has_a_frame_per_prefix(llama, autoencoder):
