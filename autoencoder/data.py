@@ -149,9 +149,9 @@ class HiddenStateDataModule(pl.LightningDataModule):
         key = cache_key(loaded.model_id, loaded.revision, data.normalization, max_len,
                         corpus_hash(docs))
         folder = self.cache_root / "hidden" / key
-        self.info = {"model_id": loaded.model_id, "revision": loaded.revision,
-                     "architecture": loaded.architecture, "corpus": data.corpus,
-                     "n_documents": len(docs), "cache": str(folder)}
+        self.info.update(model_id=loaded.model_id, revision=loaded.revision,
+                         architecture=loaded.architecture, corpus=data.corpus,
+                         n_documents=len(docs), cache=str(folder))
         if (folder / "meta.json").is_file():
             return folder
         ids = [loaded.tokenizer(doc, verbose=False)["input_ids"] for doc in docs]
