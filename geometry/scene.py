@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -21,6 +23,25 @@ from layerscan.geometry.style import (
     software_theme,
     unit_scale,
 )
+
+
+@contextlib.contextmanager
+def _headless_egl(off_screen: bool) -> Iterator[None]:
+    """Without a display, make VTK open an EGL window directly (no X-server warning).
+
+    The variable is restored afterwards so that later windows, and child processes, are not
+    forced onto EGL.
+    """
+    key = "VTK_DEFAULT_OPENGL_WINDOW"
+    if not off_screen or os.environ.get("DISPLAY") or key in os.environ:
+        yield
+        return
+    os.environ[key] = "vtkEGLRenderWindow"
+    try:
+        yield
+    finally:
+        del os.environ[key]
+
 
 ColorMode = Literal["slot", "density", "displacement"]
 COLOR_MODES: tuple[str, ...] = ("slot", "density", "displacement")
@@ -265,12 +286,11 @@ class Scene:
             opts.point_size = max(2.0, 6.5 * h / 720)
         if opts.surface_opacity is None:
             opts.surface_opacity = 0.12 if self.is_diff else 0.2
-        if off_screen and not os.environ.get("DISPLAY"):
-            # Headless: go straight to EGL instead of VTK's X window warning about no X server.
-            os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
-        self.plotter = pv.Plotter(off_screen=off_screen, window_size=[w, h],
-                                  shape=(1, len(scans)), border=self.is_diff,
-                                  border_color="#2a3140", theme=software_theme(), lighting=None)
+        with _headless_egl(off_screen):
+            self.plotter = pv.Plotter(off_screen=off_screen, window_size=[w, h],
+                                      shape=(1, len(scans)), border=self.is_diff,
+                                      border_color="#2a3140", theme=software_theme(),
+                                      lighting=None)
         self.plotter.set_background(opts.background)
         if opts.anti_aliasing:
             self.plotter.enable_anti_aliasing("fxaa", all_renderers=True)
