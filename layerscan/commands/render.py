@@ -14,6 +14,7 @@ from layerscan.commands.common import (
     capture_from_args,
     load_model_from_args,
 )
+from layerscan.commands.scan import add_projection_arguments, options_from_args
 from layerscan.errors import LayerscanError
 
 DEFAULT_OUTPUT = "layerscan.mp4"
@@ -23,17 +24,11 @@ def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
     """Model, capture and autoencoder arguments used when a prompt (not a .scan) is given."""
     add_model_arguments(parser)
     add_capture_arguments(parser)
+    add_projection_arguments(parser)
     group = parser.add_argument_group("scan")
     group.add_argument("--autoencoder", default=None, metavar="DIR",
                        help="autoencoder folder (default: the one packaged for the embedded "
                             "model)")
-    group.add_argument("--projection", default="fast",
-                       choices=["fast", "aligned-umap", "independent"],
-                       help="fast: aligned-UMAP objective in torch, seconds (default); "
-                            "aligned-umap: umap-learn's AlignedUMAP (slow reference); "
-                            "independent: per-layer UMAP rotated onto the previous layer")
-    group.add_argument("--token-time", action="store_true",
-                       help="causal models: one frame per prefix, so movies sweep token-time")
     group.add_argument("--save-scan", default=None, metavar="FILE.scan",
                        help="also save the scan, to re-render or view it without the model")
 
@@ -106,13 +101,6 @@ def _autoencoder(args: argparse.Namespace, device: str):
     return load_autoencoder(args.autoencoder, device=device)
 
 
-def scan_options_from_args(args: argparse.Namespace, device: str):
-    from layerscan.geometry.pipeline import ScanOptions
-
-    return ScanOptions(projection=args.projection, token_time=args.token_time,
-                       seed=args.seed, device=device)
-
-
 def scan_from_args(args: argparse.Namespace, source: str | None):
     """A Scan from a .scan file, or from a prompt through model, autoencoder and projection."""
     from layerscan.geometry.scan_file import Scan, load_any
@@ -128,7 +116,7 @@ def scan_from_args(args: argparse.Namespace, source: str | None):
     loaded = load_model_from_args(args)
     capture = capture_from_args(loaded, source or DEFAULT_PROMPT, args)
     device = str(loaded.device)
-    scan = scan_capture(capture, _autoencoder(args, device), scan_options_from_args(args, device))
+    scan = scan_capture(capture, _autoencoder(args, device), options_from_args(args, device))
     _note(f"scanned {len(capture.tokens)} tokens through {capture.n_layers} layers "
           f"in {time.perf_counter() - start:.1f} s")
     if getattr(args, "save_scan", None):
@@ -160,7 +148,7 @@ def diff_from_args(args: argparse.Namespace, sources: list[str]):
     if args.token_time:
         raise LayerscanError("--token-time does not apply to diffs; drop it")
     diff = diff_captures(captures[0], captures[1], _autoencoder(args, device),
-                         scan_options_from_args(args, device))
+                         options_from_args(args, device))
     _note(f"diffed two prompts through {captures[0].n_layers} layers in "
           f"{time.perf_counter() - start:.1f} s; divergence peaks at "
           f"{diff.a.layer_names[diff.peak_layer]}")

@@ -40,12 +40,15 @@ def add_projection_arguments(parser: argparse.ArgumentParser) -> None:
                        help="random state of the projection (default 0)")
 
 
-def options_from_args(args: argparse.Namespace):
-    """The ScanOptions that `add_projection_arguments` describe (defaults where absent)."""
+def options_from_args(args: argparse.Namespace, device: str | None = None):
+    """The ScanOptions that `add_projection_arguments` describe (defaults where absent).
+
+    `device` is where the model ended up (e.g. "cuda:0"); the projection runs there too.
+    """
     from layerscan.geometry.pipeline import ScanOptions
     from layerscan.geometry.surfaces import SurfaceOptions
 
-    device = str(getattr(args, "device", "cpu"))
+    device = str(device or getattr(args, "device", "cpu"))
     return ScanOptions(
         projection=getattr(args, "projection", "fast"),
         n_epochs=getattr(args, "epochs", None), k_neighbors=getattr(args, "neighbors", 10),
