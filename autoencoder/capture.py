@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 from collections.abc import Iterator
 
@@ -40,6 +41,11 @@ def _final_norm_io(model) -> Iterator[dict]:
         handle.remove()
 
 
+@functools.cache
+def _takes_logits_to_keep(model_class: type) -> bool:
+    return "logits_to_keep" in inspect.signature(model_class.forward).parameters
+
+
 @torch.inference_mode()
 def _forward_states(loaded: LoadedModel, input_ids: torch.Tensor, attention_mask=None,
                     past_key_values=None) -> tuple[torch.Tensor, object, torch.Tensor | None]:
@@ -50,9 +56,8 @@ def _forward_states(loaded: LoadedModel, input_ids: torch.Tensor, attention_mask
     last layer is always returned un-normed (raw), the same as every other layer.
     """
     model = loaded.model
-    kwargs = {}
-    if "logits_to_keep" in inspect.signature(model.forward).parameters:
-        kwargs["logits_to_keep"] = 1  # only the last position's logits pick the next token
+    # only the last position's logits pick the next token
+    kwargs = {"logits_to_keep": 1} if _takes_logits_to_keep(type(model)) else {}
     with _final_norm_io(model) as seen:
         out = model(input_ids=input_ids, attention_mask=attention_mask,
                     past_key_values=past_key_values, use_cache=loaded.is_causal,
@@ -112,15 +117,12 @@ def logit_lens(loaded: LoadedModel, raw: torch.Tensor,
             torch.cat(probs).reshape(shape).numpy().astype(np.float32))
 
 
-def _token_strings(tokenizer, ids) -> list[str]:
-    cache: dict[int, str] = {}
-    out = []
-    for i in ids:
-        i = int(i)
-        if i not in cache:
-            cache[i] = tokenizer.decode([i])
-        out.append(cache[i])
-    return out
+def _token_strings(tokenizer, ids) -> list:
+    """Readable strings for token ids of any shape (nested lists); each distinct id decoded once."""
+    ids = np.asarray(ids, dtype=np.int64)
+    unique, inverse = np.unique(ids, return_inverse=True)
+    strings = np.array([tokenizer.decode([int(i)]) for i in unique], dtype=object)
+    return strings[inverse.reshape(ids.shape)].tolist()
 
 
 def tokenize_prompt(loaded: LoadedModel, prompt: str, chat: bool = False,
@@ -206,9 +208,7 @@ def capture(loaded: LoadedModel, prompt: str, normalization: Normalization = "fi
         normalization=normalization, is_causal=loaded.is_causal, prompt=prompt,
         lens_ids=None if lens is None else lens[0],
         lens_probs=None if lens is None else lens[1],
-        lens_tokens=None if lens is None else [
-            [_token_strings(loaded.tokenizer, position) for position in layer]
-            for layer in lens[0]],
+        lens_tokens=None if lens is None else _token_strings(loaded.tokenizer, lens[0]),
         extra={"generate": generate, "sample": sample, "temperature": temperature,
                "chat": chat, "seed": seed, "top_k": top_k})
     result.validate()
