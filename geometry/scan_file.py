@@ -196,6 +196,10 @@ class DiffScan:
         arrays, meta = _read(path)
         if meta.get("type") != "diff":
             raise LayerscanError(f"{path}: is a single-prompt scan, not a diff")
+        return cls._from_arrays_and_meta(arrays, meta)
+
+    @classmethod
+    def _from_arrays_and_meta(cls, arrays: dict[str, np.ndarray], meta: dict) -> DiffScan:
         return cls(a=Scan._from_arrays_and_meta(arrays, meta["a"], "a/"),
                    b=Scan._from_arrays_and_meta(arrays, meta["b"], "b/"),
                    displacement_cloud=arrays["displacement_cloud"],
@@ -208,7 +212,7 @@ def load_any(path: str | os.PathLike) -> Scan | DiffScan:
     """Load a scan or a diff scan, whichever the file holds."""
     arrays, meta = _read(path)
     if meta.get("type") == "diff":
-        return DiffScan.load(path)
+        return DiffScan._from_arrays_and_meta(arrays, meta)
     return Scan._from_arrays_and_meta(arrays, meta["scan"], "")
 
 
