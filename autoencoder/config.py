@@ -26,11 +26,12 @@ class ModelConfig:
     n_ranks: int = 0
     """Distinct projections a token's particles can use; the rank-th particle of a token
     holds the rank-th projection (0: ceil(d_model / d_particle), enough for exact coding)."""
-    n_anchors: int = 4
-    """Layer-specific linear maps: each layer mixes this many learned maps (1: one map for
-    all layers)."""
-    d_hidden: int = 128
-    """Width of the decoder's nonlinear correction MLP (0 turns it off)."""
+    n_anchors: int = 8
+    """Corpus-PCA bases of evenly spaced groups of layers; each layer's basis is a smooth mix
+    of them (1: one basis for all layers)."""
+    d_hidden: int = 512
+    """Width of the decoder network that predicts the coordinates a token's particles cannot
+    hold in long prompts (0: predict their corpus mean, zero)."""
 
     def __post_init__(self) -> None:
         if self.n_ranks < 0:

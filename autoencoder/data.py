@@ -15,7 +15,7 @@ from layerscan.autoencoder.config import RunConfig
 from layerscan.autoencoder.corpus import corpus_hash, default_documents, read_documents
 from layerscan.errors import LayerscanError
 
-STATS_TOKENS = 12288
+STATS_TOKENS = 65536
 """Tokens per layer sampled to estimate the covariance that initializes the linear codes."""
 
 

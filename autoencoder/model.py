@@ -5,14 +5,17 @@ Design (one model for every layer, lengths 1..max_len, particle i is the same sl
 * Routing. Particle i sits at relative position (i + 0.5) / N along the prompt, so a prompt of
   n_tokens tokens gives each token a contiguous block of about N / n_tokens particles (more
   particles per token for short prompts, fewer for long ones). Within its block, the particle
-  of rank r holds the token's r-th learned projection (ranks beyond n_ranks repeat).
-* Encoder. Each token's normalized state goes through a linear map plus a nonlinear
-  correction to n_ranks * d_particle numbers, ordered by importance (initialized from PCA of
-  the corpus); particle i takes the slice of its token and rank.
-* Decoder. Every token position gathers the particles of its block (the ranks it has; the
-  rest are zero) and maps them, with its position, the prompt length and the layer, back to
-  a d_model state: a linear map plus a nonlinear correction. Every token is reconstructed,
-  not a pooled vector.
+  of rank r holds the token's r-th block of d_particle coordinates (ranks beyond n_ranks
+  repeat).
+* Encoder. Each token's normalized state is written in the layer's orthonormal basis, most
+  important direction first. The bases are the corpus PCA of n_anchors groups of layers,
+  mixed per layer with hat functions and re-orthonormalized in order, so they turn smoothly
+  from layer to layer. A token's code depends on its own state only (prefixes share codes).
+* Decoder. Every token gathers the coordinates its particles hold. When it holds all of
+  them (prompts up to n_particles / n_ranks tokens: 28 for the default) the inverse is exact.
+  When the prompt is longer, the missing coordinates are predicted by a trained network
+  from the ones held, the prompt's mean code, the token's position, the prompt length and
+  the layer. Every token is reconstructed, not a pooled vector.
 """
 
 from __future__ import annotations
@@ -78,75 +81,84 @@ class ParticleAutoencoder(nn.Module):
         # per-layer statistics of the corpus, set by `set_statistics` (saved with the weights)
         self.register_buffer("mean", torch.zeros(n_seen, d_model))  # (n_layers+1, d_model)
         self.register_buffer("scale", torch.ones(n_seen))  # (n_layers+1,)
+        # anchor bases (rows: directions, most important first), set by `set_statistics`
+        start = torch.linalg.qr(torch.randn(d_model, d_model))[0].T  # (d_model, d_model)
+        self.register_buffer("anchors", start.expand(self.n_anchors, -1, -1).clone())
+        self.register_buffer("mixing", _hat_functions(n_seen, self.n_anchors), persistent=False)
+        self.register_buffer("basis", torch.zeros(n_seen, n_code, d_model), persistent=False)
+        self._update_basis()
+        self.register_load_state_dict_post_hook(self._after_load)
         tables = routing_tables(config.n_particles, config.max_len, self.n_ranks)
         for name, table in zip(("token_of", "rank_of", "particle_of"), tables, strict=True):
             self.register_buffer(name, table, persistent=False)
         self.layer_embedding = nn.Embedding(n_seen, config.d_pos)
         self.position_embedding = nn.Embedding(config.max_len, config.d_pos)
         self.length_features = nn.Linear(2, config.d_pos)
-        # linear codes: n_anchors maps, mixed per layer (hat functions at init)
-        basis = torch.linalg.qr(torch.randn(max(n_code, d_model), d_model))[0][:n_code]
-        self.encode_weight = nn.Parameter(basis.expand(self.n_anchors, -1, -1).clone())
-        self.decode_weight = nn.Parameter(basis.T.expand(self.n_anchors, -1, -1).clone())
-        self.decode_bias = nn.Parameter(torch.zeros(n_seen, d_model))
-        self.mixing = nn.Parameter(_hat_functions(n_seen, self.n_anchors))  # (n_seen, anchors)
-        self.encode_mlp = _mlp(d_model + config.d_pos, config.d_hidden, n_code)
-        self.decode_mlp = _mlp(n_code + config.d_pos, config.d_hidden, d_model)
+        self.decode_mlp = _mlp(2 * n_code + config.d_pos, config.d_hidden, n_code)
 
     @torch.no_grad()
     def set_statistics(self, mean: torch.Tensor, scale: torch.Tensor,
                        covariance: torch.Tensor | None = None) -> None:
-        """Store corpus statistics and, optionally, initialize the linear codes as PCA.
+        """Store corpus statistics and, optionally, make the anchor bases the corpus PCA.
 
         Args:
             mean: (n_layers+1, d_model) mean state of each layer.
             scale: (n_layers+1,) RMS distance of each layer's states from that mean.
             covariance: (n_layers+1, d_model, d_model) covariance of each layer's normalized
-                states; each anchor starts as the PCA of the layers it covers, most important
-                component first.
+                states; each anchor becomes the PCA of the layers it covers, most important
+                component first, with signs matched to the previous anchor.
         """
         self.mean.copy_(mean)
         self.scale.copy_(scale.clamp_min(1e-6))
-        if covariance is None:
-            return
-        n_code = self.encode_weight.shape[1]
-        for anchor in range(self.n_anchors):
-            weights = self.mixing[:, anchor].clamp_min(0)  # (n_layers+1,)
-            cov = (weights[:, None, None] * covariance.to(weights)).sum(0)  # (d_model, d_model)
-            _, vectors = torch.linalg.eigh(cov.double())  # ascending eigenvalues
-            basis = vectors.flip(-1).T.float()[:n_code]  # (min(n_code, d_model), d_model)
-            self.encode_weight.data[anchor, :basis.shape[0]] = basis
-            self.decode_weight.data[anchor, :, :basis.shape[0]] = basis.T
+        if covariance is not None:
+            for anchor in range(self.n_anchors):
+                weights = self.mixing[:, anchor]  # (n_layers+1,)
+                cov = (weights[:, None, None] * covariance.to(weights)).sum(0)  # (d, d)
+                _, vectors = torch.linalg.eigh(cov.double())  # ascending eigenvalues
+                basis = vectors.flip(-1).T.float()  # (d_model, d_model)
+                if anchor:
+                    sign = torch.sign((basis * self.anchors[anchor - 1]).sum(1))
+                    basis = basis * torch.where(sign == 0, 1.0, sign)[:, None]
+                self.anchors[anchor] = basis
+        self._update_basis()
 
-    def _per_layer(self, x: torch.Tensor, layer: torch.Tensor,
-                   weight: torch.Tensor) -> torch.Tensor:
-        """Apply each token's layer-specific linear map: x (n, d_in) -> (n, d_out).
+    @torch.no_grad()
+    def _update_basis(self) -> None:
+        """Each layer's orthonormal basis: its mix of anchors, orthonormalized in order.
 
-        Tokens are sorted by layer so each layer is one matrix product.
+        Orthonormalizing in order keeps the span of the first r directions of the mix, so a
+        token that holds its first r ranks holds the mix's most important directions.
+        """
+        mixed = torch.einsum("la,aod->lod", self.mixing, self.anchors.float())  # (L, d, d)
+        q, r = torch.linalg.qr(mixed.double().transpose(1, 2))  # columns of q: directions
+        q = q * torch.sign(torch.diagonal(r, dim1=1, dim2=2)).clamp_min(0).mul(2).sub(1)[:, None]
+        n_code = self.basis.shape[1]
+        self.basis.zero_()
+        self.basis[:, :min(n_code, self.d_model)] = q.transpose(1, 2)[:, :n_code].to(self.basis)
+
+    def _after_load(self, module: nn.Module, incompatible_keys) -> None:
+        self._update_basis()
+
+    def _per_layer(self, x: torch.Tensor, layer: torch.Tensor, inverse: bool) -> torch.Tensor:
+        """Apply each row's layer basis (tokens sorted by layer: one matrix product a layer).
 
         Args:
-            x: (n, d_in) inputs, one row per token.
+            x: (n, d_model) normalized states, or (n, n_code) codes if `inverse`.
             layer: (n,) layer of each row.
-            weight: (n_anchors, d_out, d_in) anchor maps, mixed per layer by `mixing`.
+            inverse: codes -> states instead of states -> codes.
         """
         order = torch.argsort(layer, stable=True)  # (n,)
         layers, counts = torch.unique_consecutive(layer[order], return_counts=True)
-        pieces = [part @ torch.einsum("a,aoi->oi", self.mixing[lay], weight).T
+        pieces = [part @ (self.basis[lay] if inverse else self.basis[lay].T)
                   for lay, part in zip(layers.tolist(), x[order].split(counts.tolist()),
                                        strict=True)]
         out = torch.cat(pieces)  # (n, d_out) in sorted order
         return out[torch.argsort(order)]
 
     def _context(self, position: torch.Tensor, layer: torch.Tensor,
-                 length: torch.Tensor | None) -> torch.Tensor:
-        """(n, d_pos) features of each token's position, layer and (decoder only) length.
-
-        The encoder gets no length features, so a token's code never depends on later tokens
-        and the prefixes of a causal prompt share their tokens' codes.
-        """
+                 length: torch.Tensor) -> torch.Tensor:
+        """(n, d_pos) features of each token's position, layer and prompt length."""
         context = self.position_embedding(position) + self.layer_embedding(layer)
-        if length is None:
-            return context
         per_token = (self.config.n_particles / length / self.n_ranks).clamp(max=1.0)  # (n,)
         return context + self.length_features(torch.stack([position / length, per_token], -1))
 
@@ -166,9 +178,7 @@ class ParticleAutoencoder(nn.Module):
         rows, position = _tokens(hidden, lengths)  # (n,) each: the real tokens
         lay = layer[rows]  # (n,)
         normed = (hidden[rows, position] - self.mean[lay]) / self.scale[lay, None]  # (n, d)
-        context = self._context(position, lay, None)  # (n, d_pos)
-        flat = (self._per_layer(normed, lay, self.encode_weight)
-                + self.encode_mlp(torch.cat([normed, context], -1)))  # (n, n_code)
+        flat = self._per_layer(normed, lay, inverse=False)  # (n, n_code)
         codes = flat.new_zeros(batch, n_tokens, flat.shape[-1])
         codes[rows, position] = flat
         return codes.view(batch, n_tokens, self.n_ranks, self.k)
@@ -212,10 +222,15 @@ class ParticleAutoencoder(nn.Module):
         rows, position = mask.nonzero(as_tuple=True)  # (n,) each: the real tokens
         lay, length = layer[rows], lengths[rows]
         slots = self.particle_of[length, position]  # (n, n_ranks) the token's particles
-        gathered = padded[rows[:, None], slots].flatten(1)  # (n, n_ranks * k)
-        context = self._context(position, lay, length.float())  # (n, d_pos)
-        normed = (self._per_layer(gathered, lay, self.decode_weight) + self.decode_bias[lay]
-                  + self.decode_mlp(torch.cat([gathered, context], -1)))  # (n, d_model)
+        held = (slots < self.config.n_particles).repeat_interleave(self.k, 1)  # (n, n_code)
+        gathered = padded[rows[:, None], slots].flatten(1)  # (n, n_code), zero where not held
+        prompt_mean = torch.zeros(batch, gathered.shape[1], device=clouds.device,
+                                  dtype=gathered.dtype).index_add_(0, rows, gathered)
+        prompt_mean = prompt_mean / lengths[:, None].to(gathered.dtype)  # (batch, n_code)
+        context = self._context(position, lay, length.to(gathered.dtype))  # (n, d_pos)
+        missing = self.decode_mlp(torch.cat([gathered, prompt_mean[rows], context], -1))
+        codes = torch.where(held, gathered, missing)  # (n, n_code)
+        normed = self._per_layer(codes, lay, inverse=True)  # (n, d_model)
         out = normed.new_zeros(batch, n_tokens, self.d_model)
         out[rows, position] = normed * self.scale[lay, None] + self.mean[lay]
         return out
@@ -237,7 +252,7 @@ def _tokens(hidden: torch.Tensor, lengths: torch.Tensor | None) -> tuple[torch.T
 
 
 def _mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Module:
-    """A residual correction that starts at exactly zero (the linear path starts as PCA)."""
+    """The predictor of missing coordinates; it starts at exactly zero (their corpus mean)."""
     if d_hidden == 0:
         return _Zero(d_out)
     last = nn.Linear(d_hidden, d_out)

@@ -85,15 +85,37 @@ def test_shapes_and_padding_independence():
             torch.testing.assert_close(alone.clouds[0], out.clouds[row], atol=1e-5, rtol=1e-5)
 
 
-def test_short_prompts_are_exact_at_init_with_full_rank():
+def test_short_prompts_are_exact_whatever_the_decoder_learned():
     # 96 particles, 6 ranks x 4 features = 24 = d_model: prompts of <= 16 tokens are exact
-    config = ModelConfig(n_particles=96, d_particle=4, max_len=32, d_pos=8, n_anchors=1,
+    config = ModelConfig(n_particles=96, d_particle=4, max_len=32, d_pos=8, n_anchors=2,
                          d_hidden=16)
     trained = _trained(config)
+    with torch.no_grad():  # as if trained: the predictor of missing coordinates is not zero
+        for param in trained.model.decode_mlp.parameters():
+            param.normal_(std=0.5)
     for n in (1, 5, 16):
         assert trained.encode(_states(n, seed=9)).reconstruction_r2.min() > 0.9999
-    # longer prompts get fewer particles per token, so they are lossy
-    assert trained.encode(_states(32, seed=9)).reconstruction_r2.min() < 0.99
+    # longer prompts get fewer particles per token, so they are lossy, and the decoder's
+    # prediction of what their particles cannot hold changes the reconstruction
+    lossy = trained.encode(_states(32, seed=9)).reconstruction_r2
+    assert lossy.min() < 0.99
+    with torch.no_grad():
+        trained.model.decode_mlp[-1].weight.zero_()
+        trained.model.decode_mlp[-1].bias.zero_()
+    assert not np.allclose(trained.encode(_states(32, seed=9)).reconstruction_r2, lossy)
+
+
+def test_layer_bases_are_orthonormal_and_turn_smoothly():
+    model = _fitted(ModelConfig(n_particles=96, d_particle=4, max_len=32, d_pos=8, n_anchors=2))
+    basis = model.basis.double()  # (n_seen, n_code, d_model)
+    eye = torch.eye(D_MODEL, dtype=torch.float64).expand_as(basis)
+    torch.testing.assert_close(basis @ basis.transpose(1, 2), eye, atol=1e-5, rtol=0)
+    # the first and last layers are the two anchors (each the PCA of its layers) ...
+    torch.testing.assert_close(model.basis[0], model.anchors[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(model.basis[-1].abs(), model.anchors[1].abs(), atol=1e-5, rtol=0)
+    # ... and the layers between move from one to the other step by step
+    first = (basis[:, 0] @ basis[0, 0]).abs()  # (n_seen,) overlap with layer 0's top direction
+    assert (first[1:] <= first[:-1] + 1e-6).all()
 
 
 def test_token_codes_are_causal_so_prefixes_share_them():
