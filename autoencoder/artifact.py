@@ -208,15 +208,16 @@ def export_autoencoder(model: ParticleAutoencoder, config: ArtifactConfig,
     """Write `folder/config.json` and `folder/weights.safetensors`, atomically (temp + rename).
 
     Args:
-        half: store learned weights as float16 (half the size; the per-layer statistics stay
-            float32). Loading always computes in float32.
+        half: store weights as float16 (half the size; the per-layer statistics and the
+            anchor variances stay float32). Loading always computes in float32.
     """
     from safetensors.torch import save_file
 
     folder = Path(folder)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if half:
-        state = {k: v if k in ("mean", "scale") or not v.is_floating_point() else v.half()
+        exact = ("mean", "scale", "variances")
+        state = {k: v if k in exact or not v.is_floating_point() else v.half()
                  for k, v in state.items()}
     with atomic_path(folder, suffix="") as tmp:
         tmp.mkdir()

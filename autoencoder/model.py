@@ -8,8 +8,8 @@ Design (one model for every layer, lengths 1..max_len, particle i is the same sl
   of rank r holds the token's r-th block of d_particle coordinates (ranks beyond n_ranks
   repeat).
 * Encoder. Each token's normalized state is written in the layer's orthonormal basis, most
-  important direction first. The bases are the corpus PCA of n_anchors groups of layers,
-  mixed per layer with hat functions and re-orthonormalized in order, so they turn smoothly
+  important direction first: the PCA of the layer's mix (hat functions) of n_anchors
+  covariances, each the corpus covariance of a group of layers, so the bases turn smoothly
   from layer to layer. A token's code depends on its own state only (prefixes share codes).
 * Decoder. Every token gathers the coordinates its particles hold. When it holds all of
   them (prompts up to n_particles / n_ranks tokens: 28 for the default) the inverse is exact.
@@ -81,12 +81,13 @@ class ParticleAutoencoder(nn.Module):
         # per-layer statistics of the corpus, set by `set_statistics` (saved with the weights)
         self.register_buffer("mean", torch.zeros(n_seen, d_model))  # (n_layers+1, d_model)
         self.register_buffer("scale", torch.ones(n_seen))  # (n_layers+1,)
-        # anchor bases (rows: directions, most important first), set by `set_statistics`
-        start = torch.linalg.qr(torch.randn(d_model, d_model))[0].T  # (d_model, d_model)
-        self.register_buffer("anchors", start.expand(self.n_anchors, -1, -1).clone())
+        # anchor covariances as bases (rows: directions, most important first) and variances,
+        # set by `set_statistics`; each layer's basis is the PCA of its mix of them
+        self.register_buffer("anchors", torch.eye(d_model).expand(self.n_anchors, -1, -1).clone())
+        self.register_buffer("variances", torch.ones(self.n_anchors, d_model))
         self.register_buffer("mixing", _hat_functions(n_seen, self.n_anchors), persistent=False)
-        self.register_buffer("basis", torch.zeros(n_seen, n_code, d_model), persistent=False)
-        self._update_basis()
+        eye = torch.eye(n_code, d_model).expand(n_seen, -1, -1)
+        self.register_buffer("basis", eye.clone(), persistent=False)  # (n_seen, n_code, d_model)
         self.register_load_state_dict_post_hook(self._after_load)
         tables = routing_tables(config.n_particles, config.max_len, self.n_ranks)
         for name, table in zip(("token_of", "rank_of", "particle_of"), tables, strict=True):
@@ -99,42 +100,45 @@ class ParticleAutoencoder(nn.Module):
     @torch.no_grad()
     def set_statistics(self, mean: torch.Tensor, scale: torch.Tensor,
                        covariance: torch.Tensor | None = None) -> None:
-        """Store corpus statistics and, optionally, make the anchor bases the corpus PCA.
+        """Store corpus statistics and, optionally, the anchor covariances the bases come from.
 
         Args:
             mean: (n_layers+1, d_model) mean state of each layer.
             scale: (n_layers+1,) RMS distance of each layer's states from that mean.
             covariance: (n_layers+1, d_model, d_model) covariance of each layer's normalized
-                states; each anchor becomes the PCA of the layers it covers, most important
-                component first, with signs matched to the previous anchor.
+                states; anchor a keeps the weighted mean covariance of the layers it covers,
+                as its principal directions and variances.
         """
         self.mean.copy_(mean)
         self.scale.copy_(scale.clamp_min(1e-6))
-        if covariance is not None:
-            for anchor in range(self.n_anchors):
-                weights = self.mixing[:, anchor]  # (n_layers+1,)
-                cov = (weights[:, None, None] * covariance.to(weights)).sum(0)  # (d, d)
-                _, vectors = torch.linalg.eigh(cov.double())  # ascending eigenvalues
-                basis = vectors.flip(-1).T.float()  # (d_model, d_model)
-                if anchor:
-                    sign = torch.sign((basis * self.anchors[anchor - 1]).sum(1))
-                    basis = basis * torch.where(sign == 0, 1.0, sign)[:, None]
-                self.anchors[anchor] = basis
+        if covariance is None:
+            return
+        weights = self.mixing / self.mixing.sum(0)  # (n_layers+1, n_anchors)
+        for anchor in range(self.n_anchors):
+            cov = torch.einsum("l,lde->de", weights[:, anchor], covariance.to(weights))
+            values, vectors = torch.linalg.eigh(cov.double())  # ascending eigenvalues
+            self.anchors[anchor] = vectors.flip(-1).T.float()  # (d_model, d_model)
+            self.variances[anchor] = values.flip(-1).clamp_min(0).float()
         self._update_basis()
 
     @torch.no_grad()
     def _update_basis(self) -> None:
-        """Each layer's orthonormal basis: its mix of anchors, orthonormalized in order.
+        """Each layer's orthonormal basis: the PCA of its mix of anchor covariances.
 
-        Orthonormalizing in order keeps the span of the first r directions of the mix, so a
-        token that holds its first r ranks holds the mix's most important directions.
+        The mix changes smoothly from layer to layer; each direction's sign is matched to the
+        previous layer's, so particles move smoothly through layer-time too.
         """
-        mixed = torch.einsum("la,aod->lod", self.mixing, self.anchors.float())  # (L, d, d)
-        q, r = torch.linalg.qr(mixed.double().transpose(1, 2))  # columns of q: directions
-        q = q * torch.sign(torch.diagonal(r, dim1=1, dim2=2)).clamp_min(0).mul(2).sub(1)[:, None]
+        anchors = self.anchors.double()
+        covariances = torch.einsum("aod,ao,aoe->ade", anchors, self.variances.double(), anchors)
+        mixed = torch.einsum("la,ade->lde", self.mixing.double(), covariances)
+        _, vectors = torch.linalg.eigh(mixed.float())  # (n_seen, d, d) ascending
+        basis = vectors.flip(-1).transpose(1, 2)  # (n_seen, d_model, d_model) rows
+        for layer in range(1, basis.shape[0]):
+            sign = torch.sign((basis[layer] * basis[layer - 1]).sum(1))
+            basis[layer] *= torch.where(sign == 0, 1.0, sign)[:, None]
         n_code = self.basis.shape[1]
         self.basis.zero_()
-        self.basis[:, :min(n_code, self.d_model)] = q.transpose(1, 2)[:, :n_code].to(self.basis)
+        self.basis[:, :min(n_code, self.d_model)] = basis[:, :n_code].to(self.basis)
 
     def _after_load(self, module: nn.Module, incompatible_keys) -> None:
         self._update_basis()

@@ -110,9 +110,10 @@ def test_layer_bases_are_orthonormal_and_turn_smoothly():
     basis = model.basis.double()  # (n_seen, n_code, d_model)
     eye = torch.eye(D_MODEL, dtype=torch.float64).expand_as(basis)
     torch.testing.assert_close(basis @ basis.transpose(1, 2), eye, atol=1e-5, rtol=0)
-    # the first and last layers are the two anchors (each the PCA of its layers) ...
-    torch.testing.assert_close(model.basis[0], model.anchors[0], atol=1e-5, rtol=0)
-    torch.testing.assert_close(model.basis[-1].abs(), model.anchors[1].abs(), atol=1e-5, rtol=0)
+    # the first and last layers take the PCA of the two anchors (their groups of layers) ...
+    for layer, anchor in ((0, 0), (-1, 1)):
+        torch.testing.assert_close(model.basis[layer].abs(), model.anchors[anchor].abs(),
+                                   atol=1e-4, rtol=0)
     # ... and the layers between move from one to the other step by step
     first = (basis[:, 0] @ basis[0, 0]).abs()  # (n_seen,) overlap with layer 0's top direction
     assert (first[1:] <= first[:-1] + 1e-6).all()
