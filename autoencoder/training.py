@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from datetime import timedelta
 from pathlib import Path
 from typing import NamedTuple
@@ -174,6 +175,8 @@ def train(config: RunConfig, resume: bool = False, cache_root: str | Path | None
         limit_train_batches=cfg.steps_per_epoch or 1.0, num_sanity_val_steps=0,
         enable_model_summary=False)
     started = time.perf_counter()
+    # pytorch-lightning 2.6 warns about its own use of a deprecated torch API on every fit
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)`")
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
     minutes = (time.perf_counter() - started) / 60
     if not trainer.is_global_zero:
