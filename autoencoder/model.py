@@ -125,17 +125,23 @@ class ParticleAutoencoder(nn.Module):
     def _update_basis(self) -> None:
         """Each layer's orthonormal basis: the PCA of its mix of anchor covariances.
 
-        The mix changes smoothly from layer to layer; each direction's sign is matched to the
-        previous layer's, so particles move smoothly through layer-time too.
+        The mix changes smoothly from layer to layer. Truncation only ever drops whole
+        particles, so each particle's block of d_particle directions is then rotated to match
+        the previous layer's block as closely as possible (orthogonal Procrustes): that changes
+        no reconstruction, and makes particles move as little as the states allow from layer
+        to layer.
         """
         anchors = self.anchors.double()
         covariances = torch.einsum("aod,ao,aoe->ade", anchors, self.variances.double(), anchors)
         mixed = torch.einsum("la,ade->lde", self.mixing.double(), covariances)
         _, vectors = torch.linalg.eigh(mixed.float())  # (n_seen, d, d) ascending
         basis = vectors.flip(-1).transpose(1, 2)  # (n_seen, d_model, d_model) rows
+        blocks = [slice(start, start + self.k) for start in range(0, self.d_model, self.k)]
         for layer in range(1, basis.shape[0]):
-            sign = torch.sign((basis[layer] * basis[layer - 1]).sum(1))
-            basis[layer] *= torch.where(sign == 0, 1.0, sign)[:, None]
+            for block in blocks:  # a rotation within a particle's block changes no R²
+                here, before = basis[layer, block], basis[layer - 1, block]  # (k, d_model)
+                u, _, vh = torch.linalg.svd(before @ here.T)  # orthogonal Procrustes
+                basis[layer, block] = (u @ vh) @ here
         n_code = self.basis.shape[1]
         self.basis.zero_()
         self.basis[:, :min(n_code, self.d_model)] = basis[:, :n_code].to(self.basis)
