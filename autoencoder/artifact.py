@@ -254,6 +254,10 @@ def load_autoencoder(folder: str | os.PathLike | None = None,
     try:
         state = {k: v.float() if v.is_floating_point() else v
                  for k, v in load_file(str(weights_file)).items()}
+        if "encode_weight" in state:
+            raise LayerscanError(f"{weights_file}: an autoencoder of the first design (learned "
+                                 f"projections), which this layerscan no longer reads; retrain "
+                                 f"it with `layerscan train`")
         model.load_state_dict(state, strict=True)
     except (OSError, SafetensorError, RuntimeError, ValueError) as exc:
         raise LayerscanError(f"{weights_file}: corrupt or mismatched autoencoder weights "

@@ -185,6 +185,16 @@ def test_bad_artifacts_are_one_line_errors(tmp_path):
     (folder / "config.json").write_text(json.dumps({"format": "something else"}))
     with pytest.raises(LayerscanError, match="not a layerscan autoencoder"):
         load_autoencoder(folder)
+    # weights of the first design (learned projections) name the problem and the fix
+    from safetensors.torch import load_file, save_file
+
+    folder = export_autoencoder(trained.model, trained.config, tmp_path / "ae3")
+    weights = folder / "weights.safetensors"
+    old = load_file(str(weights))
+    old["encode_weight"] = torch.zeros(2, 24, 24)
+    save_file(old, str(weights))
+    with pytest.raises(LayerscanError, match="first design.*retrain"):
+        load_autoencoder(folder)
 
 
 def test_mismatches_name_both_sides():
