@@ -26,9 +26,10 @@ class ModelConfig:
     n_ranks: int = 0
     """Distinct projections a token's particles can use; the rank-th particle of a token
     holds the rank-th projection (0: ceil(d_model / d_particle), enough for exact coding)."""
-    n_anchors: int = 8
-    """Corpus-PCA bases of evenly spaced groups of layers; each layer's basis is a smooth mix
-    of them (1: one basis for all layers)."""
+    n_anchors: int = 2
+    """Corpus covariances of evenly spaced groups of layers; each layer's basis is the PCA of
+    its mix of them (1: one basis for all layers). More anchors fit long prompts better but
+    turn the bases more from layer to layer, so particles also move where the states do not."""
     d_hidden: int = 512
     """Width of the decoder network that predicts the coordinates a token's particles cannot
     hold in long prompts (0: predict their corpus mean, zero)."""
