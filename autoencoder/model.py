@@ -136,12 +136,14 @@ class ParticleAutoencoder(nn.Module):
         mixed = torch.einsum("la,ade->lde", self.mixing.double(), covariances)
         _, vectors = torch.linalg.eigh(mixed.float())  # (n_seen, d, d) ascending
         basis = vectors.flip(-1).transpose(1, 2)  # (n_seen, d_model, d_model) rows
-        blocks = [slice(start, start + self.k) for start in range(0, self.d_model, self.k)]
-        for layer in range(1, basis.shape[0]):
-            for block in blocks:  # a rotation within a particle's block changes no R²
-                here, before = basis[layer, block], basis[layer - 1, block]  # (k, d_model)
-                u, _, vh = torch.linalg.svd(before @ here.T)  # orthogonal Procrustes
-                basis[layer, block] = (u @ vh) @ here
+        full = self.d_model - self.d_model % self.k  # rows in whole particle blocks
+        for layer in range(1, basis.shape[0]):  # a rotation within a block changes no R²
+            for rows, size in ((slice(0, full), self.k), (slice(full, None), self.d_model - full)):
+                if size:
+                    here = basis[layer, rows].reshape(-1, size, self.d_model)  # (blocks, k, d)
+                    before = basis[layer - 1, rows].reshape(-1, size, self.d_model)
+                    u, _, vh = torch.linalg.svd(before @ here.transpose(1, 2))  # Procrustes
+                    basis[layer, rows] = (u @ vh @ here).reshape(-1, self.d_model)
         n_code = self.basis.shape[1]
         self.basis.zero_()
         self.basis[:, :min(n_code, self.d_model)] = basis[:, :n_code].to(self.basis)
@@ -185,7 +187,9 @@ class ParticleAutoencoder(nn.Module):
             (batch, n_tokens, n_ranks, d_particle) codes, most important rank first.
         """
         batch, n_tokens, _ = hidden.shape
-        rows, position = _tokens(hidden, lengths)  # (n,) each: the real tokens
+        if lengths is None:
+            lengths = torch.full((batch,), n_tokens, device=hidden.device)
+        rows, position = _tokens(lengths, n_tokens)  # (n,) each: the real tokens
         lay = layer[rows]  # (n,)
         normed = (hidden[rows, position] - self.mean[lay]) / self.scale[lay, None]  # (n, d)
         flat = self._per_layer(normed, lay, inverse=False)  # (n, n_code)
@@ -228,8 +232,7 @@ class ParticleAutoencoder(nn.Module):
         """
         batch, n_tokens = clouds.shape[0], int(lengths.max())
         padded = nn.functional.pad(clouds, (0, 0, 0, 1))  # (batch, n_particles+1, k), zero slot
-        mask = torch.arange(n_tokens, device=clouds.device)[None] < lengths[:, None]
-        rows, position = mask.nonzero(as_tuple=True)  # (n,) each: the real tokens
+        rows, position = _tokens(lengths, n_tokens)  # (n,) each: the real tokens
         lay, length = layer[rows], lengths[rows]
         slots = self.particle_of[length, position]  # (n, n_ranks) the token's particles
         held = (slots < self.config.n_particles).repeat_interleave(self.k, 1)  # (n, n_code)
@@ -252,12 +255,9 @@ class ParticleAutoencoder(nn.Module):
         return AutoencoderOutput(clouds=clouds, reconstruction=self.decode(clouds, layer, lengths))
 
 
-def _tokens(hidden: torch.Tensor, lengths: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
-    """Row and position of every real token of a padded batch."""
-    batch, n_tokens = hidden.shape[:2]
-    if lengths is None:
-        lengths = torch.full((batch,), n_tokens, device=hidden.device)
-    mask = torch.arange(n_tokens, device=hidden.device)[None] < lengths[:, None]
+def _tokens(lengths: torch.Tensor, n_tokens: int) -> tuple[torch.Tensor, ...]:
+    """Row and position of every real token of a batch padded to n_tokens."""
+    mask = torch.arange(n_tokens, device=lengths.device)[None] < lengths[:, None]
     return mask.nonzero(as_tuple=True)
 
 
