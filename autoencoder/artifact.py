@@ -19,7 +19,7 @@ from layerscan.errors import LayerscanError
 from layerscan.files import atomic_path
 
 if TYPE_CHECKING:
-    from layerscan.autoencoder.capture_file import Capture
+    from layerscan.autoencoder.capture.capture_file import Capture
 
 ARTIFACT_FORMAT = "layerscan-autoencoder"
 ARTIFACT_FORMAT_VERSION = 1

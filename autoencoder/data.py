@@ -116,7 +116,7 @@ class HiddenStateDataModule(pl.LightningDataModule):
         super().__init__()
         self.config, self.progress = config, progress
         if cache_root is None:
-            from layerscan.autoencoder.loading import cache_dir
+            from layerscan.autoencoder.capture.loading import cache_dir
 
             cache_root = cache_dir()
         self.cache_root = Path(cache_root)
@@ -137,8 +137,8 @@ class HiddenStateDataModule(pl.LightningDataModule):
 
     def cache_folder(self) -> Path:
         """The cache folder for this config, built first if it does not exist yet."""
-        from layerscan.autoencoder.capture import hidden_states_batch
-        from layerscan.autoencoder.loading import load_model
+        from layerscan.autoencoder.capture.hidden_states import hidden_states_batch
+        from layerscan.autoencoder.capture.loading import load_model
 
         data, max_len = self.config.data, self.config.model.max_len
         if data.corpus != "default" and not data.corpus.startswith("hf:") \

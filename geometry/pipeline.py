@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from layerscan import __version__
-from layerscan.autoencoder.capture_file import Capture
+from layerscan.autoencoder.capture.capture_file import Capture
 from layerscan.errors import LayerscanError
 from layerscan.geometry.diff import (
     common_layouts,
@@ -205,7 +205,7 @@ def scan_capture(capture: Capture, autoencoder, options: ScanOptions | None = No
 def scan_prompt(loaded, prompt: str, autoencoder, options: ScanOptions | None = None,
                 **capture_options) -> Scan:
     """Capture `prompt` with a loaded model (see autoencoder.capture.capture), then scan it."""
-    from layerscan.autoencoder.capture import capture
+    from layerscan.autoencoder.capture.hidden_states import capture
 
     return scan_capture(capture(loaded, prompt, **capture_options), autoencoder, options)
 

@@ -12,8 +12,8 @@ import time
 
 import torch
 
-from layerscan.autoencoder.capture import capture
-from layerscan.autoencoder.loading import load_model
+from layerscan.autoencoder.capture.hidden_states import capture
+from layerscan.autoencoder.capture.loading import load_model
 
 PROMPT = ("In the quiet town by the river, the old clockmaker opened his shop every morning at "
           "seven, wound the tall clocks along the wall, and listened for the one that always ran "

@@ -30,8 +30,8 @@ PROMPT = ("The quick brown fox jumps over the lazy dog because it was hungry, an
 def real_clouds(n_tokens: int) -> np.ndarray:
     """(n_layers+1, n_particles, d_particle) clouds of a prompt through the embedded model."""
     from layerscan.autoencoder.artifact import load_autoencoder
-    from layerscan.autoencoder.capture import capture
-    from layerscan.autoencoder.loading import load_model
+    from layerscan.autoencoder.capture.hidden_states import capture
+    from layerscan.autoencoder.capture.loading import load_model
 
     loaded = load_model("embedded")
     cap = capture(loaded, PROMPT)

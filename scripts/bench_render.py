@@ -20,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from layerscan.geometry import frames as fr  # noqa: E402
-from layerscan.geometry.render import RenderOptions, render_movie  # noqa: E402
-from layerscan.geometry.scene import SceneOptions  # noqa: E402
+from layerscan.geometry.scene import frames as fr  # noqa: E402
+from layerscan.geometry.scene.render import RenderOptions, render_movie  # noqa: E402
+from layerscan.geometry.scene.scene import SceneOptions  # noqa: E402
 from tests.synthetic_scan import make_scan  # noqa: E402
 
 
@@ -65,8 +65,8 @@ def ours(scan, path: Path, n_frames: int, size: tuple[int, int], quality: str = 
 
 def no_encoder(scan, n_frames: int, size: tuple[int, int]) -> float:
     """Frames per second of the same frames with the encoder left out."""
-    from layerscan.geometry.render import plan_for
-    from layerscan.geometry.scene import Scene
+    from layerscan.geometry.scene.render import plan_for
+    from layerscan.geometry.scene.scene import Scene
 
     fpl = max(1, round(n_frames / scan.n_layers))
     scene = Scene(scan, SceneOptions(window_size=size))

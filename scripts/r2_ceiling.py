@@ -50,8 +50,8 @@ def linear_code(config, datamodule: HiddenStateDataModule, statistics,
 def prompt_states(language_model: str, n_tokens: int = 32) -> torch.Tensor:
     """(n_layers+1, n_tokens, d_model) states of the projection benchmark prompt's first
     tokens."""
-    from layerscan.autoencoder.capture import capture
-    from layerscan.autoencoder.loading import load_model
+    from layerscan.autoencoder.capture.hidden_states import capture
+    from layerscan.autoencoder.capture.loading import load_model
 
     captured = capture(load_model(language_model), PROMPT)
     return torch.from_numpy(np.asarray(captured.prefix(n_tokens).hidden, dtype=np.float32))

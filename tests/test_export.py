@@ -13,7 +13,7 @@ import pyvista as pv
 
 from layerscan.cli import main
 from layerscan.errors import LayerscanError
-from layerscan.geometry.export import export_html, export_meshes
+from layerscan.geometry.scene.export import export_html, export_meshes
 from tests.synthetic_scan import make_diff, make_scan
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from layerscan.autoencoder.artifact import ArtifactConfig, TrainedAutoencoder, export_autoencoder
-from layerscan.autoencoder.capture import capture
+from layerscan.autoencoder.capture.hidden_states import capture
 from layerscan.autoencoder.config import ModelConfig
 from layerscan.autoencoder.model import ParticleAutoencoder
 from layerscan.cli import main

@@ -8,9 +8,9 @@ import pytest
 
 from layerscan.cli import main
 from layerscan.errors import LayerscanError
-from layerscan.geometry import frames as fr
-from layerscan.geometry.render import RenderOptions, plan_for, render_movie
-from layerscan.geometry.scene import Scene, SceneOptions
+from layerscan.geometry.scene import frames as fr
+from layerscan.geometry.scene.render import RenderOptions, plan_for, render_movie
+from layerscan.geometry.scene.scene import Scene, SceneOptions
 from tests.synthetic_scan import make_diff, make_scan
 
 SMALL = (320, 240)

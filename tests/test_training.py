@@ -114,8 +114,8 @@ def test_chunking_never_drops_and_split_is_by_document():
 
 
 def test_cache_holds_the_same_states_as_a_forward_pass(trained_run, tiny_llama, tmp_path):
-    from layerscan.autoencoder.capture import hidden_states_batch
-    from layerscan.autoencoder.loading import load_model
+    from layerscan.autoencoder.capture.hidden_states import hidden_states_batch
+    from layerscan.autoencoder.capture.loading import load_model
 
     folders = list((trained_run / "cache" / "hidden").iterdir())
     assert len(folders) == 1 and "L32" in folders[0].name

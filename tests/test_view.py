@@ -18,7 +18,7 @@ import pytest
 
 from layerscan.cli import main
 from layerscan.errors import LayerscanError
-from layerscan.geometry.window import Viewer, check_display
+from layerscan.geometry.scene.window import Viewer, check_display
 from tests.synthetic_scan import make_diff, make_scan
 
 

@@ -42,7 +42,7 @@ def add_capture_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_model_from_args(args: argparse.Namespace):
     """The LoadedModel that --model/--device/--dtype/--trust-remote-code name."""
-    from layerscan.autoencoder.loading import load_model
+    from layerscan.autoencoder.capture.loading import load_model
 
     return load_model(args.model, device=args.device, dtype=args.dtype,
                       trust_remote_code=args.trust_remote_code)
@@ -50,7 +50,7 @@ def load_model_from_args(args: argparse.Namespace):
 
 def capture_from_args(loaded, prompt: str, args: argparse.Namespace):
     """Capture `prompt` with the options of `add_capture_arguments`."""
-    from layerscan.autoencoder.capture import capture
+    from layerscan.autoencoder.capture.hidden_states import capture
 
     return capture(loaded, prompt, normalization=args.normalization, generate=args.generate,
                    sample=args.sample, temperature=args.temperature, chat=args.chat,

@@ -34,7 +34,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from layerscan.geometry.render import output_kind
+    from layerscan.geometry.scene.render import output_kind
 
     if args.output.endswith(".scan"):
         diff = diff_from_args(args, args.sources)

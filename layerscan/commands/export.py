@@ -28,7 +28,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from layerscan.errors import LayerscanError
-    from layerscan.geometry.export import export_html, export_meshes
+    from layerscan.geometry.scene.export import export_html, export_meshes
 
     if args.diff:
         source = diff_from_args(args, args.source)

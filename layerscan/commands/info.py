@@ -17,7 +17,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from layerscan.autoencoder.architectures import context_length, final_norm, lens_head
+    from layerscan.autoencoder.capture.architectures import context_length, final_norm, lens_head
     from layerscan.errors import LayerscanError
 
     loaded = load_model_from_args(args)

@@ -80,7 +80,7 @@ def parse_resolution(text: str) -> tuple[int, int]:
 
 
 def scene_options_from_args(args: argparse.Namespace):
-    from layerscan.geometry.scene import SceneOptions
+    from layerscan.geometry.scene.scene import SceneOptions
 
     return SceneOptions(window_size=parse_resolution(args.resolution), color_mode=args.color,
                         show_surface=not args.no_surface, show_points=not args.no_points,
@@ -160,7 +160,7 @@ def diff_from_args(args: argparse.Namespace, sources: list[str]):
 
 def render_to(source, args: argparse.Namespace) -> int:
     """Render a Scan or DiffScan with the movie arguments; prints one summary line."""
-    from layerscan.geometry.render import RenderOptions, render_movie
+    from layerscan.geometry.scene.render import RenderOptions, render_movie
 
     options = RenderOptions(fps=args.fps, frames_per_layer=args.frames_per_layer,
                             duration=args.duration, hold=args.hold, orbit=args.orbit,
@@ -194,7 +194,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from layerscan.geometry.render import output_kind
+    from layerscan.geometry.scene.render import output_kind
 
     output_kind(args.output)  # a bad suffix fails before the model loads
     scene_options_from_args(args)

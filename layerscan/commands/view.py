@@ -36,7 +36,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from layerscan.errors import LayerscanError
-    from layerscan.geometry.window import Viewer, check_display
+    from layerscan.geometry.scene.window import Viewer, check_display
 
     check_display()  # before minutes of model work
     options = scene_options_from_args(args)

@@ -15,8 +15,8 @@ import numpy as np
 
 from layerscan.errors import LayerscanError
 from layerscan.files import atomic_path
-from layerscan.geometry import frames as fr
 from layerscan.geometry.scan_file import DiffScan, Scan
+from layerscan.geometry.scene import frames as fr
 
 VIDEO_SUFFIXES = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
 QUALITY = {"low": ("28", "ultrafast"), "medium": ("23", "superfast"), "high": ("18", "medium")}
@@ -216,7 +216,7 @@ def render_movie(source: Scan | DiffScan, path: str | os.PathLike, scene_options
     Returns:
         RenderStats with the frame count and where the time went.
     """
-    from layerscan.geometry.scene import Scene, SceneOptions
+    from layerscan.geometry.scene.scene import Scene, SceneOptions
 
     start = time.perf_counter()
     options = options or RenderOptions()

@@ -65,7 +65,7 @@ def final_norm(model: Any) -> torch.nn.Module | None:
     if module is None:
         raise LayerscanError(
             f"architecture {model_type!r} has no known final norm; use --normalization raw or "
-            "standardize, or add it to FINAL_NORM in autoencoder/architectures.py")
+            "standardize, or add it to FINAL_NORM in autoencoder/capture/architectures.py")
     return module
 
 

@@ -42,7 +42,7 @@ class Viewer:
     def __init__(self, source: Scan | DiffScan, scene_options=None, fps: int = 30,
                  frames_per_layer: int = 8, screenshot_dir: str | os.PathLike = ".",
                  off_screen: bool = False) -> None:
-        from layerscan.geometry.scene import Scene, SceneOptions
+        from layerscan.geometry.scene.scene import Scene, SceneOptions
 
         if not off_screen:
             check_display()

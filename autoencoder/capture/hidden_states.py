@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from layerscan.autoencoder.architectures import context_length, final_norm, lens_head
-from layerscan.autoencoder.capture_file import NORMALIZATIONS, Capture, Normalization
-from layerscan.autoencoder.loading import LoadedModel
+from layerscan.autoencoder.capture.architectures import context_length, final_norm, lens_head
+from layerscan.autoencoder.capture.capture_file import NORMALIZATIONS, Capture, Normalization
+from layerscan.autoencoder.capture.loading import LoadedModel
 from layerscan.errors import LayerscanError
 
 LENS_CHUNK_TOKENS = 256

@@ -11,8 +11,8 @@ import numpy as np
 
 from layerscan.errors import LayerscanError
 from layerscan.files import atomic_path
-from layerscan.geometry import frames as fr
 from layerscan.geometry.scan_file import DiffScan, Scan
+from layerscan.geometry.scene import frames as fr
 
 MESH_FORMATS = ("vtp", "vtk", "ply")
 
@@ -155,7 +155,7 @@ def export_html(source: Scan | DiffScan, path: str | os.PathLike,
     data = {"model_id": (source.a if isinstance(source, DiffScan) else source).model_id,
             "panels": panels, **extra}
     payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
-    from layerscan.geometry.html_viewer import TEMPLATE
+    from layerscan.geometry.scene.html_viewer import TEMPLATE
 
     html = TEMPLATE.replace("/*LAYERSCAN_DATA*/null", payload)
     with atomic_path(path) as tmp:

@@ -13,10 +13,10 @@ import pyvista as pv
 from vtkmodules.util.numpy_support import vtk_to_numpy
 
 from layerscan.errors import LayerscanError
-from layerscan.geometry import frames as fr
-from layerscan.geometry.overlays import DIM, INK, Label, LayerChart, LensPanel, TokenChips
 from layerscan.geometry.scan_file import DiffScan, Scan
-from layerscan.geometry.style import (
+from layerscan.geometry.scene import frames as fr
+from layerscan.geometry.scene.overlays import DIM, INK, Label, LayerChart, LensPanel, TokenChips
+from layerscan.geometry.scene.style import (
     SURFACE_COLOR,
     bake_shading,
     lookup_table,

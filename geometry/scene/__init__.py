@@ -1,0 +1,1 @@
+"""The scene: PyVista rendering of scan files (movies, stills, window, exports)."""
