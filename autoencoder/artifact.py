@@ -93,6 +93,8 @@ class EncodedLayers(NamedTuple):
     reconstruction_r2: np.ndarray
     """(n_layers+1,) float32 R² = 1 - SSE/SST of this prompt's states, per layer; SST is
     taken around the corpus mean of the layer (so the mean of the prompt scores above 0)."""
+    particle_tokens: np.ndarray
+    """(n_particles,) int32 the token each particle belongs to (the same at every layer)."""
 
 
 class TrainedAutoencoder:
@@ -186,8 +188,10 @@ class TrainedAutoencoder:
         clouds_t = torch.cat(clouds).view(len(lengths), n_seen, *clouds[0].shape[1:])
         r2_t = torch.cat(r2).view(len(lengths), n_seen)
         return [EncodedLayers(clouds=c.numpy().astype(np.float32),
-                              reconstruction_r2=r.numpy().astype(np.float32))
-                for c, r in zip(clouds_t, r2_t, strict=True)]
+                              reconstruction_r2=r.numpy().astype(np.float32),
+                              particle_tokens=self.model.token_of[p].cpu().numpy()
+                              .astype(np.int32))
+                for c, r, p in zip(clouds_t, r2_t, lengths, strict=True)]
 
 
 def layer_r2(model: ParticleAutoencoder, hidden: torch.Tensor, reconstruction: torch.Tensor,

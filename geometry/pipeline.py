@@ -19,7 +19,7 @@ from layerscan.geometry.diff import (
     divergence,
     token_divergence,
 )
-from layerscan.geometry.faithfulness import faithfulness
+from layerscan.geometry.faithfulness import faithfulness, token_figures
 from layerscan.geometry.neighbors import nearest_neighbors
 from layerscan.geometry.projection import (
     PROJECTION_MODES,
@@ -27,7 +27,7 @@ from layerscan.geometry.projection import (
     make_projection,
     transform_init,
 )
-from layerscan.geometry.scan_file import DiffScan, Scan
+from layerscan.geometry.scan_file import TOKEN_FIGURES, DiffScan, Scan
 from layerscan.geometry.surfaces import SurfaceOptions, layer_surfaces
 
 
@@ -115,14 +115,16 @@ def _settings(capture: Capture, autoencoder, options: ScanOptions) -> dict:
 
 
 def build_scan(capture: Capture, step_lengths: list[int], clouds: np.ndarray,
-               positions: np.ndarray, reconstruction_r2: np.ndarray, options: ScanOptions,
-               settings: dict, timings: dict | None = None) -> Scan:
+               positions: np.ndarray, reconstruction_r2: np.ndarray,
+               particle_tokens: np.ndarray, options: ScanOptions, settings: dict,
+               timings: dict | None = None) -> Scan:
     """Assemble a Scan from layouts: neighbour graph, faithfulness and surfaces per step.
 
     Args:
         clouds: (n_steps, n_layers+1, n_particles, d_particle).
         positions: (n_steps, n_layers+1, n_particles, 3) finite.
         reconstruction_r2: (n_steps, n_layers+1).
+        particle_tokens: (n_steps, n_particles) token of each particle at each step.
     """
     timings = {} if timings is None else timings
     start = time.perf_counter()
@@ -132,6 +134,9 @@ def build_scan(capture: Capture, step_lengths: list[int], clouds: np.ndarray,
     figures = [faithfulness(c, p, options.faithfulness_k, n)
                for c, p, n in zip(clouds, positions, knn, strict=True)]
     neighbors = knn[..., :options.k_neighbors].astype(np.int32)  # (n_steps, L+1, N, k_nn)
+    owner = np.broadcast_to(particle_tokens[:, None], positions.shape[:3]).astype(np.int32)
+    ends = [token_figures(capture.hidden[:, :n], p, o)
+            for n, p, o in zip(step_lengths, positions, owner, strict=True)]
     timings["faithfulness"] = time.perf_counter() - start
     start = time.perf_counter()
     surfaces = [layer_surfaces(p, options.surface) for p in positions]
@@ -145,6 +150,9 @@ def build_scan(capture: Capture, step_lengths: list[int], clouds: np.ndarray,
         trustworthiness=np.stack([f.trustworthiness for f in figures]).astype(np.float32),
         continuity=np.stack([f.continuity for f in figures]).astype(np.float32),
         disparity=np.stack([f.disparity for f in figures]).astype(np.float32),
+        particle_tokens=np.ascontiguousarray(owner),
+        **{name: np.stack([getattr(e, name) for e in ends]).astype(np.float32)
+           for name in TOKEN_FIGURES},
         surfaces=surfaces, lens_tokens=capture.lens_tokens,
         lens_probs=None if capture.lens_probs is None
         else np.asarray(capture.lens_probs, np.float32),
@@ -182,6 +190,7 @@ def scan_capture(capture: Capture, autoencoder, options: ScanOptions | None = No
             encoded = [autoencoder.encode(capture.hidden)]
         clouds = np.stack([e.clouds for e in encoded])  # (n_steps, L+1, N, d_particle)
         r2 = np.stack([e.reconstruction_r2 for e in encoded])  # (n_steps, L+1)
+        owner = np.stack([e.particle_tokens for e in encoded])  # (n_steps, N)
         timings["encode"] = time.perf_counter() - start
         start = time.perf_counter()
         positions = np.zeros((*clouds.shape[:3], 3), np.float32)
@@ -198,7 +207,7 @@ def scan_capture(capture: Capture, autoencoder, options: ScanOptions | None = No
             else:
                 positions[step] = project(clouds[step], options)
         timings["project"] = time.perf_counter() - start
-        return build_scan(capture, lengths, clouds, positions, r2, options,
+        return build_scan(capture, lengths, clouds, positions, r2, owner, options,
                           _settings(capture, autoencoder, options), timings)
 
 
@@ -235,7 +244,7 @@ def diff_captures(capture_a: Capture, capture_b: Capture, autoencoder,
         layouts = common_layouts(enc_a.clouds, enc_b.clouds, lambda c: project(c, options))
         timings["project"] = time.perf_counter() - start
         scans = [build_scan(c, [c.n_tokens], e.clouds[None], p[None],
-                            e.reconstruction_r2[None], options,
+                            e.reconstruction_r2[None], e.particle_tokens[None], options,
                             {**_settings(c, autoencoder, options), "common_space": True},
                             timings)
                  for c, e, p in ((capture_a, enc_a, layouts.positions_a),

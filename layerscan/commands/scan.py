@@ -80,18 +80,23 @@ def register(subparsers) -> None:
 
 
 def faithfulness_table(scan, step: int = -1) -> str:
-    """Per layer: R², trustworthiness, continuity, disparity, in a compact text table."""
-    lines = [f"{'layer':>12}  {'AE R²':>6}  {'trust':>6}  {'contin':>6}  {'dispar':>6}"]
+    """Per layer: the end-to-end figures beside the PCA-3 baseline, then the stage diagnostics."""
+    columns = [("AE R²", scan.reconstruction_r2), ("trust", scan.token_trust),
+               ("PCA", scan.baseline_trust), ("dcorr", scan.distance_correlation),
+               ("PCA", scan.baseline_correlation), ("spread", scan.token_spread),
+               ("cloud", scan.trustworthiness), ("dispar", scan.disparity)]
+    lines = [f"{'layer':>12}  " + "  ".join(f"{title:>6}" for title, _ in columns)]
     for i, name in enumerate(scan.layer_names):
-        lines.append(f"{name:>12}  {scan.reconstruction_r2[step, i]:6.3f}  "
-                     f"{scan.trustworthiness[step, i]:6.3f}  {scan.continuity[step, i]:6.3f}  "
-                     f"{scan.disparity[step, i]:6.3f}")
-    lines.append(f"{'mean':>12}  {scan.reconstruction_r2[step].mean():6.3f}  "
-                 f"{scan.trustworthiness[step].mean():6.3f}  "
-                 f"{scan.continuity[step].mean():6.3f}  {scan.disparity[step, 1:].mean():6.3f}")
-    lines.append("AE R²: how much of this prompt's hidden states the particles keep; trust / "
-                 "contin (k=10): 1 = 3D neighbours are cloud neighbours and back; dispar: "
-                 "Procrustes shape change from the previous layer.")
+        lines.append(f"{name:>12}  " + "  ".join(f"{v[step, i]:6.3f}" for _, v in columns))
+    lines.append(f"{'mean':>12}  " + "  ".join(
+        f"{(v[step, 1:] if title == 'dispar' else v[step]).mean():6.3f}" for title, v in columns))
+    lines.append("AE R²: share of this prompt's hidden states the particles keep. trust / dcorr: "
+                 "tokens' 3D places (their particles' centroids) against their hidden states: "
+                 "trustworthiness, and Spearman correlation of pairwise distances; PCA: the same "
+                 "for PCA-3 of the token states, the simplest picture. spread: a token's "
+                 "particles' distance from their centroid / layout radius. cloud: 3D vs particle "
+                 "cloud trust (k=10, a diagnostic of one stage); dispar: Procrustes shape change "
+                 "from the previous layer.")
     return "\n".join(lines)
 
 
