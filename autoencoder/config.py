@@ -30,6 +30,9 @@ class ModelConfig:
     """Corpus covariances of evenly spaced groups of layers; each layer's basis is the PCA of
     its mix of them (1: one basis for all layers). More anchors fit long prompts better but
     turn the bases more from layer to layer, so particles also move where the states do not."""
+    detail_scale: float = 0.1
+    """Distance of a token's particles from its main coordinates, as a share of their own
+    coordinates: small keeps each token's particles a compact group in the cloud."""
     d_hidden: int = 512
     """Width of the decoder network that predicts the coordinates a token's particles cannot
     hold in long prompts (0: predict their corpus mean, zero)."""
@@ -40,6 +43,11 @@ class ModelConfig:
         for name in ("n_particles", "d_particle", "max_len", "d_pos", "n_anchors"):
             if getattr(self, name) < 1:
                 raise LayerscanError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.detail_scale <= 1:
+            raise LayerscanError(f"model.detail_scale must be in (0, 1], got {self.detail_scale}")
+        if self.n_particles < self.max_len:
+            raise LayerscanError(f"model.n_particles ({self.n_particles}) must be >= "
+                                 f"model.max_len ({self.max_len}): every token needs a particle")
         if self.d_hidden < 0:
             raise LayerscanError(f"model.d_hidden must be >= 0, got {self.d_hidden}")
 

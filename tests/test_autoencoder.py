@@ -51,7 +51,7 @@ def _trained(config: ModelConfig = SMALL) -> TrainedAutoencoder:
 
 
 def test_routing_gives_every_token_particles_and_every_particle_a_token():
-    token_of, rank_of, particle_of = routing_tables(n_particles=50, max_len=20, n_ranks=6)
+    token_of, rank_of, _, particle_of = routing_tables(n_particles=50, max_len=20, n_ranks=6)
     for n in range(1, 21):
         assert token_of[n].min() == 0 and token_of[n].max() == n - 1
         assert (token_of[n][1:] >= token_of[n][:-1]).all()  # blocks are contiguous
