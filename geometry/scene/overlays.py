@@ -20,7 +20,6 @@ from vtkmodules.vtkRenderingCore import (
 INK = (0.93, 0.94, 0.96)
 DIM = (0.55, 0.58, 0.64)
 ACCENT = (1.0, 0.78, 0.25)
-ALERT = (1.0, 0.38, 0.38)
 CHIP = (0.20, 0.24, 0.31)
 CHIP_CURRENT = (1.0, 0.78, 0.25)
 CHIP_FUTURE = (0.12, 0.14, 0.18)
@@ -184,6 +183,13 @@ class TokenChips:
                 tp.SetBackgroundColor(*CHIP_FUTURE)
                 tp.SetColor(*DIM)
 
+    def set_visible(self, visible: bool) -> None:
+        """Hide every chip, or show the ones the last layout placed (and lay out anew)."""
+        for actor in self.actors:
+            actor.SetVisibility(visible and actor.GetVisibility())
+        if not visible:
+            self._state = None
+
     def _first_shown(self, focus: int) -> int:
         """First token index such that `focus` still fits in the rows (greedy from the end)."""
         width = (self.x1 - self.x0) * self.max_rows * 0.92
@@ -266,6 +272,12 @@ class LayerChart:
         self.values = np.asarray(values, np.float64)
         self.readout = Label(renderer, x1, y0 - 0.03, int(size * 0.9), ACCENT, align="right")
         self._shown: int | None = None
+
+    def set_visible(self, visible: bool) -> None:
+        for quads in (self.frame, self.line, self.marker, self.dot):
+            quads.actor.SetVisibility(visible)
+        self.title.set_visible(visible)
+        self.readout.set_visible(visible)
 
     def show(self, layer: float) -> None:
         x = float(np.interp(layer, np.arange(len(self.xs)), self.xs))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -19,6 +20,7 @@ from layerscan.geometry.scan_file import DiffScan, Scan
 from layerscan.geometry.scene import frames as fr
 
 VIDEO_SUFFIXES = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
+Quality = Literal["low", "medium", "high"]
 QUALITY = {"low": ("28", "ultrafast"), "medium": ("23", "superfast"), "high": ("18", "medium")}
 """x264 (crf, preset) per quality; superfast costs ~15 ms of CPU per 720p frame, veryfast ~22."""
 
@@ -29,19 +31,19 @@ class RenderOptions:
 
     fps: int = 30
     """Frames per second of the output."""
-    frames_per_layer: int = 6
+    frames_per_layer: int = field(default=6, metadata={"metavar": "N"})
     """Frames spent moving from one layer to the next (ignored when `duration` is set)."""
-    duration: float | None = None
+    duration: float | None = field(default=None, metadata={"metavar": "SECONDS"})
     """Target length in seconds; sets frames per layer."""
-    hold: float = 0.5
+    hold: float = field(default=0.5, metadata={"metavar": "SECONDS"})
     """Seconds to rest on the first and last layer."""
     token_sweep: bool = False
     """Play layer-time once per token-time step (scans made with token steps)."""
-    orbit: float = 30.0
+    orbit: float = field(default=30.0, metadata={"metavar": "DEGREES"})
     """Degrees the camera orbits over the whole movie (0: still camera)."""
-    quality: Literal["low", "medium", "high"] = "medium"
+    quality: Quality = "medium"
     """Encoder quality: low (small, fastest), medium, high (slowest)."""
-    still_layer: float | None = None
+    still_layer: float | None = field(default=None, metadata={"flag": "layer"})
     """For .png output: the layer to show; None = the last layer."""
     progress: bool = True
     """Show a progress bar on stderr."""
@@ -52,8 +54,17 @@ class RenderOptions:
         if self.frames_per_layer < 1:
             raise LayerscanError(f"frames per layer must be at least 1, got "
                                  f"{self.frames_per_layer}")
-        if self.duration is not None and self.duration <= 0:
-            raise LayerscanError(f"duration must be positive, got {self.duration}")
+        if self.duration is not None and not (math.isfinite(self.duration) and self.duration > 0):
+            raise LayerscanError(f"duration must be a positive number of seconds, got "
+                                 f"{self.duration}")
+        if not (math.isfinite(self.hold) and self.hold >= 0):
+            raise LayerscanError(f"--hold must be 0 or more seconds, got {self.hold}")
+        if not math.isfinite(self.orbit):
+            raise LayerscanError(f"--orbit must be a number of degrees, got {self.orbit}")
+        if self.still_layer is not None and not (math.isfinite(self.still_layer)
+                                                 and self.still_layer >= 0):
+            raise LayerscanError(f"--layer must be a layer number from 0 up, got "
+                                 f"{self.still_layer}")
         if self.quality not in QUALITY:
             raise LayerscanError(f"unknown quality {self.quality!r}; use low, medium or high")
 

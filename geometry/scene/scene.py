@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -15,10 +15,14 @@ from vtkmodules.util.numpy_support import vtk_to_numpy
 from layerscan.errors import LayerscanError
 from layerscan.geometry.scan_file import DiffScan, Scan
 from layerscan.geometry.scene import frames as fr
+from layerscan.geometry.scene.meshes import surface_polydata
 from layerscan.geometry.scene.overlays import DIM, INK, Label, LayerChart, LensPanel, TokenChips
 from layerscan.geometry.scene.style import (
     SURFACE_COLOR,
+    VIEW_AZIMUTH,
+    VIEW_ELEVATION,
     bake_shading,
+    direction,
     lookup_table,
     software_theme,
     unit_scale,
@@ -46,24 +50,40 @@ def _headless_egl(off_screen: bool) -> Iterator[None]:
 ColorMode = Literal["slot", "density", "displacement"]
 COLOR_MODES: tuple[str, ...] = ("slot", "density", "displacement")
 PARTS = ("points", "surface", "lines", "overlays")
+REFERENCE_HEIGHT = 720
+"""Window height (pixels) at which the sizes below hold; they scale with the height."""
+FONT_SIZE = 15
+"""Overlay font size at the reference height (never below MIN_FONT_SIZE)."""
+MIN_FONT_SIZE = 10
+POINT_SIZE = 6.5
+"""Particle size in pixels at the reference height (never below MIN_POINT_SIZE)."""
+MIN_POINT_SIZE = 2.0
+SURFACE_OPACITY = 0.2
+"""Surface opacity of one scan."""
+DIFF_SURFACE_OPACITY = 0.12
+"""Surface opacity in a diff: two panels of overlapping blobs."""
+CAMERA_DISTANCE = 2.6
+"""Camera distance in radii of the cloud's bounding sphere."""
+MIN_PANEL_ASPECT = 1.3
+"""Panels narrower than this (width / height) move the camera back to keep the cloud in view."""
 
 
 @dataclass
 class SceneOptions:
     """How a scan is drawn."""
 
-    window_size: tuple[int, int] = (1280, 720)
+    window_size: tuple[int, int] = field(default=(1280, 720), metadata={"flag": "resolution"})
     """Width and height in pixels."""
-    color_mode: ColorMode | None = None
+    color_mode: ColorMode | None = field(default=None, metadata={"flag": "color"})
     """slot (a fixed colour per particle), density (local 3D density), displacement (movement
     since the previous layer; A→B distance in a diff). None: displacement for diffs, else slot."""
-    show_points: bool = True
+    show_points: bool = field(default=True, metadata={"flag": "points"})
     """Draw the particles."""
-    show_surface: bool = True
+    show_surface: bool = field(default=True, metadata={"flag": "surfaces"})
     """Draw each layer's density surface."""
-    show_lines: bool = False
+    show_lines: bool = field(default=False, metadata={"flag": "lines"})
     """Join each particle to its nearest neighbours in the particle cloud."""
-    show_overlays: bool = True
+    show_overlays: bool = field(default=True, metadata={"flag": "overlays"})
     """Layer title, prompt, logit lens, faithfulness figures (and the divergence chart)."""
     point_size: float | None = None
     """Particle size in pixels; None scales with the window height."""
@@ -78,7 +98,7 @@ class SceneOptions:
     frame (~20% faster in software rendering; the viewer turns it off for free orbiting)."""
     anti_aliasing: bool = False
     """FXAA; costs render time in software rendering."""
-    overlay_bottom: float = 0.0
+    overlay_bottom: float = field(default=0.0, metadata={"cli": False})
     """Free band at the bottom (fraction of the height) that the prompt keeps clear, for
     the viewer's sliders."""
 
@@ -161,13 +181,8 @@ class _Panel:
     def surface_mesh(self, step: int, layer: int) -> pv.PolyData:
         key = (step, layer)
         if key not in self._surfaces:
-            surface = self.scan.surfaces[step][layer]
-            if len(surface.faces) == 0:
-                mesh = pv.PolyData()
-            else:
-                faces = np.hstack([np.full((len(surface.faces), 1), 3, np.int64),
-                                   surface.faces.astype(np.int64)])
-                mesh = pv.PolyData(np.asarray(surface.vertices, np.float32), faces.ravel())
+            mesh = surface_polydata(self.scan.surfaces[step][layer])
+            if mesh.n_cells:
                 # Consistent outward winding, so back faces can be culled: a translucent
                 # shell drawn once per pixel instead of twice.
                 mesh = mesh.compute_normals(auto_orient_normals=True, consistent_normals=True,
@@ -245,10 +260,7 @@ class _Panel:
         for label in (self.head, self.sub, self.fig, self.prompt_title):
             if label is not None:
                 label.set_visible(visible)
-        for actor in self.chips.actors:
-            actor.SetVisibility(visible and actor.GetVisibility())
-        if not visible:
-            self.chips._state = None
+        self.chips.set_visible(visible)
         if self.lens is not None:
             self.lens.set_visible(visible)
 
@@ -269,7 +281,7 @@ class Scene:
 
     def __init__(self, source: Scan | DiffScan, options: SceneOptions | None = None,
                  off_screen: bool = True) -> None:
-        self.options = opts = options or SceneOptions()
+        opts = options or SceneOptions()
         self.is_diff = isinstance(source, DiffScan)
         self.source = source
         scans = [source.a, source.b] if self.is_diff else [source]
@@ -281,11 +293,15 @@ class Scene:
         self.scans = scans
         self.mode = opts.color_mode or ("displacement" if self.is_diff else "slot")
         w, h = opts.window_size
-        size = max(10, round(15 * h / 720))
-        if opts.point_size is None:
-            opts.point_size = max(2.0, 6.5 * h / 720)
-        if opts.surface_opacity is None:
-            opts.surface_opacity = 0.12 if self.is_diff else 0.2
+        size = max(MIN_FONT_SIZE, round(FONT_SIZE * h / REFERENCE_HEIGHT))
+        # the scene's own copy with the sizes resolved; the caller's options stay as given
+        point_size = opts.point_size
+        if point_size is None:
+            point_size = max(MIN_POINT_SIZE, POINT_SIZE * h / REFERENCE_HEIGHT)
+        opacity = opts.surface_opacity
+        if opacity is None:
+            opacity = DIFF_SURFACE_OPACITY if self.is_diff else SURFACE_OPACITY
+        self.options = opts = replace(opts, point_size=point_size, surface_opacity=opacity)
         with _headless_egl(off_screen):
             self.plotter = pv.Plotter(off_screen=off_screen, window_size=[w, h],
                                       shape=(1, len(scans)), border=self.is_diff,
@@ -351,18 +367,14 @@ class Scene:
         self.centre, radius = fr.bounds_of(pos)
         w, h = self.options.window_size
         aspect = w / len(self.scans) / h  # narrow panels need the camera further back
-        self.distance = radius * 2.6 * max(1.0, 1.3 / aspect)
-        self.elevation = np.radians(22.0)
-        self.base_azimuth = np.radians(35.0)
+        self.distance = radius * CAMERA_DISTANCE * max(1.0, MIN_PANEL_ASPECT / aspect)
         self.plotter.camera.view_angle = 30.0
         self.set_azimuth(0.0)
 
     def set_azimuth(self, degrees: float) -> None:
         """Orbit the camera around the cloud's centre (degrees from the start view)."""
         self.azimuth = degrees
-        a = self.base_azimuth + np.radians(degrees)
-        e = self.elevation
-        offset = np.array([np.cos(e) * np.cos(a), np.cos(e) * np.sin(a), np.sin(e)])
+        offset = direction(VIEW_AZIMUTH + degrees, VIEW_ELEVATION)
         cam = self.plotter.camera
         cam.focal_point = tuple(self.centre)
         cam.position = tuple(self.centre + self.distance * offset)
@@ -403,15 +415,14 @@ class Scene:
             raise LayerscanError(f"unknown part {part!r}; use one of {', '.join(PARTS)}")
         name = f"show_{part}"
         value = not getattr(self.options, name)
-        setattr(self.options, name, value)
+        self.options = replace(self.options, **{name: value})
+        for panel in self.panels:
+            panel.opts = self.options
         if part == "overlays":
             for panel in self.panels:
                 panel.set_overlays_visible(value)
             if self.chart is not None:
-                for quad in (self.chart.frame, self.chart.line, self.chart.marker, self.chart.dot):
-                    quad.actor.SetVisibility(value)
-                self.chart.title.set_visible(value)
-                self.chart.readout.set_visible(value)
+                self.chart.set_visible(value)
         self.update(self.step, self.layer, self.current_token)
         return value
 

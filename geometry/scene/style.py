@@ -9,15 +9,23 @@ COLORMAPS = {"slot": "turbo", "density": "magma", "displacement": "plasma"}
 """Colour map per colour mode."""
 
 SURFACE_COLOR = np.array([0x5F, 0xB3, 0xD9], np.float32) / 255
+VIEW_AZIMUTH, VIEW_ELEVATION = 35.0, 22.0
+"""Degrees: where the camera starts (and where baked shading is lit for)."""
+LIGHT_AZIMUTH, LIGHT_ELEVATION = 75.0, 50.0
+"""Degrees: the baked shading's light, from the upper left of the start view."""
+
+
+def direction(azimuth: float, elevation: float) -> np.ndarray:
+    """(3,) unit vector at `azimuth` around z and `elevation` above the xy plane (degrees)."""
+    a, e = np.radians(azimuth), np.radians(elevation)
+    return np.array([np.cos(e) * np.cos(a), np.cos(e) * np.sin(a), np.sin(e)])
 
 
 def bake_shading(normals: np.ndarray) -> np.ndarray:
     """(n, 3) unit normals → (n, 3) uint8 colours: diffuse light from the upper left of the
     start view plus a rim that brightens edges seen side-on, like a translucent shell."""
-    a, e = np.radians(35.0), np.radians(22.0)
-    view = np.array([np.cos(e) * np.cos(a), np.cos(e) * np.sin(a), np.sin(e)], np.float32)
-    la, le = np.radians(75.0), np.radians(50.0)
-    light = np.array([np.cos(le) * np.cos(la), np.cos(le) * np.sin(la), np.sin(le)], np.float32)
+    view = direction(VIEW_AZIMUTH, VIEW_ELEVATION).astype(np.float32)
+    light = direction(LIGHT_AZIMUTH, LIGHT_ELEVATION).astype(np.float32)
     diffuse = np.clip(normals @ light, 0, 1)  # (n,)
     rim = (1.0 - np.abs(normals @ view)) ** 2
     shade = 0.35 + 0.55 * diffuse + 0.45 * rim
