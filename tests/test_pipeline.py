@@ -5,15 +5,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy.spatial import procrustes
 
 from layerscan.autoencoder.artifact import ArtifactConfig, TrainedAutoencoder, export_autoencoder
 from layerscan.autoencoder.capture.hidden_states import capture
+from layerscan.autoencoder.capture.loading import ModelOptions
 from layerscan.autoencoder.config import ModelConfig
 from layerscan.autoencoder.model import ParticleAutoencoder
 from layerscan.cli import main
 from layerscan.errors import LayerscanError
 from layerscan.files import write_tensor_file
-from layerscan.geometry.pipeline import ScanOptions, diff_captures, scan_capture, scan_prompt
+from layerscan.geometry.pipeline import (
+    ScanOptions,
+    diff_captures,
+    diff_prompts,
+    scan_capture,
+    scan_prompt,
+)
 from layerscan.geometry.scan_file import SCAN_KIND, DiffScan, Scan, load_any
 
 SMALL = ModelConfig(n_particles=96, d_particle=4, max_len=48, d_pos=8, n_anchors=2, d_hidden=16)
@@ -61,7 +69,9 @@ def test_scan_holds_every_figure_with_the_right_shapes(scanned, llama):
     assert (s.neighbors != np.arange(96)[:, None]).all()  # never a particle itself
     for figure in (s.trustworthiness, s.continuity):
         assert figure.shape == (1, n_frames) and ((0 < figure) & (figure <= 1)).all()
-    assert s.disparity[0, 0] == 0 and (s.disparity[0, 1:] >= 0).all()
+    for layer in range(1, n_frames):  # the stored figure is the layout's own disparity
+        expected = procrustes(s.positions[0, layer - 1], s.positions[0, layer])[2]
+        assert s.disparity[0, layer] == pytest.approx(expected, rel=1e-3, abs=1e-5)
     assert np.isfinite(s.reconstruction_r2).all()
     assert len(s.surfaces[0]) == n_frames and any(len(x.faces) for x in s.surfaces[0])
     assert s.lens_tokens is not None and s.lens_probs.shape[:2] == (n_frames, len(s.tokens))
@@ -81,8 +91,15 @@ def test_same_seed_gives_a_byte_identical_file(llama, autoencoder, scanned, tmp_
 
 
 def test_scan_prompt_captures_and_scans(llama, autoencoder, scanned):
-    scan = scan_prompt(llama, PROMPT, autoencoder, FAST)
+    scan = scan_prompt(PROMPT, FAST, model=llama, autoencoder=autoencoder)
     assert np.array_equal(scan.positions, scanned.positions)
+    assert FAST.device == "cpu" and scan.settings["projection"]["device"] == str(llama.device)
+
+
+def test_diff_with_token_time_fails_before_any_model_work(tmp_path):
+    missing = ModelOptions(model=str(tmp_path / "no-such-model"))
+    with pytest.raises(LayerscanError, match="token-time"):
+        diff_prompts("a", "b", ScanOptions(token_time=True), model=missing)
 
 
 def test_token_time_has_a_frame_per_prefix(llama, autoencoder):
