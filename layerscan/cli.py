@@ -19,7 +19,7 @@ COMMAND_MODULES = (
     "view",
     "export",
     "train",
-    "evaluate",
+    "eval",
 )
 """Modules in layerscan.commands; each has `register(subparsers)` that sets `run=fn(args)->int`."""
 

@@ -132,6 +132,16 @@ def load_model(model_id: str = "embedded", device: str = "auto", dtype: str = "a
                        device=torch_device)
 
 
+def model_config(model_id: str = "embedded", trust_remote_code: bool = False
+                 ) -> tuple[str, Any]:
+    """The id `load_model` would report and the model's transformers config, without weights."""
+    source = model_id
+    if model_id in EMBEDDED_ALIASES:
+        source, model_id = embedded_model_folder(), EMBEDDED_MODEL_ID
+    config, _, _ = _load_config_and_tokenizer(source, model_id, trust_remote_code)
+    return model_id, config
+
+
 def _load_config_and_tokenizer(source: Any, model_id: str,
                                 trust_remote_code: bool) -> tuple[Any, Any, Any]:
     """Config and tokenizer from a folder, the hub cache, or (only if reachable) the hub."""
