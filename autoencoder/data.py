@@ -6,7 +6,6 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -102,8 +101,11 @@ def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
             "lengths": torch.cat([item["length"] for item in items])}
 
 
-class HiddenStateDataModule(pl.LightningDataModule):
+class HiddenStateDataModule:
     """Builds (once) and serves the hidden-state cache of a corpus for one language model.
+
+    A plain class (Lightning stays in the training module): `prepare_data`, `setup`, then
+    the data loaders, which the trainer takes as they are.
 
     Args:
         config: the run config (data section and model.max_len are used).
@@ -113,7 +115,6 @@ class HiddenStateDataModule(pl.LightningDataModule):
 
     def __init__(self, config: RunConfig, cache_root: str | Path | None = None,
                  progress: bool = True) -> None:
-        super().__init__()
         self.config, self.progress = config, progress
         if cache_root is None:
             from layerscan.autoencoder.capture.loading import cache_dir

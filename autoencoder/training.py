@@ -177,7 +177,9 @@ def train(config: RunConfig, resume: bool = False, cache_root: str | Path | None
     started = time.perf_counter()
     # pytorch-lightning 2.6 warns about its own use of a deprecated torch API on every fit
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)`")
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
+    trainer.fit(module, train_dataloaders=datamodule.train_dataloader(),
+                val_dataloaders=datamodule.val_dataloader(),
+                ckpt_path=str(last) if resume else None)
     minutes = (time.perf_counter() - started) / 60
     if not trainer.is_global_zero:
         return TrainResult(None, None, "")
