@@ -197,9 +197,9 @@ def layer_r2(model: ParticleAutoencoder, hidden: torch.Tensor, reconstruction: t
     Args:
         hidden, reconstruction: (batch, n_tokens, d_model); mask: (batch, n_tokens) bool.
     """
-    m = mask[..., None].to(hidden.dtype)
-    sse = (((reconstruction - hidden) * m) ** 2).sum((1, 2))  # (batch,)
-    sst = (((hidden - model.mean[layer, None]) * m) ** 2).sum((1, 2))  # (batch,)
+    from layerscan.autoencoder.evaluation import r2_terms
+
+    sse, sst = r2_terms(hidden, reconstruction, model.mean[layer, None], mask)  # (batch,)
     return 1.0 - sse / sst.clamp_min(1e-12)
 
 

@@ -19,6 +19,11 @@ CAPTURE_KIND = "capture"
 CAPTURE_FORMAT_VERSION = 1
 
 
+def layer_names(n_layers: int) -> list[str]:
+    """The n_layers+1 hidden states' names: "embeddings", then "block 1".."block n_layers"."""
+    return ["embeddings"] + [f"block {i}" for i in range(1, n_layers + 1)]
+
+
 @dataclass
 class Capture:
     """Hidden states of one prompt (and the tokens generated after it) at every layer."""
@@ -68,7 +73,7 @@ class Capture:
 
     @property
     def layer_names(self) -> list[str]:
-        return ["embeddings"] + [f"block {i}" for i in range(1, self.n_layers + 1)]
+        return layer_names(self.n_layers)
 
     def prefix(self, n_tokens: int) -> Capture:
         """The capture of the first `n_tokens` tokens (exact for causal models)."""
