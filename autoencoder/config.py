@@ -19,7 +19,7 @@ class ModelConfig:
     n_particles: int = 1024
     """Particles per cloud (N)."""
     d_particle: int = 16
-    """Features per particle (k)."""
+    """Features per particle."""
     max_len: int = 128
     """Longest prompt, in tokens, that one cloud encodes; longer documents are chunked."""
     d_pos: int = 32

@@ -49,21 +49,21 @@ def evaluate(model: ParticleAutoencoder, cache: HiddenStateCache, indices: list[
     """
     model.eval()
     device = model.mean.device
-    n_seen = cache.n_seen
+    n_layers = cache.n_layers
     lengths = tuple(n for n in lengths if n <= model.config.max_len)
-    layers = torch.arange(n_seen, device=device)
+    layers = torch.arange(n_layers + 1, device=device)
     result: dict = {"lengths": [], "r2": {}, "mean_pool_r2": {}, "n_prompts": {}}
     for n in lengths:
         usable = [i for i in indices if cache.windows[i].length >= n]
         if not usable:
             continue
-        sse = torch.zeros(n_seen, dtype=torch.float64)
+        sse = torch.zeros(n_layers + 1, dtype=torch.float64)
         sst, pooled = torch.zeros_like(sse), torch.zeros_like(sse)
         for start in range(0, len(usable), batch_windows):
             chunk = usable[start:start + batch_windows]
             hidden = torch.cat([torch.from_numpy(cache.window(i, length=n)) for i in chunk])
-            hidden = hidden.to(device)  # (windows * n_seen, n, d_model)
-            layer = layers.repeat(len(chunk))  # (windows * n_seen,)
+            hidden = hidden.to(device)  # (windows * (n_layers+1), n, d_model)
+            layer = layers.repeat(len(chunk))  # (windows * (n_layers+1),)
             lens = torch.full_like(layer, n)
             recon = model(hidden, layer, lens).reconstruction  # (rows, n, d_model)
             hidden, mean = hidden.double(), model.mean[layer, None].double()
@@ -72,7 +72,7 @@ def evaluate(model: ParticleAutoencoder, cache: HiddenStateCache, indices: list[
             row_pooled, _ = r2_terms(hidden, prompt_mean, mean)  # the mean-pool bound's SSE
             for total, per_row in zip((sse, sst, pooled), (row_sse, row_sst, row_pooled),
                                       strict=True):
-                total += per_row.view(len(chunk), n_seen).sum(0).cpu()
+                total += per_row.view(len(chunk), n_layers + 1).sum(0).cpu()
         result["lengths"].append(n)
         result["r2"][str(n)] = (1 - sse / sst).tolist()
         result["mean_pool_r2"][str(n)] = (1 - pooled / sst).tolist()
@@ -88,14 +88,14 @@ def format_metrics(metrics: dict) -> str:
     lengths = metrics["lengths"]
     if not lengths:
         return "no held-out prompt to evaluate"
-    n_seen = len(metrics["r2"][str(lengths[0])])
-    names = layer_names(n_seen - 1)
+    n_layers = len(metrics["r2"][str(lengths[0])]) - 1
+    names = layer_names(n_layers)
     header = f"{'layer':<12}" + "".join(f"{f'{n} tok':>16}" for n in lengths)
     lines = ["per-token reconstruction R² on held-out text (mean-pool bound in brackets)",
              header,
              f"{'prompts':<12}" + "".join(f"{metrics['n_prompts'][str(n)]:>16}"
                                           for n in lengths)]
-    for layer in range(n_seen):
+    for layer in range(n_layers + 1):
         cells = "".join(f"{metrics['r2'][str(n)][layer]:>9.3f} ({metrics['mean_pool_r2'][str(n)][layer]:.2f})"  # noqa: E501
                         for n in lengths)
         lines.append(f"{names[layer]:<12}{cells}")

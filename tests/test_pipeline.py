@@ -32,16 +32,16 @@ PROMPT = "the quick brown fox jumps over the lazy dog"
 def autoencoder_for(loaded, prompts: list[str]) -> TrainedAutoencoder:
     """A small autoencoder whose statistics come from the model's states on `prompts`."""
     states = torch.from_numpy(np.concatenate([capture(loaded, p).hidden for p in prompts], 1))
-    n_seen, _, d_model = states.shape
+    n_layers, d_model = states.shape[0] - 1, states.shape[2]
     torch.manual_seed(0)
-    model = ParticleAutoencoder(SMALL, d_model, n_seen - 1)
-    mean = states.mean(1)  # (n_seen, d_model)
+    model = ParticleAutoencoder(SMALL, d_model, n_layers)
+    mean = states.mean(1)  # (n_layers+1, d_model)
     scale = (states - mean[:, None]).pow(2).mean((1, 2)).sqrt()
     normed = (states - mean[:, None]) / scale[:, None, None]
     model.set_statistics(mean, scale,
                          torch.einsum("ltd,lte->lde", normed, normed) / normed.shape[1])
     return TrainedAutoencoder(model.eval(), ArtifactConfig(
-        model_id=loaded.model_id, d_model=d_model, n_layers=n_seen - 1,
+        model_id=loaded.model_id, d_model=d_model, n_layers=n_layers,
         normalization="final-norm", model=SMALL))
 
 
