@@ -14,6 +14,7 @@ import pyvista as pv
 
 from layerscan.cli import main
 from layerscan.errors import LayerscanError
+from layerscan.geometry.scene import frames as fr
 from layerscan.geometry.scene.export import export_html, export_meshes
 from tests.synthetic_scan import make_diff, make_scan
 
@@ -65,14 +66,11 @@ def test_html_is_self_contained(scan, tmp_path):
     data = json.loads(page.split("const DATA = ")[1].split(";\nfunction f32")[0])
     panel = data["panels"][0]
     assert len(panel["layer_names"]) == 4 and panel["lens"]
-    # the inline data is the scan: positions centred and scaled to the unit sphere
+    # the inline data is the scan: positions centred and scaled as the scene frames them
     positions = np.frombuffer(base64.b64decode(panel["positions"]), np.float32)
     pos = scan.positions[-1]  # (n_layers+1, n_particles, 3)
-    assert positions.size == pos.size and np.abs(positions).max() <= 1 + 1e-5
-    spread = positions.reshape(pos.shape) - positions.reshape(pos.shape).mean((0, 1))
-    np.testing.assert_allclose(spread / np.abs(spread).max(),
-                               (pos - pos.mean((0, 1))) / np.abs(pos - pos.mean((0, 1))).max(),
-                               atol=1e-5)
+    centre, radius = fr.bounds_of(pos)
+    np.testing.assert_allclose(positions.reshape(pos.shape), (pos - centre) / radius, atol=1e-6)
     assert panel["metrics"]["trustworthiness"] == pytest.approx(
         scan.trustworthiness[-1].tolist(), abs=1e-4)
 

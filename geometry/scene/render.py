@@ -202,14 +202,14 @@ def _ffmpeg_command(path: Path, kind: str, size: tuple[int, int], fps: int,
                   "-pix_fmt", "yuv420p", "-movflags", "+faststart", "-f", container, str(path)]
 
 
-def plan_for(scene_n_layers: int, n_steps: int, options: RenderOptions) -> list[fr.Frame]:
+def plan_for(n_layers: int, n_steps: int, options: RenderOptions) -> list[fr.Frame]:
     """The frames a movie with these options shows."""
     hold = int(round(options.hold * options.fps))
     fpl = options.frames_per_layer
     if options.duration is not None:
-        fpl = fr.frames_per_layer_for(options.duration, options.fps, scene_n_layers, n_steps,
+        fpl = fr.frames_per_layer_for(options.duration, options.fps, n_layers, n_steps,
                                       hold, options.token_sweep)
-    return fr.plan_frames(scene_n_layers, n_steps, fpl, hold, options.token_sweep,
+    return fr.plan_frames(n_layers, n_steps, fpl, hold, options.token_sweep,
                           options.orbit)
 
 
@@ -240,7 +240,7 @@ def render_movie(source: Scan | DiffScan, path: str | os.PathLike, scene_options
     scene = Scene(source, scene_options, off_screen=True)
     try:
         if kind == "png":
-            layer = scene.n_frames_layers - 1 if options.still_layer is None \
+            layer = scene.n_layers if options.still_layer is None \
                 else options.still_layer
             scene.update(scene.n_steps - 1, layer)
             with atomic_path(path) as tmp:
@@ -248,7 +248,7 @@ def render_movie(source: Scan | DiffScan, path: str | os.PathLike, scene_options
 
                 iio.imwrite(tmp, scene.image(), extension=".png")
             return RenderStats(path, 1, w, h, time.perf_counter() - start, 0.0, 0.0, 0.0)
-        plan = plan_for(scene.n_frames_layers, scene.n_steps, options)
+        plan = plan_for(scene.n_layers, scene.n_steps, options)
         return _render_frames(scene, plan, path, kind, options, on_frame, start)
     finally:
         scene.close()

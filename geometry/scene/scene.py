@@ -195,9 +195,8 @@ class _Panel:
     def update(self, step: int, layer: float, mode: str, current_token: int | None,
                header: tuple[str, str] | None) -> None:
         scan, opts = self.scan, self.opts
-        n_frames = scan.n_layers + 1
         step = min(step, scan.n_steps - 1)
-        lo, hi, t = fr.layer_pair(layer, n_frames)
+        lo, hi, t = fr.layer_pair(layer, scan.n_layers)
         near = hi if t >= 0.5 else lo
         pts = fr.interpolate(scan.positions[step], layer)  # (n_particles, 3)
         vtk_pts = self.cloud.GetPoints()
@@ -342,8 +341,9 @@ class Scene:
         self.update(self.step, 0.0)
 
     @property
-    def n_frames_layers(self) -> int:
-        return self.scans[0].n_layers + 1
+    def n_layers(self) -> int:
+        """Transformer blocks: the scene shows layers 0..n_layers (n_layers+1 states)."""
+        return self.scans[0].n_layers
 
     @property
     def n_steps(self) -> int:
@@ -384,9 +384,9 @@ class Scene:
     def update(self, step: int, layer: float, current_token: int | None = None) -> None:
         """Show token step `step` at fractional `layer` (current token highlighted if given)."""
         self.step = int(np.clip(step, 0, self.n_steps - 1))
-        self.layer = float(np.clip(layer, 0, self.n_frames_layers - 1))
+        self.layer = float(np.clip(layer, 0, self.n_layers))
         self.current_token = current_token
-        near = fr.nearest_layer(self.layer, self.n_frames_layers)
+        near = fr.nearest_layer(self.layer, self.n_layers)
         scan = self.scans[0]
         header = (f"layer {near} / {scan.n_layers}",
                   f"{scan.layer_names[near]} · {_short(scan.model_id, 40)}")

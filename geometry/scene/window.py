@@ -119,14 +119,14 @@ class Viewer:
         self.playing = False
         target = np.floor(self.layer + 1e-6) + delta if delta > 0 else \
             np.ceil(self.layer - 1e-6) + delta
-        self.show(layer=float(np.clip(target, 0, self.scene.n_frames_layers - 1)))
+        self.show(layer=float(np.clip(target, 0, self.scene.n_layers)))
 
     def step_token(self, delta: int) -> None:
         self.show(step=int(np.clip(self.step + delta, 0, self.scene.n_steps - 1)))
 
     def toggle_play(self) -> bool:
         self.playing = not self.playing
-        if self.playing and self.layer >= self.scene.n_frames_layers - 1:
+        if self.playing and self.layer >= self.scene.n_layers:
             self.show(layer=0.0)
         return self.playing
 
@@ -134,7 +134,7 @@ class Viewer:
         """Advance the animation by one frame (called by the window's timer while playing)."""
         if not self.playing or self.closed:
             return
-        last = self.scene.n_frames_layers - 1
+        last = self.scene.n_layers
         layer = self.layer + 1.0 / self.frames_per_layer
         if layer > last + 1e-6:
             if self.step < self.scene.n_steps - 1:
@@ -203,7 +203,7 @@ class Viewer:
 
     def _add_sliders(self) -> None:
         self.plotter.subplot(0, 0)
-        last = self.scene.n_frames_layers - 1
+        last = self.scene.n_layers
         self.layer_slider = self.plotter.add_slider_widget(
             self._on_layer_slider, [0, last], value=0, title="layer", pointa=(0.04, 0.065),
             pointb=(0.46, 0.065), **_SLIDER)
