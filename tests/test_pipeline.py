@@ -199,3 +199,15 @@ def test_embedded_model_scan_and_one_word_diff(embedded_model):
     at = diff.token_divergence[1:, first].min()
     assert before < 1e-3 < at
     assert diff.divergence.max() > 0 and 0 <= diff.peak_layer <= 30
+
+
+def test_eval_checks_the_model_before_loading_it(tiny_model_dirs, autoencoder, tmp_path,
+                                                 capsys, monkeypatch):
+    import layerscan.autoencoder.capture.loading as loading
+
+    folder = export_autoencoder(autoencoder.model, autoencoder.config, tmp_path / "ae")
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    assert main(["eval", "--autoencoder", str(folder), "--model",
+                 str(tiny_model_dirs["gpt2"])]) == 2
+    err = capsys.readouterr().err
+    assert "pass the matching --model" in err and len(err.strip().splitlines()) == 1
