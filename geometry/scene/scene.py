@@ -66,6 +66,12 @@ CAMERA_DISTANCE = 2.6
 """Camera distance in radii of the cloud's bounding sphere."""
 MIN_PANEL_ASPECT = 1.3
 """Panels narrower than this (width / height) move the camera back to keep the cloud in view."""
+LINE_COLOR, LINE_OPACITY = "#8fa3bf", 0.35
+"""Neighbour lines: faint, so the particles stay in front."""
+MARGIN, TOP = 0.02, 0.97
+"""Left margin and top line of the text overlays (fractions of the panel)."""
+CHIPS_TOP, CHIPS_TOP_TITLED = 0.105, 0.125
+"""Top of the token chips above the bottom band; higher under a diff panel's A/B title."""
 
 
 @dataclass
@@ -137,7 +143,7 @@ class _Panel:
             show_scalar_bar=False, lighting=False, name="points")
         self.lines = pv.PolyData()
         self.lines.SetPoints(self.cloud.GetPoints())
-        self.lines_actor = plotter.add_mesh(self.lines, color="#8fa3bf", opacity=0.35,
+        self.lines_actor = plotter.add_mesh(self.lines, color=LINE_COLOR, opacity=LINE_OPACITY,
                                             line_width=1, lighting=False, name="lines",
                                             show_scalar_bar=False)
         self._line_cells: dict[tuple[int, int], np.ndarray] = {}
@@ -155,15 +161,15 @@ class _Panel:
                 actor.mapper.ScalarVisibilityOn()
         bottom = opts.overlay_bottom
         self.chips = TokenChips(renderer, scan.tokens, size, viewport_px,
-                                y_top=bottom + (0.105 if title is None else 0.125),
+                                y_top=bottom + (CHIPS_TOP if title is None else CHIPS_TOP_TITLED),
                                 differing=differing)
-        self.head = Label(renderer, 0.02, 0.97, int(size * 1.5), INK, bold=True)
-        self.sub = Label(renderer, 0.02, 0.97 - 2.3 * size / viewport_px[1], size, DIM)
-        self.fig = Label(renderer, 0.02, 0.97 - 3.9 * size / viewport_px[1], int(size * 0.9),
+        self.head = Label(renderer, MARGIN, TOP, int(size * 1.5), INK, bold=True)
+        self.sub = Label(renderer, MARGIN, TOP - 2.3 * size / viewport_px[1], size, DIM)
+        self.fig = Label(renderer, MARGIN, TOP - 3.9 * size / viewport_px[1], int(size * 0.9),
                          DIM)
         self.prompt_title = None
         if title is not None:
-            self.prompt_title = Label(renderer, 0.02, bottom + 0.125 + 0.2 * size
+            self.prompt_title = Label(renderer, MARGIN, bottom + CHIPS_TOP_TITLED + 0.2 * size
                                       / viewport_px[1], size, INK, bold=True, valign="bottom")
             self.prompt_title.set(title)
         self.lens = None
