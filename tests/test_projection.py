@@ -112,5 +112,9 @@ def test_bad_input_is_a_one_line_error(clouds):
         FastAlignedProjection().fit([clouds[0], clouds[1][:10]])
     with pytest.raises(LayerscanError, match="unknown projection"):
         make_projection("tsne")
+
+
+@pytest.mark.slow  # the first umap-learn call compiles its numba code (~25 s)
+def test_too_few_points_for_umap_is_a_one_line_error(clouds):
     with pytest.raises(LayerscanError, match="use --projection fast"):
         AlignedUMAPProjection().fit(clouds[:, :10])
