@@ -18,7 +18,22 @@ from layerscan.geometry.scene import frames as fr
 from layerscan.geometry.scene.meshes import surface_polydata
 from layerscan.geometry.scene.overlays import DIM, INK, Label, LayerChart, LensPanel, TokenChips
 from layerscan.geometry.scene.style import (
+    CAMERA_DISTANCE,
+    CHIPS_TOP,
+    CHIPS_TOP_TITLED,
+    DIFF_SURFACE_OPACITY,
+    FONT_SIZE,
+    LINE_COLOR,
+    LINE_OPACITY,
+    MARGIN,
+    MIN_FONT_SIZE,
+    MIN_PANEL_ASPECT,
+    MIN_POINT_SIZE,
+    POINT_SIZE,
+    REFERENCE_HEIGHT,
     SURFACE_COLOR,
+    SURFACE_OPACITY,
+    TOP,
     VIEW_AZIMUTH,
     VIEW_ELEVATION,
     bake_shading,
@@ -50,28 +65,6 @@ def _headless_egl(off_screen: bool) -> Iterator[None]:
 ColorMode = Literal["slot", "density", "displacement"]
 COLOR_MODES: tuple[str, ...] = ("slot", "density", "displacement")
 PARTS = ("points", "surface", "lines", "overlays")
-REFERENCE_HEIGHT = 720
-"""Window height (pixels) at which the sizes below hold; they scale with the height."""
-FONT_SIZE = 15
-"""Overlay font size at the reference height (never below MIN_FONT_SIZE)."""
-MIN_FONT_SIZE = 10
-POINT_SIZE = 6.5
-"""Particle size in pixels at the reference height (never below MIN_POINT_SIZE)."""
-MIN_POINT_SIZE = 2.0
-SURFACE_OPACITY = 0.2
-"""Surface opacity of one scan."""
-DIFF_SURFACE_OPACITY = 0.12
-"""Surface opacity in a diff: two panels of overlapping blobs."""
-CAMERA_DISTANCE = 2.6
-"""Camera distance in radii of the cloud's bounding sphere."""
-MIN_PANEL_ASPECT = 1.3
-"""Panels narrower than this (width / height) move the camera back to keep the cloud in view."""
-LINE_COLOR, LINE_OPACITY = "#8fa3bf", 0.35
-"""Neighbour lines: faint, so the particles stay in front."""
-MARGIN, TOP = 0.02, 0.97
-"""Left margin and top line of the text overlays (fractions of the panel)."""
-CHIPS_TOP, CHIPS_TOP_TITLED = 0.105, 0.125
-"""Top of the token chips above the bottom band; higher under a diff panel's A/B title."""
 
 
 @dataclass
