@@ -81,6 +81,8 @@ def test_neighbors_sets_the_umap_graph_and_line_neighbors_the_lines():
     (["render", "--top-k", "-1"], "--top-k"),
     (["render", "--temperature", "-1"], "--temperature"),
     (["scan", "--generate", "-2"], "--generate"),
+    (["render", "--surface-opacity", "2"], "opacity"),
+    (["view", "--fps", "0"], "--fps"),
     (["export", "x.scan", "-o", "out.xyz"], "unknown export type"),
     (["diff", "a", "b", "--token-time"], "token-time"),
 ])

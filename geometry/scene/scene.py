@@ -105,6 +105,12 @@ class SceneOptions:
         w, h = self.window_size
         if not (64 <= w <= 7680 and 64 <= h <= 4320):
             raise LayerscanError(f"resolution {w}x{h} is out of range (64x64 to 7680x4320)")
+        if self.point_size is not None and not self.point_size > 0:
+            raise LayerscanError(f"point size must be positive, got {self.point_size}")
+        if self.surface_opacity is not None and not 0 <= self.surface_opacity <= 1:
+            raise LayerscanError(f"surface opacity must be in 0..1, got {self.surface_opacity}")
+        if self.n_links < 0:
+            raise LayerscanError(f"lines per particle must be 0 or more, got {self.n_links}")
         if self.color_mode is not None and self.color_mode not in COLOR_MODES:
             raise LayerscanError(f"unknown colour mode {self.color_mode!r}; "
                                  f"use one of {', '.join(COLOR_MODES)}")

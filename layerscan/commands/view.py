@@ -38,10 +38,10 @@ def run(args: argparse.Namespace) -> int:
     from layerscan.errors import LayerscanError
     from layerscan.geometry.scene.window import Viewer, ViewerOptions, check_display
 
-    check_display()  # before minutes of model work
     scene = scene_options(args)
     viewer_options = options_from_args(ViewerOptions, args)
     request = ScanRequest(args)
+    check_display()  # before minutes of model work
     if args.diff:
         source = load_or_diff(request, args.source or [])
     else:
