@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -13,7 +13,8 @@ from layerscan.errors import LayerscanError
 from layerscan.files import read_tensor_file, write_tensor_file
 
 Normalization = Literal["final-norm", "standardize", "raw"]
-NORMALIZATIONS: tuple[str, ...] = ("final-norm", "standardize", "raw")
+"""How captured states are normalized: the one list every other module reads."""
+NORMALIZATIONS: tuple[str, ...] = get_args(Normalization)
 
 CAPTURE_KIND = "capture"
 CAPTURE_FORMAT_VERSION = 1
