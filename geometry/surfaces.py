@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -13,7 +13,7 @@ from layerscan.errors import LayerscanError
 from layerscan.geometry.scan_file import Surface
 
 SurfaceMethod = Literal["density", "alpha", "none"]
-SURFACE_METHODS: tuple[str, ...] = ("density", "alpha", "none")
+SURFACE_METHODS: tuple[str, ...] = get_args(SurfaceMethod)
 
 
 @dataclass

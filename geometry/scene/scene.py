@@ -6,7 +6,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import pyvista as pv
@@ -63,7 +63,7 @@ def _headless_egl(off_screen: bool) -> Iterator[None]:
 
 
 ColorMode = Literal["slot", "density", "displacement"]
-COLOR_MODES: tuple[str, ...] = ("slot", "density", "displacement")
+COLOR_MODES: tuple[str, ...] = get_args(ColorMode)
 PARTS = ("points", "surface", "lines", "overlays")
 
 
