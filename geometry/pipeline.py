@@ -14,6 +14,7 @@ from layerscan import __version__
 from layerscan.autoencoder.artifact import TrainedAutoencoder, load_autoencoder
 from layerscan.autoencoder.capture.capture_file import Capture
 from layerscan.autoencoder.capture.hidden_states import CaptureOptions
+from layerscan.autoencoder.capture.hidden_states import capture as capture_states
 from layerscan.autoencoder.capture.loading import LoadedModel, ModelOptions, load_model
 from layerscan.errors import LayerscanError
 from layerscan.geometry.diff import (
@@ -277,8 +278,6 @@ def scan_prompt(prompt: str, options: ScanOptions | None = None, *, model: Model
         autoencoder: a TrainedAutoencoder, or its folder (None: the packaged one).
         timings: if given, filled with seconds per stage (capture, encode, project, ...).
     """
-    from layerscan.autoencoder.capture.hidden_states import capture as capture_states
-
     timings = {} if timings is None else timings
     loaded, autoencoder, options = _prepare(model, autoencoder, options)
     start = time.perf_counter()
@@ -292,8 +291,6 @@ def diff_prompts(prompt_a: str, prompt_b: str, options: ScanOptions | None = Non
                  autoencoder: TrainedAutoencoder | str | None = None,
                  timings: dict | None = None) -> DiffScan:
     """The one path from two prompts to a DiffScan in one common 3D space (see scan_prompt)."""
-    from layerscan.autoencoder.capture.hidden_states import capture as capture_states
-
     if options is not None and options.token_time:  # before any model work
         raise LayerscanError("--token-time does not apply to diffs; drop it")
     timings = {} if timings is None else timings
