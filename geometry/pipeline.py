@@ -5,13 +5,17 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
 
 from layerscan import __version__
+from layerscan.autoencoder.artifact import TrainedAutoencoder, load_autoencoder
 from layerscan.autoencoder.capture.capture_file import Capture
+from layerscan.autoencoder.capture.hidden_states import CaptureOptions
+from layerscan.autoencoder.capture.hidden_states import capture as capture_states
+from layerscan.autoencoder.capture.loading import LoadedModel, ModelOptions, load_model
 from layerscan.errors import LayerscanError
 from layerscan.geometry.diff import (
     common_layouts,
@@ -38,14 +42,14 @@ class ScanOptions:
     projection: ProjectionMode = "fast"
     """fast: aligned-UMAP objective in torch (seconds); aligned-umap: umap-learn's AlignedUMAP
     (the slow reference); independent: per-layer UMAP rotated onto the previous layer."""
-    n_neighbors: int | None = None
+    n_neighbors: int | None = field(default=None, metadata={"flag": "neighbors", "metavar": "K"})
     """Neighbours in UMAP's fuzzy graph; None: 10 for fast (measured: faster and more
     trustworthy than 15), 15 for the umap modes."""
-    n_epochs: int | None = None
+    n_epochs: int | None = field(default=None, metadata={"flag": "epochs"})
     """Optimisation epochs; None: 150 for fast, 200 for the umap modes."""
     alignment: float = 0.03
     """Fast mode: pull of particle i towards particle i in neighbouring layers."""
-    k_neighbors: int = 10
+    k_neighbors: int = field(default=10, metadata={"flag": "line-neighbors", "metavar": "K"})
     """Nearest particles (in the cloud) stored per particle, for drawing lines."""
     faithfulness_k: int = 10
     """Neighbourhood size of trustworthiness and continuity."""
@@ -55,10 +59,11 @@ class ScanOptions:
     """Fast mode: epochs refining each prefix after placing it in the full prompt's layout."""
     surface: SurfaceOptions = field(default_factory=SurfaceOptions)
     """Surface method and its parameters."""
-    seed: int = 0
+    seed: int = field(default=0, metadata={"flag": "projection-seed"})
     """Random state of every stochastic step; same input + seed → byte-identical scan."""
-    device: str = "cpu"
-    """Where fast mode optimises ("cpu", "cuda", ...)."""
+    device: str = field(default="cpu", metadata={"cli": False})
+    """Where fast mode optimises ("cpu", "cuda", "cuda:1", ...); `scan_prompt` sets it to the
+    model's device."""
     threads: int | None = 1
     """CPU threads for torch while scanning (None: torch's default). One thread is faster
     for these small tensors on a loaded machine, and results do not depend on it."""
@@ -211,14 +216,6 @@ def scan_capture(capture: Capture, autoencoder, options: ScanOptions | None = No
                           _settings(capture, autoencoder, options), timings)
 
 
-def scan_prompt(loaded, prompt: str, autoencoder, options: ScanOptions | None = None,
-                **capture_options) -> Scan:
-    """Capture `prompt` with a loaded model (see autoencoder.capture.capture), then scan it."""
-    from layerscan.autoencoder.capture.hidden_states import capture
-
-    return scan_capture(capture(loaded, prompt, **capture_options), autoencoder, options)
-
-
 def diff_captures(capture_a: Capture, capture_b: Capture, autoencoder,
                   options: ScanOptions | None = None, timings: dict | None = None) -> DiffScan:
     """Two prompts through one autoencoder, laid out in ONE common 3D space per layer.
@@ -257,3 +254,57 @@ def diff_captures(capture_a: Capture, capture_b: Capture, autoencoder,
                     displacement_3d=div.displacement_3d, divergence=div.divergence,
                     peak_layer=div.peak_layer, token_divergence=per_token,
                     differing_tokens=differing_tokens(capture_a.token_ids, capture_b.token_ids))
+
+
+Model = LoadedModel | ModelOptions
+"""A loaded model, or the options that load one."""
+
+
+def _prepare(model: Model | None, autoencoder: TrainedAutoencoder | str | None,
+             options: ScanOptions | None) -> tuple[LoadedModel, TrainedAutoencoder, ScanOptions]:
+    """The loaded model, its autoencoder on the same device, and options that project there."""
+    if not isinstance(model, LoadedModel):
+        model = model or ModelOptions()
+        model = load_model(model.model, device=model.device, dtype=model.dtype,
+                           trust_remote_code=model.trust_remote_code)
+    device = str(model.device)
+    if not isinstance(autoencoder, TrainedAutoencoder):
+        autoencoder = load_autoencoder(autoencoder, device=device)
+    return model, autoencoder, replace(options or ScanOptions(), device=device)
+
+
+def scan_prompt(prompt: str, options: ScanOptions | None = None, *, model: Model | None = None,
+                capture: CaptureOptions | None = None,
+                autoencoder: TrainedAutoencoder | str | None = None,
+                timings: dict | None = None) -> Scan:
+    """The one path from a prompt to a Scan: load, capture, encode, project, measure, surface.
+
+    Args:
+        prompt: the text.
+        options: projection and surfaces; the projection runs on the model's device.
+        model: a LoadedModel, or ModelOptions to load one (default: the embedded model).
+        capture: what the capture keeps (default CaptureOptions()).
+        autoencoder: a TrainedAutoencoder, or its folder (None: the packaged one).
+        timings: if given, filled with seconds per stage (capture, encode, project, ...).
+    """
+    timings = {} if timings is None else timings
+    loaded, autoencoder, options = _prepare(model, autoencoder, options)
+    start = time.perf_counter()
+    captured = capture_states(loaded, prompt, capture)
+    timings["capture"] = time.perf_counter() - start
+    return scan_capture(captured, autoencoder, options, timings=timings)
+
+
+def diff_prompts(prompt_a: str, prompt_b: str, options: ScanOptions | None = None, *,
+                 model: Model | None = None, capture: CaptureOptions | None = None,
+                 autoencoder: TrainedAutoencoder | str | None = None,
+                 timings: dict | None = None) -> DiffScan:
+    """The one path from two prompts to a DiffScan in one common 3D space (see scan_prompt)."""
+    if options is not None and options.token_time:  # before any model work
+        raise LayerscanError("--token-time does not apply to diffs; drop it")
+    timings = {} if timings is None else timings
+    loaded, autoencoder, options = _prepare(model, autoencoder, options)
+    start = time.perf_counter()
+    captures = [capture_states(loaded, p, capture) for p in (prompt_a, prompt_b)]
+    timings["capture"] = time.perf_counter() - start
+    return diff_captures(*captures, autoencoder, options, timings=timings)
