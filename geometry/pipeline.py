@@ -18,6 +18,7 @@ from layerscan.autoencoder.capture.hidden_states import capture as capture_state
 from layerscan.autoencoder.capture.loading import LoadedModel, ModelOptions, load_model
 from layerscan.errors import LayerscanError
 from layerscan.geometry.diff import (
+    CommonLayouts,
     common_layouts,
     differing_tokens,
     divergence,
@@ -33,20 +34,27 @@ from layerscan.geometry.projection import (
 )
 from layerscan.geometry.scan_file import TOKEN_FIGURES, DiffScan, Scan
 from layerscan.geometry.surfaces import SurfaceOptions, layer_surfaces
+from layerscan.geometry.token_layout import TokenLayout, common_positions, step_positions
 
 
 @dataclass
 class ScanOptions:
     """How a scan is projected, measured and surfaced."""
 
-    projection: ProjectionMode = "fast"
-    """fast: aligned-UMAP objective in torch (seconds); aligned-umap: umap-learn's AlignedUMAP
-    (the slow reference); independent: per-layer UMAP rotated onto the previous layer."""
+    projection: ProjectionMode = "tokens"
+    """tokens: every token placed by its hidden state (aligned layout of the token states,
+    started from PCA), its particles grouped around that place; fast: the particles laid out
+    one by one with the aligned-UMAP objective in torch; aligned-umap: umap-learn's
+    AlignedUMAP of the particles (the slow reference); independent: per-layer UMAP of the
+    particles rotated onto the previous layer."""
     n_neighbors: int | None = field(default=None, metadata={"flag": "neighbors", "metavar": "K"})
     """Neighbours in UMAP's fuzzy graph; None: 10 for fast (measured: faster and more
     trustworthy than 15), 15 for the umap modes."""
     n_epochs: int | None = field(default=None, metadata={"flag": "epochs"})
-    """Optimisation epochs; None: 150 for fast, 200 for the umap modes."""
+    """Optimisation epochs; None: 200 steps for tokens, 150 for fast, 200 for the umap modes."""
+    group_spread: float = 0.08
+    """tokens: mean distance of a token's particles from its place, as a share of the
+    layout's radius (small keeps every token a compact, readable group)."""
     alignment: float = 0.03
     """Fast mode: pull of particle i towards particle i in neighbouring layers."""
     k_neighbors: int = field(default=10, metadata={"flag": "line-neighbors", "metavar": "K"})
@@ -77,6 +85,8 @@ class ScanOptions:
             raise LayerscanError("n_neighbors must be >= 2, k_neighbors and faithfulness_k >= 1")
         if self.n_epochs is not None and self.n_epochs < 1:
             raise LayerscanError("n_epochs must be >= 1")
+        if not 0 <= self.group_spread <= 1:
+            raise LayerscanError(f"group_spread must be in [0, 1], got {self.group_spread}")
 
 
 @contextlib.contextmanager
@@ -198,22 +208,36 @@ def scan_capture(capture: Capture, autoencoder, options: ScanOptions | None = No
         owner = np.stack([e.particle_tokens for e in encoded])  # (n_steps, N)
         timings["encode"] = time.perf_counter() - start
         start = time.perf_counter()
-        positions = np.zeros((*clouds.shape[:3], 3), np.float32)
-        positions[-1] = project(clouds[-1], options)
-        # the autoencoder re-routes particles as tokens arrive, so particle i of a prefix is
-        # not particle i of the full prompt: each prefix particle starts among its nearest
-        # full-prompt particles (same layer), then a short gentle refinement
-        for step in range(len(lengths) - 1):
-            if options.projection == "fast":
-                init = transform_init(clouds[step], clouds[-1], positions[-1])
-                positions[step] = project(clouds[step], options, init=init,
-                                          n_epochs=options.token_time_epochs,
-                                          learning_rate=0.25)
-            else:
-                positions[step] = project(clouds[step], options)
+        if options.projection == "tokens":
+            positions = step_positions(token_layout(options), capture.hidden, clouds, owner,
+                                       lengths, options.group_spread)
+        else:
+            positions = _particle_positions(clouds, options)
         timings["project"] = time.perf_counter() - start
         return build_scan(capture, lengths, clouds, positions, r2, owner, options,
                           _settings(capture, autoencoder, options), timings)
+
+
+def token_layout(options: ScanOptions) -> TokenLayout:
+    """The token layout estimator that `options` describe."""
+    return TokenLayout(**({} if options.n_epochs is None else {"n_iter": options.n_epochs}))
+
+
+def _particle_positions(clouds: np.ndarray, options: ScanOptions) -> np.ndarray:
+    """(n_steps, L+1, N, d) → (n_steps, L+1, N, 3): the particle-by-particle modes."""
+    positions = np.zeros((*clouds.shape[:3], 3), np.float32)
+    positions[-1] = project(clouds[-1], options)
+    # the autoencoder re-routes particles as tokens arrive, so particle i of a prefix is not
+    # particle i of the full prompt: each prefix particle starts among its nearest
+    # full-prompt particles (same layer), then a short gentle refinement
+    for step in range(len(clouds) - 1):
+        if options.projection == "fast":
+            init = transform_init(clouds[step], clouds[-1], positions[-1])
+            positions[step] = project(clouds[step], options, init=init,
+                                      n_epochs=options.token_time_epochs, learning_rate=0.25)
+        else:
+            positions[step] = project(clouds[step], options)
+    return positions
 
 
 def diff_captures(capture_a: Capture, capture_b: Capture, autoencoder,
@@ -238,7 +262,13 @@ def diff_captures(capture_a: Capture, capture_b: Capture, autoencoder,
         enc_a, enc_b = autoencoder.encode(capture_a.hidden), autoencoder.encode(capture_b.hidden)
         timings["encode"] = time.perf_counter() - start
         start = time.perf_counter()
-        layouts = common_layouts(enc_a.clouds, enc_b.clouds, lambda c: project(c, options))
+        if options.projection == "tokens":
+            layouts = CommonLayouts(*common_positions(
+                token_layout(options), capture_a.hidden, capture_b.hidden, enc_a.clouds,
+                enc_b.clouds, enc_a.particle_tokens, enc_b.particle_tokens,
+                options.group_spread))
+        else:
+            layouts = common_layouts(enc_a.clouds, enc_b.clouds, lambda c: project(c, options))
         timings["project"] = time.perf_counter() - start
         scans = [build_scan(c, [c.n_tokens], e.clouds[None], p[None],
                             e.reconstruction_r2[None], e.particle_tokens[None], options,

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 
-from layerscan.geometry.projection import pca_layouts
+from layerscan.geometry.faithfulness import pca_baseline
+from layerscan.geometry.projection import procrustes_rotation
 
 PERPLEXITY_MAX = 10.0
 """Perplexity of the neighbour probabilities for long prompts (short ones use (n - 1) / 3)."""
@@ -60,7 +61,7 @@ class TokenLayout(BaseEstimator):
         embedding_: (n_layers, n_tokens, n_components) float32, about ±10 wide.
     """
 
-    def __init__(self, n_components: int = 3, n_iter: int = 400, learning_rate: float = 0.05,
+    def __init__(self, n_components: int = 3, n_iter: int = 200, learning_rate: float = 0.08,
                  stress_weight: float = 1.0, alignment: float = 0.05,
                  perplexity: float | None = None):
         self.n_components = n_components
@@ -74,7 +75,7 @@ class TokenLayout(BaseEstimator):
         """Lay out X: (n_layers, n_tokens, d) token states."""
         states = np.asarray(X, dtype=np.float64)
         n_layers, n_tokens, _ = states.shape
-        start = pca_layouts(states.astype(np.float32), self.n_components).astype(np.float64)
+        start = aligned_pca(states, self.n_components)
         if n_tokens < 4 or self.n_iter == 0:
             self.embedding_ = start.astype(np.float32)
             return self
@@ -119,6 +120,22 @@ class TokenLayout(BaseEstimator):
                 + self.alignment * y.shape[1] * drift)
 
 
+def aligned_pca(states: np.ndarray, n_components: int = 3) -> np.ndarray:
+    """PCA of each layer's token states, each rotated onto the previous layer, ±10 wide.
+
+    Args:
+        states: (n_layers, n_tokens, d).
+
+    Returns:
+        (n_layers, n_tokens, n_components) float64.
+    """
+    out = pca_baseline(states, n_components)
+    for layer in range(1, len(out)):
+        out[layer] = out[layer] @ procrustes_rotation(out[layer], out[layer - 1])
+    span = np.abs(out).max()
+    return out * (10.0 / span) if span > 0 else out
+
+
 def group_offsets(clouds: np.ndarray, particle_tokens: np.ndarray, places: np.ndarray,
                   spread: float) -> np.ndarray:
     """Each particle's 3D offset from its token's place: its cloud offset from the token's
@@ -154,3 +171,74 @@ def group_offsets(clouds: np.ndarray, particle_tokens: np.ndarray, places: np.nd
     size = np.linalg.norm(out, axis=-1).mean(-1)  # (n_layers,)
     scale = np.where(size > 0, spread * radius / np.maximum(size, 1e-300), 0.0)
     return out * scale[:, None, None]
+
+
+def grouped_positions(places: np.ndarray, clouds: np.ndarray, particle_tokens: np.ndarray,
+                      spread: float) -> np.ndarray:
+    """Particles at their token's place plus their group offset.
+
+    Args:
+        places: (n_layers, n_tokens, 3) token places.
+        clouds: (n_layers, n_particles, d_particle).
+        particle_tokens: (n_particles,) token of each particle (< n_tokens).
+        spread: see `group_offsets`.
+
+    Returns:
+        (n_layers, n_particles, 3) float32.
+    """
+    offsets = group_offsets(clouds, particle_tokens, places, spread)
+    return (places[:, particle_tokens] + offsets).astype(np.float32)
+
+
+def step_positions(layout: TokenLayout, states: np.ndarray, clouds: np.ndarray,
+                   particle_tokens: np.ndarray, lengths: list[int],
+                   spread: float) -> np.ndarray:
+    """Positions of every token-time step from ONE token layout of the full prompt.
+
+    Under causal attention a token's state is the same in every prefix, so its place is too:
+    earlier tokens never move when later ones arrive.
+
+    Args:
+        states: (n_layers, n_tokens, d_model) the full prompt's states.
+        clouds: (n_steps, n_layers, n_particles, d_particle), step s shows lengths[s] tokens.
+        particle_tokens: (n_steps, n_particles).
+
+    Returns:
+        (n_steps, n_layers, n_particles, 3) float32.
+    """
+    places = layout.fit(states).embedding_.astype(np.float64)  # (n_layers, n_tokens, 3)
+    return np.stack([grouped_positions(places[:, :n], c, o, spread)
+                     for n, c, o in zip(lengths, clouds, particle_tokens, strict=True)])
+
+
+def common_positions(layout: TokenLayout, states_a: np.ndarray, states_b: np.ndarray,
+                     clouds_a: np.ndarray, clouds_b: np.ndarray, tokens_a: np.ndarray,
+                     tokens_b: np.ndarray, spread: float) -> tuple[np.ndarray, np.ndarray]:
+    """Two prompts in ONE space: one token layout of both prompts' distinct token states.
+
+    A token whose states are identical in A and B (a shared causal prefix) gets one place, and
+    a particle identical in both gets one position: a prompt diffed with itself moves nothing.
+
+    Args:
+        states_a, states_b: (n_layers, n_tokens_a / n_tokens_b, d_model).
+        clouds_a, clouds_b: (n_layers, n_particles, d_particle).
+        tokens_a, tokens_b: (n_particles,) token of each particle.
+
+    Returns:
+        positions_a, positions_b: (n_layers, n_particles, 3) float32 each.
+    """
+    n_a, n_particles = states_a.shape[1], clouds_a.shape[1]
+    joint = np.concatenate([states_a, states_b], 1)  # (n_layers, n_a + n_b, d)
+    rows = joint.transpose(1, 0, 2).reshape(joint.shape[1], -1)  # (n_a + n_b, n_layers * d)
+    _, first, which = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first)  # distinct tokens in prompt order
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    which = rank[which.ravel()]  # (n_a + n_b,) distinct token of each token
+    places = layout.fit(joint[:, np.sort(first)]).embedding_.astype(np.float64)
+    owners = np.concatenate([which[tokens_a], which[n_a + tokens_b]])  # (2 n_particles,)
+    both = grouped_positions(places, np.concatenate([clouds_a, clouds_b], 1), owners, spread)
+    positions_a, positions_b = both[:, :n_particles], both[:, n_particles:].copy()
+    same = (clouds_a == clouds_b).all(-1) & (owners[:n_particles] == owners[n_particles:])
+    positions_b[same] = positions_a[same]
+    return positions_a, positions_b
