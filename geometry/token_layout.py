@@ -12,7 +12,12 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 
-from layerscan.geometry.faithfulness import pca_baseline
+from layerscan.geometry.faithfulness import (
+    distance_correlation,
+    pca_baseline,
+    token_k,
+    trustworthiness,
+)
 from layerscan.geometry.projection import procrustes_rotation
 
 PERPLEXITY_MAX = 10.0
@@ -55,10 +60,13 @@ class TokenLayout(BaseEstimator):
     neighbourhood divergence (neighbours in the model stay neighbours in 3D), the
     scale-free stress of all pairwise distances (far stays far, so groups keep their global
     arrangement), and a pull of each token towards its own place in the neighbouring layers
-    (smooth layer-time). Exact and deterministic: no sampling, float64.
+    (smooth layer-time). Exact and deterministic: no sampling, float64. The result is kept
+    only if it is more faithful than its PCA start (mean and worst-layer token trust plus
+    mean distance correlation); otherwise the aligned PCA itself is the layout.
 
     Attributes:
         embedding_: (n_layers, n_tokens, n_components) float32, about ±10 wide.
+        improved_: whether the optimised layout beat its PCA start (else it is the start).
     """
 
     def __init__(self, n_components: int = 3, n_iter: int = 200, learning_rate: float = 0.08,
@@ -76,8 +84,9 @@ class TokenLayout(BaseEstimator):
         states = np.asarray(X, dtype=np.float64)
         n_layers, n_tokens, _ = states.shape
         start = aligned_pca(states, self.n_components)
+        self.improved_ = False
+        self.embedding_ = start.astype(np.float32)
         if n_tokens < 4 or self.n_iter == 0:
-            self.embedding_ = start.astype(np.float32)
             return self
         x = torch.from_numpy(states)
         distances = torch.cdist(x, x)  # (n_layers, n, n)
@@ -97,7 +106,10 @@ class TokenLayout(BaseEstimator):
             out = y.detach()
             out = out - out.mean(1, keepdim=True)
             out = out * (10.0 / out.abs().amax().clamp_min(1e-300))
-        self.embedding_ = out.numpy().astype(np.float32)
+        result = out.numpy()
+        self.improved_ = _score(states, result) > _score(states, start)
+        if self.improved_:
+            self.embedding_ = result.astype(np.float32)
         return self
 
     def _loss(self, y: torch.Tensor, p: torch.Tensor, target: torch.Tensor,
@@ -118,6 +130,13 @@ class TokenLayout(BaseEstimator):
         drift = (step / (0.5 * (radius2[1:] + radius2[:-1])).clamp_min(1e-300)).sum()
         return (divergence.sum() + self.stress_weight * y.shape[1] * stress.sum()
                 + self.alignment * y.shape[1] * drift)
+
+
+def _score(states: np.ndarray, layout: np.ndarray) -> float:
+    """How faithful a layout is: the three headline figures, equally weighted (mean and
+    worst-layer token trust, mean distance correlation)."""
+    trust = trustworthiness(states, layout, token_k(states.shape[1]))
+    return float(np.mean(trust) + np.min(trust) + np.mean(distance_correlation(states, layout)))
 
 
 def aligned_pca(states: np.ndarray, n_components: int = 3) -> np.ndarray:
