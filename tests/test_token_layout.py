@@ -1,0 +1,141 @@
+"""Token layout: places set by the token states, compact groups, one space for diffs, no drift."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from layerscan.geometry.faithfulness import (
+    distance_correlation,
+    pca_baseline,
+    token_figures,
+    token_k,
+    token_places,
+    trustworthiness,
+)
+from layerscan.geometry.token_layout import (
+    TokenLayout,
+    common_positions,
+    grouped_positions,
+    step_positions,
+)
+
+
+def curved_states(n_layers: int = 5, n_tokens: int = 30, d: int = 64,
+                  seed: int = 0) -> np.ndarray:
+    """(n_layers, n_tokens, d) token states on a few curved, drifting strands: structure that
+    PCA-3 flattens (so a faithful layout can beat it) and that moves smoothly with depth."""
+    rng = np.random.default_rng(seed)
+    strand = rng.integers(0, 4, n_tokens)
+    t = rng.random(n_tokens) * 3
+    basis = np.linalg.qr(rng.normal(size=(d, d)))[0]
+    layers = []
+    for layer in range(n_layers):
+        coords = np.zeros((n_tokens, d))
+        coords[:, 0] = np.cos(t + strand) * 4
+        coords[:, 1] = np.sin(t + strand) * 4
+        coords[:, 2 + strand] = 3 + 0.2 * layer
+        coords[:, 6:12] = np.sin(t[:, None] * np.arange(1, 7)) * 1.5
+        coords += rng.normal(size=coords.shape) * 0.05
+        layers.append(coords @ basis)
+    return np.stack(layers)
+
+
+def routed(n_particles: int, n_tokens: int) -> np.ndarray:
+    """The autoencoder's routing: particle i belongs to token floor(i * n / N)."""
+    return np.arange(n_particles) * n_tokens // n_particles
+
+
+def grouped_clouds(states: np.ndarray, owner: np.ndarray, d_particle: int = 8,
+                   seed: int = 1) -> np.ndarray:
+    """Clouds like the grouped code: the token's main coordinates plus a small detail."""
+    rng = np.random.default_rng(seed)
+    main = states[..., :d_particle][:, owner]  # (n_layers, N, d_particle)
+    return (main + 0.1 * rng.normal(size=main.shape)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def states() -> np.ndarray:
+    return curved_states()
+
+
+def test_layout_beats_its_pca_start_end_to_end(states):
+    layout = TokenLayout().fit(states)
+    assert layout.embedding_.shape == (*states.shape[:2], 3)
+    assert np.isfinite(layout.embedding_).all()
+    k = token_k(states.shape[1])
+    trust = trustworthiness(states, layout.embedding_, k)
+    base = trustworthiness(states, pca_baseline(states), k)
+    corr = distance_correlation(states, layout.embedding_)
+    base_corr = distance_correlation(states, pca_baseline(states))
+    assert layout.improved_
+    assert trust.mean() > base.mean() and trust.min() >= base.min() - 0.02
+    assert corr.mean() >= base_corr.mean() - 0.02
+
+
+def test_layout_falls_back_to_pca_when_it_cannot_do_better():
+    # three points on a line: PCA is exact; fewer than 4 tokens are never optimised
+    states = np.tile(np.array([[0.0, 0.0], [1.0, 0.0], [3.0, 0.0]]), (2, 1, 1))
+    layout = TokenLayout().fit(states)
+    assert not layout.improved_
+    assert distance_correlation(states, layout.embedding_).min() == pytest.approx(1.0)
+
+
+def test_groups_are_compact_and_centred_on_their_token(states):
+    n_particles = 300
+    owner = routed(n_particles, states.shape[1])
+    places = TokenLayout().fit(states).embedding_.astype(np.float64)
+    clouds = grouped_clouds(states, owner)
+    positions = grouped_positions(places, clouds, owner, spread=0.08)
+    np.testing.assert_allclose(token_places(positions, np.broadcast_to(owner, (5, n_particles)),
+                                            states.shape[1]), places, atol=1e-4)
+    figures = token_figures(states, positions, np.broadcast_to(owner, (5, n_particles)))
+    assert 0.04 < figures.token_spread.mean() <= 0.1
+    # no two particles of a token stack up
+    assert all(len(np.unique(p.round(5), axis=0)) == n_particles for p in positions)
+
+
+def test_layout_is_insensitive_to_float_noise(states):
+    """Other thread counts change hidden states by ~1e-5: the picture must not move visibly."""
+    rng = np.random.default_rng(3)
+    noisy = states + rng.normal(size=states.shape) * 1e-5 * np.abs(states).max()
+    a, b = TokenLayout().fit(states).embedding_, TokenLayout().fit(noisy).embedding_
+    radius = np.linalg.norm(a - a.mean(1, keepdims=True), axis=-1).mean()
+    assert np.abs(a - b).max() < 1e-3 * radius
+    np.testing.assert_array_equal(a, TokenLayout().fit(states).embedding_)  # same bytes
+
+
+def test_earlier_tokens_never_move_in_token_time(states):
+    n_particles, n_tokens = 120, states.shape[1]
+    lengths = [n_tokens - 2, n_tokens - 1, n_tokens]
+    owners = np.stack([routed(n_particles, n) for n in lengths])
+    clouds = np.stack([grouped_clouds(states, o) for o in owners])
+    positions = step_positions(TokenLayout(), states, clouds, owners, lengths, 0.08)
+    for step in range(1, len(lengths)):
+        before = token_places(positions[step - 1], np.broadcast_to(owners[step - 1], (5, 120)),
+                              lengths[step - 1])
+        after = token_places(positions[step], np.broadcast_to(owners[step], (5, 120)),
+                             lengths[step])[:, :lengths[step - 1]]
+        radius = np.linalg.norm(positions[step] - positions[step].mean(1, keepdims=True),
+                                axis=-1).mean()
+        assert np.abs(after - before).max() <= 1e-4 * radius
+
+
+def test_common_space_self_diff_moves_nothing_and_shared_prefix_shares_places(states):
+    n_particles = 200
+    owner = routed(n_particles, states.shape[1])
+    clouds = grouped_clouds(states, owner)
+    pos_a, pos_b = common_positions(TokenLayout(), states, states, clouds, clouds, owner, owner,
+                                    0.08)
+    np.testing.assert_array_equal(pos_a, pos_b)
+    # B: the same first 20 tokens (a shared causal prefix), then different ones
+    other = curved_states(seed=5)
+    states_b = np.concatenate([states[:, :20], other[:, 20:]], 1)
+    clouds_b = grouped_clouds(states_b, owner)
+    pos_a, pos_b = common_positions(TokenLayout(), states, states_b, clouds, clouds_b, owner,
+                                    owner, 0.08)
+    place_a = token_places(pos_a, np.broadcast_to(owner, (5, n_particles)), states.shape[1])
+    place_b = token_places(pos_b, np.broadcast_to(owner, (5, n_particles)), states.shape[1])
+    shared = np.abs(place_a[:, :20] - place_b[:, :20]).max()
+    differ = np.abs(place_a[:, 20:] - place_b[:, 20:]).max()
+    assert shared < 0.05 * differ
