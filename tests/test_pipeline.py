@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +17,7 @@ from layerscan.autoencoder.model import ParticleAutoencoder
 from layerscan.cli import main
 from layerscan.errors import LayerscanError
 from layerscan.files import write_tensor_file
+from layerscan.geometry.faithfulness import token_k, token_places, trustworthiness
 from layerscan.geometry.pipeline import (
     ScanOptions,
     diff_captures,
@@ -75,7 +78,26 @@ def test_scan_holds_every_figure_with_the_right_shapes(scanned, llama):
     assert np.isfinite(s.reconstruction_r2).all()
     assert len(s.surfaces[0]) == n_frames and any(len(x.faces) for x in s.surfaces[0])
     assert s.lens_tokens is not None and s.lens_probs.shape[:2] == (n_frames, len(s.tokens))
-    assert s.settings["projection"]["projection"] == "fast"
+    assert s.settings["projection"]["projection"] == "tokens"
+    # every particle belongs to a token, and every token has particles
+    assert s.particle_tokens.shape == (1, n_frames, 96)
+    assert set(np.unique(s.particle_tokens)) == set(range(len(s.tokens)))
+    for name in ("token_trust", "distance_correlation", "baseline_trust",
+                 "baseline_correlation"):
+        figure = getattr(s, name)
+        assert figure.shape == (1, n_frames) and ((-1 <= figure) & (figure <= 1)).all()
+    assert (s.token_spread < 0.15).all()  # each token a compact group
+
+
+def test_tokens_are_placed_by_their_hidden_states(scanned, llama):
+    """End to end: the token places are at least as faithful as PCA-3 of the token states."""
+    states = capture(llama, PROMPT).hidden
+    places = token_places(scanned.positions[0], scanned.particle_tokens[0], states.shape[1])
+    k = token_k(states.shape[1])
+    np.testing.assert_allclose(scanned.token_trust[0], trustworthiness(states, places, k),
+                               atol=1e-5)
+    assert scanned.token_trust.mean() + scanned.distance_correlation.mean() \
+        >= scanned.baseline_trust.mean() + scanned.baseline_correlation.mean() - 0.05
 
 
 def test_same_seed_gives_a_byte_identical_file(llama, autoencoder, scanned, tmp_path):
@@ -83,8 +105,10 @@ def test_same_seed_gives_a_byte_identical_file(llama, autoencoder, scanned, tmp_
     scanned.save(tmp_path / "a.scan")
     again.save(tmp_path / "b.scan")
     assert (tmp_path / "a.scan").read_bytes() == (tmp_path / "b.scan").read_bytes()
-    other = scan_capture(capture(llama, PROMPT), autoencoder, ScanOptions(n_epochs=40, seed=1))
-    assert not np.array_equal(other.positions, scanned.positions)
+    particles = ScanOptions(projection="fast", n_epochs=40)
+    one = scan_capture(capture(llama, PROMPT), autoencoder, particles)
+    other = scan_capture(capture(llama, PROMPT), autoencoder, replace(particles, seed=1))
+    assert not np.array_equal(other.positions, one.positions)  # the seed drives sampling
     loaded = Scan.load(tmp_path / "a.scan")
     assert np.array_equal(loaded.positions, scanned.positions)
     assert loaded.tokens == scanned.tokens and loaded.settings == scanned.settings
@@ -189,7 +213,9 @@ def test_embedded_model_scan_and_one_word_diff(embedded_model):
     a, b = capture(embedded_model, prompt_a), capture(embedded_model, prompt_b)
     scan = scan_capture(a, autoencoder)
     assert scan.positions.shape == (1, 31, 1024, 3) and np.isfinite(scan.positions).all()
-    assert scan.trustworthiness.mean() > 0.6
+    assert scan.token_trust.mean() > 0.85 and (scan.token_spread < 0.15).all()
+    assert scan.token_trust.mean() + scan.distance_correlation.mean() \
+        >= scan.baseline_trust.mean() + scan.baseline_correlation.mean()
     same = diff_captures(a, capture(embedded_model, prompt_a), autoencoder)
     assert not same.displacement_cloud.any() and not same.displacement_3d.any()
     diff = diff_captures(a, b, autoencoder)
@@ -211,3 +237,24 @@ def test_eval_checks_the_model_before_loading_it(tiny_model_dirs, autoencoder, t
                  str(tiny_model_dirs["gpt2"])]) == 2
     err = capsys.readouterr().err
     assert "pass the matching --model" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_the_picture_does_not_depend_on_the_thread_count(embedded_model):
+    """Other thread counts change the hidden states by ~1e-5: positions stay within 1e-3 of
+    the layout's radius (same thread count: identical bytes, tested above)."""
+    from layerscan.autoencoder.artifact import load_autoencoder
+
+    autoencoder = load_autoencoder()
+    prompt = "Thread counts must not change the picture of this sentence at all"
+    before = torch.get_num_threads()
+    scans = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        try:
+            scans.append(scan_capture(capture(embedded_model, prompt), autoencoder))
+        finally:
+            torch.set_num_threads(before)
+    a, b = scans[0].positions, scans[1].positions
+    radius = np.linalg.norm(a - a.mean(2, keepdims=True), axis=-1).mean()
+    assert np.abs(a - b).max() < 1e-3 * radius
