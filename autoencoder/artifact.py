@@ -204,12 +204,14 @@ def layer_r2(model: ParticleAutoencoder, hidden: torch.Tensor, reconstruction: t
 
 
 def export_autoencoder(model: ParticleAutoencoder, config: ArtifactConfig,
-                       folder: str | os.PathLike, half: bool = False) -> Path:
+                       folder: str | os.PathLike, half: bool = False,
+                       overwrite: bool = False) -> Path:
     """Write `folder/config.json` and `folder/weights.safetensors`, atomically (temp + rename).
 
     Args:
         half: store weights as float16 (half the size; the per-layer statistics and the
             anchor variances stay float32). Loading always computes in float32.
+        overwrite: replace an autoencoder folder that layerscan wrote before.
     """
     from safetensors.torch import save_file
 
@@ -219,7 +221,8 @@ def export_autoencoder(model: ParticleAutoencoder, config: ArtifactConfig,
         exact = ("mean", "scale", "variances")
         state = {k: v if k in exact or not v.is_floating_point() else v.half()
                  for k, v in state.items()}
-    with atomic_path(folder, suffix="") as tmp:
+    with atomic_path(folder, suffix="", folder=True, overwrite=overwrite,
+                     kind="autoencoder") as tmp:
         tmp.mkdir()
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": ARTIFACT_FORMAT})
         (tmp / CONFIG_NAME).write_text(json.dumps(_jsonable(config.to_json()), indent=2),

@@ -226,7 +226,7 @@ def embedded_model_folder() -> Path:
         del config.quantization_config
     model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(gguf_model.state_dict())
-    with atomic_path(folder, suffix="") as tmp:
+    with atomic_path(folder, suffix="", folder=True, kind="model") as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / "layerscan.json").write_text(json.dumps(

@@ -203,7 +203,8 @@ def plan_for(scene_n_layers: int, n_steps: int, options: RenderOptions) -> list[
 
 
 def render_movie(source: Scan | DiffScan, path: str | os.PathLike, scene_options=None,
-                 options: RenderOptions | None = None, on_frame=None) -> RenderStats:
+                 options: RenderOptions | None = None, on_frame=None,
+                 overwrite: bool = False) -> RenderStats:
     """Render a scan or a diff to `path`; the file appears only once it is complete.
 
     Args:
@@ -212,6 +213,7 @@ def render_movie(source: Scan | DiffScan, path: str | os.PathLike, scene_options
         scene_options: SceneOptions for the drawing.
         options: timing and encoding.
         on_frame: called with the frame index after each frame (tests use it to interrupt).
+        overwrite: replace a PNG-frames folder that an earlier layerscan run wrote.
 
     Returns:
         RenderStats with the frame count and where the time went.
@@ -238,20 +240,22 @@ def render_movie(source: Scan | DiffScan, path: str | os.PathLike, scene_options
                 iio.imwrite(tmp, scene.image(), extension=".png")
             return RenderStats(path, 1, w, h, time.perf_counter() - start, 0.0, 0.0, 0.0)
         plan = plan_for(scene.n_frames_layers, scene.n_steps, options)
-        return _render_frames(scene, plan, path, kind, options, on_frame, start)
+        return _render_frames(scene, plan, path, kind, options, on_frame, start, overwrite)
     finally:
         scene.close()
 
 
 def _render_frames(scene, plan: list[fr.Frame], path: Path, kind: str,
-                   options: RenderOptions, on_frame, start: float) -> RenderStats:
+                   options: RenderOptions, on_frame, start: float,
+                   overwrite: bool = False) -> RenderStats:
     from tqdm import tqdm
 
     w, h = scene.options.window_size
     render_s = readback_s = wait_s = 0.0
     buffer = np.empty((h, w, 3), np.uint8)
     sweep = options.token_sweep and scene.n_steps > 1
-    with atomic_path(path) as tmp:
+    with atomic_path(path, folder=kind == "frames", overwrite=overwrite,
+                     kind="png-frames") as tmp:
         sink = FrameSink(tmp, kind, (w, h), options.fps, options.quality)
         try:
             bar = tqdm(plan, desc=f"rendering {path.name}", unit="frame",

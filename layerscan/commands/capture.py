@@ -8,7 +8,9 @@ from layerscan.commands.common import (
     DEFAULT_PROMPT,
     add_capture_arguments,
     add_model_arguments,
+    add_overwrite_argument,
     capture_from_args,
+    check_outputs,
     load_model_from_args,
 )
 
@@ -23,6 +25,7 @@ def register(subparsers) -> None:
     parser.add_argument("prompt", nargs="?", default=DEFAULT_PROMPT,
                         help=f"the text (default: {DEFAULT_PROMPT!r})")
     parser.add_argument("-o", "--output", help="save the capture here (.safetensors file)")
+    add_overwrite_argument(parser)
     add_model_arguments(parser)
     add_capture_arguments(parser)
     parser.set_defaults(run=run)
@@ -51,6 +54,7 @@ def summary(capture) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_outputs(args, [(args.output, False)])
     loaded = load_model_from_args(args)
     result = capture_from_args(loaded, args.prompt, args)
     print(summary(result))

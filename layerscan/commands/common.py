@@ -55,3 +55,22 @@ def capture_from_args(loaded, prompt: str, args: argparse.Namespace):
     return capture(loaded, prompt, normalization=args.normalization, generate=args.generate,
                    sample=args.sample, temperature=args.temperature, chat=args.chat,
                    top_k=args.top_k, seed=args.seed)
+
+
+def add_overwrite_argument(parser: argparse.ArgumentParser) -> None:
+    """--overwrite, for every command that writes an output."""
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an output folder that an earlier layerscan run wrote "
+                             "(files are always replaced atomically; a folder layerscan did "
+                             "not write is never replaced)")
+
+
+def check_outputs(args: argparse.Namespace, outputs: list[tuple[str | None, bool]],
+                  inputs: list[str | None] = ()) -> None:
+    """Check each (path, is_folder) output before any expensive work (see `check_output`)."""
+    from layerscan.files import check_output
+
+    sources = [item for item in inputs if item and len(item) < 4096]
+    for path, folder in outputs:
+        if path:
+            check_output(path, folder=folder, overwrite=args.overwrite, inputs=sources)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from layerscan.commands.common import add_overwrite_argument, check_outputs
 from layerscan.commands.render import (
     add_movie_arguments,
     add_scan_arguments,
     add_scene_arguments,
+    check_movie_outputs,
     diff_from_args,
     render_to,
 )
@@ -27,6 +29,7 @@ def register(subparsers) -> None:
     parser.add_argument("-o", "--output", default=DEFAULT_OUTPUT,
                         help=f"output: .mp4/.gif/.png/folder, or .scan to save the diff "
                              f"(default {DEFAULT_OUTPUT})")
+    add_overwrite_argument(parser)
     add_scene_arguments(parser)
     add_movie_arguments(parser)
     add_scan_arguments(parser)
@@ -34,12 +37,11 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from layerscan.geometry.scene.render import output_kind
-
     if args.output.endswith(".scan"):
+        check_outputs(args, [(args.output, False), (args.save_scan, False)], args.sources)
         diff = diff_from_args(args, args.sources)
         diff.save(args.output)
         print(f"wrote {args.output}")
         return 0
-    output_kind(args.output)
+    check_movie_outputs(args, args.sources)
     return render_to(diff_from_args(args, args.sources), args)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from layerscan.commands.common import add_overwrite_argument, check_outputs
 from layerscan.commands.render import add_scan_arguments, diff_from_args, scan_from_args
 
 
@@ -19,6 +20,7 @@ def register(subparsers) -> None:
                              "diff .scan file")
     parser.add_argument("-o", "--output", required=True,
                         help="FILE.html, or a folder for meshes")
+    add_overwrite_argument(parser)
     parser.add_argument("--format", default="vtp", choices=["vtp", "vtk", "ply"],
                         help="mesh format for folder output (default vtp)")
     parser.add_argument("--diff", action="store_true", help="export a diff of two prompts")
@@ -30,6 +32,8 @@ def run(args: argparse.Namespace) -> int:
     from layerscan.errors import LayerscanError
     from layerscan.geometry.scene.export import export_html, export_meshes
 
+    html = args.output.lower().endswith((".html", ".htm"))
+    check_outputs(args, [(args.output, not html), (args.save_scan, False)], args.source)
     if args.diff:
         source = diff_from_args(args, args.source)
     else:
@@ -37,9 +41,9 @@ def run(args: argparse.Namespace) -> int:
             raise LayerscanError("export takes one prompt (quote it) or one .scan file; "
                                  "use --diff for two")
         source = scan_from_args(args, args.source[0] if args.source else None)
-    if args.output.lower().endswith((".html", ".htm")):
+    if html:
         path = export_html(source, args.output)
     else:
-        path = export_meshes(source, args.output, args.format)
+        path = export_meshes(source, args.output, args.format, overwrite=args.overwrite)
     print(f"wrote {path}")
     return 0

@@ -11,7 +11,9 @@ from layerscan.commands.common import (
     DEFAULT_PROMPT,
     add_capture_arguments,
     add_model_arguments,
+    add_overwrite_argument,
     capture_from_args,
+    check_outputs,
     load_model_from_args,
 )
 from layerscan.commands.scan import add_projection_arguments, options_from_args
@@ -167,7 +169,8 @@ def render_to(source, args: argparse.Namespace) -> int:
                             token_sweep=args.token_sweep or getattr(args, "token_time", False),
                             quality=args.quality,
                             still_layer=args.layer, progress=not args.no_progress)
-    stats = render_movie(source, args.output, scene_options_from_args(args), options)
+    stats = render_movie(source, args.output, scene_options_from_args(args), options,
+                         overwrite=args.overwrite)
     length = f", {stats.n_frames / args.fps:.1f} s at {args.fps} fps" if stats.n_frames > 1 \
         else ""
     frames = f"{stats.n_frames} frames" if stats.n_frames > 1 else "a still"
@@ -187,15 +190,22 @@ def register(subparsers) -> None:
     parser.add_argument("-o", "--output", default=DEFAULT_OUTPUT,
                         help=f"output: .mp4/.mov/.mkv, .gif, .png (one still) or a folder for "
                              f"PNG frames (default {DEFAULT_OUTPUT})")
+    add_overwrite_argument(parser)
     add_scene_arguments(parser)
     add_movie_arguments(parser)
     add_scan_arguments(parser)
     parser.set_defaults(run=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def check_movie_outputs(args: argparse.Namespace, sources: list[str | None]) -> None:
+    """The movie output (a folder for PNG frames) and --save-scan, checked up front."""
     from layerscan.geometry.scene.render import output_kind
 
-    output_kind(args.output)  # a bad suffix fails before the model loads
+    kind = output_kind(args.output)  # a bad suffix fails before the model loads
+    check_outputs(args, [(args.output, kind == "frames"), (args.save_scan, False)], sources)
+
+
+def run(args: argparse.Namespace) -> int:
+    check_movie_outputs(args, [args.source])
     scene_options_from_args(args)
     return render_to(scan_from_args(args, args.source), args)

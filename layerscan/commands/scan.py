@@ -9,7 +9,9 @@ from layerscan.commands.common import (
     DEFAULT_PROMPT,
     add_capture_arguments,
     add_model_arguments,
+    add_overwrite_argument,
     capture_from_args,
+    check_outputs,
     load_model_from_args,
 )
 from layerscan.errors import LayerscanError
@@ -70,6 +72,7 @@ def register(subparsers) -> None:
                         help=f"the text (default: {DEFAULT_PROMPT!r})")
     parser.add_argument("-o", "--output", default=DEFAULT_OUTPUT,
                         help=f"the .scan file to write (default {DEFAULT_OUTPUT})")
+    add_overwrite_argument(parser)
     parser.add_argument("--autoencoder", default=None, metavar="DIR",
                         help="autoencoder folder (default: the one packaged for the embedded "
                              "model)")
@@ -101,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.output.endswith(".scan"):
         raise LayerscanError(f"{args.output}: scan files end in .scan")
+    check_outputs(args, [(args.output, False)])
     options = options_from_args(args)
     loaded = load_model_from_args(args)
     autoencoder = load_autoencoder(args.autoencoder, device=str(loaded.device))
