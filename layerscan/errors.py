@@ -3,3 +3,7 @@
 
 class LayerscanError(Exception):
     """Bad input or an unusable file: the message says what went wrong and what to do."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every cleanup Ctrl-C runs also runs for it."""

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import queue
+import signal
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ from layerscan.errors import LayerscanError
 from layerscan.files import atomic_path
 from layerscan.geometry.scan_file import DiffScan, Scan
 from layerscan.geometry.scene import frames as fr
+from layerscan.signals import raise_if_pending
 
 VIDEO_SUFFIXES = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
 QUALITY = {"low": ("28", "ultrafast"), "medium": ("23", "superfast"), "high": ("18", "medium")}
@@ -105,7 +108,8 @@ class FrameSink:
         if kind in ("video", "gif"):
             self.process = subprocess.Popen(
                 _ffmpeg_command(path, kind, size, fps, quality), stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                preexec_fn=die_with_parent())
             self._stderr: list[bytes] = []
             threading.Thread(target=self._drain_stderr, daemon=True).start()
         else:
@@ -172,6 +176,32 @@ class FrameSink:
     def _check(self) -> None:
         if self.error is not None:
             raise LayerscanError(f"writing {self.path.name} failed: {self.error}")
+
+
+PR_SET_PDEATHSIG = 1
+"""prctl option: the signal a process gets when the thread that started it dies (Linux)."""
+
+
+def die_with_parent():
+    """A `preexec_fn` that makes the child die (SIGKILL) with this process, or None off Linux.
+
+    The signal follows the *thread* that starts the child, so start it from the main thread
+    (render does). libc is loaded here, in the parent, so the child only makes one syscall
+    between fork and exec; if the parent died before that call, the child exits at once.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def hook() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return hook
 
 
 def _ffmpeg_command(path: Path, kind: str, size: tuple[int, int], fps: int,
@@ -261,6 +291,7 @@ def _render_frames(scene, plan: list[fr.Frame], path: Path, kind: str,
             bar = tqdm(plan, desc=f"rendering {path.name}", unit="frame",
                        disable=not options.progress, leave=False)
             for i, frame in enumerate(bar):
+                raise_if_pending()  # a signal that VTK swallowed inside a Python callback
                 t0 = time.perf_counter()
                 if frame.azimuth != scene.azimuth:
                     scene.set_azimuth(frame.azimuth)
