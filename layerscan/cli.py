@@ -6,9 +6,10 @@ import argparse
 import importlib
 import sys
 import traceback
+import warnings
 
 from layerscan import __version__
-from layerscan.errors import LayerscanError, Terminated
+from layerscan.errors import LayerscanError, Notice, Terminated
 from layerscan.signals import interruptible
 
 COMMAND_MODULES = (
@@ -60,7 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        with interruptible():
+        with interruptible(), warnings.catch_warnings():
+            shown = warnings.showwarning
+            warnings.showwarning = lambda message, category, *rest: (
+                print(f"layerscan: note: {message}".splitlines()[0], file=sys.stderr)
+                if issubclass(category, Notice) else shown(message, category, *rest))
             return int(args.run(args) or 0)
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, Terminated)

@@ -7,3 +7,8 @@ class LayerscanError(Exception):
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so that every cleanup Ctrl-C runs also runs for it."""
+
+
+class Notice(UserWarning):
+    """Something the user should know that is not an error (e.g. the logit lens is off); the
+    command line prints it as one line."""

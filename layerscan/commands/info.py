@@ -16,6 +16,13 @@ def register(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
+def _lens_text(model, lens_head, error: type) -> str:
+    try:
+        return "yes" if lens_head(model) is not None else "no LM head"
+    except error:
+        return "off (layerscan does not know this LM head)"
+
+
 def run(args: argparse.Namespace) -> int:
     from layerscan.autoencoder.capture.architectures import context_length, final_norm, lens_head
     from layerscan.errors import LayerscanError
@@ -41,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         ("context length", str(context_length(config, loaded.tokenizer) or "unknown")),
         ("final norm", norm_text),
         ("normalizations", modes),
-        ("logit lens", "yes" if lens_head(loaded.model) is not None else "no LM head"),
+        ("logit lens", _lens_text(loaded.model, lens_head, LayerscanError)),
         ("chat template", "yes" if getattr(loaded.tokenizer, "chat_template", None) else "no"),
         ("device", f"{loaded.device} ({next(loaded.model.parameters()).dtype})"),
     ]
