@@ -261,6 +261,7 @@ def load_autoencoder(folder: str | os.PathLike | None = None,
             raise LayerscanError(f"{weights_file}: an autoencoder of the first design (learned "
                                  f"projections), which this layerscan no longer reads; retrain "
                                  f"it with `layerscan train`")
+        _check_shapes(model, state, config, weights_file)
         model.load_state_dict(state, strict=True)
     except (OSError, SafetensorError, RuntimeError, ValueError) as exc:
         raise LayerscanError(f"{weights_file}: corrupt or mismatched autoencoder weights "
@@ -269,6 +270,25 @@ def load_autoencoder(folder: str | os.PathLike | None = None,
     if not all(torch.isfinite(v).all() for v in state.values()):
         raise LayerscanError(f"{weights_file}: weights contain NaN or infinite values")
     return TrainedAutoencoder(model.to(device), config)
+
+
+def _check_shapes(model: ParticleAutoencoder, state: dict[str, torch.Tensor],
+                  config: ArtifactConfig, weights_file: Path) -> None:
+    """Name the first way the weights differ from what config.json describes, in one line."""
+    expected = model.state_dict()
+    if "mean" in state and state["mean"].ndim == 2 \
+            and tuple(state["mean"].shape) != tuple(expected["mean"].shape):
+        n_seen, hidden = state["mean"].shape  # (n_layers+1, d_model)
+        raise LayerscanError(
+            f"{weights_file.parent}: config.json and {weights_file.name} disagree: hidden "
+            f"{config.d_model} vs {hidden}, layers {config.n_layers} vs {n_seen - 1} (config vs "
+            f"weights); re-export the autoencoder or restore its config.json")
+    for key, value in state.items():
+        if key in expected and tuple(value.shape) != tuple(expected[key].shape):
+            raise LayerscanError(
+                f"{weights_file.parent}: config.json and {weights_file.name} disagree: {key} is "
+                f"{tuple(expected[key].shape)} by the config vs {tuple(value.shape)} in the "
+                f"weights; re-export the autoencoder or restore its config.json")
 
 
 def _jsonable(value: Any) -> Any:

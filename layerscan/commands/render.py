@@ -97,10 +97,12 @@ def _note(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _autoencoder(args: argparse.Namespace, device: str):
+def _autoencoder(args: argparse.Namespace):
+    """The autoencoder on the CPU, loaded before the model so that a broken folder fails fast
+    (the caller moves it to the model's device)."""
     from layerscan.autoencoder.artifact import load_autoencoder
 
-    return load_autoencoder(args.autoencoder, device=device)
+    return load_autoencoder(args.autoencoder, device="cpu")
 
 
 def scan_from_args(args: argparse.Namespace, source: str | None):
@@ -115,10 +117,12 @@ def scan_from_args(args: argparse.Namespace, source: str | None):
     from layerscan.geometry.pipeline import scan_capture
 
     start = time.perf_counter()
+    autoencoder = _autoencoder(args)
     loaded = load_model_from_args(args)
+    autoencoder.model.to(loaded.device)
     capture = capture_from_args(loaded, source or DEFAULT_PROMPT, args)
     device = str(loaded.device)
-    scan = scan_capture(capture, _autoencoder(args, device), options_from_args(args, device))
+    scan = scan_capture(capture, autoencoder, options_from_args(args, device))
     _note(f"scanned {len(capture.tokens)} tokens through {capture.n_layers} layers "
           f"in {time.perf_counter() - start:.1f} s")
     if getattr(args, "save_scan", None):
@@ -143,14 +147,15 @@ def diff_from_args(args: argparse.Namespace, sources: list[str]):
         raise LayerscanError(f"a diff needs exactly two prompts, got {len(sources)}")
     from layerscan.geometry.pipeline import diff_captures
 
-    start = time.perf_counter()
-    loaded = load_model_from_args(args)
-    captures = [capture_from_args(loaded, prompt, args) for prompt in sources]
-    device = str(loaded.device)
     if args.token_time:
         raise LayerscanError("--token-time does not apply to diffs; drop it")
-    diff = diff_captures(captures[0], captures[1], _autoencoder(args, device),
-                         options_from_args(args, device))
+    start = time.perf_counter()
+    autoencoder = _autoencoder(args)
+    loaded = load_model_from_args(args)
+    autoencoder.model.to(loaded.device)
+    captures = [capture_from_args(loaded, prompt, args) for prompt in sources]
+    device = str(loaded.device)
+    diff = diff_captures(captures[0], captures[1], autoencoder, options_from_args(args, device))
     _note(f"diffed two prompts through {captures[0].n_layers} layers in "
           f"{time.perf_counter() - start:.1f} s; divergence peaks at "
           f"{diff.a.layer_names[diff.peak_layer]}")

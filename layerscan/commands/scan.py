@@ -106,8 +106,9 @@ def run(args: argparse.Namespace) -> int:
         raise LayerscanError(f"{args.output}: scan files end in .scan")
     check_outputs(args, [(args.output, False)])
     options = options_from_args(args)
+    autoencoder = load_autoencoder(args.autoencoder)  # before the model: fails fast
     loaded = load_model_from_args(args)
-    autoencoder = load_autoencoder(args.autoencoder, device=str(loaded.device))
+    autoencoder.model.to(loaded.device)
     start = time.perf_counter()
     capture = capture_from_args(loaded, args.prompt, args)
     timings: dict = {"capture": time.perf_counter() - start}
