@@ -19,7 +19,7 @@ from layerscan.autoencoder.data import HiddenStateDataModule
 from layerscan.autoencoder.evaluation import evaluate, format_metrics
 from layerscan.autoencoder.model import ParticleAutoencoder
 from layerscan.errors import LayerscanError
-from layerscan.files import check_output, prepare_run_folder
+from layerscan.files import check_output, check_run_folder, mark_run_folder
 
 
 class AutoencoderModule(pl.LightningModule):
@@ -150,7 +150,7 @@ def train(config: RunConfig, resume: bool = False, cache_root: str | Path | None
     if resume:
         check_checkpoint(last)
     if not _is_ddp_worker():  # the launching process checked and marked the folders
-        prepare_run_folder(output, resume=resume, overwrite=overwrite)
+        check_run_folder(output, resume=resume, overwrite=overwrite)
         check_output(export_folder(config), folder=True, overwrite=overwrite or resume)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = HiddenStateDataModule(config, cache_root, progress)
@@ -161,6 +161,8 @@ def train(config: RunConfig, resume: bool = False, cache_root: str | Path | None
     if not resume:
         model.set_statistics(*datamodule.statistics())
     module = AutoencoderModule(model, cfg)
+    if not _is_ddp_worker():
+        mark_run_folder(output)
     callbacks = [
         ModelCheckpoint(dirpath=checkpoints, filename="step-{step}", save_last=True,
                         save_top_k=0, every_n_train_steps=cfg.checkpoint_every_n_steps),

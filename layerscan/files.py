@@ -136,9 +136,9 @@ def _check_place(path: str | os.PathLike, folder: bool,
     return final
 
 
-def prepare_run_folder(path: str | os.PathLike, resume: bool = False,
-                       overwrite: bool = False) -> Path:
-    """Check (and create, marked as a training run) a folder that training writes into.
+def check_run_folder(path: str | os.PathLike, resume: bool = False,
+                     overwrite: bool = False) -> Path:
+    """Check a folder that training will write into (see `mark_run_folder`).
 
     A new or empty folder is fine. A non-empty one must be a layerscan run folder, and then
     needs `resume` (continue it) or `overwrite` (train again into it); `resume` also accepts a
@@ -155,6 +155,12 @@ def prepare_run_folder(path: str | os.PathLike, resume: bool = False,
             raise LayerscanError(f"--output {path}: holds an earlier training run; pass "
                                  f"--resume to continue it or --overwrite to train again "
                                  f"into it")
+    return folder
+
+
+def mark_run_folder(path: str | os.PathLike) -> Path:
+    """Create `path` if needed and mark it as a layerscan training run."""
+    folder = Path(path).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / MANIFEST).is_file():
         (folder / MANIFEST).write_text(json.dumps(
