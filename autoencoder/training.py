@@ -151,7 +151,8 @@ def train(config: RunConfig, resume: bool = False, cache_root: str | Path | None
         check_checkpoint(last)
     if not _is_ddp_worker():  # the launching process checked and marked the folders
         check_run_folder(output, resume=resume, overwrite=overwrite)
-        check_output(export_folder(config), folder=True, overwrite=overwrite or resume)
+        check_output(export_folder(config), folder=True, overwrite=overwrite or resume,
+                     flag="--export")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = HiddenStateDataModule(config, cache_root, progress)
     datamodule.prepare_data()

@@ -85,7 +85,7 @@ def _is_same_or_inside(inner: Path, outer: Path) -> bool:
 
 
 def check_output(path: str | os.PathLike, folder: bool = False, overwrite: bool = False,
-                 inputs: Iterable[str | os.PathLike] = ()) -> Path:
+                 inputs: Iterable[str | os.PathLike] = (), flag: str = "-o") -> Path:
     """Refuse, with one line, an output that would delete or replace what layerscan didn't make.
 
     Cheap: commands call it before loading any model. An existing file may be replaced; an
@@ -97,18 +97,19 @@ def check_output(path: str | os.PathLike, folder: bool = False, overwrite: bool 
         folder: whether the output is a folder (PNG frames, meshes, an autoencoder).
         overwrite: allow replacing an earlier layerscan output folder.
         inputs: input files of this run; the output may not be or hold one of them.
+        flag: the option that named the output, for messages.
     """
-    final = _check_place(path, folder, inputs)
+    final = _check_place(path, folder, inputs, flag)
     if final.is_dir():
-        _check_existing_folder(final, path, folder, overwrite)
+        _check_existing_folder(final, path, folder, overwrite, flag)
     elif (final.exists() or final.is_symlink()) and folder:
-        raise LayerscanError(f"-o {path}: is a file, and this output is a folder; name a new "
+        raise LayerscanError(f"{flag} {path}: is a file, and this output is a folder; name a new "
                              f"folder")
     return final
 
 
 def _check_place(path: str | os.PathLike, folder: bool,
-                 inputs: Iterable[str | os.PathLike] = ()) -> Path:
+                 inputs: Iterable[str | os.PathLike] = (), flag: str = "-o") -> Path:
     """Refuse the root, home and current folders, a folder holding an input, a parent that is
     a file, and a place where nothing can be written. Returns the expanded path."""
     final = Path(path).expanduser()
@@ -118,21 +119,21 @@ def _check_place(path: str | os.PathLike, folder: bool,
                "folder", cwd: "the current folder"}
     if resolved in guarded or _is_same_or_inside(cwd, resolved):
         what = guarded.get(resolved, "a folder that holds the current folder")
-        raise LayerscanError(f"-o {path}: is {what}; layerscan never writes over it, name a new "
-                             f"{'folder' if folder else 'file'} instead")
+        raise LayerscanError(f"{flag} {path}: is {what}; layerscan never writes over it, name "
+                             f"a new {'folder' if folder else 'file'} instead")
     for item in inputs:
         source = Path(item).expanduser()
         if source.exists() and _is_same_or_inside(source.resolve(), resolved) \
                 and (folder or resolved.is_dir()):
-            raise LayerscanError(f"-o {path}: holds the input {item}; write the output "
+            raise LayerscanError(f"{flag} {path}: holds the input {item}; write the output "
                                  f"somewhere else")
     ancestor = final.parent
     while not ancestor.exists() and not ancestor.is_symlink() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        raise LayerscanError(f"-o {path}: {ancestor} is a file, not a folder; choose another "
+        raise LayerscanError(f"{flag} {path}: {ancestor} is a file, not a folder; choose another "
                              f"output path")
-    _probe_writable(ancestor, path)
+    _probe_writable(ancestor, path, flag)
     return final
 
 
@@ -144,7 +145,8 @@ def check_run_folder(path: str | os.PathLike, resume: bool = False,
     needs `resume` (continue it) or `overwrite` (train again into it); `resume` also accepts a
     folder with a checkpoint but no manifest (runs of older layerscan versions).
     """
-    folder = _check_place(path, folder=True)
+    flag = "--output"
+    folder = _check_place(path, folder=True, flag=flag)
     if folder.exists() and not folder.is_dir():
         raise LayerscanError(f"--output {path}: is a file; training needs a folder")
     if folder.is_dir() and any(folder.iterdir()) and not resume:
@@ -169,25 +171,25 @@ def mark_run_folder(path: str | os.PathLike) -> Path:
     return folder
 
 
-def _check_existing_folder(final: Path, path, folder: bool, overwrite: bool) -> None:
+def _check_existing_folder(final: Path, path, folder: bool, overwrite: bool, flag: str) -> None:
     if not folder:
-        raise LayerscanError(f"-o {path}: is a folder, and this output is a file; name a file "
+        raise LayerscanError(f"{flag} {path}: is a folder, and this output is a file; name a file "
                              f"(layerscan never replaces a folder with a file)")
     if final.is_symlink():
-        raise LayerscanError(f"-o {path}: is a link to a folder; name a new folder")
+        raise LayerscanError(f"{flag} {path}: is a link to a folder; name a new folder")
     if not any(final.iterdir()):
         return
     written = _manifest_entries(final)
     if written is None:
-        raise LayerscanError(f"-o {path}: folder exists and is not empty, and layerscan did not "
-                             f"write it; name a new or empty folder (nothing was deleted)")
+        raise LayerscanError(f"{flag} {path}: folder exists and is not empty, and layerscan did "
+                             f"not write it; name a new or empty folder (nothing was deleted)")
     if not overwrite:
-        raise LayerscanError(f"-o {path}: holds an earlier layerscan output; pass --overwrite to "
-                             f"replace it, or name a new folder")
+        raise LayerscanError(f"{flag} {path}: holds an earlier layerscan output; pass --overwrite "
+                             f"to replace it, or name a new folder")
     present = {str(p.relative_to(final)) for p in final.rglob("*")}
     foreign = sorted(present - written - {MANIFEST})
     if foreign:
-        raise LayerscanError(f"-o {path}: also holds {foreign[0]!r}, which layerscan did not "
+        raise LayerscanError(f"{flag} {path}: also holds {foreign[0]!r}, which layerscan did not "
                              f"write; move it away or name a new folder (nothing was deleted)")
 
 
@@ -200,14 +202,14 @@ def _manifest_entries(folder: Path) -> set[str] | None:
         return None
 
 
-def _probe_writable(folder: Path, path) -> None:
+def _probe_writable(folder: Path, path, flag: str) -> None:
     """Create and remove a hidden folder in `folder`, so an unwritable place fails up front."""
     probe = folder / f".layerscan-probe.{os.getpid()}.{secrets.token_hex(4)}"
     try:
         probe.mkdir()
         probe.rmdir()
     except OSError as exc:
-        raise LayerscanError(f"-o {path}: cannot write in {folder} ({exc.strerror}); choose "
+        raise LayerscanError(f"{flag} {path}: cannot write in {folder} ({exc.strerror}); choose "
                              f"another output path") from None
 
 

@@ -73,4 +73,6 @@ def check_outputs(args: argparse.Namespace, outputs: list[tuple[str | None, bool
     sources = [item for item in inputs if item and len(item) < 4096]
     for path, folder in outputs:
         if path:
-            check_output(path, folder=folder, overwrite=args.overwrite, inputs=sources)
+            flag = "--save-scan" if path == getattr(args, "save_scan", None) else "-o"
+            check_output(path, folder=folder, overwrite=args.overwrite, inputs=sources,
+                         flag=flag)
