@@ -102,9 +102,9 @@ def run(args: argparse.Namespace) -> int:
     from layerscan.autoencoder.artifact import load_autoencoder
     from layerscan.geometry.pipeline import scan_capture
 
+    check_outputs(args, [(args.output, False)])
     if not args.output.endswith(".scan"):
         raise LayerscanError(f"{args.output}: scan files end in .scan")
-    check_outputs(args, [(args.output, False)])
     options = options_from_args(args)
     autoencoder = load_autoencoder(args.autoencoder)  # before the model: fails fast
     loaded = load_model_from_args(args)
