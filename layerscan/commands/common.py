@@ -74,5 +74,6 @@ def check_outputs(args: argparse.Namespace, outputs: list[tuple[str | None, bool
     for path, folder in outputs:
         if path:
             flag = "--save-scan" if path == getattr(args, "save_scan", None) else "-o"
-            check_output(path, folder=folder, overwrite=args.overwrite, inputs=sources,
+            check_output(path, folder=folder, overwrite=getattr(args, "overwrite", False),
+                         inputs=sources,
                          flag=flag)

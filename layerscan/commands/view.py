@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from layerscan.commands.common import check_outputs
 from layerscan.commands.render import (
     add_scan_arguments,
     add_scene_arguments,
@@ -39,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from layerscan.geometry.scene.window import Viewer, check_display
 
     check_display()  # before minutes of model work
+    check_outputs(args, [(args.save_scan, False)], args.source or [])
     options = scene_options_from_args(args)
     if args.diff:
         source = diff_from_args(args, args.source or [])
