@@ -62,7 +62,8 @@ def remove_stale_partials(final: str | os.PathLike, suffix: str | None = None) -
     """Delete partial outputs of `final` left by runs that died (their process id is gone).
 
     Only names of the exact form `.NAME.PID.HEX.partialSUFFIX` whose PID no longer exists are
-    touched; a partial of a live run, or anything else, is left alone.
+    touched; a partial of a live run, or anything else, is left alone. A replaced output
+    folder (`...partial-old`) whose run died before the new one landed is put back instead.
     """
     final = Path(final).expanduser()
     suffix = final.suffix if suffix is None else suffix
@@ -75,6 +76,9 @@ def remove_stale_partials(final: str | os.PathLike, suffix: str | None = None) -
     for entry in entries:
         match = pattern.fullmatch(entry.name)
         if match and int(match[1]) != os.getpid() and not _alive(int(match[1])):
+            if entry.name.endswith("-old") and not final.exists() and not final.is_symlink():
+                os.replace(entry, final)  # the run died between its two renames
+                continue
             _remove(entry)
             removed.append(entry)
     return removed

@@ -112,10 +112,19 @@ def test_stale_partials_go_only_when_their_process_is_dead(tmp_path):
     for name in names:
         (tmp_path / name).write_text("x")
     (tmp_path / f".out.{dead}.fedcba98.partial.mp4").mkdir()  # a folder partial: removed
+    (tmp_path / "out.mp4").write_text("the finished output")  # so "-old" is not put back
     removed = remove_stale_partials(out)
     assert len(removed) == 3
     assert {name for name in names if (tmp_path / name).exists()} == \
         {name for name, kept in names.items() if kept}
+
+
+def test_a_folder_replaced_by_a_run_that_died_mid_rename_is_put_back(tmp_path):
+    old = tmp_path / ".meshes.999999999.0123abcd.partial-old"
+    old.mkdir()
+    (old / "cloud.vtp").write_text("x")
+    assert remove_stale_partials(tmp_path / "meshes", suffix="") == []
+    assert (tmp_path / "meshes" / "cloud.vtp").read_text() == "x" and not old.exists()
 
 
 # ---- interrupted renders, in a real subprocess -----------------------------------------------

@@ -75,5 +75,4 @@ def check_outputs(args: argparse.Namespace, outputs: list[tuple[str | None, bool
         if path:
             flag = "--save-scan" if path == getattr(args, "save_scan", None) else "-o"
             check_output(path, folder=folder, overwrite=getattr(args, "overwrite", False),
-                         inputs=sources,
-                         flag=flag)
+                         inputs=sources, flag=flag)
