@@ -16,15 +16,18 @@ def register(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
-def _lens_text(model, lens_head, error: type) -> str:
+def _lens_text(loaded) -> str:
+    from layerscan.autoencoder.capture.hidden_states import lens_logits_fn
+    from layerscan.errors import LayerscanError
+
     try:
-        return "yes" if lens_head(model) is not None else "no LM head"
-    except error:
-        return "off (layerscan does not know this LM head)"
+        return "yes" if lens_logits_fn(loaded) is not None else "no LM head"
+    except LayerscanError:
+        return "off (layerscan does not know this model's final norm or LM head)"
 
 
 def run(args: argparse.Namespace) -> int:
-    from layerscan.autoencoder.capture.architectures import context_length, final_norm, lens_head
+    from layerscan.autoencoder.capture.architectures import context_length, final_norm
     from layerscan.errors import LayerscanError
 
     loaded = load_model_from_args(args)
@@ -48,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         ("context length", str(context_length(config, loaded.tokenizer) or "unknown")),
         ("final norm", norm_text),
         ("normalizations", modes),
-        ("logit lens", _lens_text(loaded.model, lens_head, LayerscanError)),
+        ("logit lens", _lens_text(loaded)),
         ("chat template", "yes" if getattr(loaded.tokenizer, "chat_template", None) else "no"),
         ("device", f"{loaded.device} ({next(loaded.model.parameters()).dtype})"),
     ]
