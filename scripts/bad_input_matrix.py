@@ -39,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     for i, case in enumerate(cases):
         result = run_subprocess(case, root / f"case-{i:03d}", inputs)
         found = problems(case, result)
-        line = (result.stderr.strip().splitlines() or [""])[-1]
+        lines = result.stderr.strip().splitlines()
+        ours = [line for line in lines if line.startswith("layerscan:")]
+        line = ours[-1] if ours else ("" if result.exit_code == 0 else (lines or [""])[-1])
         status = "ok" if not found else ("known" if case.owner else "FAIL")
         kept += not found
         known += bool(found and case.owner)
