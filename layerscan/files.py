@@ -249,6 +249,7 @@ def atomic_path(final: str | os.PathLike, suffix: str | None = None, folder: boo
     tmp = _partial_name(final, suffix)
     try:
         yield tmp
+        check_output(final, folder=folder, overwrite=overwrite)  # again: the run took a while
         if folder:
             if not tmp.is_dir():
                 raise LayerscanError(f"{final}: the output folder was not written")

@@ -58,6 +58,26 @@ def test_overwrite_replaces_only_a_layerscan_folder_and_keeps_it_on_failure(matr
     assert not [p for p in tmp_path.iterdir() if ".partial" in p.name]
 
 
+@pytest.mark.parametrize("name", ["frames", "movie.mp4"])
+def test_a_folder_made_at_the_output_during_the_run_is_kept(tmp_path, name):
+    from layerscan.geometry.scene.render import RenderOptions, render_movie
+    from layerscan.geometry.scene.scene import SceneOptions
+
+    out = tmp_path / name
+
+    def intrude(i: int) -> None:
+        if i == 1:
+            out.mkdir()
+            (out / "keep.txt").write_text("mine")
+
+    with pytest.raises(LayerscanError, match="layerscan did not write it|is a folder"):
+        render_movie(make_scan(n_layers=2, n_particles=32), out,
+                     SceneOptions(window_size=(160, 120)),
+                     RenderOptions(frames_per_layer=2, hold=0, progress=False), on_frame=intrude)
+    assert (out / "keep.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
 @pytest.mark.parametrize("state", ["foreign", "run-no-flag", "run-resume", "run-overwrite"])
 def test_training_run_folder_rules(tmp_path, state):
     folder = tmp_path / "run"
