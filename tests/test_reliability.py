@@ -283,3 +283,12 @@ def test_stablelm_and_mpt_work_in_every_normalization_from_the_command_line(
     assert main(["capture", PROMPT, "--model", str(tiny_model_dirs[arch]), "--device", "cpu",
                  "--normalization", normalization, "-o", str(out)]) == 0
     assert "logit lens" in capsys.readouterr().out and out.is_file()
+
+
+def test_the_command_line_prints_the_lens_notice_as_one_line(tiny_model_dirs, monkeypatch,
+                                                              capsys):
+    monkeypatch.setitem(architectures.ARCHITECTURES, "llama", Architecture("norm", lens=None))
+    assert main(["capture", PROMPT, "--model", str(tiny_model_dirs["llama"]), "--device",
+                 "cpu", "--normalization", "raw"]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "logit lens off" in line]
+    assert len(notes) == 1 and notes[0].startswith("layerscan: note: logit lens off: ")
