@@ -1,4 +1,5 @@
-"""How far to trust a 3D layout: trustworthiness, continuity and layer-to-layer disparity."""
+"""How far to trust a picture: end to end (hidden states -> 3D token places, beside a PCA-3
+baseline) and per stage (cloud -> 3D trustworthiness, continuity, layer-to-layer disparity)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from scipy.spatial import procrustes
+from scipy.spatial.distance import pdist
+from scipy.stats import spearmanr
 
 from layerscan.geometry.neighbors import nearest_neighbors, pairwise_distances
 
@@ -98,3 +101,104 @@ def faithfulness(clouds: np.ndarray, layouts: np.ndarray, k: int = 10,
     return Faithfulness(trustworthiness(clouds, layouts, k),
                         continuity(clouds, layouts, k, cloud_neighbors),
                         procrustes_disparity(layouts))
+
+
+class TokenFigures(NamedTuple):
+    """End-to-end figures of one step: the tokens' 3D places against their hidden states."""
+
+    token_trust: np.ndarray
+    """(n_layers,) float32 trustworthiness of token places vs hidden states (k = token_k)."""
+    distance_correlation: np.ndarray
+    """(n_layers,) float32 Spearman correlation of 3D vs hidden pairwise token distances."""
+    token_spread: np.ndarray
+    """(n_layers,) float32 mean particle distance from its token's centroid / layout radius."""
+    baseline_trust: np.ndarray
+    """(n_layers,) float32 token trust of PCA-3 of the token states."""
+    baseline_correlation: np.ndarray
+    """(n_layers,) float32 distance correlation of PCA-3 of the token states."""
+
+
+def token_k(n_tokens: int) -> int:
+    """Neighbourhood size of token trust: 5, or the largest k < n_tokens / 2 for short prompts
+    (sklearn's trustworthiness needs k < n / 2; below 3 tokens trust is 1 by definition)."""
+    return max(1, min(5, (n_tokens - 1) // 2))
+
+
+def token_places(positions: np.ndarray, particle_tokens: np.ndarray,
+                 n_tokens: int) -> np.ndarray:
+    """Each token's place: the centroid of its particles.
+
+    Args:
+        positions: (n_layers, n_particles, 3) layouts of one step.
+        particle_tokens: (n_layers, n_particles) int token of each particle.
+        n_tokens: tokens of the step (every token owns at least one particle).
+
+    Returns:
+        (n_layers, n_tokens, 3) float64.
+    """
+    n_layers = positions.shape[0]
+    places = np.zeros((n_layers, n_tokens, 3))
+    for layer in range(n_layers):
+        counts = np.bincount(particle_tokens[layer], minlength=n_tokens)[:, None]
+        np.add.at(places[layer], particle_tokens[layer], positions[layer].astype(np.float64))
+        places[layer] /= np.maximum(counts, 1)
+    return places
+
+
+def pca_baseline(states: np.ndarray, n_components: int = 3) -> np.ndarray:
+    """(n_layers, n_tokens, d) → (n_layers, n_tokens, n_components) PCA of each layer's tokens.
+
+    Computed from the (n_tokens, n_tokens) Gram matrix, cheap for prompts shorter than d.
+    """
+    x = states.astype(np.float64)
+    x = x - x.mean(1, keepdims=True)
+    values, vectors = np.linalg.eigh(x @ x.transpose(0, 2, 1))  # ascending, per layer
+    m = min(n_components, states.shape[1])
+    top = vectors[..., ::-1][..., :m] * np.sqrt(values[..., ::-1][..., None, :m].clip(0))
+    top = top * np.where(top[np.arange(len(top))[:, None], np.abs(top).argmax(1),
+                             np.arange(m)] < 0, -1.0, 1.0)[:, None]  # deterministic signs
+    out = np.zeros((*states.shape[:2], n_components))
+    out[..., :m] = top
+    return out
+
+
+def distance_correlation(original: np.ndarray, embedded: np.ndarray) -> np.ndarray:
+    """(n_layers,) Spearman correlation of the pairwise distances of each layer's points."""
+    out = np.ones(len(original), np.float32)
+    if original.shape[1] < 3:  # one pair (or none): nothing to rank
+        return out
+    for layer, (x, y) in enumerate(zip(original, embedded, strict=True)):
+        dx, dy = pdist(x.astype(np.float64)), pdist(y.astype(np.float64))
+        if np.ptp(dx) == 0 or np.ptp(dy) == 0:
+            out[layer] = 0.0
+            continue
+        out[layer] = spearmanr(dx, dy).statistic
+    return out
+
+
+def token_figures(states: np.ndarray, positions: np.ndarray,
+                  particle_tokens: np.ndarray) -> TokenFigures:
+    """End-to-end faithfulness of one step's picture, with the PCA-3 baseline beside it.
+
+    Args:
+        states: (n_layers, n_tokens, d_model) hidden states as captured (same normalization).
+        positions: (n_layers, n_particles, 3) the picture.
+        particle_tokens: (n_layers, n_particles) token of each particle.
+    """
+    n_tokens = states.shape[1]
+    places = token_places(positions, particle_tokens, n_tokens)  # (n_layers, n_tokens, 3)
+    baseline = pca_baseline(states)
+    k = token_k(n_tokens)
+    if n_tokens < 3:
+        trust = base_trust = np.ones(len(states), np.float32)
+    else:
+        trust = trustworthiness(states, places, k)
+        base_trust = trustworthiness(states, baseline, k)
+    own = places[np.arange(len(places))[:, None], particle_tokens]  # (n_layers, n_particles, 3)
+    offset = np.linalg.norm(positions - own, axis=-1).mean(-1)  # (n_layers,)
+    radius = np.linalg.norm(positions - positions.mean(1, keepdims=True), axis=-1).mean(-1)
+    spread = np.where(radius > 0, offset / np.maximum(radius, 1e-12), 0.0)
+    return TokenFigures(np.asarray(trust, np.float32),
+                        distance_correlation(states, places),
+                        spread.astype(np.float32), np.asarray(base_trust, np.float32),
+                        distance_correlation(states, baseline))

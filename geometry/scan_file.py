@@ -13,7 +13,14 @@ from layerscan.errors import LayerscanError
 from layerscan.files import read_tensor_file, write_tensor_file
 
 SCAN_KIND = "scan"
-SCAN_FORMAT_VERSION = 1
+SCAN_FORMAT_VERSION = 2
+
+
+TOKEN_FIGURES = ("token_trust", "distance_correlation", "token_spread", "baseline_trust",
+                 "baseline_correlation")
+"""Per-layer end-to-end faithfulness figures every scan stores (hidden states -> 3D)."""
+ARRAY_FIELDS = ("clouds", "positions", "neighbors", "reconstruction_r2", "trustworthiness",
+                "continuity", "disparity", "particle_tokens", *TOKEN_FIGURES)
 
 
 class Surface(NamedTuple):
@@ -51,11 +58,26 @@ class Scan:
     reconstruction_r2: np.ndarray
     """(n_steps, n_layers+1) float32 autoencoder R² of this prompt's hidden states."""
     trustworthiness: np.ndarray
-    """(n_steps, n_layers+1) float32 3D layout vs cloud (k=10)."""
+    """(n_steps, n_layers+1) float32 diagnostic of one stage: 3D layout vs cloud (k=10)."""
     continuity: np.ndarray
-    """(n_steps, n_layers+1) float32 3D layout vs cloud (k=10)."""
+    """(n_steps, n_layers+1) float32 diagnostic of one stage: 3D layout vs cloud (k=10)."""
     disparity: np.ndarray
     """(n_steps, n_layers+1) float32 Procrustes disparity to the previous layer (0 at layer 0)."""
+    particle_tokens: np.ndarray
+    """(n_steps, n_layers+1, n_particles) int32 the token each particle belongs to."""
+    token_trust: np.ndarray
+    """(n_steps, n_layers+1) float32 end to end: trustworthiness of the tokens' 3D places
+    (their particles' centroids) against their hidden states (k: see faithfulness.token_k)."""
+    distance_correlation: np.ndarray
+    """(n_steps, n_layers+1) float32 Spearman correlation of 3D vs hidden pairwise token
+    distances."""
+    token_spread: np.ndarray
+    """(n_steps, n_layers+1) float32 mean distance of a particle from its token's centroid,
+    over the layout's mean radius (0 = every token one point)."""
+    baseline_trust: np.ndarray
+    """(n_steps, n_layers+1) float32 token trust of PCA-3 of the token states (the baseline)."""
+    baseline_correlation: np.ndarray
+    """(n_steps, n_layers+1) float32 distance correlation of that PCA-3 baseline."""
     surfaces: list[list[Surface]]
     """[n_steps][n_layers+1] density isosurface per layer."""
     lens_tokens: list[list[list[str]]] | None = None
@@ -88,6 +110,8 @@ class Scan:
             "trustworthiness": (n_steps, n_frames),
             "continuity": (n_steps, n_frames),
             "disparity": (n_steps, n_frames),
+            "particle_tokens": (n_steps, n_frames, n_particles),
+            **{name: (n_steps, n_frames) for name in TOKEN_FIGURES},
         }
         if three != 3:
             raise LayerscanError(f"scan positions must end in 3, got {self.positions.shape}")
@@ -103,9 +127,7 @@ class Scan:
             raise LayerscanError("scan positions hold non-finite values")
 
     def _arrays_and_meta(self, prefix: str) -> tuple[dict[str, np.ndarray], dict]:
-        arrays = {f"{prefix}{name}": np.asarray(getattr(self, name)) for name in
-                  ("clouds", "positions", "neighbors", "reconstruction_r2", "trustworthiness",
-                   "continuity", "disparity")}
+        arrays = {f"{prefix}{name}": np.asarray(getattr(self, name)) for name in ARRAY_FIELDS}
         flat = [surface for step in self.surfaces for surface in step]
         arrays[f"{prefix}surface_vertices"] = _concat([s.vertices for s in flat], 3, np.float32)
         arrays[f"{prefix}surface_faces"] = _concat([s.faces for s in flat], 3, np.int32)
@@ -130,10 +152,8 @@ class Scan:
                         get["surface_faces"][f_end - nf:f_end])
                 for (nv, nf), v_end, f_end in zip(counts, v_ends, f_ends, strict=True)]
         surfaces = [flat[s * n_frames:(s + 1) * n_frames] for s in range(n_steps)]
-        array_fields = {"clouds", "positions", "neighbors", "reconstruction_r2",
-                        "trustworthiness", "continuity", "disparity"}
         scan = cls(surfaces=surfaces, lens_probs=get.get("lens_probs"),
-                   **{name: get[name] for name in array_fields}, **meta)
+                   **{name: get[name] for name in ARRAY_FIELDS}, **meta)
         scan.validate()
         return scan
 

@@ -21,7 +21,7 @@ COMMAND_MODULES = (
     "view",
     "export",
     "train",
-    "evaluate",
+    "eval",
 )
 """Modules in layerscan.commands; each has `register(subparsers)` that sets `run=fn(args)->int`."""
 
@@ -59,7 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     Ctrl-C returns 130 and SIGTERM 143, both after removing partial outputs.
     """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # usage errors (exit 2) and --help (exit 0) return their code
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
         with interruptible(), warnings.catch_warnings():
             shown = warnings.showwarning

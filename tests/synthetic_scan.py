@@ -42,18 +42,22 @@ def make_scan(n_layers: int = 4, n_particles: int = 256, n_tokens: int = 6, n_st
     tokens = [WORDS[i % len(WORDS)] for i in range(n_tokens)]
     step_lengths = list(range(n_tokens - n_steps + 1, n_tokens + 1))
     base = rng.normal(size=(n_particles, 3)).astype(np.float32)  # (n_particles, 3)
-    group = np.arange(n_particles) % 4
-    angle = group * (np.pi / 2)
-    ring = np.stack([np.cos(angle), np.sin(angle), np.zeros_like(angle)], 1) * 4.0
+    # each step routes particle i to token floor(i * n / N), as the autoencoder does
+    particle_tokens = np.stack([np.broadcast_to(
+        (np.arange(n_particles) * n // n_particles).astype(np.int32), (n_frames, n_particles))
+        for n in step_lengths])  # (n_steps, n_layers+1, n_particles)
+    angle = np.arange(n_tokens) * (2 * np.pi / max(n_tokens, 1))
+    centres = np.stack([np.cos(angle), np.sin(angle), np.zeros_like(angle)], 1) * 4.0
+    group = particle_tokens[-1, 0] % 4
     positions = np.empty((n_steps, n_frames, n_particles, 3), np.float32)
     for s in range(n_steps):
         for layer in range(n_frames):
             t = layer / max(n_layers, 1)
-            twist = t * np.pi * (0.5 + 0.1 * s)
+            twist = t * np.pi * 0.5
             rot = np.array([[np.cos(twist), -np.sin(twist), 0],
                             [np.sin(twist), np.cos(twist), 0], [0, 0, 1]], np.float32)
-            pts = base * (1.0 - 0.6 * t) + ring * t  # (n_particles, 3)
-            pts = pts @ rot.T
+            own = centres[particle_tokens[s, layer]] * (0.3 + 0.7 * t)  # (n_particles, 3)
+            pts = (own + base * (0.6 - 0.4 * t)) @ rot.T
             pts[:, 0] += shift * layer
             positions[s, layer] = pts
     clouds = np.concatenate(
@@ -81,6 +85,12 @@ def make_scan(n_layers: int = 4, n_particles: int = 256, n_tokens: int = 6, n_st
         trustworthiness=np.tile(metric[::-1].copy(), (n_steps, 1)),
         continuity=np.tile(metric, (n_steps, 1)),
         disparity=np.tile(np.linspace(0, 0.1, n_frames, dtype=np.float32), (n_steps, 1)),
+        particle_tokens=particle_tokens,
+        token_trust=np.tile(metric, (n_steps, 1)),
+        distance_correlation=np.tile(metric - 0.1, (n_steps, 1)),
+        token_spread=np.full((n_steps, n_frames), 0.1, np.float32),
+        baseline_trust=np.tile(metric - 0.05, (n_steps, 1)),
+        baseline_correlation=np.tile(metric - 0.2, (n_steps, 1)),
         surfaces=surfaces, lens_tokens=lens_tokens,
         lens_probs=None if lens_probs is None else lens_probs.astype(np.float32),
         settings={"synthetic": True, "seed": seed})

@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field, replace
+from typing import Literal, get_args
 
 import numpy as np
 import pyvista as pv
@@ -15,10 +15,29 @@ from vtkmodules.util.numpy_support import vtk_to_numpy
 from layerscan.errors import LayerscanError
 from layerscan.geometry.scan_file import DiffScan, Scan
 from layerscan.geometry.scene import frames as fr
+from layerscan.geometry.scene.meshes import surface_polydata
 from layerscan.geometry.scene.overlays import DIM, INK, Label, LayerChart, LensPanel, TokenChips
 from layerscan.geometry.scene.style import (
+    CAMERA_DISTANCE,
+    CHIPS_TOP,
+    CHIPS_TOP_TITLED,
+    DIFF_SURFACE_OPACITY,
+    FONT_SIZE,
+    LINE_COLOR,
+    LINE_OPACITY,
+    MARGIN,
+    MIN_FONT_SIZE,
+    MIN_PANEL_ASPECT,
+    MIN_POINT_SIZE,
+    POINT_SIZE,
+    REFERENCE_HEIGHT,
     SURFACE_COLOR,
+    SURFACE_OPACITY,
+    TOP,
+    VIEW_AZIMUTH,
+    VIEW_ELEVATION,
     bake_shading,
+    direction,
     lookup_table,
     software_theme,
     unit_scale,
@@ -44,7 +63,7 @@ def _headless_egl(off_screen: bool) -> Iterator[None]:
 
 
 ColorMode = Literal["slot", "density", "displacement"]
-COLOR_MODES: tuple[str, ...] = ("slot", "density", "displacement")
+COLOR_MODES: tuple[str, ...] = get_args(ColorMode)
 PARTS = ("points", "surface", "lines", "overlays")
 
 
@@ -52,18 +71,18 @@ PARTS = ("points", "surface", "lines", "overlays")
 class SceneOptions:
     """How a scan is drawn."""
 
-    window_size: tuple[int, int] = (1280, 720)
+    window_size: tuple[int, int] = field(default=(1280, 720), metadata={"flag": "resolution"})
     """Width and height in pixels."""
-    color_mode: ColorMode | None = None
+    color_mode: ColorMode | None = field(default=None, metadata={"flag": "color"})
     """slot (a fixed colour per particle), density (local 3D density), displacement (movement
     since the previous layer; A→B distance in a diff). None: displacement for diffs, else slot."""
-    show_points: bool = True
+    show_points: bool = field(default=True, metadata={"flag": "points"})
     """Draw the particles."""
-    show_surface: bool = True
+    show_surface: bool = field(default=True, metadata={"flag": "surfaces"})
     """Draw each layer's density surface."""
-    show_lines: bool = False
+    show_lines: bool = field(default=False, metadata={"flag": "lines"})
     """Join each particle to its nearest neighbours in the particle cloud."""
-    show_overlays: bool = True
+    show_overlays: bool = field(default=True, metadata={"flag": "overlays"})
     """Layer title, prompt, logit lens, faithfulness figures (and the divergence chart)."""
     point_size: float | None = None
     """Particle size in pixels; None scales with the window height."""
@@ -78,7 +97,7 @@ class SceneOptions:
     frame (~20% faster in software rendering; the viewer turns it off for free orbiting)."""
     anti_aliasing: bool = False
     """FXAA; costs render time in software rendering."""
-    overlay_bottom: float = 0.0
+    overlay_bottom: float = field(default=0.0, metadata={"cli": False})
     """Free band at the bottom (fraction of the height) that the prompt keeps clear, for
     the viewer's sliders."""
 
@@ -86,6 +105,12 @@ class SceneOptions:
         w, h = self.window_size
         if not (64 <= w <= 7680 and 64 <= h <= 4320):
             raise LayerscanError(f"resolution {w}x{h} is out of range (64x64 to 7680x4320)")
+        if self.point_size is not None and not self.point_size > 0:
+            raise LayerscanError(f"point size must be positive, got {self.point_size}")
+        if self.surface_opacity is not None and not 0 <= self.surface_opacity <= 1:
+            raise LayerscanError(f"surface opacity must be in 0..1, got {self.surface_opacity}")
+        if self.n_links < 0:
+            raise LayerscanError(f"lines per particle must be 0 or more, got {self.n_links}")
         if self.color_mode is not None and self.color_mode not in COLOR_MODES:
             raise LayerscanError(f"unknown colour mode {self.color_mode!r}; "
                                  f"use one of {', '.join(COLOR_MODES)}")
@@ -117,7 +142,7 @@ class _Panel:
             show_scalar_bar=False, lighting=False, name="points")
         self.lines = pv.PolyData()
         self.lines.SetPoints(self.cloud.GetPoints())
-        self.lines_actor = plotter.add_mesh(self.lines, color="#8fa3bf", opacity=0.35,
+        self.lines_actor = plotter.add_mesh(self.lines, color=LINE_COLOR, opacity=LINE_OPACITY,
                                             line_width=1, lighting=False, name="lines",
                                             show_scalar_bar=False)
         self._line_cells: dict[tuple[int, int], np.ndarray] = {}
@@ -135,15 +160,15 @@ class _Panel:
                 actor.mapper.ScalarVisibilityOn()
         bottom = opts.overlay_bottom
         self.chips = TokenChips(renderer, scan.tokens, size, viewport_px,
-                                y_top=bottom + (0.105 if title is None else 0.125),
+                                y_top=bottom + (CHIPS_TOP if title is None else CHIPS_TOP_TITLED),
                                 differing=differing)
-        self.head = Label(renderer, 0.02, 0.97, int(size * 1.5), INK, bold=True)
-        self.sub = Label(renderer, 0.02, 0.97 - 2.3 * size / viewport_px[1], size, DIM)
-        self.fig = Label(renderer, 0.02, 0.97 - 3.9 * size / viewport_px[1], int(size * 0.9),
+        self.head = Label(renderer, MARGIN, TOP, int(size * 1.5), INK, bold=True)
+        self.sub = Label(renderer, MARGIN, TOP - 2.3 * size / viewport_px[1], size, DIM)
+        self.fig = Label(renderer, MARGIN, TOP - 3.9 * size / viewport_px[1], int(size * 0.9),
                          DIM)
         self.prompt_title = None
         if title is not None:
-            self.prompt_title = Label(renderer, 0.02, bottom + 0.125 + 0.2 * size
+            self.prompt_title = Label(renderer, MARGIN, bottom + CHIPS_TOP_TITLED + 0.2 * size
                                       / viewport_px[1], size, INK, bold=True, valign="bottom")
             self.prompt_title.set(title)
         self.lens = None
@@ -161,13 +186,8 @@ class _Panel:
     def surface_mesh(self, step: int, layer: int) -> pv.PolyData:
         key = (step, layer)
         if key not in self._surfaces:
-            surface = self.scan.surfaces[step][layer]
-            if len(surface.faces) == 0:
-                mesh = pv.PolyData()
-            else:
-                faces = np.hstack([np.full((len(surface.faces), 1), 3, np.int64),
-                                   surface.faces.astype(np.int64)])
-                mesh = pv.PolyData(np.asarray(surface.vertices, np.float32), faces.ravel())
+            mesh = surface_polydata(self.scan.surfaces[step][layer])
+            if mesh.n_cells:
                 # Consistent outward winding, so back faces can be culled: a translucent
                 # shell drawn once per pixel instead of twice.
                 mesh = mesh.compute_normals(auto_orient_normals=True, consistent_normals=True,
@@ -180,9 +200,8 @@ class _Panel:
     def update(self, step: int, layer: float, mode: str, current_token: int | None,
                header: tuple[str, str] | None) -> None:
         scan, opts = self.scan, self.opts
-        n_frames = scan.n_layers + 1
         step = min(step, scan.n_steps - 1)
-        lo, hi, t = fr.layer_pair(layer, n_frames)
+        lo, hi, t = fr.layer_pair(layer, scan.n_layers)
         near = hi if t >= 0.5 else lo
         pts = fr.interpolate(scan.positions[step], layer)  # (n_particles, 3)
         vtk_pts = self.cloud.GetPoints()
@@ -245,10 +264,7 @@ class _Panel:
         for label in (self.head, self.sub, self.fig, self.prompt_title):
             if label is not None:
                 label.set_visible(visible)
-        for actor in self.chips.actors:
-            actor.SetVisibility(visible and actor.GetVisibility())
-        if not visible:
-            self.chips._state = None
+        self.chips.set_visible(visible)
         if self.lens is not None:
             self.lens.set_visible(visible)
 
@@ -269,7 +285,7 @@ class Scene:
 
     def __init__(self, source: Scan | DiffScan, options: SceneOptions | None = None,
                  off_screen: bool = True) -> None:
-        self.options = opts = options or SceneOptions()
+        opts = options or SceneOptions()
         self.is_diff = isinstance(source, DiffScan)
         self.source = source
         scans = [source.a, source.b] if self.is_diff else [source]
@@ -281,11 +297,15 @@ class Scene:
         self.scans = scans
         self.mode = opts.color_mode or ("displacement" if self.is_diff else "slot")
         w, h = opts.window_size
-        size = max(10, round(15 * h / 720))
-        if opts.point_size is None:
-            opts.point_size = max(2.0, 6.5 * h / 720)
-        if opts.surface_opacity is None:
-            opts.surface_opacity = 0.12 if self.is_diff else 0.2
+        size = max(MIN_FONT_SIZE, round(FONT_SIZE * h / REFERENCE_HEIGHT))
+        # the scene's own copy with the sizes resolved; the caller's options stay as given
+        point_size = opts.point_size
+        if point_size is None:
+            point_size = max(MIN_POINT_SIZE, POINT_SIZE * h / REFERENCE_HEIGHT)
+        opacity = opts.surface_opacity
+        if opacity is None:
+            opacity = DIFF_SURFACE_OPACITY if self.is_diff else SURFACE_OPACITY
+        self.options = opts = replace(opts, point_size=point_size, surface_opacity=opacity)
         with _headless_egl(off_screen):
             self.plotter = pv.Plotter(off_screen=off_screen, window_size=[w, h],
                                       shape=(1, len(scans)), border=self.is_diff,
@@ -326,8 +346,9 @@ class Scene:
         self.update(self.step, 0.0)
 
     @property
-    def n_frames_layers(self) -> int:
-        return self.scans[0].n_layers + 1
+    def n_layers(self) -> int:
+        """Transformer blocks: the scene shows layers 0..n_layers (n_layers+1 states)."""
+        return self.scans[0].n_layers
 
     @property
     def n_steps(self) -> int:
@@ -351,18 +372,14 @@ class Scene:
         self.centre, radius = fr.bounds_of(pos)
         w, h = self.options.window_size
         aspect = w / len(self.scans) / h  # narrow panels need the camera further back
-        self.distance = radius * 2.6 * max(1.0, 1.3 / aspect)
-        self.elevation = np.radians(22.0)
-        self.base_azimuth = np.radians(35.0)
+        self.distance = radius * CAMERA_DISTANCE * max(1.0, MIN_PANEL_ASPECT / aspect)
         self.plotter.camera.view_angle = 30.0
         self.set_azimuth(0.0)
 
     def set_azimuth(self, degrees: float) -> None:
         """Orbit the camera around the cloud's centre (degrees from the start view)."""
         self.azimuth = degrees
-        a = self.base_azimuth + np.radians(degrees)
-        e = self.elevation
-        offset = np.array([np.cos(e) * np.cos(a), np.cos(e) * np.sin(a), np.sin(e)])
+        offset = direction(VIEW_AZIMUTH + degrees, VIEW_ELEVATION)
         cam = self.plotter.camera
         cam.focal_point = tuple(self.centre)
         cam.position = tuple(self.centre + self.distance * offset)
@@ -372,9 +389,9 @@ class Scene:
     def update(self, step: int, layer: float, current_token: int | None = None) -> None:
         """Show token step `step` at fractional `layer` (current token highlighted if given)."""
         self.step = int(np.clip(step, 0, self.n_steps - 1))
-        self.layer = float(np.clip(layer, 0, self.n_frames_layers - 1))
+        self.layer = float(np.clip(layer, 0, self.n_layers))
         self.current_token = current_token
-        near = fr.nearest_layer(self.layer, self.n_frames_layers)
+        near = fr.nearest_layer(self.layer, self.n_layers)
         scan = self.scans[0]
         header = (f"layer {near} / {scan.n_layers}",
                   f"{scan.layer_names[near]} · {_short(scan.model_id, 40)}")
@@ -403,15 +420,14 @@ class Scene:
             raise LayerscanError(f"unknown part {part!r}; use one of {', '.join(PARTS)}")
         name = f"show_{part}"
         value = not getattr(self.options, name)
-        setattr(self.options, name, value)
+        self.options = replace(self.options, **{name: value})
+        for panel in self.panels:
+            panel.opts = self.options
         if part == "overlays":
             for panel in self.panels:
                 panel.set_overlays_visible(value)
             if self.chart is not None:
-                for quad in (self.chart.frame, self.chart.line, self.chart.marker, self.chart.dot):
-                    quad.actor.SetVisibility(value)
-                self.chart.title.set_visible(value)
-                self.chart.readout.set_visible(value)
+                self.chart.set_visible(value)
         self.update(self.step, self.layer, self.current_token)
         return value
 

@@ -9,10 +9,10 @@ from layerscan.commands.common import (
     add_capture_arguments,
     add_model_arguments,
     add_overwrite_argument,
-    capture_from_args,
     check_outputs,
     load_model_from_args,
 )
+from layerscan.commands.options import options_from_args
 
 LENS_LAYERS_SHOWN = 5
 
@@ -54,9 +54,12 @@ def summary(capture) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    check_outputs(args, [(args.output, False)])
+    from layerscan.autoencoder.capture.hidden_states import CaptureOptions, capture
+
+    options = options_from_args(CaptureOptions, args)  # validated before the model loads
+    check_outputs([("-o", args.output, False)], args.overwrite)
     loaded = load_model_from_args(args)
-    result = capture_from_args(loaded, args.prompt, args)
+    result = capture(loaded, args.prompt, options)
     print(summary(result))
     if args.output:
         path = result.save(args.output)

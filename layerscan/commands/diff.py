@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import argparse
 
-from layerscan.commands.common import add_overwrite_argument, check_outputs
-from layerscan.commands.render import (
+from layerscan.commands.common import (
+    ScanRequest,
     add_movie_arguments,
+    add_overwrite_argument,
     add_scan_arguments,
     add_scene_arguments,
-    check_movie_outputs,
-    diff_from_args,
-    render_to,
+    check_outputs,
+    load_or_diff,
+    render_and_report,
+    render_options,
+    scene_options,
 )
 
 DEFAULT_OUTPUT = "layerscan-diff.mp4"
+DIFF_WINDOW = (1600, 720)
+"""Two panels side by side need a wider frame than one scan."""
 
 
 def register(subparsers) -> None:
@@ -28,20 +33,29 @@ def register(subparsers) -> None:
                         help="two prompts, or one diff .scan file")
     parser.add_argument("-o", "--output", default=DEFAULT_OUTPUT,
                         help=f"output: .mp4/.gif/.png/folder, or .scan to save the diff "
-                             f"(default {DEFAULT_OUTPUT})")
+                             f"(default {DEFAULT_OUTPUT}; frames are "
+                             f"{DIFF_WINDOW[0]}x{DIFF_WINDOW[1]} unless --resolution says)")
     add_overwrite_argument(parser)
     add_scene_arguments(parser)
     add_movie_arguments(parser)
     add_scan_arguments(parser)
-    parser.set_defaults(run=run, resolution="1600x720")
+    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.output.endswith(".scan"):
-        check_outputs(args, [(args.output, False), (args.save_scan, False)], args.sources)
-        diff = diff_from_args(args, args.sources)
+    from layerscan.geometry.scene.render import output_kind
+
+    save_only = args.output.endswith(".scan")
+    kind = "scan" if save_only else output_kind(args.output)  # before the model loads
+    check_outputs([("-o", args.output, kind == "frames"), ("--save-scan", args.save_scan, False)],
+                  args.overwrite, args.sources)
+    request = ScanRequest(args)
+    if save_only:
+        diff = load_or_diff(request, args.sources)
         diff.save(args.output)
         print(f"wrote {args.output}")
         return 0
-    check_movie_outputs(args, args.sources)
-    return render_to(diff_from_args(args, args.sources), args)
+    scene = scene_options(args, window_size=DIFF_WINDOW)
+    movie = render_options(args)
+    return render_and_report(load_or_diff(request, args.sources), args.output, scene, movie,
+                             args.overwrite)
