@@ -208,12 +208,14 @@ def layer_r2(model: ParticleAutoencoder, hidden: torch.Tensor, reconstruction: t
 
 
 def export_autoencoder(model: ParticleAutoencoder, config: ArtifactConfig,
-                       folder: str | os.PathLike, half: bool = False) -> Path:
+                       folder: str | os.PathLike, half: bool = False,
+                       overwrite: bool = False) -> Path:
     """Write `folder/config.json` and `folder/weights.safetensors`, atomically (temp + rename).
 
     Args:
         half: store weights as float16 (half the size; the per-layer statistics and the
             anchor variances stay float32). Loading always computes in float32.
+        overwrite: replace an autoencoder folder that layerscan wrote before.
     """
     from safetensors.torch import save_file
 
@@ -223,7 +225,8 @@ def export_autoencoder(model: ParticleAutoencoder, config: ArtifactConfig,
         exact = ("mean", "scale", "variances")
         state = {k: v if k in exact or not v.is_floating_point() else v.half()
                  for k, v in state.items()}
-    with atomic_path(folder, suffix="") as tmp:
+    with atomic_path(folder, suffix="", folder=True, overwrite=overwrite,
+                     kind="autoencoder") as tmp:
         tmp.mkdir()
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": ARTIFACT_FORMAT})
         (tmp / CONFIG_NAME).write_text(json.dumps(_jsonable(config.to_json()), indent=2),
@@ -262,6 +265,7 @@ def load_autoencoder(folder: str | os.PathLike | None = None,
             raise LayerscanError(f"{weights_file}: an autoencoder of the first design (learned "
                                  f"projections), which this layerscan no longer reads; retrain "
                                  f"it with `layerscan train`")
+        _check_shapes(model, state, config, weights_file)
         model.load_state_dict(state, strict=True)
     except (OSError, SafetensorError, RuntimeError, ValueError) as exc:
         raise LayerscanError(f"{weights_file}: corrupt or mismatched autoencoder weights "
@@ -270,6 +274,25 @@ def load_autoencoder(folder: str | os.PathLike | None = None,
     if not all(torch.isfinite(v).all() for v in state.values()):
         raise LayerscanError(f"{weights_file}: weights contain NaN or infinite values")
     return TrainedAutoencoder(model.to(device), config)
+
+
+def _check_shapes(model: ParticleAutoencoder, state: dict[str, torch.Tensor],
+                  config: ArtifactConfig, weights_file: Path) -> None:
+    """Name the first way the weights differ from what config.json describes, in one line."""
+    expected = model.state_dict()
+    if "mean" in state and state["mean"].ndim == 2 \
+            and tuple(state["mean"].shape) != tuple(expected["mean"].shape):
+        n_seen, hidden = state["mean"].shape  # (n_layers+1, d_model)
+        raise LayerscanError(
+            f"{weights_file.parent}: config.json and {weights_file.name} disagree: hidden "
+            f"{config.d_model} vs {hidden}, layers {config.n_layers} vs {n_seen - 1} (config vs "
+            f"weights); re-export the autoencoder or restore its config.json")
+    for key, value in state.items():
+        if key in expected and tuple(value.shape) != tuple(expected[key].shape):
+            raise LayerscanError(
+                f"{weights_file.parent}: config.json and {weights_file.name} disagree: {key} is "
+                f"{tuple(expected[key].shape)} by the config vs {tuple(value.shape)} in the "
+                f"weights; re-export the autoencoder or restore its config.json")
 
 
 def _jsonable(value: Any) -> Any:

@@ -105,7 +105,7 @@ def build_cache(folder: str | os.PathLike, windows: list[list[int]], documents: 
         offset += n
     shard_sizes.append(offset)
     bar = _progress(len(windows), progress)
-    with atomic_path(folder, suffix="") as tmp:
+    with atomic_path(folder, suffix="", folder=True, kind="hidden-states") as tmp:
         tmp.mkdir()
         names = [f"shard_{s:04d}.npy" for s in range(len(shard_sizes))]
         arrays = [np.lib.format.open_memmap(tmp / name, mode="w+", dtype=np.float16,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 import warnings
 from datetime import timedelta
@@ -18,6 +19,7 @@ from layerscan.autoencoder.data import HiddenStateDataModule
 from layerscan.autoencoder.evaluation import evaluate, format_metrics, r2_terms
 from layerscan.autoencoder.model import ParticleAutoencoder
 from layerscan.errors import LayerscanError
+from layerscan.files import check_output, check_run_folder, mark_run_folder
 
 
 class AutoencoderModule(pl.LightningModule):
@@ -128,7 +130,7 @@ def _devices(value: str):
 
 
 def train(config: RunConfig, resume: bool = False, cache_root: str | Path | None = None,
-          progress: bool = True) -> TrainResult:
+          progress: bool = True, overwrite: bool = False) -> TrainResult:
     """Build/read the hidden-state cache, train, evaluate on held-out text, export.
 
     Args:
@@ -136,6 +138,8 @@ def train(config: RunConfig, resume: bool = False, cache_root: str | Path | None
         resume: continue from `<output>/checkpoints/last.ckpt`.
         cache_root: where caches live (default: the layerscan cache dir).
         progress: show progress bars.
+        overwrite: train again into an earlier run folder, and replace an earlier exported
+            autoencoder folder (both must be layerscan's; see `layerscan.files`).
     """
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
@@ -146,6 +150,10 @@ def train(config: RunConfig, resume: bool = False, cache_root: str | Path | None
     last = checkpoints / "last.ckpt"
     if resume:
         check_checkpoint(last)
+    if not _is_ddp_worker():  # the launching process checked and marked the folders
+        check_run_folder(output, resume=resume, overwrite=overwrite)
+        check_output(export_folder(config), folder=True, overwrite=overwrite or resume,
+                     flag="--export")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = HiddenStateDataModule(config, cache_root, progress)
     datamodule.prepare_data()
@@ -155,6 +163,8 @@ def train(config: RunConfig, resume: bool = False, cache_root: str | Path | None
     if not resume:
         model.set_statistics(*datamodule.statistics())
     module = AutoencoderModule(model, cfg)
+    if not _is_ddp_worker():
+        mark_run_folder(output)
     callbacks = [
         ModelCheckpoint(dirpath=checkpoints, filename="step-{step}", save_last=True,
                         save_top_k=0, every_n_train_steps=cfg.checkpoint_every_n_steps),
@@ -188,21 +198,33 @@ def train(config: RunConfig, resume: bool = False, cache_root: str | Path | None
     if best.is_file():
         state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
-    return export_trained(model, config, datamodule, {
+    return export_trained(model, config, datamodule, overwrite or resume, {
         "minutes": round(minutes, 2), "steps": int(trainer.global_step),
         "epochs": int(trainer.current_epoch), "checkpoint": str(best),
         "resumed": resume, "tokens_per_second": round(module.tokens_seen / max(1e-9,
                                                                                minutes * 60))})
 
 
+def _is_ddp_worker() -> bool:
+    """Whether this process is a DDP worker that Lightning launched (rank above 0)."""
+    return any(os.environ.get(name, "0") not in ("", "0")
+               for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
+def export_folder(config: RunConfig) -> Path:
+    """Where the trained autoencoder goes: `export`, or `<output>/artifact`."""
+    return Path(config.export or Path(config.output) / "artifact")
+
+
 def export_trained(model: ParticleAutoencoder, config: RunConfig,
-                   datamodule: HiddenStateDataModule, training: dict) -> TrainResult:
+                   datamodule: HiddenStateDataModule, overwrite: bool,
+                   training: dict) -> TrainResult:
     """Export the model, reload the exported files, evaluate them on held-out windows, and
     rewrite the artifact with those metrics (so recorded metrics are of the shipped weights)."""
     from layerscan.autoencoder.artifact import load_autoencoder
 
     info = datamodule.info
-    folder = Path(config.export or Path(config.output) / "artifact")
+    folder = export_folder(config)
     artifact_config = ArtifactConfig(
         model_id=info["model_id"], revision=info.get("revision"),
         architecture=info.get("architecture", ""), d_model=model.d_model,
@@ -210,9 +232,11 @@ def export_trained(model: ParticleAutoencoder, config: RunConfig,
         training=dict(training, corpus=config.data.corpus, n_tokens=info.get("n_tokens"),
                       n_train_windows=info.get("n_train_windows"),
                       n_val_windows=info.get("n_val_windows"), run_config=config.to_dict()))
-    export_autoencoder(model.cpu(), artifact_config, folder, half=config.export_half)
+    export_autoencoder(model.cpu(), artifact_config, folder, half=config.export_half,
+                       overwrite=overwrite)
     shipped = load_autoencoder(folder)
     metrics = evaluate(shipped.model, datamodule.cache, datamodule.val_indices)
     artifact_config.metrics = metrics
-    export_autoencoder(shipped.model, artifact_config, folder, half=config.export_half)
+    export_autoencoder(shipped.model, artifact_config, folder, half=config.export_half,
+                       overwrite=True)  # the folder this run just wrote
     return TrainResult(folder, metrics, format_metrics(metrics))

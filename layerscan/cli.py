@@ -6,9 +6,11 @@ import argparse
 import importlib
 import sys
 import traceback
+import warnings
 
 from layerscan import __version__
-from layerscan.errors import LayerscanError
+from layerscan.errors import LayerscanError, Notice, Terminated
+from layerscan.signals import interruptible
 
 COMMAND_MODULES = (
     "info",
@@ -24,6 +26,10 @@ COMMAND_MODULES = (
 """Modules in layerscan.commands; each has `register(subparsers)` that sets `run=fn(args)->int`."""
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+"""Ctrl-C (128 + SIGINT)."""
+EXIT_TERMINATED = 143
+"""SIGTERM (128 + SIGTERM), after the same cleanup as Ctrl-C."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -48,17 +54,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one subcommand; user errors print one line and return 2 (traceback with --debug)."""
+    """Run one subcommand; user errors print one line and return 2 (traceback with --debug).
+
+    Ctrl-C returns 130 and SIGTERM 143, both after removing partial outputs.
+    """
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # usage errors (exit 2) and --help (exit 0) return their code
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
-        return int(args.run(args) or 0)
-    except KeyboardInterrupt:
-        print("layerscan: interrupted; no partial output was kept", file=sys.stderr)
-        return 130
+        with interruptible(), warnings.catch_warnings():
+            shown = warnings.showwarning
+            warnings.showwarning = lambda message, category, *rest: (
+                print(f"layerscan: note: {message}".splitlines()[0], file=sys.stderr)
+                if issubclass(category, Notice) else shown(message, category, *rest))
+            return int(args.run(args) or 0)
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        print(f"layerscan: {'terminated' if terminated else 'interrupted'}; no partial output "
+              f"was kept", file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - every failure becomes one readable line
         if args.debug:
             traceback.print_exc()

@@ -158,7 +158,8 @@ def test_encode_is_deterministic_and_matches_prefix_batching():
 def test_artifact_round_trip_is_bit_identical(tmp_path):
     trained = _trained()
     folder = export_autoencoder(trained.model, trained.config, tmp_path / "ae")
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "weights.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == [".layerscan-output.json", "config.json",
+                                                        "weights.safetensors"]
     loaded = load_autoencoder(folder)
     assert loaded.config.n_particles == 96 and loaded.config.max_len == 32
     states = _states(17)

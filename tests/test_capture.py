@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from layerscan.autoencoder.capture.architectures import lens_head
 from layerscan.autoencoder.capture.capture_file import Capture
 from layerscan.autoencoder.capture.hidden_states import capture, hidden_states_batch
 from layerscan.cli import main
@@ -44,7 +45,7 @@ def test_final_norm_last_layer_matches_the_model_and_lens_matches_logits(tiny_mo
     probs = torch.softmax(out.logits[0].float(), dim=-1)
     top = probs.topk(5, dim=-1)
     np.testing.assert_allclose(result.lens_probs[-1], top.values.numpy(), atol=1e-5)
-    head = loaded.model.get_output_embeddings()
+    head = lens_head(loaded.model)  # the output embedding, with Gemma 2's logit soft cap
     logits_from_capture = head(torch.from_numpy(result.hidden[-1]))
     np.testing.assert_allclose(logits_from_capture.detach().numpy(), out.logits[0].numpy(),
                                atol=1e-4)

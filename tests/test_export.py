@@ -50,8 +50,14 @@ def test_diff_meshes_and_replacing_a_folder(tmp_path):
     diff = make_diff(n_layers=2, n_particles=100)
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "stale.txt").write_text("old")
-    folder = export_meshes(diff, tmp_path / "out")
-    assert sorted(p.name for p in folder.iterdir()) == ["a", "b"]
+    with pytest.raises(LayerscanError, match="layerscan did not write it"):
+        export_meshes(diff, tmp_path / "out")  # a folder layerscan didn't make is never replaced
+    assert (tmp_path / "out" / "stale.txt").read_text() == "old"
+    export_meshes(diff, tmp_path / "ours")
+    with pytest.raises(LayerscanError, match="--overwrite"):
+        export_meshes(diff, tmp_path / "ours")
+    folder = export_meshes(diff, tmp_path / "ours", overwrite=True)
+    assert sorted(p.name for p in folder.iterdir()) == [".layerscan-output.json", "a", "b"]
     cloud = pv.read(folder / "b" / "cloud_layer01.vtp")
     assert np.allclose(cloud.point_data["displacement"], diff.displacement_cloud[1])
     with pytest.raises(LayerscanError):

@@ -39,8 +39,53 @@ ARCHITECTURES = {
     "bert": lambda: transformers.BertForMaskedLM(transformers.BertConfig(
         hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
         vocab_size=VOCAB, max_position_embeddings=CONTEXT)),
+    "distilbert": lambda: transformers.DistilBertForMaskedLM(transformers.DistilBertConfig(
+        dim=32, hidden_dim=64, n_layers=2, n_heads=2, vocab_size=VOCAB,
+        max_position_embeddings=CONTEXT, pad_token_id=0)),
+    "roberta": lambda: transformers.RobertaForMaskedLM(transformers.RobertaConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        vocab_size=VOCAB, max_position_embeddings=CONTEXT + 2, pad_token_id=0)),
+    "electra": lambda: transformers.ElectraForMaskedLM(transformers.ElectraConfig(
+        embedding_size=16, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, vocab_size=VOCAB, max_position_embeddings=CONTEXT)),
+    "albert": lambda: transformers.AlbertForMaskedLM(transformers.AlbertConfig(
+        embedding_size=16, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, vocab_size=VOCAB, max_position_embeddings=CONTEXT,
+        pad_token_id=0)),
+    "stablelm": lambda: transformers.StableLmForCausalLM(transformers.StableLmConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=2, vocab_size=VOCAB, max_position_embeddings=CONTEXT)),
+    "mpt": lambda: transformers.MptForCausalLM(transformers.MptConfig(
+        d_model=32, n_heads=2, n_layers=2, expansion_ratio=2, vocab_size=VOCAB,
+        max_seq_len=CONTEXT)),
+    "opt": lambda: transformers.OPTForCausalLM(transformers.OPTConfig(
+        hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=2,
+        vocab_size=VOCAB, max_position_embeddings=CONTEXT, word_embed_proj_dim=32,
+        pad_token_id=0)),
+    "mistral": lambda: transformers.MistralForCausalLM(transformers.MistralConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=2, vocab_size=VOCAB, max_position_embeddings=CONTEXT)),
+    "gemma": lambda: transformers.GemmaForCausalLM(transformers.GemmaConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=2, head_dim=16, vocab_size=VOCAB, max_position_embeddings=CONTEXT,
+        pad_token_id=0)),
+    "gemma2": lambda: transformers.Gemma2ForCausalLM(transformers.Gemma2Config(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=2, head_dim=16, vocab_size=VOCAB, max_position_embeddings=CONTEXT,
+        final_logit_softcapping=2.0, pad_token_id=0)),
+    "falcon": lambda: transformers.FalconForCausalLM(transformers.FalconConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, vocab_size=VOCAB,
+        max_position_embeddings=CONTEXT)),
+    "bloom": lambda: transformers.BloomForCausalLM(transformers.BloomConfig(
+        hidden_size=32, n_layer=2, n_head=2, vocab_size=VOCAB)),
+    "phi": lambda: transformers.PhiForCausalLM(transformers.PhiConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        vocab_size=VOCAB, max_position_embeddings=CONTEXT)),
+    "gptj": lambda: transformers.GPTJForCausalLM(transformers.GPTJConfig(
+        n_embd=32, n_layer=2, n_head=2, rotary_dim=8, vocab_size=VOCAB, n_positions=CONTEXT)),
 }
-CAUSAL = ("gpt2", "llama", "qwen2", "gpt_neox", "phi3")
+ENCODERS = ("bert", "distilbert", "roberta", "electra", "albert")
+CAUSAL = tuple(arch for arch in ARCHITECTURES if arch not in ENCODERS)
 
 
 def make_tokenizer(encoder: bool = False) -> transformers.PreTrainedTokenizerFast:
@@ -71,5 +116,5 @@ def save_tiny_model(architecture: str, folder: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     model = ARCHITECTURES[architecture]()
     model.save_pretrained(folder, safe_serialization=True)
-    make_tokenizer(encoder=architecture == "bert").save_pretrained(folder)
+    make_tokenizer(encoder=architecture in ENCODERS).save_pretrained(folder)
     return folder

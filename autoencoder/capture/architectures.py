@@ -2,45 +2,68 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from layerscan.errors import LayerscanError
 
-FINAL_NORM = {
-    # model_type: attribute path of the final norm below `model.base_model`
-    "llama": "norm",
-    "mistral": "norm",
-    "mixtral": "norm",
-    "qwen2": "norm",
-    "qwen3": "norm",
-    "qwen2_moe": "norm",
-    "phi3": "norm",
-    "gemma": "norm",
-    "gemma2": "norm",
-    "olmo2": "norm",
-    "smollm3": "norm",
-    "granite": "norm",
-    "gpt2": "ln_f",
-    "gptj": "ln_f",
-    "bloom": "ln_f",
-    "falcon": "ln_f",
-    "gpt_neox": "final_layer_norm",
-    "opt": "decoder.final_layer_norm",
-    "phi": "final_layernorm",
-}
-"""Pre-norm decoders: the residual stream is normed once more before the LM head."""
+TABLE_PATH = "ARCHITECTURES in autoencoder/capture/architectures.py"
 
-POST_NORM = {"bert", "roberta", "xlm-roberta", "distilbert", "electra", "albert"}
-"""Post-norm encoders: every block already ends in a LayerNorm, so there is no final norm and
-final-norm equals raw."""
 
-LENS_TRANSFORM = {
-    "bert": "cls.predictions.transform",
-    "roberta": "lm_head.dense",
+@dataclass(frozen=True)
+class Architecture:
+    """What capture and the logit lens need to know about one `config.model_type`."""
+
+    final_norm: str | None
+    """Attribute path of the final norm below `model.base_model`; None for post-norm encoders,
+    whose blocks already end in a LayerNorm (final-norm then equals raw)."""
+    lens: tuple[str, ...] | None = ()
+    """Steps from the final-normed state to the output embedding: attribute paths below the
+    model (a trailing "?" marks a step some configs lack) or "gelu". None: the LM head is not
+    known, so there is no logit lens."""
+    logit_softcap: str | None = None
+    """Config field of a tanh soft cap on the logits (cap · tanh(logits / cap)), if any."""
+
+
+PRE_NORM = Architecture("norm")
+"""A decoder whose LM head reads `base_model.norm(h)` directly (Llama and most of its kin)."""
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "llama": PRE_NORM,
+    "mistral": PRE_NORM,
+    "mixtral": PRE_NORM,
+    "qwen2": PRE_NORM,
+    "qwen3": PRE_NORM,
+    "qwen2_moe": PRE_NORM,
+    "phi3": PRE_NORM,
+    "gemma": PRE_NORM,
+    "gemma2": Architecture("norm", logit_softcap="final_logit_softcapping"),
+    "olmo2": PRE_NORM,
+    "smollm3": PRE_NORM,
+    "granite": Architecture("norm", lens=None),  # divides its logits by config.logits_scaling
+    "stablelm": PRE_NORM,
+    "mpt": Architecture("norm_f"),
+    "gpt2": Architecture("ln_f"),
+    "gptj": Architecture("ln_f"),
+    "bloom": Architecture("ln_f"),
+    "falcon": Architecture("ln_f"),
+    "gpt_neox": Architecture("final_layer_norm"),
+    "opt": Architecture("decoder.final_layer_norm", lens=("model.decoder.project_out?",)),
+    "phi": Architecture("final_layernorm"),
+    "bert": Architecture(None, lens=("cls.predictions.transform",)),
+    "roberta": Architecture(None, lens=("lm_head.dense", "gelu", "lm_head.layer_norm")),
+    "xlm-roberta": Architecture(None, lens=("lm_head.dense", "gelu", "lm_head.layer_norm")),
+    "distilbert": Architecture(None, lens=("vocab_transform", "activation", "vocab_layer_norm")),
+    "electra": Architecture(None, lens=("generator_predictions",)),
+    "albert": Architecture(None, lens=("predictions.dense", "predictions.activation",
+                                        "predictions.LayerNorm")),
 }
-"""Masked-LM heads that transform the state before the output embedding."""
+"""model_type → where its final norm and its LM head live. Every lens here is tested against
+the model's own output at the last layer (tests/test_reliability.py); a model type missing here
+has no final-norm normalization and no logit lens, and the errors name this table."""
 
 
 def _attribute(root: Any, path: str) -> Any:
@@ -51,40 +74,66 @@ def _attribute(root: Any, path: str) -> Any:
     return root
 
 
+def architecture(model: Any) -> Architecture | None:
+    """The table entry of a model, or None when layerscan does not know its architecture."""
+    return ARCHITECTURES.get(model.config.model_type)
+
+
 def final_norm(model: Any) -> torch.nn.Module | None:
     """The model's final norm module, or None for post-norm encoders.
 
     Raises:
-        LayerscanError: the architecture is in neither table.
+        LayerscanError: the architecture is not in the table (or its norm is missing).
     """
-    model_type = model.config.model_type
-    if model_type in POST_NORM:
+    entry = architecture(model)
+    if entry is not None and entry.final_norm is None:
         return None
-    path = FINAL_NORM.get(model_type)
-    module = None if path is None else _attribute(model.base_model, path)
+    module = None if entry is None else _attribute(model.base_model, entry.final_norm)
     if module is None:
         raise LayerscanError(
-            f"architecture {model_type!r} has no known final norm; use --normalization raw or "
-            "standardize, or add it to FINAL_NORM in autoencoder/capture/architectures.py")
+            f"architecture {model.config.model_type!r} has no known final norm; use "
+            f"--normalization raw or standardize, or add it to {TABLE_PATH}")
     return module
 
 
-def lens_head(model: Any) -> Any | None:
-    """A function state → logits for the logit lens, or None when the model has no LM head.
+def lens_head(model: Any) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """A function final-normed state (…, d_model) → logits (…, vocab), or None without an LM head.
 
     The state passed in must already be final-normed (see `final_norm`).
+
+    Raises:
+        LayerscanError: the model has an LM head that layerscan does not know, so a lens would
+            be wrong.
     """
     output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if output is None:
         return None
-    transform_path = LENS_TRANSFORM.get(model.config.model_type)
-    transform = None if transform_path is None else _attribute(model, transform_path)
-    if transform is None:
-        return output
-    if model.config.model_type == "roberta":  # dense → gelu → layer norm → decoder
-        head = model.lm_head
-        return lambda h: output(head.layer_norm(torch.nn.functional.gelu(transform(h))))
-    return lambda h: output(transform(h))
+    entry = architecture(model)
+    if entry is None or entry.lens is None:
+        raise LayerscanError(f"architecture {model.config.model_type!r}: layerscan does not know "
+                             f"its LM head, so it has no logit lens; use --top-k 0, or add it "
+                             f"to {TABLE_PATH}")
+    steps = []
+    for path in entry.lens:
+        if path == "gelu":
+            steps.append(torch.nn.functional.gelu)
+            continue
+        module = _attribute(model, path.rstrip("?"))
+        if module is None and not path.endswith("?"):
+            raise LayerscanError(f"architecture {model.config.model_type!r}: the lens step "
+                                 f"{path!r} is missing from {type(model).__name__}; fix "
+                                 f"{TABLE_PATH}")
+        if module is not None:
+            steps.append(module)
+    cap = None if entry.logit_softcap is None else getattr(model.config, entry.logit_softcap)
+
+    def head(state: torch.Tensor) -> torch.Tensor:
+        for step in steps:
+            state = step(state)
+        logits = output(state)
+        return logits if cap is None else cap * torch.tanh(logits / cap)
+
+    return head
 
 
 def context_length(config: Any, tokenizer: Any) -> int | None:

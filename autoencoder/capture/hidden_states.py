@@ -6,7 +6,8 @@ import contextlib
 import functools
 import inspect
 import math
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -16,7 +17,7 @@ import torch
 from layerscan.autoencoder.capture.architectures import context_length, final_norm, lens_head
 from layerscan.autoencoder.capture.capture_file import NORMALIZATIONS, Capture, Normalization
 from layerscan.autoencoder.capture.loading import LoadedModel
-from layerscan.errors import LayerscanError
+from layerscan.errors import LayerscanError, Notice
 
 LENS_CHUNK_TOKENS = 256
 """Tokens per logit-lens matmul, to bound memory at (chunk, vocab)."""
@@ -95,27 +96,53 @@ def normalize(loaded: LoadedModel, hidden: torch.Tensor,
     return hidden
 
 
+def lens_logits_fn(loaded: LoadedModel) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """raw states (..., d_model) → logit-lens logits (..., vocab), or None without an LM head.
+
+    The state goes through the model's final norm and LM head, exactly as the last layer does
+    inside the model, so at the last layer the lens is the model's own output.
+
+    Raises:
+        LayerscanError: the final norm or the LM head of this architecture is not known.
+    """
+    head = lens_head(loaded.model)
+    if head is None:
+        return None
+    final_norm(loaded.model)  # raises, naming an unknown architecture
+    dtype = next(loaded.model.parameters()).dtype
+
+    def logits(raw: torch.Tensor) -> torch.Tensor:
+        return head(normalize(loaded, raw, "final-norm").to(dtype)).float()
+
+    return logits
+
+
 @torch.inference_mode()
 def logit_lens(loaded: LoadedModel, raw: torch.Tensor,
                top_k: int) -> tuple[np.ndarray, np.ndarray] | None:
     """Top-k next tokens per layer and position from raw states (n_layers+1, tokens, d_model).
 
     Every layer goes through the model's final norm and LM head, as the logit lens does.
-    Returns ids (n_layers+1, tokens, top_k) int64 and probabilities float32, or None.
+    Returns ids (n_layers+1, tokens, top_k) int64 and probabilities float32, or None (no LM
+    head, top_k 0, or an architecture whose head is not known: then with a one-line Notice,
+    never a wrong lens).
     """
-    head = lens_head(loaded.model)
-    if head is None or top_k <= 0:
+    if top_k <= 0:
         return None
-    normed = normalize(loaded, raw, "final-norm")  # (n_layers+1, tokens, d_model)
-    dtype = next(loaded.model.parameters()).dtype
-    flat = normed.reshape(-1, normed.shape[-1])  # (n_layers+1 * tokens, d_model)
+    try:
+        lens = lens_logits_fn(loaded)
+    except LayerscanError as exc:
+        warnings.warn(f"logit lens off: {exc}", Notice, stacklevel=2)
+        return None
+    if lens is None:
+        return None
+    flat = raw.reshape(-1, raw.shape[-1])  # (n_layers+1 * tokens, d_model)
     ids, probs = [], []
     for chunk in flat.split(LENS_CHUNK_TOKENS):
-        logits = head(chunk.to(dtype)).float()  # (chunk, vocab)
-        top = torch.softmax(logits, dim=-1).topk(top_k, dim=-1)
+        top = torch.softmax(lens(chunk), dim=-1).topk(top_k, dim=-1)  # (chunk, top_k)
         ids.append(top.indices.cpu())
         probs.append(top.values.cpu())
-    shape = (*normed.shape[:2], top_k)
+    shape = (*raw.shape[:2], top_k)
     return (torch.cat(ids).reshape(shape).numpy().astype(np.int64),
             torch.cat(probs).reshape(shape).numpy().astype(np.float32))
 

@@ -151,6 +151,8 @@ def _load_config_and_tokenizer(source: Any, model_id: str,
     if looks_like_path and not Path(str(source)).expanduser().is_dir():
         raise LayerscanError(f"model folder {source} does not exist")
     source = Path(str(source)).expanduser() if looks_like_path else source
+    if looks_like_path:
+        _check_model_folder(source)
     attempts = [True] if looks_like_path else [True, False]  # cache first, then the hub
     for local_only in attempts:
         if not local_only and not _hub_reachable():
@@ -158,6 +160,8 @@ def _load_config_and_tokenizer(source: Any, model_id: str,
         try:
             config = transformers.AutoConfig.from_pretrained(
                 source, trust_remote_code=trust_remote_code, local_files_only=local_only)
+            if looks_like_path:
+                _check_tokenizer_files(source)
             tokenizer = transformers.AutoTokenizer.from_pretrained(
                 source, trust_remote_code=trust_remote_code, local_files_only=local_only)
             return config, tokenizer, source
@@ -173,6 +177,27 @@ def _load_config_and_tokenizer(source: Any, model_id: str,
     raise LayerscanError(f"cannot load model {model_id!r}: {where}; download it once online, "
                          "or pass --model /path/to/folder (config.json, tokenizer and "
                          "safetensors weights), or --model embedded")
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.txt", "vocab.json",
+                   "spiece.model", "sentencepiece.bpe.model", "tokenizer_config.json")
+"""Any one of these in a model folder means it has a tokenizer transformers can try."""
+
+
+def _check_model_folder(folder: Path) -> None:
+    """Name a local model folder without config.json before transformers tries it."""
+    if not (folder / "config.json").is_file():
+        raise LayerscanError(f"model folder {folder} has no config.json; point --model at the "
+                             f"folder that holds config.json, the tokenizer files and "
+                             f"safetensors weights")
+
+
+def _check_tokenizer_files(folder: Path) -> None:
+    """Say that the tokenizer files are missing, instead of transformers' backend error."""
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise LayerscanError(f"model folder {folder} has config.json but no tokenizer files "
+                             f"(tokenizer.json, tokenizer.model, vocab.txt or vocab.json); copy "
+                             f"them from the model's repository")
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -251,7 +276,7 @@ def embedded_model_folder() -> Path:
         del config.quantization_config
     model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(gguf_model.state_dict())
-    with atomic_path(folder, suffix="") as tmp:
+    with atomic_path(folder, suffix="", folder=True, kind="model") as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / "layerscan.json").write_text(json.dumps(

@@ -52,7 +52,7 @@ def export_kind(path: str | os.PathLike) -> str:
 
 
 def export_meshes(source: Scan | DiffScan, folder: str | os.PathLike, fmt: str = "vtp",
-                  step: int = -1) -> Path:
+                  step: int = -1, overwrite: bool = False) -> Path:
     """Write every layer's cloud and surface to `folder`, atomically.
 
     vtp files come with `clouds.pvd` and `surfaces.pvd`, which ParaView opens as a time
@@ -60,14 +60,17 @@ def export_meshes(source: Scan | DiffScan, folder: str | os.PathLike, fmt: str =
 
     Args:
         source: a scan or a diff scan.
-        folder: output folder (replaced if it exists).
+        folder: output folder; an existing one must be empty, or an earlier layerscan export
+            with `overwrite` set.
         fmt: vtp (VTK XML, default), vtk (legacy VTK) or ply.
         step: token-time step to export (default the last).
+        overwrite: replace an earlier layerscan output folder.
     """
     if fmt not in MESH_FORMATS:
         raise LayerscanError(f"unknown mesh format {fmt!r}; use one of {', '.join(MESH_FORMATS)}")
     folder = Path(folder)
-    with atomic_path(folder, suffix="") as tmp:
+    with atomic_path(folder, suffix="", folder=True, overwrite=overwrite,
+                     kind=f"{fmt}-meshes") as tmp:
         tmp.mkdir()
         if isinstance(source, DiffScan):
             disp = np.asarray(source.displacement_cloud)

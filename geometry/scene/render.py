@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 import os
 import queue
+import signal
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -18,6 +20,7 @@ from layerscan.errors import LayerscanError
 from layerscan.files import atomic_path
 from layerscan.geometry.scan_file import DiffScan, Scan
 from layerscan.geometry.scene import frames as fr
+from layerscan.signals import raise_if_pending
 
 VIDEO_SUFFIXES = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
 Quality = Literal["low", "medium", "high"]
@@ -116,7 +119,8 @@ class FrameSink:
         if kind in ("video", "gif"):
             self.process = subprocess.Popen(
                 _ffmpeg_command(path, kind, size, fps, quality), stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                preexec_fn=die_with_parent())
             self._stderr: list[bytes] = []
             threading.Thread(target=self._drain_stderr, daemon=True).start()
         else:
@@ -185,6 +189,32 @@ class FrameSink:
             raise LayerscanError(f"writing {self.path.name} failed: {self.error}")
 
 
+PR_SET_PDEATHSIG = 1
+"""prctl option: the signal a process gets when the thread that started it dies (Linux)."""
+
+
+def die_with_parent():
+    """A `preexec_fn` that makes the child die (SIGKILL) with this process, or None off Linux.
+
+    The signal follows the *thread* that starts the child, so start it from the main thread
+    (render does). libc is loaded here, in the parent, so the child only makes one syscall
+    between fork and exec; if the parent died before that call, the child exits at once.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def hook() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return hook
+
+
 def _ffmpeg_command(path: Path, kind: str, size: tuple[int, int], fps: int,
                     quality: str) -> list[str]:
     import imageio_ffmpeg
@@ -214,7 +244,8 @@ def plan_for(n_layers: int, n_steps: int, options: RenderOptions) -> list[fr.Fra
 
 
 def render_movie(source: Scan | DiffScan, path: str | os.PathLike, scene_options=None,
-                 options: RenderOptions | None = None, on_frame=None) -> RenderStats:
+                 options: RenderOptions | None = None, on_frame=None,
+                 overwrite: bool = False) -> RenderStats:
     """Render a scan or a diff to `path`; the file appears only once it is complete.
 
     Args:
@@ -223,6 +254,7 @@ def render_movie(source: Scan | DiffScan, path: str | os.PathLike, scene_options
         scene_options: SceneOptions for the drawing.
         options: timing and encoding.
         on_frame: called with the frame index after each frame (tests use it to interrupt).
+        overwrite: replace a PNG-frames folder that an earlier layerscan run wrote.
 
     Returns:
         RenderStats with the frame count and where the time went.
@@ -249,25 +281,28 @@ def render_movie(source: Scan | DiffScan, path: str | os.PathLike, scene_options
                 iio.imwrite(tmp, scene.image(), extension=".png")
             return RenderStats(path, 1, w, h, time.perf_counter() - start, 0.0, 0.0, 0.0)
         plan = plan_for(scene.n_layers, scene.n_steps, options)
-        return _render_frames(scene, plan, path, kind, options, on_frame, start)
+        return _render_frames(scene, plan, path, kind, options, on_frame, start, overwrite)
     finally:
         scene.close()
 
 
 def _render_frames(scene, plan: list[fr.Frame], path: Path, kind: str,
-                   options: RenderOptions, on_frame, start: float) -> RenderStats:
+                   options: RenderOptions, on_frame, start: float,
+                   overwrite: bool = False) -> RenderStats:
     from tqdm import tqdm
 
     w, h = scene.options.window_size
     render_s = readback_s = wait_s = 0.0
     buffer = np.empty((h, w, 3), np.uint8)
     sweep = options.token_sweep and scene.n_steps > 1
-    with atomic_path(path) as tmp:
+    with atomic_path(path, folder=kind == "frames", overwrite=overwrite,
+                     kind="png-frames") as tmp:
         sink = FrameSink(tmp, kind, (w, h), options.fps, options.quality)
         try:
             bar = tqdm(plan, desc=f"rendering {path.name}", unit="frame",
                        disable=not options.progress, leave=False)
             for i, frame in enumerate(bar):
+                raise_if_pending()  # a signal that VTK swallowed inside a Python callback
                 t0 = time.perf_counter()
                 if frame.azimuth != scene.azimuth:
                     scene.set_azimuth(frame.azimuth)

@@ -8,6 +8,8 @@ from layerscan.commands.common import (
     DEFAULT_PROMPT,
     add_capture_arguments,
     add_model_arguments,
+    add_overwrite_argument,
+    check_outputs,
     load_model_from_args,
 )
 from layerscan.commands.options import options_from_args
@@ -23,6 +25,7 @@ def register(subparsers) -> None:
     parser.add_argument("prompt", nargs="?", default=DEFAULT_PROMPT,
                         help=f"the text (default: {DEFAULT_PROMPT!r})")
     parser.add_argument("-o", "--output", help="save the capture here (.safetensors file)")
+    add_overwrite_argument(parser)
     add_model_arguments(parser)
     add_capture_arguments(parser)
     parser.set_defaults(run=run)
@@ -54,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from layerscan.autoencoder.capture.hidden_states import CaptureOptions, capture
 
     options = options_from_args(CaptureOptions, args)  # validated before the model loads
+    check_outputs([("-o", args.output, False)], args.overwrite)
     loaded = load_model_from_args(args)
     result = capture(loaded, args.prompt, options)
     print(summary(result))

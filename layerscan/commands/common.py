@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
@@ -63,11 +64,42 @@ def add_movie_arguments(parser: argparse.ArgumentParser) -> None:
     add_options(parser, RenderOptions, "movie")
 
 
+def add_overwrite_argument(parser: argparse.ArgumentParser) -> None:
+    """--overwrite, for every command that writes an output (the one place it is defined)."""
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an output folder that an earlier layerscan run wrote "
+                             "(files are always replaced atomically; a folder layerscan did "
+                             "not write is never replaced)")
+
+
+def check_outputs(outputs: Iterable[tuple[str, str | None, bool]], overwrite: bool = False,
+                  inputs: Iterable[str | None] = ()) -> None:
+    """Check each (flag, path, is_folder) output before any expensive work (see `check_output`).
+
+    Args:
+        outputs: the outputs of this run; a None path (an output not asked for) is skipped.
+        overwrite: the --overwrite flag.
+        inputs: prompts or input files; an output may not be or hold an input file.
+    """
+    from layerscan.files import check_output
+
+    sources = [item for item in inputs if item and len(item) < 4096]
+    for flag, path, folder in outputs:
+        if path:
+            check_output(path, folder=folder, overwrite=overwrite, inputs=sources, flag=flag)
+
+
 def load_model_from_args(args: argparse.Namespace):
     """The LoadedModel that the ModelOptions flags name."""
-    from layerscan.autoencoder.capture.loading import ModelOptions, load_model
+    from layerscan.autoencoder.capture.loading import ModelOptions
 
-    options = options_from_args(ModelOptions, args)
+    return _load_model(options_from_args(ModelOptions, args))
+
+
+def _load_model(options):
+    """The LoadedModel that ModelOptions name."""
+    from layerscan.autoencoder.capture.loading import load_model
+
     return load_model(options.model, device=options.device, dtype=options.dtype,
                       trust_remote_code=options.trust_remote_code)
 
@@ -92,19 +124,36 @@ class ScanRequest:
         if self.save_scan is not None and not self.save_scan.endswith(".scan"):
             raise LayerscanError(f"{self.save_scan}: scan files end in .scan")
 
+    def _load(self):
+        """The autoencoder, then the model, on the model's device.
+
+        The autoencoder loads first (on the CPU) so that a missing, corrupt or mismatched
+        folder fails in one line before minutes of model loading.
+        """
+        from layerscan.autoencoder.artifact import load_autoencoder
+
+        autoencoder = load_autoencoder(self.autoencoder)
+        loaded = _load_model(self.model)
+        autoencoder.model.to(loaded.device)
+        return loaded, autoencoder
+
     def scan(self, prompt: str, timings: dict | None = None):
         """The pipeline's Scan of `prompt`."""
         from layerscan.geometry.pipeline import scan_prompt
 
-        return scan_prompt(prompt, self.options, model=self.model, capture=self.capture,
-                           autoencoder=self.autoencoder, timings=timings)
+        loaded, autoencoder = self._load()
+        return scan_prompt(prompt, self.options, model=loaded, capture=self.capture,
+                           autoencoder=autoencoder, timings=timings)
 
     def diff(self, prompt_a: str, prompt_b: str):
         """The pipeline's DiffScan of two prompts."""
         from layerscan.geometry.pipeline import diff_prompts
 
-        return diff_prompts(prompt_a, prompt_b, self.options, model=self.model,
-                            capture=self.capture, autoencoder=self.autoencoder)
+        if self.options.token_time:  # the pipeline says so too, but only after loading
+            raise LayerscanError("--token-time does not apply to diffs; drop it")
+        loaded, autoencoder = self._load()
+        return diff_prompts(prompt_a, prompt_b, self.options, model=loaded,
+                            capture=self.capture, autoencoder=autoencoder)
 
 
 def load_or_scan(request: ScanRequest, source: str | None):
@@ -165,8 +214,8 @@ def render_options(args: argparse.Namespace, **defaults):
     return options_from_args(RenderOptions, args, **defaults)
 
 
-def render_and_report(source, output: str, scene, options) -> int:
-    """Render a Scan or DiffScan to `output`; print one summary line."""
+def render_and_report(source, output: str, scene, options, overwrite: bool = False) -> int:
+    """Render a Scan or DiffScan to `output` (`overwrite`: --overwrite); print one line."""
     from layerscan.geometry.scan_file import DiffScan
     from layerscan.geometry.scene.render import render_movie
 
@@ -174,7 +223,7 @@ def render_and_report(source, output: str, scene, options) -> int:
     if options.still_layer is not None and options.still_layer > last:
         note(f"--layer {options.still_layer:g} is past the last layer; showing layer {last}")
         options = replace(options, still_layer=float(last))
-    stats = render_movie(source, output, scene, options)
+    stats = render_movie(source, output, scene, options, overwrite=overwrite)
     length = f", {stats.n_frames / options.fps:.1f} s at {options.fps} fps" \
         if stats.n_frames > 1 else ""
     frames = f"{stats.n_frames} frames" if stats.n_frames > 1 else "a still"

@@ -7,8 +7,10 @@ import argparse
 from layerscan.commands.common import (
     ScanRequest,
     add_movie_arguments,
+    add_overwrite_argument,
     add_scan_arguments,
     add_scene_arguments,
+    check_outputs,
     load_or_diff,
     render_and_report,
     render_options,
@@ -33,6 +35,7 @@ def register(subparsers) -> None:
                         help=f"output: .mp4/.gif/.png/folder, or .scan to save the diff "
                              f"(default {DEFAULT_OUTPUT}; frames are "
                              f"{DIFF_WINDOW[0]}x{DIFF_WINDOW[1]} unless --resolution says)")
+    add_overwrite_argument(parser)
     add_scene_arguments(parser)
     add_movie_arguments(parser)
     add_scan_arguments(parser)
@@ -42,13 +45,17 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from layerscan.geometry.scene.render import output_kind
 
+    save_only = args.output.endswith(".scan")
+    kind = "scan" if save_only else output_kind(args.output)  # before the model loads
+    check_outputs([("-o", args.output, kind == "frames"), ("--save-scan", args.save_scan, False)],
+                  args.overwrite, args.sources)
     request = ScanRequest(args)
-    if args.output.endswith(".scan"):
+    if save_only:
         diff = load_or_diff(request, args.sources)
         diff.save(args.output)
         print(f"wrote {args.output}")
         return 0
-    output_kind(args.output)
     scene = scene_options(args, window_size=DIFF_WINDOW)
     movie = render_options(args)
-    return render_and_report(load_or_diff(request, args.sources), args.output, scene, movie)
+    return render_and_report(load_or_diff(request, args.sources), args.output, scene, movie,
+                             args.overwrite)

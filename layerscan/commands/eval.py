@@ -46,8 +46,10 @@ def run(args: argparse.Namespace) -> int:
     from layerscan.autoencoder.config import DataConfig, RunConfig, TrainConfig, from_dict
     from layerscan.autoencoder.data import HiddenStateDataModule
     from layerscan.autoencoder.evaluation import evaluate, format_metrics
-    from layerscan.files import atomic_path
+    from layerscan.files import atomic_path, check_output
 
+    if args.json_path:
+        check_output(args.json_path, flag="--json")  # before any expensive work
     trained = load_autoencoder(args.autoencoder)
     recorded = trained.config.training.get("run_config", {})
     data = from_dict(DataConfig, recorded["data"]) if "data" in recorded else DataConfig(

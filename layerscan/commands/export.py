@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from layerscan.commands.common import ScanRequest, add_scan_arguments, load_or_diff, load_or_scan
+from layerscan.commands.common import (
+    ScanRequest,
+    add_overwrite_argument,
+    add_scan_arguments,
+    check_outputs,
+    load_or_diff,
+    load_or_scan,
+)
 
 
 def register(subparsers) -> None:
@@ -21,6 +28,7 @@ def register(subparsers) -> None:
                              "diff .scan file")
     parser.add_argument("-o", "--output", required=True,
                         help="FILE.html, or a folder (no suffix) for meshes")
+    add_overwrite_argument(parser)
     parser.add_argument("--format", default=MESH_FORMATS[0], choices=MESH_FORMATS,
                         help="mesh format for folder output (default vtp)")
     parser.add_argument("--diff", action="store_true", help="export a diff of two prompts")
@@ -33,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
     from layerscan.geometry.scene.export import export_html, export_kind, export_meshes
 
     kind = export_kind(args.output)  # a bad suffix fails before any work
+    check_outputs([("-o", args.output, kind != "html"), ("--save-scan", args.save_scan, False)],
+                  args.overwrite, args.source)
     request = ScanRequest(args)
     if args.diff:
         source = load_or_diff(request, args.source)
@@ -44,6 +54,6 @@ def run(args: argparse.Namespace) -> int:
     if kind == "html":
         path = export_html(source, args.output)
     else:
-        path = export_meshes(source, args.output, args.format)
+        path = export_meshes(source, args.output, args.format, overwrite=args.overwrite)
     print(f"wrote {path}")
     return 0

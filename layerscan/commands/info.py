@@ -16,8 +16,18 @@ def register(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
+def _lens_text(loaded) -> str:
+    from layerscan.autoencoder.capture.hidden_states import lens_logits_fn
+    from layerscan.errors import LayerscanError
+
+    try:
+        return "yes" if lens_logits_fn(loaded) is not None else "no LM head"
+    except LayerscanError:
+        return "off (layerscan does not know this model's final norm or LM head)"
+
+
 def run(args: argparse.Namespace) -> int:
-    from layerscan.autoencoder.capture.architectures import context_length, final_norm, lens_head
+    from layerscan.autoencoder.capture.architectures import context_length, final_norm
     from layerscan.autoencoder.capture.capture_file import NORMALIZATIONS
     from layerscan.errors import LayerscanError
 
@@ -43,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         ("context length", str(context_length(config, loaded.tokenizer) or "unknown")),
         ("final norm", norm_text),
         ("normalizations", modes),
-        ("logit lens", "yes" if lens_head(loaded.model) is not None else "no LM head"),
+        ("logit lens", _lens_text(loaded)),
         ("chat template", "yes" if getattr(loaded.tokenizer, "chat_template", None) else "no"),
         ("device", f"{loaded.device} ({next(loaded.model.parameters()).dtype})"),
     ]

@@ -9,8 +9,10 @@ from layerscan.commands.common import (
     DEFAULT_PROMPT,
     ScanRequest,
     add_movie_arguments,
+    add_overwrite_argument,
     add_scan_arguments,
     add_scene_arguments,
+    check_outputs,
     load_or_scan,
     render_and_report,
     render_options,
@@ -31,6 +33,7 @@ def register(subparsers) -> None:
     parser.add_argument("-o", "--output", default=DEFAULT_OUTPUT,
                         help=f"output: .mp4/.mov/.mkv, .gif, .png (one still) or a folder for "
                              f"PNG frames (default {DEFAULT_OUTPUT})")
+    add_overwrite_argument(parser)
     add_scene_arguments(parser)
     add_movie_arguments(parser)
     add_scan_arguments(parser)
@@ -40,10 +43,13 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from layerscan.geometry.scene.render import output_kind
 
-    output_kind(args.output)  # a bad suffix fails before the model loads
+    kind = output_kind(args.output)  # a bad suffix fails before the model loads
+    check_outputs([("-o", args.output, kind == "frames"), ("--save-scan", args.save_scan, False)],
+                  args.overwrite, [args.source])
     scene = scene_options(args)
     movie = render_options(args)
     request = ScanRequest(args)
     if request.options.token_time:  # a token-time scan plays once per token
         movie = replace(movie, token_sweep=True)
-    return render_and_report(load_or_scan(request, args.source), args.output, scene, movie)
+    return render_and_report(load_or_scan(request, args.source), args.output, scene, movie,
+                             args.overwrite)

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import time
 
-from layerscan.commands.common import DEFAULT_PROMPT, ScanRequest, add_scan_arguments
+from layerscan.commands.common import (
+    DEFAULT_PROMPT,
+    ScanRequest,
+    add_overwrite_argument,
+    add_scan_arguments,
+    check_outputs,
+)
 from layerscan.errors import LayerscanError
 
 DEFAULT_OUTPUT = "layerscan.scan"
@@ -22,6 +28,7 @@ def register(subparsers) -> None:
                         help=f"the text (default: {DEFAULT_PROMPT!r})")
     parser.add_argument("-o", "--output", default=DEFAULT_OUTPUT,
                         help=f"the .scan file to write (default {DEFAULT_OUTPUT})")
+    add_overwrite_argument(parser)
     add_scan_arguments(parser, save=False)
     parser.set_defaults(run=run)
 
@@ -48,6 +55,7 @@ def faithfulness_table(scan, step: int = -1) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_outputs([("-o", args.output, False)], args.overwrite)
     if not args.output.endswith(".scan"):
         raise LayerscanError(f"{args.output}: scan files end in .scan")
     request = ScanRequest(args)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from layerscan.commands.common import add_overwrite_argument
+
 HELP = """Train the particle autoencoder from a YAML config (configs/*.yaml) with overrides.
 
 Corpus formats: a .txt file (one document per line; blank lines skipped), a .jsonl file
@@ -28,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--export", help="override export (artifact folder)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from <output>/checkpoints/last.ckpt")
+    add_overwrite_argument(parser)
     parser.add_argument("--accelerator", help="Lightning accelerator (cpu, gpu, auto)")
     parser.add_argument("--devices", help="Lightning devices (a count, or ids like 0,1)")
     parser.add_argument("--strategy", help="Lightning strategy (auto, ddp, ...)")
@@ -57,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     result = train(config, resume=args.resume, cache_root=args.cache_dir,
-                   progress=not args.no_progress)
+                   progress=not args.no_progress, overwrite=args.overwrite)
     if result.artifact is not None:
         print(result.report)
         print(f"autoencoder written to {result.artifact}")

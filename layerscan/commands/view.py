@@ -8,6 +8,7 @@ from layerscan.commands.common import (
     ScanRequest,
     add_scan_arguments,
     add_scene_arguments,
+    check_outputs,
     load_or_diff,
     load_or_scan,
     scene_options,
@@ -42,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     viewer_options = options_from_args(ViewerOptions, args)
     request = ScanRequest(args)
     check_display()  # before minutes of model work
+    check_outputs([("--save-scan", args.save_scan, False)], inputs=args.source or [])
     if args.diff:
         source = load_or_diff(request, args.source or [])
     else:
