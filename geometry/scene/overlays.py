@@ -17,7 +17,7 @@ from vtkmodules.vtkRenderingCore import (
     vtkTextRenderer,
 )
 
-from layerscan.geometry.scene.style import ink_on
+from layerscan.geometry.scene.style import ink_on, use_font
 
 INK = (0.93, 0.94, 0.96)
 DIM = (0.55, 0.58, 0.64)
@@ -65,7 +65,7 @@ class Label:
         prop = self.actor.GetTextProperty()
         prop.SetFontSize(size)
         prop.SetColor(*color)
-        prop.SetBold(bold)
+        use_font(prop, bold)
         prop.SetShadow(True)
         prop.SetShadowOffset(1, -1)
         if mono:
@@ -148,6 +148,7 @@ class TokenChips:
         measurer = vtkTextRenderer()
         prop = vtkTextProperty()
         prop.SetFontSize(size)
+        use_font(prop)
         box = [0, 0, 0, 0]
         widths = []
         for label in self.labels:
@@ -166,6 +167,7 @@ class TokenChips:
             actor.GetPositionCoordinate().SetCoordinateSystemToNormalizedViewport()
             tp = actor.GetTextProperty()
             tp.SetFontSize(size)
+            use_font(tp)
             tp.SetBackgroundOpacity(1.0)
             tp.SetFrameWidth(2)
             tp.SetVerticalJustificationToBottom()
@@ -203,7 +205,7 @@ class TokenChips:
 
     def _paint(self, tp: vtkTextProperty, i: int, n_visible: int, current: int | None) -> None:
         tp.SetFrame(False)
-        tp.SetBold(i == current)
+        use_font(tp, bold=i == current)
         if i >= n_visible:
             tp.SetBackgroundColor(*CHIP_FUTURE)
             tp.SetColor(*DIM)

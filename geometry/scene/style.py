@@ -48,10 +48,15 @@ def software_theme() -> pv.themes.Theme:
     return theme
 
 
+def unit_top(values: np.ndarray) -> float:
+    """The value colours saturate at: the 99th percentile (1 when that is zero)."""
+    top = float(np.percentile(values, 99)) if values.size else 0.0
+    return top if top > 0 else 1.0
+
+
 def unit_scale(values: np.ndarray) -> np.ndarray:
     """Scale to [0, 1] by the 99th percentile, so a few outliers don't wash out the colours."""
-    top = float(np.percentile(values, 99)) if values.size else 0.0
-    return np.clip(values / (top if top > 0 else 1.0), 0, 1).astype(np.float32)
+    return np.clip(values / unit_top(values), 0, 1).astype(np.float32)
 
 
 TOKEN_PALETTE_SIZE = 64
@@ -116,3 +121,32 @@ def ink_on(rgb) -> tuple[float, float, float]:
     """Dark or light text colour, whichever reads better on a background of colour `rgb`."""
     luminance = 0.2126 * rgb[0] + 0.7152 * rgb[1] + 0.0722 * rgb[2]
     return (0.06, 0.07, 0.09) if luminance > 0.45 else (0.96, 0.97, 0.98)
+
+
+FONT_FILES = {False: "DejaVuSans.ttf", True: "DejaVuSans-Bold.ttf"}
+"""Overlay fonts (matplotlib ships them): VTK's built-in Arial has no `␣`, `↵` or `⇥`."""
+
+
+@functools.lru_cache(maxsize=2)
+def font_file(bold: bool = False) -> str | None:
+    """Path of the overlay font, or None when matplotlib's copy is missing."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("matplotlib")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(spec.submodule_search_locations[0]) / "mpl-data" / "fonts" / "ttf" / \
+        FONT_FILES[bold]
+    return str(path) if path.is_file() else None
+
+
+def use_font(prop, bold: bool = False) -> None:
+    """Give a vtkTextProperty the overlay font (which has glyphs for visible whitespace)."""
+    path = font_file(bold)
+    if path is None:
+        prop.SetBold(bold)
+        return
+    prop.SetFontFamily(4)  # VTK_FONT_FILE
+    prop.SetFontFile(path)
+    prop.SetBold(False)

@@ -11,6 +11,7 @@ import numpy as np
 from layerscan.errors import LayerscanError
 from layerscan.files import atomic_path
 from layerscan.geometry.scan_file import DiffScan, Scan
+from layerscan.geometry.scene.style import use_font
 
 _SLIDER = dict(style="modern", fmt="%.0f", title_height=0.018, slider_width=0.012,
                tube_width=0.003, color="#c8cdd6", title_color="#8a93a3",
@@ -68,6 +69,7 @@ class Viewer:
             hint, position=(0.5, 0.03 if self.scene.is_diff else 0.975), viewport=True,
             font_size=6 if self.scene.is_diff else 7, color="#8a93a3", name="help")
         self.hint.GetTextProperty().SetJustificationToCentered()
+        use_font(self.hint.GetTextProperty())
         self.plotter.subplot(0, 0)
 
     # --- state -------------------------------------------------------------------------

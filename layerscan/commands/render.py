@@ -36,16 +36,20 @@ def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
 def add_scene_arguments(parser: argparse.ArgumentParser) -> None:
     """What to draw: colour mode and toggles."""
     group = parser.add_argument_group("drawing")
-    group.add_argument("--color", default=None, choices=["slot", "density", "displacement"],
-                       help="slot: one colour per particle all movie long (default); density: "
-                            "local 3D density; displacement: movement since the previous "
-                            "layer (A→B distance in diffs, their default)")
+    group.add_argument("--color", default=None,
+                       choices=["token", "slot", "density", "displacement"],
+                       help="token: each token's particles in its chip's colour (default); "
+                            "slot: one colour per particle all movie long; density: local 3D "
+                            "density; displacement: movement since the previous layer (A→B "
+                            "distance in diffs)")
     group.add_argument("--no-surface", action="store_true", help="hide the density surfaces")
     group.add_argument("--no-points", action="store_true", help="hide the particles")
     group.add_argument("--lines", action="store_true",
                        help="join particles to their nearest neighbours in the particle cloud")
     group.add_argument("--no-overlays", action="store_true",
                        help="hide text, prompt, logit lens and charts")
+    group.add_argument("--no-labels", action="store_true",
+                       help="hide the token labels at their groups of particles")
     group.add_argument("--resolution", default="1280x720", metavar="WxH",
                        help="frame size (default 1280x720)")
 
@@ -82,9 +86,11 @@ def parse_resolution(text: str) -> tuple[int, int]:
 def scene_options_from_args(args: argparse.Namespace):
     from layerscan.geometry.scene.scene import SceneOptions
 
-    return SceneOptions(window_size=parse_resolution(args.resolution), color_mode=args.color,
+    colour = {} if args.color is None else {"color_mode": args.color}
+    return SceneOptions(window_size=parse_resolution(args.resolution), **colour,
                         show_surface=not args.no_surface, show_points=not args.no_points,
-                        show_lines=args.lines, show_overlays=not args.no_overlays)
+                        show_lines=args.lines, show_overlays=not args.no_overlays,
+                        show_labels=not args.no_labels)
 
 
 def is_scan_file(text: str) -> bool:
@@ -149,9 +155,12 @@ def diff_from_args(args: argparse.Namespace, sources: list[str]):
         raise LayerscanError("--token-time does not apply to diffs; drop it")
     diff = diff_captures(captures[0], captures[1], _autoencoder(args, device),
                          options_from_args(args, device))
+    from layerscan.geometry.diff import diverges
+
+    peak = (f"divergence peaks at {diff.a.layer_names[diff.peak_layer]}"
+            if diverges(diff.divergence) else "the prompts do not diverge")
     _note(f"diffed two prompts through {captures[0].n_layers} layers in "
-          f"{time.perf_counter() - start:.1f} s; divergence peaks at "
-          f"{diff.a.layer_names[diff.peak_layer]}")
+          f"{time.perf_counter() - start:.1f} s; {peak}")
     if getattr(args, "save_scan", None):
         diff.save(args.save_scan)
         _note(f"saved {args.save_scan}")

@@ -1,0 +1,93 @@
+"""The key of a frame: what the colours mean (caption or colour bar with units) and what the
+surface is."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from vtkmodules.vtkRenderingAnnotation import vtkScalarBarActor
+from vtkmodules.vtkRenderingCore import vtkRenderer
+
+from layerscan.geometry.scene.overlays import DIM, INK, Label
+from layerscan.geometry.scene.style import lookup_table, use_font
+
+CAPTIONS = {
+    "token": "colour = token: each chip below is the colour of its particles",
+    "slot": "colour = particle slot (fixed per particle all movie long)",
+    "density": "colour = local density of the particles in 3D",
+    "displacement": "colour = distance moved",
+}
+"""The one-line colour key per colour mode."""
+
+
+class Scale(NamedTuple):
+    """A colour bar: what it measures, in which unit, and the value at its top."""
+
+    title: str
+    top: float
+
+
+def surface_caption(settings: dict) -> str:
+    """One line saying what the drawn surface is, from the scan's settings."""
+    surface = (settings.get("projection") or {}).get("surface") or {}
+    if surface.get("method") == "alpha":
+        return "surface: alpha shape around the particles"
+    if surface.get("method") == "density":
+        share = round(100 * (1.0 - float(surface.get("level_quantile", 0.2))))
+        return f"surface: density isosurface holding ~{share} % of the particles"
+    return "surface: a density surface around the particles"
+
+
+class Legend:
+    """The colour key (a caption, plus a colour bar for the continuous modes) and the
+    surface caption, in one panel's overlay renderer."""
+
+    def __init__(self, overlay: vtkRenderer, size: int, viewport_px: tuple[int, int],
+                 y: float, scales: dict[str, Scale], surface_text: str) -> None:
+        line = 1.5 * size / viewport_px[1]
+        small = int(size * 0.85)
+        self.colour = Label(overlay, 0.02, y + line, small, INK, valign="bottom")
+        self.surface = Label(overlay, 0.02, y, small, DIM, valign="bottom")
+        self.surface.set(surface_text)
+        self.scales = scales
+        self.bar = vtkScalarBarActor()
+        self.bar.GetPositionCoordinate().SetCoordinateSystemToNormalizedViewport()
+        self.bar.SetPosition(0.93, 0.22)
+        self.bar.SetWidth(0.055)
+        self.bar.SetHeight(0.36)
+        self.bar.SetNumberOfLabels(3)
+        self.bar.SetLabelFormat("%.2g")
+        self.bar.SetTextPad(3)
+        self.bar.SetVerticalTitleSeparation(6)
+        self.bar.SetBarRatio(0.3)
+        self.bar.UnconstrainedFontSizeOn()
+        for prop, font in ((self.bar.GetTitleTextProperty(), small),
+                           (self.bar.GetLabelTextProperty(), int(size * 0.75))):
+            prop.SetFontSize(font)
+            prop.SetColor(*DIM)
+            use_font(prop)
+            prop.SetItalic(False)
+            prop.SetShadow(False)
+            prop.SetJustificationToRight()
+        self.bar.SetTextPositionToPrecedeScalarBar()
+        overlay.AddViewProp(self.bar)
+        self.mode: str | None = None
+
+    def show(self, mode: str, show_surface: bool, visible: bool = True) -> None:
+        """Key for colour `mode`; the surface caption only while the surface is drawn."""
+        self.colour.set_visible(visible)
+        self.surface.set_visible(visible and show_surface)
+        self.bar.SetVisibility(visible and mode in self.scales)
+        if mode == self.mode:
+            return
+        self.mode = mode
+        caption = CAPTIONS[mode]
+        if mode in self.scales:
+            scale = self.scales[mode]
+            caption += f" (bar at right: {scale.title.replace(chr(10), ' ')})"
+            lut = lookup_table(mode)  # the particles' table, relabelled in real units
+            lut.scalar_range = (0.0, scale.top)
+            self.bar.SetLookupTable(lut)
+            self.bar.SetTitle(scale.title)
+        self.colour.set(caption)
+

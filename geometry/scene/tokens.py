@@ -1,0 +1,192 @@
+"""Token groups in the scene: their centroids, their text labels in 3D, and A→B move arrows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyvista as pv
+from vtkmodules.util.numpy_support import vtk_to_numpy
+from vtkmodules.vtkRenderingCore import vtkRenderer, vtkTextActor, vtkTextRenderer
+
+from layerscan.geometry.scene.overlays import plain_text, token_label
+from layerscan.geometry.scene.style import ink_on, use_font
+
+LABEL_TEXT_LIMIT = 12
+"""Longest token text of a 3D label."""
+MAX_LABELS = 48
+"""Most labels shown at once; the rest are thinned away."""
+LABEL_BACKGROUND_OPACITY = 0.85
+"""Opacity of a label's token-coloured box (the particles behind it show faintly)."""
+ARROW_HEAD_SIDES = 6
+"""Facets of an arrow's cone head."""
+ARROW_SHAFT_GREY = 225
+"""Grey level of arrow shafts (the heads carry the token colour)."""
+
+
+def token_centroids(points: np.ndarray, particle_tokens: np.ndarray,
+                    n_tokens: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each token's place (the centroid of its particles) in one layout.
+
+    The same figure as `faithfulness.token_places`, for one layer and without its imports.
+
+    Args:
+        points: (n_particles, 3) one layer's layout.
+        particle_tokens: (n_particles,) int token of each particle.
+        n_tokens: tokens of the step.
+
+    Returns:
+        (n_tokens, 3) float64 centroids (zero for a token without particles) and
+        (n_tokens,) int particle counts.
+    """
+    counts = np.bincount(particle_tokens, minlength=n_tokens)[:n_tokens]
+    places = np.stack([np.bincount(particle_tokens, weights=points[:, k], minlength=n_tokens)
+                       [:n_tokens] for k in range(3)], 1)  # (n_tokens, 3)
+    return places / np.maximum(counts, 1)[:, None], counts
+
+
+def label_font_size(size: int, n_tokens: int) -> int:
+    """Label font size: the overlay size for short prompts, smaller for long ones."""
+    scale = 1.0 if n_tokens <= 16 else 0.85 if n_tokens <= 48 else 0.75
+    return max(8, int(round(size * scale)))
+
+
+class TokenLabels:
+    """Each token's text at its group's centroid, in the token's colour, thinned so that no two
+    labels overlap (the current and the latest tokens first).
+
+    The labels are 2D text actors in the overlay renderer anchored at world coordinates through
+    the 3D renderer's camera, so they follow the camera; thinning runs before every render.
+    """
+
+    def __init__(self, overlay: vtkRenderer, renderer: vtkRenderer, tokens: list[str],
+                 colors: np.ndarray, size: int) -> None:
+        self.overlay, self.renderer = overlay, renderer
+        self.font_size = label_font_size(size, len(tokens))
+        texts = [plain_text(token_label(t, LABEL_TEXT_LIMIT)) for t in tokens]
+        measurer, box = vtkTextRenderer(), [0, 0, 0, 0]
+        self.actors: list[vtkTextActor] = []
+        extents = []
+        for text, color in zip(texts, colors, strict=True):
+            actor = vtkTextActor()
+            actor.SetInput(text)
+            actor.GetPositionCoordinate().SetCoordinateSystemToWorld()
+            prop = actor.GetTextProperty()
+            prop.SetFontSize(self.font_size)
+            use_font(prop, bold=True)
+            # like the token's chip: its colour behind dark or light text
+            prop.SetColor(*ink_on(color))
+            prop.SetBackgroundColor(*color)
+            prop.SetBackgroundOpacity(LABEL_BACKGROUND_OPACITY)
+            prop.SetJustificationToCentered()
+            prop.SetVerticalJustificationToCentered()
+            actor.SetVisibility(False)
+            overlay.AddViewProp(actor)
+            measurer.GetBoundingBox(prop, text, box, 72)
+            extents.append((box[1] - box[0] + 6, box[3] - box[2] + 4))
+            self.actors.append(actor)
+        self.extents = np.asarray(extents, np.float64).reshape(-1, 2)  # (n_tokens, 2) px
+        self.places = np.zeros((len(tokens), 3))
+        self.order: list[int] = []
+        self.enabled = True
+        self.shown: list[int] = []
+        overlay.AddObserver("StartEvent", self._thin)
+
+    def set_places(self, places: np.ndarray, counts: np.ndarray, current: int | None) -> None:
+        """Move the labels of tokens with particles to `places` (n_tokens_step, 3)."""
+        n = len(places)
+        self.places[:n] = places
+        for actor, place in zip(self.actors, places, strict=False):
+            actor.GetPositionCoordinate().SetValue(*place)
+        has = [i for i in range(n) if counts[i] > 0]
+        first = [i for i in (current, n - 1) if i is not None and i in has]
+        self.order = list(dict.fromkeys(first + has[::-1]))
+
+    def set_enabled(self, enabled: bool) -> None:
+        self.enabled = enabled
+        if not enabled:
+            for actor in self.actors:
+                actor.SetVisibility(False)
+            self.shown = []
+
+    def project(self, places: np.ndarray) -> np.ndarray:
+        """(n, 3) world points → (n, 2) display pixels of the 3D renderer (origin bottom left)."""
+        renderer = self.renderer
+        camera = renderer.GetActiveCamera()
+        if self.overlay.GetActiveCamera() is not camera:
+            self.overlay.SetActiveCamera(camera)  # linked views swap cameras after we start
+        matrix = camera.GetCompositeProjectionTransformMatrix(
+            renderer.GetTiledAspectRatio(), -1, 1)
+        m = np.array([[matrix.GetElement(i, j) for j in range(4)] for i in range(4)])
+        h = np.c_[places, np.ones(len(places))] @ m.T  # (n, 4) clip coordinates
+        ndc = h[:, :2] / np.where(np.abs(h[:, 3:]) < 1e-12, 1e-12, h[:, 3:])
+        x0, y0, x1, y1 = renderer.GetViewport()
+        w, h_px = renderer.GetRenderWindow().GetSize()
+        return np.stack([(x0 + (ndc[:, 0] + 1) / 2 * (x1 - x0)) * w,
+                         (y0 + (ndc[:, 1] + 1) / 2 * (y1 - y0)) * h_px], 1)
+
+    def _thin(self, *_) -> None:
+        if not self.enabled:
+            return
+        order = self.order[:]
+        shown: list[int] = []
+        if order:
+            xy = self.project(self.places[order])
+            x0, y0, x1, y1 = self.renderer.GetViewport()
+            w, h = self.renderer.GetRenderWindow().GetSize()
+            boxes: list[np.ndarray] = []
+            for i, (x, y) in zip(order, xy, strict=True):
+                half = self.extents[i] / 2
+                box = np.array([x - half[0], y - half[1], x + half[0], y + half[1]])
+                inside = (box[0] >= x0 * w and box[2] <= x1 * w and box[1] >= y0 * h
+                          and box[3] <= y1 * h)
+                if not inside or len(shown) >= MAX_LABELS or any(
+                        box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3]
+                        for b in boxes):
+                    continue
+                boxes.append(box)
+                shown.append(i)
+        visible = set(shown)
+        for i, actor in enumerate(self.actors):
+            actor.SetVisibility(i in visible)
+        self.shown = shown
+
+
+class TokenArrows:
+    """One arrow per token from its centroid in A to its centroid in B: a line and a small cone
+    head, coloured like the token; the points move in place, the topology never changes."""
+
+    def __init__(self, colors: np.ndarray, head_length: float) -> None:
+        n, s = len(colors), ARROW_HEAD_SIDES
+        self.n, self.head_length = n, head_length
+        per = 2 + 1 + s  # line start, line end, cone tip, cone ring
+        base = np.arange(n)[:, None] * per
+        lines = np.c_[np.full(n, 2), base, base + 1]  # (n, 3)
+        ring = base + 3 + np.arange(s)[None]  # (n, s)
+        tris = np.stack([np.full((n, s), 3), np.repeat(base + 2, s, 1), ring,
+                         np.roll(ring, -1, 1)], -1).reshape(-1, 4)  # (n*s, 4)
+        self.mesh = pv.PolyData(np.zeros((n * per, 3), np.float32), lines=lines.ravel(),
+                                faces=tris.ravel())
+        rgb = (np.asarray(colors) * 255).astype(np.uint8)
+        shaft = np.full_like(rgb, ARROW_SHAFT_GREY)  # light shafts show over same-coloured dots
+        # VTK orders cells verts, lines, polys: n lines then n*s triangles
+        self.mesh.cell_data["rgb"] = np.concatenate([shaft, np.repeat(rgb, s, 0)])
+
+    def set(self, starts: np.ndarray, ends: np.ndarray) -> None:
+        """Arrows from (n, 3) `starts` to (n, 3) `ends`; a zero move draws nothing visible."""
+        s = ARROW_HEAD_SIDES
+        d = ends - starts  # (n, 3)
+        length = np.linalg.norm(d, axis=1, keepdims=True)
+        unit = d / np.maximum(length, 1e-12)
+        head = np.minimum(self.head_length, 0.45 * length)  # (n, 1)
+        helper = np.where(np.abs(unit[:, :1]) < 0.9, [[1.0, 0, 0]], [[0, 1.0, 0]])
+        u = np.cross(unit, helper)
+        u /= np.maximum(np.linalg.norm(u, axis=1, keepdims=True), 1e-12)
+        v = np.cross(unit, u)
+        angle = np.linspace(0, 2 * np.pi, s, endpoint=False)
+        radius = 0.4 * head[:, :, None]  # (n, 1, 1)
+        ring = (ends - unit * head)[:, None] + radius * (
+            np.cos(angle)[None, :, None] * u[:, None] + np.sin(angle)[None, :, None] * v[:, None])
+        pts = np.concatenate([starts[:, None], (ends - unit * head)[:, None], ends[:, None],
+                              ring], 1).reshape(-1, 3)  # (n * (3 + s), 3)
+        vtk_pts = self.mesh.GetPoints()
+        vtk_to_numpy(vtk_pts.GetData())[:] = pts
+        vtk_pts.Modified()
