@@ -47,6 +47,18 @@ def token_label(token: str, limit: int | None = None) -> str:
     return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
 
 
+def plain_text_backend() -> None:
+    """Render all text with FreeType, never as matplotlib math text.
+
+    VTK's default backend detection hands some strings (a `$`, or text FreeType fails on, as in
+    a logit lens listing `<|endoftext|>` and `↵␣␣␣`) to math text, which warns "Text shadow is
+    not supported with math text" on every shadowed label. Token text is never math.
+    """
+    renderer = vtkTextRenderer.GetInstance()
+    if renderer is not None:
+        renderer.SetDefaultBackend(vtkTextRenderer.FreeType)
+
+
 def plain_text(text: str) -> str:
     """Text for a VTK text actor: `$` escaped, so VTK never takes it for math text (which
     warns "Text shadow is not supported with math text" and drops the dollars)."""

@@ -19,7 +19,7 @@ from layerscan.geometry.diff import diverges
 from layerscan.geometry.scan_file import DiffScan, Scan
 from layerscan.geometry.scene import frames as fr
 from layerscan.geometry.scene.legend import Scale
-from layerscan.geometry.scene.overlays import LayerChart, token_label
+from layerscan.geometry.scene.overlays import LayerChart, plain_text_backend, token_label
 from layerscan.geometry.scene.panel import Panel
 from layerscan.geometry.scene.style import software_theme, token_colors, unit_scale, unit_top
 from layerscan.geometry.scene.tokens import TokenArrows
@@ -126,6 +126,7 @@ class Scene:
             raise LayerscanError("the two scans of a diff have different layer or particle "
                                  "counts; recreate the diff with `layerscan diff`")
         self.scans = scans
+        plain_text_backend()
         w, h = opts.window_size
         size = max(10, round(15 * h / 720))
         self.options = opts = dataclasses.replace(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ _SLIDER = dict(style="modern", fmt="%.0f", title_height=0.018, slider_width=0.01
                tube_width=0.003, color="#c8cdd6", title_color="#8a93a3",
                interaction_event="always")
 HELP = ("space play/pause · [ ] layer · - = token step · u surface · p points · l lines · "
-        "c colour · o overlays · s screenshot · q quit")
+        "t labels · c colour · o overlays · click a particle: its token · s screenshot · q quit")
 
 
 def check_display() -> None:
@@ -48,8 +49,9 @@ class Viewer:
         if not off_screen:
             check_display()
         scene_options = scene_options or SceneOptions()
-        scene_options.overlay_bottom = max(scene_options.overlay_bottom, 0.1)
-        scene_options.baked_shading = False  # the user orbits anywhere: light per pixel
+        scene_options = dataclasses.replace(  # the user orbits anywhere: light per pixel
+            scene_options, overlay_bottom=max(scene_options.overlay_bottom, 0.1),
+            baked_shading=False)
         self.scene = Scene(source, scene_options, off_screen=off_screen)
         self.plotter = self.scene.plotter
         self.fps, self.frames_per_layer = fps, frames_per_layer
@@ -59,7 +61,9 @@ class Viewer:
         self.screenshots: list[Path] = []
         self._timer_id: int | None = None
         self._syncing = True  # pyvista calls slider callbacks once while adding them
+        self.picked: str | None = None
         self._add_keys()
+        self._add_picking()
         self._add_sliders()
         self._syncing = False
         # the key help: top centre of a single scan; bottom of the right panel of a diff
@@ -147,6 +151,7 @@ class Viewer:
             "p": lambda: self._toggle("points"),
             "l": lambda: self._toggle("lines"),
             "o": lambda: self._toggle("overlays"),
+            "t": lambda: self._toggle("labels"),
             "c": self._cycle_colour,
             "s": self.screenshot,
         }
@@ -175,6 +180,30 @@ class Viewer:
             if style is not None:
                 style.RemoveObservers(event)
         iren.interactor.AddObserver("KeyPressEvent", self._on_key, 10.0)
+
+    def _add_picking(self) -> None:
+        """A click on a particle names its token and layer (VTK's point picker)."""
+        if self.plotter.iren is None:
+            return
+        self.plotter.enable_point_picking(callback=self._on_pick, use_picker=True,
+                                          show_message=False, show_point=False,
+                                          left_clicking=True, picker="point", tolerance=0.01)
+        self.plotter.clear_events_for_key("p")  # pyvista's pick key; ours toggles points
+        self.plotter.clear_events_for_key("P")
+
+    def _on_pick(self, _point, picker) -> None:
+        dataset = picker.GetDataSet()
+        point_id = picker.GetPointId()
+        for i, panel in enumerate(self.scene.panels):
+            if dataset is not None and point_id >= 0 and dataset is panel.cloud:
+                self.pick(i, point_id)
+                return
+
+    def pick(self, panel: int, point_id: int) -> str:
+        """Name particle `point_id` of panel `panel` on screen (what a click does)."""
+        self.picked = self.scene.describe_particle(panel, point_id)
+        self.scene.render()
+        return self.picked
 
     def _on_key(self, interactor, _event) -> None:
         self.press(interactor.GetKeySym())

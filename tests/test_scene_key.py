@@ -1,0 +1,281 @@
+"""The picture explains itself: token colours and chips, labels at their groups, the legend,
+token trust in the overlay, picking, diff arrows, camera framing (real off-screen renders)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from vtkmodules.vtkRenderingCore import vtkCoordinate
+
+from layerscan.geometry.diff import diverges
+from layerscan.geometry.faithfulness import token_places
+from layerscan.geometry.scene.legend import surface_caption
+from layerscan.geometry.scene.overlays import nice_ceiling, token_label
+from layerscan.geometry.scene.render import RenderOptions, render_movie
+from layerscan.geometry.scene.scene import Scene, SceneOptions
+from layerscan.geometry.scene.style import token_colors, token_palette
+from tests.synthetic_scan import make_diff, make_scan
+
+SIZE = (640, 360)
+
+
+@pytest.fixture(scope="module")
+def scan():
+    return make_scan(n_layers=3, n_particles=256, n_tokens=8)
+
+
+@pytest.fixture
+def scene(scan):
+    s = Scene(scan, SceneOptions(window_size=SIZE))
+    yield s
+    s.close()
+
+
+def particle_rgb(panel, step: int, layer: int) -> np.ndarray:
+    """(n_particles, 3) the colour VTK maps each particle's scalar to, at a whole layer."""
+    lut = panel.points_actor.mapper.lookup_table
+    values = panel.cloud.point_data["color"]
+    out = np.empty((len(values), 3))
+    for i, v in enumerate(values):
+        lut.GetColor(float(v), out[i])
+    return out
+
+
+def test_palette_is_distinct_and_cycles():
+    palette = token_palette()
+    assert len(np.unique(np.round(palette, 3), axis=0)) == len(palette) == 64
+    assert np.array_equal(token_colors(70)[64:], palette[:6])
+
+
+def test_token_colours_of_particles_match_their_chips(scan, scene):
+    assert scene.mode == "token"  # the default
+    scene.update(0, 2.0)
+    panel = scene.panels[0]
+    rgb = particle_rgb(panel, 0, 2)
+    tokens = scan.particle_tokens[0, 2]
+    for i, actor in enumerate(panel.chips.actors):
+        chip = np.array(actor.GetTextProperty().GetBackgroundColor())
+        assert np.allclose(rgb[tokens == i], chip, atol=1 / 255), i
+    assert len({tuple(a.GetTextProperty().GetBackgroundColor())
+                for a in panel.chips.actors}) == len(scan.tokens)
+    scene.set_color_mode("slot")  # other modes: neutral chips
+    assert {tuple(a.GetTextProperty().GetBackgroundColor()) for a in panel.chips.actors} \
+        != {tuple(c) for c in token_colors(len(scan.tokens))}
+
+
+def test_token_colours_show_in_the_picture(scan):
+    scene = Scene(scan, SceneOptions(window_size=SIZE, show_labels=False, show_surface=False,
+                                     show_overlays=False))
+    try:
+        scene.update(0, 3.0)
+        image = scene.image().reshape(-1, 3).astype(int)
+        for color in token_colors(len(scan.tokens)):
+            close = np.abs(image - np.round(color * 255)).max(1) < 40
+            assert close.sum() > 20, color
+    finally:
+        scene.close()
+
+
+def test_labels_sit_at_token_centroids_and_toggle(scan, scene):
+    scene.update(0, 3.0)
+    scene.render()
+    labels = scene.panels[0].labels
+    assert len(labels.shown) >= 4
+    places = token_places(scan.positions[0], scan.particle_tokens[0], len(scan.tokens))[3]
+    for i in labels.shown:
+        actor = labels.actors[i]
+        assert actor.GetVisibility()
+        assert np.allclose(actor.GetPositionCoordinate().GetValue(), places[i], atol=1e-4)
+        assert actor.GetInput() == token_label(scan.tokens[i], 12)
+    before = scene.image().astype(int)
+    assert scene.toggle("labels") is False
+    assert not any(a.GetVisibility() for a in labels.actors)
+    assert np.abs(scene.image().astype(int) - before).mean() > 0.05
+    scene.toggle("labels")
+    assert np.abs(scene.image().astype(int) - before).mean() < 0.05
+
+
+def test_labels_move_with_the_layout(scan, scene):
+    scene.update(0, 0.0)
+    scene.render()
+    start = [scene.panels[0].labels.actors[i].GetPositionCoordinate().GetValue()
+             for i in range(len(scan.tokens))]
+    scene.update(0, 1.5)
+    scene.render()
+    moved = [scene.panels[0].labels.actors[i].GetPositionCoordinate().GetValue()
+             for i in range(len(scan.tokens))]
+    assert not np.allclose(start, moved)
+
+
+def test_long_prompts_thin_labels_without_overlap():
+    long = make_scan(n_layers=2, n_particles=512, n_tokens=60, seed=1)
+    scene = Scene(long, SceneOptions(window_size=SIZE))
+    try:
+        scene.update(0, 0.0)
+        scene.render()
+        labels = scene.panels[0].labels
+        assert 0 < len(labels.shown) < 60
+        xy = labels.project(labels.places[labels.shown])
+        half = labels.extents[labels.shown] / 2
+        for a in range(len(xy)):
+            for b in range(a):
+                overlap = (np.abs(xy[a] - xy[b]) < half[a] + half[b]).all()
+                assert not overlap, (labels.shown[a], labels.shown[b])
+        assert labels.font_size < scene.panels[0].chips.actors[0].GetTextProperty() \
+            .GetFontSize()
+    finally:
+        scene.close()
+
+
+def test_no_labels_option(scan):
+    scene = Scene(scan, SceneOptions(window_size=SIZE, show_labels=False))
+    try:
+        scene.render()
+        assert not any(a.GetVisibility() for a in scene.panels[0].labels.actors)
+    finally:
+        scene.close()
+
+
+def test_legend_per_colour_mode(scan, scene):
+    legend = scene.panels[0].legend
+    scene.render()
+    assert "chip" in legend.colour.actor.GetInput() and not legend.bar.GetVisibility()
+    assert legend.surface.actor.GetInput().startswith("surface:")
+    for mode, word in (("density", "density"), ("displacement", "moved")):
+        scene.set_color_mode(mode)
+        assert legend.bar.GetVisibility() and word in legend.bar.GetTitle()
+        low, high = legend.bar.GetLookupTable().GetRange()
+        assert low == 0 and high > 0
+    scene.set_color_mode("displacement")
+    scene.toggle("surface")
+    assert not legend.surface.actor.GetVisibility()
+    scene.toggle("surface")
+
+
+def test_surface_caption_says_what_the_surface_holds():
+    settings = {"projection": {"surface": {"method": "density", "level_quantile": 0.2}}}
+    assert surface_caption(settings) == \
+        "surface: density isosurface holding ~80 % of the particles"
+    assert "alpha" in surface_caption({"projection": {"surface": {"method": "alpha"}}})
+
+
+def test_overlay_shows_token_trust_beside_the_baseline(scan, scene):
+    scene.update(0, 2.0)
+    text = scene.panels[0].fig.actor.GetInput()
+    trust, base = scan.token_trust[0, 2], scan.baseline_trust[0, 2]
+    assert f"token trust {trust:.2f} (PCA-3 {base:.2f})" in text and "R²" in text
+    assert "continuity" not in text
+
+
+def test_whitespace_is_visible_in_token_text(scan, scene):
+    assert token_label(" because") == "␣because" != token_label("because")
+    assert token_label("\n") == "↵" and token_label("") == "∅"
+    lens = scene.panels[0].lens
+    lens.show("x", [" because", "because", " Because"], np.array([0.5, 0.3, 0.2]))
+    assert [r.actor.GetInput() for r in lens.rows[:3]] == ["␣because", "because", "␣Because"]
+    assert scene.panels[0].chips.actors[1].GetInput() == "␣quick"
+
+
+def test_picking_names_token_and_layer(scan, scene):
+    scene.update(0, 2.0)
+    pid = int(np.flatnonzero(scan.particle_tokens[0, 2] == 3)[0])
+    text = scene.describe_particle(0, pid)
+    assert "token 3" in text and "␣fox" in text and "layer 2" in text
+    assert scene.panels[0].pick.actor.GetInput() == text
+
+
+def test_every_layer_stays_inside_the_picture():
+    """From the start view and along the orbit, every point of every layer projects inside
+    the viewport (through the renderer's own world-to-display transform), and inside the
+    area clear of the overlays."""
+    wide = make_scan(n_layers=4, n_particles=256, n_tokens=6, seed=3)
+    for source, size in ((wide, (640, 360)), (make_diff(n_layers=3, n_particles=128),
+                                               (800, 360))):
+        scene = Scene(source, SceneOptions(window_size=size))
+        try:
+            renderer = scene.plotter.renderers[0]
+            w, h = size[0] // len(scene.scans), size[1]
+            coord = vtkCoordinate()
+            coord.SetCoordinateSystemToWorld()
+            for azimuth in (0.0, 30.0, 180.0):
+                scene.set_azimuth(azimuth)
+                scene.render()
+                for s in scene.scans:
+                    for point in s.positions[-1].reshape(-1, 3)[::3]:
+                        coord.SetValue(*point)
+                        x, y = coord.GetComputedDoubleDisplayValue(renderer)
+                        assert 0 <= x <= w and 0.2 * h <= y <= 0.87 * h, (azimuth, x, y)
+        finally:
+            scene.close()
+
+
+def test_diff_draws_one_arrow_per_token():
+    diff = make_diff(n_layers=3, n_particles=256, n_tokens=6)
+    scene = Scene(diff, SceneOptions(window_size=(800, 360)))
+    try:
+        scene.update(0, 3.0)
+        arrows = scene.arrows
+        assert arrows.n == 6 and arrows.mesh.n_lines == 6
+        pts = arrows.mesh.points.reshape(6, -1, 3)
+        a = token_places(diff.a.positions[0], diff.a.particle_tokens[0], 6)[3]
+        b = token_places(diff.b.positions[0], diff.b.particle_tokens[0], 6)[3]
+        assert np.allclose(pts[:, 0], a, atol=1e-4) and np.allclose(pts[:, 2], b, atol=1e-4)
+        assert "peak" in scene.chart.title.actor.GetInput()
+    finally:
+        scene.close()
+
+
+def test_self_diff_does_not_claim_a_peak(tmp_path):
+    a = make_scan(n_layers=3, n_particles=128, n_tokens=5)
+    same = dataclasses.replace(make_diff(n_layers=3, n_particles=128, n_tokens=5), a=a, b=a,
+                               displacement_cloud=np.zeros((4, 128), np.float32),
+                               displacement_3d=np.zeros((4, 128), np.float32),
+                               divergence=np.zeros(4, np.float32), peak_layer=0,
+                               differing_tokens=[])
+    assert not diverges(same.divergence) and diverges(np.array([0.0, 0.1]))
+    scene = Scene(same, SceneOptions(window_size=(800, 360)))
+    try:
+        title = scene.chart.title.actor.GetInput()
+        assert "do not diverge" in title and "peak" not in title
+        assert [t.actor.GetInput() for t in scene.chart.tick_labels] == ["0", "0.5", "1"]
+    finally:
+        scene.close()
+
+
+def test_chart_axis_starts_at_zero():
+    assert nice_ceiling(0.96) == 1.0 and nice_ceiling(2.4) == 2.5 and nice_ceiling(0) == 1.0
+    diff = make_diff(n_layers=3, n_particles=128)
+    diff = dataclasses.replace(diff, divergence=np.array([0.74, 0.8, 0.9, 0.96], np.float32))
+    scene = Scene(diff, SceneOptions(window_size=(800, 360)))
+    try:
+        chart = scene.chart
+        _, y0, _, y1 = chart.box
+        span = (chart.ys.max() - chart.ys.min()) / (y1 - y0)
+        assert span < 0.25  # 0.74 → 0.96 is a fifth of the axis, not all of it
+        assert chart.tick_labels[0].actor.GetInput() == "0"
+    finally:
+        scene.close()
+
+
+def test_token_time_render_prints_no_vtk_warning(tmp_path, capfd):
+    stepped = make_scan(n_layers=2, n_particles=128, n_tokens=5, n_steps=3)
+    stepped.tokens = ["$5", " costs", " $6", " or", " $"]
+    render_movie(stepped, tmp_path / "sweep.mp4", SceneOptions(window_size=(320, 240)),
+                 RenderOptions(frames_per_layer=1, hold=0, progress=False, token_sweep=True))
+    err = capfd.readouterr().err
+    assert "math text" not in err and "WARN" not in err and "ERR" not in err, err
+
+
+@pytest.mark.slow
+def test_real_token_time_render_prints_no_vtk_warning(tmp_path, capfd):
+    """The embedded model's logit lens lists tokens (`<|endoftext|>`, newlines) that VTK's
+    backend detection once sent to math text, which warned on every shadowed label."""
+    from layerscan.cli import main
+
+    assert main(["render", "The cat sat", "--token-time", "-o", str(tmp_path / "t.mp4"),
+                 "--resolution", "320x240", "--frames-per-layer", "1", "--hold", "0",
+                 "--no-progress"]) == 0
+    err = capfd.readouterr().err
+    assert "math text" not in err and "WARN" not in err, err
