@@ -192,10 +192,12 @@ class Viewer:
         self.plotter.clear_events_for_key("P")
 
     def _on_pick(self, _point, picker) -> None:
-        dataset = picker.GetDataSet()
-        point_id = picker.GetPointId()
+        actor, point_id = picker.GetActor(), picker.GetPointId()
+        if actor is None or point_id < 0:
+            return
+        address = actor.GetAddressAsString("vtkObject")  # VTK hands back a plain wrapper
         for i, panel in enumerate(self.scene.panels):
-            if dataset is not None and point_id >= 0 and dataset is panel.cloud:
+            if panel.points_actor.GetAddressAsString("vtkObject") == address:
                 self.pick(i, point_id)
                 return
 
