@@ -14,17 +14,19 @@ from layerscan.geometry.scene.style import lookup_table, use_font
 CAPTIONS = {
     "token": "colour = token: each chip below is the colour of its particles",
     "slot": "colour = particle slot (fixed per particle all movie long)",
-    "density": "colour = local density of the particles in 3D",
-    "displacement": "colour = distance moved",
 }
-"""The one-line colour key per colour mode."""
+"""The one-line colour key of the categorical modes (the continuous ones have a `Scale`)."""
 
 
 class Scale(NamedTuple):
     """A colour bar: what it measures, in which unit, and the value at its top."""
 
+    caption: str
+    """One line under the picture, e.g. "colour = local density of the particles"."""
     title: str
+    """The bar's title with its unit (may span lines)."""
     top: float
+    """The value at the top of the bar (colours saturate there)."""
 
 
 def surface_caption(settings: dict) -> str:
@@ -52,8 +54,8 @@ class Legend:
         self.scales = scales
         self.bar = vtkScalarBarActor()
         self.bar.GetPositionCoordinate().SetCoordinateSystemToNormalizedViewport()
-        self.bar.SetPosition(0.93, 0.22)
-        self.bar.SetWidth(0.055)
+        self.bar.SetPosition(0.925, 0.22)
+        self.bar.SetWidth(0.06)
         self.bar.SetHeight(0.36)
         self.bar.SetNumberOfLabels(3)
         self.bar.SetLabelFormat("%.2g")
@@ -68,8 +70,7 @@ class Legend:
             use_font(prop)
             prop.SetItalic(False)
             prop.SetShadow(False)
-            prop.SetJustificationToRight()
-        self.bar.SetTextPositionToPrecedeScalarBar()
+        self.bar.SetTextPositionToSucceedScalarBar()
         overlay.AddViewProp(self.bar)
         self.mode: str | None = None
 
@@ -81,13 +82,14 @@ class Legend:
         if mode == self.mode:
             return
         self.mode = mode
-        caption = CAPTIONS[mode]
         if mode in self.scales:
             scale = self.scales[mode]
-            caption += f" (bar at right: {scale.title.replace(chr(10), ' ')})"
+            caption = f"{scale.caption} · scale at right"
             lut = lookup_table(mode)  # the particles' table, relabelled in real units
             lut.scalar_range = (0.0, scale.top)
             self.bar.SetLookupTable(lut)
             self.bar.SetTitle(scale.title)
+        else:
+            caption = CAPTIONS[mode]
         self.colour.set(caption)
 

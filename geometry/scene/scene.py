@@ -214,10 +214,12 @@ class Scene:
     def _displacements(self) -> tuple[list[np.ndarray], dict[str, Scale]]:
         """Per panel (n_layers+1, n_particles) displacement scaled to [0, 1], and the colour
         bars of the continuous modes in real units."""
-        scales = {"density": Scale("local density\n(1 = densest\nof the layer)", 1.0)}
+        scales = {"density": Scale("colour = local density of the particles in 3D",
+                                   "density\n(1 = densest\nof the layer)", 1.0)}
         if self.is_diff:
             d = np.asarray(self.source.displacement_cloud, np.float32)
-            scales["displacement"] = Scale("A→B distance\n(particle units)", unit_top(d))
+            scales["displacement"] = Scale("colour = distance of each particle from its twin in A",
+                                           "A→B distance\n(particle units)", unit_top(d))
             return [unit_scale(d)] * 2, scales
         out = []
         for scan in self.scans:
@@ -225,8 +227,8 @@ class Scene:
             d = np.zeros(pos.shape[:2], np.float32)
             d[1:] = np.linalg.norm(np.diff(pos, axis=0), axis=-1)
             out.append(unit_scale(d))
-            scales["displacement"] = Scale("moved since the\nprevious layer\n(3D units)",
-                                           unit_top(d))
+            scales["displacement"] = Scale("colour = distance moved since the previous layer",
+                                           "moved since\nlast layer\n(3D units)", unit_top(d))
         return out, scales
 
     def _setup_camera(self) -> None:
@@ -236,7 +238,6 @@ class Scene:
         camera's window centre shifts the picture into the free area.
         """
         pos = np.concatenate([s.positions.reshape(-1, 3) for s in self.scans])
-        self.centre = (pos.min(0) + pos.max(0)) / 2
         self.elevation = np.radians(22.0)
         self.base_azimuth = np.radians(35.0)
         x0, y0, x1, y1 = FREE_AREA["diff" if self.is_diff else "single"]
@@ -244,8 +245,12 @@ class Scene:
         w, h = self.options.window_size
         aspect = w / len(self.scans) / h
         half_v = np.tan(np.radians(VIEW_ANGLE) / 2) / FRAME_MARGIN
-        self.distance = fr.framing_distance(pos, self.centre, self.elevation,
-                                            ((x1 - x0) * aspect * half_v, (y1 - y0) * half_v))
+        tan_half = ((x1 - x0) * aspect * half_v, (y1 - y0) * half_v)
+        # the focal point that needs the least distance: a few outliers pull the box's middle
+        self.distance, self.centre = min(
+            ((fr.framing_distance(pos, c, self.elevation, tan_half), c)
+             for c in ((pos.min(0) + pos.max(0)) / 2, pos.mean(0), np.median(pos, 0))),
+            key=lambda fit: fit[0])
         self.window_centre = (x0 + x1 - 1.0, y0 + y1 - 1.0)  # in [-1, 1] viewport units
         self.plotter.camera.view_angle = VIEW_ANGLE
         self.set_azimuth(0.0)
