@@ -279,3 +279,16 @@ def test_real_token_time_render_prints_no_vtk_warning(tmp_path, capfd):
                  "--no-progress"]) == 0
     err = capfd.readouterr().err
     assert "math text" not in err and "WARN" not in err, err
+
+
+def test_html_page_colours_by_token(scan, tmp_path):
+    import json
+
+    from layerscan.geometry.scene.export import export_html
+
+    page = export_html(scan, tmp_path / "s.html").read_text()
+    panel = json.loads(page.split("const DATA = ")[1].split(";\nfunction f32")[0])["panels"][0]
+    expected = [("#" + "".join(f"{round(255 * c):02x}" for c in rgb))
+                for rgb in token_colors(len(scan.tokens))]
+    assert panel["token_colors"] == expected and panel["particle_tokens"]
+    assert "token_trust" in panel["metrics"] and 'mode.value=P[0].particle_tokens?"token"' in page
