@@ -186,27 +186,35 @@ def test_picking_names_token_and_layer(scan, scene):
     assert scene.panels[0].pick.actor.GetInput() == text
 
 
-def test_every_layer_stays_inside_the_picture():
+@pytest.mark.parametrize("bottom", [0.0, 0.1])
+def test_every_layer_stays_inside_the_picture(bottom):
     """From the start view and along the orbit, every point of every layer projects inside
     the viewport (through the renderer's own world-to-display transform), and inside the
-    area clear of the overlays."""
+    area clear of the overlays, which it nearly fills."""
     wide = make_scan(n_layers=4, n_particles=256, n_tokens=6, seed=3)
     for source, size in ((wide, (640, 360)), (make_diff(n_layers=3, n_particles=128),
                                                (800, 360))):
-        scene = Scene(source, SceneOptions(window_size=size))
+        scene = Scene(source, SceneOptions(window_size=size, overlay_bottom=bottom))
         try:
             renderer = scene.plotter.renderers[0]
             w, h = size[0] // len(scene.scans), size[1]
             coord = vtkCoordinate()
             coord.SetCoordinateSystemToWorld()
+            x0, y0, x1, y1 = scene.free_area
             for azimuth in (0.0, 30.0, 180.0):
                 scene.set_azimuth(azimuth)
                 scene.render()
+                xy = []
                 for s in scene.scans:
                     for point in s.positions[-1].reshape(-1, 3)[::3]:
                         coord.SetValue(*point)
-                        x, y = coord.GetComputedDoubleDisplayValue(renderer)
-                        assert 0 <= x <= w and 0.2 * h <= y <= 0.87 * h, (azimuth, x, y)
+                        xy.append(coord.GetComputedDoubleDisplayValue(renderer))
+                xy = np.array(xy) / [w, h]  # (n, 2) normalized viewport
+                assert (xy >= 0).all() and (xy <= 1).all()
+                assert (xy[:, 0] >= x0).all() and (xy[:, 0] <= x1).all(), azimuth
+                assert (xy[:, 1] >= y0).all() and (xy[:, 1] <= y1).all(), azimuth
+            used = (xy.max(0) - xy.min(0)) / [x1 - x0, y1 - y0]
+            assert used.max() > 0.6  # framed, not lost in the middle
         finally:
             scene.close()
 

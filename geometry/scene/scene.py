@@ -251,7 +251,10 @@ class Scene:
             ((fr.framing_distance(pos, c, self.elevation, tan_half), c)
              for c in ((pos.min(0) + pos.max(0)) / 2, pos.mean(0), np.median(pos, 0))),
             key=lambda fit: fit[0])
-        self.window_centre = (x0 + x1 - 1.0, y0 + y1 - 1.0)  # in [-1, 1] viewport units
+        self.free_area = (x0, y0, x1, y1)
+        # VTK's window centre is where the view's centre goes, in [-1, 1] viewport units,
+        # measured the other way round: (-0.1, -0.1) moves the picture up and to the right
+        self.window_centre = (1.0 - x0 - x1, 1.0 - y0 - y1)
         self.plotter.camera.view_angle = VIEW_ANGLE
         self.set_azimuth(0.0)
 
