@@ -300,3 +300,25 @@ def test_html_page_colours_by_token(scan, tmp_path):
                 for rgb in token_colors(len(scan.tokens))]
     assert panel["token_colors"] == expected and panel["particle_tokens"]
     assert "token_trust" in panel["metrics"] and 'mode.value=P[0].particle_tokens?"token"' in page
+
+
+def test_cli_label_and_colour_flags(scan, tmp_path):
+    import imageio.v3 as iio
+
+    from layerscan.cli import main
+
+    scan.save(tmp_path / "s.scan")
+    for flags in (["--no-labels"], ["--color", "token"], ["--color", "density"]):
+        out = tmp_path / f"{flags[-1]}.png"
+        assert main(["render", str(tmp_path / "s.scan"), "-o", str(out), "--resolution",
+                     "320x240", *flags]) == 0
+        assert iio.imread(out).shape == (240, 320, 3)
+
+
+@pytest.mark.slow
+def test_self_diff_says_the_prompts_do_not_diverge(tmp_path, capsys):
+    from layerscan.cli import main
+
+    assert main(["diff", "The cat sat", "The cat sat", "-o", str(tmp_path / "d.scan")]) == 0
+    err = capsys.readouterr().err
+    assert "do not diverge" in err and "peaks at" not in err
