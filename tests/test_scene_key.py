@@ -322,3 +322,33 @@ def test_self_diff_says_the_prompts_do_not_diverge(tmp_path, capsys):
     assert main(["diff", "The cat sat", "The cat sat", "-o", str(tmp_path / "d.scan")]) == 0
     err = capsys.readouterr().err
     assert "do not diverge" in err and "peaks at" not in err
+
+
+def test_text_is_drawn_over_the_particles():
+    """Text moved over the cloud of a diff panel: each pixel of its glyphs is the same with
+    and without particles (text is drawn last, on its own layer), and it has a dark backing,
+    so dim text stays legible over bright particles."""
+    diff = make_diff(n_layers=3, n_particles=1024, n_tokens=6)
+    size = (800, 360)
+    images = []
+    for show_points in (False, True):
+        scene = Scene(diff, SceneOptions(window_size=size, show_points=show_points,
+                                         show_labels=False))
+        try:
+            scene.update(0, 3.0)
+            for panel in scene.panels:
+                panel.fig.actor.SetPosition(0.05, 0.52)  # across the middle of the cloud
+                panel.fig.actor.GetTextProperty().SetColor(1.0, 1.0, 0.0)  # pure yellow
+            images.append(scene.image().astype(int))
+            backing = scene.panels[0].fig.actor.GetTextProperty().GetBackgroundOpacity()
+        finally:
+            scene.close()
+    band = slice(int(size[1] * 0.42), int(size[1] * 0.52))
+    plain = images[0][band]  # drawn without particles: pure yellow pixels are text cores
+    text = (plain[..., 0] >= 250) & (plain[..., 1] >= 250) & (plain[..., 2] <= 5)
+    changed = np.abs(images[1][band] - images[0][band]).max(-1) > 30
+    rows, cols = np.flatnonzero(text.any(1)), np.flatnonzero(text.any(0))
+    box = changed[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    assert text.sum() > 30 and box.sum() > 100, "no particles behind the text"
+    assert np.array_equal(images[1][band][text], images[0][band][text])
+    assert backing >= 0.5

@@ -27,6 +27,10 @@ CHIP = (0.20, 0.24, 0.31)
 CHIP_CURRENT = (1.0, 0.78, 0.25)
 CHIP_FUTURE = (0.12, 0.14, 0.18)
 CHIP_DIFF = (0.75, 0.22, 0.25)
+BACKING = (0.055, 0.067, 0.09)
+"""Colour behind overlay text (the scene background)."""
+BACKING_OPACITY = 0.7
+"""How much of what lies behind overlay text the backing hides."""
 CHIP_TEXT_LIMIT = 24
 """Longest token text on a chip."""
 
@@ -78,8 +82,9 @@ class Label:
         prop.SetFontSize(size)
         prop.SetColor(*color)
         use_font(prop, bold)
-        prop.SetShadow(True)
-        prop.SetShadowOffset(1, -1)
+        # a dark backing instead of a shadow: dim text stays legible over bright particles
+        prop.SetBackgroundColor(*BACKING)
+        prop.SetBackgroundOpacity(BACKING_OPACITY)
         if mono:
             prop.SetFontFamilyToCourier()
         {"left": prop.SetJustificationToLeft, "right": prop.SetJustificationToRight,

@@ -16,6 +16,8 @@ MAX_LABELS = 48
 """Most labels shown at once; the rest are thinned away."""
 LABEL_BACKGROUND_OPACITY = 0.85
 """Opacity of a label's token-coloured box (the particles behind it show faintly)."""
+LABEL_RIM = (0.055, 0.067, 0.09)
+"""Colour of the rim around a label's box."""
 ARROW_HEAD_SIDES = 6
 """Facets of an arrow's cone head."""
 ARROW_SHAFT_GREY = 225
@@ -76,6 +78,9 @@ class TokenLabels:
             prop.SetColor(*ink_on(color))
             prop.SetBackgroundColor(*color)
             prop.SetBackgroundOpacity(LABEL_BACKGROUND_OPACITY)
+            prop.SetFrame(True)  # a dark rim sets the box apart from its own particles
+            prop.SetFrameColor(*LABEL_RIM)
+            prop.SetFrameWidth(2)
             prop.SetJustificationToCentered()
             prop.SetVerticalJustificationToCentered()
             actor.SetVisibility(False)
