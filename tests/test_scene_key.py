@@ -350,5 +350,6 @@ def test_text_is_drawn_over_the_particles():
     rows, cols = np.flatnonzero(text.any(1)), np.flatnonzero(text.any(0))
     box = changed[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
     assert text.sum() > 30 and box.sum() > 100, "no particles behind the text"
-    assert np.array_equal(images[1][band][text], images[0][band][text])
+    # glyph cores keep their colour (edges blend with what lies behind, by a few levels)
+    assert np.abs(images[1][band][text] - images[0][band][text]).max() <= 8
     assert backing >= 0.5
