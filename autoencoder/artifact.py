@@ -164,17 +164,17 @@ class TrainedAutoencoder:
             One EncodedLayers per length, in order.
         """
         hidden = self._check_hidden(hidden)
-        n_seen, n_tokens, _ = hidden.shape
+        n_layers, n_tokens = hidden.shape[0] - 1, hidden.shape[1]
         for p in lengths:
             if not 1 <= int(p) <= n_tokens:
                 raise LayerscanError(f"prefix length {p} outside 1..{n_tokens}")
-        rows = [(int(p), layer) for p in lengths for layer in range(n_seen)]
+        rows = [(int(p), layer) for p in lengths for layer in range(n_layers + 1)]
         device = self.model.mean.device
-        states = torch.from_numpy(np.ascontiguousarray(hidden)).to(device)  # (n_seen, T, d)
+        states = torch.from_numpy(np.ascontiguousarray(hidden)).to(device)  # (n_layers+1, T, d)
         clouds, r2 = [], []
         with torch.inference_mode():
-            layers = torch.arange(n_seen, device=device)
-            codes = self.model.token_codes(states, layers)  # (n_seen, T, n_ranks, k), causal
+            layers = torch.arange(n_layers + 1, device=device)
+            codes = self.model.token_codes(states, layers)  # (n_layers+1, T, n_ranks, d_particle)
             for start in range(0, len(rows), ROWS_PER_BATCH):
                 chunk = rows[start:start + ROWS_PER_BATCH]
                 lens = torch.tensor([p for p, _ in chunk], device=device)
@@ -185,8 +185,8 @@ class TrainedAutoencoder:
                 mask = torch.arange(longest, device=device)[None] < lens[:, None]
                 clouds.append(cloud.float().cpu())
                 r2.append(layer_r2(self.model, states[layer, :longest], recon, layer, mask).cpu())
-        clouds_t = torch.cat(clouds).view(len(lengths), n_seen, *clouds[0].shape[1:])
-        r2_t = torch.cat(r2).view(len(lengths), n_seen)
+        clouds_t = torch.cat(clouds).view(len(lengths), n_layers + 1, *clouds[0].shape[1:])
+        r2_t = torch.cat(r2).view(len(lengths), n_layers + 1)
         return [EncodedLayers(clouds=c.numpy().astype(np.float32),
                               reconstruction_r2=r.numpy().astype(np.float32),
                               particle_tokens=self.model.token_of[p].cpu().numpy()
@@ -201,9 +201,9 @@ def layer_r2(model: ParticleAutoencoder, hidden: torch.Tensor, reconstruction: t
     Args:
         hidden, reconstruction: (batch, n_tokens, d_model); mask: (batch, n_tokens) bool.
     """
-    m = mask[..., None].to(hidden.dtype)
-    sse = (((reconstruction - hidden) * m) ** 2).sum((1, 2))  # (batch,)
-    sst = (((hidden - model.mean[layer, None]) * m) ** 2).sum((1, 2))  # (batch,)
+    from layerscan.autoencoder.evaluation import r2_terms
+
+    sse, sst = r2_terms(hidden, reconstruction, model.mean[layer, None], mask)  # (batch,)
     return 1.0 - sse / sst.clamp_min(1e-12)
 
 

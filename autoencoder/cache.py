@@ -61,11 +61,8 @@ class HiddenStateCache:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise LayerscanError(f"{self.folder}: unusable hidden-state cache ({exc}); delete "
                                  "the folder and it will be rebuilt") from exc
-        self.n_seen, self.d_model = int(meta["n_layers"]) + 1, int(meta["d_model"])
-
-    @property
-    def n_layers(self) -> int:
-        return self.n_seen - 1
+        # n_layers transformer blocks: a window holds n_layers+1 hidden states per token
+        self.n_layers, self.d_model = int(meta["n_layers"]), int(meta["d_model"])
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -96,7 +93,7 @@ def build_cache(folder: str | os.PathLike, windows: list[list[int]], documents: 
     folder = Path(folder)
     order = sorted(range(len(windows)), key=lambda i: len(windows[i]))  # similar lengths batch
     first = extract([windows[order[0]]])[0]
-    n_seen, d_model = first.shape[0], first.shape[2]
+    n_layers, d_model = first.shape[0] - 1, first.shape[2]
     lengths = [len(w) for w in windows]
     # pack windows into shards in corpus order
     index, shard_sizes, shard, offset = [], [], 0, 0
@@ -112,7 +109,7 @@ def build_cache(folder: str | os.PathLike, windows: list[list[int]], documents: 
         tmp.mkdir()
         names = [f"shard_{s:04d}.npy" for s in range(len(shard_sizes))]
         arrays = [np.lib.format.open_memmap(tmp / name, mode="w+", dtype=np.float16,
-                                            shape=(n_seen, size, d_model))
+                                            shape=(n_layers + 1, size, d_model))
                   for name, size in zip(names, shard_sizes, strict=True)]
         overflow = False
         for start in range(0, len(order), batch_size):
@@ -132,7 +129,7 @@ def build_cache(folder: str | os.PathLike, windows: list[list[int]], documents: 
         for array in arrays:
             array.flush()
         del arrays
-        full_meta = dict(meta, format_version=CACHE_FORMAT_VERSION, n_layers=n_seen - 1,
+        full_meta = dict(meta, format_version=CACHE_FORMAT_VERSION, n_layers=n_layers,
                          d_model=d_model, shards=names, n_tokens=sum(lengths),
                          windows=[[w.shard, w.offset, w.length, w.document] for w in index])
         (tmp / META_NAME).write_text(json.dumps(full_meta), encoding="utf-8")

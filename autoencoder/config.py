@@ -6,8 +6,9 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from layerscan.autoencoder.capture.capture_file import NORMALIZATIONS, Normalization
 from layerscan.errors import LayerscanError
 
 
@@ -18,7 +19,7 @@ class ModelConfig:
     n_particles: int = 1024
     """Particles per cloud (N)."""
     d_particle: int = 16
-    """Features per particle (k)."""
+    """Features per particle."""
     max_len: int = 128
     """Longest prompt, in tokens, that one cloud encodes; longer documents are chunked."""
     d_pos: int = 32
@@ -30,6 +31,9 @@ class ModelConfig:
     """Corpus covariances of evenly spaced groups of layers; each layer's basis is the PCA of
     its mix of them (1: one basis for all layers). More anchors fit long prompts better but
     turn the bases more from layer to layer, so particles also move where the states do not."""
+    detail_scale: float = 0.1
+    """Distance of a token's particles from its main coordinates, as a share of their own
+    coordinates: small keeps each token's particles a compact group in the cloud."""
     d_hidden: int = 512
     """Width of the decoder network that predicts the coordinates a token's particles cannot
     hold in long prompts (0: predict their corpus mean, zero)."""
@@ -40,6 +44,11 @@ class ModelConfig:
         for name in ("n_particles", "d_particle", "max_len", "d_pos", "n_anchors"):
             if getattr(self, name) < 1:
                 raise LayerscanError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.detail_scale <= 1:
+            raise LayerscanError(f"model.detail_scale must be in (0, 1], got {self.detail_scale}")
+        if self.n_particles < self.max_len:
+            raise LayerscanError(f"model.n_particles ({self.n_particles}) must be >= "
+                                 f"model.max_len ({self.max_len}): every token needs a particle")
         if self.d_hidden < 0:
             raise LayerscanError(f"model.d_hidden must be >= 0, got {self.d_hidden}")
 
@@ -60,7 +69,7 @@ class DataConfig:
     """Use at most this many documents (0: all)."""
     language_model: str = "embedded"
     """The transformer whose hidden states are encoded: "embedded", a folder, or a hub id."""
-    normalization: Literal["final-norm", "standardize", "raw"] = "final-norm"
+    normalization: Normalization = "final-norm"
     """How hidden states are normalized at capture; must match at use."""
     device: str = "auto"
     """Device that runs the language model during extraction."""
@@ -88,9 +97,9 @@ class DataConfig:
                      "continuation_tokens", "continuations_per_seed"):
             if getattr(self, name) < 1:
                 raise LayerscanError(f"data.{name} must be >= 1, got {getattr(self, name)}")
-        if self.normalization not in ("final-norm", "standardize", "raw"):
-            raise LayerscanError(f"data.normalization {self.normalization!r}: use final-norm, "
-                                 "standardize or raw")
+        if self.normalization not in NORMALIZATIONS:
+            raise LayerscanError(f"data.normalization {self.normalization!r}: use "
+                                 f"{', '.join(NORMALIZATIONS)}")
 
 
 @dataclass
@@ -238,13 +247,9 @@ def load_config(path: str | os.PathLike | None = None,
     if path is not None:
         file = Path(path)
         if not file.is_file():
-            shipped = Path(__file__).resolve().parent.parent / "configs" / f"{path}.yaml"
-            try:
-                import layerscan.configs as packaged
+            import layerscan.configs as packaged
 
-                shipped = Path(packaged.__file__).parent / f"{path}.yaml"
-            except ImportError:  # pragma: no cover - the package always ships configs
-                pass
+            shipped = Path(packaged.__file__).parent / f"{path}.yaml"
             if not shipped.is_file():
                 raise LayerscanError(f"config {path}: no such file (give a YAML path or a "
                                      "shipped config name such as 'default' or 'tiny')")

@@ -6,7 +6,6 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -70,7 +69,7 @@ class WindowDataset(Dataset):
     def __init__(self, cache: HiddenStateCache, indices: list[int], layers_per_window: int,
                  min_len: int, train: bool) -> None:
         self.cache, self.indices, self.train = cache, indices, train
-        self.layers_per_window = min(layers_per_window, cache.n_seen)
+        self.layers_per_window = min(layers_per_window, cache.n_layers + 1)
         self.min_len = min_len
 
     def __len__(self) -> int:
@@ -82,11 +81,11 @@ class WindowDataset(Dataset):
         low = min(self.min_len, full)
         if self.train:
             length = int(torch.randint(low, full + 1, ()).item())
-            layers = torch.randperm(self.cache.n_seen)[:self.layers_per_window].sort().values
+            layers = torch.randperm(self.cache.n_layers + 1)[:self.layers_per_window].sort().values
         else:
             digest = hashlib.sha256(str(index).encode()).digest()
             length = low + int.from_bytes(digest[:4], "little") % (full - low + 1)
-            layers = torch.arange(self.cache.n_seen)
+            layers = torch.arange(self.cache.n_layers + 1)
         states = self.cache.window(index, layers.numpy(), length)  # (n_sel, length, d_model)
         return {"hidden": torch.from_numpy(states), "layer": layers,
                 "length": torch.full((len(layers),), length)}
@@ -102,8 +101,11 @@ def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
             "lengths": torch.cat([item["length"] for item in items])}
 
 
-class HiddenStateDataModule(pl.LightningDataModule):
+class HiddenStateDataModule:
     """Builds (once) and serves the hidden-state cache of a corpus for one language model.
+
+    A plain class (Lightning stays in the training module): `prepare_data`, `setup`, then
+    the data loaders, which the trainer takes as they are.
 
     Args:
         config: the run config (data section and model.max_len are used).
@@ -113,7 +115,6 @@ class HiddenStateDataModule(pl.LightningDataModule):
 
     def __init__(self, config: RunConfig, cache_root: str | Path | None = None,
                  progress: bool = True) -> None:
-        super().__init__()
         self.config, self.progress = config, progress
         if cache_root is None:
             from layerscan.autoencoder.capture.loading import cache_dir
@@ -179,16 +180,17 @@ class HiddenStateDataModule(pl.LightningDataModule):
                          n_val_windows=len(self.val_indices))
 
     def statistics(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per-layer mean (n_seen, d), scale (n_seen,) and covariance (n_seen, d, d) of the
-        training windows' states (covariance of the normalized states, on a token sample)."""
+        """Per-layer mean (n_layers+1, d), scale (n_layers+1,) and covariance
+        (n_layers+1, d, d) of the training windows' states (covariance of the normalized
+        states, on a token sample)."""
         cache = self.cache
-        total = torch.zeros(cache.n_seen, cache.d_model, dtype=torch.float64)
+        total = torch.zeros(cache.n_layers + 1, cache.d_model, dtype=torch.float64)
         count = 0
         for index in self.train_indices:
-            states = torch.from_numpy(cache.window(index)).double()  # (n_seen, length, d)
+            states = torch.from_numpy(cache.window(index)).double()  # (n_layers+1, length, d)
             total += states.sum(1)
             count += states.shape[1]
-        mean = total / count  # (n_seen, d_model)
+        mean = total / count  # (n_layers+1, d_model)
         rng = np.random.default_rng(self.config.train.seed)
         picked, n = [], 0
         for index in rng.permutation(self.train_indices):
@@ -196,9 +198,10 @@ class HiddenStateDataModule(pl.LightningDataModule):
             n += cache.windows[int(index)].length
             if n >= STATS_TOKENS:
                 break
-        scale = torch.zeros(cache.n_seen, dtype=torch.float64)
-        covariance = torch.zeros(cache.n_seen, cache.d_model, cache.d_model, dtype=torch.float64)
-        for layer in range(cache.n_seen):  # one layer at a time keeps memory small
+        scale = torch.zeros(cache.n_layers + 1, dtype=torch.float64)
+        covariance = torch.zeros(cache.n_layers + 1, cache.d_model, cache.d_model,
+                                 dtype=torch.float64)
+        for layer in range(cache.n_layers + 1):  # one layer at a time keeps memory small
             sample = torch.cat([torch.from_numpy(cache.window(i, [layer])[0]) for i in picked])
             centered = sample.double() - mean[layer]  # (n_sample, d_model)
             scale[layer] = centered.pow(2).mean().sqrt()
@@ -218,6 +221,6 @@ class HiddenStateDataModule(pl.LightningDataModule):
         data = self.config.data
         dataset = WindowDataset(self.cache, self.val_indices, data.layers_per_window,
                                 data.min_len, train=False)
-        rows = max(1, data.batch_size * data.layers_per_window // self.cache.n_seen)
+        rows = max(1, data.batch_size * data.layers_per_window // (self.cache.n_layers + 1))
         return DataLoader(dataset, batch_size=rows, collate_fn=collate,
                           num_workers=data.num_workers, persistent_workers=data.num_workers > 0)

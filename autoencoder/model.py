@@ -5,8 +5,12 @@ Design (one model for every layer, lengths 1..max_len, particle i is the same sl
 * Routing. Particle i sits at relative position (i + 0.5) / N along the prompt, so a prompt of
   n_tokens tokens gives each token a contiguous block of about N / n_tokens particles (more
   particles per token for short prompts, fewer for long ones). Within its block, the particle
-  of rank r holds the token's r-th block of d_particle coordinates (ranks beyond n_ranks
-  repeat).
+  of rank r carries the token's r-th block of d_particle coordinates.
+* One coordinate system per layer. Every particle of a token sits at the token's first block
+  (its top d_particle principal coordinates, the same directions for every token) plus
+  `detail_scale` times its own block: so all particles of a layer share one space, a token's
+  particles form a compact group around its main coordinates, and close means similar. Ranks
+  beyond n_ranks repeat as blends of two neighbouring blocks, so no two particles coincide.
 * Encoder. Each token's normalized state is written in the layer's orthonormal basis, most
   important direction first: the PCA of the layer's mix (hat functions) of n_anchors
   covariances, each the corpus covariance of a group of layers, so the bases turn smoothly
@@ -44,21 +48,22 @@ def routing_tables(n_particles: int, max_len: int, n_ranks: int) -> tuple[torch.
     Returns:
         token_of: (max_len+1, n_particles) int64, token of particle i for a prompt of length n.
         rank_of: (max_len+1, n_particles) int64, its rank (mod n_ranks) in the token's block.
+        repeat_of: (max_len+1, n_particles) int64, how many times that rank came before.
         particle_of: (max_len+1, max_len, n_ranks) int64, particle holding (token, rank), or
             n_particles (an always-zero slot) where the token has fewer particles than ranks.
     """
     token_of = torch.zeros(max_len + 1, n_particles, dtype=torch.long)
-    rank_of = torch.zeros_like(token_of)
+    rank_of, repeat_of = torch.zeros_like(token_of), torch.zeros_like(token_of)
     particle_of = torch.full((max_len + 1, max_len, n_ranks), n_particles, dtype=torch.long)
     index = torch.arange(n_particles)
     for n in range(1, max_len + 1):
         token = (index * n) // n_particles  # (n_particles,) floor((i / N) * n), exact in ints
         start = torch.div(torch.arange(n) * n_particles + n - 1, n, rounding_mode="floor")
         rank = index - start[token]
-        token_of[n], rank_of[n] = token, rank % n_ranks
+        token_of[n], rank_of[n], repeat_of[n] = token, rank % n_ranks, rank // n_ranks
         keep = rank < n_ranks  # (n_particles,)
         particle_of[n, token[keep], rank[keep]] = index[keep]
-    return token_of, rank_of, particle_of
+    return token_of, rank_of, repeat_of, particle_of
 
 
 class ParticleAutoencoder(nn.Module):
@@ -90,7 +95,8 @@ class ParticleAutoencoder(nn.Module):
         self.register_buffer("basis", eye.clone(), persistent=False)  # (n_seen, n_code, d_model)
         self.register_load_state_dict_post_hook(self._after_load)
         tables = routing_tables(config.n_particles, config.max_len, self.n_ranks)
-        for name, table in zip(("token_of", "rank_of", "particle_of"), tables, strict=True):
+        for name, table in zip(("token_of", "rank_of", "repeat_of", "particle_of"), tables,
+                               strict=True):
             self.register_buffer(name, table, persistent=False)
         self.layer_embedding = nn.Embedding(n_seen, config.d_pos)
         self.position_embedding = nn.Embedding(config.max_len, config.d_pos)
@@ -198,11 +204,22 @@ class ParticleAutoencoder(nn.Module):
         return codes.view(batch, n_tokens, self.n_ranks, self.k)
 
     def route(self, codes: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """(batch, n_tokens, n_ranks, k) codes -> (batch, n_particles, k) clouds for `lengths`."""
+        """(batch, n_tokens, n_ranks, k) codes -> (batch, n_particles, k) clouds for `lengths`.
+
+        A particle of rank r sits at its token's block 0 plus detail_scale times block r
+        (block 0 itself for rank 0); its j-th repeat blends blocks r and r+1 by j / (j + 1).
+        """
         token = self.token_of[lengths]  # (batch, n_particles)
         rank = self.rank_of[lengths]  # (batch, n_particles)
+        blend = self.repeat_of[lengths].to(codes.dtype)
+        blend = (blend / (blend + 1))[..., None]  # (batch, n_particles, 1)
         rows = torch.arange(codes.shape[0], device=codes.device)[:, None]
-        return codes[rows, token, rank]  # (batch, n_particles, d_particle)
+        detail = codes.clone()
+        detail[:, :, 0] = 0  # block 0 is the centre itself
+        following = detail[rows, token, (rank + 1) % self.n_ranks]  # (batch, n_particles, k)
+        own = detail[rows, token, rank]  # (batch, n_particles, k)
+        centre = codes[rows, token, 0]  # (batch, n_particles, k)
+        return centre + self.config.detail_scale * ((1 - blend) * own + blend * following)
 
     def encode(self, hidden: torch.Tensor, layer: torch.Tensor,
                lengths: torch.Tensor) -> torch.Tensor:
@@ -236,7 +253,10 @@ class ParticleAutoencoder(nn.Module):
         lay, length = layer[rows], lengths[rows]
         slots = self.particle_of[length, position]  # (n, n_ranks) the token's particles
         held = (slots < self.config.n_particles).repeat_interleave(self.k, 1)  # (n, n_code)
-        gathered = padded[rows[:, None], slots].flatten(1)  # (n, n_code), zero where not held
+        held_values = padded[rows[:, None], slots]  # (n, n_ranks, k), zero where not held
+        detail = (held_values - held_values[:, :1]) / self.config.detail_scale
+        detail[:, 0] = held_values[:, 0]  # rank 0 (always held) is the centre itself
+        gathered = (detail * (slots < self.config.n_particles)[..., None]).flatten(1)
         prompt_mean = torch.zeros(batch, gathered.shape[1], device=clouds.device,
                                   dtype=gathered.dtype).index_add_(0, rows, gathered)
         prompt_mean = prompt_mean / lengths[:, None].to(gathered.dtype)  # (batch, n_code)

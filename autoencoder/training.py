@@ -15,7 +15,7 @@ import torch
 from layerscan.autoencoder.artifact import ArtifactConfig, export_autoencoder
 from layerscan.autoencoder.config import RunConfig, TrainConfig
 from layerscan.autoencoder.data import HiddenStateDataModule
-from layerscan.autoencoder.evaluation import evaluate, format_metrics
+from layerscan.autoencoder.evaluation import evaluate, format_metrics, r2_terms
 from layerscan.autoencoder.model import ParticleAutoencoder
 from layerscan.errors import LayerscanError
 
@@ -43,16 +43,17 @@ class AutoencoderModule(pl.LightningModule):
         mask = (torch.arange(hidden.shape[1], device=hidden.device)[None]
                 < lengths[:, None])  # (rows, n_tokens)
         scale = self.model.scale[layer, None, None]  # (rows, 1, 1)
-        err = ((out.reconstruction.float() - hidden) / scale).pow(2).sum(-1)  # (rows, n_tokens)
+        # R² sums in the per-layer normalized space: the loss is the mean squared error there
+        sse, sst = r2_terms(hidden / scale, out.reconstruction.float() / scale,
+                            self.model.mean[layer, None] / scale, mask)  # (rows,)
         n_values = mask.sum() * hidden.shape[-1]
-        loss = (err * mask).sum() / n_values
+        loss = sse.sum() / n_values
         if not torch.isfinite(loss):
             raise LayerscanError(
                 f"{stage} loss became {loss.item()} at step {self.global_step} (epoch "
                 f"{self.current_epoch}); the last good checkpoint is kept; lower train.lr or "
                 f"check the corpus")
-        sst = ((hidden - self.model.mean[layer, None]) / scale).pow(2).sum(-1)
-        r2 = 1 - (err * mask).sum() / (sst * mask).sum().clamp_min(1e-12)
+        r2 = 1 - sse.sum() / sst.sum().clamp_min(1e-12)
         rows = hidden.shape[0]
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=rows, sync_dist=stage != "train")
         self.log(f"{stage}/r2", r2, prog_bar=stage == "val", batch_size=rows,
@@ -177,7 +178,9 @@ def train(config: RunConfig, resume: bool = False, cache_root: str | Path | None
     started = time.perf_counter()
     # pytorch-lightning 2.6 warns about its own use of a deprecated torch API on every fit
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)`")
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
+    trainer.fit(module, train_dataloaders=datamodule.train_dataloader(),
+                val_dataloaders=datamodule.val_dataloader(),
+                ckpt_path=str(last) if resume else None)
     minutes = (time.perf_counter() - started) / 60
     if not trainer.is_global_zero:
         return TrainResult(None, None, "")

@@ -146,13 +146,19 @@ def token_places(positions: np.ndarray, particle_tokens: np.ndarray,
 
 
 def pca_baseline(states: np.ndarray, n_components: int = 3) -> np.ndarray:
-    """(n_layers, n_tokens, d) → (n_layers, n_tokens, n_components) PCA of each layer's tokens."""
+    """(n_layers, n_tokens, d) → (n_layers, n_tokens, n_components) PCA of each layer's tokens.
+
+    Computed from the (n_tokens, n_tokens) Gram matrix, cheap for prompts shorter than d.
+    """
+    x = states.astype(np.float64)
+    x = x - x.mean(1, keepdims=True)
+    values, vectors = np.linalg.eigh(x @ x.transpose(0, 2, 1))  # ascending, per layer
+    m = min(n_components, states.shape[1])
+    top = vectors[..., ::-1][..., :m] * np.sqrt(values[..., ::-1][..., None, :m].clip(0))
+    top = top * np.where(top[np.arange(len(top))[:, None], np.abs(top).argmax(1),
+                             np.arange(m)] < 0, -1.0, 1.0)[:, None]  # deterministic signs
     out = np.zeros((*states.shape[:2], n_components))
-    for layer, x in enumerate(states.astype(np.float64)):
-        x = x - x.mean(0)
-        u, s, _ = np.linalg.svd(x, full_matrices=False)
-        m = min(n_components, len(s))
-        out[layer, :, :m] = u[:, :m] * s[:m]
+    out[..., :m] = top
     return out
 
 

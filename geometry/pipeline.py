@@ -5,15 +5,20 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
 
 from layerscan import __version__
+from layerscan.autoencoder.artifact import TrainedAutoencoder, load_autoencoder
 from layerscan.autoencoder.capture.capture_file import Capture
+from layerscan.autoencoder.capture.hidden_states import CaptureOptions
+from layerscan.autoencoder.capture.hidden_states import capture as capture_states
+from layerscan.autoencoder.capture.loading import LoadedModel, ModelOptions, load_model
 from layerscan.errors import LayerscanError
 from layerscan.geometry.diff import (
+    CommonLayouts,
     common_layouts,
     differing_tokens,
     divergence,
@@ -29,23 +34,30 @@ from layerscan.geometry.projection import (
 )
 from layerscan.geometry.scan_file import TOKEN_FIGURES, DiffScan, Scan
 from layerscan.geometry.surfaces import SurfaceOptions, layer_surfaces
+from layerscan.geometry.token_layout import TokenLayout, common_positions, step_positions
 
 
 @dataclass
 class ScanOptions:
     """How a scan is projected, measured and surfaced."""
 
-    projection: ProjectionMode = "fast"
-    """fast: aligned-UMAP objective in torch (seconds); aligned-umap: umap-learn's AlignedUMAP
-    (the slow reference); independent: per-layer UMAP rotated onto the previous layer."""
-    n_neighbors: int | None = None
+    projection: ProjectionMode = "tokens"
+    """tokens: every token placed by its hidden state (aligned layout of the token states,
+    started from PCA), its particles grouped around that place; fast: the particles laid out
+    one by one with the aligned-UMAP objective in torch; aligned-umap: umap-learn's
+    AlignedUMAP of the particles (the slow reference); independent: per-layer UMAP of the
+    particles rotated onto the previous layer."""
+    n_neighbors: int | None = field(default=None, metadata={"flag": "neighbors", "metavar": "K"})
     """Neighbours in UMAP's fuzzy graph; None: 10 for fast (measured: faster and more
     trustworthy than 15), 15 for the umap modes."""
-    n_epochs: int | None = None
-    """Optimisation epochs; None: 150 for fast, 200 for the umap modes."""
+    n_epochs: int | None = field(default=None, metadata={"flag": "epochs"})
+    """Optimisation epochs; None: 200 steps for tokens, 150 for fast, 200 for the umap modes."""
+    group_spread: float = 0.08
+    """tokens: mean distance of a token's particles from its place, as a share of the
+    layout's radius (small keeps every token a compact, readable group)."""
     alignment: float = 0.03
     """Fast mode: pull of particle i towards particle i in neighbouring layers."""
-    k_neighbors: int = 10
+    k_neighbors: int = field(default=10, metadata={"flag": "line-neighbors", "metavar": "K"})
     """Nearest particles (in the cloud) stored per particle, for drawing lines."""
     faithfulness_k: int = 10
     """Neighbourhood size of trustworthiness and continuity."""
@@ -55,10 +67,11 @@ class ScanOptions:
     """Fast mode: epochs refining each prefix after placing it in the full prompt's layout."""
     surface: SurfaceOptions = field(default_factory=SurfaceOptions)
     """Surface method and its parameters."""
-    seed: int = 0
+    seed: int = field(default=0, metadata={"flag": "projection-seed"})
     """Random state of every stochastic step; same input + seed → byte-identical scan."""
-    device: str = "cpu"
-    """Where fast mode optimises ("cpu", "cuda", ...)."""
+    device: str = field(default="cpu", metadata={"cli": False})
+    """Where fast mode optimises ("cpu", "cuda", "cuda:1", ...); `scan_prompt` sets it to the
+    model's device."""
     threads: int | None = 1
     """CPU threads for torch while scanning (None: torch's default). One thread is faster
     for these small tensors on a loaded machine, and results do not depend on it."""
@@ -72,6 +85,8 @@ class ScanOptions:
             raise LayerscanError("n_neighbors must be >= 2, k_neighbors and faithfulness_k >= 1")
         if self.n_epochs is not None and self.n_epochs < 1:
             raise LayerscanError("n_epochs must be >= 1")
+        if not 0 <= self.group_spread <= 1:
+            raise LayerscanError(f"group_spread must be in [0, 1], got {self.group_spread}")
 
 
 @contextlib.contextmanager
@@ -193,30 +208,36 @@ def scan_capture(capture: Capture, autoencoder, options: ScanOptions | None = No
         owner = np.stack([e.particle_tokens for e in encoded])  # (n_steps, N)
         timings["encode"] = time.perf_counter() - start
         start = time.perf_counter()
-        positions = np.zeros((*clouds.shape[:3], 3), np.float32)
-        positions[-1] = project(clouds[-1], options)
-        # the autoencoder re-routes particles as tokens arrive, so particle i of a prefix is
-        # not particle i of the full prompt: each prefix particle starts among its nearest
-        # full-prompt particles (same layer), then a short gentle refinement
-        for step in range(len(lengths) - 1):
-            if options.projection == "fast":
-                init = transform_init(clouds[step], clouds[-1], positions[-1])
-                positions[step] = project(clouds[step], options, init=init,
-                                          n_epochs=options.token_time_epochs,
-                                          learning_rate=0.25)
-            else:
-                positions[step] = project(clouds[step], options)
+        if options.projection == "tokens":
+            positions = step_positions(token_layout(options), capture.hidden, clouds, owner,
+                                       lengths, options.group_spread)
+        else:
+            positions = _particle_positions(clouds, options)
         timings["project"] = time.perf_counter() - start
         return build_scan(capture, lengths, clouds, positions, r2, owner, options,
                           _settings(capture, autoencoder, options), timings)
 
 
-def scan_prompt(loaded, prompt: str, autoencoder, options: ScanOptions | None = None,
-                **capture_options) -> Scan:
-    """Capture `prompt` with a loaded model (see autoencoder.capture.capture), then scan it."""
-    from layerscan.autoencoder.capture.hidden_states import capture
+def token_layout(options: ScanOptions) -> TokenLayout:
+    """The token layout estimator that `options` describe."""
+    return TokenLayout(**({} if options.n_epochs is None else {"n_iter": options.n_epochs}))
 
-    return scan_capture(capture(loaded, prompt, **capture_options), autoencoder, options)
+
+def _particle_positions(clouds: np.ndarray, options: ScanOptions) -> np.ndarray:
+    """(n_steps, L+1, N, d) → (n_steps, L+1, N, 3): the particle-by-particle modes."""
+    positions = np.zeros((*clouds.shape[:3], 3), np.float32)
+    positions[-1] = project(clouds[-1], options)
+    # the autoencoder re-routes particles as tokens arrive, so particle i of a prefix is not
+    # particle i of the full prompt: each prefix particle starts among its nearest
+    # full-prompt particles (same layer), then a short gentle refinement
+    for step in range(len(clouds) - 1):
+        if options.projection == "fast":
+            init = transform_init(clouds[step], clouds[-1], positions[-1])
+            positions[step] = project(clouds[step], options, init=init,
+                                      n_epochs=options.token_time_epochs, learning_rate=0.25)
+        else:
+            positions[step] = project(clouds[step], options)
+    return positions
 
 
 def diff_captures(capture_a: Capture, capture_b: Capture, autoencoder,
@@ -241,7 +262,13 @@ def diff_captures(capture_a: Capture, capture_b: Capture, autoencoder,
         enc_a, enc_b = autoencoder.encode(capture_a.hidden), autoencoder.encode(capture_b.hidden)
         timings["encode"] = time.perf_counter() - start
         start = time.perf_counter()
-        layouts = common_layouts(enc_a.clouds, enc_b.clouds, lambda c: project(c, options))
+        if options.projection == "tokens":
+            layouts = CommonLayouts(*common_positions(
+                token_layout(options), capture_a.hidden, capture_b.hidden, enc_a.clouds,
+                enc_b.clouds, enc_a.particle_tokens, enc_b.particle_tokens,
+                options.group_spread))
+        else:
+            layouts = common_layouts(enc_a.clouds, enc_b.clouds, lambda c: project(c, options))
         timings["project"] = time.perf_counter() - start
         scans = [build_scan(c, [c.n_tokens], e.clouds[None], p[None],
                             e.reconstruction_r2[None], e.particle_tokens[None], options,
@@ -257,3 +284,57 @@ def diff_captures(capture_a: Capture, capture_b: Capture, autoencoder,
                     displacement_3d=div.displacement_3d, divergence=div.divergence,
                     peak_layer=div.peak_layer, token_divergence=per_token,
                     differing_tokens=differing_tokens(capture_a.token_ids, capture_b.token_ids))
+
+
+Model = LoadedModel | ModelOptions
+"""A loaded model, or the options that load one."""
+
+
+def _prepare(model: Model | None, autoencoder: TrainedAutoencoder | str | None,
+             options: ScanOptions | None) -> tuple[LoadedModel, TrainedAutoencoder, ScanOptions]:
+    """The loaded model, its autoencoder on the same device, and options that project there."""
+    if not isinstance(model, LoadedModel):
+        model = model or ModelOptions()
+        model = load_model(model.model, device=model.device, dtype=model.dtype,
+                           trust_remote_code=model.trust_remote_code)
+    device = str(model.device)
+    if not isinstance(autoencoder, TrainedAutoencoder):
+        autoencoder = load_autoencoder(autoencoder, device=device)
+    return model, autoencoder, replace(options or ScanOptions(), device=device)
+
+
+def scan_prompt(prompt: str, options: ScanOptions | None = None, *, model: Model | None = None,
+                capture: CaptureOptions | None = None,
+                autoencoder: TrainedAutoencoder | str | None = None,
+                timings: dict | None = None) -> Scan:
+    """The one path from a prompt to a Scan: load, capture, encode, project, measure, surface.
+
+    Args:
+        prompt: the text.
+        options: projection and surfaces; the projection runs on the model's device.
+        model: a LoadedModel, or ModelOptions to load one (default: the embedded model).
+        capture: what the capture keeps (default CaptureOptions()).
+        autoencoder: a TrainedAutoencoder, or its folder (None: the packaged one).
+        timings: if given, filled with seconds per stage (capture, encode, project, ...).
+    """
+    timings = {} if timings is None else timings
+    loaded, autoencoder, options = _prepare(model, autoencoder, options)
+    start = time.perf_counter()
+    captured = capture_states(loaded, prompt, capture)
+    timings["capture"] = time.perf_counter() - start
+    return scan_capture(captured, autoencoder, options, timings=timings)
+
+
+def diff_prompts(prompt_a: str, prompt_b: str, options: ScanOptions | None = None, *,
+                 model: Model | None = None, capture: CaptureOptions | None = None,
+                 autoencoder: TrainedAutoencoder | str | None = None,
+                 timings: dict | None = None) -> DiffScan:
+    """The one path from two prompts to a DiffScan in one common 3D space (see scan_prompt)."""
+    if options is not None and options.token_time:  # before any model work
+        raise LayerscanError("--token-time does not apply to diffs; drop it")
+    timings = {} if timings is None else timings
+    loaded, autoencoder, options = _prepare(model, autoencoder, options)
+    start = time.perf_counter()
+    captures = [capture_states(loaded, p, capture) for p in (prompt_a, prompt_b)]
+    timings["capture"] = time.perf_counter() - start
+    return diff_captures(*captures, autoencoder, options, timings=timings)

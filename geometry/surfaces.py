@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -13,21 +13,22 @@ from layerscan.errors import LayerscanError
 from layerscan.geometry.scan_file import Surface
 
 SurfaceMethod = Literal["density", "alpha", "none"]
-SURFACE_METHODS: tuple[str, ...] = ("density", "alpha", "none")
+SURFACE_METHODS: tuple[str, ...] = get_args(SurfaceMethod)
 
 
 @dataclass
 class SurfaceOptions:
     """How layer surfaces are made."""
 
-    method: SurfaceMethod = "density"
+    method: SurfaceMethod = field(default="density", metadata={"flag": "surface"})
     """density: isosurface of Gaussian-splatted particles (the "fMRI" look); alpha: alpha
-    shape of the particles (vtkDelaunay3D); none: no surfaces."""
+    shape of the particles (Delaunay tetrahedra); none: no surfaces."""
     grid: int = 40
     """Voxels along each axis of the density grid."""
     bandwidth: float = 0.04
     """Gaussian width as a fraction of the layout's largest extent."""
-    level_quantile: float = 0.2
+    level_quantile: float = field(default=0.2, metadata={"flag": "surface-quantile",
+                                                         "metavar": "Q"})
     """The isosurface level is this quantile of the density at the particles, so the surface
     encloses about 1 - level_quantile of them."""
     alpha: float = 0.0
@@ -45,23 +46,6 @@ class SurfaceOptions:
 
 def empty_surface() -> Surface:
     return Surface(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int32))
-
-
-def _polydata_to_surface(poly) -> Surface:
-    from vtkmodules.util.numpy_support import vtk_to_numpy
-    from vtkmodules.vtkFiltersCore import vtkTriangleFilter
-
-    tri = vtkTriangleFilter()
-    tri.SetInputData(poly)
-    tri.PassLinesOff()
-    tri.PassVertsOff()
-    tri.Update()
-    out = tri.GetOutput()
-    if out.GetNumberOfPoints() == 0 or out.GetNumberOfPolys() == 0:
-        return empty_surface()
-    vertices = vtk_to_numpy(out.GetPoints().GetData()).astype(np.float32)
-    conn = vtk_to_numpy(out.GetPolys().GetConnectivityArray()).astype(np.int32)
-    return Surface(vertices.reshape(-1, 3), conn.reshape(-1, 3))
 
 
 def splat_density(points: np.ndarray, grid: int, bandwidth: float
@@ -93,12 +77,12 @@ def splat_density(points: np.ndarray, grid: int, bandwidth: float
 def density_surface(points: np.ndarray, options: SurfaceOptions) -> Surface:
     """Isosurface of the splatted density at the `level_quantile` of the particles' density.
 
+    Marching cubes (scikit-image, Lewiner) on the density grid.
+
     Args:
         points: (n_points, 3) finite layout of one layer.
     """
-    from vtkmodules.util.numpy_support import numpy_to_vtk
-    from vtkmodules.vtkCommonDataModel import vtkImageData
-    from vtkmodules.vtkFiltersCore import vtkFlyingEdges3D
+    from skimage.measure import marching_cubes
 
     if len(points) < 4 or np.ptp(points, axis=0).max() <= 0:
         return empty_surface()
@@ -107,30 +91,31 @@ def density_surface(points: np.ndarray, options: SurfaceOptions) -> Surface:
     level = float(np.quantile(at_points, options.level_quantile))
     if not density.min() < level < density.max():
         return empty_surface()
-    image = vtkImageData()
-    image.SetDimensions(options.grid, options.grid, options.grid)
-    image.SetOrigin(*origin)
-    image.SetSpacing(spacing, spacing, spacing)
-    # VTK wants x fastest: (x, y, z) C-order → Fortran order
-    scalars = numpy_to_vtk(np.ascontiguousarray(density.transpose(2, 1, 0)).ravel(), deep=True)
-    image.GetPointData().SetScalars(scalars)
-    contour = vtkFlyingEdges3D()
-    contour.SetInputData(image)
-    contour.SetValue(0, level)
-    contour.ComputeNormalsOff()
-    contour.ComputeGradientsOff()
-    contour.ComputeScalarsOff()
-    contour.Update()
-    return _polydata_to_surface(contour.GetOutput())
+    vertices, faces, _, _ = marching_cubes(density, level, spacing=(spacing,) * 3,
+                                           allow_degenerate=False)  # (n_vertices, 3) x, y, z
+    if len(faces) == 0:
+        return empty_surface()
+    return Surface((vertices + origin).astype(np.float32), faces.astype(np.int32))
+
+
+def circumradii(tetrahedra: np.ndarray) -> np.ndarray:
+    """(n, 4, 3) tetrahedra → (n,) circumsphere radii; inf for flat ones."""
+    edges = tetrahedra[:, 1:] - tetrahedra[:, :1]  # (n, 3, 3)
+    rhs = 0.5 * (edges**2).sum(-1)  # (n, 3)
+    det = np.linalg.det(edges)  # (n,)
+    scale = np.abs(edges).max((1, 2)) ** 3
+    flat = np.abs(det) <= 1e-12 * np.maximum(scale, 1e-300)
+    radii = np.full(len(tetrahedra), np.inf)
+    if (~flat).any():
+        centre = np.linalg.solve(edges[~flat], rhs[~flat][..., None])[..., 0]  # (m, 3)
+        radii[~flat] = np.linalg.norm(centre, axis=-1)
+    return radii
 
 
 def alpha_surface(points: np.ndarray, options: SurfaceOptions) -> Surface:
-    """The alpha shape's outer surface (vtkDelaunay3D with an alpha radius)."""
-    from vtkmodules.util.numpy_support import numpy_to_vtk
-    from vtkmodules.vtkCommonCore import vtkPoints
-    from vtkmodules.vtkCommonDataModel import vtkPolyData
-    from vtkmodules.vtkFiltersCore import vtkDelaunay3D
-    from vtkmodules.vtkFiltersGeometry import vtkDataSetSurfaceFilter
+    """The alpha shape's outer surface: the triangles of exactly one Delaunay tetrahedron
+    whose circumsphere is smaller than the alpha radius."""
+    from scipy.spatial import Delaunay, QhullError
 
     if len(points) < 4 or np.ptp(points, axis=0).max() <= 0:
         return empty_surface()
@@ -141,21 +126,20 @@ def alpha_surface(points: np.ndarray, options: SurfaceOptions) -> Surface:
 
         nn = nearest_neighbors(torch.from_numpy(points[None].astype(np.float32)), 1)
         alpha = 4.0 * float(nn.distances.mean())
-    vtk_points = vtkPoints()
-    vtk_points.SetData(numpy_to_vtk(points.astype(np.float64), deep=True))
-    poly = vtkPolyData()
-    poly.SetPoints(vtk_points)
-    delaunay = vtkDelaunay3D()
-    delaunay.SetInputData(poly)
-    delaunay.SetAlpha(alpha)
-    delaunay.AlphaTetsOn()
-    delaunay.AlphaTrisOff()
-    delaunay.AlphaLinesOff()
-    delaunay.AlphaVertsOff()
-    surface = vtkDataSetSurfaceFilter()
-    surface.SetInputConnection(delaunay.GetOutputPort())
-    surface.Update()
-    return _polydata_to_surface(surface.GetOutput())
+    try:
+        tets = Delaunay(points).simplices  # (n_tets, 4)
+    except QhullError:  # coplanar or collinear points: no volume
+        return empty_surface()
+    kept = tets[circumradii(points[tets]) <= alpha]
+    if len(kept) == 0:
+        return empty_surface()
+    # each tetrahedron's 4 faces (the scene orients the winding when it draws them)
+    faces = kept[:, [[1, 2, 3], [0, 3, 2], [0, 1, 3], [0, 2, 1]]].reshape(-1, 3)
+    _, index, counts = np.unique(np.sort(faces, axis=1), axis=0, return_index=True,
+                                 return_counts=True)
+    outer = faces[np.sort(index[counts == 1])]  # (n_faces, 3), in a deterministic order
+    used, compact = np.unique(outer, return_inverse=True)
+    return Surface(points[used].astype(np.float32), compact.reshape(-1, 3).astype(np.int32))
 
 
 def layer_surfaces(layouts: np.ndarray, options: SurfaceOptions | None = None

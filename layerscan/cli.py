@@ -19,7 +19,7 @@ COMMAND_MODULES = (
     "view",
     "export",
     "train",
-    "evaluate",
+    "eval",
 )
 """Modules in layerscan.commands; each has `register(subparsers)` that sets `run=fn(args)->int`."""
 
@@ -50,7 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; user errors print one line and return 2 (traceback with --debug)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # usage errors (exit 2) and --help (exit 0) return their code
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:

@@ -70,7 +70,7 @@ def no_encoder(scan, n_frames: int, size: tuple[int, int]) -> float:
 
     fpl = max(1, round(n_frames / scan.n_layers))
     scene = Scene(scan, SceneOptions(window_size=size))
-    plan = plan_for(scan.n_layers + 1, scan.n_steps,
+    plan = plan_for(scan.n_layers, scan.n_steps,
                     RenderOptions(frames_per_layer=fpl, hold=0))
     start = time.perf_counter()  # scene build left out, unlike the two movie timings
     try:

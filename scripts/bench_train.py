@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     datamodule.prepare_data()
     datamodule.setup("fit")
     print(f"cache: {datamodule.info['cache']} ({datamodule.info['n_tokens']} tokens, "
-          f"{datamodule.cache.n_seen} layers); threads={torch.get_num_threads()}")
+          f"{datamodule.cache.n_layers + 1} layers); threads={torch.get_num_threads()}")
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available()
                                        else [])
     for device in devices:

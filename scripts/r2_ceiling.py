@@ -63,8 +63,9 @@ def motion(model: ParticleAutoencoder, states: torch.Tensor) -> tuple[float, flo
     from layerscan.geometry.faithfulness import procrustes_disparity
     from layerscan.geometry.projection import make_projection
 
-    n_seen, n_tokens = states.shape[:2]
-    clouds = model.encode(states, torch.arange(n_seen), torch.full((n_seen,), n_tokens))
+    n_layers, n_tokens = states.shape[0] - 1, states.shape[1]
+    clouds = model.encode(states, torch.arange(n_layers + 1),
+                          torch.full((n_layers + 1,), n_tokens))
     clouds = clouds.numpy()
     change = np.linalg.norm(clouds[1:] - clouds[:-1], axis=(1, 2)) \
         / np.linalg.norm(clouds[1:], axis=(1, 2))
@@ -83,9 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     datamodule = HiddenStateDataModule(config, progress=False)
     datamodule.setup()
     statistics = datamodule.statistics()
-    n_seen = datamodule.cache.n_seen
+    n_layers = datamodule.cache.n_layers
     counts = sorted({config.model.n_anchors, *(int(a) for a in args.anchors.split(",") if a)})
-    rows = {"per-layer PCA": lambda: linear_code(config, datamodule, statistics, n_seen)}
+    rows = {"per-layer PCA": lambda: linear_code(config, datamodule, statistics, n_layers + 1)}
     for count in counts:
         rows[f"anchor PCA ({count})"] = \
             lambda count=count: linear_code(config, datamodule, statistics, count)

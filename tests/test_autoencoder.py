@@ -37,7 +37,7 @@ def _fitted(config: ModelConfig = SMALL, seed: int = 0) -> ParticleAutoencoder:
     torch.manual_seed(seed)
     model = ParticleAutoencoder(config, D_MODEL, N_LAYERS)
     states = torch.from_numpy(np.concatenate([_states(32, s) for s in range(8)], 1))
-    mean = states.mean(1)  # (n_seen, d_model)
+    mean = states.mean(1)  # (n_layers+1, d_model)
     scale = (states - mean[:, None]).pow(2).mean((1, 2)).sqrt()
     normed = (states - mean[:, None]) / scale[:, None, None]
     model.set_statistics(mean, scale, torch.einsum("ltd,lte->lde", normed, normed) / 256)
@@ -51,7 +51,7 @@ def _trained(config: ModelConfig = SMALL) -> TrainedAutoencoder:
 
 
 def test_routing_gives_every_token_particles_and_every_particle_a_token():
-    token_of, rank_of, particle_of = routing_tables(n_particles=50, max_len=20, n_ranks=6)
+    token_of, rank_of, _, particle_of = routing_tables(n_particles=50, max_len=20, n_ranks=6)
     for n in range(1, 21):
         assert token_of[n].min() == 0 and token_of[n].max() == n - 1
         assert (token_of[n][1:] >= token_of[n][:-1]).all()  # blocks are contiguous
@@ -68,7 +68,7 @@ def test_routing_gives_every_token_particles_and_every_particle_a_token():
 
 def test_shapes_and_padding_independence():
     model = _fitted()
-    states = torch.from_numpy(_states(20))  # (n_seen, 20, d_model)
+    states = torch.from_numpy(_states(20))  # (n_layers+1, 20, d_model)
     lengths = torch.tensor([20, 7, 1, 13])
     layer = torch.tensor([0, 1, 2, 3])
     batch = torch.zeros(4, 20, D_MODEL)
@@ -107,7 +107,7 @@ def test_short_prompts_are_exact_whatever_the_decoder_learned():
 
 def test_layer_bases_are_orthonormal_and_turn_smoothly():
     model = _fitted(ModelConfig(n_particles=96, d_particle=4, max_len=32, d_pos=8, n_anchors=2))
-    basis = model.basis.double()  # (n_seen, n_code, d_model)
+    basis = model.basis.double()  # (n_layers+1, n_code, d_model)
     eye = torch.eye(D_MODEL, dtype=torch.float64).expand_as(basis)
     torch.testing.assert_close(basis @ basis.transpose(1, 2), eye, atol=1e-5, rtol=0)
     # the first layer is anchor 0's PCA; the last spans anchor 1's PCA block by block ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import shutil
@@ -13,6 +14,7 @@ import pyvista as pv
 
 from layerscan.cli import main
 from layerscan.errors import LayerscanError
+from layerscan.geometry.scene import frames as fr
 from layerscan.geometry.scene.export import export_html, export_meshes
 from tests.synthetic_scan import make_diff, make_scan
 
@@ -62,12 +64,24 @@ def test_html_is_self_contained(scan, tmp_path):
     assert not re.search(r"https?://", page), "the page must not reach for the network"
     assert not re.search(r"<(script|link|img)[^>]+(src|href)=", page)
     data = json.loads(page.split("const DATA = ")[1].split(";\nfunction f32")[0])
-    assert len(data["panels"][0]["layer_names"]) == 4 and data["panels"][0]["lens"]
-    node = shutil.which("node")
-    if node is not None:  # the inline script at least parses
-        script = page.split("<script>")[1].split("</script>")[0]
-        (tmp_path / "check.js").write_text(f"new Function({json.dumps(script)});")
-        subprocess.run([node, str(tmp_path / "check.js")], check=True)
+    panel = data["panels"][0]
+    assert len(panel["layer_names"]) == 4 and panel["lens"]
+    # the inline data is the scan: positions centred and scaled as the scene frames them
+    positions = np.frombuffer(base64.b64decode(panel["positions"]), np.float32)
+    pos = scan.positions[-1]  # (n_layers+1, n_particles, 3)
+    centre, radius = fr.bounds_of(pos)
+    np.testing.assert_allclose(positions.reshape(pos.shape), (pos - centre) / radius, atol=1e-6)
+    assert panel["metrics"]["trustworthiness"] == pytest.approx(
+        scan.trustworthiness[-1].tolist(), abs=1e-4)
+
+
+@pytest.mark.skipif(shutil.which("node") is None,
+                    reason="node not installed (scripts/test.sh installs nodejs where it can)")
+def test_html_script_parses(scan, tmp_path):
+    page = export_html(scan, tmp_path / "scan.html").read_text()
+    script = page.split("<script>")[1].split("</script>")[0]
+    (tmp_path / "check.js").write_text(f"new Function({json.dumps(script)});")
+    subprocess.run([shutil.which("node"), str(tmp_path / "check.js")], check=True)
 
 
 HARNESS = r"""
@@ -105,7 +119,7 @@ def test_html_script_draws_every_particle(tmp_path):
     """Run the page's script in node against a fake DOM and canvas: it animates and draws."""
     node = shutil.which("node")
     if node is None:
-        pytest.skip("node not installed; the page's script is checked only where node exists")
+        pytest.skip("node not installed (scripts/test.sh installs nodejs where it can)")
     diff = make_diff(n_layers=3, n_particles=150)
     export_html(diff, tmp_path / "d.html")
     (tmp_path / "harness.js").write_text(HARNESS)

@@ -29,14 +29,18 @@ def test_trustworthiness_and_continuity_equal_sklearn(k):
     assert isinstance(trustworthiness(clouds[0], layouts[0], k), float)
 
 
-def test_disparity_is_zero_first_and_for_rigid_motion_and_matches_scipy():
+def test_disparity_is_zero_for_rigid_motion_and_matches_scipy():
     rng = np.random.default_rng(1)
     a = rng.normal(size=(50, 3))
     rotation = np.linalg.qr(rng.normal(size=(3, 3)))[0]
     b = rng.normal(size=(50, 3))
-    disparity = procrustes_disparity(np.stack([a, 2 * a @ rotation + 1, b]))
-    assert disparity[0] == 0 and disparity[1] == pytest.approx(0, abs=1e-6)
-    assert disparity[2] == pytest.approx(procrustes(2 * a @ rotation + 1, b)[2], rel=1e-5)
+    layouts = np.stack([b, a, 2 * a @ rotation + 1, b])
+    disparity = procrustes_disparity(layouts)
+    assert disparity.shape == (4,) and disparity[1] > 0.1  # unrelated layouts differ
+    assert disparity[2] == pytest.approx(0, abs=1e-6)  # rotated, scaled, shifted: no change
+    for layer in (1, 3):  # (layer 0 has no previous layer: defined as 0)
+        assert disparity[layer] == pytest.approx(
+            procrustes(layouts[layer - 1], layouts[layer])[2], rel=1e-5)
     assert procrustes_disparity(np.zeros((2, 5, 3)))[1] == 0  # degenerate: no error
 
 

@@ -5,15 +5,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy.spatial import procrustes
 
 from layerscan.autoencoder.artifact import ArtifactConfig, TrainedAutoencoder, export_autoencoder
 from layerscan.autoencoder.capture.hidden_states import capture
+from layerscan.autoencoder.capture.loading import ModelOptions
 from layerscan.autoencoder.config import ModelConfig
 from layerscan.autoencoder.model import ParticleAutoencoder
 from layerscan.cli import main
 from layerscan.errors import LayerscanError
 from layerscan.files import write_tensor_file
-from layerscan.geometry.pipeline import ScanOptions, diff_captures, scan_capture, scan_prompt
+from layerscan.geometry.pipeline import (
+    ScanOptions,
+    diff_captures,
+    diff_prompts,
+    scan_capture,
+    scan_prompt,
+)
 from layerscan.geometry.scan_file import SCAN_KIND, DiffScan, Scan, load_any
 
 SMALL = ModelConfig(n_particles=96, d_particle=4, max_len=48, d_pos=8, n_anchors=2, d_hidden=16)
@@ -24,16 +32,16 @@ PROMPT = "the quick brown fox jumps over the lazy dog"
 def autoencoder_for(loaded, prompts: list[str]) -> TrainedAutoencoder:
     """A small autoencoder whose statistics come from the model's states on `prompts`."""
     states = torch.from_numpy(np.concatenate([capture(loaded, p).hidden for p in prompts], 1))
-    n_seen, _, d_model = states.shape
+    n_layers, d_model = states.shape[0] - 1, states.shape[2]
     torch.manual_seed(0)
-    model = ParticleAutoencoder(SMALL, d_model, n_seen - 1)
-    mean = states.mean(1)  # (n_seen, d_model)
+    model = ParticleAutoencoder(SMALL, d_model, n_layers)
+    mean = states.mean(1)  # (n_layers+1, d_model)
     scale = (states - mean[:, None]).pow(2).mean((1, 2)).sqrt()
     normed = (states - mean[:, None]) / scale[:, None, None]
     model.set_statistics(mean, scale,
                          torch.einsum("ltd,lte->lde", normed, normed) / normed.shape[1])
     return TrainedAutoencoder(model.eval(), ArtifactConfig(
-        model_id=loaded.model_id, d_model=d_model, n_layers=n_seen - 1,
+        model_id=loaded.model_id, d_model=d_model, n_layers=n_layers,
         normalization="final-norm", model=SMALL))
 
 
@@ -61,7 +69,9 @@ def test_scan_holds_every_figure_with_the_right_shapes(scanned, llama):
     assert (s.neighbors != np.arange(96)[:, None]).all()  # never a particle itself
     for figure in (s.trustworthiness, s.continuity):
         assert figure.shape == (1, n_frames) and ((0 < figure) & (figure <= 1)).all()
-    assert s.disparity[0, 0] == 0 and (s.disparity[0, 1:] >= 0).all()
+    for layer in range(1, n_frames):  # the stored figure is the layout's own disparity
+        expected = procrustes(s.positions[0, layer - 1], s.positions[0, layer])[2]
+        assert s.disparity[0, layer] == pytest.approx(expected, rel=1e-3, abs=1e-5)
     assert np.isfinite(s.reconstruction_r2).all()
     assert len(s.surfaces[0]) == n_frames and any(len(x.faces) for x in s.surfaces[0])
     assert s.lens_tokens is not None and s.lens_probs.shape[:2] == (n_frames, len(s.tokens))
@@ -81,8 +91,15 @@ def test_same_seed_gives_a_byte_identical_file(llama, autoencoder, scanned, tmp_
 
 
 def test_scan_prompt_captures_and_scans(llama, autoencoder, scanned):
-    scan = scan_prompt(llama, PROMPT, autoencoder, FAST)
+    scan = scan_prompt(PROMPT, FAST, model=llama, autoencoder=autoencoder)
     assert np.array_equal(scan.positions, scanned.positions)
+    assert FAST.device == "cpu" and scan.settings["projection"]["device"] == str(llama.device)
+
+
+def test_diff_with_token_time_fails_before_any_model_work(tmp_path):
+    missing = ModelOptions(model=str(tmp_path / "no-such-model"))
+    with pytest.raises(LayerscanError, match="token-time"):
+        diff_prompts("a", "b", ScanOptions(token_time=True), model=missing)
 
 
 def test_token_time_has_a_frame_per_prefix(llama, autoencoder):
@@ -182,3 +199,15 @@ def test_embedded_model_scan_and_one_word_diff(embedded_model):
     at = diff.token_divergence[1:, first].min()
     assert before < 1e-3 < at
     assert diff.divergence.max() > 0 and 0 <= diff.peak_layer <= 30
+
+
+def test_eval_checks_the_model_before_loading_it(tiny_model_dirs, autoencoder, tmp_path,
+                                                 capsys, monkeypatch):
+    import layerscan.autoencoder.capture.loading as loading
+
+    folder = export_autoencoder(autoencoder.model, autoencoder.config, tmp_path / "ae")
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    assert main(["eval", "--autoencoder", str(folder), "--model",
+                 str(tiny_model_dirs["gpt2"])]) == 2
+    err = capsys.readouterr().err
+    assert "pass the matching --model" in err and len(err.strip().splitlines()) == 1

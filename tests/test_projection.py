@@ -52,6 +52,7 @@ def test_init_only_stores_arguments_and_fit_returns_self(clouds):
     assert est.get_params()["n_epochs"] == 20  # fit never changes a hyperparameter
 
 
+@pytest.mark.slow  # the AlignedUMAP reference fixture takes ~30 s
 def test_fast_mode_is_faithful_and_aligned_like_the_reference(clouds, reference):
     fast = FastAlignedProjection(n_epochs=100, random_state=0).fit(clouds).embedding_
     ours, ref = faithfulness(clouds, fast), faithfulness(clouds, reference)
@@ -60,6 +61,7 @@ def test_fast_mode_is_faithful_and_aligned_like_the_reference(clouds, reference)
     assert ours.disparity[1:].mean() <= ref.disparity[1:].mean() * 1.1 + 1e-3
 
 
+@pytest.mark.slow  # the AlignedUMAP reference fixture takes ~30 s
 def test_reference_and_independent_modes_give_finite_layouts(clouds, reference):
     assert reference.shape == (4, 200, 3) and np.isfinite(reference).all()
     independent = IndependentUMAPProjection(n_epochs=30).fit(clouds[:2]).embedding_
@@ -110,5 +112,9 @@ def test_bad_input_is_a_one_line_error(clouds):
         FastAlignedProjection().fit([clouds[0], clouds[1][:10]])
     with pytest.raises(LayerscanError, match="unknown projection"):
         make_projection("tsne")
+
+
+@pytest.mark.slow  # the first umap-learn call compiles its numba code (~25 s)
+def test_too_few_points_for_umap_is_a_one_line_error(clouds):
     with pytest.raises(LayerscanError, match="use --projection fast"):
         AlignedUMAPProjection().fit(clouds[:, :10])

@@ -125,7 +125,7 @@ def test_cache_holds_the_same_states_as_a_forward_pass(trained_run, tiny_llama, 
     assert len(ids) > 32  # the long line was chunked into windows, not dropped
     expected = hidden_states_batch(loaded, [ids[:32]])[0]
     np.testing.assert_allclose(cache.window(0), expected, atol=2e-2, rtol=1e-2)  # float16
-    assert cache.window(0, length=5).shape == (cache.n_seen, 5, cache.d_model)
+    assert cache.window(0, length=5).shape == (cache.n_layers + 1, 5, cache.d_model)
     import shutil
 
     broken = shutil.copytree(folders[0], tmp_path / "broken")
@@ -217,6 +217,7 @@ def _run_cli(args: list[str], env_extra: dict | None = None, **kwargs) -> subpro
                             **kwargs)
 
 
+@pytest.mark.slow
 def test_resume_after_kill_9_finishes(tmp_path, tiny_llama, corpus, trained_run):
     out = tmp_path / "run"
     args = _train_args(tiny_llama, corpus, out, trained_run / "cache",
@@ -244,6 +245,7 @@ def test_resume_after_kill_9_finishes(tmp_path, tiny_llama, corpus, trained_run)
     assert min(config.metrics["r2"]["8"]) > min(fresh) - 0.1
 
 
+@pytest.mark.slow
 def test_ddp_with_two_cpu_processes(tmp_path, tiny_llama, corpus, trained_run):
     out = tmp_path / "ddp"
     proc = _run_cli(_train_args(tiny_llama, corpus, out, trained_run / "cache",

@@ -180,6 +180,7 @@ def scenario_close_mid_animation(tmp_path) -> None:
     viewer.close()
 
 
+@pytest.mark.slow
 @pytest.mark.display
 @pytest.mark.parametrize("scenario", [scenario_keys, scenario_toggles, scenario_pick,
                                       scenario_play, scenario_close_mid_animation],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -13,10 +13,16 @@ from layerscan.errors import LayerscanError
 from layerscan.files import read_tensor_file, write_tensor_file
 
 Normalization = Literal["final-norm", "standardize", "raw"]
-NORMALIZATIONS: tuple[str, ...] = ("final-norm", "standardize", "raw")
+"""How captured states are normalized: the one list every other module reads."""
+NORMALIZATIONS: tuple[str, ...] = get_args(Normalization)
 
 CAPTURE_KIND = "capture"
 CAPTURE_FORMAT_VERSION = 1
+
+
+def layer_names(n_layers: int) -> list[str]:
+    """The n_layers+1 hidden states' names: "embeddings", then "block 1".."block n_layers"."""
+    return ["embeddings"] + [f"block {i}" for i in range(1, n_layers + 1)]
 
 
 @dataclass
@@ -68,7 +74,7 @@ class Capture:
 
     @property
     def layer_names(self) -> list[str]:
-        return ["embeddings"] + [f"block {i}" for i in range(1, self.n_layers + 1)]
+        return layer_names(self.n_layers)
 
     def prefix(self, n_tokens: int) -> Capture:
         """The capture of the first `n_tokens` tokens (exact for causal models)."""

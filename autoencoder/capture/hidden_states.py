@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import math
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -156,11 +159,55 @@ def _next_token(logits: torch.Tensor, sample: bool, temperature: float,
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
+@dataclass(frozen=True)
+class CaptureOptions:
+    """What a capture keeps: normalization, generated tokens and the logit lens."""
+
+    normalization: Normalization = "final-norm"
+    """final-norm: the model's final norm on every layer, as the logit lens does; standardize:
+    zero mean, unit variance per token and layer; raw: the residual stream as it is."""
+    generate: int = field(default=0, metadata={"metavar": "N"})
+    """Continue the prompt by N tokens and capture them too (causal models)."""
+    sample: bool = False
+    """Sample the generated tokens instead of greedy decoding."""
+    temperature: float = 0.8
+    """Sampling temperature (with --sample)."""
+    chat: bool = False
+    """Wrap the prompt in the model's chat template as a user message."""
+    top_k: int = 5
+    """Logit-lens tokens kept per layer and position (0 turns the lens off)."""
+    seed: int = 0
+    """Random seed for sampling."""
+
+    def __post_init__(self) -> None:
+        if self.normalization not in NORMALIZATIONS:
+            raise LayerscanError(f"unknown normalization {self.normalization!r}: use "
+                                 f"{', '.join(NORMALIZATIONS)}")
+        if self.generate < 0:
+            raise LayerscanError(f"--generate must be 0 or more, got {self.generate}")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise LayerscanError(f"--temperature must be a positive number, got "
+                                 f"{self.temperature}")
+        if self.top_k < 0:
+            raise LayerscanError(f"--top-k must be 0 (no logit lens) or more, got {self.top_k}")
+
+
+def check_capture_options(loaded: LoadedModel, options: CaptureOptions) -> None:
+    """Raise a one-line LayerscanError for options this model cannot honour (before any pass)."""
+    if options.generate and not loaded.is_causal:
+        raise LayerscanError(f"{loaded.model_id} is not a causal LM; it cannot --generate")
+    vocab = getattr(loaded.config, "vocab_size", None)
+    if vocab is not None and options.top_k > vocab:
+        raise LayerscanError(f"--top-k {options.top_k} exceeds the vocabulary of "
+                             f"{loaded.model_id} ({vocab} tokens); use at most {vocab}")
+    if options.normalization == "final-norm":
+        final_norm(loaded.model)  # fail early, naming an unknown architecture
+
+
 @torch.inference_mode()
-def capture(loaded: LoadedModel, prompt: str, normalization: Normalization = "final-norm",
-            generate: int = 0, sample: bool = False, temperature: float = 0.8,
-            chat: bool = False, top_k: int = 5, seed: int = 0) -> Capture:
-    """Hidden states of every layer for `prompt` and for `generate` continuation tokens.
+def capture(loaded: LoadedModel, prompt: str, options: CaptureOptions | None = None,
+            **overrides: Any) -> Capture:
+    """Hidden states of every layer for `prompt` and for generated continuation tokens.
 
     The prompt runs in ONE forward pass: under causal attention the states of every prefix are
     the first positions of that pass, so token-time costs nothing extra. Generated tokens reuse
@@ -169,31 +216,21 @@ def capture(loaded: LoadedModel, prompt: str, normalization: Normalization = "fi
     Args:
         loaded: from `load_model`.
         prompt: the text; empty or whitespace-only is an error.
-        normalization: "final-norm" (the model's final norm on every layer, as the logit lens
-            does), "standardize" (zero mean, unit variance per token and layer) or "raw".
-        generate: continuation tokens to generate and capture (causal models only).
-        sample: sample instead of greedy decoding; `temperature` and `seed` apply.
-        chat: wrap the prompt as a user message in the model's chat template.
-        top_k: logit-lens tokens per layer and position (0 turns the lens off).
+        options: normalization, generation and logit lens (see CaptureOptions).
+        **overrides: CaptureOptions fields to change, e.g. `top_k=0`.
     """
-    if normalization not in NORMALIZATIONS:
-        raise LayerscanError(f"unknown normalization {normalization!r}: use "
-                             f"{', '.join(NORMALIZATIONS)}")
-    if generate < 0:
-        raise LayerscanError(f"--generate must be 0 or more, got {generate}")
-    if generate and not loaded.is_causal:
-        raise LayerscanError(f"{loaded.model_id} is not a causal LM; it cannot --generate")
-    if normalization == "final-norm":
-        final_norm(loaded.model)  # fail early, naming an unknown architecture
-    ids = tokenize_prompt(loaded, prompt, chat=chat, extra_tokens=generate)
+    options = replace(options or CaptureOptions(), **overrides)
+    check_capture_options(loaded, options)
+    normalization, generate, top_k = options.normalization, options.generate, options.top_k
+    ids = tokenize_prompt(loaded, prompt, chat=options.chat, extra_tokens=generate)
     device = loaded.model.device if hasattr(loaded.model, "device") else loaded.device
     input_ids = torch.tensor([ids], device=device)
     hidden, past, logits = _forward_states(loaded, input_ids)  # (n_layers+1, 1, T, d_model)
     steps = [hidden[:, 0]]
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(options.seed)
     all_ids = list(ids)
     for _ in range(generate):
-        token = _next_token(logits[0, -1], sample, temperature, generator)
+        token = _next_token(logits[0, -1], options.sample, options.temperature, generator)
         all_ids.append(token)
         step_hidden, past, logits = _forward_states(
             loaded, torch.tensor([[token]], device=device), past_key_values=past)
@@ -209,8 +246,7 @@ def capture(loaded: LoadedModel, prompt: str, normalization: Normalization = "fi
         lens_ids=None if lens is None else lens[0],
         lens_probs=None if lens is None else lens[1],
         lens_tokens=None if lens is None else _token_strings(loaded.tokenizer, lens[0]),
-        extra={"generate": generate, "sample": sample, "temperature": temperature,
-               "chat": chat, "seed": seed, "top_k": top_k})
+        extra={k: v for k, v in asdict(options).items() if k != "normalization"})
     result.validate()
     return result
 

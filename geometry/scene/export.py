@@ -16,6 +16,7 @@ from layerscan.geometry.scene import frames as fr
 from layerscan.geometry.scene.style import token_colors
 
 MESH_FORMATS = ("vtp", "vtk", "ply")
+HTML_SUFFIXES = (".html", ".htm")
 
 
 def cloud_mesh(scan: Scan, step: int, layer: int, displacement: np.ndarray | None = None):
@@ -35,14 +36,20 @@ def cloud_mesh(scan: Scan, step: int, layer: int, displacement: np.ndarray | Non
 
 def surface_mesh(scan: Scan, step: int, layer: int):
     """One layer's density surface as a pyvista PolyData (empty when the layer has none)."""
-    import pyvista as pv
+    from layerscan.geometry.scene.meshes import surface_polydata
 
-    surface = scan.surfaces[step][layer]
-    if len(surface.faces) == 0:
-        return pv.PolyData()
-    faces = np.hstack([np.full((len(surface.faces), 1), 3, np.int64),
-                       np.asarray(surface.faces, np.int64)])
-    return pv.PolyData(np.asarray(surface.vertices, np.float32), faces.ravel())
+    return surface_polydata(scan.surfaces[step][layer])
+
+
+def export_kind(path: str | os.PathLike) -> str:
+    """'html' for a .html/.htm page, 'meshes' for a folder (a name without a suffix)."""
+    suffix = Path(path).suffix.lower()
+    if suffix in HTML_SUFFIXES:
+        return "html"
+    if suffix == "":
+        return "meshes"
+    raise LayerscanError(f"{path}: unknown export type {suffix!r}; use NAME.html for a page or "
+                         f"a folder name without a suffix for meshes")
 
 
 def export_meshes(source: Scan | DiffScan, folder: str | os.PathLike, fmt: str = "vtp",
@@ -144,7 +151,7 @@ def export_html(source: Scan | DiffScan, path: str | os.PathLike,
         max_faces: surfaces are left out when they hold more triangles than this in all.
     """
     path = Path(path)
-    if path.suffix.lower() not in (".html", ".htm"):
+    if path.suffix.lower() not in HTML_SUFFIXES:
         raise LayerscanError(f"{path}: an HTML export needs a .html file name")
     if isinstance(source, DiffScan):
         disp = np.asarray(source.displacement_cloud, np.float32)

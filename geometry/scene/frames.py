@@ -25,7 +25,7 @@ def ease(t: np.ndarray | float) -> np.ndarray | float:
     return t * t * (3.0 - 2.0 * t)
 
 
-def plan_frames(n_frames_layers: int, n_steps: int = 1, frames_per_layer: int = 8,
+def plan_frames(n_layers: int, n_steps: int = 1, frames_per_layer: int = 8,
                 hold_frames: int = 0, token_sweep: bool = False, orbit_degrees: float = 0.0,
                 ) -> list[Frame]:
     """The frame sequence of a movie.
@@ -34,19 +34,18 @@ def plan_frames(n_frames_layers: int, n_steps: int = 1, frames_per_layer: int = 
     With a sweep it travels layer-time once per token step (each step adds one token).
 
     Args:
-        n_frames_layers: layer frames in the scan (n_layers+1).
+        n_layers: transformer blocks of the scan (it shows n_layers+1 hidden states).
         n_steps: token-time steps in the scan.
         frames_per_layer: frames spent moving from one layer to the next.
         hold_frames: extra still frames at the start, and on the last layer of each pass.
         token_sweep: play every token step instead of only the last one.
         orbit_degrees: total camera orbit over the whole movie.
     """
-    if n_frames_layers < 1 or n_steps < 1:
+    if n_layers < 0 or n_steps < 1:
         raise LayerscanError("nothing to render: the scan has no layers or no token steps")
     if frames_per_layer < 1:
         raise LayerscanError(f"frames per layer must be at least 1, got {frames_per_layer}")
     steps = range(n_steps) if token_sweep else [n_steps - 1]
-    n_layers = n_frames_layers - 1
     plan: list[tuple[int, float]] = []
     for i, step in enumerate(steps):
         plan += [(step, 0.0)] * (hold_frames if i == 0 else 0)
@@ -58,22 +57,22 @@ def plan_frames(n_frames_layers: int, n_steps: int = 1, frames_per_layer: int = 
             for i, (step, layer) in enumerate(plan)]
 
 
-def frames_per_layer_for(duration: float, fps: float, n_frames_layers: int, n_steps: int = 1,
+def frames_per_layer_for(duration: float, fps: float, n_layers: int, n_steps: int = 1,
                          hold_frames: int = 0, token_sweep: bool = False) -> int:
     """Frames per layer that make a movie last about `duration` seconds at `fps`."""
     if duration <= 0 or fps <= 0:
         raise LayerscanError(f"duration and fps must be positive, got {duration} s at {fps} fps")
     passes = n_steps if token_sweep else 1
-    n_layers = max(n_frames_layers - 1, 1)
     budget = duration * fps / passes - 1 - 2 * hold_frames
-    return max(1, int(round(budget / n_layers)))
+    return max(1, int(round(budget / max(n_layers, 1))))
 
 
-def layer_pair(layer: float, n_frames_layers: int) -> tuple[int, int, float]:
-    """The two layers around a fractional layer and the eased blend weight of the second."""
-    layer = float(np.clip(layer, 0, n_frames_layers - 1))
+def layer_pair(layer: float, n_layers: int) -> tuple[int, int, float]:
+    """The two layers around a fractional layer in [0, n_layers] and the eased blend weight
+    of the second."""
+    layer = float(np.clip(layer, 0, n_layers))
     lo = int(np.floor(layer))
-    hi = min(lo + 1, n_frames_layers - 1)
+    hi = min(lo + 1, n_layers)
     return lo, hi, float(ease(layer - lo))
 
 
@@ -87,15 +86,15 @@ def interpolate(values: np.ndarray, layer: float) -> np.ndarray:
     Returns:
         (...) the eased linear blend of the two surrounding layers.
     """
-    lo, hi, t = layer_pair(layer, values.shape[0])
+    lo, hi, t = layer_pair(layer, values.shape[0] - 1)
     if t == 0.0 or lo == hi:
         return values[lo]
     return values[lo] + (values[hi] - values[lo]) * np.float32(t)
 
 
-def nearest_layer(layer: float, n_frames_layers: int) -> int:
+def nearest_layer(layer: float, n_layers: int) -> int:
     """The layer index whose overlays and connectivity a fractional layer shows."""
-    lo, hi, t = layer_pair(layer, n_frames_layers)
+    lo, hi, t = layer_pair(layer, n_layers)
     return hi if t >= 0.5 else lo
 
 

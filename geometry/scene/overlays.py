@@ -22,7 +22,6 @@ from layerscan.geometry.scene.style import ink_on, use_font
 INK = (0.93, 0.94, 0.96)
 DIM = (0.55, 0.58, 0.64)
 ACCENT = (1.0, 0.78, 0.25)
-ALERT = (1.0, 0.38, 0.38)
 CHIP = (0.20, 0.24, 0.31)
 CHIP_CURRENT = (1.0, 0.78, 0.25)
 CHIP_FUTURE = (0.12, 0.14, 0.18)
@@ -33,6 +32,16 @@ BACKING_OPACITY = 0.7
 """How much of what lies behind overlay text the backing hides."""
 CHIP_TEXT_LIMIT = 24
 """Longest token text on a chip."""
+CHIP_INK = (0.08, 0.08, 0.1)
+"""Text on the highlighted (current) chip."""
+
+# Sizes in font sizes, so the overlays scale with the window.
+CHIP_PAD, CHIP_GAP, CHIP_ROW = 0.45, 0.35, 1.75
+"""Token chips: padding inside a chip, gap between chips, row height."""
+CHIP_ROWS_USED = 0.92
+"""Share of the chip rows filled before older tokens scroll out."""
+LENS_ROW, LENS_BAR = 1.6, 9.0
+"""Logit-lens panel: row height and the length of a 100% bar."""
 
 
 VISIBLE_WHITESPACE = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"}
@@ -172,9 +181,9 @@ class TokenChips:
             measurer.GetBoundingBox(prop, label, box, 72)
             widths.append(box[1] - box[0] + 1)
         w_px, h_px = viewport_px
-        pad, gap = 0.45 * size / w_px, 0.35 * size / w_px
+        pad, gap = CHIP_PAD * size / w_px, CHIP_GAP * size / w_px
         self.widths = np.asarray(widths) / w_px + 2 * pad
-        self.row_h = 1.75 * size / h_px
+        self.row_h = CHIP_ROW * size / h_px
         self.x0, self.x1, self.y_top, self.max_rows, self.pad, self.gap = (
             x0, x1, y_top, max_rows, pad, gap)
         self.actors = []
@@ -235,7 +244,7 @@ class TokenChips:
                 tp.SetFrameColor(*(INK if i == current else CHIP_DIFF))
         elif i == current:
             tp.SetBackgroundColor(*CHIP_CURRENT)
-            tp.SetColor(0.08, 0.08, 0.1)
+            tp.SetColor(*CHIP_INK)
         elif i in self.differing:
             tp.SetBackgroundColor(*CHIP_DIFF)
             tp.SetColor(*INK)
@@ -243,9 +252,16 @@ class TokenChips:
             tp.SetBackgroundColor(*CHIP)
             tp.SetColor(*INK)
 
+    def set_visible(self, visible: bool) -> None:
+        """Hide every chip, or show the ones the last layout placed (and lay out anew)."""
+        for actor in self.actors:
+            actor.SetVisibility(visible and actor.GetVisibility())
+        if not visible:
+            self._state = None
+
     def _first_shown(self, focus: int) -> int:
         """First token index such that `focus` still fits in the rows (greedy from the end)."""
-        width = (self.x1 - self.x0) * self.max_rows * 0.92
+        width = (self.x1 - self.x0) * self.max_rows * CHIP_ROWS_USED
         start, used = focus, self.widths[focus] + self.gap
         while start > 0 and used + self.widths[start - 1] + self.gap <= width:
             start -= 1
@@ -260,8 +276,8 @@ class LensPanel:
                  viewport_px: tuple[int, int], x_right: float = 0.98, y_top: float = 0.96,
                  ) -> None:
         w_px, h_px = viewport_px
-        self.row_h = 1.6 * size / h_px
-        self.bar_w = 9.0 * size / w_px
+        self.row_h = LENS_ROW * size / h_px
+        self.bar_w = LENS_BAR * size / w_px
         self.x_bar = x_right - self.bar_w
         self.y_top = y_top
         self.title = Label(renderer, x_right, y_top, size, DIM, align="right")

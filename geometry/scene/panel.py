@@ -10,9 +10,16 @@ from vtkmodules.vtkRenderingCore import vtkRenderer
 from layerscan.geometry.scan_file import Scan
 from layerscan.geometry.scene import frames as fr
 from layerscan.geometry.scene.legend import Legend, Scale, surface_caption
+from layerscan.geometry.scene.meshes import surface_polydata
 from layerscan.geometry.scene.overlays import DIM, INK, Label, LensPanel, TokenChips, token_label
 from layerscan.geometry.scene.style import (
+    CHIPS_TOP,
+    CHIPS_TOP_TITLED,
+    LINE_COLOR,
+    LINE_OPACITY,
+    MARGIN,
     SURFACE_COLOR,
+    TOP,
     bake_shading,
     lookup_table,
     token_colors,
@@ -71,7 +78,7 @@ class Panel:
             show_scalar_bar=False, lighting=False, name="points")
         self.lines = pv.PolyData()
         self.lines.SetPoints(self.cloud.GetPoints())
-        self.lines_actor = plotter.add_mesh(self.lines, color="#8fa3bf", opacity=0.35,
+        self.lines_actor = plotter.add_mesh(self.lines, color=LINE_COLOR, opacity=LINE_OPACITY,
                                             line_width=1, lighting=False, name="lines",
                                             show_scalar_bar=False, pickable=False)
         self._line_cells: dict[tuple[int, int], np.ndarray] = {}
@@ -88,7 +95,7 @@ class Panel:
                 actor.mapper.SetColorModeToDirectScalars()
                 actor.mapper.ScalarVisibilityOn()
         bottom = opts.overlay_bottom
-        chips_top = bottom + (0.105 if title is None else 0.125)
+        chips_top = bottom + (CHIPS_TOP if title is None else CHIPS_TOP_TITLED)
         self.chips = TokenChips(overlay, scan.tokens, size, viewport_px, y_top=chips_top,
                                 differing=differing)
         self.labels = TokenLabels(overlay, renderer, scan.tokens, self.token_rgb,
@@ -101,15 +108,15 @@ class Panel:
                                     / viewport_px[1])
             self.legend = Legend(overlay, size, viewport_px, legend_y, scales,
                                  surface_caption(scan.settings))
-        self.head = Label(overlay, 0.02, 0.97, int(size * 1.5), INK, bold=True)
-        self.sub = Label(overlay, 0.02, 0.97 - 2.3 * size / viewport_px[1], size, DIM)
-        self.fig = Label(overlay, 0.02, 0.97 - 3.9 * size / viewport_px[1], int(size * 0.9),
+        self.head = Label(overlay, MARGIN, TOP, int(size * 1.5), INK, bold=True)
+        self.sub = Label(overlay, MARGIN, TOP - 2.3 * size / viewport_px[1], size, DIM)
+        self.fig = Label(overlay, MARGIN, TOP - 3.9 * size / viewport_px[1], int(size * 0.9),
                          DIM)
-        self.pick = Label(overlay, 0.02, 0.97 - 5.4 * size / viewport_px[1], int(size * 0.9),
+        self.pick = Label(overlay, MARGIN, TOP - 5.4 * size / viewport_px[1], int(size * 0.9),
                           INK)
         self.prompt_title = None
         if title is not None:
-            self.prompt_title = Label(overlay, 0.02, bottom + 0.125 + 0.2 * size
+            self.prompt_title = Label(overlay, MARGIN, bottom + CHIPS_TOP_TITLED + 0.2 * size
                                       / viewport_px[1], size, INK, bold=True, valign="bottom")
             self.prompt_title.set(title)
         self.lens = None
@@ -127,13 +134,8 @@ class Panel:
     def surface_mesh(self, step: int, layer: int) -> pv.PolyData:
         key = (step, layer)
         if key not in self._surfaces:
-            surface = self.scan.surfaces[step][layer]
-            if len(surface.faces) == 0:
-                mesh = pv.PolyData()
-            else:
-                faces = np.hstack([np.full((len(surface.faces), 1), 3, np.int64),
-                                   surface.faces.astype(np.int64)])
-                mesh = pv.PolyData(np.asarray(surface.vertices, np.float32), faces.ravel())
+            mesh = surface_polydata(self.scan.surfaces[step][layer])
+            if mesh.n_cells:
                 # Consistent outward winding, so back faces can be culled: a translucent
                 # shell drawn once per pixel instead of twice.
                 mesh = mesh.compute_normals(auto_orient_normals=True, consistent_normals=True,
@@ -146,9 +148,8 @@ class Panel:
     def update(self, step: int, layer: float, mode: str, current_token: int | None,
                header: tuple[str, str] | None) -> None:
         scan, opts = self.scan, self.opts
-        n_frames = scan.n_layers + 1
         step = min(step, scan.n_steps - 1)
-        lo, hi, t = fr.layer_pair(layer, n_frames)
+        lo, hi, t = fr.layer_pair(layer, scan.n_layers)
         near = hi if t >= 0.5 else lo
         pts = fr.interpolate(scan.positions[step], layer)  # (n_particles, 3)
         vtk_pts = self.cloud.GetPoints()
@@ -224,7 +225,7 @@ class Panel:
         """Which token and layer particle `point_id` shows at this moment."""
         scan = self.scan
         step = min(step, scan.n_steps - 1)
-        near = fr.nearest_layer(layer, scan.n_layers + 1)
+        near = fr.nearest_layer(layer, scan.n_layers)
         token = int(scan.particle_tokens[step, near, point_id])
         return (f"particle {point_id}: token {token} “{token_label(scan.tokens[token], 24)}”, "
                 f"layer {near} ({scan.layer_names[near]})")
@@ -233,9 +234,6 @@ class Panel:
         for label in (self.head, self.sub, self.fig, self.pick, self.prompt_title):
             if label is not None:
                 label.set_visible(visible)
-        for actor in self.chips.actors:
-            actor.SetVisibility(visible and actor.GetVisibility())
-        if not visible:
-            self.chips._state = None
+        self.chips.set_visible(visible)
         if self.lens is not None:
             self.lens.set_visible(visible)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -19,6 +20,7 @@ from layerscan.geometry.scan_file import DiffScan, Scan
 from layerscan.geometry.scene import frames as fr
 
 VIDEO_SUFFIXES = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
+Quality = Literal["low", "medium", "high"]
 QUALITY = {"low": ("28", "ultrafast"), "medium": ("23", "superfast"), "high": ("18", "medium")}
 """x264 (crf, preset) per quality; superfast costs ~15 ms of CPU per 720p frame, veryfast ~22."""
 
@@ -29,19 +31,19 @@ class RenderOptions:
 
     fps: int = 30
     """Frames per second of the output."""
-    frames_per_layer: int = 6
+    frames_per_layer: int = field(default=6, metadata={"metavar": "N"})
     """Frames spent moving from one layer to the next (ignored when `duration` is set)."""
-    duration: float | None = None
+    duration: float | None = field(default=None, metadata={"metavar": "SECONDS"})
     """Target length in seconds; sets frames per layer."""
-    hold: float = 0.5
+    hold: float = field(default=0.5, metadata={"metavar": "SECONDS"})
     """Seconds to rest on the first and last layer."""
     token_sweep: bool = False
     """Play layer-time once per token-time step (scans made with token steps)."""
-    orbit: float = 30.0
+    orbit: float = field(default=30.0, metadata={"metavar": "DEGREES"})
     """Degrees the camera orbits over the whole movie (0: still camera)."""
-    quality: Literal["low", "medium", "high"] = "medium"
+    quality: Quality = "medium"
     """Encoder quality: low (small, fastest), medium, high (slowest)."""
-    still_layer: float | None = None
+    still_layer: float | None = field(default=None, metadata={"flag": "layer"})
     """For .png output: the layer to show; None = the last layer."""
     progress: bool = True
     """Show a progress bar on stderr."""
@@ -52,8 +54,17 @@ class RenderOptions:
         if self.frames_per_layer < 1:
             raise LayerscanError(f"frames per layer must be at least 1, got "
                                  f"{self.frames_per_layer}")
-        if self.duration is not None and self.duration <= 0:
-            raise LayerscanError(f"duration must be positive, got {self.duration}")
+        if self.duration is not None and not (math.isfinite(self.duration) and self.duration > 0):
+            raise LayerscanError(f"duration must be a positive number of seconds, got "
+                                 f"{self.duration}")
+        if not (math.isfinite(self.hold) and self.hold >= 0):
+            raise LayerscanError(f"--hold must be 0 or more seconds, got {self.hold}")
+        if not math.isfinite(self.orbit):
+            raise LayerscanError(f"--orbit must be a number of degrees, got {self.orbit}")
+        if self.still_layer is not None and not (math.isfinite(self.still_layer)
+                                                 and self.still_layer >= 0):
+            raise LayerscanError(f"--layer must be a layer number from 0 up, got "
+                                 f"{self.still_layer}")
         if self.quality not in QUALITY:
             raise LayerscanError(f"unknown quality {self.quality!r}; use low, medium or high")
 
@@ -191,14 +202,14 @@ def _ffmpeg_command(path: Path, kind: str, size: tuple[int, int], fps: int,
                   "-pix_fmt", "yuv420p", "-movflags", "+faststart", "-f", container, str(path)]
 
 
-def plan_for(scene_n_layers: int, n_steps: int, options: RenderOptions) -> list[fr.Frame]:
+def plan_for(n_layers: int, n_steps: int, options: RenderOptions) -> list[fr.Frame]:
     """The frames a movie with these options shows."""
     hold = int(round(options.hold * options.fps))
     fpl = options.frames_per_layer
     if options.duration is not None:
-        fpl = fr.frames_per_layer_for(options.duration, options.fps, scene_n_layers, n_steps,
+        fpl = fr.frames_per_layer_for(options.duration, options.fps, n_layers, n_steps,
                                       hold, options.token_sweep)
-    return fr.plan_frames(scene_n_layers, n_steps, fpl, hold, options.token_sweep,
+    return fr.plan_frames(n_layers, n_steps, fpl, hold, options.token_sweep,
                           options.orbit)
 
 
@@ -229,7 +240,7 @@ def render_movie(source: Scan | DiffScan, path: str | os.PathLike, scene_options
     scene = Scene(source, scene_options, off_screen=True)
     try:
         if kind == "png":
-            layer = scene.n_frames_layers - 1 if options.still_layer is None \
+            layer = scene.n_layers if options.still_layer is None \
                 else options.still_layer
             scene.update(scene.n_steps - 1, layer)
             with atomic_path(path) as tmp:
@@ -237,7 +248,7 @@ def render_movie(source: Scan | DiffScan, path: str | os.PathLike, scene_options
 
                 iio.imwrite(tmp, scene.image(), extension=".png")
             return RenderStats(path, 1, w, h, time.perf_counter() - start, 0.0, 0.0, 0.0)
-        plan = plan_for(scene.n_frames_layers, scene.n_steps, options)
+        plan = plan_for(scene.n_layers, scene.n_steps, options)
         return _render_frames(scene, plan, path, kind, options, on_frame, start)
     finally:
         scene.close()

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field, replace
+from typing import Literal, get_args
 
 import numpy as np
 import pyvista as pv
@@ -21,7 +20,25 @@ from layerscan.geometry.scene import frames as fr
 from layerscan.geometry.scene.legend import Scale
 from layerscan.geometry.scene.overlays import LayerChart, plain_text_backend, token_label
 from layerscan.geometry.scene.panel import Panel
-from layerscan.geometry.scene.style import software_theme, token_colors, unit_scale, unit_top
+from layerscan.geometry.scene.style import (
+    DIFF_SURFACE_OPACITY,
+    FONT_SIZE,
+    FRAME_MARGIN,
+    FREE_AREA,
+    MIN_FONT_SIZE,
+    MIN_POINT_SIZE,
+    POINT_SIZE,
+    REFERENCE_HEIGHT,
+    SURFACE_OPACITY,
+    VIEW_ANGLE,
+    VIEW_AZIMUTH,
+    VIEW_ELEVATION,
+    direction,
+    software_theme,
+    token_colors,
+    unit_scale,
+    unit_top,
+)
 from layerscan.geometry.scene.tokens import TokenArrows
 
 
@@ -44,37 +61,29 @@ def _headless_egl(off_screen: bool) -> Iterator[None]:
 
 
 ColorMode = Literal["token", "slot", "density", "displacement"]
-COLOR_MODES: tuple[str, ...] = ("token", "slot", "density", "displacement")
+COLOR_MODES: tuple[str, ...] = get_args(ColorMode)
 PARTS = ("points", "surface", "lines", "overlays", "labels")
-VIEW_ANGLE = 30.0
-"""Camera view angle in degrees (vertical)."""
-FRAME_MARGIN = 1.06
-"""The camera keeps the bounding sphere of every layer this much inside the free area."""
-FREE_AREA = {"single": (0.02, 0.22, 0.98, 0.84), "diff": (0.03, 0.30, 0.97, 0.66)}
-"""(x0, y0, x1, y1) normalized area of a panel that the whole cloud of every layer fits in,
-clear of the header, the chips and the legend (and of the divergence chart in a diff)."""
-
 
 
 @dataclass
 class SceneOptions:
     """How a scan is drawn."""
 
-    window_size: tuple[int, int] = (1280, 720)
+    window_size: tuple[int, int] = field(default=(1280, 720), metadata={"flag": "resolution"})
     """Width and height in pixels."""
-    color_mode: ColorMode = "token"
+    color_mode: ColorMode | None = field(default=None, metadata={"flag": "color"})
     """token (each token's particles in the token's colour, the chips as the key), slot (a
     fixed colour per particle), density (local 3D density), displacement (movement since the
-    previous layer; A→B distance in a diff)."""
-    show_points: bool = True
+    previous layer; A→B distance in a diff). None: displacement for diffs, else token."""
+    show_points: bool = field(default=True, metadata={"flag": "points"})
     """Draw the particles."""
-    show_surface: bool = True
+    show_surface: bool = field(default=True, metadata={"flag": "surfaces"})
     """Draw each layer's density surface."""
-    show_lines: bool = False
+    show_lines: bool = field(default=False, metadata={"flag": "lines"})
     """Join each particle to its nearest neighbours in the particle cloud."""
-    show_overlays: bool = True
+    show_overlays: bool = field(default=True, metadata={"flag": "overlays"})
     """Layer title, prompt, logit lens, faithfulness figures (and the divergence chart)."""
-    show_labels: bool = True
+    show_labels: bool = field(default=True, metadata={"flag": "labels"})
     """Each token's text at its group of particles (thinned to stay readable)."""
     point_size: float | None = None
     """Particle size in pixels; None scales with the window height."""
@@ -89,7 +98,7 @@ class SceneOptions:
     frame (~20% faster in software rendering; the viewer turns it off for free orbiting)."""
     anti_aliasing: bool = False
     """FXAA; costs render time in software rendering."""
-    overlay_bottom: float = 0.0
+    overlay_bottom: float = field(default=0.0, metadata={"cli": False})
     """Free band at the bottom (fraction of the height) that the prompt keeps clear, for
     the viewer's sliders."""
 
@@ -97,7 +106,13 @@ class SceneOptions:
         w, h = self.window_size
         if not (64 <= w <= 7680 and 64 <= h <= 4320):
             raise LayerscanError(f"resolution {w}x{h} is out of range (64x64 to 7680x4320)")
-        if self.color_mode not in COLOR_MODES:
+        if self.point_size is not None and not self.point_size > 0:
+            raise LayerscanError(f"point size must be positive, got {self.point_size}")
+        if self.surface_opacity is not None and not 0 <= self.surface_opacity <= 1:
+            raise LayerscanError(f"surface opacity must be in 0..1, got {self.surface_opacity}")
+        if self.n_links < 0:
+            raise LayerscanError(f"lines per particle must be 0 or more, got {self.n_links}")
+        if self.color_mode is not None and self.color_mode not in COLOR_MODES:
             raise LayerscanError(f"unknown colour mode {self.color_mode!r}; "
                                  f"use one of {', '.join(COLOR_MODES)}")
 
@@ -128,12 +143,16 @@ class Scene:
         self.scans = scans
         plain_text_backend()
         w, h = opts.window_size
-        size = max(10, round(15 * h / 720))
-        self.options = opts = dataclasses.replace(
-            opts,
-            point_size=opts.point_size or max(2.0, 6.5 * h / 720),
-            surface_opacity=opts.surface_opacity or (0.12 if self.is_diff else 0.2))
-        self.mode = opts.color_mode
+        size = max(MIN_FONT_SIZE, round(FONT_SIZE * h / REFERENCE_HEIGHT))
+        # the scene's own copy with the sizes resolved; the caller's options stay as given
+        point_size = opts.point_size
+        if point_size is None:
+            point_size = max(MIN_POINT_SIZE, POINT_SIZE * h / REFERENCE_HEIGHT)
+        opacity = opts.surface_opacity
+        if opacity is None:
+            opacity = DIFF_SURFACE_OPACITY if self.is_diff else SURFACE_OPACITY
+        self.options = opts = replace(opts, point_size=point_size, surface_opacity=opacity)
+        self.mode = opts.color_mode or ("displacement" if self.is_diff else "token")
         with _headless_egl(off_screen):
             self.plotter = pv.Plotter(off_screen=off_screen, window_size=[w, h],
                                       shape=(1, len(scans)), border=self.is_diff,
@@ -204,8 +223,9 @@ class Scene:
         self.plotter.link_views()
 
     @property
-    def n_frames_layers(self) -> int:
-        return self.scans[0].n_layers + 1
+    def n_layers(self) -> int:
+        """Transformer blocks: the scene shows layers 0..n_layers (n_layers+1 states)."""
+        return self.scans[0].n_layers
 
     @property
     def n_steps(self) -> int:
@@ -238,17 +258,16 @@ class Scene:
         camera's window centre shifts the picture into the free area.
         """
         pos = np.concatenate([s.positions.reshape(-1, 3) for s in self.scans])
-        self.elevation = np.radians(22.0)
-        self.base_azimuth = np.radians(35.0)
         x0, y0, x1, y1 = FREE_AREA["diff" if self.is_diff else "single"]
         y0 = y0 + self.options.overlay_bottom * (1 - y0)
         w, h = self.options.window_size
         aspect = w / len(self.scans) / h
         half_v = np.tan(np.radians(VIEW_ANGLE) / 2) / FRAME_MARGIN
         tan_half = ((x1 - x0) * aspect * half_v, (y1 - y0) * half_v)
+        elevation = np.radians(VIEW_ELEVATION)
         # the focal point that needs the least distance: a few outliers pull the box's middle
         self.distance, self.centre = min(
-            ((fr.framing_distance(pos, c, self.elevation, tan_half), c)
+            ((fr.framing_distance(pos, c, elevation, tan_half), c)
              for c in ((pos.min(0) + pos.max(0)) / 2, pos.mean(0), np.median(pos, 0))),
             key=lambda fit: fit[0])
         self.free_area = (x0, y0, x1, y1)
@@ -261,9 +280,7 @@ class Scene:
     def set_azimuth(self, degrees: float) -> None:
         """Orbit the camera around the cloud's centre (degrees from the start view)."""
         self.azimuth = degrees
-        a = self.base_azimuth + np.radians(degrees)
-        e = self.elevation
-        offset = np.array([np.cos(e) * np.cos(a), np.cos(e) * np.sin(a), np.sin(e)])
+        offset = direction(VIEW_AZIMUTH + degrees, VIEW_ELEVATION)
         cam = self.plotter.camera
         cam.focal_point = tuple(self.centre)
         cam.position = tuple(self.centre + self.distance * offset)
@@ -274,9 +291,9 @@ class Scene:
     def update(self, step: int, layer: float, current_token: int | None = None) -> None:
         """Show token step `step` at fractional `layer` (current token highlighted if given)."""
         self.step = int(np.clip(step, 0, self.n_steps - 1))
-        self.layer = float(np.clip(layer, 0, self.n_frames_layers - 1))
+        self.layer = float(np.clip(layer, 0, self.n_layers))
         self.current_token = current_token
-        near = fr.nearest_layer(self.layer, self.n_frames_layers)
+        near = fr.nearest_layer(self.layer, self.n_layers)
         scan = self.scans[0]
         header = (f"layer {near} / {scan.n_layers}",
                   f"{scan.layer_names[near]} · {token_label(scan.model_id, 40)}")
@@ -318,7 +335,7 @@ class Scene:
             raise LayerscanError(f"unknown part {part!r}; use one of {', '.join(PARTS)}")
         name = f"show_{part}"
         value = not getattr(self.options, name)
-        self.options = dataclasses.replace(self.options, **{name: value})
+        self.options = replace(self.options, **{name: value})
         for panel in self.panels:
             panel.opts = self.options
         if part == "overlays":

@@ -1,4 +1,4 @@
-"""Colours, colour maps and the render theme of the scene (no plotter here)."""
+"""Colours, sizes, camera angles and the render theme of the scene (no plotter here)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,49 @@ COLORMAPS = {"slot": "turbo", "density": "magma", "displacement": "plasma"}
 """Colour map per colour mode."""
 
 SURFACE_COLOR = np.array([0x5F, 0xB3, 0xD9], np.float32) / 255
+VIEW_AZIMUTH, VIEW_ELEVATION = 35.0, 22.0
+"""Degrees: where the camera starts (and where baked shading is lit for)."""
+LIGHT_AZIMUTH, LIGHT_ELEVATION = 75.0, 50.0
+"""Degrees: the baked shading's light, from the upper left of the start view."""
+
+REFERENCE_HEIGHT = 720
+"""Window height (pixels) at which the sizes below hold; they scale with the height."""
+FONT_SIZE = 15
+"""Overlay font size at the reference height (never below MIN_FONT_SIZE)."""
+MIN_FONT_SIZE = 10
+POINT_SIZE = 6.5
+"""Particle size in pixels at the reference height (never below MIN_POINT_SIZE)."""
+MIN_POINT_SIZE = 2.0
+SURFACE_OPACITY = 0.2
+"""Surface opacity of one scan."""
+DIFF_SURFACE_OPACITY = 0.12
+"""Surface opacity in a diff: two panels of overlapping blobs."""
+VIEW_ANGLE = 30.0
+"""Camera view angle in degrees (vertical)."""
+FRAME_MARGIN = 1.06
+"""The camera keeps the bounding sphere of every layer this much inside the free area."""
+FREE_AREA = {"single": (0.02, 0.22, 0.98, 0.84), "diff": (0.03, 0.30, 0.97, 0.66)}
+"""(x0, y0, x1, y1) normalized area of a panel that the whole cloud of every layer fits in,
+clear of the header, the chips and the legend (and of the divergence chart in a diff)."""
+LINE_COLOR, LINE_OPACITY = "#8fa3bf", 0.35
+"""Neighbour lines: faint, so the particles stay in front."""
+MARGIN, TOP = 0.02, 0.97
+"""Left margin and top line of the text overlays (fractions of the panel)."""
+CHIPS_TOP, CHIPS_TOP_TITLED = 0.105, 0.125
+"""Top of the token chips above the bottom band; higher under a diff panel's A/B title."""
+
+
+def direction(azimuth: float, elevation: float) -> np.ndarray:
+    """(3,) unit vector at `azimuth` around z and `elevation` above the xy plane (degrees)."""
+    a, e = np.radians(azimuth), np.radians(elevation)
+    return np.array([np.cos(e) * np.cos(a), np.cos(e) * np.sin(a), np.sin(e)])
 
 
 def bake_shading(normals: np.ndarray) -> np.ndarray:
     """(n, 3) unit normals → (n, 3) uint8 colours: diffuse light from the upper left of the
     start view plus a rim that brightens edges seen side-on, like a translucent shell."""
-    a, e = np.radians(35.0), np.radians(22.0)
-    view = np.array([np.cos(e) * np.cos(a), np.cos(e) * np.sin(a), np.sin(e)], np.float32)
-    la, le = np.radians(75.0), np.radians(50.0)
-    light = np.array([np.cos(le) * np.cos(la), np.cos(le) * np.sin(la), np.sin(le)], np.float32)
+    view = direction(VIEW_AZIMUTH, VIEW_ELEVATION).astype(np.float32)
+    light = direction(LIGHT_AZIMUTH, LIGHT_ELEVATION).astype(np.float32)
     diffuse = np.clip(normals @ light, 0, 1)  # (n,)
     rim = (1.0 - np.abs(normals @ view)) ** 2
     shade = 0.35 + 0.55 * diffuse + 0.45 * rim

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +18,8 @@ from layerscan.geometry.scene.style import use_font
 _SLIDER = dict(style="modern", fmt="%.0f", title_height=0.018, slider_width=0.012,
                tube_width=0.003, color="#c8cdd6", title_color="#8a93a3",
                interaction_event="always")
+SLIDER_BAND = 0.1
+"""Fraction of the window height at the bottom that the sliders take."""
 HELP = ("space play/pause · [ ] layer · - = token step · u surface · p points · l lines · "
         "t labels · c colour · o overlays · click a particle: its token · s screenshot · q quit")
 
@@ -29,33 +32,52 @@ def check_display() -> None:
                              "movie instead: layerscan render PROMPT -o layerscan.mp4")
 
 
+@dataclass(frozen=True)
+class ViewerOptions:
+    """How the window plays a scan."""
+
+    fps: int = 30
+    """Animation frames per second while playing."""
+    frames_per_layer: int = field(default=8, metadata={"metavar": "N"})
+    """Frames from one layer to the next while playing."""
+    screenshot_dir: str = field(default=".", metadata={"metavar": "DIR"})
+    """Where `s` saves screenshots."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.fps <= 240:
+            raise LayerscanError(f"--fps must be between 1 and 240, got {self.fps}")
+        if self.frames_per_layer < 1:
+            raise LayerscanError(f"--frames-per-layer must be at least 1, got "
+                                 f"{self.frames_per_layer}")
+
+
 class Viewer:
     """A scan (or diff) in a window: the animation, keys, sliders and screenshots.
 
     Args:
         source: a Scan or a DiffScan.
         scene_options: SceneOptions for the drawing.
-        fps: animation speed while playing.
-        frames_per_layer: frames from one layer to the next while playing.
-        screenshot_dir: where `s` saves PNGs.
+        options: playing speed and where screenshots go (see ViewerOptions).
         off_screen: no real window (for tests without a display).
+        **overrides: ViewerOptions fields to change, e.g. `fps=60`.
     """
 
-    def __init__(self, source: Scan | DiffScan, scene_options=None, fps: int = 30,
-                 frames_per_layer: int = 8, screenshot_dir: str | os.PathLike = ".",
-                 off_screen: bool = False) -> None:
+    def __init__(self, source: Scan | DiffScan, scene_options=None,
+                 options: ViewerOptions | None = None, off_screen: bool = False,
+                 **overrides: Any) -> None:
         from layerscan.geometry.scene.scene import Scene, SceneOptions
 
+        options = replace(options or ViewerOptions(), **overrides)
         if not off_screen:
             check_display()
         scene_options = scene_options or SceneOptions()
-        scene_options = dataclasses.replace(  # the user orbits anywhere: light per pixel
-            scene_options, overlay_bottom=max(scene_options.overlay_bottom, 0.1),
+        scene_options = replace(  # the user orbits anywhere: light per pixel
+            scene_options, overlay_bottom=max(scene_options.overlay_bottom, SLIDER_BAND),
             baked_shading=False)
         self.scene = Scene(source, scene_options, off_screen=off_screen)
         self.plotter = self.scene.plotter
-        self.fps, self.frames_per_layer = fps, frames_per_layer
-        self.screenshot_dir = Path(screenshot_dir)
+        self.fps, self.frames_per_layer = options.fps, options.frames_per_layer
+        self.screenshot_dir = Path(options.screenshot_dir)
         self.playing = False
         self.closed = False
         self.screenshots: list[Path] = []
@@ -101,14 +123,14 @@ class Viewer:
         self.playing = False
         target = np.floor(self.layer + 1e-6) + delta if delta > 0 else \
             np.ceil(self.layer - 1e-6) + delta
-        self.show(layer=float(np.clip(target, 0, self.scene.n_frames_layers - 1)))
+        self.show(layer=float(np.clip(target, 0, self.scene.n_layers)))
 
     def step_token(self, delta: int) -> None:
         self.show(step=int(np.clip(self.step + delta, 0, self.scene.n_steps - 1)))
 
     def toggle_play(self) -> bool:
         self.playing = not self.playing
-        if self.playing and self.layer >= self.scene.n_frames_layers - 1:
+        if self.playing and self.layer >= self.scene.n_layers:
             self.show(layer=0.0)
         return self.playing
 
@@ -116,7 +138,7 @@ class Viewer:
         """Advance the animation by one frame (called by the window's timer while playing)."""
         if not self.playing or self.closed:
             return
-        last = self.scene.n_frames_layers - 1
+        last = self.scene.n_layers
         layer = self.layer + 1.0 / self.frames_per_layer
         if layer > last + 1e-6:
             if self.step < self.scene.n_steps - 1:
@@ -212,7 +234,7 @@ class Viewer:
 
     def _add_sliders(self) -> None:
         self.plotter.subplot(0, 0)
-        last = self.scene.n_frames_layers - 1
+        last = self.scene.n_layers
         self.layer_slider = self.plotter.add_slider_widget(
             self._on_layer_slider, [0, last], value=0, title="layer", pointa=(0.04, 0.065),
             pointb=(0.46, 0.065), **_SLIDER)

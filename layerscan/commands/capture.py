@@ -8,9 +8,9 @@ from layerscan.commands.common import (
     DEFAULT_PROMPT,
     add_capture_arguments,
     add_model_arguments,
-    capture_from_args,
     load_model_from_args,
 )
+from layerscan.commands.options import options_from_args
 
 LENS_LAYERS_SHOWN = 5
 
@@ -51,8 +51,11 @@ def summary(capture) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from layerscan.autoencoder.capture.hidden_states import CaptureOptions, capture
+
+    options = options_from_args(CaptureOptions, args)  # validated before the model loads
     loaded = load_model_from_args(args)
-    result = capture_from_args(loaded, args.prompt, args)
+    result = capture(loaded, args.prompt, options)
     print(summary(result))
     if args.output:
         path = result.save(args.output)

@@ -1,57 +1,186 @@
-"""Arguments shared by several subcommands, and the glue that turns them into objects."""
+"""What several subcommands share: their option groups, and loading or scanning their input."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from layerscan.commands.options import add_options, options_from_args
+from layerscan.errors import LayerscanError
 
 DEFAULT_PROMPT = "The quick brown fox jumps over the lazy dog because"
 
 
+def note(message: str) -> None:
+    """A progress line on stderr (stdout carries the results)."""
+    print(message, file=sys.stderr, flush=True)
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """--model, --device, --dtype, --trust-remote-code."""
-    group = parser.add_argument_group("model")
-    group.add_argument("--model", default="embedded",
-                       help="'embedded' (SmolLM2-135M-Instruct, offline; default), a local "
-                            "folder, or a Hugging Face hub id (needs the hub or its cache)")
-    group.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-    group.add_argument("--dtype", default="auto",
-                       choices=["auto", "float32", "bfloat16", "float16"],
-                       help="auto: float32 on CPU, bfloat16 on GPU")
-    group.add_argument("--trust-remote-code", action="store_true",
-                       help="allow the model repository's own Python code to run")
+    """The ModelOptions flags: --model, --device, --dtype, --trust-remote-code."""
+    from layerscan.autoencoder.capture.loading import ModelOptions
+
+    add_options(parser, ModelOptions, "model")
 
 
 def add_capture_arguments(parser: argparse.ArgumentParser) -> None:
-    """--normalization, --generate, --sample, --temperature, --chat, --top-k, --seed."""
-    group = parser.add_argument_group("capture")
-    group.add_argument("--normalization", default="final-norm",
-                       choices=["final-norm", "standardize", "raw"],
-                       help="final-norm: the model's final norm on every layer, as the logit "
-                            "lens does (default); standardize: zero mean, unit variance per "
-                            "token and layer; raw: residual stream as is")
-    group.add_argument("--generate", type=int, default=0, metavar="N",
-                       help="continue the prompt by N tokens and capture them too (causal)")
-    group.add_argument("--sample", action="store_true",
-                       help="sample generated tokens instead of greedy decoding")
-    group.add_argument("--temperature", type=float, default=0.8, help="with --sample")
-    group.add_argument("--chat", action="store_true",
-                       help="wrap the prompt in the model's chat template as a user message")
-    group.add_argument("--top-k", type=int, default=5, help="logit-lens tokens kept per position")
-    group.add_argument("--seed", type=int, default=0, help="random seed for sampling")
+    """The CaptureOptions flags: --normalization, --generate, --top-k, ..."""
+    from layerscan.autoencoder.capture.hidden_states import CaptureOptions
+
+    add_options(parser, CaptureOptions, "capture")
+
+
+def add_scan_arguments(parser: argparse.ArgumentParser, save: bool = True) -> None:
+    """Model, capture, projection and autoencoder flags, used when a prompt is scanned."""
+    from layerscan.geometry.pipeline import ScanOptions
+
+    add_model_arguments(parser)
+    add_capture_arguments(parser)
+    add_options(parser, ScanOptions, "projection")
+    group = parser.add_argument_group("scan")
+    group.add_argument("--autoencoder", default=None, metavar="DIR",
+                       help="autoencoder folder (default: the one packaged for the embedded "
+                            "model)")
+    if save:
+        group.add_argument("--save-scan", default=None, metavar="FILE.scan",
+                           help="also save the scan, to re-render or view it without the model")
+
+
+def add_scene_arguments(parser: argparse.ArgumentParser) -> None:
+    """The SceneOptions flags: what to draw and how."""
+    from layerscan.geometry.scene.scene import SceneOptions
+
+    add_options(parser, SceneOptions, "drawing")
+
+
+def add_movie_arguments(parser: argparse.ArgumentParser) -> None:
+    """The RenderOptions flags: timing and encoding of a movie."""
+    from layerscan.geometry.scene.render import RenderOptions
+
+    add_options(parser, RenderOptions, "movie")
 
 
 def load_model_from_args(args: argparse.Namespace):
-    """The LoadedModel that --model/--device/--dtype/--trust-remote-code name."""
-    from layerscan.autoencoder.capture.loading import load_model
+    """The LoadedModel that the ModelOptions flags name."""
+    from layerscan.autoencoder.capture.loading import ModelOptions, load_model
 
-    return load_model(args.model, device=args.device, dtype=args.dtype,
-                      trust_remote_code=args.trust_remote_code)
+    options = options_from_args(ModelOptions, args)
+    return load_model(options.model, device=options.device, dtype=options.dtype,
+                      trust_remote_code=options.trust_remote_code)
 
 
-def capture_from_args(loaded, prompt: str, args: argparse.Namespace):
-    """Capture `prompt` with the options of `add_capture_arguments`."""
-    from layerscan.autoencoder.capture.hidden_states import capture
+def is_scan_file(text: str) -> bool:
+    return text.endswith(".scan") or (len(text) < 4096 and Path(text).is_file())
 
-    return capture(loaded, prompt, normalization=args.normalization, generate=args.generate,
-                   sample=args.sample, temperature=args.temperature, chat=args.chat,
-                   top_k=args.top_k, seed=args.seed)
+
+class ScanRequest:
+    """Every option of a prompt → scan run, parsed (and so validated) before any work."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from layerscan.autoencoder.capture.hidden_states import CaptureOptions
+        from layerscan.autoencoder.capture.loading import ModelOptions
+        from layerscan.geometry.pipeline import ScanOptions
+
+        self.model = options_from_args(ModelOptions, args)
+        self.capture = options_from_args(CaptureOptions, args)
+        self.options = options_from_args(ScanOptions, args)
+        self.autoencoder: str | None = args.autoencoder
+        self.save_scan: str | None = vars(args).get("save_scan")
+        if self.save_scan is not None and not self.save_scan.endswith(".scan"):
+            raise LayerscanError(f"{self.save_scan}: scan files end in .scan")
+
+    def scan(self, prompt: str, timings: dict | None = None):
+        """The pipeline's Scan of `prompt`."""
+        from layerscan.geometry.pipeline import scan_prompt
+
+        return scan_prompt(prompt, self.options, model=self.model, capture=self.capture,
+                           autoencoder=self.autoencoder, timings=timings)
+
+    def diff(self, prompt_a: str, prompt_b: str):
+        """The pipeline's DiffScan of two prompts."""
+        from layerscan.geometry.pipeline import diff_prompts
+
+        return diff_prompts(prompt_a, prompt_b, self.options, model=self.model,
+                            capture=self.capture, autoencoder=self.autoencoder)
+
+
+def load_or_scan(request: ScanRequest, source: str | None):
+    """A Scan from a .scan file, or from a prompt (default prompt: None) through the pipeline."""
+    from layerscan.geometry.scan_file import Scan, load_any
+
+    if source is not None and is_scan_file(source):
+        scan = load_any(source)
+        if not isinstance(scan, Scan):
+            raise LayerscanError(f"{source}: holds a diff; use `layerscan diff {source}`")
+        return scan
+    start = time.perf_counter()
+    scan = request.scan(source or DEFAULT_PROMPT)
+    note(f"scanned {len(scan.tokens)} tokens through {scan.n_layers} layers "
+         f"in {time.perf_counter() - start:.1f} s")
+    if request.save_scan:
+        scan.save(request.save_scan)
+        note(f"saved {request.save_scan}")
+    return scan
+
+
+def load_or_diff(request: ScanRequest, sources: list[str]):
+    """A DiffScan from one diff .scan file, or from two prompts through the pipeline."""
+    from layerscan.geometry.scan_file import DiffScan, load_any
+
+    if len(sources) == 1:
+        if not is_scan_file(sources[0]):
+            raise LayerscanError("a diff needs two prompts (or one diff .scan file)")
+        diff = load_any(sources[0])
+        if not isinstance(diff, DiffScan):
+            raise LayerscanError(f"{sources[0]}: holds a single scan, not a diff; "
+                                 f"use `layerscan render` or `layerscan view`")
+        return diff
+    if len(sources) != 2:
+        raise LayerscanError(f"a diff needs exactly two prompts, got {len(sources)}")
+    from layerscan.geometry.diff import diverges
+
+    start = time.perf_counter()
+    diff = request.diff(sources[0], sources[1])
+    peak = (f"divergence peaks at {diff.a.layer_names[diff.peak_layer]}"
+            if diverges(diff.divergence) else "the prompts do not diverge")
+    note(f"diffed two prompts through {diff.a.n_layers} layers in "
+         f"{time.perf_counter() - start:.1f} s; {peak}")
+    if request.save_scan:
+        diff.save(request.save_scan)
+        note(f"saved {request.save_scan}")
+    return diff
+
+
+def scene_options(args: argparse.Namespace, **defaults):
+    """The SceneOptions of the drawing flags (`defaults` replace the dataclass' own)."""
+    from layerscan.geometry.scene.scene import SceneOptions
+
+    return options_from_args(SceneOptions, args, **defaults)
+
+
+def render_options(args: argparse.Namespace, **defaults):
+    """The RenderOptions of the movie flags."""
+    from layerscan.geometry.scene.render import RenderOptions
+
+    return options_from_args(RenderOptions, args, **defaults)
+
+
+def render_and_report(source, output: str, scene, options) -> int:
+    """Render a Scan or DiffScan to `output`; print one summary line."""
+    from layerscan.geometry.scan_file import DiffScan
+    from layerscan.geometry.scene.render import render_movie
+
+    last = (source.a if isinstance(source, DiffScan) else source).n_layers
+    if options.still_layer is not None and options.still_layer > last:
+        note(f"--layer {options.still_layer:g} is past the last layer; showing layer {last}")
+        options = replace(options, still_layer=float(last))
+    stats = render_movie(source, output, scene, options)
+    length = f", {stats.n_frames / options.fps:.1f} s at {options.fps} fps" \
+        if stats.n_frames > 1 else ""
+    frames = f"{stats.n_frames} frames" if stats.n_frames > 1 else "a still"
+    print(f"wrote {stats.path} ({frames}, {stats.width}x{stats.height}{length}) "
+          f"in {stats.seconds:.1f} s")
+    return 0

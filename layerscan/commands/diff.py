@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import argparse
 
-from layerscan.commands.render import (
+from layerscan.commands.common import (
+    ScanRequest,
     add_movie_arguments,
     add_scan_arguments,
     add_scene_arguments,
-    diff_from_args,
-    render_to,
+    load_or_diff,
+    render_and_report,
+    render_options,
+    scene_options,
 )
 
 DEFAULT_OUTPUT = "layerscan-diff.mp4"
+DIFF_WINDOW = (1600, 720)
+"""Two panels side by side need a wider frame than one scan."""
 
 
 def register(subparsers) -> None:
@@ -26,20 +31,24 @@ def register(subparsers) -> None:
                         help="two prompts, or one diff .scan file")
     parser.add_argument("-o", "--output", default=DEFAULT_OUTPUT,
                         help=f"output: .mp4/.gif/.png/folder, or .scan to save the diff "
-                             f"(default {DEFAULT_OUTPUT})")
+                             f"(default {DEFAULT_OUTPUT}; frames are "
+                             f"{DIFF_WINDOW[0]}x{DIFF_WINDOW[1]} unless --resolution says)")
     add_scene_arguments(parser)
     add_movie_arguments(parser)
     add_scan_arguments(parser)
-    parser.set_defaults(run=run, resolution="1600x720")
+    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from layerscan.geometry.scene.render import output_kind
 
+    request = ScanRequest(args)
     if args.output.endswith(".scan"):
-        diff = diff_from_args(args, args.sources)
+        diff = load_or_diff(request, args.sources)
         diff.save(args.output)
         print(f"wrote {args.output}")
         return 0
     output_kind(args.output)
-    return render_to(diff_from_args(args, args.sources), args)
+    scene = scene_options(args, window_size=DIFF_WINDOW)
+    movie = render_options(args)
+    return render_and_report(load_or_diff(request, args.sources), args.output, scene, movie)

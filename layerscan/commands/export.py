@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import argparse
 
-from layerscan.commands.render import add_scan_arguments, diff_from_args, scan_from_args
+from layerscan.commands.common import ScanRequest, add_scan_arguments, load_or_diff, load_or_scan
 
 
 def register(subparsers) -> None:
+    from layerscan.geometry.scene.export import MESH_FORMATS
+
     parser = subparsers.add_parser(
         "export", help="write per-layer VTK/PLY meshes (ParaView) or a self-contained HTML page",
         description="Export a prompt, a .scan file or a diff. -o NAME.html writes one "
-                    "offline page that plays the scan in a browser; any other -o is a folder "
-                    "of per-layer cloud and surface meshes (.vtp with .pvd time series, .vtk "
-                    "or .ply).")
+                    "offline page that plays the scan in a browser; -o a name without a "
+                    "suffix is a folder of per-layer cloud and surface meshes (.vtp with "
+                    ".pvd time series, .vtk or .ply).")
     parser.add_argument("source", nargs="*", metavar="PROMPT",
                         help="prompt text or a .scan file; with --diff two prompts or one "
                              "diff .scan file")
     parser.add_argument("-o", "--output", required=True,
-                        help="FILE.html, or a folder for meshes")
-    parser.add_argument("--format", default="vtp", choices=["vtp", "vtk", "ply"],
+                        help="FILE.html, or a folder (no suffix) for meshes")
+    parser.add_argument("--format", default=MESH_FORMATS[0], choices=MESH_FORMATS,
                         help="mesh format for folder output (default vtp)")
     parser.add_argument("--diff", action="store_true", help="export a diff of two prompts")
     add_scan_arguments(parser)
@@ -28,16 +30,18 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from layerscan.errors import LayerscanError
-    from layerscan.geometry.scene.export import export_html, export_meshes
+    from layerscan.geometry.scene.export import export_html, export_kind, export_meshes
 
+    kind = export_kind(args.output)  # a bad suffix fails before any work
+    request = ScanRequest(args)
     if args.diff:
-        source = diff_from_args(args, args.source)
+        source = load_or_diff(request, args.source)
     else:
         if len(args.source) > 1:
             raise LayerscanError("export takes one prompt (quote it) or one .scan file; "
                                  "use --diff for two")
-        source = scan_from_args(args, args.source[0] if args.source else None)
-    if args.output.lower().endswith((".html", ".htm")):
+        source = load_or_scan(request, args.source[0] if args.source else None)
+    if kind == "html":
         path = export_html(source, args.output)
     else:
         path = export_meshes(source, args.output, args.format)

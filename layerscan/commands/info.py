@@ -18,6 +18,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from layerscan.autoencoder.capture.architectures import context_length, final_norm, lens_head
+    from layerscan.autoencoder.capture.capture_file import NORMALIZATIONS
     from layerscan.errors import LayerscanError
 
     loaded = load_model_from_args(args)
@@ -25,9 +26,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         norm = final_norm(loaded.model)
         norm_text = type(norm).__name__ if norm is not None else "none (post-norm: = raw)"
-        modes = "final-norm, standardize, raw"
+        modes = ", ".join(NORMALIZATIONS)
     except LayerscanError:
-        norm_text, modes = "unknown architecture", "standardize, raw"
+        norm_text = "unknown architecture"
+        modes = ", ".join(n for n in NORMALIZATIONS if n != "final-norm")
     n_params = sum(p.numel() for p in loaded.model.parameters())
     rows = [
         ("model", loaded.model_id),

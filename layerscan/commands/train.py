@@ -46,7 +46,7 @@ def config_from_args(args: argparse.Namespace):
     for flag, key in (("corpus", "data.corpus"), ("output", "output"), ("export", "export"),
                       ("accelerator", "train.accelerator"), ("devices", "train.devices"),
                       ("strategy", "train.strategy"), ("precision", "train.precision")):
-        value = getattr(args, flag, None)
+        value = getattr(args, flag)  # every shortcut flag defaults to None
         if value is not None:
             overrides.append(f"{key}={value}")
     return load_config(args.config, overrides)

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import argparse
 
-from layerscan.commands.render import (
+from layerscan.commands.common import (
+    ScanRequest,
     add_scan_arguments,
     add_scene_arguments,
-    diff_from_args,
-    scan_from_args,
-    scene_options_from_args,
+    load_or_diff,
+    load_or_scan,
+    scene_options,
 )
+from layerscan.commands.options import add_options, options_from_args
 
 
 def register(subparsers) -> None:
+    from layerscan.geometry.scene.window import ViewerOptions
+
     parser = subparsers.add_parser(
         "view", help="open a prompt, a .scan file or a diff in a desktop window",
         description="Open a PyVista window: drag to orbit, scroll to zoom, space = play/pause, "
@@ -24,11 +28,7 @@ def register(subparsers) -> None:
                         help="prompt text or a .scan file (default: the default prompt); "
                              "with --diff: two prompts or one diff .scan file")
     parser.add_argument("--diff", action="store_true", help="show two prompts side by side")
-    parser.add_argument("--fps", type=int, default=30, help="animation frames per second")
-    parser.add_argument("--frames-per-layer", type=int, default=8, metavar="N",
-                        help="frames from one layer to the next while playing")
-    parser.add_argument("--screenshot-dir", default=".", metavar="DIR",
-                        help="where `s` saves screenshots (default: here)")
+    add_options(parser, ViewerOptions, "window")
     add_scene_arguments(parser)
     add_scan_arguments(parser)
     parser.set_defaults(run=run)
@@ -36,19 +36,20 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from layerscan.errors import LayerscanError
-    from layerscan.geometry.scene.window import Viewer, check_display
+    from layerscan.geometry.scene.window import Viewer, ViewerOptions, check_display
 
+    scene = scene_options(args)
+    viewer_options = options_from_args(ViewerOptions, args)
+    request = ScanRequest(args)
     check_display()  # before minutes of model work
-    options = scene_options_from_args(args)
     if args.diff:
-        source = diff_from_args(args, args.source or [])
+        source = load_or_diff(request, args.source or [])
     else:
         if len(args.source or []) > 1:
             raise LayerscanError("view takes one prompt (quote it) or one .scan file; "
                                  "use --diff for two")
-        source = scan_from_args(args, args.source[0] if args.source else None)
-    viewer = Viewer(source, options, fps=args.fps, frames_per_layer=args.frames_per_layer,
-                    screenshot_dir=args.screenshot_dir)
+        source = load_or_scan(request, args.source[0] if args.source else None)
+    viewer = Viewer(source, scene, viewer_options)
     viewer.run(title="layerscan")
     for path in viewer.screenshots:
         print(f"saved {path}")

@@ -22,8 +22,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
+def check_matches(artifact_config, language_model: str) -> None:
+    """Raise a one-line LayerscanError when the autoencoder was trained on another model's
+    sizes; reads the model's config only, never its weights."""
+    from layerscan.autoencoder.capture.loading import model_config
+    from layerscan.errors import LayerscanError
+
+    model_id, config = model_config(language_model)
+    sizes = (config.hidden_size, config.num_hidden_layers)
+    trained = (artifact_config.d_model, artifact_config.n_layers)
+    if model_id != artifact_config.model_id or sizes != trained:
+        raise LayerscanError(
+            f"the autoencoder was trained on {artifact_config.model_id} (hidden size "
+            f"{trained[0]}, {trained[1]} layers) but the states would come from {model_id} "
+            f"(hidden size {sizes[0]}, {sizes[1]} layers); pass the matching --model")
+
+
 def run(args: argparse.Namespace) -> int:
     import json
+    from dataclasses import replace
 
     from layerscan.autoencoder.artifact import load_autoencoder
     from layerscan.autoencoder.config import DataConfig, RunConfig, TrainConfig, from_dict
@@ -37,22 +54,16 @@ def run(args: argparse.Namespace) -> int:
         language_model=trained.config.model_id)
     train_cfg = from_dict(TrainConfig, recorded["train"]) if "train" in recorded \
         else TrainConfig()
+    changes = {"normalization": trained.config.normalization}
     if args.corpus:
-        data.corpus = args.corpus
+        changes["corpus"] = args.corpus
     if args.model:
-        data.language_model = args.model
-    data.normalization = trained.config.normalization
+        changes["language_model"] = args.model
+    data = replace(data, **changes)
+    check_matches(trained.config, data.language_model)  # before the model loads
     config = RunConfig(model=trained.config.model, data=data, train=train_cfg)
     datamodule = HiddenStateDataModule(config, args.cache_dir, progress=not args.no_progress)
     datamodule.setup()
-    if datamodule.info["model_id"] != trained.config.model_id \
-            or datamodule.cache.d_model != trained.config.d_model:
-        from layerscan.errors import LayerscanError
-
-        raise LayerscanError(
-            f"the autoencoder was trained on {trained.config.model_id} (hidden size "
-            f"{trained.config.d_model}) but the states come from {datamodule.info['model_id']} "
-            f"(hidden size {datamodule.cache.d_model}); pass the matching --model")
     indices = list(range(len(datamodule.cache))) if args.corpus else datamodule.val_indices
     metrics = evaluate(trained.model, datamodule.cache, indices)
     print(format_metrics(metrics))

@@ -1,0 +1,263 @@
+"""Token places in 3D, set by the hidden states, and each token's particles grouped around them.
+
+The picture's geometry is the model's: every token gets one place per layer, laid out from the
+token hidden states themselves, and its particles form a small group around that place whose
+arrangement shows the particles' own detail. Two tokens close in 3D are tokens whose hidden
+states are close (measured end to end by `faithfulness.token_figures`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+
+from layerscan.geometry.faithfulness import (
+    distance_correlation,
+    pca_baseline,
+    token_k,
+    trustworthiness,
+)
+from layerscan.geometry.projection import procrustes_rotation
+
+PERPLEXITY_MAX = 10.0
+"""Perplexity of the neighbour probabilities for long prompts (short ones use (n - 1) / 3)."""
+
+
+def _neighbor_probabilities(distances: torch.Tensor, perplexity: float) -> torch.Tensor:
+    """t-SNE's symmetric joint probabilities of each layer, by bisection on the precision.
+
+    Args:
+        distances: (n_layers, n, n) pairwise distances.
+
+    Returns:
+        (n_layers, n, n) P, summing to 1 per layer, zero diagonal.
+    """
+    n = distances.shape[-1]
+    d2 = distances.square()
+    d2 = d2 / d2.sum((-1, -2), keepdim=True).clamp_min(1e-300) * n * (n - 1)  # mean 1
+    eye = torch.eye(n, dtype=torch.bool)
+    low = torch.full(d2.shape[:-1], 1e-6, dtype=d2.dtype)
+    high = torch.full_like(low, 1e6)
+    target = np.log(perplexity)
+    for _ in range(60):  # geometric bisection of the precision beta, row by row
+        beta = (low * high).sqrt()
+        logits = (-d2 * beta[..., None]).masked_fill(eye, -torch.inf)
+        p = torch.softmax(logits, -1)
+        entropy = -(p * torch.log(p.clamp_min(1e-300))).sum(-1)
+        too_flat = entropy > target  # too many neighbours: sharpen
+        low = torch.where(too_flat, beta, low)
+        high = torch.where(too_flat, high, beta)
+    p = (p + p.transpose(-1, -2)) / (2 * n)
+    return p
+
+
+class TokenLayout(BaseEstimator):
+    """Aligned 3D places of every layer's tokens, fitted to their hidden states.
+
+    Starts from PCA-3 of each layer (rotated onto the previous layer), the simplest faithful
+    picture, and improves it with full-batch gradient steps on three terms: t-SNE's
+    neighbourhood divergence (neighbours in the model stay neighbours in 3D), the
+    scale-free stress of all pairwise distances (far stays far, so groups keep their global
+    arrangement), and a pull of each token towards its own place in the neighbouring layers
+    (smooth layer-time). Exact and deterministic: no sampling, float64. The result is kept
+    only if it is more faithful than its PCA start (mean and worst-layer token trust plus
+    mean distance correlation); otherwise the aligned PCA itself is the layout.
+
+    Attributes:
+        embedding_: (n_layers, n_tokens, n_components) float32, about ±10 wide.
+        improved_: whether the optimised layout beat its PCA start (else it is the start).
+    """
+
+    def __init__(self, n_components: int = 3, n_iter: int = 200, learning_rate: float = 0.08,
+                 stress_weight: float = 1.0, alignment: float = 0.05,
+                 perplexity: float | None = None):
+        self.n_components = n_components
+        self.n_iter = n_iter
+        self.learning_rate = learning_rate
+        self.stress_weight = stress_weight
+        self.alignment = alignment
+        self.perplexity = perplexity
+
+    def fit(self, X, y=None) -> TokenLayout:
+        """Lay out X: (n_layers, n_tokens, d) token states."""
+        states = np.asarray(X, dtype=np.float64)
+        n_layers, n_tokens, _ = states.shape
+        start = aligned_pca(states, self.n_components)
+        self.improved_ = False
+        self.embedding_ = start.astype(np.float32)
+        if n_tokens < 4 or self.n_iter == 0:
+            return self
+        x = torch.from_numpy(states)
+        distances = torch.cdist(x, x)  # (n_layers, n, n)
+        perplexity = self.perplexity or min(PERPLEXITY_MAX, max(2.0, (n_tokens - 1) / 3))
+        p = _neighbor_probabilities(distances, perplexity)
+        target = distances / distances.square().mean((-1, -2), keepdim=True).sqrt().clamp_min(
+            1e-300)  # (n_layers, n, n) unit RMS
+        y = torch.from_numpy(start / 10.0).requires_grad_(True)
+        optimizer = torch.optim.Adam([y], lr=self.learning_rate)
+        upper = torch.triu(torch.ones(n_tokens, n_tokens, dtype=torch.bool), 1)
+        for _ in range(self.n_iter):
+            optimizer.zero_grad()
+            loss = self._loss(y, p, target, upper)
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            out = y.detach()
+            out = out - out.mean(1, keepdim=True)
+            out = out * (10.0 / out.abs().amax().clamp_min(1e-300))
+        result = out.numpy()
+        self.improved_ = _score(states, result) > _score(states, start)
+        if self.improved_:
+            self.embedding_ = result.astype(np.float32)
+        return self
+
+    def _loss(self, y: torch.Tensor, p: torch.Tensor, target: torch.Tensor,
+              upper: torch.Tensor) -> torch.Tensor:
+        d2 = (y[:, :, None] - y[:, None]).square().sum(-1)  # (n_layers, n, n)
+        kernel = 1.0 / (1.0 + d2)
+        kernel = kernel.masked_fill(torch.eye(y.shape[1], dtype=torch.bool), 0.0)
+        q = kernel / kernel.sum((-1, -2), keepdim=True)
+        divergence = (p * (torch.log(p.clamp_min(1e-300)) - torch.log(q.clamp_min(1e-300))))
+        divergence = divergence.sum((-1, -2))  # (n_layers,)
+        dist = (d2 + 1e-12).sqrt()[:, upper]  # (n_layers, n_pairs)
+        ref = target[:, upper]
+        # 1 - cos² between layout and hidden distances: stress after the best scale
+        cos = (dist * ref).sum(-1) / (dist.norm(dim=-1) * ref.norm(dim=-1)).clamp_min(1e-300)
+        stress = 1.0 - cos.square()
+        radius2 = (y - y.mean(1, keepdim=True)).square().sum(-1).mean(-1)  # (n_layers,)
+        step = (y[1:] - y[:-1]).square().sum(-1).mean(-1)  # (n_layers-1,)
+        drift = (step / (0.5 * (radius2[1:] + radius2[:-1])).clamp_min(1e-300)).sum()
+        return (divergence.sum() + self.stress_weight * y.shape[1] * stress.sum()
+                + self.alignment * y.shape[1] * drift)
+
+
+def _score(states: np.ndarray, layout: np.ndarray) -> float:
+    """How faithful a layout is: the three headline figures, equally weighted (mean and
+    worst-layer token trust, mean distance correlation)."""
+    trust = trustworthiness(states, layout, token_k(states.shape[1]))
+    return float(np.mean(trust) + np.min(trust) + np.mean(distance_correlation(states, layout)))
+
+
+def aligned_pca(states: np.ndarray, n_components: int = 3) -> np.ndarray:
+    """PCA of each layer's token states, each rotated onto the previous layer, ±10 wide.
+
+    Args:
+        states: (n_layers, n_tokens, d).
+
+    Returns:
+        (n_layers, n_tokens, n_components) float64.
+    """
+    out = pca_baseline(states, n_components)
+    for layer in range(1, len(out)):
+        out[layer] = out[layer] @ procrustes_rotation(out[layer], out[layer - 1])
+    span = np.abs(out).max()
+    return out * (10.0 / span) if span > 0 else out
+
+
+def group_offsets(clouds: np.ndarray, particle_tokens: np.ndarray, places: np.ndarray,
+                  spread: float) -> np.ndarray:
+    """Each particle's 3D offset from its token's place: its cloud offset from the token's
+    centroid in the cloud, through the principal 3D directions of all layers' offsets.
+
+    Every token's offsets sum to zero, so a token's particles have its place as centroid.
+
+    Args:
+        clouds: (n_layers, n_particles, d_particle).
+        particle_tokens: (n_particles,) token of each particle.
+        places: (n_layers, n_tokens, 3) token places.
+        spread: mean particle distance from its token's place, as a share of the layout's
+            mean radius.
+
+    Returns:
+        (n_layers, n_particles, 3) float64.
+    """
+    n_layers, _, d = clouds.shape
+    n_tokens = places.shape[1]
+    counts = np.bincount(particle_tokens, minlength=n_tokens)[:, None]  # (n_tokens, 1)
+    offsets = np.empty(clouds.shape)
+    for layer in range(n_layers):
+        sums = np.zeros((n_tokens, d))
+        np.add.at(sums, particle_tokens, clouds[layer].astype(np.float64))
+        offsets[layer] = clouds[layer] - (sums / np.maximum(counts, 1))[particle_tokens]
+    flat = offsets.reshape(-1, d)
+    _, vecs = np.linalg.eigh(flat.T @ flat)  # one set of directions for every layer
+    axes = vecs[:, ::-1][:, :3]
+    axes = axes * np.where(axes[np.abs(axes).argmax(0), range(axes.shape[1])] < 0, -1.0, 1.0)
+    out = np.zeros((n_layers, clouds.shape[1], 3))
+    out[..., :axes.shape[1]] = offsets @ axes
+    radius = np.linalg.norm(places - places.mean(1, keepdims=True), axis=-1).mean(-1)
+    size = np.linalg.norm(out, axis=-1).mean(-1)  # (n_layers,)
+    scale = np.where(size > 0, spread * radius / np.maximum(size, 1e-300), 0.0)
+    return out * scale[:, None, None]
+
+
+def grouped_positions(places: np.ndarray, clouds: np.ndarray, particle_tokens: np.ndarray,
+                      spread: float) -> np.ndarray:
+    """Particles at their token's place plus their group offset.
+
+    Args:
+        places: (n_layers, n_tokens, 3) token places.
+        clouds: (n_layers, n_particles, d_particle).
+        particle_tokens: (n_particles,) token of each particle (< n_tokens).
+        spread: see `group_offsets`.
+
+    Returns:
+        (n_layers, n_particles, 3) float32.
+    """
+    offsets = group_offsets(clouds, particle_tokens, places, spread)
+    return (places[:, particle_tokens] + offsets).astype(np.float32)
+
+
+def step_positions(layout: TokenLayout, states: np.ndarray, clouds: np.ndarray,
+                   particle_tokens: np.ndarray, lengths: list[int],
+                   spread: float) -> np.ndarray:
+    """Positions of every token-time step from ONE token layout of the full prompt.
+
+    Under causal attention a token's state is the same in every prefix, so its place is too:
+    earlier tokens never move when later ones arrive.
+
+    Args:
+        states: (n_layers, n_tokens, d_model) the full prompt's states.
+        clouds: (n_steps, n_layers, n_particles, d_particle), step s shows lengths[s] tokens.
+        particle_tokens: (n_steps, n_particles).
+
+    Returns:
+        (n_steps, n_layers, n_particles, 3) float32.
+    """
+    places = layout.fit(states).embedding_.astype(np.float64)  # (n_layers, n_tokens, 3)
+    return np.stack([grouped_positions(places[:, :n], c, o, spread)
+                     for n, c, o in zip(lengths, clouds, particle_tokens, strict=True)])
+
+
+def common_positions(layout: TokenLayout, states_a: np.ndarray, states_b: np.ndarray,
+                     clouds_a: np.ndarray, clouds_b: np.ndarray, tokens_a: np.ndarray,
+                     tokens_b: np.ndarray, spread: float) -> tuple[np.ndarray, np.ndarray]:
+    """Two prompts in ONE space: one token layout of both prompts' distinct token states.
+
+    A token whose states are identical in A and B (a shared causal prefix) gets one place, and
+    a particle identical in both gets one position: a prompt diffed with itself moves nothing.
+
+    Args:
+        states_a, states_b: (n_layers, n_tokens_a / n_tokens_b, d_model).
+        clouds_a, clouds_b: (n_layers, n_particles, d_particle).
+        tokens_a, tokens_b: (n_particles,) token of each particle.
+
+    Returns:
+        positions_a, positions_b: (n_layers, n_particles, 3) float32 each.
+    """
+    n_a, n_particles = states_a.shape[1], clouds_a.shape[1]
+    joint = np.concatenate([states_a, states_b], 1)  # (n_layers, n_a + n_b, d)
+    rows = joint.transpose(1, 0, 2).reshape(joint.shape[1], -1)  # (n_a + n_b, n_layers * d)
+    _, first, which = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first)  # distinct tokens in prompt order
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    which = rank[which.ravel()]  # (n_a + n_b,) distinct token of each token
+    places = layout.fit(joint[:, np.sort(first)]).embedding_.astype(np.float64)
+    owners = np.concatenate([which[tokens_a], which[n_a + tokens_b]])  # (2 n_particles,)
+    both = grouped_positions(places, np.concatenate([clouds_a, clouds_b], 1), owners, spread)
+    positions_a, positions_b = both[:, :n_particles], both[:, n_particles:].copy()
+    same = (clouds_a == clouds_b).all(-1) & (owners[:n_particles] == owners[n_particles:])
+    positions_b[same] = positions_a[same]
+    return positions_a, positions_b
