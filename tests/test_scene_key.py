@@ -78,16 +78,21 @@ def test_token_colours_show_in_the_picture(scan):
         scene.close()
 
 
-def test_labels_sit_at_token_centroids_and_toggle(scan, scene):
+def test_labels_sit_beside_their_groups_and_toggle(scan, scene):
     scene.update(0, 3.0)
     scene.render()
     labels = scene.panels[0].labels
     assert len(labels.shown) >= 4
     places = token_places(scan.positions[0], scan.particle_tokens[0], len(scan.tokens))[3]
-    for i in labels.shown:
+    assert np.allclose(labels.places[: len(places)], places, atol=1e-4)
+    centre = labels.project(places)  # (n_tokens, 2) display pixels
+    for i, box in zip(labels.shown, labels.boxes, strict=True):
         actor = labels.actors[i]
         assert actor.GetVisibility()
-        assert np.allclose(actor.GetPositionCoordinate().GetValue(), places[i], atol=1e-4)
+        x, y = actor.GetPositionCoordinate().GetValue()[:2]
+        # centred over its group's centroid, just above or below it, never on top of it
+        assert x == pytest.approx(centre[i, 0], abs=1e-6)
+        assert box[1] >= centre[i, 1] or box[3] <= centre[i, 1]
         assert actor.GetInput() == token_label(scan.tokens[i], 12)
     before = scene.image().astype(int)
     assert scene.toggle("labels") is False
@@ -117,11 +122,11 @@ def test_long_prompts_thin_labels_without_overlap():
         scene.render()
         labels = scene.panels[0].labels
         assert 0 < len(labels.shown) < 60
-        xy = labels.project(labels.places[labels.shown])
-        half = labels.extents[labels.shown] / 2
-        for a in range(len(xy)):
+        boxes = labels.boxes
+        for a in range(len(boxes)):
             for b in range(a):
-                overlap = (np.abs(xy[a] - xy[b]) < half[a] + half[b]).all()
+                overlap = ((boxes[a, :2] < boxes[b, 2:]).all()
+                           and (boxes[b, :2] < boxes[a, 2:]).all())
                 assert not overlap, (labels.shown[a], labels.shown[b])
         assert labels.font_size < scene.panels[0].chips.actors[0].GetTextProperty() \
             .GetFontSize()

@@ -6,16 +6,20 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from vtkmodules.vtkRenderingAnnotation import vtkScalarBarActor
-from vtkmodules.vtkRenderingCore import vtkRenderer
+from vtkmodules.vtkRenderingCore import vtkRenderer, vtkTextProperty, vtkTextRenderer
 
 from layerscan.geometry.scene.overlays import DIM, INK, Label
-from layerscan.geometry.scene.style import lookup_table, use_font
+from layerscan.geometry.scene.style import MARGIN, lookup_table, use_font
 
 CAPTIONS = {
     "token": "colour = token: each chip below is the colour of its particles",
     "slot": "colour = particle slot (fixed per particle all movie long)",
 }
 """The one-line colour key of the categorical modes (the continuous ones have a `Scale`)."""
+BAR_BOTTOM, BAR_HEIGHT = 0.22, 0.36
+"""Colour bar: bottom and height (fractions of the panel), at the panel's right margin."""
+BAR_MIN_WIDTH, BAR_THICKNESS = 4.0, 1.2
+"""Colour bar: least width of bar, labels and title, and the bar's own width (font sizes)."""
 
 
 class Scale(NamedTuple):
@@ -52,16 +56,20 @@ class Legend:
         self.surface = Label(overlay, 0.02, y, small, DIM, valign="bottom")
         self.surface.set(surface_text)
         self.scales = scales
+        # as wide as its widest title (which is centred over it), so no title is cut off
+        width_px = max([BAR_MIN_WIDTH * size] + [_text_width(s.title, small) + size
+                                                 for s in scales.values()])
+        width = width_px / viewport_px[0]
         self.bar = vtkScalarBarActor()
         self.bar.GetPositionCoordinate().SetCoordinateSystemToNormalizedViewport()
-        self.bar.SetPosition(0.925, 0.22)
-        self.bar.SetWidth(0.06)
-        self.bar.SetHeight(0.36)
+        self.bar.SetPosition(1.0 - MARGIN - width, BAR_BOTTOM)
+        self.bar.SetWidth(width)
+        self.bar.SetHeight(BAR_HEIGHT)
         self.bar.SetNumberOfLabels(3)
         self.bar.SetLabelFormat("%.2g")
         self.bar.SetTextPad(3)
         self.bar.SetVerticalTitleSeparation(6)
-        self.bar.SetBarRatio(0.3)
+        self.bar.SetBarRatio(BAR_THICKNESS * size / width_px)
         self.bar.UnconstrainedFontSizeOn()
         for prop, font in ((self.bar.GetTitleTextProperty(), small),
                            (self.bar.GetLabelTextProperty(), int(size * 0.75))):
@@ -93,3 +101,13 @@ class Legend:
             caption = CAPTIONS[mode]
         self.colour.set(caption)
 
+
+
+def _text_width(text: str, size: int) -> float:
+    """Width in pixels of (multi-line) overlay text at font `size`."""
+    prop = vtkTextProperty()
+    prop.SetFontSize(size)
+    use_font(prop)
+    box = [0, 0, 0, 0]
+    vtkTextRenderer().GetBoundingBox(prop, text, box, 72)
+    return float(box[1] - box[0] + 1)

@@ -181,7 +181,8 @@ class Panel:
         n_visible = scan.step_lengths[step]
         self.places, counts = token_centroids(pts, scan.particle_tokens[step, near], n_visible)
         self.labels.set_enabled(opts.show_labels and opts.show_overlays)
-        self.labels.set_places(self.places, counts, current_token)
+        self.labels.set_places(self.places, counts, current_token, pts,
+                               scan.particle_tokens[step, near])
         if self.legend is not None:
             self.legend.show(mode, opts.show_surface, opts.show_overlays)
         if not opts.show_overlays:

@@ -18,6 +18,10 @@ LABEL_BACKGROUND_OPACITY = 0.85
 """Opacity of a label's token-coloured box (the particles behind it show faintly)."""
 LABEL_RIM = (0.055, 0.067, 0.09)
 """Colour of the rim around a label's box."""
+LABEL_GAP = 3.0
+"""Pixels between a label and the edge of its group of particles."""
+GROUP_EDGE = 90.0
+"""Percentile of a group's on-screen offsets taken as its edge (stray particles ignored)."""
 ARROW_HEAD_SIDES = 6
 """Facets of an arrow's cone head."""
 ARROW_SHAFT_GREY = 225
@@ -52,11 +56,13 @@ def label_font_size(size: int, n_tokens: int) -> int:
 
 
 class TokenLabels:
-    """Each token's text at its group's centroid, in the token's colour, thinned so that no two
-    labels overlap (the current and the latest tokens first).
+    """Each token's text at its group (just above it, else just below, so a compact group is
+    never hidden), in the token's colour, thinned so that no two labels overlap (the current
+    and the latest tokens first).
 
-    The labels are 2D text actors in the overlay renderer anchored at world coordinates through
-    the 3D renderer's camera, so they follow the camera; thinning runs before every render.
+    The labels are 2D text actors in the overlay renderer, placed in display pixels from the
+    groups' projection through the 3D renderer's camera before every render, so they follow
+    the layout and the camera.
     """
 
     def __init__(self, overlay: vtkRenderer, renderer: vtkRenderer, tokens: list[str],
@@ -70,7 +76,7 @@ class TokenLabels:
         for text, color in zip(texts, colors, strict=True):
             actor = vtkTextActor()
             actor.SetInput(text)
-            actor.GetPositionCoordinate().SetCoordinateSystemToWorld()
+            actor.GetPositionCoordinate().SetCoordinateSystemToDisplay()
             prop = actor.GetTextProperty()
             prop.SetFontSize(self.font_size)
             use_font(prop, bold=True)
@@ -90,17 +96,32 @@ class TokenLabels:
             self.actors.append(actor)
         self.extents = np.asarray(extents, np.float64).reshape(-1, 2)  # (n_tokens, 2) px
         self.places = np.zeros((len(tokens), 3))
+        self.points = np.zeros((0, 3))
+        self.groups: list[np.ndarray] = [np.zeros(0, np.int64)] * len(tokens)
         self.order: list[int] = []
         self.enabled = True
         self.shown: list[int] = []
+        self.boxes = np.zeros((0, 4))
+        """(len(shown), 4) display-pixel boxes x0, y0, x1, y1 of the shown labels."""
         overlay.AddObserver("StartEvent", self._thin)
 
-    def set_places(self, places: np.ndarray, counts: np.ndarray, current: int | None) -> None:
-        """Move the labels of tokens with particles to `places` (n_tokens_step, 3)."""
+    def set_places(self, places: np.ndarray, counts: np.ndarray, current: int | None,
+                   points: np.ndarray, particle_tokens: np.ndarray) -> None:
+        """The groups the labels go with.
+
+        Args:
+            places: (n_tokens_step, 3) each token's centroid.
+            counts: (n_tokens_step,) particles per token.
+            current: the highlighted token, labelled first.
+            points: (n_particles, 3) the layout drawn.
+            particle_tokens: (n_particles,) token of each particle.
+        """
         n = len(places)
         self.places[:n] = places
-        for actor, place in zip(self.actors, places, strict=False):
-            actor.GetPositionCoordinate().SetValue(*place)
+        self.points = points
+        by_token = np.argsort(particle_tokens, kind="stable")
+        bounds = np.searchsorted(particle_tokens[by_token], np.arange(n + 1))
+        self.groups = [by_token[bounds[i]:bounds[i + 1]] for i in range(n)]
         has = [i for i in range(n) if counts[i] > 0]
         first = [i for i in (current, n - 1) if i is not None and i in has]
         self.order = list(dict.fromkeys(first + has[::-1]))
@@ -133,26 +154,34 @@ class TokenLabels:
             return
         order = self.order[:]
         shown: list[int] = []
-        if order:
+        boxes: list[np.ndarray] = []
+        if order and len(self.points):
             xy = self.project(self.places[order])
+            point_y = self.project(self.points)[:, 1]  # (n_particles,)
             x0, y0, x1, y1 = self.renderer.GetViewport()
             w, h = self.renderer.GetRenderWindow().GetSize()
-            boxes: list[np.ndarray] = []
             for i, (x, y) in zip(order, xy, strict=True):
+                if len(shown) >= MAX_LABELS:
+                    break
+                dy = point_y[self.groups[i]] - y  # the group's particles above (+) and below
+                top = max(float(np.percentile(dy, GROUP_EDGE)), 0.0)
+                bottom = min(float(np.percentile(dy, 100 - GROUP_EDGE)), 0.0)
                 half = self.extents[i] / 2
-                box = np.array([x - half[0], y - half[1], x + half[0], y + half[1]])
-                inside = (box[0] >= x0 * w and box[2] <= x1 * w and box[1] >= y0 * h
-                          and box[3] <= y1 * h)
-                if not inside or len(shown) >= MAX_LABELS or any(
-                        box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3]
-                        for b in boxes):
-                    continue
-                boxes.append(box)
-                shown.append(i)
+                for cy in (y + top + LABEL_GAP + half[1], y + bottom - LABEL_GAP - half[1]):
+                    box = np.array([x - half[0], cy - half[1], x + half[0], cy + half[1]])
+                    inside = (box[0] >= x0 * w and box[2] <= x1 * w and box[1] >= y0 * h
+                              and box[3] <= y1 * h)
+                    if inside and not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3]
+                                          and b[1] < box[3] for b in boxes):
+                        self.actors[i].GetPositionCoordinate().SetValue(x, cy)
+                        boxes.append(box)
+                        shown.append(i)
+                        break
         visible = set(shown)
         for i, actor in enumerate(self.actors):
             actor.SetVisibility(i in visible)
         self.shown = shown
+        self.boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
 
 
 class TokenArrows:
