@@ -92,3 +92,17 @@ def token_divergence(hidden_a: np.ndarray, hidden_b: np.ndarray) -> np.ndarray:
 def differing_tokens(ids_a: list[int], ids_b: list[int]) -> list[int]:
     """Positions, over the shorter prompt, where the token ids differ."""
     return [i for i, (x, y) in enumerate(zip(ids_a, ids_b, strict=False)) if x != y]
+
+
+SAME_PROMPT_TOLERANCE = 1e-6
+"""Largest mean cloud displacement that still counts as no divergence at all."""
+
+
+def diverges(divergence_by_layer: np.ndarray) -> bool:
+    """Whether two prompts diverge at any layer (a prompt diffed with itself does not).
+
+    Args:
+        divergence_by_layer: (n_layers+1,) mean cloud displacement per layer.
+    """
+    values = np.asarray(divergence_by_layer, np.float64)
+    return bool(values.size) and float(values.max()) > SAME_PROMPT_TOLERANCE

@@ -77,8 +77,8 @@ def test_html_is_self_contained(scan, tmp_path):
     pos = scan.positions[-1]  # (n_layers+1, n_particles, 3)
     centre, radius = fr.bounds_of(pos)
     np.testing.assert_allclose(positions.reshape(pos.shape), (pos - centre) / radius, atol=1e-6)
-    assert panel["metrics"]["trustworthiness"] == pytest.approx(
-        scan.trustworthiness[-1].tolist(), abs=1e-4)
+    assert panel["metrics"]["token_trust"] == pytest.approx(
+        scan.token_trust[-1].tolist(), abs=1e-4)
 
 
 @pytest.mark.skipif(shutil.which("node") is None,

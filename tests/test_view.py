@@ -106,11 +106,44 @@ def scenario_toggles(tmp_path) -> None:
         assert np.abs(grab(viewer) - base).mean() > 0.05, key
         press(viewer, key)
     assert np.abs(grab(viewer) - base).mean() < 0.05
+    press(viewer, "t")
+    assert viewer.scene.options.show_labels is False
+    assert not any(a.GetVisibility() for a in viewer.scene.panels[0].labels.actors)
+    assert np.abs(grab(viewer) - base).mean() > 0.05
+    press(viewer, "t")
+    assert np.abs(grab(viewer) - base).mean() < 0.05
     press(viewer, "c")
-    assert viewer.scene.mode == "density"
+    assert viewer.scene.mode == "slot"  # token colours are the default
     assert np.abs(grab(viewer) - base).mean() > 0.05
     press(viewer, "w")  # VTK's wireframe key is switched off: nothing changes
     assert viewer.scene.panels[0].points_actor.GetProperty().GetRepresentation() == 0
+    viewer.close()
+
+
+def scenario_pick(tmp_path) -> None:
+    """A real left click on a particle names its token and layer, in place."""
+    from vtkmodules.vtkRenderingCore import vtkCoordinate
+
+    viewer = open_viewer(tmp_path)
+    press(viewer, "bracketright")
+    panel = viewer.scene.panels[0]
+    renderer = viewer.plotter.renderers[0]
+    coord = vtkCoordinate()
+    coord.SetCoordinateSystemToWorld()
+    interactor = viewer.plotter.iren.interactor
+    points = panel.cloud.points
+    # the particle nearest the camera, so no other particle hides it
+    camera = np.array(renderer.GetActiveCamera().GetPosition())
+    pid = int(np.argmin(np.linalg.norm(points - camera, axis=1)))
+    coord.SetValue(*points[pid])
+    x, y = coord.GetComputedDisplayValue(renderer)
+    interactor.SetEventInformation(int(x), int(y), 0, 0)
+    interactor.InvokeEvent("LeftButtonPressEvent")
+    interactor.InvokeEvent("LeftButtonReleaseEvent")
+    token = int(viewer.scene.scans[0].particle_tokens[viewer.step, 1, pid])
+    assert viewer.picked is not None, "the click picked nothing"
+    assert f"token {token}" in viewer.picked and "layer 1" in viewer.picked, viewer.picked
+    assert panel.pick.actor.GetInput() == viewer.picked
     viewer.close()
 
 
@@ -149,11 +182,25 @@ def scenario_close_mid_animation(tmp_path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.display
-@pytest.mark.parametrize("scenario", [scenario_keys, scenario_toggles, scenario_play,
-                                      scenario_close_mid_animation],
-                         ids=["keys", "toggles", "play", "close-mid-animation"])
+@pytest.mark.parametrize("scenario", [scenario_keys, scenario_toggles, scenario_pick,
+                                      scenario_play, scenario_close_mid_animation],
+                         ids=["keys", "toggles", "pick", "play", "close-mid-animation"])
 def test_window(xdisplay, tmp_path, scenario):
     run_in_window(xdisplay, scenario, tmp_path)
+
+
+def test_pick_callback_names_token_and_layer(tmp_path):
+    """The picking callback with a point id, off screen (the display test clicks for real)."""
+    scan = make_scan(n_layers=2, n_particles=64, n_tokens=4)
+    viewer = Viewer(scan, off_screen=True, screenshot_dir=tmp_path)
+    try:
+        viewer.show(layer=2.0)
+        pid = int(np.flatnonzero(scan.particle_tokens[0, 2] == 2)[0])
+        text = viewer.pick(0, pid)
+        assert "token 2" in text and "␣brown" in text and "layer 2" in text
+        assert viewer.scene.panels[0].pick.actor.GetInput() == text
+    finally:
+        viewer.close()
 
 
 def test_no_display_is_a_one_line_error(monkeypatch, tmp_path, capsys):

@@ -13,6 +13,7 @@ from layerscan.errors import LayerscanError
 from layerscan.files import atomic_path
 from layerscan.geometry.scan_file import DiffScan, Scan
 from layerscan.geometry.scene import frames as fr
+from layerscan.geometry.scene.style import token_colors
 
 MESH_FORMATS = ("vtp", "vtk", "ply")
 HTML_SUFFIXES = (".html", ".htm")
@@ -120,7 +121,11 @@ def _panel_data(scan: Scan, step: int, displacement: np.ndarray | None,
         "layer_names": scan.layer_names, "n_particles": scan.n_particles,
         "positions": _b64((pos - centre) / radius, np.float32),
         "metrics": {name: np.round(getattr(scan, name)[step], 4).tolist() for name in
-                    ("reconstruction_r2", "trustworthiness", "continuity", "disparity")},
+                    ("reconstruction_r2", "token_trust", "baseline_trust",
+                     "distance_correlation", "baseline_correlation")},
+        "particle_tokens": _b64(scan.particle_tokens[step], np.int32),
+        "token_colors": ["#" + "".join(f"{round(255 * c):02x}" for c in rgb)
+                         for rgb in token_colors(len(scan.tokens))],
         "surfaces": None,
     }
     if n_faces <= max_faces:

@@ -159,3 +159,48 @@ def bounds_of(positions: np.ndarray) -> tuple[np.ndarray, float]:
     centre = np.median(pts, 0)
     radius = float(np.percentile(np.linalg.norm(pts - centre, axis=1), 99)) or 1.0
     return centre, radius
+
+
+FRAMING_AZIMUTHS = 36
+"""Orbit angles checked when framing: every 10 degrees."""
+FRAMING_MAX_POINTS = 60_000
+"""Above this many points, framing uses their convex hull's vertices only."""
+
+
+def framing_distance(points: np.ndarray, centre: np.ndarray, elevation: float,
+                     tan_half: tuple[float, float]) -> float:
+    """The camera distance that keeps every point in view from any orbit angle.
+
+    The camera looks at `centre` from `elevation` (radians) above the horizontal plane at any
+    azimuth. A point q (relative to the centre) is in view when its sideways and upward offsets
+    are within tan_half times its depth d - q·offset.
+
+    Args:
+        points: (n, 3) every point that must stay in view (all layers, all steps).
+        centre: (3,) the focal point.
+        elevation: camera elevation in radians.
+        tan_half: tangents of the half view angles across (x) and up (y) of the free area.
+
+    Returns:
+        the smallest such distance.
+    """
+    q = np.asarray(points, np.float64).reshape(-1, 3) - centre
+    if len(q) > FRAMING_MAX_POINTS:
+        from scipy.spatial import ConvexHull, QhullError
+
+        try:
+            q = q[ConvexHull(q).vertices]
+        except (QhullError, ValueError):
+            q = q[:: len(q) // FRAMING_MAX_POINTS + 1]
+    need = 0.0
+    z = np.array([0.0, 0.0, 1.0])
+    for a in np.linspace(0, 2 * np.pi, FRAMING_AZIMUTHS, endpoint=False):
+        offset = np.array([np.cos(elevation) * np.cos(a), np.cos(elevation) * np.sin(a),
+                           np.sin(elevation)])
+        right = np.cross(-offset, z)
+        right /= np.linalg.norm(right)
+        up = np.cross(right, -offset)
+        depth = q @ offset  # (n,) towards the camera
+        need = max(need, float(np.max(depth + np.abs(q @ right) / tan_half[0])),
+                   float(np.max(depth + np.abs(q @ up) / tan_half[1])))
+    return need

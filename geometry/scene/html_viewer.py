@@ -16,7 +16,7 @@ canvas{width:100%;height:100%;display:block;cursor:grab}
 .bar{display:inline-block;height:10px;background:#ffc740;vertical-align:middle;margin-left:6px}
 .tokens{position:absolute;left:14px;bottom:10px;right:14px;pointer-events:none}
 .tok{display:inline-block;background:#333d4f;border-radius:3px;padding:1px 5px;margin:2px}
-.tok.diff{background:#bf383f}
+.tok.diff{outline:2px solid #bf383f}
 #ctl{height:64px;display:flex;align-items:center;gap:14px;padding:0 16px;background:#151a22}
 #ctl input[type=range]{flex:1}
 button{background:#333d4f;color:#eef0f4;border:0;border-radius:4px;padding:6px 12px;cursor:pointer}
@@ -26,13 +26,15 @@ button{background:#333d4f;color:#eef0f4;border:0;border-radius:4px;padding:6px 1
 <div id="ctl"><button id="play">pause</button><span id="lname"></span>
 <input id="slider" type="range" min="0" step="0.01" value="0">
 <label><input id="surf" type="checkbox" checked> surface</label>
-<select id="mode"><option>slot</option><option>displacement</option></select>
+<select id="mode"><option>token</option><option>slot</option><option>displacement</option></select>
 <canvas id="chart"></canvas></div>
 <script>
 "use strict";
 const DATA = /*LAYERSCAN_DATA*/null;
 function f32(b64){const s=atob(b64),u=new Uint8Array(s.length);for(let i=0;i<s.length;i++)u[i]=s.charCodeAt(i);return new Float32Array(u.buffer)}
 function i32(b64){return new Int32Array(f32(b64).buffer)}
+function vis(t){return t.replace(/ /g,"␣").replace(/\n/g,"↵").replace(/\t/g,"⇥")||"∅"}
+function ink(hex){const n=parseInt(hex.slice(1),16),l=(0.2126*(n>>16)+0.7152*(n>>8&255)+0.0722*(n&255))/255;return l>0.45?"#101218":"#f4f6f8"}
 const P=DATA.panels, NL=P[0].layer_names.length, N=P[0].n_particles;
 const TURBO=[[48,18,59],[70,107,227],[40,187,236],[49,242,153],[162,252,60],[237,208,58],[251,128,34],[210,49,5],[122,4,3]];
 const PLASMA=[[70,3,159],[114,1,168],[156,23,158],[189,55,134],[216,87,107],[237,121,83],[251,159,58],[253,202,38],[240,249,33]];
@@ -43,16 +45,16 @@ const panels=P.map((p,k)=>{
  div.innerHTML=`<canvas></canvas><div class="head"></div><div class="lens"></div><div class="tokens"></div>`;
  document.getElementById("row").appendChild(div);
  const pos=f32(p.positions), surf=p.surfaces&&p.surfaces.map(s=>({v:f32(s.v),f:i32(s.f)}));
- const disp=p.displacement?f32(p.displacement):null;
+ const disp=p.displacement?f32(p.displacement):null, ptok=p.particle_tokens?i32(p.particle_tokens):null, tcol=p.token_colors||[];
  const first=pos.subarray(0,N*3);let mx=0,my=0,mz=0;for(let i=0;i<N;i++){mx+=first[3*i];my+=first[3*i+1];mz+=first[3*i+2]}
  const slot=new Float32Array(N),proj=[];for(let i=0;i<N;i++)proj.push([first[3*i]-mx/N+0.5*(first[3*i+1]-my/N),i]);
  proj.sort((a,b)=>a[0]-b[0]);proj.forEach((e,r)=>slot[e[1]]=r/(N-1));
- div.querySelector(".tokens").innerHTML=p.tokens.map((t,i)=>`<span class="tok${(DATA.differing_tokens||[]).includes(i)?" diff":""}">${esc(t.trim()||"␣")}</span>`).join("");
- return {p,div,canvas:div.querySelector("canvas"),pos,surf,disp,slot}});
+ div.querySelector(".tokens").innerHTML=p.tokens.map((t,i)=>`<span class="tok${(DATA.differing_tokens||[]).includes(i)?" diff":""}" style="background:${tcol[i]||"#333d4f"};color:${tcol[i]?ink(tcol[i]):"#eef0f4"}">${esc(vis(t))}</span>`).join("");
+ return {p,div,canvas:div.querySelector("canvas"),pos,surf,disp,slot,ptok,tcol}});
 function esc(s){return s.replace(/[&<>"]/g,c=>({"&":"&amp;","<":"&lt;",">":"&gt;","\"":"&quot;"}[c]))}
 let layer=0,playing=true,az=0.6,el=0.38,zoom=1,last=performance.now();
 const slider=document.getElementById("slider");slider.max=NL-1;
-const mode=document.getElementById("mode");if(DATA.divergence)mode.value="displacement";
+const mode=document.getElementById("mode");mode.value=P[0].particle_tokens?"token":"slot";
 document.getElementById("play").onclick=e=>{playing=!playing;e.target.textContent=playing?"pause":"play";if(playing&&layer>=NL-1)layer=0};
 slider.oninput=()=>{layer=+slider.value;playing=false;document.getElementById("play").textContent="play"};
 let drag=null;
@@ -75,9 +77,9 @@ function draw(q){const c=q.canvas,dpr=window.devicePixelRatio||1,w=c.clientWidth
  const A=q.pos.subarray(lo*N*3,(lo+1)*N*3),B=q.pos.subarray(hi*N*3,(hi+1)*N*3),pts=[];
  for(let i=0;i<N;i++){const x=A[3*i]+(B[3*i]-A[3*i])*t,y=A[3*i+1]+(B[3*i+1]-A[3*i+1])*t,z=A[3*i+2]+(B[3*i+2]-A[3*i+2])*t;pts.push([...project(x,y,z,w,h),i])}
  pts.sort((a,b)=>a[2]-b[2]);const r=Math.max(1.5,2.6*dpr*zoom);
- for(const [x,y,,i] of pts){g.fillStyle=mode.value==="displacement"&&q.disp?cmap(q.disp[near*N+i],PLASMA):cmap(q.slot[i],TURBO);g.fillRect(x-r,y-r,2*r,2*r)}
- const m=q.p.metrics;q.div.querySelector(".head").innerHTML=`<b>layer ${near} / ${NL-1}</b><br><span class="dim">${esc(q.p.layer_names[near])} · ${esc(DATA.model_id)}<br>R² ${m.reconstruction_r2[near].toFixed(2)} · trust ${m.trustworthiness[near].toFixed(2)} · continuity ${m.continuity[near].toFixed(2)} · Procrustes ${m.disparity[near].toFixed(3)}</span>`;
- if(q.p.lens)q.div.querySelector(".lens").innerHTML=`<span class="dim">logit lens after “${esc(q.p.tokens[q.p.tokens.length-1].trim())}”</span><br>`+q.p.lens[near].map(([tok,p])=>`${esc(tok.trim()||"␣")} ${(100*p).toFixed(0)}%<span class="bar" style="width:${(p*110)|0}px"></span>`).join("<br>");
+ for(const [x,y,,i] of pts){g.fillStyle=mode.value==="token"&&q.ptok?q.tcol[q.ptok[near*N+i]]:mode.value==="displacement"&&q.disp?cmap(q.disp[near*N+i],PLASMA):cmap(q.slot[i],TURBO);g.fillRect(x-r,y-r,2*r,2*r)}
+ const m=q.p.metrics;q.div.querySelector(".head").innerHTML=`<b>layer ${near} / ${NL-1}</b><br><span class="dim">${esc(q.p.layer_names[near])} · ${esc(DATA.model_id)}<br>R² ${m.reconstruction_r2[near].toFixed(2)} · token trust ${m.token_trust[near].toFixed(2)} (PCA-3 ${m.baseline_trust[near].toFixed(2)}) · distance corr. ${m.distance_correlation[near].toFixed(2)} (PCA-3 ${m.baseline_correlation[near].toFixed(2)})</span>`;
+ if(q.p.lens)q.div.querySelector(".lens").innerHTML=`<span class="dim">logit lens after “${esc(vis(q.p.tokens[q.p.tokens.length-1]))}”</span><br>`+q.p.lens[near].map(([tok,p])=>`${esc(vis(tok))} ${(100*p).toFixed(0)}%<span class="bar" style="width:${(p*110)|0}px"></span>`).join("<br>");
  document.getElementById("lname").textContent=q.p.layer_names[near]}
 function chart(){const c=document.getElementById("chart"),d=DATA.divergence;if(!d){c.style.display="none";return}
  const w=c.width=c.clientWidth,h=c.height=c.clientHeight,g=c.getContext("2d"),lo=Math.min(...d),hi=Math.max(...d)||1;

@@ -17,6 +17,8 @@ from vtkmodules.vtkRenderingCore import (
     vtkTextRenderer,
 )
 
+from layerscan.geometry.scene.style import ink_on, use_font
+
 INK = (0.93, 0.94, 0.96)
 DIM = (0.55, 0.58, 0.64)
 ACCENT = (1.0, 0.78, 0.25)
@@ -24,6 +26,12 @@ CHIP = (0.20, 0.24, 0.31)
 CHIP_CURRENT = (1.0, 0.78, 0.25)
 CHIP_FUTURE = (0.12, 0.14, 0.18)
 CHIP_DIFF = (0.75, 0.22, 0.25)
+BACKING = (0.055, 0.067, 0.09)
+"""Colour behind overlay text (the scene background)."""
+BACKING_OPACITY = 0.7
+"""How much of what lies behind overlay text the backing hides."""
+CHIP_TEXT_LIMIT = 24
+"""Longest token text on a chip."""
 CHIP_INK = (0.08, 0.08, 0.1)
 """Text on the highlighted (current) chip."""
 
@@ -36,11 +44,38 @@ LENS_ROW, LENS_BAR = 1.6, 9.0
 """Logit-lens panel: row height and the length of a 100% bar."""
 
 
-def token_label(token: str) -> str:
-    """A token as shown on screen: visible whitespace, no control characters."""
-    text = token.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
-    text = "".join(ch if ch.isprintable() else "?" for ch in text).strip()
-    return text if text else "·" if token else "''"
+VISIBLE_WHITESPACE = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"}
+"""How whitespace is drawn in token text, so " because" and "because" look different."""
+
+
+def token_label(token: str, limit: int | None = None) -> str:
+    """A token as shown on screen: visible whitespace (`␣the`), no control characters.
+
+    Args:
+        token: the token's text.
+        limit: longest result; longer text ends in "…".
+    """
+    text = "".join(VISIBLE_WHITESPACE.get(ch, ch if ch.isprintable() else "?") for ch in token)
+    text = text or "∅"
+    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
+
+
+def plain_text_backend() -> None:
+    """Render all text with FreeType, never as matplotlib math text.
+
+    VTK's default backend detection hands some strings (a `$`, or text FreeType fails on, as in
+    a logit lens listing `<|endoftext|>` and `↵␣␣␣`) to math text, which warns "Text shadow is
+    not supported with math text" on every shadowed label. Token text is never math.
+    """
+    renderer = vtkTextRenderer.GetInstance()
+    if renderer is not None:
+        renderer.SetDefaultBackend(vtkTextRenderer.FreeType)
+
+
+def plain_text(text: str) -> str:
+    """Text for a VTK text actor: `$` escaped, so VTK never takes it for math text (which
+    warns "Text shadow is not supported with math text" and drops the dollars)."""
+    return text.replace("$", "\\$")
 
 
 class Label:
@@ -55,9 +90,10 @@ class Label:
         prop = self.actor.GetTextProperty()
         prop.SetFontSize(size)
         prop.SetColor(*color)
-        prop.SetBold(bold)
-        prop.SetShadow(True)
-        prop.SetShadowOffset(1, -1)
+        use_font(prop, bold)
+        # a dark backing instead of a shadow: dim text stays legible over bright particles
+        prop.SetBackgroundColor(*BACKING)
+        prop.SetBackgroundOpacity(BACKING_OPACITY)
         if mono:
             prop.SetFontFamilyToCourier()
         {"left": prop.SetJustificationToLeft, "right": prop.SetJustificationToRight,
@@ -70,7 +106,7 @@ class Label:
     def set(self, text: str) -> None:
         if text != self._text:
             self._text = text
-            self.actor.SetInput(text)
+            self.actor.SetInput(plain_text(text))
 
     def set_visible(self, visible: bool) -> None:
         self.actor.SetVisibility(visible)
@@ -123,17 +159,22 @@ class Quads:
 
 
 class TokenChips:
-    """The prompt as a row of token chips: seen, current (highlighted), not yet seen, differing."""
+    """The prompt as a row of token chips: seen, current (highlighted), not yet seen, differing.
+
+    With token colours set (`set_colors`), each chip carries its token's particle colour: the
+    chips are the key of the token colour mode.
+    """
 
     def __init__(self, renderer: vtkRenderer, tokens: list[str], size: int,
                  viewport_px: tuple[int, int], x0: float = 0.02, x1: float = 0.98,
                  y_top: float = 0.13, max_rows: int = 2, differing: list[int] | None = None,
                  ) -> None:
-        self.labels = [token_label(t) for t in tokens]
+        self.labels = [plain_text(token_label(t, CHIP_TEXT_LIMIT)) for t in tokens]
         self.differing = set(differing or [])
         measurer = vtkTextRenderer()
         prop = vtkTextProperty()
         prop.SetFontSize(size)
+        use_font(prop)
         box = [0, 0, 0, 0]
         widths = []
         for label in self.labels:
@@ -152,12 +193,19 @@ class TokenChips:
             actor.GetPositionCoordinate().SetCoordinateSystemToNormalizedViewport()
             tp = actor.GetTextProperty()
             tp.SetFontSize(size)
+            use_font(tp)
             tp.SetBackgroundOpacity(1.0)
-            tp.SetFrame(False)
+            tp.SetFrameWidth(2)
             tp.SetVerticalJustificationToBottom()
             renderer.AddViewProp(actor)
             self.actors.append(actor)
+        self.colors: np.ndarray | None = None
         self._state: tuple | None = None
+
+    def set_colors(self, colors: np.ndarray | None) -> None:
+        """(n_tokens, 3) RGB per chip (the token colour mode), or None for neutral chips."""
+        self.colors = None if colors is None else np.asarray(colors, np.float64)
+        self._state = None
 
     def show(self, n_visible: int, current: int | None) -> None:
         """Lay out the chips so the current token is on screen, then colour them."""
@@ -179,19 +227,30 @@ class TokenChips:
             actor.SetVisibility(True)
             actor.SetPosition(x + self.pad, self.y_top - (row + 1) * self.row_h)
             x += self.widths[i] + self.gap
-            tp = actor.GetTextProperty()
-            if i == current:
-                tp.SetBackgroundColor(*CHIP_CURRENT)
-                tp.SetColor(*CHIP_INK)
-            elif i in self.differing:
-                tp.SetBackgroundColor(*CHIP_DIFF)
-                tp.SetColor(*INK)
-            elif i < n_visible:
-                tp.SetBackgroundColor(*CHIP)
-                tp.SetColor(*INK)
-            else:
-                tp.SetBackgroundColor(*CHIP_FUTURE)
-                tp.SetColor(*DIM)
+            self._paint(actor.GetTextProperty(), i, n_visible, current)
+
+    def _paint(self, tp: vtkTextProperty, i: int, n_visible: int, current: int | None) -> None:
+        tp.SetFrame(False)
+        use_font(tp, bold=i == current)
+        if i >= n_visible:
+            tp.SetBackgroundColor(*CHIP_FUTURE)
+            tp.SetColor(*DIM)
+        elif self.colors is not None:
+            # the token's own colour; current and differing tokens get a frame instead
+            tp.SetBackgroundColor(*self.colors[i])
+            tp.SetColor(*ink_on(self.colors[i]))
+            if i == current or i in self.differing:
+                tp.SetFrame(True)
+                tp.SetFrameColor(*(INK if i == current else CHIP_DIFF))
+        elif i == current:
+            tp.SetBackgroundColor(*CHIP_CURRENT)
+            tp.SetColor(*CHIP_INK)
+        elif i in self.differing:
+            tp.SetBackgroundColor(*CHIP_DIFF)
+            tp.SetColor(*INK)
+        else:
+            tp.SetBackgroundColor(*CHIP)
+            tp.SetColor(*INK)
 
     def set_visible(self, visible: bool) -> None:
         """Hide every chip, or show the ones the last layout placed (and lay out anew)."""
@@ -259,35 +318,52 @@ class LensPanel:
             item.actor.SetVisibility(visible)
 
 
+def nice_ceiling(value: float) -> float:
+    """The smallest of 1, 2, 2.5, 5 × 10^k that is ≥ value (an axis top)."""
+    if value <= 0:
+        return 1.0
+    power = 10.0 ** np.floor(np.log10(value))
+    return float(next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= value * (1 - 1e-9)))
+
+
 class LayerChart:
-    """A small line chart of one value per layer (divergence) with the current layer marked."""
+    """A small line chart of one value per layer (divergence) with the current layer marked.
+
+    The y axis starts at zero and has labelled ticks, so 0.74-0.96 reads as the small change
+    it is. All zeros (a prompt diffed with itself) draws a flat line at zero.
+    """
 
     def __init__(self, renderer: vtkRenderer, values: np.ndarray, size: int,
-                 box: tuple[float, float, float, float], title: str) -> None:
+                 box: tuple[float, float, float, float], title: str,
+                 viewport_px: tuple[int, int] = (1280, 720)) -> None:
         x0, y0, x1, y1 = box
         self.box = box
         v = np.asarray(values, np.float64)
-        span = float(v.max() - v.min()) or 1.0
+        top = nice_ceiling(float(v.max()))
         self.xs = x0 + (x1 - x0) * np.linspace(0, 1, len(v))
-        self.ys = y0 + (y1 - y0) * (v - v.min()) / span
+        self.ys = y0 + (y1 - y0) * np.clip(v / top, 0, 1)
         self.frame = Quads(renderer, CHIP, opacity=0.55)
         self.frame.set_rects([[x0 - 0.01, y0 - 0.02, x1 + 0.01, y1 + 0.015]])
+        ticks = np.array([0.0, 0.5, 1.0])
+        self.grid = Quads(renderer, DIM, opacity=0.35)
+        self.grid.set_rects(np.stack([np.full(3, x0), y0 + (y1 - y0) * ticks - 0.001,
+                                      np.full(3, x1), y0 + (y1 - y0) * ticks + 0.001], 1))
+        self.tick_labels = []
+        for tick in ticks:
+            label = Label(renderer, x0 - 0.015, y0 + (y1 - y0) * tick, int(size * 0.8), DIM,
+                          align="right", valign="center")
+            label.set(f"{tick * top:.3g}")
+            self.tick_labels.append(label)
         self.line = Quads(renderer, INK, line_width=2.0)
         self.line.set_polyline(np.stack([self.xs, self.ys], 1))
         self.marker = Quads(renderer, ACCENT, line_width=2.0)
         self.dot = Quads(renderer, ACCENT)
-        self.title = Label(renderer, x0, y1 + 0.015 + 1.5 * size / 720, size, DIM,
+        self.title = Label(renderer, x0, y1 + 0.015 + 1.5 * size / viewport_px[1], size, DIM,
                            valign="bottom")
         self.title.set(title)
-        self.values = np.asarray(values, np.float64)
+        self.values = v
         self.readout = Label(renderer, x1, y0 - 0.03, int(size * 0.9), ACCENT, align="right")
         self._shown: int | None = None
-
-    def set_visible(self, visible: bool) -> None:
-        for quads in (self.frame, self.line, self.marker, self.dot):
-            quads.actor.SetVisibility(visible)
-        self.title.set_visible(visible)
-        self.readout.set_visible(visible)
 
     def show(self, layer: float) -> None:
         x = float(np.interp(layer, np.arange(len(self.xs)), self.xs))
@@ -299,3 +375,8 @@ class LayerChart:
         if near != self._shown:
             self._shown = near
             self.readout.set(f"layer {near}: {self.values[near]:.3g}")
+
+    def set_visible(self, visible: bool) -> None:
+        for item in (self.frame, self.grid, self.line, self.marker, self.dot, self.title,
+                     self.readout, *self.tick_labels):
+            item.actor.SetVisibility(visible)

@@ -11,37 +11,35 @@ from typing import Literal, get_args
 import numpy as np
 import pyvista as pv
 from vtkmodules.util.numpy_support import vtk_to_numpy
+from vtkmodules.vtkRenderingCore import vtkRenderer
 
 from layerscan.errors import LayerscanError
+from layerscan.geometry.diff import diverges
 from layerscan.geometry.scan_file import DiffScan, Scan
 from layerscan.geometry.scene import frames as fr
-from layerscan.geometry.scene.meshes import surface_polydata
-from layerscan.geometry.scene.overlays import DIM, INK, Label, LayerChart, LensPanel, TokenChips
+from layerscan.geometry.scene.legend import Scale
+from layerscan.geometry.scene.overlays import LayerChart, plain_text_backend, token_label
+from layerscan.geometry.scene.panel import Panel
 from layerscan.geometry.scene.style import (
-    CAMERA_DISTANCE,
-    CHIPS_TOP,
-    CHIPS_TOP_TITLED,
     DIFF_SURFACE_OPACITY,
     FONT_SIZE,
-    LINE_COLOR,
-    LINE_OPACITY,
-    MARGIN,
+    FRAME_MARGIN,
+    FREE_AREA,
     MIN_FONT_SIZE,
-    MIN_PANEL_ASPECT,
     MIN_POINT_SIZE,
     POINT_SIZE,
     REFERENCE_HEIGHT,
-    SURFACE_COLOR,
     SURFACE_OPACITY,
-    TOP,
+    VIEW_ANGLE,
     VIEW_AZIMUTH,
     VIEW_ELEVATION,
-    bake_shading,
     direction,
-    lookup_table,
     software_theme,
+    token_colors,
     unit_scale,
+    unit_top,
 )
+from layerscan.geometry.scene.tokens import TokenArrows
 
 
 @contextlib.contextmanager
@@ -62,9 +60,9 @@ def _headless_egl(off_screen: bool) -> Iterator[None]:
         del os.environ[key]
 
 
-ColorMode = Literal["slot", "density", "displacement"]
+ColorMode = Literal["token", "slot", "density", "displacement"]
 COLOR_MODES: tuple[str, ...] = get_args(ColorMode)
-PARTS = ("points", "surface", "lines", "overlays")
+PARTS = ("points", "surface", "lines", "overlays", "labels")
 
 
 @dataclass
@@ -74,8 +72,9 @@ class SceneOptions:
     window_size: tuple[int, int] = field(default=(1280, 720), metadata={"flag": "resolution"})
     """Width and height in pixels."""
     color_mode: ColorMode | None = field(default=None, metadata={"flag": "color"})
-    """slot (a fixed colour per particle), density (local 3D density), displacement (movement
-    since the previous layer; A→B distance in a diff). None: displacement for diffs, else slot."""
+    """token (each token's particles in the token's colour, the chips as the key), slot (a
+    fixed colour per particle), density (local 3D density), displacement (movement since the
+    previous layer; A→B distance in a diff). None: displacement for diffs, else token."""
     show_points: bool = field(default=True, metadata={"flag": "points"})
     """Draw the particles."""
     show_surface: bool = field(default=True, metadata={"flag": "surfaces"})
@@ -84,6 +83,8 @@ class SceneOptions:
     """Join each particle to its nearest neighbours in the particle cloud."""
     show_overlays: bool = field(default=True, metadata={"flag": "overlays"})
     """Layer title, prompt, logit lens, faithfulness figures (and the divergence chart)."""
+    show_labels: bool = field(default=True, metadata={"flag": "labels"})
+    """Each token's text at its group of particles (thinned to stay readable)."""
     point_size: float | None = None
     """Particle size in pixels; None scales with the window height."""
     surface_opacity: float | None = None
@@ -116,170 +117,15 @@ class SceneOptions:
                                  f"use one of {', '.join(COLOR_MODES)}")
 
 
-class _Panel:
-    """The 3D actors and overlays of one scan in one renderer."""
-
-    def __init__(self, plotter: pv.Plotter, scan: Scan, opts: SceneOptions, size: int,
-                 viewport_px: tuple[int, int], displacement: np.ndarray,
-                 differing: list[int] | None, title: str | None) -> None:
-        self.scan, self.opts = scan, opts
-        renderer = plotter.renderer
-        n_particles = scan.n_particles
-        last = scan.n_steps - 1
-        first = scan.positions[last, 0]  # (n_particles, 3)
-        axis = np.linalg.svd(first - first.mean(0), full_matrices=False)[2][0]
-        rank = np.argsort(np.argsort((first - first.mean(0)) @ axis))
-        self.scalars = {"slot": np.repeat(rank[None] / max(n_particles - 1, 1),
-                                          scan.n_layers + 1, 0).astype(np.float32),
-                        "displacement": displacement}
-        self._density: dict[int, np.ndarray] = {}
-        self.cloud = pv.PolyData(np.array(first, np.float32))
-        self.cloud.point_data["color"] = np.zeros(n_particles, np.float32)
-        self.luts = {mode: lookup_table(mode) for mode in COLOR_MODES}
-        self.points_actor = plotter.add_mesh(
-            self.cloud, scalars="color", clim=(0, 1), cmap="turbo",
-            style="points", render_points_as_spheres=True, point_size=opts.point_size,
-            show_scalar_bar=False, lighting=False, name="points")
-        self.lines = pv.PolyData()
-        self.lines.SetPoints(self.cloud.GetPoints())
-        self.lines_actor = plotter.add_mesh(self.lines, color=LINE_COLOR, opacity=LINE_OPACITY,
-                                            line_width=1, lighting=False, name="lines",
-                                            show_scalar_bar=False)
-        self._line_cells: dict[tuple[int, int], np.ndarray] = {}
-        self._surfaces: dict[tuple[int, int], pv.PolyData] = {}
-        self.surface_actors = [
-            plotter.add_mesh(pv.PolyData(), color=SURFACE_COLOR, opacity=opts.surface_opacity,
-                             smooth_shading=True, specular=0.3, name=f"surface{i}",
-                             show_scalar_bar=False, culling="back",
-                             lighting=not opts.baked_shading) for i in range(2)]
-        if opts.baked_shading:
-            for actor in self.surface_actors:
-                actor.mapper.SetScalarModeToUsePointFieldData()
-                actor.mapper.SelectColorArray("shade")
-                actor.mapper.SetColorModeToDirectScalars()
-                actor.mapper.ScalarVisibilityOn()
-        bottom = opts.overlay_bottom
-        self.chips = TokenChips(renderer, scan.tokens, size, viewport_px,
-                                y_top=bottom + (CHIPS_TOP if title is None else CHIPS_TOP_TITLED),
-                                differing=differing)
-        self.head = Label(renderer, MARGIN, TOP, int(size * 1.5), INK, bold=True)
-        self.sub = Label(renderer, MARGIN, TOP - 2.3 * size / viewport_px[1], size, DIM)
-        self.fig = Label(renderer, MARGIN, TOP - 3.9 * size / viewport_px[1], int(size * 0.9),
-                         DIM)
-        self.prompt_title = None
-        if title is not None:
-            self.prompt_title = Label(renderer, MARGIN, bottom + CHIPS_TOP_TITLED + 0.2 * size
-                                      / viewport_px[1], size, INK, bold=True, valign="bottom")
-            self.prompt_title.set(title)
-        self.lens = None
-        if scan.lens_tokens is not None and scan.lens_probs is not None:
-            self.lens = LensPanel(renderer, scan.lens_probs.shape[-1], size, viewport_px)
-        self._color_mode = ""
-        self._line_key: tuple | None = None
-        self._surface_key: tuple | None = None
-
-    def density(self, step: int) -> np.ndarray:
-        if step not in self._density:
-            self._density[step] = fr.local_density(self.scan.positions[step])
-        return self._density[step]
-
-    def surface_mesh(self, step: int, layer: int) -> pv.PolyData:
-        key = (step, layer)
-        if key not in self._surfaces:
-            mesh = surface_polydata(self.scan.surfaces[step][layer])
-            if mesh.n_cells:
-                # Consistent outward winding, so back faces can be culled: a translucent
-                # shell drawn once per pixel instead of twice.
-                mesh = mesh.compute_normals(auto_orient_normals=True, consistent_normals=True,
-                                            split_vertices=False)
-                if self.opts.baked_shading:
-                    mesh.point_data["shade"] = bake_shading(mesh.point_data["Normals"])
-            self._surfaces[key] = mesh
-        return self._surfaces[key]
-
-    def update(self, step: int, layer: float, mode: str, current_token: int | None,
-               header: tuple[str, str] | None) -> None:
-        scan, opts = self.scan, self.opts
-        step = min(step, scan.n_steps - 1)
-        lo, hi, t = fr.layer_pair(layer, scan.n_layers)
-        near = hi if t >= 0.5 else lo
-        pts = fr.interpolate(scan.positions[step], layer)  # (n_particles, 3)
-        vtk_pts = self.cloud.GetPoints()
-        vtk_to_numpy(vtk_pts.GetData())[:] = pts
-        vtk_pts.Modified()
-        values = self.density(step) if mode == "density" else self.scalars[mode]
-        self.cloud.point_data["color"][:] = fr.interpolate(values, layer)
-        self.cloud.GetPointData().GetArray("color").Modified()
-        if mode != self._color_mode:
-            self._color_mode = mode
-            self.points_actor.mapper.lookup_table = self.luts[mode]
-        self.points_actor.SetVisibility(opts.show_points)
-        self.lines_actor.SetVisibility(opts.show_lines)
-        if opts.show_lines and self._line_key != (step, near):
-            self._line_key = (step, near)
-            if (step, near) not in self._line_cells:
-                self._line_cells[(step, near)] = fr.neighbor_lines(
-                    scan.neighbors[step, near], opts.n_links)
-            cells = self._line_cells[(step, near)]
-            self.lines.lines = cells
-        if opts.show_lines:
-            self.lines.Modified()
-        self._update_surfaces(step, lo, hi, t)
-        if not opts.show_overlays:
-            return
-        self.chips.show(scan.step_lengths[step], current_token)
-        if header is not None:
-            self.head.set(header[0])
-            self.sub.set(header[1])
-        r2, tw, co, dis = (float(getattr(scan, name)[step, near]) for name in
-                           ("reconstruction_r2", "trustworthiness", "continuity", "disparity"))
-        self.fig.set(f"autoencoder R² {r2:.2f}   trust {tw:.2f}   continuity {co:.2f}   "
-                     f"Procrustes {dis:.3f}")
-        if self.lens is not None:
-            tok = scan.step_lengths[step] - 1 if current_token is None else current_token
-            tok = min(tok, len(scan.lens_tokens[near]) - 1)
-            self.lens.show(f"logit lens after “{_short(scan.tokens[tok])}”",
-                           scan.lens_tokens[near][tok], scan.lens_probs[near, tok])
-
-    def _update_surfaces(self, step: int, lo: int, hi: int, t: float) -> None:
-        show = self.opts.show_surface
-        key = (step, lo, hi, round(t, 3), show)
-        if key == self._surface_key:
-            return
-        self._surface_key = key
-        # Cross-fade only in the middle third of the move, where the particles move fastest:
-        # two translucent surfaces cost nearly twice one in software rendering.
-        fade = float(np.clip((t - 0.35) / 0.3, 0.0, 1.0))
-        for actor, layer, weight in ((self.surface_actors[0], lo, 1.0 - fade),
-                                     (self.surface_actors[1], hi, fade)):
-            visible = show and weight > 0.05 and (layer != lo or actor is self.surface_actors[0])
-            actor.SetVisibility(visible)
-            if visible:
-                mesh = self.surface_mesh(step, layer)
-                if actor.mapper.GetInput() is not mesh:
-                    actor.mapper.SetInputData(mesh)
-                actor.GetProperty().SetOpacity(self.opts.surface_opacity * weight)
-
-    def set_overlays_visible(self, visible: bool) -> None:
-        for label in (self.head, self.sub, self.fig, self.prompt_title):
-            if label is not None:
-                label.set_visible(visible)
-        self.chips.set_visible(visible)
-        if self.lens is not None:
-            self.lens.set_visible(visible)
-
-
-def _short(token: str, limit: int = 14) -> str:
-    text = token.strip().replace("\n", "\\n") or "·"
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 class Scene:
     """A scan (or a diff: two panels, linked cameras) drawn once and updated in place.
 
+    Each panel has a 3D renderer and an overlay renderer on a higher layer of the same
+    viewport, so text, chips, the legend and charts are drawn over the particles.
+
     Args:
         source: a Scan, or a DiffScan for side-by-side panels.
-        options: drawing options.
+        options: drawing options (never modified; see `options` for the current ones).
         off_screen: render without a window (movies, tests).
     """
 
@@ -295,7 +141,7 @@ class Scene:
             raise LayerscanError("the two scans of a diff have different layer or particle "
                                  "counts; recreate the diff with `layerscan diff`")
         self.scans = scans
-        self.mode = opts.color_mode or ("displacement" if self.is_diff else "slot")
+        plain_text_backend()
         w, h = opts.window_size
         size = max(MIN_FONT_SIZE, round(FONT_SIZE * h / REFERENCE_HEIGHT))
         # the scene's own copy with the sizes resolved; the caller's options stay as given
@@ -306,6 +152,7 @@ class Scene:
         if opacity is None:
             opacity = DIFF_SURFACE_OPACITY if self.is_diff else SURFACE_OPACITY
         self.options = opts = replace(opts, point_size=point_size, surface_opacity=opacity)
+        self.mode = opts.color_mode or ("displacement" if self.is_diff else "token")
         with _headless_egl(off_screen):
             self.plotter = pv.Plotter(off_screen=off_screen, window_size=[w, h],
                                       shape=(1, len(scans)), border=self.is_diff,
@@ -314,36 +161,66 @@ class Scene:
         self.plotter.set_background(opts.background)
         if opts.anti_aliasing:
             self.plotter.enable_anti_aliasing("fxaa", all_renderers=True)
-        displacements = self._displacements()
+        # a new top layer (pyvista already uses layers for its shadow and border renderers)
+        overlay_layer = self.plotter.render_window.GetNumberOfLayers()
+        self.plotter.render_window.SetNumberOfLayers(overlay_layer + 1)
+        displacements, scales = self._displacements()
         differing = list(source.differing_tokens) if self.is_diff else None
-        self.panels: list[_Panel] = []
+        self.panels: list[Panel] = []
+        self.overlays: list[vtkRenderer] = []
         for i, scan in enumerate(scans):
             self.plotter.subplot(0, i)
             # One headlight and plain alpha blending: the light kit's five lights and
             # order-independent translucency each cost more than the whole scene otherwise.
             self.plotter.renderer.add_light(pv.Light(light_type="headlight"))
             self.plotter.renderer.SetUseOIT(False)
+            overlay = vtkRenderer()
+            overlay.SetLayer(overlay_layer)
+            overlay.SetViewport(self.plotter.renderer.GetViewport())
+            overlay.InteractiveOff()
+            self.plotter.render_window.AddRenderer(overlay)
+            self.overlays.append(overlay)
             title = None if not self.is_diff else ("A" if i == 0 else "B")
-            self.panels.append(_Panel(self.plotter, scan, opts, size, (w // len(scans), h),
-                                      displacements[i], differing, title))
-        self.chart = None
+            self.panels.append(Panel(self.plotter, overlay, scan, opts, size,
+                                     (w // len(scans), h), displacements[i], scales, differing,
+                                     title, legend=i == len(scans) - 1))
+        self.chart = self.arrows = None
         if self.is_diff:
-            self.plotter.subplot(0, 1)
-            peak = source.a.layer_names[source.peak_layer]
-            self.chart = LayerChart(self.plotter.renderer, source.divergence, size,
-                                    (0.05, 0.70, 0.50, 0.86),
-                                    f"A–B divergence by layer · peak {peak}")
-            self.panels[1].head.set("")
-            self.panels[1].sub.set("")
-            for panel in self.panels:
-                panel.fig.actor.SetPosition(0.02, opts.overlay_bottom + 0.16 + 2.2 * size / h)
-            self.plotter.link_views()
+            self._add_diff_parts(size, (w // 2, h))
         self._setup_camera()
         self.step = scans[0].n_steps - 1
         self.layer = 0.0
         self.azimuth = 0.0
         self.current_token: int | None = None
         self.update(self.step, 0.0)
+
+    def _add_diff_parts(self, size: int, viewport_px: tuple[int, int]) -> None:
+        """The divergence chart, and one arrow per token from its place in A to B's."""
+        source = self.source
+        if diverges(source.divergence):
+            note = f"peak {source.a.layer_names[source.peak_layer]}"
+        else:
+            note = "the prompts do not diverge"
+        self.chart = LayerChart(self.overlays[1], source.divergence, size,
+                                (0.12, 0.72, 0.50, 0.86),
+                                f"A–B divergence by layer · {note}\n(mean particle distance)",
+                                viewport_px)
+        self.panels[1].head.set("")
+        self.panels[1].sub.set("")
+        h = viewport_px[1]
+        for panel in self.panels:
+            panel.fig.actor.SetPosition(0.02, self.options.overlay_bottom + 0.16 + 2.2 * size / h)
+        n_common = min(len(source.a.tokens), len(source.b.tokens))
+        _, radius = fr.bounds_of(np.concatenate([s.positions.reshape(-1, 3)
+                                                 for s in self.scans]))
+        self.arrows = TokenArrows(token_colors(n_common), head_length=0.08 * radius)
+        for i in range(2):
+            self.plotter.subplot(0, i)
+            self.plotter.add_mesh(self.arrows.mesh, scalars="rgb", rgb=True, line_width=3,
+                                  lighting=False, pickable=False, name="arrows",
+                                  render_lines_as_tubes=False,
+                                  show_scalar_bar=False)
+        self.plotter.link_views()
 
     @property
     def n_layers(self) -> int:
@@ -354,26 +231,50 @@ class Scene:
     def n_steps(self) -> int:
         return self.scans[0].n_steps
 
-    def _displacements(self) -> list[np.ndarray]:
-        """Per panel (n_layers+1, n_particles) displacement scaled to [0, 1]."""
+    def _displacements(self) -> tuple[list[np.ndarray], dict[str, Scale]]:
+        """Per panel (n_layers+1, n_particles) displacement scaled to [0, 1], and the colour
+        bars of the continuous modes in real units."""
+        scales = {"density": Scale("colour = local density of the particles in 3D",
+                                   "density\n(1 = densest\nof the layer)", 1.0)}
         if self.is_diff:
             d = np.asarray(self.source.displacement_cloud, np.float32)
-            return [unit_scale(d)] * 2
+            scales["displacement"] = Scale("colour = distance of each particle from its twin in A",
+                                           "A→B distance\n(particle units)", unit_top(d))
+            return [unit_scale(d)] * 2, scales
         out = []
         for scan in self.scans:
             pos = scan.positions[-1]  # (n_layers+1, n_particles, 3)
             d = np.zeros(pos.shape[:2], np.float32)
             d[1:] = np.linalg.norm(np.diff(pos, axis=0), axis=-1)
             out.append(unit_scale(d))
-        return out
+            scales["displacement"] = Scale("colour = distance moved since the previous layer",
+                                           "moved since\nlast layer\n(3D units)", unit_top(d))
+        return out, scales
 
     def _setup_camera(self) -> None:
+        """Frame the whole cloud of every layer (and token step) inside the free area.
+
+        The distance keeps every point in view from any orbit angle, with a margin; the
+        camera's window centre shifts the picture into the free area.
+        """
         pos = np.concatenate([s.positions.reshape(-1, 3) for s in self.scans])
-        self.centre, radius = fr.bounds_of(pos)
+        x0, y0, x1, y1 = FREE_AREA["diff" if self.is_diff else "single"]
+        y0 = y0 + self.options.overlay_bottom * (1 - y0)
         w, h = self.options.window_size
-        aspect = w / len(self.scans) / h  # narrow panels need the camera further back
-        self.distance = radius * CAMERA_DISTANCE * max(1.0, MIN_PANEL_ASPECT / aspect)
-        self.plotter.camera.view_angle = 30.0
+        aspect = w / len(self.scans) / h
+        half_v = np.tan(np.radians(VIEW_ANGLE) / 2) / FRAME_MARGIN
+        tan_half = ((x1 - x0) * aspect * half_v, (y1 - y0) * half_v)
+        elevation = np.radians(VIEW_ELEVATION)
+        # the focal point that needs the least distance: a few outliers pull the box's middle
+        self.distance, self.centre = min(
+            ((fr.framing_distance(pos, c, elevation, tan_half), c)
+             for c in ((pos.min(0) + pos.max(0)) / 2, pos.mean(0), np.median(pos, 0))),
+            key=lambda fit: fit[0])
+        self.free_area = (x0, y0, x1, y1)
+        # VTK's window centre is where the view's centre goes, in [-1, 1] viewport units,
+        # measured the other way round: (-0.1, -0.1) moves the picture up and to the right
+        self.window_centre = (1.0 - x0 - x1, 1.0 - y0 - y1)
+        self.plotter.camera.view_angle = VIEW_ANGLE
         self.set_azimuth(0.0)
 
     def set_azimuth(self, degrees: float) -> None:
@@ -385,6 +286,7 @@ class Scene:
         cam.position = tuple(self.centre + self.distance * offset)
         cam.up = (0.0, 0.0, 1.0)
         cam.clipping_range = (self.distance * 0.05, self.distance * 3.0)
+        cam.SetWindowCenter(*self.window_centre)
 
     def update(self, step: int, layer: float, current_token: int | None = None) -> None:
         """Show token step `step` at fractional `layer` (current token highlighted if given)."""
@@ -394,14 +296,27 @@ class Scene:
         near = fr.nearest_layer(self.layer, self.n_layers)
         scan = self.scans[0]
         header = (f"layer {near} / {scan.n_layers}",
-                  f"{scan.layer_names[near]} · {_short(scan.model_id, 40)}")
+                  f"{scan.layer_names[near]} · {token_label(scan.model_id, 40)}")
         if current_token is None and self.n_steps > 1:
             current_token = scan.step_lengths[self.step] - 1
         for i, panel in enumerate(self.panels):
             panel.update(self.step, self.layer, self.mode, current_token,
                          header if i == 0 else None)
+        if self.arrows is not None:
+            a, b = self.panels[0].places, self.panels[1].places
+            n = self.arrows.n
+            self.arrows.set(a[:n], b[:n])
         if self.chart is not None and self.options.show_overlays:
             self.chart.show(self.layer)
+
+    def describe_particle(self, panel: int, point_id: int) -> str:
+        """Name the token and layer of particle `point_id` in panel `panel`, and show it."""
+        text = self.panels[panel].describe_particle(self.step, self.layer, point_id)
+        if self.is_diff:
+            text = f"{'AB'[panel]}: {text}"
+        for i, p in enumerate(self.panels):
+            p.pick.set(text if i == panel else "")
+        return text
 
     def set_color_mode(self, mode: str) -> None:
         if mode not in COLOR_MODES:
@@ -415,7 +330,7 @@ class Scene:
         return self.mode
 
     def toggle(self, part: str) -> bool:
-        """Flip one of points, surface, lines, overlays; returns the new state."""
+        """Flip one of points, surface, lines, overlays, labels; returns the new state."""
         if part not in PARTS:
             raise LayerscanError(f"unknown part {part!r}; use one of {', '.join(PARTS)}")
         name = f"show_{part}"

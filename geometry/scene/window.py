@@ -13,6 +13,7 @@ import numpy as np
 from layerscan.errors import LayerscanError
 from layerscan.files import atomic_path
 from layerscan.geometry.scan_file import DiffScan, Scan
+from layerscan.geometry.scene.style import use_font
 
 _SLIDER = dict(style="modern", fmt="%.0f", title_height=0.018, slider_width=0.012,
                tube_width=0.003, color="#c8cdd6", title_color="#8a93a3",
@@ -20,7 +21,7 @@ _SLIDER = dict(style="modern", fmt="%.0f", title_height=0.018, slider_width=0.01
 SLIDER_BAND = 0.1
 """Fraction of the window height at the bottom that the sliders take."""
 HELP = ("space play/pause · [ ] layer · - = token step · u surface · p points · l lines · "
-        "c colour · o overlays · s screenshot · q quit")
+        "t labels · c colour · o overlays · click a particle: its token · s screenshot · q quit")
 
 
 def check_display() -> None:
@@ -82,7 +83,9 @@ class Viewer:
         self.screenshots: list[Path] = []
         self._timer_id: int | None = None
         self._syncing = True  # pyvista calls slider callbacks once while adding them
+        self.picked: str | None = None
         self._add_keys()
+        self._add_picking()
         self._add_sliders()
         self._syncing = False
         # the key help: top centre of a single scan; bottom of the right panel of a diff
@@ -92,6 +95,7 @@ class Viewer:
             hint, position=(0.5, 0.03 if self.scene.is_diff else 0.975), viewport=True,
             font_size=6 if self.scene.is_diff else 7, color="#8a93a3", name="help")
         self.hint.GetTextProperty().SetJustificationToCentered()
+        use_font(self.hint.GetTextProperty())
         self.plotter.subplot(0, 0)
 
     # --- state -------------------------------------------------------------------------
@@ -169,6 +173,7 @@ class Viewer:
             "p": lambda: self._toggle("points"),
             "l": lambda: self._toggle("lines"),
             "o": lambda: self._toggle("overlays"),
+            "t": lambda: self._toggle("labels"),
             "c": self._cycle_colour,
             "s": self.screenshot,
         }
@@ -197,6 +202,32 @@ class Viewer:
             if style is not None:
                 style.RemoveObservers(event)
         iren.interactor.AddObserver("KeyPressEvent", self._on_key, 10.0)
+
+    def _add_picking(self) -> None:
+        """A click on a particle names its token and layer (VTK's point picker)."""
+        if self.plotter.iren is None:
+            return
+        self.plotter.enable_point_picking(callback=self._on_pick, use_picker=True,
+                                          show_message=False, show_point=False,
+                                          left_clicking=True, picker="point", tolerance=0.01)
+        self.plotter.clear_events_for_key("p")  # pyvista's pick key; ours toggles points
+        self.plotter.clear_events_for_key("P")
+
+    def _on_pick(self, _point, picker) -> None:
+        actor, point_id = picker.GetActor(), picker.GetPointId()
+        if actor is None or point_id < 0:
+            return
+        address = actor.GetAddressAsString("vtkObject")  # VTK hands back a plain wrapper
+        for i, panel in enumerate(self.scene.panels):
+            if panel.points_actor.GetAddressAsString("vtkObject") == address:
+                self.pick(i, point_id)
+                return
+
+    def pick(self, panel: int, point_id: int) -> str:
+        """Name particle `point_id` of panel `panel` on screen (what a click does)."""
+        self.picked = self.scene.describe_particle(panel, point_id)
+        self.scene.render()
+        return self.picked
 
     def _on_key(self, interactor, _event) -> None:
         self.press(interactor.GetKeySym())

@@ -189,11 +189,14 @@ def load_or_diff(request: ScanRequest, sources: list[str]):
         return diff
     if len(sources) != 2:
         raise LayerscanError(f"a diff needs exactly two prompts, got {len(sources)}")
+    from layerscan.geometry.diff import diverges
+
     start = time.perf_counter()
     diff = request.diff(sources[0], sources[1])
+    peak = (f"divergence peaks at {diff.a.layer_names[diff.peak_layer]}"
+            if diverges(diff.divergence) else "the prompts do not diverge")
     note(f"diffed two prompts through {diff.a.n_layers} layers in "
-         f"{time.perf_counter() - start:.1f} s; divergence peaks at "
-         f"{diff.a.layer_names[diff.peak_layer]}")
+         f"{time.perf_counter() - start:.1f} s; {peak}")
     if request.save_scan:
         diff.save(request.save_scan)
         note(f"saved {request.save_scan}")

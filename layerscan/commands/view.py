@@ -22,9 +22,9 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "view", help="open a prompt, a .scan file or a diff in a desktop window",
         description="Open a PyVista window: drag to orbit, scroll to zoom, space = play/pause, "
-                    "[ and ] step a layer, - and = step a token, u/p/l/o toggle surface, "
-                    "points, lines, overlays, c cycles the colour mode, s saves a screenshot, "
-                    "q closes.")
+                    "[ and ] step a layer, - and = step a token, u/p/l/o/t toggle surface, "
+                    "points, lines, overlays, token labels, c cycles the colour mode, a click "
+                    "on a particle names its token and layer, s saves a screenshot, q closes.")
     parser.add_argument("source", nargs="*", default=None, metavar="PROMPT",
                         help="prompt text or a .scan file (default: the default prompt); "
                              "with --diff: two prompts or one diff .scan file")

@@ -1,0 +1,226 @@
+"""Token groups in the scene: their centroids, their text labels in 3D, and A→B move arrows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyvista as pv
+from vtkmodules.util.numpy_support import vtk_to_numpy
+from vtkmodules.vtkRenderingCore import vtkRenderer, vtkTextActor, vtkTextRenderer
+
+from layerscan.geometry.scene.overlays import plain_text, token_label
+from layerscan.geometry.scene.style import ink_on, use_font
+
+LABEL_TEXT_LIMIT = 12
+"""Longest token text of a 3D label."""
+MAX_LABELS = 48
+"""Most labels shown at once; the rest are thinned away."""
+LABEL_BACKGROUND_OPACITY = 0.85
+"""Opacity of a label's token-coloured box (the particles behind it show faintly)."""
+LABEL_RIM = (0.055, 0.067, 0.09)
+"""Colour of the rim around a label's box."""
+LABEL_GAP = 3.0
+"""Pixels between a label and the edge of its group of particles."""
+GROUP_EDGE = 90.0
+"""Percentile of a group's on-screen offsets taken as its edge (stray particles ignored)."""
+ARROW_HEAD_SIDES = 6
+"""Facets of an arrow's cone head."""
+ARROW_SHAFT_GREY = 225
+"""Grey level of arrow shafts (the heads carry the token colour)."""
+
+
+def token_centroids(points: np.ndarray, particle_tokens: np.ndarray,
+                    n_tokens: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each token's place (the centroid of its particles) in one layout.
+
+    The same figure as `faithfulness.token_places`, for one layer and without its imports.
+
+    Args:
+        points: (n_particles, 3) one layer's layout.
+        particle_tokens: (n_particles,) int token of each particle.
+        n_tokens: tokens of the step.
+
+    Returns:
+        (n_tokens, 3) float64 centroids (zero for a token without particles) and
+        (n_tokens,) int particle counts.
+    """
+    counts = np.bincount(particle_tokens, minlength=n_tokens)[:n_tokens]
+    places = np.stack([np.bincount(particle_tokens, weights=points[:, k], minlength=n_tokens)
+                       [:n_tokens] for k in range(3)], 1)  # (n_tokens, 3)
+    return places / np.maximum(counts, 1)[:, None], counts
+
+
+def label_font_size(size: int, n_tokens: int) -> int:
+    """Label font size: the overlay size for short prompts, smaller for long ones."""
+    scale = 1.0 if n_tokens <= 16 else 0.85 if n_tokens <= 48 else 0.75
+    return max(8, int(round(size * scale)))
+
+
+class TokenLabels:
+    """Each token's text at its group (just above it, else just below, so a compact group is
+    never hidden), in the token's colour, thinned so that no two labels overlap (the current
+    and the latest tokens first).
+
+    The labels are 2D text actors in the overlay renderer, placed in display pixels from the
+    groups' projection through the 3D renderer's camera before every render, so they follow
+    the layout and the camera.
+    """
+
+    def __init__(self, overlay: vtkRenderer, renderer: vtkRenderer, tokens: list[str],
+                 colors: np.ndarray, size: int) -> None:
+        self.overlay, self.renderer = overlay, renderer
+        self.font_size = label_font_size(size, len(tokens))
+        texts = [plain_text(token_label(t, LABEL_TEXT_LIMIT)) for t in tokens]
+        measurer, box = vtkTextRenderer(), [0, 0, 0, 0]
+        self.actors: list[vtkTextActor] = []
+        extents = []
+        for text, color in zip(texts, colors, strict=True):
+            actor = vtkTextActor()
+            actor.SetInput(text)
+            actor.GetPositionCoordinate().SetCoordinateSystemToDisplay()
+            prop = actor.GetTextProperty()
+            prop.SetFontSize(self.font_size)
+            use_font(prop, bold=True)
+            # like the token's chip: its colour behind dark or light text
+            prop.SetColor(*ink_on(color))
+            prop.SetBackgroundColor(*color)
+            prop.SetBackgroundOpacity(LABEL_BACKGROUND_OPACITY)
+            prop.SetFrame(True)  # a dark rim sets the box apart from its own particles
+            prop.SetFrameColor(*LABEL_RIM)
+            prop.SetFrameWidth(2)
+            prop.SetJustificationToCentered()
+            prop.SetVerticalJustificationToCentered()
+            actor.SetVisibility(False)
+            overlay.AddViewProp(actor)
+            measurer.GetBoundingBox(prop, text, box, 72)
+            extents.append((box[1] - box[0] + 6, box[3] - box[2] + 4))
+            self.actors.append(actor)
+        self.extents = np.asarray(extents, np.float64).reshape(-1, 2)  # (n_tokens, 2) px
+        self.places = np.zeros((len(tokens), 3))
+        self.points = np.zeros((0, 3))
+        self.groups: list[np.ndarray] = [np.zeros(0, np.int64)] * len(tokens)
+        self.order: list[int] = []
+        self.enabled = True
+        self.shown: list[int] = []
+        self.boxes = np.zeros((0, 4))
+        """(len(shown), 4) display-pixel boxes x0, y0, x1, y1 of the shown labels."""
+        overlay.AddObserver("StartEvent", self._thin)
+
+    def set_places(self, places: np.ndarray, counts: np.ndarray, current: int | None,
+                   points: np.ndarray, particle_tokens: np.ndarray) -> None:
+        """The groups the labels go with.
+
+        Args:
+            places: (n_tokens_step, 3) each token's centroid.
+            counts: (n_tokens_step,) particles per token.
+            current: the highlighted token, labelled first.
+            points: (n_particles, 3) the layout drawn.
+            particle_tokens: (n_particles,) token of each particle.
+        """
+        n = len(places)
+        self.places[:n] = places
+        self.points = points
+        by_token = np.argsort(particle_tokens, kind="stable")
+        bounds = np.searchsorted(particle_tokens[by_token], np.arange(n + 1))
+        self.groups = [by_token[bounds[i]:bounds[i + 1]] for i in range(n)]
+        has = [i for i in range(n) if counts[i] > 0]
+        first = [i for i in (current, n - 1) if i is not None and i in has]
+        self.order = list(dict.fromkeys(first + has[::-1]))
+
+    def set_enabled(self, enabled: bool) -> None:
+        self.enabled = enabled
+        if not enabled:
+            for actor in self.actors:
+                actor.SetVisibility(False)
+            self.shown = []
+
+    def project(self, places: np.ndarray) -> np.ndarray:
+        """(n, 3) world points → (n, 2) display pixels of the 3D renderer (origin bottom left)."""
+        renderer = self.renderer
+        camera = renderer.GetActiveCamera()
+        if self.overlay.GetActiveCamera() is not camera:
+            self.overlay.SetActiveCamera(camera)  # linked views swap cameras after we start
+        matrix = camera.GetCompositeProjectionTransformMatrix(
+            renderer.GetTiledAspectRatio(), -1, 1)
+        m = np.array([[matrix.GetElement(i, j) for j in range(4)] for i in range(4)])
+        h = np.c_[places, np.ones(len(places))] @ m.T  # (n, 4) clip coordinates
+        ndc = h[:, :2] / np.where(np.abs(h[:, 3:]) < 1e-12, 1e-12, h[:, 3:])
+        x0, y0, x1, y1 = renderer.GetViewport()
+        w, h_px = renderer.GetRenderWindow().GetSize()
+        return np.stack([(x0 + (ndc[:, 0] + 1) / 2 * (x1 - x0)) * w,
+                         (y0 + (ndc[:, 1] + 1) / 2 * (y1 - y0)) * h_px], 1)
+
+    def _thin(self, *_) -> None:
+        if not self.enabled:
+            return
+        order = self.order[:]
+        shown: list[int] = []
+        boxes: list[np.ndarray] = []
+        if order and len(self.points):
+            xy = self.project(self.places[order])
+            point_y = self.project(self.points)[:, 1]  # (n_particles,)
+            x0, y0, x1, y1 = self.renderer.GetViewport()
+            w, h = self.renderer.GetRenderWindow().GetSize()
+            for i, (x, y) in zip(order, xy, strict=True):
+                if len(shown) >= MAX_LABELS:
+                    break
+                dy = point_y[self.groups[i]] - y  # the group's particles above (+) and below
+                top = max(float(np.percentile(dy, GROUP_EDGE)), 0.0)
+                bottom = min(float(np.percentile(dy, 100 - GROUP_EDGE)), 0.0)
+                half = self.extents[i] / 2
+                for cy in (y + top + LABEL_GAP + half[1], y + bottom - LABEL_GAP - half[1]):
+                    box = np.array([x - half[0], cy - half[1], x + half[0], cy + half[1]])
+                    inside = (box[0] >= x0 * w and box[2] <= x1 * w and box[1] >= y0 * h
+                              and box[3] <= y1 * h)
+                    if inside and not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3]
+                                          and b[1] < box[3] for b in boxes):
+                        self.actors[i].GetPositionCoordinate().SetValue(x, cy)
+                        boxes.append(box)
+                        shown.append(i)
+                        break
+        visible = set(shown)
+        for i, actor in enumerate(self.actors):
+            actor.SetVisibility(i in visible)
+        self.shown = shown
+        self.boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+
+
+class TokenArrows:
+    """One arrow per token from its centroid in A to its centroid in B: a line and a small cone
+    head, coloured like the token; the points move in place, the topology never changes."""
+
+    def __init__(self, colors: np.ndarray, head_length: float) -> None:
+        n, s = len(colors), ARROW_HEAD_SIDES
+        self.n, self.head_length = n, head_length
+        per = 2 + 1 + s  # line start, line end, cone tip, cone ring
+        base = np.arange(n)[:, None] * per
+        lines = np.c_[np.full(n, 2), base, base + 1]  # (n, 3)
+        ring = base + 3 + np.arange(s)[None]  # (n, s)
+        tris = np.stack([np.full((n, s), 3), np.repeat(base + 2, s, 1), ring,
+                         np.roll(ring, -1, 1)], -1).reshape(-1, 4)  # (n*s, 4)
+        self.mesh = pv.PolyData(np.zeros((n * per, 3), np.float32), lines=lines.ravel(),
+                                faces=tris.ravel())
+        rgb = (np.asarray(colors) * 255).astype(np.uint8)
+        shaft = np.full_like(rgb, ARROW_SHAFT_GREY)  # light shafts show over same-coloured dots
+        # VTK orders cells verts, lines, polys: n lines then n*s triangles
+        self.mesh.cell_data["rgb"] = np.concatenate([shaft, np.repeat(rgb, s, 0)])
+
+    def set(self, starts: np.ndarray, ends: np.ndarray) -> None:
+        """Arrows from (n, 3) `starts` to (n, 3) `ends`; a zero move draws nothing visible."""
+        s = ARROW_HEAD_SIDES
+        d = ends - starts  # (n, 3)
+        length = np.linalg.norm(d, axis=1, keepdims=True)
+        unit = d / np.maximum(length, 1e-12)
+        head = np.minimum(self.head_length, 0.45 * length)  # (n, 1)
+        helper = np.where(np.abs(unit[:, :1]) < 0.9, [[1.0, 0, 0]], [[0, 1.0, 0]])
+        u = np.cross(unit, helper)
+        u /= np.maximum(np.linalg.norm(u, axis=1, keepdims=True), 1e-12)
+        v = np.cross(unit, u)
+        angle = np.linspace(0, 2 * np.pi, s, endpoint=False)
+        radius = 0.4 * head[:, :, None]  # (n, 1, 1)
+        ring = (ends - unit * head)[:, None] + radius * (
+            np.cos(angle)[None, :, None] * u[:, None] + np.sin(angle)[None, :, None] * v[:, None])
+        pts = np.concatenate([starts[:, None], (ends - unit * head)[:, None], ends[:, None],
+                              ring], 1).reshape(-1, 3)  # (n * (3 + s), 3)
+        vtk_pts = self.mesh.GetPoints()
+        vtk_to_numpy(vtk_pts.GetData())[:] = pts
+        vtk_pts.Modified()
