@@ -105,6 +105,32 @@ def test_short_prompts_are_exact_whatever_the_decoder_learned():
     assert not np.allclose(trained.encode(_states(32, seed=9)).reconstruction_r2, lossy)
 
 
+@pytest.mark.parametrize("n_tokens", [1, 3, 10, 16, 30])
+def test_a_tokens_particles_are_a_compact_group_in_one_space_and_all_distinct(n_tokens):
+    model = _fitted()
+    states = torch.from_numpy(_states(n_tokens, seed=4))
+    layers = torch.arange(N_LAYERS + 1)
+    lengths = torch.full((N_LAYERS + 1,), n_tokens)
+    with torch.no_grad():
+        codes = model.token_codes(states, layers)  # (n_layers+1, n_tokens, n_ranks, k)
+        clouds = model.encode(states, layers, lengths)  # (n_layers+1, N, k)
+    owner = model.token_of[n_tokens]
+    for layer in range(N_LAYERS + 1):
+        cloud = clouds[layer]
+        assert len(torch.unique(cloud, dim=0)) == model.config.n_particles  # none stacked
+        # every particle sits near its token's main coordinates (block 0) ...
+        centre = codes[layer, owner, 0]
+        reach = (cloud - centre).norm(dim=-1)
+        detail = codes[layer, :, 1:].norm(dim=-1).max()
+        assert reach.max() <= model.config.detail_scale * detail + 1e-5
+        # ... and the rank-0 particle of every token is exactly that centre
+        first = model.particle_of[n_tokens, torch.arange(n_tokens), 0]
+        torch.testing.assert_close(cloud[first], codes[layer, :, 0])
+    if n_tokens <= 16:  # 96 particles / 6 blocks: short prompts stay exact through the grouping
+        out = model(states, layers, lengths)
+        torch.testing.assert_close(out.reconstruction, states, atol=1e-3, rtol=1e-4)
+
+
 def test_layer_bases_are_orthonormal_and_turn_smoothly():
     model = _fitted(ModelConfig(n_particles=96, d_particle=4, max_len=32, d_pos=8, n_anchors=2))
     basis = model.basis.double()  # (n_layers+1, n_code, d_model)
@@ -224,7 +250,7 @@ def test_config_yaml_rejects_unknown_keys_and_bad_values(tmp_path):
     tiny = load_config("tiny", ["train.lr=0.5", "model.n_particles=32"])
     assert tiny.train.lr == 0.5 and tiny.model.n_particles == 32 and tiny.model.max_len == 32
     shipped = load_config("default")
-    assert shipped.model.n_particles == 1024 and shipped.model.d_particle == 16
+    assert shipped.model.n_particles == 1024 and shipped.model.d_particle == 32
     assert shipped.model.max_len >= 128
     path = tmp_path / "c.yaml"
     path.write_text("model:\n  n_particle: 3\n")
@@ -251,12 +277,12 @@ def test_packaged_default_encodes_a_real_capture(embedded_model):
     from layerscan.autoencoder.capture.hidden_states import capture
 
     trained = load_autoencoder()
-    assert trained.config.n_particles == 1024 and trained.config.d_particle == 16
+    assert trained.config.n_particles == 1024 and trained.config.d_particle == 32
     cap = capture(embedded_model, "The river rose all night, and by morning the bridge")
     trained.check_compatible(cap)
     encoded = trained.encode(cap.hidden)
-    assert encoded.clouds.shape == (31, 1024, 16)
+    assert encoded.clouds.shape == (31, 1024, 32)
     assert np.isfinite(encoded.clouds).all()
-    assert encoded.reconstruction_r2.min() > 0.8
+    assert encoded.reconstruction_r2.min() > 0.9999  # 11 tokens: exact
     prefixes = trained.encode_prefixes(cap.hidden, [1, cap.n_tokens // 2, cap.n_tokens])
     np.testing.assert_allclose(prefixes[-1].clouds, encoded.clouds, atol=1e-5)
