@@ -11,6 +11,8 @@ from typing import Any
 from layerscan.autoencoder.capture.capture_file import NORMALIZATIONS, Normalization
 from layerscan.errors import LayerscanError
 
+EXTRACTION_DTYPES = ("float32", "bfloat16", "float16", "auto")
+
 
 @dataclass
 class ModelConfig:
@@ -72,7 +74,12 @@ class DataConfig:
     normalization: Normalization = "final-norm"
     """How hidden states are normalized at capture; must match at use."""
     device: str = "auto"
-    """Device that runs the language model during extraction."""
+    """Device that runs the language model during extraction (`train --device`)."""
+    dtype: str = "float32"
+    """Precision of the language model during extraction: float32, bfloat16, float16 or auto
+    (bfloat16 on a GPU) (`train --dtype`); the cache is float16 either way."""
+    trust_remote_code: bool = False
+    """Allow the language model repository's own Python code to run."""
     extract_batch_size: int = 16
     """Windows per batched forward pass of the language model when building the cache."""
     val_fraction: float = 0.1
@@ -100,6 +107,8 @@ class DataConfig:
         if self.normalization not in NORMALIZATIONS:
             raise LayerscanError(f"data.normalization {self.normalization!r}: use "
                                  f"{', '.join(NORMALIZATIONS)}")
+        if self.dtype not in EXTRACTION_DTYPES:
+            raise LayerscanError(f"data.dtype {self.dtype!r}: use {', '.join(EXTRACTION_DTYPES)}")
 
 
 @dataclass

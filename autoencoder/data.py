@@ -145,10 +145,14 @@ class HiddenStateDataModule:
         if data.corpus != "default" and not data.corpus.startswith("hf:") \
                 and not Path(data.corpus).exists():
             read_documents(data.corpus)  # raises the one-line error before loading a model
-        loaded = load_model(data.language_model, device=data.device, dtype="float32")
+        loaded = load_model(data.language_model, device=data.device, dtype=data.dtype,
+                            trust_remote_code=data.trust_remote_code)
         docs = self._documents(loaded)
-        key = cache_key(loaded.model_id, loaded.revision, data.normalization, max_len,
-                        corpus_hash(docs))
+        dtype = next(loaded.model.parameters()).dtype
+        # float32 states keep the key they always had; other precisions get their own cache
+        precision = "" if dtype == torch.float32 else "-" + str(dtype).removeprefix("torch.")
+        key = cache_key(loaded.model_id, loaded.revision, data.normalization + precision,
+                        max_len, corpus_hash(docs))
         folder = self.cache_root / "hidden" / key
         self.info.update(model_id=loaded.model_id, revision=loaded.revision,
                          architecture=loaded.architecture, corpus=data.corpus,

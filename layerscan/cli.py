@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers.required = True
     for name in COMMAND_MODULES:
         importlib.import_module(f"layerscan.commands.{name}").register(subparsers)
+    for command in subparsers.choices.values():  # also where users type it: after the command
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show the full traceback when something fails")
     return parser
 
 
