@@ -54,6 +54,15 @@ class ModelConfig:
         if self.d_hidden < 0:
             raise LayerscanError(f"model.d_hidden must be >= 0, got {self.d_hidden}")
 
+    def ranks(self, d_model: int) -> int:
+        """Projections per token: n_ranks, or ceil(d_model / d_particle) (enough to be exact)."""
+        return min(self.n_ranks or -(-d_model // self.d_particle), self.n_particles)
+
+    def exact_len(self, d_model: int) -> int:
+        """Longest prompt whose every token holds all its projections (n_particles / ranks):
+        up to it the autoencoder stores states exactly (28 tokens for 1024 x 16 and d=576)."""
+        return self.n_particles // self.ranks(d_model)
+
 
 @dataclass
 class DataConfig:

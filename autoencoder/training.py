@@ -22,7 +22,6 @@ from layerscan.autoencoder.model import ParticleAutoencoder
 from layerscan.errors import LayerscanError
 from layerscan.files import check_output, check_run_folder, mark_run_folder
 
-
 LIGHTNING_NOISE = ("litlogger", "was configured so", "to estimate number of stepping batches")
 """Lightning's info lines that `train` drops: its logger tip and echoes of its own settings."""
 

@@ -9,7 +9,7 @@ import traceback
 import warnings
 
 from layerscan import __version__
-from layerscan.errors import LayerscanError, Notice, Terminated
+from layerscan.errors import Caution, LayerscanError, Notice, Terminated
 from layerscan.signals import interruptible
 
 COMMAND_MODULES = (
@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         with interruptible(), warnings.catch_warnings():
             shown = warnings.showwarning
             warnings.showwarning = lambda message, category, *rest: (
-                print(f"layerscan: note: {message}".splitlines()[0], file=sys.stderr)
+                print(f"layerscan: {'warning' if issubclass(category, Caution) else 'note'}: "
+                      f"{message}".splitlines()[0], file=sys.stderr)
                 if issubclass(category, Notice) else shown(message, category, *rest))
             return int(args.run(args) or 0)
     except KeyboardInterrupt as exc:

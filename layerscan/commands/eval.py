@@ -66,6 +66,12 @@ def run(args: argparse.Namespace) -> int:
     data = replace(data, **changes)
     check_matches(trained.config, data.language_model)  # before the model loads
     config = RunConfig(model=trained.config.model, data=data, train=train_cfg)
+    what = (f"every window of {data.corpus}" if args.corpus else
+            f"the held-out documents of its training corpus ({data.corpus})")
+    note(f"evaluating {args.autoencoder or 'the packaged autoencoder'} on {what}; a corpus "
+         f"or hidden states not cached yet are built first"
+         + (" (default corpus: about 15 min on a CPU, once)" if data.corpus == "default"
+            else ""))
     datamodule = HiddenStateDataModule(config, args.cache_dir, progress=not args.no_progress)
     datamodule.setup()
     indices = list(range(len(datamodule.cache))) if args.corpus else datamodule.val_indices
