@@ -67,8 +67,8 @@ def add_scan_arguments(parser: argparse.ArgumentParser, save: bool = True) -> No
     group.add_argument("--autoencoder", default=None, metavar="DIR",
                        help="autoencoder folder, e.g. the one `layerscan train` printed "
                             "(default: the one packaged for the embedded model). Its max_len "
-                            "is the longest prompt accepted, in tokens with --generate: 128 "
-                            "for the packaged one, 32 for one trained with configs/tiny.yaml")
+                            "is the longest prompt accepted, in tokens (generated ones "
+                            "included): 128 for the packaged one, 32 for configs/tiny.yaml")
     if save:
         group.add_argument("--save-scan", default=None, metavar="FILE.scan",
                            help="also save the scan, to re-render or view it without the model")
