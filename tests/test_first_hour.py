@@ -239,3 +239,12 @@ def test_given_options_reads_only_typed_flags():
     assert given_options(ModelOptions, parser.parse_args(["--dtype", "float16"])) == {
         "dtype": "float16"}
     assert "(default:" not in parser.format_help()
+
+
+def test_a_self_diff_says_the_prompts_do_not_diverge(inputs, tmp_path, capsys):
+    base = ["--model", str(inputs["llama"]), "--autoencoder", str(inputs["ae"]),
+            "--epochs", "5", "--surface", "none"]
+    assert main(["diff", "the fox", "the fox", "-o", str(tmp_path / "same.scan"), *base]) == 0
+    assert "the prompts do not diverge" in capsys.readouterr().err
+    assert main(["diff", "the fox", "the dog", "-o", str(tmp_path / "other.scan"), *base]) == 0
+    assert "divergence peaks at" in capsys.readouterr().err

@@ -225,9 +225,11 @@ def load_or_diff(request: ScanRequest, sources: list[str]):
         raise LayerscanError(f"a diff needs exactly two prompts, got {len(sources)}")
     start = time.perf_counter()
     diff = request.diff(sources[0], sources[1])
+    where = (f"divergence peaks at {diff.a.layer_names[diff.peak_layer]}"
+             if any(float(v) > 0 for v in diff.divergence)
+             else "the prompts do not diverge (identical clouds at every layer)")
     note(f"diffed two prompts through {diff.a.n_layers} layers in "
-         f"{time.perf_counter() - start:.1f} s; divergence peaks at "
-         f"{diff.a.layer_names[diff.peak_layer]}")
+         f"{time.perf_counter() - start:.1f} s; {where}")
     if request.save_scan:
         diff.save(request.save_scan)
         note(f"saved {request.save_scan}")
