@@ -73,7 +73,9 @@ def _forward_states(loaded: LoadedModel, input_ids: torch.Tensor, attention_mask
         states[-1] = seen["input"]  # the stack held the normed state: use the raw one
     device = states[0].device
     hidden = torch.stack([s.to(device) for s in states])  # (n_layers+1, batch, tokens, d_model)
-    return hidden, getattr(out, "past_key_values", None), getattr(out, "logits", None)
+    # newer transformers name the cache `cache` and warn when `past_key_values` is read
+    cache = next((out[key] for key in ("cache", "past_key_values") if key in out), None)
+    return hidden, cache, getattr(out, "logits", None)
 
 
 @torch.inference_mode()
