@@ -138,8 +138,9 @@ class TrainedAutoencoder:
             raise LayerscanError("cannot encode a prompt with no tokens")
         if hidden.shape[1] > self.config.max_len:
             raise LayerscanError(
-                f"the prompt has {hidden.shape[1]} tokens but this autoencoder encodes at "
-                f"most max_len={self.config.max_len}; shorten the prompt or --generate less")
+                f"the capture has {hidden.shape[1]} tokens but this autoencoder encodes at "
+                f"most max_len={self.config.max_len}; shorten the prompt (generated tokens "
+                f"count too)")
         if not np.isfinite(hidden).all():
             raise LayerscanError("hidden states contain NaN or infinite values")
         return hidden.astype(np.float32, copy=False)

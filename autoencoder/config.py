@@ -11,6 +11,8 @@ from typing import Any
 from layerscan.autoencoder.capture.capture_file import NORMALIZATIONS, Normalization
 from layerscan.errors import LayerscanError
 
+EXTRACTION_DTYPES = ("float32", "bfloat16", "float16", "auto")
+
 
 @dataclass
 class ModelConfig:
@@ -52,6 +54,15 @@ class ModelConfig:
         if self.d_hidden < 0:
             raise LayerscanError(f"model.d_hidden must be >= 0, got {self.d_hidden}")
 
+    def ranks(self, d_model: int) -> int:
+        """Projections per token: n_ranks, or ceil(d_model / d_particle) (enough to be exact)."""
+        return min(self.n_ranks or -(-d_model // self.d_particle), self.n_particles)
+
+    def exact_len(self, d_model: int) -> int:
+        """Longest prompt whose every token holds all its projections (n_particles / ranks):
+        up to it the autoencoder stores states exactly (28 tokens for 1024 x 16 and d=576)."""
+        return self.n_particles // self.ranks(d_model)
+
 
 @dataclass
 class DataConfig:
@@ -72,7 +83,12 @@ class DataConfig:
     normalization: Normalization = "final-norm"
     """How hidden states are normalized at capture; must match at use."""
     device: str = "auto"
-    """Device that runs the language model during extraction."""
+    """Device that runs the language model during extraction (`train --device`)."""
+    dtype: str = "float32"
+    """Precision of the language model during extraction: float32, bfloat16, float16 or auto
+    (bfloat16 on a GPU) (`train --dtype`); the cache is float16 either way."""
+    trust_remote_code: bool = False
+    """Allow the language model repository's own Python code to run."""
     extract_batch_size: int = 16
     """Windows per batched forward pass of the language model when building the cache."""
     val_fraction: float = 0.1
@@ -100,6 +116,8 @@ class DataConfig:
         if self.normalization not in NORMALIZATIONS:
             raise LayerscanError(f"data.normalization {self.normalization!r}: use "
                                  f"{', '.join(NORMALIZATIONS)}")
+        if self.dtype not in EXTRACTION_DTYPES:
+            raise LayerscanError(f"data.dtype {self.dtype!r}: use {', '.join(EXTRACTION_DTYPES)}")
 
 
 @dataclass

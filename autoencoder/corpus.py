@@ -18,12 +18,15 @@ import json
 import warnings
 from pathlib import Path
 
-from layerscan.errors import LayerscanError
+from layerscan.errors import LayerscanError, Notice
 from layerscan.files import atomic_path
 
 SEED_PROMPTS = Path(__file__).resolve().parent / "corpus" / "seed_prompts.txt"
 """Seed prompts written for this project, one per line ("\\n" marks a line break)."""
 GENERATION_BATCH = 53
+GENERATION_TOKENS_PER_S = 90
+"""Sampled tokens per second of the embedded model in batches on a 2-core CPU (measured),
+for the time the default corpus is announced to take."""
 PASSAGES_PER_DOCUMENT = 3
 """Generated passages joined (blank line between) into one document, so documents run past
 max_len and long prompts exist for training and evaluation."""
@@ -150,6 +153,11 @@ def default_documents(loaded, cache_folder: Path, continuation_tokens: int = 96,
     if path.is_file():
         texts = [json.loads(line)["text"] for line in path.read_text("utf-8").splitlines()]
     else:
+        n_passages = len(prompts) * continuations_per_seed
+        warnings.warn(f"writing the default corpus once: {n_passages} passages of "
+                      f"{continuation_tokens} tokens by {loaded.model_id} ("
+                      f"{about(n_passages * continuation_tokens / GENERATION_TOKENS_PER_S)} on "
+                      f"a CPU, far less on a GPU), kept in {path.parent}", Notice, stacklevel=2)
         texts = _generate(loaded, [p for p in prompts for _ in range(continuations_per_seed)],
                           continuation_tokens, seed, progress)
         with atomic_path(path) as tmp:
@@ -168,8 +176,9 @@ def _generate(loaded, prompts: list[str], n_tokens: int, seed: int,
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
         else tokenizer.eos_token_id
     texts = []
-    for start in tqdm(range(0, len(prompts), GENERATION_BATCH), desc="writing default corpus",
-                      unit="batch", disable=not progress, leave=False):
+    bar = tqdm(total=len(prompts), desc="writing default corpus", unit="passage",
+               disable=not progress, leave=False)
+    for start in range(0, len(prompts), GENERATION_BATCH):
         batch = prompts[start:start + GENERATION_BATCH]
         encoded = [tokenizer(p)["input_ids"] for p in batch]
         longest = max(len(ids) for ids in encoded)
@@ -185,4 +194,11 @@ def _generate(loaded, prompts: list[str], n_tokens: int, seed: int,
                                  min_new_tokens=min(8, n_tokens), pad_token_id=pad)
         continuations = tokenizer.batch_decode(out[:, longest:], skip_special_tokens=True)
         texts += [p + c for p, c in zip(batch, continuations, strict=True)]
+        bar.update(len(batch))
+    bar.close()
     return texts
+
+
+def about(seconds: float) -> str:
+    """A rough duration for a notice: 'under a minute', 'about 12 min'."""
+    return "under a minute" if seconds < 60 else f"about {round(seconds / 60)} min"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -20,6 +21,24 @@ from layerscan.autoencoder.evaluation import evaluate, format_metrics, r2_terms
 from layerscan.autoencoder.model import ParticleAutoencoder
 from layerscan.errors import LayerscanError
 from layerscan.files import check_output, check_run_folder, mark_run_folder
+
+LIGHTNING_NOISE = ("litlogger", "was configured so", "to estimate number of stepping batches")
+"""Lightning's info lines that `train` drops: its logger tip and echoes of its own settings."""
+
+
+class _QuietLightning(logging.Filter):
+    """Drops the LIGHTNING_NOISE lines; the progress bar, metrics and other notes stay."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(text in record.getMessage() for text in LIGHTNING_NOISE)
+
+
+def quiet_lightning() -> None:
+    """Install the filter on Lightning's rank-zero logger (once)."""
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _QuietLightning) for f in logger.filters):
+            logger.addFilter(_QuietLightning())
 
 
 class AutoencoderModule(pl.LightningModule):
@@ -174,6 +193,7 @@ def train(config: RunConfig, resume: bool = False, cache_root: str | Path | None
     if cfg.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor="val/loss", patience=cfg.early_stopping_patience,
                                        mode="min", check_finite=True))
+    quiet_lightning()
     trainer = pl.Trainer(
         max_epochs=cfg.max_epochs,
         max_time=timedelta(minutes=cfg.max_minutes) if cfg.max_minutes else None,
@@ -183,7 +203,7 @@ def train(config: RunConfig, resume: bool = False, cache_root: str | Path | None
                 TensorBoardLogger(output / "logs", name="tensorboard")],
         gradient_clip_val=cfg.gradient_clip or None, log_every_n_steps=cfg.log_every_n_steps,
         enable_progress_bar=progress and cfg.progress_bar,
-        limit_train_batches=cfg.steps_per_epoch or 1.0, num_sanity_val_steps=0,
+        limit_train_batches=cfg.steps_per_epoch or None, num_sanity_val_steps=0,
         enable_model_summary=False)
     started = time.perf_counter()
     # pytorch-lightning 2.6 warns about its own use of a deprecated torch API on every fit

@@ -9,7 +9,7 @@ import traceback
 import warnings
 
 from layerscan import __version__
-from layerscan.errors import LayerscanError, Notice, Terminated
+from layerscan.errors import Caution, LayerscanError, Notice, Terminated
 from layerscan.signals import interruptible
 
 COMMAND_MODULES = (
@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers.required = True
     for name in COMMAND_MODULES:
         importlib.import_module(f"layerscan.commands.{name}").register(subparsers)
+    for command in subparsers.choices.values():  # also where users type it: after the command
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show the full traceback when something fails")
     return parser
 
 
@@ -67,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         with interruptible(), warnings.catch_warnings():
             shown = warnings.showwarning
             warnings.showwarning = lambda message, category, *rest: (
-                print(f"layerscan: note: {message}".splitlines()[0], file=sys.stderr)
+                print(f"layerscan: {'warning' if issubclass(category, Caution) else 'note'}: "
+                      f"{message}".splitlines()[0], file=sys.stderr)
                 if issubclass(category, Notice) else shown(message, category, *rest))
             return int(args.run(args) or 0)
     except KeyboardInterrupt as exc:

@@ -12,3 +12,8 @@ class Terminated(KeyboardInterrupt):
 class Notice(UserWarning):
     """Something the user should know that is not an error (e.g. the logit lens is off); the
     command line prints it as one line."""
+
+
+class Caution(Notice):
+    """A Notice that the run goes on but likely will not give what the user wants (e.g. a
+    corpus the autoencoder stores exactly); printed as a one-line warning."""

@@ -62,17 +62,20 @@ def _forward_states(loaded: LoadedModel, input_ids: torch.Tensor, attention_mask
     model = loaded.model
     # only the last position's logits pick the next token
     kwargs = {"logits_to_keep": 1} if _takes_logits_to_keep(type(model)) else {}
+    if past_key_values is not None:  # only when there is one: newer transformers warn on it
+        kwargs["past_key_values"] = past_key_values
     with _final_norm_io(model) as seen:
         out = model(input_ids=input_ids, attention_mask=attention_mask,
-                    past_key_values=past_key_values, use_cache=loaded.is_causal,
-                    output_hidden_states=True, **kwargs)
+                    use_cache=loaded.is_causal, output_hidden_states=True, **kwargs)
     states = list(out.hidden_states)
     if seen and states[-1].shape == seen["output"].shape \
             and torch.equal(states[-1], seen["output"]):
         states[-1] = seen["input"]  # the stack held the normed state: use the raw one
     device = states[0].device
     hidden = torch.stack([s.to(device) for s in states])  # (n_layers+1, batch, tokens, d_model)
-    return hidden, getattr(out, "past_key_values", None), getattr(out, "logits", None)
+    # newer transformers name the cache `cache` and warn when `past_key_values` is read
+    cache = next((out[key] for key in ("cache", "past_key_values") if key in out), None)
+    return hidden, cache, getattr(out, "logits", None)
 
 
 @torch.inference_mode()
@@ -169,13 +172,44 @@ def tokenize_prompt(loaded: LoadedModel, prompt: str, chat: bool = False,
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     else:
         ids = tokenizer(prompt)["input_ids"]
-    limit = context_length(loaded.config, tokenizer)
-    if limit is not None and len(ids) + extra_tokens > limit:
-        what = f"{len(ids)} prompt tokens" + (
-            f" + {extra_tokens} to generate" if extra_tokens else "")
-        raise LayerscanError(f"{what} exceed the context of {loaded.model_id} ({limit} tokens); "
-                             "shorten the prompt (layerscan never truncates silently)")
+    check_length(len(ids), extra_tokens, context_length(loaded.config, tokenizer),
+                 f"the context of {loaded.model_id}")
     return list(ids)
+
+
+def check_length(n_prompt: int, n_generate: int, limit: int | None, whose: str) -> None:
+    """Raise a one-line LayerscanError when prompt + generated tokens exceed `limit`.
+
+    Args:
+        n_prompt: prompt tokens.
+        n_generate: tokens to generate (--generate); named in the message only when > 0.
+        limit: the most tokens allowed (None: no limit).
+        whose: what sets the limit, e.g. "the context of gpt2".
+    """
+    if limit is None or n_prompt + n_generate <= limit:
+        return
+    what = f"the prompt has {n_prompt} tokens" + (
+        f" + {n_generate} to generate (--generate)" if n_generate else "")
+    fix = "shorten the prompt or --generate less" if n_generate else "shorten the prompt"
+    raise LayerscanError(f"{what}, which exceed {whose} ({limit} tokens); {fix} "
+                         "(layerscan never truncates silently)")
+
+
+def check_prompt(loaded: LoadedModel, prompt: str, options: CaptureOptions,
+                 max_tokens: int | None = None, whose: str = "") -> int:
+    """Tokenize `prompt` as `capture` will and check every limit before any forward pass.
+
+    Args:
+        max_tokens: a further limit on prompt + generated tokens, e.g. an autoencoder's
+            max_len, set by `whose` (said in the error).
+
+    Returns:
+        The number of prompt tokens.
+    """
+    check_capture_options(loaded, options)
+    ids = tokenize_prompt(loaded, prompt, chat=options.chat, extra_tokens=options.generate)
+    check_length(len(ids), options.generate, max_tokens, whose)
+    return len(ids)
 
 
 def _next_token(logits: torch.Tensor, sample: bool, temperature: float,

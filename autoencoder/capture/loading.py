@@ -266,8 +266,12 @@ def embedded_model_folder() -> Path:
     import transformers
 
     gguf = embedded_gguf_path()
-    print(f"layerscan: converting the embedded model to safetensors once (~30 s) into {folder}",
-          flush=True)
+    import sys
+    import time
+
+    started = time.perf_counter()
+    print(f"layerscan: converting the embedded model to safetensors (about 30 s, once) into "
+          f"{folder} ...", file=sys.stderr, flush=True)
     tokenizer = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     gguf_model = transformers.AutoModelForCausalLM.from_pretrained(
         gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -281,4 +285,6 @@ def embedded_model_folder() -> Path:
         tokenizer.save_pretrained(tmp)
         (tmp / "layerscan.json").write_text(json.dumps(
             {"source": str(gguf), "revision": embedded_revision()}, indent=2))
+    print(f"layerscan: converted in {time.perf_counter() - started:.0f} s; later runs load it "
+          f"directly", file=sys.stderr, flush=True)
     return folder

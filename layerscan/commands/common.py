@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
-from layerscan.commands.options import add_options, options_from_args
+from layerscan.commands.options import add_options, given_options, options_from_args
 from layerscan.errors import LayerscanError
 
 DEFAULT_PROMPT = "The quick brown fox jumps over the lazy dog because"
@@ -20,11 +20,21 @@ def note(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ModelOptions flags: --model, --device, --dtype, --trust-remote-code."""
+def add_model_arguments(parser: argparse.ArgumentParser, defaults: str | None = None) -> None:
+    """The ModelOptions flags: --model, --device, --dtype, --trust-remote-code.
+
+    Args:
+        defaults: for commands whose model settings default to something else (a config, a
+            trained autoencoder's record): where they come from, shown in --help; read the
+            flags with `given_options(ModelOptions, args)`.
+    """
     from layerscan.autoencoder.capture.loading import ModelOptions
 
-    add_options(parser, ModelOptions, "model")
+    if defaults is None:
+        add_options(parser, ModelOptions, "model")
+    else:
+        add_options(parser, ModelOptions, "model", description=f"Flags not given: {defaults}.",
+                    show_defaults=False)
 
 
 def add_capture_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +42,18 @@ def add_capture_arguments(parser: argparse.ArgumentParser) -> None:
     from layerscan.autoencoder.capture.hidden_states import CaptureOptions
 
     add_options(parser, CaptureOptions, "capture")
+
+
+DATA_FIELDS = {"model": "language_model", "device": "device", "dtype": "dtype",
+               "trust_remote_code": "trust_remote_code"}
+"""The model flags, and the fields of the training data config (DataConfig) they set."""
+
+
+def data_changes(args: argparse.Namespace) -> dict:
+    """The DataConfig fields that the model flags typed for train/eval set (--model → ...)."""
+    from layerscan.autoencoder.capture.loading import ModelOptions
+
+    return {DATA_FIELDS[name]: value for name, value in given_options(ModelOptions, args).items()}
 
 
 def add_scan_arguments(parser: argparse.ArgumentParser, save: bool = True) -> None:
@@ -43,8 +65,10 @@ def add_scan_arguments(parser: argparse.ArgumentParser, save: bool = True) -> No
     add_options(parser, ScanOptions, "projection")
     group = parser.add_argument_group("scan")
     group.add_argument("--autoencoder", default=None, metavar="DIR",
-                       help="autoencoder folder (default: the one packaged for the embedded "
-                            "model)")
+                       help="autoencoder folder, e.g. the one `layerscan train` printed "
+                            "(default: the one packaged for the embedded model). Its max_len "
+                            "is the longest prompt accepted, in tokens (generated ones "
+                            "included): 128 for the packaged one, 32 for configs/tiny.yaml")
     if save:
         group.add_argument("--save-scan", default=None, metavar="FILE.scan",
                            help="also save the scan, to re-render or view it without the model")
@@ -137,11 +161,20 @@ class ScanRequest:
         autoencoder.model.to(loaded.device)
         return loaded, autoencoder
 
+    def _check_prompts(self, loaded, autoencoder, prompts: list[str]) -> None:
+        """Every length limit, right after tokenizing and before any forward pass."""
+        from layerscan.autoencoder.capture.hidden_states import check_prompt
+
+        max_len = autoencoder.config.max_len
+        for prompt in prompts:
+            check_prompt(loaded, prompt, self.capture, max_len, "the autoencoder's max_len")
+
     def scan(self, prompt: str, timings: dict | None = None):
         """The pipeline's Scan of `prompt`."""
         from layerscan.geometry.pipeline import scan_prompt
 
         loaded, autoencoder = self._load()
+        self._check_prompts(loaded, autoencoder, [prompt])
         return scan_prompt(prompt, self.options, model=loaded, capture=self.capture,
                            autoencoder=autoencoder, timings=timings)
 
@@ -152,6 +185,7 @@ class ScanRequest:
         if self.options.token_time:  # the pipeline says so too, but only after loading
             raise LayerscanError("--token-time does not apply to diffs; drop it")
         loaded, autoencoder = self._load()
+        self._check_prompts(loaded, autoencoder, [prompt_a, prompt_b])
         return diff_prompts(prompt_a, prompt_b, self.options, model=loaded,
                             capture=self.capture, autoencoder=autoencoder)
 

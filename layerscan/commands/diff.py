@@ -30,7 +30,8 @@ def register(subparsers) -> None:
                     "coloured by displacement, the divergence by layer and the differing "
                     "tokens highlighted. With -o FILE.scan the diff is only saved.")
     parser.add_argument("sources", nargs="+", metavar="PROMPT",
-                        help="two prompts, or one diff .scan file")
+                        help="two prompts (each at most the autoencoder's max_len tokens: "
+                             "128 for the packaged one), or one diff .scan file")
     parser.add_argument("-o", "--output", default=DEFAULT_OUTPUT,
                         help=f"output: .mp4/.gif/.png/folder, or .scan to save the diff "
                              f"(default {DEFAULT_OUTPUT}; frames are "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from layerscan.commands.common import add_model_arguments, data_changes, note
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -15,10 +17,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--autoencoder", help="artifact folder (default: the packaged one "
                                               "for the embedded model)")
     parser.add_argument("--corpus", help="held-out corpus (.txt, .jsonl, folder, hf:NAME)")
-    parser.add_argument("--model", help="language model (default: the one it was trained on)")
     parser.add_argument("--json", dest="json_path", help="also write the metrics as JSON")
     parser.add_argument("--cache-dir", help="where hidden-state caches live")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_model_arguments(parser, defaults="the language model, device and precision the "
+                                         "autoencoder was trained with")
     parser.set_defaults(run=run)
 
 
@@ -59,11 +62,16 @@ def run(args: argparse.Namespace) -> int:
     changes = {"normalization": trained.config.normalization}
     if args.corpus:
         changes["corpus"] = args.corpus
-    if args.model:
-        changes["language_model"] = args.model
+    changes.update(data_changes(args))
     data = replace(data, **changes)
     check_matches(trained.config, data.language_model)  # before the model loads
     config = RunConfig(model=trained.config.model, data=data, train=train_cfg)
+    what = (f"every window of {data.corpus}" if args.corpus else
+            f"the held-out documents of its training corpus ({data.corpus})")
+    note(f"evaluating {args.autoencoder or 'the packaged autoencoder'} on {what}; a corpus "
+         f"or hidden states not cached yet are built first"
+         + (" (default corpus: about 15 min on a CPU, once)" if data.corpus == "default"
+            else ""))
     datamodule = HiddenStateDataModule(config, args.cache_dir, progress=not args.no_progress)
     datamodule.setup()
     indices = list(range(len(datamodule.cache))) if args.corpus else datamodule.val_indices

@@ -80,17 +80,20 @@ def _help(doc: str, default: Any) -> str:
 
 
 def add_options(parser: argparse.ArgumentParser, cls: type, title: str | None = None,
-                prefix: str = "", _path: str = "", _root: type | None = None) -> None:
+                prefix: str = "", _path: str = "", _root: type | None = None,
+                description: str | None = None, show_defaults: bool = True) -> None:
     """Add one flag per field of the dataclass `cls` to `parser`.
 
     The flag is `--field-name` (or the field's metadata "flag"), the default is the field's
     (argparse leaves absent flags out, so the dataclass default is the only one), the help is
     the field's docstring, Literal types become choices and bools a `--x/--no-x` pair. A
     field holding another dataclass adds that dataclass' fields, named with its field name as
-    prefix. Build the object back with `options_from_args`.
+    prefix. Build the object back with `options_from_args`. `show_defaults=False` leaves the
+    dataclass defaults out of the help, for commands whose defaults come from elsewhere (then
+    say where in `description`, the group's text, and read the flags with `given_options`).
     """
     root = _root or cls
-    group = parser.add_argument_group(title) if title else parser
+    group = parser.add_argument_group(title, description) if title else parser
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
     for field in dataclasses.fields(cls):
@@ -100,13 +103,14 @@ def add_options(parser: argparse.ArgumentParser, cls: type, title: str | None = 
         path = f"{_path}{field.name}"
         if dataclasses.is_dataclass(hint):
             add_options(group, hint, None, prefix=f"{prefix}{field.name}-", _path=f"{path}.",
-                        _root=root)
+                        _root=root, show_defaults=show_defaults)
             continue
         default = field.default
         if default is dataclasses.MISSING and field.default_factory is not dataclasses.MISSING:
             default = field.default_factory()
         kwargs: dict[str, Any] = {"dest": _dest(root, path), "default": argparse.SUPPRESS,
-                                  "help": _help(docs.get(field.name, ""), default)}
+                                  "help": _help(docs.get(field.name, ""),
+                                                default if show_defaults else None)}
         if METAVAR in field.metadata:
             kwargs["metavar"] = field.metadata[METAVAR]
         flag = f"--{_flag(field, prefix)}"
@@ -146,3 +150,14 @@ def options_from_args(cls: type[T], args: argparse.Namespace, _path: str = "",
         elif _dest(root, path) in values:
             kwargs[field.name] = values[_dest(root, path)]
     return cls(**kwargs)
+
+
+def given_options(cls: type, args: argparse.Namespace) -> dict[str, Any]:
+    """{field: value} of the top-level flags of `add_options(parser, cls)` the user typed.
+
+    For commands that map the flags onto another config (e.g. `train`'s data section) and
+    keep that config's values for flags not given.
+    """
+    values = vars(args)
+    return {f.name: values[_dest(cls, f.name)] for f in dataclasses.fields(cls)
+            if _dest(cls, f.name) in values}

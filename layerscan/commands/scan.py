@@ -11,6 +11,7 @@ from layerscan.commands.common import (
     add_overwrite_argument,
     add_scan_arguments,
     check_outputs,
+    note,
 )
 from layerscan.errors import LayerscanError
 
@@ -24,8 +25,10 @@ def register(subparsers) -> None:
                     "out in 3D aligned across layers, build a surface per layer, and save it "
                     "all, so render, view and diff reload it without the model. Prints how "
                     "faithful each layer's picture is.")
-    parser.add_argument("prompt", nargs="?", default=DEFAULT_PROMPT,
-                        help=f"the text (default: {DEFAULT_PROMPT!r})")
+    parser.add_argument("prompt", nargs="?", default=None,
+                        help=f"the text (default, said on stderr: {DEFAULT_PROMPT!r}); at "
+                             f"most the autoencoder's max_len tokens (128 for the packaged "
+                             f"one)")
     parser.add_argument("-o", "--output", default=DEFAULT_OUTPUT,
                         help=f"the .scan file to write (default {DEFAULT_OUTPUT})")
     add_overwrite_argument(parser)
@@ -59,9 +62,13 @@ def run(args: argparse.Namespace) -> int:
     if not args.output.endswith(".scan"):
         raise LayerscanError(f"{args.output}: scan files end in .scan")
     request = ScanRequest(args)
+    prompt = args.prompt
+    if prompt is None:
+        note(f"no prompt given: scanning the default prompt {DEFAULT_PROMPT!r}")
+        prompt = DEFAULT_PROMPT
     start = time.perf_counter()
     timings: dict = {}
-    scan = request.scan(args.prompt, timings=timings)
+    scan = request.scan(prompt, timings=timings)
     total = time.perf_counter() - start
     print(faithfulness_table(scan))
     scan.save(args.output)

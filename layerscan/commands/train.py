@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from layerscan.commands.common import add_overwrite_argument
+from layerscan.commands.common import (
+    add_model_arguments,
+    add_overwrite_argument,
+    data_changes,
+    note,
+)
 
 HELP = """Train the particle autoencoder from a YAML config (configs/*.yaml) with overrides.
 
@@ -13,7 +18,12 @@ Corpus formats: a .txt file (one document per line; blank lines skipped), a .jso
 hf:NAME (a Hugging Face dataset, online), or "default" (seed prompts written for layerscan,
 continued by the language model, cached). Bytes that are not UTF-8 are replaced by U+FFFD
 with a warning. Documents longer than model.max_len are cut into windows, never dropped.
-Hidden states are extracted once and cached as memory-mapped shards."""
+Hidden states are extracted once and cached as memory-mapped shards.
+
+Where the autoencoder goes: --export DIR, else the config's `export` when the run is exactly
+the config (no --corpus, --set, --output, --model, ... changing it: `layerscan train` alone
+rebuilds the packaged default), else <output>/artifact. The folder is printed at the end;
+render with it by `layerscan render "prompt" --autoencoder DIR`."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,11 +48,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--cache-dir", help="where hidden-state caches live "
                                             "(default: $LAYERSCAN_CACHE or the user cache)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_model_arguments(parser, defaults="the config's data.language_model, data.device, "
+                                         "data.dtype and data.trust_remote_code")
     parser.set_defaults(run=run)
 
 
 def config_from_args(args: argparse.Namespace):
-    """The RunConfig named by --config, --set and the shortcut flags."""
+    """The RunConfig named by --config, --set, the model flags and the shortcut flags.
+
+    The config's own `export` folder is kept only for the config exactly as written (so a
+    run with another corpus or any override never replaces the packaged autoencoder); a
+    changed run exports to `<output>/artifact` unless --export (or --set export=) says.
+    """
+    from dataclasses import replace
+
     from layerscan.autoencoder.config import load_config
 
     overrides = list(args.overrides)
@@ -52,7 +71,18 @@ def config_from_args(args: argparse.Namespace):
         value = getattr(args, flag)  # every shortcut flag defaults to None
         if value is not None:
             overrides.append(f"{key}={value}")
-    return load_config(args.config, overrides)
+    config = load_config(args.config, overrides)
+    model = data_changes(args)
+    if model:
+        config = replace(config, data=replace(config.data, **model))
+    exported = any(item.partition("=")[0].strip() == "export" for item in overrides)
+    if config.export and not exported:
+        written = {k: v for k, v in load_config(args.config).to_dict().items() if k != "export"}
+        if {k: v for k, v in config.to_dict().items() if k != "export"} != written:
+            config = replace(config, export="")
+            note(f"layerscan: note: this run changes the config, so the autoencoder goes to "
+                 f"{config.output}/artifact, not to the config's export folder")
+    return config
 
 
 def run(args: argparse.Namespace) -> int:
