@@ -80,25 +80,25 @@ class ParticleAutoencoder(nn.Module):
         self.config, self.d_model, self.n_layers = config, d_model, n_layers
         n_ranks = config.n_ranks or -(-d_model // config.d_particle)  # ceil: enough for exact
         self.n_ranks = min(n_ranks, config.n_particles)
-        self.k, n_seen = config.d_particle, n_layers + 1
-        n_code = self.n_ranks * self.k
-        self.n_anchors = min(config.n_anchors, n_seen)
+        self.d_particle, n_frames = config.d_particle, n_layers + 1
+        n_code = self.n_ranks * self.d_particle
+        self.n_anchors = min(config.n_anchors, n_frames)
         # per-layer statistics of the corpus, set by `set_statistics` (saved with the weights)
-        self.register_buffer("mean", torch.zeros(n_seen, d_model))  # (n_layers+1, d_model)
-        self.register_buffer("scale", torch.ones(n_seen))  # (n_layers+1,)
+        self.register_buffer("mean", torch.zeros(n_frames, d_model))  # (n_layers+1, d_model)
+        self.register_buffer("scale", torch.ones(n_frames))  # (n_layers+1,)
         # anchor covariances as bases (rows: directions, most important first) and variances,
         # set by `set_statistics`; each layer's basis is the PCA of its mix of them
         self.register_buffer("anchors", torch.eye(d_model).expand(self.n_anchors, -1, -1).clone())
         self.register_buffer("variances", torch.ones(self.n_anchors, d_model))
-        self.register_buffer("mixing", _hat_functions(n_seen, self.n_anchors), persistent=False)
-        eye = torch.eye(n_code, d_model).expand(n_seen, -1, -1)
-        self.register_buffer("basis", eye.clone(), persistent=False)  # (n_seen, n_code, d_model)
+        self.register_buffer("mixing", _hat_functions(n_frames, self.n_anchors), persistent=False)
+        eye = torch.eye(n_code, d_model).expand(n_frames, -1, -1)
+        self.register_buffer("basis", eye.clone(), persistent=False)  # (n_frames, n_code, d_model)
         self.register_load_state_dict_post_hook(self._after_load)
         tables = routing_tables(config.n_particles, config.max_len, self.n_ranks)
         for name, table in zip(("token_of", "rank_of", "repeat_of", "particle_of"), tables,
                                strict=True):
             self.register_buffer(name, table, persistent=False)
-        self.layer_embedding = nn.Embedding(n_seen, config.d_pos)
+        self.layer_embedding = nn.Embedding(n_frames, config.d_pos)
         self.position_embedding = nn.Embedding(config.max_len, config.d_pos)
         self.length_features = nn.Linear(2, config.d_pos)
         self.decode_mlp = _mlp(2 * n_code + config.d_pos, config.d_hidden, n_code)
@@ -140,11 +140,12 @@ class ParticleAutoencoder(nn.Module):
         anchors = self.anchors.double()
         covariances = torch.einsum("aod,ao,aoe->ade", anchors, self.variances.double(), anchors)
         mixed = torch.einsum("la,ade->lde", self.mixing.double(), covariances)
-        _, vectors = torch.linalg.eigh(mixed.float())  # (n_seen, d, d) ascending
-        basis = vectors.flip(-1).transpose(1, 2)  # (n_seen, d_model, d_model) rows
-        full = self.d_model - self.d_model % self.k  # rows in whole particle blocks
+        _, vectors = torch.linalg.eigh(mixed.float())  # (n_frames, d, d) ascending
+        basis = vectors.flip(-1).transpose(1, 2)  # (n_frames, d_model, d_model) rows
+        full = self.d_model - self.d_model % self.d_particle  # rows in whole particle blocks
         for layer in range(1, basis.shape[0]):  # a rotation within a block changes no R²
-            for rows, size in ((slice(0, full), self.k), (slice(full, None), self.d_model - full)):
+            blocks = ((slice(0, full), self.d_particle), (slice(full, None), self.d_model - full))
+            for rows, size in blocks:
                 if size:
                     here = basis[layer, rows].reshape(-1, size, self.d_model)  # (blocks, k, d)
                     before = basis[layer - 1, rows].reshape(-1, size, self.d_model)
@@ -201,7 +202,7 @@ class ParticleAutoencoder(nn.Module):
         flat = self._per_layer(normed, lay, inverse=False)  # (n, n_code)
         codes = flat.new_zeros(batch, n_tokens, flat.shape[-1])
         codes[rows, position] = flat
-        return codes.view(batch, n_tokens, self.n_ranks, self.k)
+        return codes.view(batch, n_tokens, self.n_ranks, self.d_particle)
 
     def route(self, codes: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(batch, n_tokens, n_ranks, k) codes -> (batch, n_particles, k) clouds for `lengths`.
@@ -252,7 +253,7 @@ class ParticleAutoencoder(nn.Module):
         rows, position = _tokens(lengths, n_tokens)  # (n,) each: the real tokens
         lay, length = layer[rows], lengths[rows]
         slots = self.particle_of[length, position]  # (n, n_ranks) the token's particles
-        held = (slots < self.config.n_particles).repeat_interleave(self.k, 1)  # (n, n_code)
+        held = (slots < self.config.n_particles).repeat_interleave(self.d_particle, 1)
         held_values = padded[rows[:, None], slots]  # (n, n_ranks, k), zero where not held
         detail = (held_values - held_values[:, :1]) / self.config.detail_scale
         detail[:, 0] = held_values[:, 0]  # rank 0 (always held) is the centre itself
@@ -302,9 +303,9 @@ class _Zero(nn.Module):
         return x.new_zeros(*x.shape[:-1], self.d_out)
 
 
-def _hat_functions(n_seen: int, n_anchors: int) -> torch.Tensor:
-    """(n_seen, n_anchors) linear interpolation weights between evenly spaced anchor layers."""
+def _hat_functions(n_frames: int, n_anchors: int) -> torch.Tensor:
+    """(n_frames, n_anchors) linear interpolation weights between evenly spaced anchor layers."""
     if n_anchors == 1:
-        return torch.ones(n_seen, 1)
-    where = torch.linspace(0, n_anchors - 1, n_seen)  # (n_seen,) position among anchors
+        return torch.ones(n_frames, 1)
+    where = torch.linspace(0, n_anchors - 1, n_frames)  # (n_frames,) position among anchors
     return (1 - (where[:, None] - torch.arange(n_anchors)[None]).abs()).clamp_min(0)

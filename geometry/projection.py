@@ -9,6 +9,7 @@ from typing import Literal, get_args
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
+from sklearn.utils import check_random_state
 
 from layerscan.errors import LayerscanError
 from layerscan.geometry.neighbors import (
@@ -137,6 +138,13 @@ def transform_init(clouds: np.ndarray, ref_clouds: np.ndarray, ref_layouts: np.n
     return out
 
 
+def _seed(random_state) -> int:
+    """An int seed from sklearn's random_state (None: a fresh random one, as sklearn does)."""
+    if isinstance(random_state, int | np.integer):
+        return int(random_state)
+    return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+
+
 class FastAlignedProjection(BaseEstimator):
     """The aligned-UMAP objective for every layer at once, optimised in torch.
 
@@ -188,8 +196,7 @@ class FastAlignedProjection(BaseEstimator):
                 raise LayerscanError(f"init layout has shape {start.shape}, expected "
                                      f"{(n_layers, n_points, self.n_components)}")
             start = fill_nonfinite(start, clouds)
-        seed = 0 if self.random_state is None else int(self.random_state)
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator().manual_seed(_seed(self.random_state))
         if n_points <= 3 or self.n_epochs <= 0:
             self.n_edges_ = 0
             self.embedding_ = start

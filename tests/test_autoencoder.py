@@ -138,7 +138,7 @@ def test_layer_bases_are_orthonormal_and_turn_smoothly():
     torch.testing.assert_close(basis @ basis.transpose(1, 2), eye, atol=1e-5, rtol=0)
     # the first layer is anchor 0's PCA; the last spans anchor 1's PCA block by block ...
     torch.testing.assert_close(model.basis[0].abs(), model.anchors[0].abs(), atol=1e-4, rtol=0)
-    k = model.k
+    k = model.d_particle
     for start in range(0, D_MODEL, k):
         last, anchor = model.basis[-1, start:start + k], model.anchors[1, start:start + k]
         torch.testing.assert_close(last.T @ last, anchor.T @ anchor, atol=1e-4, rtol=0)
