@@ -52,7 +52,7 @@ class SecondModelPlan:
 
     @property
     def model_id(self) -> str:
-        """The id B's captures and scans carry."""
+        """How messages name B (its captures carry the loaded base's id + the adapter)."""
         return self.base if self.adapter is None else f"{self.base}+{self.adapter}"
 
 
@@ -177,4 +177,4 @@ def load_second_model(model: ModelOptions, plan: SecondModelPlan) -> LoadedModel
         raise LayerscanError(f"cannot apply adapter {plan.adapter} to {plan.base}: "
                              f"{exc}".splitlines()[0]) from exc
     merged.eval()
-    return replace(loaded, model=merged, model_id=plan.model_id)
+    return replace(loaded, model=merged, model_id=f"{loaded.model_id}+{plan.adapter}")

@@ -115,14 +115,14 @@ def heatmap_image(heatmap: Heatmap, window_size: tuple[int, int] = (1280, 720)) 
             _text(plotter, str(j), x0 + (j + 0.5) * col_w, y0 - 6, size - 2, DIM,
                   align="center", valign="top")
         _text(plotter, f"hidden dimension (0 … {n_cols - 1})", (x0 + x1) / 2,
-              y0 - 2.2 * size, size, INK, align="center", valign="top")
+              y0 - 1.9 * size, size, INK, align="center", valign="top")
         _text(plotter, heatmap.title, x0, h - 0.035 * h, size, INK, valign="top", bold=True)
         prompt = heatmap.prompt if len(heatmap.prompt) <= 90 else heatmap.prompt[:89] + "…"
         _text(plotter, f"“{prompt}”", x0, h - 0.035 * h - 1.8 * size, size - 2, DIM,
               valign="top")
         _text(plotter, f"colour: −v … 0 … +v, v = {heatmap.limit:.3g} = "
                        f"{heatmap.clip_percentile:g}th percentile of |{label}|; "
-                       f"beyond ±v saturates", x0, 0.03 * h, size - 3, DIM, valign="bottom")
+                       f"beyond ±v saturates", x0, 0.012 * h, size - 3, DIM, valign="bottom")
         plotter.render()
         return np.asarray(plotter.screenshot(None, return_img=True))[..., :3].copy()
     finally:
