@@ -211,3 +211,17 @@ def test_heatmap_bad_input(folders, tmp_path, capsys):
     assert ".png" in one_line_error(capsys)
     assert main(["heatmap", PROMPT, *out, "--clip-percentile", "0"]) == 2
     assert "clip-percentile" in one_line_error(capsys)
+
+
+def test_heatmap_rows_run_from_the_embeddings_down_on_a_symmetric_scale():
+    from layerscan.geometry.heatmap import Heatmap
+    from layerscan.geometry.scene.heatmap import heatmap_image
+
+    values = -np.ones((5, 8), np.float32)
+    values[0] = 1.0  # the embeddings row positive (red), every block negative (blue)
+    image = heatmap_image(Heatmap(values=values, layer_names=["embeddings"] + [
+        f"block {i}" for i in range(1, 5)], title="t", prompt="p", limit=1.0,
+        clip_percentile=100.0), (640, 360))
+    assert image.shape == (360, 640, 3)
+    top, bottom = image[70, 317].astype(int), image[293, 317].astype(int)
+    assert top[0] > top[2] + 60 and bottom[2] > bottom[0] + 60

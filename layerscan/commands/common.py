@@ -223,6 +223,8 @@ def load_or_diff(request: ScanRequest, sources: list[str]):
     from layerscan.geometry.scan_file import DiffScan, load_any
 
     models = request.second.wanted
+    if models and not sources:
+        sources = [DEFAULT_PROMPT]
     if len(sources) == 1 and models and not is_scan_file(sources[0]):
         sources = [sources[0], sources[0]]  # one prompt through both models
     if len(sources) == 1:
