@@ -225,3 +225,17 @@ def test_heatmap_rows_run_from_the_embeddings_down_on_a_symmetric_scale():
     assert image.shape == (360, 640, 3)
     top, bottom = image[70, 317].astype(int), image[293, 317].astype(int)
     assert top[0] > top[2] + 60 and bottom[2] > bottom[0] + 60
+
+
+@pytest.mark.slow
+def test_embedded_heatmap_has_a_row_per_layer_and_a_column_per_dimension(embedded_model):
+    from layerscan.geometry.pipeline import heatmap_prompt
+
+    prompt = "The quick brown fox jumps over the lazy dog"
+    last = heatmap_prompt(prompt, embedded_model)
+    mean = heatmap_prompt(prompt, embedded_model, HeatmapOptions(token="mean"))
+    assert last.values.shape == mean.values.shape == (31, 576)
+    assert last.layer_names[0] == "embeddings" and not np.array_equal(last.values, mean.values)
+    # the colour limit clips the few massive dimensions: most cells are inside ±limit
+    assert 0 < last.limit < np.abs(last.values).max()
+    assert (np.abs(last.values) <= last.limit).mean() == pytest.approx(0.99, abs=0.005)
