@@ -109,11 +109,18 @@ class TrainedAutoencoder:
         self.model = model.eval()
         self.config = config
 
-    def check_compatible(self, capture: Capture) -> None:
-        """Raise a one-line LayerscanError if `capture` is not from this autoencoder's model."""
+    def check_compatible(self, capture: Capture, shapes_only: bool = False) -> None:
+        """Raise a one-line LayerscanError if `capture` is not from this autoencoder's model.
+
+        Args:
+            capture: the states to encode.
+            shapes_only: accept another model of the same hidden size, layer count and
+                normalization (a fine-tune or adapter of the autoencoder's model, whose id
+                differs). Only model-vs-model comparisons ask for this, for their side B.
+        """
         c = self.config
-        if capture.model_id != c.model_id or capture.d_model != c.d_model \
-                or capture.n_layers != c.n_layers:
+        if (capture.model_id != c.model_id and not shapes_only) \
+                or capture.d_model != c.d_model or capture.n_layers != c.n_layers:
             raise LayerscanError(
                 f"the autoencoder was trained on {c.model_id} (hidden size {c.d_model}, "
                 f"{c.n_layers} layers) but the capture is from {capture.model_id} (hidden size "

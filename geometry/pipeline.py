@@ -25,6 +25,7 @@ from layerscan.geometry.diff import (
     token_divergence,
 )
 from layerscan.geometry.faithfulness import faithfulness, token_figures
+from layerscan.geometry.heatmap import Heatmap, HeatmapOptions, heatmap_captures
 from layerscan.geometry.neighbors import nearest_neighbors
 from layerscan.geometry.projection import (
     PROJECTION_MODES,
@@ -241,22 +242,26 @@ def _particle_positions(clouds: np.ndarray, options: ScanOptions) -> np.ndarray:
 
 
 def diff_captures(capture_a: Capture, capture_b: Capture, autoencoder,
-                  options: ScanOptions | None = None, timings: dict | None = None) -> DiffScan:
-    """Two prompts through one autoencoder, laid out in ONE common 3D space per layer.
+                  options: ScanOptions | None = None, timings: dict | None = None,
+                  other_model: bool = False) -> DiffScan:
+    """Two prompts (or two models) through one autoencoder, in ONE common 3D space per layer.
 
     Args:
         capture_a, capture_b: captures of the two prompts from the same model.
-        autoencoder: a TrainedAutoencoder for that model.
+        autoencoder: a TrainedAutoencoder for A's model.
         options: as for scan_capture (token_time is ignored: a diff has one step).
         timings: if given, filled with seconds per stage.
+        other_model: B may come from another model of A's shapes (a fine-tune, or A with an
+            adapter): A is checked against the autoencoder in full, B by shapes only.
 
     Returns:
         A DiffScan; a prompt diffed with itself has exactly zero displacement.
     """
     options = options or ScanOptions()
     timings = {} if timings is None else timings
-    for c in (capture_a, capture_b):
-        autoencoder.check_compatible(c)
+    autoencoder.check_compatible(capture_a)
+    autoencoder.check_compatible(capture_b, shapes_only=other_model)
+    compared = "models" if capture_a.model_id != capture_b.model_id else "prompts"
     with torch_threads(options.threads):
         start = time.perf_counter()
         enc_a, enc_b = autoencoder.encode(capture_a.hidden), autoencoder.encode(capture_b.hidden)
@@ -272,7 +277,8 @@ def diff_captures(capture_a: Capture, capture_b: Capture, autoencoder,
         timings["project"] = time.perf_counter() - start
         scans = [build_scan(c, [c.n_tokens], e.clouds[None], p[None],
                             e.reconstruction_r2[None], e.particle_tokens[None], options,
-                            {**_settings(c, autoencoder, options), "common_space": True},
+                            {**_settings(c, autoencoder, options), "common_space": True,
+                             "compared": compared},
                             timings)
                  for c, e, p in ((capture_a, enc_a, layouts.positions_a),
                                  (capture_b, enc_b, layouts.positions_b))]
@@ -328,13 +334,30 @@ def scan_prompt(prompt: str, options: ScanOptions | None = None, *, model: Model
 def diff_prompts(prompt_a: str, prompt_b: str, options: ScanOptions | None = None, *,
                  model: Model | None = None, capture: CaptureOptions | None = None,
                  autoencoder: TrainedAutoencoder | str | None = None,
-                 timings: dict | None = None) -> DiffScan:
-    """The one path from two prompts to a DiffScan in one common 3D space (see scan_prompt)."""
+                 timings: dict | None = None, model_b: LoadedModel | None = None) -> DiffScan:
+    """The one path from two prompts to a DiffScan in one common 3D space (see scan_prompt).
+
+    With `model_b` (a fine-tune or adapter of `model`, loaded by
+    `autoencoder.capture.model_pair.load_second_model`), B is `prompt_b` through `model_b`,
+    encoded by A's autoencoder; pass the same prompt twice to compare the models alone.
+    """
     if options is not None and options.token_time:  # before any model work
         raise LayerscanError("--token-time does not apply to diffs; drop it")
     timings = {} if timings is None else timings
     loaded, autoencoder, options = _prepare(model, autoencoder, options)
     start = time.perf_counter()
-    captures = [capture_states(loaded, p, capture) for p in (prompt_a, prompt_b)]
+    captures = [capture_states(m, p, capture)
+                for m, p in ((loaded, prompt_a), (model_b or loaded, prompt_b))]
     timings["capture"] = time.perf_counter() - start
-    return diff_captures(*captures, autoencoder, options, timings=timings)
+    return diff_captures(*captures, autoencoder, options, timings=timings,
+                         other_model=model_b is not None)
+
+
+def heatmap_prompt(prompt: str, model: LoadedModel, options: HeatmapOptions | None = None, *,
+                   model_b: LoadedModel | None = None,
+                   capture: CaptureOptions | None = None) -> Heatmap:
+    """The one path from a prompt to its activation image (B - A with `model_b`)."""
+    capture = replace(capture or CaptureOptions(), top_k=0)  # the image shows no logit lens
+    capture_a = capture_states(model, prompt, capture)
+    capture_b = None if model_b is None else capture_states(model_b, prompt, capture)
+    return heatmap_captures(capture_a, capture_b, options)

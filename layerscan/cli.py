@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "scan",
     "render",
     "diff",
+    "heatmap",
     "view",
     "export",
     "train",

@@ -138,6 +138,20 @@ def _copy_of(source_key: str, name: str, edit: Callable[[Path], None]):
     return setup
 
 
+def _wider(folder: Path) -> None:
+    """The model's config says hidden size 64 (its weights are never loaded)."""
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "hidden_size": 64}))
+
+
+def _adapter_for(base: str) -> Callable[[Path], None]:
+    def setup(work: Path) -> None:
+        (work / "adapter").mkdir()
+        (work / "adapter" / "adapter_config.json").write_text(json.dumps(
+            {"peft_type": "LORA", "base_model_name_or_path": base}))
+    return setup
+
+
 def _only_config(folder: Path) -> None:
     for path in folder.iterdir():
         if path.name != "config.json":
@@ -293,6 +307,19 @@ CASES: list[Case] = [
          message="--temperature"),
     Case("export -o out.xyz", ("export", "x.scan", "-o", "out.xyz"),
          message="unknown export type"),
+    # model-vs-model: refused from configs, before any weights load
+    Case("diff --model-b of another hidden size", ("diff", "the fox", "--model", "{llama}",
+                                                   "--model-b", "wide", "-o", "m.scan"),
+         message="differ in shape", setup=_copy_of("llama", "wide", _wider)),
+    Case("diff --model-b an adapter for another base model",
+         ("diff", "the fox", "--model", "{llama}", "--model-b", "adapter", "-o", "m.scan"),
+         message="trained on someone/other-model", setup=_adapter_for("someone/other-model")),
+    Case("diff --adapter a folder without adapter_config.json",
+         ("diff", "the fox", "--model", "{llama}", "--adapter", "sub", "-o", "m.scan"),
+         message="adapter_config.json", setup=_folder("sub")),
+    Case("heatmap --token first", ("heatmap", "hi", "--token", "first", "-o", "h.png"),
+         message="invalid choice"),
+    Case("heatmap -o h.jpg", ("heatmap", "hi", "-o", "h.jpg"), message="written as .png"),
 ]
 
 

@@ -46,6 +46,7 @@ COMMAND_LINES = {
     "export": ["hi", "-o", "x.html"],
     "train": [],
     "eval": [],
+    "heatmap": ["hi", "-o", "x.png"],
 }
 """Every subcommand, with the arguments it needs to parse."""
 

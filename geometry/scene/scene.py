@@ -180,7 +180,7 @@ class Scene:
             overlay.InteractiveOff()
             self.plotter.render_window.AddRenderer(overlay)
             self.overlays.append(overlay)
-            title = None if not self.is_diff else ("A" if i == 0 else "B")
+            title = None if not self.is_diff else self._panel_title(i)
             self.panels.append(Panel(self.plotter, overlay, scan, opts, size,
                                      (w // len(scans), h), displacements[i], scales, differing,
                                      title, legend=i == len(scans) - 1))
@@ -194,13 +194,23 @@ class Scene:
         self.current_token: int | None = None
         self.update(self.step, 0.0)
 
+    def _models_differ(self) -> bool:
+        return self.is_diff and self.source.a.model_id != self.source.b.model_id
+
+    def _panel_title(self, i: int) -> str:
+        """"A" / "B"; with the side's model when a diff compares two models."""
+        name = "AB"[i]
+        if not self._models_differ():
+            return name
+        return f"{name} · {token_label(self.scans[i].model_id, 60)}"
+
     def _add_diff_parts(self, size: int, viewport_px: tuple[int, int]) -> None:
         """The divergence chart, and one arrow per token from its place in A to B's."""
         source = self.source
         if diverges(source.divergence):
             note = f"peak {source.a.layer_names[source.peak_layer]}"
         else:
-            note = "the prompts do not diverge"
+            note = f"the {'models' if self._models_differ() else 'prompts'} do not diverge"
         self.chart = LayerChart(self.overlays[1], source.divergence, size,
                                 (0.12, 0.72, 0.50, 0.86),
                                 f"A–B divergence by layer · {note}\n(mean particle distance)",

@@ -37,6 +37,13 @@ def add_model_arguments(parser: argparse.ArgumentParser, defaults: str | None = 
                     show_defaults=False)
 
 
+def add_second_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The SecondModelOptions flags: --model-b, --adapter (model-vs-model comparisons)."""
+    from layerscan.autoencoder.capture.model_pair import SecondModelOptions
+
+    add_options(parser, SecondModelOptions, "second model (B)")
+
+
 def add_capture_arguments(parser: argparse.ArgumentParser) -> None:
     """The CaptureOptions flags: --normalization, --generate, --top-k, ..."""
     from layerscan.autoencoder.capture.hidden_states import CaptureOptions
@@ -128,6 +135,26 @@ def _load_model(options):
                       trust_remote_code=options.trust_remote_code)
 
 
+def second_model_loader(model, second, shape: tuple[int, int] | None = None):
+    """Check --model-b/--adapter against --model from configs alone, then return a function
+    that loads B, so that every check runs before any weights load.
+
+    Args:
+        model: A's ModelOptions.
+        second: the SecondModelOptions.
+        shape: (d_model, n_layers) that the autoencoder encodes, if one is used.
+    """
+    from layerscan.autoencoder.capture.model_pair import (
+        check_model_pair,
+        load_second_model,
+        plan_second_model,
+    )
+
+    plan = plan_second_model(model, second)
+    check_model_pair(model, plan, shape)
+    return lambda: load_second_model(model, plan)
+
+
 def is_scan_file(text: str) -> bool:
     return text.endswith(".scan") or (len(text) < 4096 and Path(text).is_file())
 
@@ -138,9 +165,11 @@ class ScanRequest:
     def __init__(self, args: argparse.Namespace) -> None:
         from layerscan.autoencoder.capture.hidden_states import CaptureOptions
         from layerscan.autoencoder.capture.loading import ModelOptions
+        from layerscan.autoencoder.capture.model_pair import SecondModelOptions
         from layerscan.geometry.pipeline import ScanOptions
 
         self.model = options_from_args(ModelOptions, args)
+        self.second = options_from_args(SecondModelOptions, args)
         self.capture = options_from_args(CaptureOptions, args)
         self.options = options_from_args(ScanOptions, args)
         self.autoencoder: str | None = args.autoencoder
@@ -179,15 +208,30 @@ class ScanRequest:
                            autoencoder=autoencoder, timings=timings)
 
     def diff(self, prompt_a: str, prompt_b: str):
-        """The pipeline's DiffScan of two prompts."""
+        """The pipeline's DiffScan of two prompts (B through --model-b when given)."""
         from layerscan.geometry.pipeline import diff_prompts
 
         if self.options.token_time:  # the pipeline says so too, but only after loading
             raise LayerscanError("--token-time does not apply to diffs; drop it")
-        loaded, autoencoder = self._load()
+        if not self.second.wanted:
+            loaded, autoencoder = self._load()
+            self._check_prompts(loaded, autoencoder, [prompt_a, prompt_b])
+            return diff_prompts(prompt_a, prompt_b, self.options, model=loaded,
+                                capture=self.capture, autoencoder=autoencoder)
+        from layerscan.autoencoder.artifact import load_autoencoder
+
+        autoencoder = load_autoencoder(self.autoencoder)
+        model_b = self.load_second((autoencoder.config.d_model, autoencoder.config.n_layers))
+        loaded = _load_model(self.model)
+        autoencoder.model.to(loaded.device)
         self._check_prompts(loaded, autoencoder, [prompt_a, prompt_b])
         return diff_prompts(prompt_a, prompt_b, self.options, model=loaded,
-                            capture=self.capture, autoencoder=autoencoder)
+                            capture=self.capture, autoencoder=autoencoder,
+                            model_b=model_b())
+
+    def load_second(self, shape: tuple[int, int] | None = None):
+        """See `second_model_loader`."""
+        return second_model_loader(self.model, self.second, shape)
 
 
 def load_or_scan(request: ScanRequest, source: str | None):
@@ -213,9 +257,15 @@ def load_or_diff(request: ScanRequest, sources: list[str]):
     """A DiffScan from one diff .scan file, or from two prompts through the pipeline."""
     from layerscan.geometry.scan_file import DiffScan, load_any
 
+    models = request.second.wanted
+    if models and not sources:
+        sources = [DEFAULT_PROMPT]
+    if len(sources) == 1 and models and not is_scan_file(sources[0]):
+        sources = [sources[0], sources[0]]  # one prompt through both models
     if len(sources) == 1:
         if not is_scan_file(sources[0]):
-            raise LayerscanError("a diff needs two prompts (or one diff .scan file)")
+            raise LayerscanError("a diff needs two prompts (or one diff .scan file), or one "
+                                 "prompt with --model-b")
         diff = load_any(sources[0])
         if not isinstance(diff, DiffScan):
             raise LayerscanError(f"{sources[0]}: holds a single scan, not a diff; "
@@ -227,9 +277,10 @@ def load_or_diff(request: ScanRequest, sources: list[str]):
 
     start = time.perf_counter()
     diff = request.diff(sources[0], sources[1])
+    what = "models" if models else "prompts"
     peak = (f"divergence peaks at {diff.a.layer_names[diff.peak_layer]}"
-            if diverges(diff.divergence) else "the prompts do not diverge")
-    note(f"diffed two prompts through {diff.a.n_layers} layers in "
+            if diverges(diff.divergence) else f"the {what} do not diverge")
+    note(f"diffed two {what} through {diff.a.n_layers} layers in "
          f"{time.perf_counter() - start:.1f} s; {peak}")
     if request.save_scan:
         diff.save(request.save_scan)

@@ -10,6 +10,7 @@ from layerscan.commands.common import (
     add_overwrite_argument,
     add_scan_arguments,
     add_scene_arguments,
+    add_second_model_arguments,
     check_outputs,
     load_or_diff,
     render_and_report,
@@ -24,14 +25,18 @@ DIFF_WINDOW = (1600, 720)
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "diff", help="two prompts side by side, coloured by how far their particles moved apart",
+        "diff", help="two prompts (or two models) side by side, coloured by how far their "
+                     "particles moved apart",
         description="Scan two prompts through the same model and autoencoder in one common 3D "
                     "space and render them side by side with linked cameras, particles "
                     "coloured by displacement, the divergence by layer and the differing "
-                    "tokens highlighted. With -o FILE.scan the diff is only saved.")
+                    "tokens highlighted. With --model-b (a fine-tune or a PEFT adapter) one "
+                    "prompt, or two, go through two models and the base's autoencoder. With "
+                    "-o FILE.scan the diff is only saved.")
     parser.add_argument("sources", nargs="+", metavar="PROMPT",
-                        help="two prompts (each at most the autoencoder's max_len tokens: "
-                             "128 for the packaged one), or one diff .scan file")
+                        help="two prompts, one prompt with --model-b, or one diff .scan file "
+                             "(each prompt at most the autoencoder's max_len tokens: 128 for "
+                             "the packaged one)")
     parser.add_argument("-o", "--output", default=DEFAULT_OUTPUT,
                         help=f"output: .mp4/.gif/.png/folder, or .scan to save the diff "
                              f"(default {DEFAULT_OUTPUT}; frames are "
@@ -40,6 +45,7 @@ def register(subparsers) -> None:
     add_scene_arguments(parser)
     add_movie_arguments(parser)
     add_scan_arguments(parser)
+    add_second_model_arguments(parser)
     parser.set_defaults(run=run)
 
 

@@ -8,6 +8,7 @@ from layerscan.commands.common import (
     ScanRequest,
     add_scan_arguments,
     add_scene_arguments,
+    add_second_model_arguments,
     check_outputs,
     load_or_diff,
     load_or_scan,
@@ -27,11 +28,14 @@ def register(subparsers) -> None:
                     "on a particle names its token and layer, s saves a screenshot, q closes.")
     parser.add_argument("source", nargs="*", default=None, metavar="PROMPT",
                         help="prompt text or a .scan file (default: the default prompt); "
-                             "with --diff: two prompts or one diff .scan file")
-    parser.add_argument("--diff", action="store_true", help="show two prompts side by side")
+                             "with --diff: two prompts or one diff .scan file; with --model-b: "
+                             "one prompt or two")
+    parser.add_argument("--diff", action="store_true",
+                        help="show two prompts side by side (implied by --model-b)")
     add_options(parser, ViewerOptions, "window")
     add_scene_arguments(parser)
     add_scan_arguments(parser)
+    add_second_model_arguments(parser)
     parser.set_defaults(run=run)
 
 
@@ -44,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     request = ScanRequest(args)
     check_display()  # before minutes of model work
     check_outputs([("--save-scan", args.save_scan, False)], inputs=args.source or [])
-    if args.diff:
+    if args.diff or request.second.wanted:
         source = load_or_diff(request, args.source or [])
     else:
         if len(args.source or []) > 1:

@@ -1,0 +1,73 @@
+"""`layerscan heatmap`: a prompt's per-layer activation image (or B - A of two models), a PNG."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from layerscan.commands.common import (
+    DEFAULT_PROMPT,
+    add_capture_arguments,
+    add_model_arguments,
+    add_overwrite_argument,
+    add_second_model_arguments,
+    check_outputs,
+    load_model_from_args,
+    note,
+    second_model_loader,
+)
+from layerscan.commands.options import add_options, options_from_args
+from layerscan.errors import LayerscanError
+
+DEFAULT_OUTPUT = "layerscan-heatmap.png"
+
+
+def register(subparsers) -> None:
+    from layerscan.geometry.heatmap import HeatmapOptions
+
+    parser = subparsers.add_parser(
+        "heatmap", help="a prompt's per-layer activation image: layers x hidden dimensions (PNG)",
+        description="Draw one row per layer (embeddings at the top) and one column per hidden "
+                    "dimension, coloured by the last token's state (or the mean over tokens) on "
+                    "a diverging scale symmetric around 0. With --model-b, the image is B - A.")
+    parser.add_argument("source", nargs="?", default=None,
+                        help=f"prompt text (default: {DEFAULT_PROMPT!r})")
+    parser.add_argument("-o", "--output", default=DEFAULT_OUTPUT,
+                        help=f"output .png (default {DEFAULT_OUTPUT})")
+    add_overwrite_argument(parser)
+    add_options(parser, HeatmapOptions, "heatmap")
+    add_model_arguments(parser)
+    add_second_model_arguments(parser)
+    add_capture_arguments(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from layerscan.autoencoder.capture.hidden_states import CaptureOptions
+    from layerscan.autoencoder.capture.loading import ModelOptions
+    from layerscan.autoencoder.capture.model_pair import SecondModelOptions
+    from layerscan.geometry.heatmap import HeatmapOptions
+
+    if not args.output.lower().endswith(".png"):
+        raise LayerscanError(f"-o {args.output}: a heatmap is written as .png")
+    options = options_from_args(HeatmapOptions, args)
+    model, capture = options_from_args(ModelOptions, args), options_from_args(CaptureOptions, args)
+    second = options_from_args(SecondModelOptions, args)
+    check_outputs([("-o", args.output, False)], args.overwrite, [args.source])
+    load_b = second_model_loader(model, second) if second.wanted else None
+    start = time.perf_counter()
+    loaded = load_model_from_args(args)
+    loaded_b = None if load_b is None else load_b()
+    from layerscan.geometry.pipeline import heatmap_prompt
+    from layerscan.geometry.scene.heatmap import render_heatmap
+
+    heatmap = heatmap_prompt(args.source or DEFAULT_PROMPT, loaded, options, model_b=loaded_b,
+                             capture=capture)
+    note(f"captured {heatmap.n_layers + 1} layers x {heatmap.d_model} dimensions in "
+         f"{time.perf_counter() - start:.1f} s")
+    path = render_heatmap(heatmap, args.output, options.window_size)
+    w, h = options.window_size
+    what = {"last": "last token", "mean": "mean over tokens"}[options.token]
+    what = f"B - A, {what}" if heatmap.difference else what
+    print(f"wrote {path} ({w}x{h}, {what}, colour limit ±{heatmap.limit:.3g})")
+    return 0
