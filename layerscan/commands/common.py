@@ -138,22 +138,28 @@ class ScanRequest:
         return loaded, autoencoder
 
     def scan(self, prompt: str, timings: dict | None = None):
-        """The pipeline's Scan of `prompt`."""
-        from layerscan.geometry.pipeline import scan_prompt
+        """The pipeline's Scan of `prompt`.
 
-        loaded, autoencoder = self._load()
-        return scan_prompt(prompt, self.options, model=loaded, capture=self.capture,
-                           autoencoder=autoencoder, timings=timings)
+        Loading and capture run with the scan's --threads too: on a busy machine, torch's
+        default of one thread per core made a short prompt's forward pass 40x slower.
+        """
+        from layerscan.geometry.pipeline import scan_prompt, torch_threads
+
+        with torch_threads(self.options.threads):
+            loaded, autoencoder = self._load()
+            return scan_prompt(prompt, self.options, model=loaded, capture=self.capture,
+                               autoencoder=autoencoder, timings=timings)
 
     def diff(self, prompt_a: str, prompt_b: str):
-        """The pipeline's DiffScan of two prompts."""
-        from layerscan.geometry.pipeline import diff_prompts
+        """The pipeline's DiffScan of two prompts (threads as in `scan`)."""
+        from layerscan.geometry.pipeline import diff_prompts, torch_threads
 
         if self.options.token_time:  # the pipeline says so too, but only after loading
             raise LayerscanError("--token-time does not apply to diffs; drop it")
-        loaded, autoencoder = self._load()
-        return diff_prompts(prompt_a, prompt_b, self.options, model=loaded,
-                            capture=self.capture, autoencoder=autoencoder)
+        with torch_threads(self.options.threads):
+            loaded, autoencoder = self._load()
+            return diff_prompts(prompt_a, prompt_b, self.options, model=loaded,
+                                capture=self.capture, autoencoder=autoencoder)
 
 
 def load_or_scan(request: ScanRequest, source: str | None):
