@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,6 +21,23 @@ def note(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def deferred(add: Callable[[argparse.ArgumentParser], None]) -> Callable:
+    """`add(parser)` runs when the command is used, not when the CLI starts (see cli._Parser);
+    on a plain ArgumentParser it runs at once. Lets `--help` and light commands skip importing
+    torch, transformers, scikit-learn and PyVista, where the option classes live."""
+
+    @functools.wraps(add)
+    def register(parser: argparse.ArgumentParser, *args, **kwargs) -> None:
+        later = getattr(parser, "defer", None)
+        if later is None:
+            add(parser, *args, **kwargs)
+        else:
+            later(lambda p: add(p, *args, **kwargs))
+
+    return register
+
+
+@deferred
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The ModelOptions flags: --model, --device, --dtype, --trust-remote-code."""
     from layerscan.autoencoder.capture.loading import ModelOptions
@@ -27,6 +45,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     add_options(parser, ModelOptions, "model")
 
 
+@deferred
 def add_capture_arguments(parser: argparse.ArgumentParser) -> None:
     """The CaptureOptions flags: --normalization, --generate, --top-k, ..."""
     from layerscan.autoencoder.capture.hidden_states import CaptureOptions
@@ -34,6 +53,7 @@ def add_capture_arguments(parser: argparse.ArgumentParser) -> None:
     add_options(parser, CaptureOptions, "capture")
 
 
+@deferred
 def add_scan_arguments(parser: argparse.ArgumentParser, save: bool = True) -> None:
     """Model, capture, projection and autoencoder flags, used when a prompt is scanned."""
     from layerscan.geometry.pipeline import ScanOptions
@@ -50,6 +70,7 @@ def add_scan_arguments(parser: argparse.ArgumentParser, save: bool = True) -> No
                            help="also save the scan, to re-render or view it without the model")
 
 
+@deferred
 def add_scene_arguments(parser: argparse.ArgumentParser) -> None:
     """The SceneOptions flags: what to draw and how."""
     from layerscan.geometry.scene.scene import SceneOptions
@@ -57,6 +78,7 @@ def add_scene_arguments(parser: argparse.ArgumentParser) -> None:
     add_options(parser, SceneOptions, "drawing")
 
 
+@deferred
 def add_movie_arguments(parser: argparse.ArgumentParser) -> None:
     """The RenderOptions flags: timing and encoding of a movie."""
     from layerscan.geometry.scene.render import RenderOptions

@@ -9,6 +9,7 @@ from layerscan.commands.common import (
     add_scan_arguments,
     add_scene_arguments,
     check_outputs,
+    deferred,
     load_or_diff,
     load_or_scan,
     scene_options,
@@ -16,9 +17,15 @@ from layerscan.commands.common import (
 from layerscan.commands.options import add_options, options_from_args
 
 
-def register(subparsers) -> None:
+@deferred
+def add_window_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ViewerOptions flags."""
     from layerscan.geometry.scene.window import ViewerOptions
 
+    add_options(parser, ViewerOptions, "window")
+
+
+def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "view", help="open a prompt, a .scan file or a diff in a desktop window",
         description="Open a PyVista window: drag to orbit, scroll to zoom, space = play/pause, "
@@ -29,7 +36,7 @@ def register(subparsers) -> None:
                         help="prompt text or a .scan file (default: the default prompt); "
                              "with --diff: two prompts or one diff .scan file")
     parser.add_argument("--diff", action="store_true", help="show two prompts side by side")
-    add_options(parser, ViewerOptions, "window")
+    add_window_arguments(parser)
     add_scene_arguments(parser)
     add_scan_arguments(parser)
     parser.set_defaults(run=run)
