@@ -59,6 +59,10 @@ class _Parser(argparse.ArgumentParser):
         self._complete()
         return super().parse_known_args(args, namespace)
 
+    def _parse_known_args(self, *args, **kwargs):  # the path some Pythons' subparsers take
+        self._complete()
+        return super()._parse_known_args(*args, **kwargs)
+
     def format_usage(self) -> str:
         self._complete()
         return super().format_usage()
