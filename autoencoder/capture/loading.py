@@ -119,7 +119,7 @@ def load_model(model_id: str = "embedded", device: str = "auto", dtype: str = "a
     if torch_device.type == "cuda" and torch.cuda.device_count() > 1 and device == "auto":
         kwargs["device_map"] = "auto"
     try:
-        model = auto_class.from_pretrained(source, **kwargs)
+        model = auto_class.from_pretrained(source, config=config, **kwargs)  # not read again
     except OSError as exc:
         raise LayerscanError(f"cannot load weights of {model_id!r}: {exc}".splitlines()[0]
                              + " (layerscan loads safetensors weights only)") from exc
@@ -210,8 +210,9 @@ def _load_config_and_tokenizer(source: Any, model_id: str,
                 source, trust_remote_code=trust_remote_code, local_files_only=local_only)
             if looks_like_path:
                 _check_tokenizer_files(source)
-            tokenizer = transformers.AutoTokenizer.from_pretrained(
-                source, trust_remote_code=trust_remote_code, local_files_only=local_only)
+            tokenizer = transformers.AutoTokenizer.from_pretrained(  # config: read once
+                source, config=config, trust_remote_code=trust_remote_code,
+                local_files_only=local_only)
             return config, tokenizer, source
         except ValueError as exc:
             if "trust_remote_code" in str(exc):
