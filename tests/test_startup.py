@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import imageio.v3 as iio
+import pytest
 import torch
 
 from layerscan.autoencoder.artifact import export_autoencoder, load_autoencoder
@@ -81,3 +83,30 @@ def test_a_corrupt_cached_basis_is_ignored_and_rewritten(tmp_path, monkeypatch):
         assert torch.equal(read_basis(cached, key, derived), derived)  # rewritten
     write_basis(cached, key, derived[:, :2])  # wrong shape: ignored too
     assert torch.equal(load_autoencoder(folder).model.basis, derived)
+
+
+def test_prompts_file_names_and_errors(tmp_path, capsys):
+    from layerscan.commands.render import numbered
+
+    assert numbered("out/a.mp4", 3, 12) == "out/a-03.mp4" and numbered("frames", 1, 2) == \
+        "frames-1"
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n  \n", encoding="utf-8")
+    for argv in (["--prompts-file", str(tmp_path / "missing.txt")],
+                 ["--prompts-file", str(prompts)],
+                 ["a prompt", "--prompts-file", str(prompts)]):
+        assert main(["render", *argv, "-o", str(tmp_path / "a.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("layerscan: error: ") == 3 and err.count("\n") == 3
+    assert list(tmp_path.iterdir()) == [prompts]
+
+
+@pytest.mark.slow
+def test_prompts_file_renders_one_still_per_prompt(tmp_path, capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("The cat sat\n\nA dog ran far\n", encoding="utf-8")
+    assert main(["render", "--prompts-file", str(prompts), "-o", str(tmp_path / "s.png"),
+                 "--resolution", "160x120"]) == 0
+    first, second = (iio.imread(tmp_path / f"s-{i}.png") for i in (1, 2))
+    assert first.shape == second.shape == (120, 160, 3) and (first != second).any()
+    assert capsys.readouterr().err.count("scanned") == 2

@@ -142,22 +142,25 @@ class ScanRequest:
         self.capture = options_from_args(CaptureOptions, args)
         self.options = options_from_args(ScanOptions, args)
         self.autoencoder: str | None = args.autoencoder
+        self._loaded: tuple | None = None
         self.save_scan: str | None = vars(args).get("save_scan")
         if self.save_scan is not None and not self.save_scan.endswith(".scan"):
             raise LayerscanError(f"{self.save_scan}: scan files end in .scan")
 
     def _load(self):
-        """The autoencoder, then the model, on the model's device.
+        """The autoencoder, then the model, on the model's device; loaded once per request.
 
         The autoencoder loads first (on the CPU) so that a missing, corrupt or mismatched
         folder fails in one line before minutes of model loading.
         """
         from layerscan.autoencoder.artifact import load_autoencoder
 
-        autoencoder = load_autoencoder(self.autoencoder)
-        loaded = _load_model(self.model)
-        autoencoder.model.to(loaded.device)
-        return loaded, autoencoder
+        if self._loaded is None:
+            autoencoder = load_autoencoder(self.autoencoder)
+            loaded = _load_model(self.model)
+            autoencoder.model.to(loaded.device)
+            self._loaded = (loaded, autoencoder)
+        return self._loaded
 
     def scan(self, prompt: str, timings: dict | None = None):
         """The pipeline's Scan of `prompt`.
