@@ -103,8 +103,11 @@ def phases(name: str, stdout: str, stderr: str) -> dict[str, float]:
     return out
 
 
-def run_once(argv: list[str], name: str) -> tuple[float, dict[str, float]]:
+def run_once(argv: list[str], name: str, pythonpath: str | None = None
+             ) -> tuple[float, dict[str, float]]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if pythonpath:  # a baseline tree, found before the editable install
+        env["PYTHONPATH"] = pythonpath
     start = time.perf_counter()
     result = subprocess.run(argv, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start
@@ -120,16 +123,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip", nargs="*", default=[],
                         help="skip cases whose name contains one of these words")
     parser.add_argument("--json", help="also write the medians here")
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="also run every case with DIR first on PYTHONPATH (a folder "
+                             "holding an older `layerscan` package laid out as installed), "
+                             "interleaved, as 'base: CASE'")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         todo = {name: cmd for name, cmd in cases(Path(tmp)).items()
                 if not any(word in name for word in args.skip)}
+        paths = {name: None for name in todo}
+        if args.baseline:
+            for name in list(todo):
+                if name != "python -c pass":
+                    todo[f"base: {name}"] = todo[name]
+                    paths[f"base: {name}"] = args.baseline
+            order = list(cases(Path(tmp)))  # each case beside its baseline
+            todo = {name: todo[name] for name in sorted(
+                todo, key=lambda n: (order.index(n.removeprefix("base: ")), n))}
         walls: dict[str, list[float]] = {name: [] for name in todo}
         parts: dict[str, list[dict[str, float]]] = {name: [] for name in todo}
         run_once(todo["python -c pass"], "warm-up")
         for round_ in range(args.rounds):
             for name, cmd in todo.items():
-                wall, phase = run_once(cmd, name)
+                wall, phase = run_once(cmd, name, paths.get(name))
                 walls[name].append(wall)
                 parts[name].append(phase)
                 print(f"round {round_ + 1}: {name:<36} {wall:6.2f} s", file=sys.stderr,
