@@ -38,8 +38,9 @@ print("BENCH " + json.dumps({{"import": t1 - t0, "work": t2 - t1}}), file=sys.st
 RENDER_PATH = ("import layerscan.cli, layerscan.commands.common, layerscan.geometry.pipeline, "
                "layerscan.geometry.scene.render, layerscan.geometry.scene.scene")
 """Everything `layerscan render` of a prompt imports before it works."""
+THREADS = "import torch\ntorch.set_num_threads(1)\n"
+"""As the commands load and capture (ScanOptions.threads, default 1)."""
 LOAD_MODEL = ("from layerscan.autoencoder.capture.loading import load_model\n"
-              "import time\n"
               "load_model('embedded', device='cpu')")
 LOAD_AUTOENCODER = ("from layerscan.autoencoder.artifact import load_autoencoder\n"
                     "load_autoencoder(None)")
@@ -56,11 +57,12 @@ def cases(folder: Path) -> dict[str, list[str]]:
         "layerscan --help": [LAYERSCAN, "--help"],
         "layerscan info": [LAYERSCAN, "info"],
         "imports (render path)": [PYTHON, "-X", "importtime", "-c", RENDER_PATH],
-        "model load": timed_code("import layerscan.autoencoder.capture.loading", LOAD_MODEL),
+        "model load": timed_code("import layerscan.autoencoder.capture.loading",
+                                 THREADS + LOAD_MODEL),
         "autoencoder load": timed_code("import layerscan.autoencoder.artifact",
-                                       LOAD_AUTOENCODER),
+                                       THREADS + LOAD_AUTOENCODER),
         "fixed cost (imports+model+AE)": timed_code(
-            RENDER_PATH, LOAD_MODEL + "\n" + LOAD_AUTOENCODER),
+            RENDER_PATH, THREADS + LOAD_MODEL + "\n" + LOAD_AUTOENCODER),
         "layerscan scan (short prompt)": [LAYERSCAN, "scan", PROMPT, "-o",
                                           str(folder / "bench.scan"), "--overwrite"],
         "layerscan render (default prompt)": [LAYERSCAN, "render", "-o",
