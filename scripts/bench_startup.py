@@ -110,8 +110,9 @@ def run_once(argv: list[str], name: str, pythonpath: str | None = None
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if pythonpath:  # a baseline tree, found before the editable install
         env["PYTHONPATH"] = pythonpath
-    start = time.perf_counter()
-    result = subprocess.run(argv, capture_output=True, text=True, env=env)
+    start = time.perf_counter()  # cwd: away from the source tree, which `-c` would import
+    result = subprocess.run(argv, capture_output=True, text=True, env=env,
+                            cwd=tempfile.gettempdir())
     wall = time.perf_counter() - start
     if result.returncode != 0:
         raise SystemExit(f"{name} failed ({result.returncode}):\n{result.stderr[-2000:]}")
