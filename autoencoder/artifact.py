@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import torch
 
+from layerscan.autoencoder.basis_cache import basis_key, basis_path, read_basis, write_basis
 from layerscan.autoencoder.config import ModelConfig, from_dict
 from layerscan.autoencoder.model import ParticleAutoencoder
 from layerscan.errors import LayerscanError
@@ -245,10 +246,13 @@ def export_autoencoder(model: ParticleAutoencoder, config: ArtifactConfig,
 
 
 def load_autoencoder(folder: str | os.PathLike | None = None,
-                     device: str | torch.device = "cpu") -> TrainedAutoencoder:
+                     device: str | torch.device = "cpu",
+                     cache_bases: bool = True) -> TrainedAutoencoder:
     """Load an exported autoencoder; None loads the packaged one for the embedded model.
 
-    Missing or corrupt folders raise a one-line LayerscanError. Never unpickles.
+    Missing or corrupt folders raise a one-line LayerscanError. Never unpickles. The per-layer
+    bases derived from the weights are cached under the layerscan cache dir, keyed by a hash
+    of the artifact's files (see `basis_cache`); `cache_bases=False` derives them afresh.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -274,13 +278,22 @@ def load_autoencoder(folder: str | os.PathLike | None = None,
                                  f"projections), which this layerscan no longer reads; retrain "
                                  f"it with `layerscan train`")
         _check_shapes(model, state, config, weights_file)
+        key = basis_key(config_file, weights_file)
+        cached_at = basis_path(key) if cache_bases else None
+        cached = None if cached_at is None else read_basis(cached_at, key, model.basis)
+        model.derive_basis_on_load = cached is None  # a cached basis skips the per-layer eighs
         model.load_state_dict(state, strict=True)
+        model.derive_basis_on_load = True
     except (OSError, SafetensorError, RuntimeError, ValueError) as exc:
         raise LayerscanError(f"{weights_file}: corrupt or mismatched autoencoder weights "
                              f"({str(exc).splitlines()[0][:200]}); re-export or retrain it") \
             from exc
     if not all(torch.isfinite(v).all() for v in state.values()):
         raise LayerscanError(f"{weights_file}: weights contain NaN or infinite values")
+    if cached is not None:
+        model.basis.copy_(cached)
+    elif cached_at is not None:
+        write_basis(cached_at, key, model.basis)
     return TrainedAutoencoder(model.to(device), config)
 
 

@@ -93,6 +93,8 @@ class ParticleAutoencoder(nn.Module):
         self.register_buffer("mixing", _hat_functions(n_frames, self.n_anchors), persistent=False)
         eye = torch.eye(n_code, d_model).expand(n_frames, -1, -1)
         self.register_buffer("basis", eye.clone(), persistent=False)  # (n_frames, n_code, d_model)
+        self.derive_basis_on_load = True
+        """Recompute `basis` after `load_state_dict`; loading turns it off to set a cached one."""
         self.register_load_state_dict_post_hook(self._after_load)
         tables = routing_tables(config.n_particles, config.max_len, self.n_ranks)
         for name, table in zip(("token_of", "rank_of", "repeat_of", "particle_of"), tables,
@@ -156,7 +158,8 @@ class ParticleAutoencoder(nn.Module):
         self.basis[:, :min(n_code, self.d_model)] = basis[:, :n_code].to(self.basis)
 
     def _after_load(self, module: nn.Module, incompatible_keys) -> None:
-        self._update_basis()
+        if self.derive_basis_on_load:
+            self._update_basis()
 
     def _per_layer(self, x: torch.Tensor, layer: torch.Tensor, inverse: bool) -> torch.Tensor:
         """Apply each row's layer basis (tokens sorted by layer: one matrix product a layer).

@@ -7,6 +7,7 @@ import importlib
 import sys
 import traceback
 import warnings
+from collections.abc import Callable
 
 from layerscan import __version__
 from layerscan.errors import Caution, LayerscanError, Notice, Terminated
@@ -34,7 +35,42 @@ EXIT_TERMINATED = 143
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports usage errors as one line and exit code 2."""
+    """argparse that reports usage errors as one line and exit code 2, and adds the argument
+    groups a command `defer`s only when that command is parsed or its help shown (their option
+    classes live beside torch, transformers and PyVista, which `--help` and other commands
+    should not import)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._deferred: list[Callable[[argparse.ArgumentParser], None]] | None = []
+
+    def defer(self, add: Callable[[argparse.ArgumentParser], None]) -> None:
+        """Call `add(self)` before this parser is first used (at once once it has been)."""
+        if self._deferred is None:
+            add(self)
+        else:
+            self._deferred.append(add)
+
+    def _complete(self) -> None:
+        deferred, self._deferred = self._deferred, None  # in order, nested ones in place
+        for add in deferred or ():
+            add(self)
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._complete()
+        return super().parse_known_args(args, namespace)
+
+    def _parse_known_args(self, *args, **kwargs):  # the path some Pythons' subparsers take
+        self._complete()
+        return super()._parse_known_args(*args, **kwargs)
+
+    def format_usage(self) -> str:
+        self._complete()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self._complete()
+        return super().format_help()
 
     def error(self, message: str) -> None:  # noqa: D401 - argparse API
         self.exit(EXIT_USAGE, f"layerscan: error: {message} (see `{self.prog} --help`)\n")

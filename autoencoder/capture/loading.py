@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
 
@@ -110,15 +111,15 @@ def load_model(model_id: str = "embedded", device: str = "auto", dtype: str = "a
     else:
         source = model_id
     config, tokenizer, source = _load_config_and_tokenizer(source, model_id, trust_remote_code)
-    is_causal = _is_causal(config)
-    auto_class = (transformers.AutoModelForCausalLM if is_causal
+    causal = is_causal(config)
+    auto_class = (transformers.AutoModelForCausalLM if causal
                   else _encoder_auto_class(config, transformers))
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code,
                               "use_safetensors": True}
     if torch_device.type == "cuda" and torch.cuda.device_count() > 1 and device == "auto":
         kwargs["device_map"] = "auto"
     try:
-        model = auto_class.from_pretrained(source, **kwargs)
+        model = auto_class.from_pretrained(source, config=config, **kwargs)  # not read again
     except OSError as exc:
         raise LayerscanError(f"cannot load weights of {model_id!r}: {exc}".splitlines()[0]
                              + " (layerscan loads safetensors weights only)") from exc
@@ -128,7 +129,7 @@ def load_model(model_id: str = "embedded", device: str = "auto", dtype: str = "a
     if revision is None:
         revision = getattr(config, "_commit_hash", None)
     return LoadedModel(model=model, tokenizer=tokenizer, model_id=model_id, revision=revision,
-                       architecture=config.model_type, is_causal=is_causal,
+                       architecture=config.model_type, is_causal=causal,
                        device=torch_device)
 
 
@@ -140,6 +141,53 @@ def model_config(model_id: str = "embedded", trust_remote_code: bool = False
         source, model_id = embedded_model_folder(), EMBEDDED_MODEL_ID
     config, _, _ = _load_config_and_tokenizer(source, model_id, trust_remote_code)
     return model_id, config
+
+
+class ModelFiles(NamedTuple):
+    """What a model's files say about it, read without loading its weights."""
+
+    model_id: str
+    revision: str | None
+    config: Any
+    """The transformers config."""
+    tokenizer: Any
+    n_parameters: int | None
+    """Parameters in its safetensors weights (tied weights once); None if not found locally."""
+
+
+def model_files(model_id: str = "embedded", trust_remote_code: bool = False) -> ModelFiles:
+    """Config, tokenizer and parameter count of a model, as `load_model` would see them, read
+    from its files only (no weights: `layerscan info` needs no more)."""
+    source, revision = model_id, None
+    if model_id in EMBEDDED_ALIASES:
+        source, revision, model_id = embedded_model_folder(), embedded_revision(), \
+            EMBEDDED_MODEL_ID
+    config, tokenizer, source = _load_config_and_tokenizer(source, model_id, trust_remote_code)
+    return ModelFiles(model_id, revision or getattr(config, "_commit_hash", None), config,
+                      tokenizer, _parameter_count(source))
+
+
+def _parameter_count(source: Any) -> int | None:
+    """Sum of the tensor sizes in the safetensors headers of a folder or a cached hub model."""
+    folder = Path(source) if isinstance(source, Path) else None
+    if folder is None:
+        from huggingface_hub import try_to_load_from_cache
+
+        for name in ("model.safetensors", "model.safetensors.index.json"):
+            found = try_to_load_from_cache(str(source), name)
+            if isinstance(found, str):
+                folder = Path(found).parent
+                break
+    files = sorted(folder.glob("*.safetensors")) if folder is not None else []
+    total = 0
+    try:
+        for path in files:
+            with open(path, "rb") as fh:
+                header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
+            total += sum(math.prod(v["shape"]) for k, v in header.items() if k != "__metadata__")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return total or None
 
 
 def _load_config_and_tokenizer(source: Any, model_id: str,
@@ -162,8 +210,9 @@ def _load_config_and_tokenizer(source: Any, model_id: str,
                 source, trust_remote_code=trust_remote_code, local_files_only=local_only)
             if looks_like_path:
                 _check_tokenizer_files(source)
-            tokenizer = transformers.AutoTokenizer.from_pretrained(
-                source, trust_remote_code=trust_remote_code, local_files_only=local_only)
+            tokenizer = transformers.AutoTokenizer.from_pretrained(  # config: read once
+                source, config=config, trust_remote_code=trust_remote_code,
+                local_files_only=local_only)
             return config, tokenizer, source
         except ValueError as exc:
             if "trust_remote_code" in str(exc):
@@ -215,7 +264,8 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def _is_causal(config: Any) -> bool:
+def is_causal(config: Any) -> bool:
+    """Whether layerscan treats the model as causal (token-time, --generate) or an encoder."""
     if getattr(config, "is_encoder_decoder", False):
         raise LayerscanError(f"{config.model_type}: encoder-decoder models are not supported; "
                              "use a decoder-only (causal) or encoder-only model")

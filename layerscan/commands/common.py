@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,6 +21,23 @@ def note(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def deferred(add: Callable[[argparse.ArgumentParser], None]) -> Callable:
+    """`add(parser)` runs when the command is used, not when the CLI starts (see cli._Parser);
+    on a plain ArgumentParser it runs at once. Lets `--help` and light commands skip importing
+    torch, transformers, scikit-learn and PyVista, where the option classes live."""
+
+    @functools.wraps(add)
+    def register(parser: argparse.ArgumentParser, *args, **kwargs) -> None:
+        later = getattr(parser, "defer", None)
+        if later is None:
+            add(parser, *args, **kwargs)
+        else:
+            later(lambda p: add(p, *args, **kwargs))
+
+    return register
+
+
+@deferred
 def add_model_arguments(parser: argparse.ArgumentParser, defaults: str | None = None) -> None:
     """The ModelOptions flags: --model, --device, --dtype, --trust-remote-code.
 
@@ -37,6 +55,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, defaults: str | None = 
                     show_defaults=False)
 
 
+@deferred
 def add_second_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The SecondModelOptions flags: --model-b, --adapter (model-vs-model comparisons)."""
     from layerscan.autoencoder.capture.model_pair import SecondModelOptions
@@ -44,6 +63,7 @@ def add_second_model_arguments(parser: argparse.ArgumentParser) -> None:
     add_options(parser, SecondModelOptions, "second model (B)")
 
 
+@deferred
 def add_capture_arguments(parser: argparse.ArgumentParser) -> None:
     """The CaptureOptions flags: --normalization, --generate, --top-k, ..."""
     from layerscan.autoencoder.capture.hidden_states import CaptureOptions
@@ -63,6 +83,7 @@ def data_changes(args: argparse.Namespace) -> dict:
     return {DATA_FIELDS[name]: value for name, value in given_options(ModelOptions, args).items()}
 
 
+@deferred
 def add_scan_arguments(parser: argparse.ArgumentParser, save: bool = True) -> None:
     """Model, capture, projection and autoencoder flags, used when a prompt is scanned."""
     from layerscan.geometry.pipeline import ScanOptions
@@ -81,6 +102,7 @@ def add_scan_arguments(parser: argparse.ArgumentParser, save: bool = True) -> No
                            help="also save the scan, to re-render or view it without the model")
 
 
+@deferred
 def add_scene_arguments(parser: argparse.ArgumentParser) -> None:
     """The SceneOptions flags: what to draw and how."""
     from layerscan.geometry.scene.scene import SceneOptions
@@ -88,6 +110,7 @@ def add_scene_arguments(parser: argparse.ArgumentParser) -> None:
     add_options(parser, SceneOptions, "drawing")
 
 
+@deferred
 def add_movie_arguments(parser: argparse.ArgumentParser) -> None:
     """The RenderOptions flags: timing and encoding of a movie."""
     from layerscan.geometry.scene.render import RenderOptions
@@ -173,22 +196,25 @@ class ScanRequest:
         self.capture = options_from_args(CaptureOptions, args)
         self.options = options_from_args(ScanOptions, args)
         self.autoencoder: str | None = args.autoencoder
+        self._loaded: tuple | None = None
         self.save_scan: str | None = vars(args).get("save_scan")
         if self.save_scan is not None and not self.save_scan.endswith(".scan"):
             raise LayerscanError(f"{self.save_scan}: scan files end in .scan")
 
     def _load(self):
-        """The autoencoder, then the model, on the model's device.
+        """The autoencoder, then the model, on the model's device; loaded once per request.
 
         The autoencoder loads first (on the CPU) so that a missing, corrupt or mismatched
         folder fails in one line before minutes of model loading.
         """
         from layerscan.autoencoder.artifact import load_autoencoder
 
-        autoencoder = load_autoencoder(self.autoencoder)
-        loaded = _load_model(self.model)
-        autoencoder.model.to(loaded.device)
-        return loaded, autoencoder
+        if self._loaded is None:
+            autoencoder = load_autoencoder(self.autoencoder)
+            loaded = _load_model(self.model)
+            autoencoder.model.to(loaded.device)
+            self._loaded = (loaded, autoencoder)
+        return self._loaded
 
     def _check_prompts(self, loaded, autoencoder, prompts: list[str]) -> None:
         """Every length limit, right after tokenizing and before any forward pass."""
@@ -199,35 +225,43 @@ class ScanRequest:
             check_prompt(loaded, prompt, self.capture, max_len, "the autoencoder's max_len")
 
     def scan(self, prompt: str, timings: dict | None = None):
-        """The pipeline's Scan of `prompt`."""
-        from layerscan.geometry.pipeline import scan_prompt
+        """The pipeline's Scan of `prompt`.
 
-        loaded, autoencoder = self._load()
-        self._check_prompts(loaded, autoencoder, [prompt])
-        return scan_prompt(prompt, self.options, model=loaded, capture=self.capture,
-                           autoencoder=autoencoder, timings=timings)
+        Loading and capture run with the scan's --threads too: on a busy machine, torch's
+        default of one thread per core made a short prompt's forward pass 40x slower.
+        """
+        from layerscan.geometry.pipeline import scan_prompt, torch_threads
+
+        with torch_threads(self.options.threads):
+            loaded, autoencoder = self._load()
+            self._check_prompts(loaded, autoencoder, [prompt])
+            return scan_prompt(prompt, self.options, model=loaded, capture=self.capture,
+                               autoencoder=autoencoder, timings=timings)
 
     def diff(self, prompt_a: str, prompt_b: str):
-        """The pipeline's DiffScan of two prompts (B through --model-b when given)."""
-        from layerscan.geometry.pipeline import diff_prompts
+        """The pipeline's DiffScan of two prompts (B through --model-b when given; threads as
+        in `scan`)."""
+        from layerscan.geometry.pipeline import diff_prompts, torch_threads
 
         if self.options.token_time:  # the pipeline says so too, but only after loading
             raise LayerscanError("--token-time does not apply to diffs; drop it")
-        if not self.second.wanted:
-            loaded, autoencoder = self._load()
+        with torch_threads(self.options.threads):
+            if not self.second.wanted:
+                loaded, autoencoder = self._load()
+                self._check_prompts(loaded, autoencoder, [prompt_a, prompt_b])
+                return diff_prompts(prompt_a, prompt_b, self.options, model=loaded,
+                                    capture=self.capture, autoencoder=autoencoder)
+            from layerscan.autoencoder.artifact import load_autoencoder
+
+            autoencoder = load_autoencoder(self.autoencoder)
+            model_b = self.load_second((autoencoder.config.d_model,
+                                        autoencoder.config.n_layers))
+            loaded = _load_model(self.model)
+            autoencoder.model.to(loaded.device)
             self._check_prompts(loaded, autoencoder, [prompt_a, prompt_b])
             return diff_prompts(prompt_a, prompt_b, self.options, model=loaded,
-                                capture=self.capture, autoencoder=autoencoder)
-        from layerscan.autoencoder.artifact import load_autoencoder
-
-        autoencoder = load_autoencoder(self.autoencoder)
-        model_b = self.load_second((autoencoder.config.d_model, autoencoder.config.n_layers))
-        loaded = _load_model(self.model)
-        autoencoder.model.to(loaded.device)
-        self._check_prompts(loaded, autoencoder, [prompt_a, prompt_b])
-        return diff_prompts(prompt_a, prompt_b, self.options, model=loaded,
-                            capture=self.capture, autoencoder=autoencoder,
-                            model_b=model_b())
+                                capture=self.capture, autoencoder=autoencoder,
+                                model_b=model_b())
 
     def load_second(self, shape: tuple[int, int] | None = None):
         """See `second_model_loader`."""

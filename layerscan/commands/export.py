@@ -9,14 +9,22 @@ from layerscan.commands.common import (
     add_overwrite_argument,
     add_scan_arguments,
     check_outputs,
+    deferred,
     load_or_diff,
     load_or_scan,
 )
 
 
-def register(subparsers) -> None:
+@deferred
+def add_format_argument(parser: argparse.ArgumentParser) -> None:
+    """--format, whose choices the scene's export module defines."""
     from layerscan.geometry.scene.export import MESH_FORMATS
 
+    parser.add_argument("--format", default=MESH_FORMATS[0], choices=MESH_FORMATS,
+                        help="mesh format for folder output (default vtp)")
+
+
+def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "export", help="write per-layer VTK/PLY meshes (ParaView) or a self-contained HTML page",
         description="Export a prompt, a .scan file or a diff. -o NAME.html writes one "
@@ -29,9 +37,8 @@ def register(subparsers) -> None:
     parser.add_argument("-o", "--output", required=True,
                         help="FILE.html, or a folder (no suffix) for meshes")
     add_overwrite_argument(parser)
-    parser.add_argument("--format", default=MESH_FORMATS[0], choices=MESH_FORMATS,
-                        help="mesh format for folder output (default vtp)")
     parser.add_argument("--diff", action="store_true", help="export a diff of two prompts")
+    add_format_argument(parser)
     add_scan_arguments(parser)
     parser.set_defaults(run=run)
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from layerscan.commands.common import add_model_arguments, load_model_from_args
+from layerscan.commands.common import add_model_arguments
+from layerscan.commands.options import options_from_args
 
 
 def register(subparsers) -> None:
@@ -16,46 +17,42 @@ def register(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
-def _lens_text(loaded) -> str:
-    from layerscan.autoencoder.capture.hidden_states import lens_logits_fn
-    from layerscan.errors import LayerscanError
-
-    try:
-        return "yes" if lens_logits_fn(loaded) is not None else "no LM head"
-    except LayerscanError:
-        return "off (layerscan does not know this model's final norm or LM head)"
-
-
 def run(args: argparse.Namespace) -> int:
-    from layerscan.autoencoder.capture.architectures import context_length, final_norm
+    """Reads the model's config, tokenizer and weight headers only: no weights are loaded."""
+    from layerscan.autoencoder.capture.architectures import ARCHITECTURES, context_length
     from layerscan.autoencoder.capture.capture_file import NORMALIZATIONS
-    from layerscan.errors import LayerscanError
+    from layerscan.autoencoder.capture.loading import ModelOptions, is_causal, model_files
 
-    loaded = load_model_from_args(args)
-    config = loaded.config
-    try:
-        norm = final_norm(loaded.model)
-        norm_text = type(norm).__name__ if norm is not None else "none (post-norm: = raw)"
-        modes = ", ".join(NORMALIZATIONS)
-    except LayerscanError:
+    options = options_from_args(ModelOptions, args)
+    files = model_files(options.model, trust_remote_code=options.trust_remote_code)
+    config, tokenizer = files.config, files.tokenizer
+    entry = ARCHITECTURES.get(config.model_type)
+    if entry is None:
         norm_text = "unknown architecture"
         modes = ", ".join(n for n in NORMALIZATIONS if n != "final-norm")
-    n_params = sum(p.numel() for p in loaded.model.parameters())
+    else:
+        norm_text = "none (post-norm: = raw)" if entry.final_norm is None \
+            else f"base_model.{entry.final_norm}"
+        modes = ", ".join(NORMALIZATIONS)
+    lens = "yes" if entry is not None and entry.lens is not None \
+        else "off (layerscan does not know this model's final norm or LM head)"
+    n_params = files.n_parameters
     rows = [
-        ("model", loaded.model_id),
-        ("revision", loaded.revision or "unknown"),
-        ("architecture", f"{loaded.architecture} ({type(loaded.model).__name__})"),
-        ("kind", "causal LM (token-time, --generate)" if loaded.is_causal else "encoder"),
-        ("parameters", f"{n_params / 1e6:.1f} M"),
+        ("model", files.model_id),
+        ("revision", files.revision or "unknown"),
+        ("architecture", f"{config.model_type} ({', '.join(config.architectures or ['?'])})"),
+        ("kind", "causal LM (token-time, --generate)" if is_causal(config) else "encoder"),
+        ("parameters", "unknown" if n_params is None else f"{n_params / 1e6:.1f} M"),
         ("layers", f"{config.num_hidden_layers} blocks -> {config.num_hidden_layers + 1} "
                    "hidden states (embeddings + blocks)"),
         ("hidden size", str(config.hidden_size)),
-        ("context length", str(context_length(config, loaded.tokenizer) or "unknown")),
+        ("context length", str(context_length(config, tokenizer) or "unknown")),
         ("final norm", norm_text),
         ("normalizations", modes),
-        ("logit lens", _lens_text(loaded)),
-        ("chat template", "yes" if getattr(loaded.tokenizer, "chat_template", None) else "no"),
-        ("device", f"{loaded.device} ({next(loaded.model.parameters()).dtype})"),
+        ("logit lens", lens),
+        ("chat template", "yes" if getattr(tokenizer, "chat_template", None) else "no"),
+        ("device", f"--device {options.device}, --dtype {options.dtype} (auto: the GPU in "
+                   f"bfloat16 when torch sees one, else the CPU in float32)"),
     ]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:

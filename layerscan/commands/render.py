@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
+from pathlib import Path
 
 from layerscan.commands.common import (
     DEFAULT_PROMPT,
@@ -18,6 +19,7 @@ from layerscan.commands.common import (
     render_options,
     scene_options,
 )
+from layerscan.errors import LayerscanError
 
 DEFAULT_OUTPUT = "layerscan.mp4"
 
@@ -35,6 +37,10 @@ def register(subparsers) -> None:
     parser.add_argument("-o", "--output", default=DEFAULT_OUTPUT,
                         help=f"output: .mp4/.mov/.mkv, .gif, .png (one still) or a folder for "
                              f"PNG frames (default {DEFAULT_OUTPUT})")
+    parser.add_argument("--prompts-file", metavar="FILE",
+                        help="render every non-blank line of FILE (a prompt or a .scan file) "
+                             "in one process, loading the model once; -o NAME.mp4 then "
+                             "writes NAME-1.mp4, NAME-2.mp4, ...")
     add_overwrite_argument(parser)
     add_scene_arguments(parser)
     add_movie_arguments(parser)
@@ -42,16 +48,44 @@ def register(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
+def numbered(output: str, number: int, count: int) -> str:
+    """NAME.mp4 → NAME-01.mp4 (numbers as wide as `count`); a folder NAME → NAME-01."""
+    path = Path(output)
+    return str(path.with_name(f"{path.stem}-{number:0{len(str(count))}d}{path.suffix}"))
+
+
+def read_prompts(path: str) -> list[str]:
+    """The non-blank lines of a prompts file, stripped."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LayerscanError(f"--prompts-file {path}: cannot read it ({exc})") from exc
+    prompts = [line.strip() for line in lines if line.strip()]
+    if not prompts:
+        raise LayerscanError(f"--prompts-file {path}: has no prompts (one per line)")
+    return prompts
+
+
 def run(args: argparse.Namespace) -> int:
     from layerscan.geometry.scene.render import output_kind
 
     kind = output_kind(args.output)  # a bad suffix fails before the model loads
-    check_outputs([("-o", args.output, kind == "frames"), ("--save-scan", args.save_scan, False)],
-                  args.overwrite, [args.source])
+    jobs = [(args.source, args.output)]
+    if args.prompts_file:
+        if args.source is not None or args.save_scan:
+            raise LayerscanError("--prompts-file renders the file's prompts; drop the prompt "
+                                 "argument and --save-scan")
+        prompts = read_prompts(args.prompts_file)
+        jobs = [(prompt, numbered(args.output, i, len(prompts)))
+                for i, prompt in enumerate(prompts, 1)]
+    check_outputs([("-o", output, kind == "frames") for _, output in jobs]
+                  + [("--save-scan", args.save_scan, False)],
+                  args.overwrite, [args.source, args.prompts_file])
     scene = scene_options(args)
     movie = render_options(args)
     request = ScanRequest(args)
     if request.options.token_time:  # a token-time scan plays once per token
         movie = replace(movie, token_sweep=True)
-    return render_and_report(load_or_scan(request, args.source), args.output, scene, movie,
-                             args.overwrite)
+    for source, output in jobs:  # the model and autoencoder load once (ScanRequest keeps them)
+        render_and_report(load_or_scan(request, source), output, scene, movie, args.overwrite)
+    return 0

@@ -10,6 +10,7 @@ from layerscan.commands.common import (
     add_scene_arguments,
     add_second_model_arguments,
     check_outputs,
+    deferred,
     load_or_diff,
     load_or_scan,
     scene_options,
@@ -17,9 +18,15 @@ from layerscan.commands.common import (
 from layerscan.commands.options import add_options, options_from_args
 
 
-def register(subparsers) -> None:
+@deferred
+def add_window_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ViewerOptions flags."""
     from layerscan.geometry.scene.window import ViewerOptions
 
+    add_options(parser, ViewerOptions, "window")
+
+
+def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "view", help="open a prompt, a .scan file or a diff in a desktop window",
         description="Open a PyVista window: drag to orbit, scroll to zoom, space = play/pause, "
@@ -32,7 +39,7 @@ def register(subparsers) -> None:
                              "one prompt or two")
     parser.add_argument("--diff", action="store_true",
                         help="show two prompts side by side (implied by --model-b)")
-    add_options(parser, ViewerOptions, "window")
+    add_window_arguments(parser)
     add_scene_arguments(parser)
     add_scan_arguments(parser)
     add_second_model_arguments(parser)

@@ -1,0 +1,112 @@
+"""Start-up: the CLI imports nothing heavy until a command needs it; cached autoencoder bases."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import imageio.v3 as iio
+import pytest
+import torch
+
+from layerscan.autoencoder.artifact import export_autoencoder, load_autoencoder
+from layerscan.autoencoder.basis_cache import FOLDER, basis_key, basis_path, read_basis, write_basis
+from layerscan.cli import main
+from tests.test_autoencoder import SMALL, _fitted, _trained
+
+HEAVY = ("torch", "transformers", "pyvista", "vtkmodules", "sklearn", "scipy")
+
+
+def test_cli_import_and_parser_import_nothing_heavy():
+    code = ("import sys\n"
+            "import layerscan.cli\n"
+            "parser = layerscan.cli.build_parser()\n"
+            "parser.format_help()\n"
+            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_a_commands_help_still_lists_its_deferred_options(capsys):
+    assert main(["render", "--help"]) == 0
+    text = capsys.readouterr().out
+    for flag in ("--model", "--normalization", "--projection", "--surface", "--fps", "--color"):
+        assert flag in text
+    order = [text.index(f"\n{group}:") for group in ("drawing", "movie", "model", "capture",
+                                                     "projection", "scan")]
+    assert order == sorted(order)
+
+
+def _cached_files(root):
+    return sorted((root / FOLDER).glob("*.safetensors"))
+
+
+def test_bases_cache_is_used_identical_and_keyed_by_the_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAYERSCAN_CACHE", str(tmp_path / "cache"))
+    trained = _trained()
+    folder = export_autoencoder(trained.model, trained.config, tmp_path / "ae")
+    derived = load_autoencoder(folder, cache_bases=False).model.basis
+    assert _cached_files(tmp_path / "cache") == []
+    first = load_autoencoder(folder).model.basis  # derives and writes the cache
+    assert len(_cached_files(tmp_path / "cache")) == 1
+    second = load_autoencoder(folder).model.basis  # reads it
+    assert torch.equal(first, derived) and torch.equal(second, derived)
+
+    # the second load really reads the file: a basis written under the same key comes back
+    key = basis_key(folder / "config.json", folder / "weights.safetensors")
+    assert write_basis(basis_path(key), key, derived.flip(0))
+    assert torch.equal(load_autoencoder(folder).model.basis, derived.flip(0))
+
+    # new weights in the same folder: a new key, the bases derived again
+    retrained = _fitted(SMALL)
+    with torch.no_grad():
+        retrained.variances[:, 0] *= 0.01  # another top direction, so other bases
+    export_autoencoder(retrained, trained.config, folder, overwrite=True)
+    fresh = load_autoencoder(folder, cache_bases=False).model.basis
+    assert not torch.equal(fresh, derived)
+    assert torch.equal(load_autoencoder(folder).model.basis, fresh)
+    assert len(_cached_files(tmp_path / "cache")) == 2
+
+
+def test_a_corrupt_cached_basis_is_ignored_and_rewritten(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAYERSCAN_CACHE", str(tmp_path / "cache"))
+    trained = _trained()
+    folder = export_autoencoder(trained.model, trained.config, tmp_path / "ae")
+    derived = load_autoencoder(folder).model.basis
+    (cached,) = _cached_files(tmp_path / "cache")
+    key = basis_key(folder / "config.json", folder / "weights.safetensors")
+    for damage in (b"not a safetensors file", cached.read_bytes()[:100]):
+        cached.write_bytes(damage)
+        assert read_basis(cached, key, derived) is None
+        assert torch.equal(load_autoencoder(folder).model.basis, derived)
+        assert torch.equal(read_basis(cached, key, derived), derived)  # rewritten
+    write_basis(cached, key, derived[:, :2])  # wrong shape: ignored too
+    assert torch.equal(load_autoencoder(folder).model.basis, derived)
+
+
+def test_prompts_file_names_and_errors(tmp_path, capsys):
+    from layerscan.commands.render import numbered
+
+    assert numbered("out/a.mp4", 3, 12) == "out/a-03.mp4" and numbered("frames", 1, 2) == \
+        "frames-1"
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n  \n", encoding="utf-8")
+    for argv in (["--prompts-file", str(tmp_path / "missing.txt")],
+                 ["--prompts-file", str(prompts)],
+                 ["a prompt", "--prompts-file", str(prompts)]):
+        assert main(["render", *argv, "-o", str(tmp_path / "a.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("layerscan: error: ") == 3 and err.count("\n") == 3
+    assert list(tmp_path.iterdir()) == [prompts]
+
+
+@pytest.mark.slow
+def test_prompts_file_renders_one_still_per_prompt(tmp_path, capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("The cat sat\n\nA dog ran far\n", encoding="utf-8")
+    assert main(["render", "--prompts-file", str(prompts), "-o", str(tmp_path / "s.png"),
+                 "--resolution", "160x120"]) == 0
+    first, second = (iio.imread(tmp_path / f"s-{i}.png") for i in (1, 2))
+    assert first.shape == second.shape == (120, 160, 3) and (first != second).any()
+    assert capsys.readouterr().err.count("scanned") == 2
