@@ -16,6 +16,7 @@ from layerscan.geometry.heatmap import Heatmap
 from layerscan.geometry.scene.overlays import DIM, INK, plain_text, plain_text_backend
 from layerscan.geometry.scene.scene import _headless_egl
 from layerscan.geometry.scene.style import software_theme, use_font
+from layerscan.signals import deferred
 
 COLORMAP = "RdBu_r"
 """Diverging: blue below 0, white at 0, red above; symmetric limits keep 0 white."""
@@ -72,6 +73,11 @@ def heatmap_image(heatmap: Heatmap, window_size: tuple[int, int] = (1280, 720)) 
     Rows are layers with the embeddings at the top, columns hidden dimensions; colours run
     from -limit (blue) through 0 (white) to +limit (red), values beyond saturate.
     """
+    with deferred():  # VTK calls Python back: a signal there would exit 1 (see signals.py)
+        return _heatmap_image(heatmap, window_size)
+
+
+def _heatmap_image(heatmap: Heatmap, window_size: tuple[int, int]) -> np.ndarray:
     w, h = window_size
     if w < 200 or h < 150:
         raise LayerscanError(f"a heatmap needs at least 200x150 pixels, got {w}x{h}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import queue
@@ -20,10 +21,12 @@ from layerscan.errors import LayerscanError
 from layerscan.files import atomic_path
 from layerscan.geometry.scan_file import DiffScan, Scan
 from layerscan.geometry.scene import frames as fr
-from layerscan.signals import raise_if_pending
+from layerscan.signals import deferred, raise_if_pending
 
 VIDEO_SUFFIXES = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
 Quality = Literal["low", "medium", "high"]
+WAIT_STEP_S = 0.1
+"""Longest wait (queue, ffmpeg) before checking again for a recorded Ctrl-C or SIGTERM."""
 QUALITY = {"low": ("28", "ultrafast"), "medium": ("23", "superfast"), "high": ("18", "medium")}
 """x264 (crf, preset) per quality; superfast costs ~15 ms of CPU per 720p frame, veryfast ~22."""
 
@@ -154,17 +157,37 @@ class FrameSink:
         """Queue one (height, width, 3) bottom-up frame; returns seconds spent waiting."""
         self._check()
         start = time.perf_counter()
-        self.queue.put(frame.tobytes())
+        data = frame.tobytes()
+        while True:  # in steps, so that a recorded Ctrl-C or SIGTERM is not held up by ffmpeg
+            try:
+                self.queue.put(data, timeout=WAIT_STEP_S)
+                break
+            except queue.Full:
+                raise_if_pending()
+                self._check()
         return time.perf_counter() - start
 
     def close(self) -> float:
         """Flush and finish the file; returns seconds spent waiting."""
         start = time.perf_counter()
-        self.queue.put(None)
-        self.thread.join()
+        while True:
+            try:
+                self.queue.put(None, timeout=WAIT_STEP_S)
+                break
+            except queue.Full:
+                raise_if_pending()
+        while self.thread.is_alive():
+            raise_if_pending()
+            self.thread.join(timeout=WAIT_STEP_S)
         if self.process is not None:
             self.process.stdin.close()
-            code = self.process.wait()
+            while (code := self.process.poll()) is None:
+                raise_if_pending()
+                try:
+                    code = self.process.wait(timeout=WAIT_STEP_S)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
             if code != 0 and self.error is None:
                 tail = b"".join(self._stderr).decode(errors="replace").strip().splitlines()
                 raise LayerscanError(f"ffmpeg failed writing {self.path.name}: "
@@ -182,6 +205,9 @@ class FrameSink:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+        if self.thread.is_alive():  # its write failed with the pipe: it now drains the queue
+            with contextlib.suppress(queue.Full):
+                self.queue.put(None, timeout=1)
         self.thread.join(timeout=5)
 
     def _check(self) -> None:
@@ -259,6 +285,12 @@ def render_movie(source: Scan | DiffScan, path: str | os.PathLike, scene_options
     Returns:
         RenderStats with the frame count and where the time went.
     """
+    with deferred():  # VTK calls Python back: a signal there would exit 1 (see signals.py)
+        return _render_movie(source, path, scene_options, options, on_frame, overwrite)
+
+
+def _render_movie(source: Scan | DiffScan, path: str | os.PathLike, scene_options,
+                  options: RenderOptions | None, on_frame, overwrite: bool) -> RenderStats:
     from layerscan.geometry.scene.scene import Scene, SceneOptions
 
     start = time.perf_counter()
@@ -271,6 +303,7 @@ def render_movie(source: Scan | DiffScan, path: str | os.PathLike, scene_options
         raise LayerscanError(f"video needs an even width and height, got {w}x{h}")
     scene = Scene(source, scene_options, off_screen=True)
     try:
+        raise_if_pending()
         if kind == "png":
             layer = scene.n_layers if options.still_layer is None \
                 else options.still_layer
@@ -302,7 +335,7 @@ def _render_frames(scene, plan: list[fr.Frame], path: Path, kind: str,
             bar = tqdm(plan, desc=f"rendering {path.name}", unit="frame",
                        disable=not options.progress, leave=False)
             for i, frame in enumerate(bar):
-                raise_if_pending()  # a signal that VTK swallowed inside a Python callback
+                raise_if_pending()  # a Ctrl-C or SIGTERM recorded during the last frame
                 t0 = time.perf_counter()
                 if frame.azimuth != scene.azimuth:
                     scene.set_azimuth(frame.azimuth)

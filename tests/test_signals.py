@@ -1,0 +1,71 @@
+"""Ctrl-C and SIGTERM around VTK: recorded inside `deferred()`, raised between steps."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from layerscan.errors import Terminated
+from layerscan.signals import deferred, interruptible, pending, raise_if_pending
+from tests.bad_inputs import REPO
+
+
+@pytest.mark.parametrize("signum, error", [(signal.SIGTERM, Terminated),
+                                           (signal.SIGINT, KeyboardInterrupt)])
+def test_a_signal_inside_deferred_is_raised_only_between_steps(signum, error):
+    with pytest.raises(error), interruptible():
+        with deferred():
+            os.kill(os.getpid(), signum)
+            for _ in range(1000):  # the handler has run by now, and raised nothing
+                pass
+            assert pending() == signum
+            with pytest.raises(error):
+                raise_if_pending()
+        pytest.fail("leaving deferred() must raise the recorded signal")
+    assert pending() is None
+
+
+def test_ctrl_c_outside_deferred_raises_at_once():
+    with pytest.raises(KeyboardInterrupt), interruptible():
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):
+            pass
+        pytest.fail("Ctrl-C was not raised")
+
+
+def test_deferred_alone_takes_over_ctrl_c_and_gives_it_back():
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with pytest.raises(KeyboardInterrupt), deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):
+            pass
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert pending() is None
+
+
+VTK_CALLBACK = """
+import os, signal, sys
+from vtkmodules.vtkCommonCore import vtkObject
+from layerscan.cli import EXIT_TERMINATED
+from layerscan.errors import Terminated
+from layerscan.signals import deferred, interruptible
+obj = vtkObject()
+obj.AddObserver("ModifiedEvent", lambda *_: [os.kill(os.getpid(), signal.SIGTERM),
+                                             sum(range(1000))])
+try:
+    with interruptible(), deferred():
+        obj.Modified()  # C++ calls the observer; the signal lands inside it
+        print("after", flush=True)
+except Terminated:
+    sys.exit(EXIT_TERMINATED)
+"""
+
+
+def test_a_signal_inside_a_vtk_callback_does_not_make_vtk_exit_1():
+    result = subprocess.run([sys.executable, "-c", VTK_CALLBACK], capture_output=True,
+                            text=True, env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=120)
+    assert (result.returncode, result.stdout) == (143, "after\n"), result.stderr[-800:]
