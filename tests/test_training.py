@@ -221,8 +221,8 @@ def _run_cli(args: list[str], env_extra: dict | None = None, **kwargs) -> subpro
 def test_resume_after_kill_9_finishes(tmp_path, tiny_llama, corpus, trained_run):
     out = tmp_path / "run"
     args = _train_args(tiny_llama, corpus, out, trained_run / "cache",
-                       "--set", "train.max_epochs=8", "--set", "train.checkpoint_every_n_steps=1",
-                       "--set", "data.batch_size=1")  # several steps per epoch
+                       "--set", "train.max_epochs=40", "--set", "train.checkpoint_every_n_steps=1",
+                       "--set", "data.batch_size=1")  # many steps: an idle machine is fast
     proc = _run_cli(args, start_new_session=True)
     last, deadline = out / "checkpoints" / "last.ckpt", time.time() + 240
     while time.time() < deadline and proc.poll() is None:
@@ -230,7 +230,8 @@ def test_resume_after_kill_9_finishes(tmp_path, tiny_llama, corpus, trained_run)
             break
         time.sleep(0.2)
     assert proc.poll() is None, proc.communicate()[0][-2000:]
-    time.sleep(1.0)  # mid-epoch, mid-training
+    time.sleep(0.3)  # mid-epoch, mid-training
+    assert proc.poll() is None, "training ended before the kill: make the run longer"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (out / "artifact").exists()
