@@ -12,6 +12,7 @@ from scipy.spatial.distance import pdist
 from scipy.stats import spearmanr
 
 from layerscan.geometry.neighbors import nearest_neighbors, pairwise_distances
+from layerscan.geometry.scan_file import token_centroids
 
 
 class Faithfulness(NamedTuple):
@@ -136,13 +137,8 @@ def token_places(positions: np.ndarray, particle_tokens: np.ndarray,
     Returns:
         (n_layers, n_tokens, 3) float64.
     """
-    n_layers = positions.shape[0]
-    places = np.zeros((n_layers, n_tokens, 3))
-    for layer in range(n_layers):
-        counts = np.bincount(particle_tokens[layer], minlength=n_tokens)[:, None]
-        np.add.at(places[layer], particle_tokens[layer], positions[layer].astype(np.float64))
-        places[layer] /= np.maximum(counts, 1)
-    return places
+    return np.stack([token_centroids(p, o, n_tokens)[0]
+                     for p, o in zip(positions, particle_tokens, strict=True)])
 
 
 def pca_baseline(states: np.ndarray, n_components: int = 3) -> np.ndarray:

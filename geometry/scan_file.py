@@ -23,6 +23,25 @@ ARRAY_FIELDS = ("clouds", "positions", "neighbors", "reconstruction_r2", "trustw
                 "continuity", "disparity", "particle_tokens", *TOKEN_FIGURES)
 
 
+def token_centroids(points: np.ndarray, particle_tokens: np.ndarray,
+                    n_tokens: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each token's centroid: the mean of its particles, in one layout or one cloud.
+
+    Args:
+        points: (n_particles, d) one layer's positions (d = 3) or particle vectors.
+        particle_tokens: (n_particles,) int token of each particle (< n_tokens).
+        n_tokens: tokens of the step.
+
+    Returns:
+        (n_tokens, d) float64 centroids (zero for a token without particles) and
+        (n_tokens,) int particle counts.
+    """
+    counts = np.bincount(particle_tokens, minlength=n_tokens)[:n_tokens]
+    sums = np.zeros((n_tokens, points.shape[1]))
+    np.add.at(sums, particle_tokens, points.astype(np.float64))
+    return sums / np.maximum(counts, 1)[:, None], counts
+
+
 class Surface(NamedTuple):
     """A triangle mesh; both arrays are empty when a layer has no usable surface."""
 

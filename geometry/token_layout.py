@@ -19,6 +19,7 @@ from layerscan.geometry.faithfulness import (
     trustworthiness,
 )
 from layerscan.geometry.projection import procrustes_rotation
+from layerscan.geometry.scan_file import token_centroids
 
 PERPLEXITY_MAX = 10.0
 """Perplexity of the neighbour probabilities for long prompts (short ones use (n - 1) / 3)."""
@@ -174,12 +175,8 @@ def group_offsets(clouds: np.ndarray, particle_tokens: np.ndarray, places: np.nd
     """
     n_layers, _, d = clouds.shape
     n_tokens = places.shape[1]
-    counts = np.bincount(particle_tokens, minlength=n_tokens)[:, None]  # (n_tokens, 1)
-    offsets = np.empty(clouds.shape)
-    for layer in range(n_layers):
-        sums = np.zeros((n_tokens, d))
-        np.add.at(sums, particle_tokens, clouds[layer].astype(np.float64))
-        offsets[layer] = clouds[layer] - (sums / np.maximum(counts, 1))[particle_tokens]
+    offsets = np.stack([cloud - token_centroids(cloud, particle_tokens, n_tokens)[0][
+        particle_tokens] for cloud in clouds])  # (n_layers, n_particles, d_particle)
     flat = offsets.reshape(-1, d)
     _, vecs = np.linalg.eigh(flat.T @ flat)  # one set of directions for every layer
     axes = vecs[:, ::-1][:, :3]

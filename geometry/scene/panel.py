@@ -7,7 +7,7 @@ import pyvista as pv
 from vtkmodules.util.numpy_support import vtk_to_numpy
 from vtkmodules.vtkRenderingCore import vtkRenderer
 
-from layerscan.geometry.scan_file import Scan
+from layerscan.geometry.scan_file import Scan, token_centroids
 from layerscan.geometry.scene import frames as fr
 from layerscan.geometry.scene.legend import Legend, Scale, surface_caption
 from layerscan.geometry.scene.meshes import surface_polydata
@@ -25,7 +25,7 @@ from layerscan.geometry.scene.style import (
     token_colors,
     token_lookup_table,
 )
-from layerscan.geometry.scene.tokens import TokenLabels, token_centroids
+from layerscan.geometry.scene.tokens import TokenLabels
 
 CONTINUOUS_MODES = ("slot", "density", "displacement")
 """Colour modes drawn through a continuous colour map (token mode is categorical)."""

@@ -28,27 +28,6 @@ ARROW_SHAFT_GREY = 225
 """Grey level of arrow shafts (the heads carry the token colour)."""
 
 
-def token_centroids(points: np.ndarray, particle_tokens: np.ndarray,
-                    n_tokens: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each token's place (the centroid of its particles) in one layout.
-
-    The same figure as `faithfulness.token_places`, for one layer and without its imports.
-
-    Args:
-        points: (n_particles, 3) one layer's layout.
-        particle_tokens: (n_particles,) int token of each particle.
-        n_tokens: tokens of the step.
-
-    Returns:
-        (n_tokens, 3) float64 centroids (zero for a token without particles) and
-        (n_tokens,) int particle counts.
-    """
-    counts = np.bincount(particle_tokens, minlength=n_tokens)[:n_tokens]
-    places = np.stack([np.bincount(particle_tokens, weights=points[:, k], minlength=n_tokens)
-                       [:n_tokens] for k in range(3)], 1)  # (n_tokens, 3)
-    return places / np.maximum(counts, 1)[:, None], counts
-
-
 def label_font_size(size: int, n_tokens: int) -> int:
     """Label font size: the overlay size for short prompts, smaller for long ones."""
     scale = 1.0 if n_tokens <= 16 else 0.85 if n_tokens <= 48 else 0.75

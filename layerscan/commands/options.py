@@ -79,6 +79,14 @@ def _help(doc: str, default: Any) -> str:
     return f"{text} (default: {shown})"
 
 
+def _cli_fields(cls: type, path: str) -> typing.Iterator[tuple[dataclasses.Field, Any, str]]:
+    """(field, type hint without Optional, dotted path) of each field of `cls` with a flag."""
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        if field.metadata.get(CLI, True):
+            yield field, _unwrap_optional(hints[field.name]), f"{path}{field.name}"
+
+
 def add_options(parser: argparse.ArgumentParser, cls: type, title: str | None = None,
                 prefix: str = "", _path: str = "", _root: type | None = None,
                 description: str | None = None, show_defaults: bool = True) -> None:
@@ -94,13 +102,8 @@ def add_options(parser: argparse.ArgumentParser, cls: type, title: str | None = 
     """
     root = _root or cls
     group = parser.add_argument_group(title, description) if title else parser
-    hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
-    for field in dataclasses.fields(cls):
-        if not field.metadata.get(CLI, True):
-            continue
-        hint = _unwrap_optional(hints[field.name])
-        path = f"{_path}{field.name}"
+    for field, hint, path in _cli_fields(cls, _path):
         if dataclasses.is_dataclass(hint):
             add_options(group, hint, None, prefix=f"{prefix}{field.name}-", _path=f"{path}.",
                         _root=root, show_defaults=show_defaults)
@@ -138,13 +141,8 @@ def options_from_args(cls: type[T], args: argparse.Namespace, _path: str = "",
     """
     root = _root or cls
     values = vars(args)
-    hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = dict(defaults)
-    for field in dataclasses.fields(cls):
-        if not field.metadata.get(CLI, True):
-            continue
-        hint = _unwrap_optional(hints[field.name])
-        path = f"{_path}{field.name}"
+    for field, hint, path in _cli_fields(cls, _path):
         if dataclasses.is_dataclass(hint):
             kwargs[field.name] = options_from_args(hint, args, f"{path}.", root)
         elif _dest(root, path) in values:
