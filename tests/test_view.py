@@ -29,8 +29,10 @@ def xdisplay():
     if exe is None:
         pytest.skip("Xvfb not found (install the Debian package `xvfb`; .ci/run does)")
     read, write = os.pipe()
+    # -noreset: by default Xvfb resets when its last client leaves, and a scenario process that
+    # connects during that reset gets "bad X server connection" (seen once in a full run)
     proc = subprocess.Popen([exe, "-displayfd", str(write), "-screen", "0", "1280x800x24",
-                             "-nolisten", "tcp"], pass_fds=(write,),
+                             "-nolisten", "tcp", "-noreset"], pass_fds=(write,),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     os.close(write)
     with os.fdopen(read) as fh:
