@@ -12,6 +12,7 @@ from collections.abc import Callable
 from layerscan import __version__
 from layerscan.errors import Caution, LayerscanError, Notice, Terminated
 from layerscan.signals import interruptible
+from layerscan.startup import paused_collection
 
 COMMAND_MODULES = (
     "info",
@@ -53,8 +54,9 @@ class _Parser(argparse.ArgumentParser):
 
     def _complete(self) -> None:
         deferred, self._deferred = self._deferred, None  # in order, nested ones in place
-        for add in deferred or ():
-            add(self)
+        with paused_collection():  # where a command's heavy imports happen
+            for add in deferred or ():
+                add(self)
 
     def parse_known_args(self, args=None, namespace=None):
         self._complete()

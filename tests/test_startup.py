@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ import torch
 from layerscan.autoencoder.artifact import export_autoencoder, load_autoencoder
 from layerscan.autoencoder.basis_cache import FOLDER, basis_key, basis_path, read_basis, write_basis
 from layerscan.cli import main
+from layerscan.startup import paused_collection
 from tests.test_autoencoder import SMALL, _fitted, _trained
 
 HEAVY = ("torch", "transformers", "pyvista", "vtkmodules", "sklearn", "scipy")
@@ -26,6 +28,48 @@ def test_cli_import_and_parser_import_nothing_heavy():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_paused_collection_pauses_freezes_and_resumes():
+    assert gc.isenabled()
+    frozen = gc.get_freeze_count()
+    with pytest.raises(RuntimeError), paused_collection():
+        kept = [[i] for i in range(1000)]
+        assert not gc.isenabled()
+        with paused_collection():  # nested: changes nothing
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+        raise RuntimeError
+    assert gc.isenabled() and gc.get_freeze_count() >= frozen + len(kept)
+    gc.disable()  # entered while collection is off: left off, nothing frozen
+    try:
+        frozen = gc.get_freeze_count()
+        with paused_collection():
+            pass
+        assert not gc.isenabled() and gc.get_freeze_count() == frozen
+    finally:
+        gc.enable()
+
+
+def test_a_render_imports_and_loads_with_collection_paused(tiny_model_dirs):
+    argv = ["render", "--model", str(tiny_model_dirs["llama"])]
+    code = ("import gc\n"
+            "from layerscan.cli import build_parser\n"
+            "from layerscan.commands.common import ScanRequest\n"
+            "import layerscan.autoencoder.capture.loading as loading\n"
+            f"args = build_parser().parse_args({argv!r})\n"
+            "imported = gc.get_freeze_count()\n"
+            "print(gc.isenabled(), imported > 100_000)\n"  # torch, transformers, PyVista...
+            "real, seen = loading.load_model, []\n"
+            "def load_model(*args, **kwargs):\n"
+            "    seen.append(gc.isenabled())\n"
+            "    return real(*args, **kwargs)\n"
+            "loading.load_model = load_model\n"
+            "ScanRequest(args)._load()\n"
+            "print(seen, gc.isenabled(), gc.get_freeze_count() > imported)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.split("\n")[:2] == ["True True", "[False] True True"]
 
 
 def test_a_commands_help_still_lists_its_deferred_options(capsys):

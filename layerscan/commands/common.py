@@ -12,6 +12,7 @@ from pathlib import Path
 
 from layerscan.commands.options import add_options, given_options, options_from_args
 from layerscan.errors import LayerscanError
+from layerscan.startup import paused_collection
 
 DEFAULT_PROMPT = "The quick brown fox jumps over the lazy dog because"
 
@@ -151,11 +152,12 @@ def load_model_from_args(args: argparse.Namespace):
 
 
 def _load_model(options):
-    """The LoadedModel that ModelOptions name."""
+    """The LoadedModel that ModelOptions name (loaded without garbage collection)."""
     from layerscan.autoencoder.capture.loading import load_model
 
-    return load_model(options.model, device=options.device, dtype=options.dtype,
-                      trust_remote_code=options.trust_remote_code)
+    with paused_collection():
+        return load_model(options.model, device=options.device, dtype=options.dtype,
+                          trust_remote_code=options.trust_remote_code)
 
 
 def second_model_loader(model, second, shape: tuple[int, int] | None = None):
@@ -205,14 +207,16 @@ class ScanRequest:
         """The autoencoder, then the model, on the model's device; loaded once per request.
 
         The autoencoder loads first (on the CPU) so that a missing, corrupt or mismatched
-        folder fails in one line before minutes of model loading.
+        folder fails in one line before minutes of model loading. Both load without garbage
+        collection (see `paused_collection`).
         """
         from layerscan.autoencoder.artifact import load_autoencoder
 
         if self._loaded is None:
-            autoencoder = load_autoencoder(self.autoencoder)
-            loaded = _load_model(self.model)
-            autoencoder.model.to(loaded.device)
+            with paused_collection():
+                autoencoder = load_autoencoder(self.autoencoder)
+                loaded = _load_model(self.model)
+                autoencoder.model.to(loaded.device)
             self._loaded = (loaded, autoencoder)
         return self._loaded
 
