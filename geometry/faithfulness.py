@@ -9,7 +9,6 @@ import numpy as np
 import torch
 from scipy.spatial import procrustes
 from scipy.spatial.distance import pdist
-from scipy.stats import spearmanr
 
 from layerscan.geometry.neighbors import nearest_neighbors, pairwise_distances
 from layerscan.geometry.scan_file import token_centroids
@@ -168,8 +167,21 @@ def distance_correlation(original: np.ndarray, embedded: np.ndarray) -> np.ndarr
         if np.ptp(dx) == 0 or np.ptp(dy) == 0:
             out[layer] = 0.0
             continue
-        out[layer] = spearmanr(dx, dy).statistic
+        out[layer] = spearman(dx, dy)
     return out
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's rank correlation of two (n,) samples: Pearson's of their ranks, ties given
+    their mean rank (scipy.stats.spearmanr's figure, without importing scipy.stats: 0.2 s)."""
+    return float(np.corrcoef(mean_ranks(x), mean_ranks(y))[0, 1])
+
+
+def mean_ranks(values: np.ndarray) -> np.ndarray:
+    """(n,) → (n,) ranks 1..n of the values, equal values sharing their mean rank."""
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    last = np.cumsum(counts)  # rank of each distinct value's last copy
+    return (last - (counts - 1) / 2)[inverse.reshape(-1)]
 
 
 def token_figures(states: np.ndarray, positions: np.ndarray,

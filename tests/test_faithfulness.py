@@ -1,16 +1,22 @@
-"""Faithfulness figures: the batched trustworthiness equals sklearn's; disparity edge cases."""
+"""Faithfulness figures: the batched trustworthiness equals sklearn's, Spearman equals scipy's;
+disparity edge cases."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from scipy.spatial import procrustes
+from scipy.spatial.distance import pdist
+from scipy.stats import spearmanr
 from sklearn.manifold import trustworthiness as sklearn_trustworthiness
 
 from layerscan.geometry.faithfulness import (
     continuity,
+    distance_correlation,
     faithfulness,
+    mean_ranks,
     procrustes_disparity,
+    spearman,
     trustworthiness,
 )
 
@@ -27,6 +33,22 @@ def test_trustworthiness_and_continuity_equal_sklearn(k):
         assert ours_c[layer] == pytest.approx(
             sklearn_trustworthiness(layouts[layer], clouds[layer], n_neighbors=k), abs=1e-5)
     assert isinstance(trustworthiness(clouds[0], layouts[0], k), float)
+
+
+def test_spearman_equals_scipys_with_and_without_ties():
+    rng = np.random.default_rng(2)
+    assert mean_ranks(np.array([3.0, 1.0, 3.0, 2.0, 3.0])).tolist() == [4, 1, 4, 2, 4]
+    for x, y in [(rng.normal(size=300), rng.normal(size=300)),
+                 (rng.integers(0, 5, 300).astype(float), rng.integers(0, 7, 300) * 0.5),
+                 (np.arange(40.0), np.arange(40.0) ** 3), (np.arange(40.0), -np.arange(40.0))]:
+        y = y + 0.3 * x
+        assert spearman(x, y) == pytest.approx(spearmanr(x, y).statistic, abs=1e-12)
+    states = rng.normal(size=(2, 12, 16))
+    places = states[..., :3] + rng.normal(size=(2, 12, 3))
+    ours = distance_correlation(states, places)
+    for layer in range(2):
+        expected = spearmanr(pdist(states[layer]), pdist(places[layer])).statistic
+        assert ours[layer] == pytest.approx(expected, abs=1e-6)
 
 
 def test_disparity_is_zero_for_rigid_motion_and_matches_scipy():
