@@ -8,10 +8,9 @@ from typing import Literal, get_args
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator
-from sklearn.utils import check_random_state
 
 from layerscan.errors import LayerscanError
+from layerscan.geometry.estimator import Estimator, seed_of
 from layerscan.geometry.neighbors import (
     fuzzy_graph,
     nearest_neighbors,
@@ -138,14 +137,7 @@ def transform_init(clouds: np.ndarray, ref_clouds: np.ndarray, ref_layouts: np.n
     return out
 
 
-def _seed(random_state) -> int:
-    """An int seed from sklearn's random_state (None: a fresh random one, as sklearn does)."""
-    if isinstance(random_state, int | np.integer):
-        return int(random_state)
-    return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
-
-
-class FastAlignedProjection(BaseEstimator):
+class FastAlignedProjection(Estimator):
     """The aligned-UMAP objective for every layer at once, optimised in torch.
 
     Each layer gets UMAP's fuzzy kNN graph; all layers are optimised jointly, one full batch
@@ -196,7 +188,7 @@ class FastAlignedProjection(BaseEstimator):
                 raise LayerscanError(f"init layout has shape {start.shape}, expected "
                                      f"{(n_layers, n_points, self.n_components)}")
             start = fill_nonfinite(start, clouds)
-        generator = torch.Generator().manual_seed(_seed(self.random_state))
+        generator = torch.Generator().manual_seed(seed_of(self.random_state))
         if n_points <= 3 or self.n_epochs <= 0:
             self.n_edges_ = 0
             self.embedding_ = start
@@ -275,7 +267,7 @@ class FastAlignedProjection(BaseEstimator):
         return y.T.reshape(n_layers, n_points, dim).cpu().numpy()
 
 
-class AlignedUMAPProjection(BaseEstimator):
+class AlignedUMAPProjection(Estimator):
     """The reference: umap-learn's AlignedUMAP with identity relations between layers.
 
     Slow (minutes for 31 layers × 1024 particles on 2 cores); kept to measure the fast mode
@@ -319,7 +311,7 @@ class AlignedUMAPProjection(BaseEstimator):
         return self.fit(X).embedding_
 
 
-class IndependentUMAPProjection(BaseEstimator):
+class IndependentUMAPProjection(Estimator):
     """umap-learn's UMAP on each layer separately, each layout rotated onto the previous one.
 
     Attributes:
@@ -356,7 +348,7 @@ class IndependentUMAPProjection(BaseEstimator):
 
 
 def make_projection(mode: ProjectionMode, random_state: int | None = 0,
-                    **params) -> BaseEstimator:
+                    **params) -> Estimator:
     """The estimator for a projection mode ("fast", "aligned-umap" or "independent")."""
     classes = {"fast": FastAlignedProjection, "aligned-umap": AlignedUMAPProjection,
                "independent": IndependentUMAPProjection}

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator
 
+from layerscan.geometry.estimator import Estimator
 from layerscan.geometry.faithfulness import (
     distance_correlation,
     pca_baseline,
@@ -53,7 +53,7 @@ def _neighbor_probabilities(distances: torch.Tensor, perplexity: float) -> torch
     return p
 
 
-class TokenLayout(BaseEstimator):
+class TokenLayout(Estimator):
     """Aligned 3D places of every layer's tokens, fitted to their hidden states.
 
     Starts from PCA-3 of each layer (rotated onto the previous layer), the simplest faithful

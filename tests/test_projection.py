@@ -7,6 +7,7 @@ import pytest
 from sklearn.base import clone
 
 from layerscan.errors import LayerscanError
+from layerscan.geometry.estimator import seed_of
 from layerscan.geometry.faithfulness import faithfulness
 from layerscan.geometry.projection import (
     AlignedUMAPProjection,
@@ -16,6 +17,7 @@ from layerscan.geometry.projection import (
     make_projection,
     pca_layouts,
 )
+from layerscan.geometry.token_layout import TokenLayout
 
 
 def drifting_clusters(n_layers=4, n_points=200, d=8, seed=0) -> np.ndarray:
@@ -50,6 +52,28 @@ def test_init_only_stores_arguments_and_fit_returns_self(clouds):
     assert est.embedding_.shape == (4, 200, 3) and est.embedding_.dtype == np.float32
     assert np.isfinite(est.embedding_).all() and est.n_edges_ > 0
     assert est.get_params()["n_epochs"] == 20  # fit never changes a hyperparameter
+
+
+@pytest.mark.parametrize("cls", [FastAlignedProjection, AlignedUMAPProjection,
+                                 IndependentUMAPProjection, TokenLayout])
+def test_estimators_speak_sklearns_parameter_protocol(cls):
+    est = cls(n_components=2)
+    params = est.get_params()
+    assert params["n_components"] == 2 and "self" not in params
+    copy = clone(est)
+    assert type(copy) is cls and copy is not est and copy.get_params() == params
+    assert est.set_params(n_components=3) is est and est.n_components == 3
+    assert repr(est).startswith(f"{cls.__name__}(") and "n_components=3" in repr(est)
+    with pytest.raises(ValueError, match="invalid parameter 'n_component'"):
+        est.set_params(n_component=4)
+
+
+def test_seed_of_random_states():
+    assert seed_of(7) == seed_of(np.int64(7)) == 7
+    assert seed_of(np.random.RandomState(3)) == np.random.RandomState(3).randint(2**31 - 1)
+    assert 0 <= seed_of(None) < 2**31 - 1
+    with pytest.raises(ValueError, match="cannot seed"):
+        seed_of("3")
 
 
 @pytest.mark.slow  # the AlignedUMAP reference fixture takes ~30 s

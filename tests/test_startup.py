@@ -51,9 +51,11 @@ def test_paused_collection_pauses_freezes_and_resumes():
         gc.enable()
 
 
-def test_a_render_imports_and_loads_with_collection_paused(tiny_model_dirs):
+def test_a_renders_start_up_pauses_collection_and_imports_no_sklearn(tiny_model_dirs):
+    """`render` of a prompt up to its work: parse (the heavy imports), then ScanRequest's
+    loading, as the command runs them."""
     argv = ["render", "--model", str(tiny_model_dirs["llama"])]
-    code = ("import gc\n"
+    code = ("import gc, sys\n"
             "from layerscan.cli import build_parser\n"
             "from layerscan.commands.common import ScanRequest\n"
             "import layerscan.autoencoder.capture.loading as loading\n"
@@ -66,10 +68,11 @@ def test_a_render_imports_and_loads_with_collection_paused(tiny_model_dirs):
             "    return real(*args, **kwargs)\n"
             "loading.load_model = load_model\n"
             "ScanRequest(args)._load()\n"
-            "print(seen, gc.isenabled(), gc.get_freeze_count() > imported)\n")
+            "print(seen, gc.isenabled(), gc.get_freeze_count() > imported)\n"
+            "print(sorted(m for m in ('sklearn', 'scipy.stats') if m in sys.modules))\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
-    assert result.stdout.split("\n")[:2] == ["True True", "[False] True True"]
+    assert result.stdout.split("\n")[:3] == ["True True", "[False] True True", "[]"]
 
 
 def test_a_commands_help_still_lists_its_deferred_options(capsys):
