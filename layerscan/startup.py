@@ -17,12 +17,14 @@ def paused_collection() -> Iterator[None]:
     on, the collector walks all of them again each time the heap grows by a quarter, and once
     more at exit. After the block they move to the permanent generation (`gc.freeze`), which
     later collections and the exit skip, and collection resumes for the command's work; the
-    block's few cycles of garbage are kept. A nested block, or one entered while collection is
-    off, changes nothing.
+    block's few cycles of garbage are kept. Garbage from before the block is collected first
+    (a few milliseconds at start-up), so that only the block's is kept. A nested block, or one
+    entered while collection is off, changes nothing.
     """
     if not gc.isenabled():
         yield
         return
+    gc.collect()
     gc.disable()
     try:
         yield
