@@ -6,6 +6,7 @@ import argparse
 
 from layerscan.commands.common import add_model_arguments
 from layerscan.commands.options import options_from_args
+from layerscan.startup import paused_collection
 
 
 def register(subparsers) -> None:
@@ -24,7 +25,8 @@ def run(args: argparse.Namespace) -> int:
     from layerscan.autoencoder.capture.loading import ModelOptions, is_causal, model_files
 
     options = options_from_args(ModelOptions, args)
-    files = model_files(options.model, trust_remote_code=options.trust_remote_code)
+    with paused_collection():  # transformers' imports
+        files = model_files(options.model, trust_remote_code=options.trust_remote_code)
     config, tokenizer = files.config, files.tokenizer
     entry = ARCHITECTURES.get(config.model_type)
     if entry is None:
