@@ -11,8 +11,8 @@ from collections.abc import Iterator
 def paused_collection() -> Iterator[None]:
     """Run the block with Python's cyclic garbage collector paused, then freeze what it built.
 
-    Importing torch, transformers, scikit-learn and PyVista and loading the embedded model make
-    about 770,000 objects that live as long as the process (modules, classes, functions, the
+    Importing torch, transformers and PyVista and loading the embedded model make about
+    770,000 objects that live as long as the process (modules, classes, functions, the
     model's modules), and almost no garbage (about 18,000 objects in cycles). With collection
     on, the collector walks all of them again each time the heap grows by a quarter, and once
     more at exit. After the block they move to the permanent generation (`gc.freeze`), which
