@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 
 import numpy as np
 import torch
@@ -28,66 +28,13 @@ from layerscan.geometry.faithfulness import faithfulness, token_figures
 from layerscan.geometry.heatmap import Heatmap, HeatmapOptions, heatmap_captures
 from layerscan.geometry.neighbors import nearest_neighbors
 from layerscan.geometry.projection import (
-    PROJECTION_MODES,
-    ProjectionMode,
     make_projection,
     transform_init,
 )
 from layerscan.geometry.scan_file import TOKEN_FIGURES, DiffScan, Scan
-from layerscan.geometry.surfaces import SurfaceOptions, layer_surfaces
+from layerscan.geometry.scan_options import ScanOptions
+from layerscan.geometry.surfaces import layer_surfaces
 from layerscan.geometry.token_layout import TokenLayout, common_positions, step_positions
-
-
-@dataclass
-class ScanOptions:
-    """How a scan is projected, measured and surfaced."""
-
-    projection: ProjectionMode = "tokens"
-    """tokens: every token placed by its hidden state (aligned layout of the token states,
-    started from PCA), its particles grouped around that place; fast: the particles laid out
-    one by one with the aligned-UMAP objective in torch; aligned-umap: umap-learn's
-    AlignedUMAP of the particles (the slow reference); independent: per-layer UMAP of the
-    particles rotated onto the previous layer."""
-    n_neighbors: int | None = field(default=None, metadata={"flag": "neighbors", "metavar": "K"})
-    """Neighbours in UMAP's fuzzy graph; None: 10 for fast (measured: faster and more
-    trustworthy than 15), 15 for the umap modes."""
-    n_epochs: int | None = field(default=None, metadata={"flag": "epochs"})
-    """Optimisation epochs; None: 200 steps for tokens, 150 for fast, 200 for the umap modes."""
-    group_spread: float = 0.08
-    """tokens: mean distance of a token's particles from its place, as a share of the
-    layout's radius (small keeps every token a compact, readable group)."""
-    alignment: float = 0.03
-    """Fast mode: pull of particle i towards particle i in neighbouring layers."""
-    k_neighbors: int = field(default=10, metadata={"flag": "line-neighbors", "metavar": "K"})
-    """Nearest particles (in the cloud) stored per particle, for drawing lines."""
-    faithfulness_k: int = 10
-    """Neighbourhood size of trustworthiness and continuity."""
-    token_time: bool = False
-    """Causal models: one frame per prefix (layer-time x token-time)."""
-    token_time_epochs: int = 30
-    """Fast mode: epochs refining each prefix after placing it in the full prompt's layout."""
-    surface: SurfaceOptions = field(default_factory=SurfaceOptions)
-    """Surface method and its parameters."""
-    seed: int = field(default=0, metadata={"flag": "projection-seed"})
-    """Random state of every stochastic step; same input + seed → byte-identical scan."""
-    device: str = field(default="cpu", metadata={"cli": False})
-    """Where fast mode optimises ("cpu", "cuda", "cuda:1", ...); `scan_prompt` sets it to the
-    model's device."""
-    threads: int | None = 1
-    """CPU threads for torch while scanning (None: torch's default). One thread is faster
-    for these small tensors on a loaded machine, and results do not depend on it."""
-
-    def __post_init__(self):
-        if self.projection not in PROJECTION_MODES:
-            raise LayerscanError(f"unknown projection {self.projection!r}: use "
-                                 f"{', '.join(PROJECTION_MODES)}")
-        if (self.n_neighbors is not None and self.n_neighbors < 2) or self.k_neighbors < 1 \
-                or self.faithfulness_k < 1:
-            raise LayerscanError("n_neighbors must be >= 2, k_neighbors and faithfulness_k >= 1")
-        if self.n_epochs is not None and self.n_epochs < 1:
-            raise LayerscanError("n_epochs must be >= 1")
-        if not 0 <= self.group_spread <= 1:
-            raise LayerscanError(f"group_spread must be in [0, 1], got {self.group_spread}")
 
 
 @contextlib.contextmanager

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -16,12 +15,7 @@ from layerscan.geometry.neighbors import (
     nearest_neighbors,
     neighborhood_overlap,
 )
-
-ProjectionMode = Literal["tokens", "fast", "aligned-umap", "independent"]
-PROJECTION_MODES: tuple[str, ...] = get_args(ProjectionMode)
-PARTICLE_MODES: tuple[str, ...] = ("fast", "aligned-umap", "independent")
-"""The modes that lay out particles one by one (`make_projection`); "tokens" lays out the
-tokens' hidden states and groups their particles around them (geometry/token_layout.py)."""
+from layerscan.geometry.scan_options import PROJECTION_MODES, ProjectionMode
 
 UMAP_A, UMAP_B = 1.576943460405378, 0.8950608781227859
 """UMAP's output-kernel curve for min_dist=0.1, spread=1 (AlignedUMAP's own defaults)."""

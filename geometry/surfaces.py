@@ -2,46 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal, get_args
-
 import numpy as np
 import torch
 from scipy.ndimage import map_coordinates
 
-from layerscan.errors import LayerscanError
 from layerscan.geometry.scan_file import Surface
-
-SurfaceMethod = Literal["density", "alpha", "none"]
-SURFACE_METHODS: tuple[str, ...] = get_args(SurfaceMethod)
-
-
-@dataclass
-class SurfaceOptions:
-    """How layer surfaces are made."""
-
-    method: SurfaceMethod = field(default="density", metadata={"flag": "surface"})
-    """density: isosurface of Gaussian-splatted particles (the "fMRI" look); alpha: alpha
-    shape of the particles (Delaunay tetrahedra); none: no surfaces."""
-    grid: int = 40
-    """Voxels along each axis of the density grid."""
-    bandwidth: float = 0.04
-    """Gaussian width as a fraction of the layout's largest extent."""
-    level_quantile: float = field(default=0.2, metadata={"flag": "surface-quantile",
-                                                         "metavar": "Q"})
-    """The isosurface level is this quantile of the density at the particles, so the surface
-    encloses about 1 - level_quantile of them."""
-    alpha: float = 0.0
-    """Alpha radius as a fraction of the largest extent (0: 4 x mean nearest-neighbour
-    distance)."""
-
-    def __post_init__(self):
-        if self.method not in SURFACE_METHODS:
-            raise LayerscanError(f"unknown surface method {self.method!r}: use "
-                                 f"{', '.join(SURFACE_METHODS)}")
-        if self.grid < 4 or not 0 < self.bandwidth < 1 or not 0 <= self.level_quantile < 1:
-            raise LayerscanError("surface options need grid >= 4, 0 < bandwidth < 1 and "
-                                 "0 <= level_quantile < 1")
+from layerscan.geometry.scan_options import SurfaceOptions
 
 
 def empty_surface() -> Surface:

@@ -75,6 +75,23 @@ def test_a_renders_start_up_pauses_collection_and_imports_no_sklearn(tiny_model_
     assert result.stdout.split("\n")[:3] == ["True True", "[False] True True", "[]"]
 
 
+def test_rendering_a_scan_file_imports_no_torch(tmp_path):
+    from tests.synthetic_scan import make_scan
+
+    scan, still = tmp_path / "x.scan", tmp_path / "x.png"
+    make_scan().save(scan)
+    argv = ["render", str(scan), "-o", str(still), "--resolution", "160x120"]
+    code = ("import sys\n"
+            "from layerscan.cli import main\n"
+            f"code = main({argv!r})\n"
+            "print(code, sorted(m for m in ('torch', 'transformers', 'sklearn', 'pyvista')\n"
+            "                   if m in sys.modules))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.splitlines()[-1] == "0 ['pyvista']"
+    assert iio.imread(still).shape == (120, 160, 3)
+
+
 def test_a_commands_help_still_lists_its_deferred_options(capsys):
     assert main(["render", "--help"]) == 0
     text = capsys.readouterr().out

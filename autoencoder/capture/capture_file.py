@@ -1,7 +1,9 @@
-"""The `Capture` record: one prompt's hidden states at every layer, and its file format."""
+"""The `Capture` record: one prompt's hidden states at every layer, its file format, and the
+options a capture is asked for (`CaptureOptions`, importable without torch)."""
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +20,39 @@ NORMALIZATIONS: tuple[str, ...] = get_args(Normalization)
 
 CAPTURE_KIND = "capture"
 CAPTURE_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CaptureOptions:
+    """What a capture keeps: normalization, generated tokens and the logit lens."""
+
+    normalization: Normalization = "final-norm"
+    """final-norm: the model's final norm on every layer, as the logit lens does; standardize:
+    zero mean, unit variance per token and layer; raw: the residual stream as it is."""
+    generate: int = field(default=0, metadata={"metavar": "N"})
+    """Continue the prompt by N tokens and capture them too (causal models)."""
+    sample: bool = False
+    """Sample the generated tokens instead of greedy decoding."""
+    temperature: float = 0.8
+    """Sampling temperature (with --sample)."""
+    chat: bool = False
+    """Wrap the prompt in the model's chat template as a user message."""
+    top_k: int = 5
+    """Logit-lens tokens kept per layer and position (0 turns the lens off)."""
+    seed: int = 0
+    """Random seed for sampling."""
+
+    def __post_init__(self) -> None:
+        if self.normalization not in NORMALIZATIONS:
+            raise LayerscanError(f"unknown normalization {self.normalization!r}: use "
+                                 f"{', '.join(NORMALIZATIONS)}")
+        if self.generate < 0:
+            raise LayerscanError(f"--generate must be 0 or more, got {self.generate}")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise LayerscanError(f"--temperature must be a positive number, got "
+                                 f"{self.temperature}")
+        if self.top_k < 0:
+            raise LayerscanError(f"--top-k must be 0 (no logit lens) or more, got {self.top_k}")
 
 
 def layer_names(n_layers: int) -> list[str]:

