@@ -72,6 +72,9 @@ def cases(folder: Path) -> dict[str, list[str]]:
         "fixed cost (imports+model+AE)": timed_code(RENDER_PATH, RENDER_LOAD),
         "layerscan scan (short prompt)": [LAYERSCAN, "scan", PROMPT, "-o",
                                           str(folder / "bench.scan"), "--overwrite"],
+        "layerscan render (scan file, still)": [  # the scan case's file: skipped with it
+            LAYERSCAN, "render", str(folder / "bench.scan"), "-o", str(folder / "bench.png"),
+            "--overwrite"],
         "layerscan render (default prompt)": [LAYERSCAN, "render", "-o",
                                               str(folder / "bench.mp4"), "--overwrite"],
     }
