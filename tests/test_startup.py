@@ -51,28 +51,33 @@ def test_paused_collection_pauses_freezes_and_resumes():
         gc.enable()
 
 
-def test_a_renders_start_up_pauses_collection_and_imports_no_sklearn(tiny_model_dirs):
-    """`render` of a prompt up to its work: parse (the heavy imports), then ScanRequest's
-    loading, as the command runs them."""
-    argv = ["render", "--model", str(tiny_model_dirs["llama"])]
+def test_a_renders_start_up_pauses_collection_and_imports_no_sklearn(tiny_model_dirs, tmp_path):
+    """`render` of a prompt run by main(), stopped where its work would start (as the bench
+    does): its imports and its loading ran with collection paused, then frozen."""
+    argv = ["render", "--model", str(tiny_model_dirs["llama"]), "-o", str(tmp_path / "x.png")]
     code = ("import gc, sys\n"
-            "from layerscan.cli import build_parser\n"
+            "from layerscan.cli import main\n"
             "from layerscan.commands.common import ScanRequest\n"
             "import layerscan.autoencoder.capture.loading as loading\n"
-            f"args = build_parser().parse_args({argv!r})\n"
-            "imported = gc.get_freeze_count()\n"
-            "print(gc.isenabled(), imported > 100_000)\n"  # torch, transformers, PyVista...
-            "real, seen = loading.load_model, []\n"
+            "load, real, seen = ScanRequest._load, loading.load_model, []\n"
+            "def until_load(self):\n"
+            "    import torch\n"  # imported already: its classes were frozen with it
+            "    seen.append((gc.isenabled(), all(o is not torch.nn.Module\n"
+            "                                     for o in gc.get_objects())))\n"
+            "    return load(self)\n"
             "def load_model(*args, **kwargs):\n"
             "    seen.append(gc.isenabled())\n"
             "    return real(*args, **kwargs)\n"
+            "def until_work(self, *args):\n"
+            "    print(seen, gc.isenabled(),\n"
+            "          sorted(m for m in ('sklearn', 'scipy.stats') if m in sys.modules))\n"
+            "    raise SystemExit(0)\n"
+            "ScanRequest._load, ScanRequest._check_prompts = until_load, until_work\n"
             "loading.load_model = load_model\n"
-            "ScanRequest(args)._load()\n"
-            "print(seen, gc.isenabled(), gc.get_freeze_count() > imported)\n"
-            "print(sorted(m for m in ('sklearn', 'scipy.stats') if m in sys.modules))\n")
+            f"main({argv!r})\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
-    assert result.stdout.split("\n")[:3] == ["True True", "[False] True True", "[]"]
+    assert result.stdout.splitlines()[-1] == "[(True, True), False] True []"
 
 
 def test_rendering_a_scan_file_imports_no_torch(tmp_path):

@@ -54,11 +54,13 @@ def summary(capture) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from layerscan.autoencoder.capture.hidden_states import CaptureOptions, capture
+    from layerscan.autoencoder.capture.capture_file import CaptureOptions
 
     options = options_from_args(CaptureOptions, args)  # validated before the model loads
     check_outputs([("-o", args.output, False)], args.overwrite)
-    loaded = load_model_from_args(args)
+    loaded = load_model_from_args(args)  # imports torch too, with collection paused
+    from layerscan.autoencoder.capture.hidden_states import capture
+
     result = capture(loaded, args.prompt, options)
     print(summary(result))
     if args.output:

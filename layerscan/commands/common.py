@@ -234,7 +234,8 @@ class ScanRequest:
         Loading and capture run with the scan's --threads too: on a busy machine, torch's
         default of one thread per core made a short prompt's forward pass 40x slower.
         """
-        from layerscan.geometry.pipeline import scan_prompt, torch_threads
+        with paused_collection():  # start-up too: torch and the pipeline
+            from layerscan.geometry.pipeline import scan_prompt, torch_threads
 
         with torch_threads(self.options.threads):
             loaded, autoencoder = self._load()
@@ -245,7 +246,8 @@ class ScanRequest:
     def diff(self, prompt_a: str, prompt_b: str):
         """The pipeline's DiffScan of two prompts (B through --model-b when given; threads as
         in `scan`)."""
-        from layerscan.geometry.pipeline import diff_prompts, torch_threads
+        with paused_collection():
+            from layerscan.geometry.pipeline import diff_prompts, torch_threads
 
         if self.options.token_time:  # the pipeline says so too, but only after loading
             raise LayerscanError("--token-time does not apply to diffs; drop it")

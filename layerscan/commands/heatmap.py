@@ -43,7 +43,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from layerscan.autoencoder.capture.hidden_states import CaptureOptions
+    from layerscan.autoencoder.capture.capture_file import CaptureOptions
     from layerscan.autoencoder.capture.loading import ModelOptions
     from layerscan.autoencoder.capture.model_pair import SecondModelOptions
     from layerscan.geometry.heatmap import HeatmapOptions
