@@ -142,9 +142,10 @@ def logit_lens(loaded: LoadedModel, raw: torch.Tensor,
     flat = raw.reshape(-1, raw.shape[-1])  # (n_layers+1 * tokens, d_model)
     ids, probs = [], []
     for chunk in flat.split(LENS_CHUNK_TOKENS):
-        top = torch.softmax(lens(chunk), dim=-1).topk(top_k, dim=-1)  # (chunk, top_k)
+        logits = lens(chunk)  # (chunk, vocab)
+        top = logits.topk(top_k, dim=-1)  # the most likely: no full softmax needed
         ids.append(top.indices.cpu())
-        probs.append(top.values.cpu())
+        probs.append((top.values - logits.logsumexp(-1, keepdim=True)).exp().cpu())
     shape = (*raw.shape[:2], top_k)
     return (torch.cat(ids).reshape(shape).numpy().astype(np.int64),
             torch.cat(probs).reshape(shape).numpy().astype(np.float32))

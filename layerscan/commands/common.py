@@ -94,9 +94,10 @@ def add_scan_arguments(parser: argparse.ArgumentParser, save: bool = True) -> No
     group = parser.add_argument_group("scan")
     group.add_argument("--autoencoder", default=None, metavar="DIR",
                        help="autoencoder folder, e.g. the one `layerscan train` printed "
-                            "(default: the one packaged for the embedded model). Its max_len "
-                            "is the longest prompt accepted, in tokens (generated ones "
-                            "included): 128 for the packaged one, 32 for configs/tiny.yaml")
+                            "(default: the one packaged for the embedded model). Its particle "
+                            "count is the longest prompt accepted, in tokens (generated ones "
+                            "included; one particle a token): 1024 for the packaged one, 64 "
+                            "for configs/tiny.yaml; the model's context may be shorter")
     if save:
         group.add_argument("--save-scan", default=None, metavar="FILE.scan",
                            help="also save the scan, to re-render or view it without the model")
@@ -220,9 +221,10 @@ class ScanRequest:
         """Every length limit, right after tokenizing and before any forward pass."""
         from layerscan.autoencoder.capture.hidden_states import check_prompt
 
-        max_len = autoencoder.config.max_len
+        limit = autoencoder.config.max_tokens
         for prompt in prompts:
-            check_prompt(loaded, prompt, self.capture, max_len, "the autoencoder's max_len")
+            check_prompt(loaded, prompt, self.capture, limit,
+                         f"the autoencoder's {limit} particles (one a token)")
 
     def scan(self, prompt: str, timings: dict | None = None):
         """The pipeline's Scan of `prompt`.
