@@ -140,14 +140,6 @@ def check_checkpoint(path: Path) -> None:
                              f"--resume") from exc
 
 
-def _devices(value: str):
-    if value == "auto":
-        return "auto"
-    if "," in value:
-        return [int(v) for v in value.split(",") if v.strip()]
-    return int(value)
-
-
 def train(config: RunConfig, resume: bool = False, cache_root: str | Path | None = None,
           progress: bool = True, overwrite: bool = False) -> TrainResult:
     """Build/read the hidden-state cache, train, evaluate on held-out text, export.
@@ -174,7 +166,7 @@ def train(config: RunConfig, resume: bool = False, cache_root: str | Path | None
         check_output(export_folder(config), folder=True, overwrite=overwrite or resume,
                      flag="--export")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = HiddenStateDataModule(config, cache_root, progress)
+    datamodule = HiddenStateDataModule(config, cache_root, progress, data_parallel=True)
     datamodule.prepare_data()
     datamodule.setup("fit")
     cache = datamodule.cache
@@ -197,7 +189,8 @@ def train(config: RunConfig, resume: bool = False, cache_root: str | Path | None
     trainer = pl.Trainer(
         max_epochs=cfg.max_epochs,
         max_time=timedelta(minutes=cfg.max_minutes) if cfg.max_minutes else None,
-        accelerator=cfg.accelerator, devices=_devices(cfg.devices), strategy=cfg.strategy,
+        accelerator=cfg.accelerator, devices=cfg.lightning_devices(), strategy=cfg.strategy,
+        num_nodes=cfg.num_nodes,
         precision=cfg.precision, callbacks=callbacks, default_root_dir=output,
         logger=[CSVLogger(output / "logs", name="csv"),
                 TensorBoardLogger(output / "logs", name="tensorboard")],

@@ -1,0 +1,124 @@
+"""Data-parallel hidden-state extraction: Lightning's `Trainer.predict` spreads the shards of a
+cache over processes (DDP), each writes its own, and global rank 0 publishes the index."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+from layerscan.autoencoder.cache import ExtractionJob, extraction_progress
+from layerscan.autoencoder.config import TrainConfig
+from layerscan.errors import LayerscanError
+
+
+class ShardExtractor(pl.LightningModule):
+    """Writes the shards that Lightning's distributed sampler gives this process.
+
+    The language model is held outside the module's parameters: Lightning neither wraps nor
+    moves it; `setup` puts it on this process's device.
+
+    Args:
+        job: the cache to build (the same on every process).
+        loaded: the language model (`capture.loading.LoadedModel`).
+        normalization: how states are normalized at capture.
+        batch_size: windows per forward pass.
+        progress: show global rank 0's progress bar.
+    """
+
+    def __init__(self, job: ExtractionJob, loaded, normalization: str, batch_size: int,
+                 progress: bool) -> None:
+        super().__init__()
+        self.job, self.loaded, self.normalization = job, loaded, normalization
+        self.batch_size, self.progress = batch_size, progress
+        self.pending: list[int] = []
+        self.bar = None
+
+    def setup(self, stage: str) -> None:
+        strategy = self.trainer.strategy
+        agreed = strategy.broadcast(self.job.digest) == self.job.digest
+        if not strategy.reduce_boolean_decision(agreed, all=True):
+            raise LayerscanError("the processes of this run cut different token windows (the "
+                                 "corpus, model or settings differ between machines); give "
+                                 "every process the same arguments and files")
+        pending = self.job.start() if self.trainer.is_global_zero else None
+        self.pending = strategy.broadcast(pending)  # waits for rank 0's work folder
+        self._to_device(strategy.root_device)
+
+    def _to_device(self, device) -> None:
+        model = self.loaded.model
+        if len(set(getattr(model, "hf_device_map", {}).values())) > 1:
+            raise LayerscanError("the language model is spread over several devices "
+                                 "(device_map), so each process cannot hold a copy; pass "
+                                 "--device cpu and Lightning's --devices")
+        self.loaded.model.to(device)
+        self.loaded.device = device
+
+    def predict_dataloader(self) -> DataLoader:
+        # one item per shard; Lightning's distributed sampler deals them out to the processes
+        return DataLoader(self.pending, batch_size=None)
+
+    def on_predict_start(self) -> None:
+        mine = [self.pending[i] for i in self.trainer.predict_dataloaders.sampler]
+        self.bar = extraction_progress(self.job.n_windows(mine),
+                                       self.progress and self.trainer.is_global_zero)
+
+    def predict_step(self, shard: int, batch_idx: int) -> int:
+        """Write one shard; returns its number."""
+        from layerscan.autoencoder.capture.hidden_states import hidden_states_batch
+
+        self.job.write_shard(int(shard),
+                             lambda ids: hidden_states_batch(self.loaded, ids, self.normalization),
+                             self.batch_size, self.bar)
+        return int(shard)
+
+    def on_predict_end(self) -> None:
+        self.bar.close()
+
+    def publish(self) -> None:
+        """After `predict` (whether or not this process had shards to write): once every
+        process is done, global rank 0 publishes the cache; all fail alike, or none does."""
+        strategy = self.trainer.strategy
+        strategy.barrier("shards-written")
+        problem = None
+        if self.trainer.is_global_zero:
+            try:
+                self.job.publish()
+            except LayerscanError as exc:
+                problem = str(exc)
+        problem = strategy.broadcast(problem)  # the others wait here until it is published
+        if problem:
+            raise LayerscanError(problem)
+
+
+def extract_in_parallel(job: ExtractionJob, loaded, normalization: str, batch_size: int,
+                        train: TrainConfig, progress: bool = True) -> Path:
+    """Build the cache with one process per device (Lightning DDP), on one or more machines.
+
+    The settings are training's (`train.accelerator`, `devices`, `strategy`, `num_nodes`), so
+    extraction and training run on the same processes; Lightning launches the other local
+    processes (they rerun this command) or joins the ones torchrun or SLURM started.
+
+    Args:
+        job: the cache to build.
+        loaded: the language model (`capture.loading.LoadedModel`).
+        normalization: how states are normalized at capture.
+        batch_size: windows per forward pass.
+        train: the Lightning settings.
+        progress: show a progress bar.
+    """
+    from layerscan.autoencoder.training import quiet_lightning
+
+    quiet_lightning()
+    trainer = pl.Trainer(accelerator=train.accelerator, devices=train.lightning_devices(),
+                         strategy=train.strategy, num_nodes=train.num_nodes, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False)
+    extractor = ShardExtractor(job, loaded, normalization, batch_size, progress)
+    # pytorch-lightning 2.6 warns about its own use of a deprecated torch API
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)`")
+    trainer.predict(extractor, return_predictions=False)  # no batches where all are written
+    extractor.publish()
+    return job.folder
