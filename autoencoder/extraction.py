@@ -13,9 +13,12 @@ from layerscan.autoencoder.cache import ExtractionJob, extraction_progress
 from layerscan.autoencoder.config import TrainConfig
 from layerscan.errors import LayerscanError
 
+NO_SHARD = -1
+"""An item with nothing to write."""
+
 
 class ShardExtractor(pl.LightningModule):
-    """Writes the shards that Lightning's distributed sampler gives this process.
+    """Writes this process's share of the shards (every world_size-th, from its rank on).
 
     The language model is held outside the module's parameters: Lightning neither wraps nor
     moves it; `setup` puts it on this process's device.
@@ -57,11 +60,16 @@ class ShardExtractor(pl.LightningModule):
         self.loaded.device = device
 
     def predict_dataloader(self) -> DataLoader:
-        # one item per shard; Lightning's distributed sampler deals them out to the processes
-        return DataLoader(self.pending, batch_size=None)
+        """One item per shard, dealt out in turn; NO_SHARD pads every process to as many
+        items, at least one (Lightning refuses a process with none, and so does its own
+        distributed sampler, as when a resumed job has fewer shards left than processes)."""
+        world, rank = self.trainer.world_size, self.trainer.global_rank
+        mine = self.pending[rank::world]
+        return DataLoader(mine + [NO_SHARD] * (-(-len(self.pending) // world) - len(mine)),
+                          batch_size=None)
 
     def on_predict_start(self) -> None:
-        mine = [self.pending[i] for i in self.trainer.predict_dataloaders.sampler]
+        mine = self.pending[self.trainer.global_rank::self.trainer.world_size]
         self.bar = extraction_progress(self.job.n_windows(mine),
                                        self.progress and self.trainer.is_global_zero)
 
@@ -69,6 +77,8 @@ class ShardExtractor(pl.LightningModule):
         """Write one shard; returns its number."""
         from layerscan.autoencoder.capture.hidden_states import hidden_states_batch
 
+        if shard == NO_SHARD:
+            return shard
         self.job.write_shard(int(shard),
                              lambda ids: hidden_states_batch(self.loaded, ids, self.normalization),
                              self.batch_size, self.bar)
@@ -115,7 +125,7 @@ def extract_in_parallel(job: ExtractionJob, loaded, normalization: str, batch_si
     trainer = pl.Trainer(accelerator=train.accelerator, devices=train.lightning_devices(),
                          strategy=train.strategy, num_nodes=train.num_nodes, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False)
+                         enable_model_summary=False, use_distributed_sampler=False)
     extractor = ShardExtractor(job, loaded, normalization, batch_size, progress)
     # pytorch-lightning 2.6 warns about its own use of a deprecated torch API
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)`")
