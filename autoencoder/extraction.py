@@ -48,16 +48,8 @@ class ShardExtractor(pl.LightningModule):
                                  "every process the same arguments and files")
         pending = self.job.start() if self.trainer.is_global_zero else None
         self.pending = strategy.broadcast(pending)  # waits for rank 0's work folder
-        self._to_device(strategy.root_device)
-
-    def _to_device(self, device) -> None:
-        model = self.loaded.model
-        if len(set(getattr(model, "hf_device_map", {}).values())) > 1:
-            raise LayerscanError("the language model is spread over several devices "
-                                 "(device_map), so each process cannot hold a copy; pass "
-                                 "--device cpu and Lightning's --devices")
-        self.loaded.model.to(device)
-        self.loaded.device = device
+        self.loaded.model.to(strategy.root_device)  # this process's own copy, on its device
+        self.loaded.device = strategy.root_device
 
     def predict_dataloader(self) -> DataLoader:
         """One item per shard, dealt out in turn; NO_SHARD pads every process to as many

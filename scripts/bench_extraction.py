@@ -4,11 +4,14 @@ Usage:
     python scripts/bench_extraction.py                     # embedded model, 16,384 tokens
     python scripts/bench_extraction.py --model FOLDER --corpus FILE --tokens 32768
 
-Each setting runs as its own command (Lightning starts the second process by running it
-again), into a fresh temporary cache, on the CPU. The time is rank 0's, from the start of the
-extraction to the published cache: with 2 processes it includes starting the second one
-(imports, model load). Both lines come from one run, side by side, because the machine may be
-shared; the load average is printed with them.
+Three settings: 1 process with torch's default threads, 1 process with 1 thread, and 2
+processes (Lightning DDP, gloo), which Lightning gives cores / 2 threads each. The middle one
+separates the gain of two processes from the cost of threads that wait on each other. Each
+runs as its own command (Lightning starts the second process by running it again), into a
+fresh temporary cache, on the CPU. The time is rank 0's, from the start of the extraction to
+the published cache: with 2 processes it includes starting the second one (imports, model
+load). All lines come from one run, side by side, because the machine may be shared; the
+load average is printed with them.
 """
 
 from __future__ import annotations
@@ -42,10 +45,12 @@ def measure(args: argparse.Namespace) -> None:
     ids = [loaded.tokenizer(text, verbose=False)["input_ids"] for text in read_documents(corpus)]
     windows, documents = chunk_windows([x for x in ids if x], 128)
     lengths = [len(w) for w in windows]
-    n = next((i + 1 for i in range(len(lengths)) if sum(lengths[:i + 1]) >= args.tokens),
-             len(lengths))
+    n = next((i for i in range(len(lengths)) if sum(lengths[:i + 1]) > args.tokens),
+             len(lengths))  # windows that fit in args.tokens
     job = ExtractionJob(Path(args.cache) / "states", windows[:n], documents[:n],
                         {"model_id": loaded.model_id})
+    if args.threads:
+        torch.set_num_threads(args.threads)
     started = time.perf_counter()
     if args.processes == 1:
         build_cache(job, lambda batch: hidden_states_batch(loaded, batch), 16, progress=False)
@@ -67,16 +72,17 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=16384,
                         help="tokens to extract (8192 per shard: 2 shards or more)")
     parser.add_argument("--processes", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--cache", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.processes:
         measure(args)
         return
     results, load = [], os.getloadavg()[0]
-    for processes in (1, 2):
+    for processes, threads in ((1, 0), (1, 1), (2, 0)):
         with tempfile.TemporaryDirectory() as cache:
             command = [sys.executable, __file__, *sys.argv[1:], "--processes", str(processes),
-                       "--cache", cache]
+                       "--threads", str(threads), "--cache", cache]
             run = subprocess.run(command, capture_output=True, text=True,
                                  env=dict(os.environ, HF_HUB_OFFLINE="1"))
             lines = [x for x in run.stdout.splitlines() if x.startswith(RESULT)]
@@ -90,7 +96,9 @@ def main() -> None:
     for r in results:
         print(f"{r['processes']:>9} {r['threads']:>7} {r['tokens']:>7} {r['shards']:>6} "
               f"{r['seconds']:>8.1f} {r['tokens'] / r['seconds']:>9.0f}")
-    print(f"speed-up of 2 processes over 1: {results[0]['seconds'] / results[1]['seconds']:.2f}x")
+    for r in results[:2]:
+        print(f"2 processes over 1 process with {r['threads']} thread(s): "
+              f"{r['seconds'] / results[2]['seconds']:.2f}x")
 
 
 if __name__ == "__main__":
