@@ -43,8 +43,8 @@ class ShardExtractor(pl.LightningModule):
         strategy = self.trainer.strategy
         agreed = strategy.broadcast(self.job.digest) == self.job.digest
         if not strategy.reduce_boolean_decision(agreed, all=True):
-            raise LayerscanError("the processes of this run cut different token windows (the "
-                                 "corpus, model or settings differ between machines); give "
+            raise LayerscanError("the processes of this run disagree on the cache to build "
+                                 "(their corpus, model, settings or --cache-dir differ); give "
                                  "every process the same arguments and files")
         pending = self.job.start() if self.trainer.is_global_zero else None
         self.pending = strategy.broadcast(pending)  # waits for rank 0's work folder
