@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -115,14 +116,15 @@ class HiddenStateDataModule:
         config: the run config (data section and model.max_len are used).
         cache_root: folder for caches (default: the layerscan cache dir).
         progress: show progress bars while generating and extracting.
-        data_parallel: extract with one process per device when `config.train` asks for more
-            than one (`train.devices`, `train.num_nodes`); otherwise in this process.
+        extract_in_parallel: how to build the cache with one process per device when
+            `config.train` asks for more than one (`train.devices`, `train.num_nodes`):
+            `training.extract_in_parallel`, which training passes. None: in this process.
     """
 
     def __init__(self, config: RunConfig, cache_root: str | Path | None = None,
-                 progress: bool = True, data_parallel: bool = False) -> None:
+                 progress: bool = True, extract_in_parallel: Callable | None = None) -> None:
         self.config, self.progress = config, progress
-        self.data_parallel = data_parallel and config.train.data_parallel()
+        self.extract_in_parallel = extract_in_parallel if config.train.data_parallel() else None
         if cache_root is None:
             from layerscan.autoencoder.capture.loading import cache_dir
 
@@ -153,7 +155,7 @@ class HiddenStateDataModule:
                 and not Path(data.corpus).exists():
             read_documents(data.corpus)  # raises the one-line error before loading a model
         # data-parallel: each process loads a whole copy, and Lightning puts it on its device
-        device = "cpu" if self.data_parallel and data.device == "auto" else data.device
+        device = "cpu" if self.extract_in_parallel and data.device == "auto" else data.device
         loaded = load_model(data.language_model, device=device, dtype=data.dtype,
                             trust_remote_code=data.trust_remote_code)
         docs = self._documents(loaded)
@@ -181,11 +183,9 @@ class HiddenStateDataModule:
                       stacklevel=2)
         job = ExtractionJob(folder, windows, owner,
                             dict(self.info, normalization=data.normalization, max_len=max_len))
-        if self.data_parallel:
-            from layerscan.autoencoder.extraction import extract_in_parallel
-
-            extract_in_parallel(job, loaded, data.normalization, data.extract_batch_size,
-                                self.config.train, self.progress)
+        if self.extract_in_parallel:
+            self.extract_in_parallel(job, loaded, data.normalization, data.extract_batch_size,
+                                     self.config.train, self.progress)
         else:
             build_cache(job, lambda batch: hidden_states_batch(loaded, batch, data.normalization),
                         data.extract_batch_size, self.progress)
