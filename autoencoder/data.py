@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from layerscan.autoencoder.cache import HiddenStateCache, build_cache, cache_key
+from layerscan.autoencoder.cache import ExtractionJob, HiddenStateCache, build_cache, cache_key
 from layerscan.autoencoder.config import RunConfig
 from layerscan.autoencoder.corpus import about, corpus_hash, default_documents, read_documents
 from layerscan.errors import Caution, LayerscanError, Notice
@@ -115,11 +116,15 @@ class HiddenStateDataModule:
         config: the run config (data section and model.max_len are used).
         cache_root: folder for caches (default: the layerscan cache dir).
         progress: show progress bars while generating and extracting.
+        extract_in_parallel: how to build the cache with one process per device when
+            `config.train` asks for more than one (`train.devices`, `train.num_nodes`):
+            `training.extract_in_parallel`, which training passes. None: in this process.
     """
 
     def __init__(self, config: RunConfig, cache_root: str | Path | None = None,
-                 progress: bool = True) -> None:
+                 progress: bool = True, extract_in_parallel: Callable | None = None) -> None:
         self.config, self.progress = config, progress
+        self.extract_in_parallel = extract_in_parallel if config.train.data_parallel() else None
         if cache_root is None:
             from layerscan.autoencoder.capture.loading import cache_dir
 
@@ -149,7 +154,9 @@ class HiddenStateDataModule:
         if data.corpus != "default" and not data.corpus.startswith("hf:") \
                 and not Path(data.corpus).exists():
             read_documents(data.corpus)  # raises the one-line error before loading a model
-        loaded = load_model(data.language_model, device=data.device, dtype=data.dtype,
+        # data-parallel: each process loads a whole copy, and Lightning puts it on its device
+        device = "cpu" if self.extract_in_parallel and data.device == "auto" else data.device
+        loaded = load_model(data.language_model, device=device, dtype=data.dtype,
                             trust_remote_code=data.trust_remote_code)
         docs = self._documents(loaded)
         dtype = next(loaded.model.parameters()).dtype
@@ -174,10 +181,14 @@ class HiddenStateDataModule:
                       f"tokens) once, into {folder} ("
                       f"{about(n_tokens / EXTRACT_TOKENS_PER_S * size)} on a CPU)", Notice,
                       stacklevel=2)
-        build_cache(folder, windows, owner,
-                    lambda batch: hidden_states_batch(loaded, batch, data.normalization),
-                    dict(self.info, normalization=data.normalization, max_len=max_len),
-                    batch_size=data.extract_batch_size, progress=self.progress)
+        job = ExtractionJob(folder, windows, owner,
+                            dict(self.info, normalization=data.normalization, max_len=max_len))
+        if self.extract_in_parallel:
+            self.extract_in_parallel(job, loaded, data.normalization, data.extract_batch_size,
+                                     self.config.train, self.progress)
+        else:
+            build_cache(job, lambda batch: hidden_states_batch(loaded, batch, data.normalization),
+                        data.extract_batch_size, self.progress)
         return folder
 
     def setup(self, stage: str | None = None) -> None:
