@@ -154,9 +154,8 @@ def default_documents(loaded, cache_folder: Path, continuation_tokens: int = 96,
         seed: sampling seed.
     """
     prompts = seed_prompts(max_prompts)
-    key = hashlib.sha256(json.dumps(
-        [prompts, loaded.model_id, loaded.revision, continuation_tokens,
-         continuations_per_seed, seed]).encode()).hexdigest()[:16]
+    key = default_corpus_key(prompts, loaded.model_id, loaded.revision, continuation_tokens,
+                             continuations_per_seed, seed)
     path = Path(cache_folder) / f"default-{key}.jsonl"
     if path.is_file():
         texts = _read_passages(path.read_text("utf-8"))
@@ -173,6 +172,13 @@ def default_documents(loaded, cache_folder: Path, continuation_tokens: int = 96,
         with atomic_path(path) as tmp:
             tmp.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), "utf-8")
     return _documents(texts)
+
+
+def default_corpus_key(prompts: list[str], model_id: str, revision: str | None,
+                       continuation_tokens: int, continuations_per_seed: int, seed: int) -> str:
+    """The name of a default corpus's text in the cache: a hash of what the text depends on."""
+    return hashlib.sha256(json.dumps([prompts, model_id, revision, continuation_tokens,
+                                      continuations_per_seed, seed]).encode()).hexdigest()[:16]
 
 
 def packaged_documents() -> list[str]:
