@@ -17,7 +17,7 @@ import hashlib
 import json
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -58,7 +58,7 @@ FIT_VERSION = 1
 class FitOptions:
     """How an autoencoder is fitted for a model that has none (on first use, then cached)."""
 
-    fit_tokens: int = 16384
+    fit_tokens: int = field(default=16384, metadata={"metavar": "N"})
     """Tokens of the default corpus's text whose hidden states fit an autoencoder for a model
     that has none (more: slower, and closer to a full `layerscan train`; SmolLM2 reads the
     whole corpus's 59,000 training tokens at 60,000)."""

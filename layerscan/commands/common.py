@@ -97,7 +97,7 @@ def add_scan_arguments(parser: argparse.ArgumentParser, save: bool = True) -> No
                        help="autoencoder folder, e.g. the one `layerscan train` printed, or "
                             "'fit' to fit one even where one is packaged (default: the one "
                             "packaged for the embedded model; any other model gets one fitted "
-                            "on first use, about a minute for 135M parameters on a CPU, kept "
+                            "on first use, 1-2 min for 135M parameters on a CPU, kept "
                             "in the layerscan cache and reused). Its max_len is the longest "
                             "prompt accepted, in tokens (generated ones included): 128 for "
                             "the packaged and fitted ones, 32 for configs/tiny.yaml")
