@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from layerscan.autoencoder.cache import ExtractionJob, HiddenStateCache, build_cache, cache_key
 from layerscan.autoencoder.config import RunConfig
 from layerscan.autoencoder.corpus import about, corpus_hash, default_documents, read_documents
+from layerscan.autoencoder.moments import StateMoments
 from layerscan.errors import Caution, LayerscanError, Notice
 
 EXTRACT_TOKENS_PER_S = 250
@@ -55,6 +56,30 @@ def split_windows(documents: list[int], val_fraction: float,
                              "documents (or one longer than max_len) to hold out validation")
     held = set(val)
     return [i for i in range(len(documents)) if i not in held], val
+
+
+def token_windows(tokenizer, documents: list[str], max_len: int,
+                  corpus: str = "the corpus") -> tuple[list[list[int]], list[int]]:
+    """Tokenize documents and cut them into windows (see `chunk_windows`); documents without
+    any token are dropped first, so window owners index the documents that have tokens."""
+    ids = [tokenizer(doc, verbose=False)["input_ids"] for doc in documents]
+    ids = [x for x in ids if x]
+    if not ids:
+        raise LayerscanError(f"corpus {corpus}: no document has any token")
+    return chunk_windows(ids, max_len)
+
+
+def sample_windows(indices: list[int], lengths: list[int], n_tokens: int,
+                   seed: int) -> list[int]:
+    """Windows drawn from `indices` in a seeded random order until they hold n_tokens tokens
+    (all of them if they hold fewer); `lengths` gives every window's token count."""
+    picked, total = [], 0
+    for index in np.random.default_rng(seed).permutation(indices):
+        picked.append(int(index))
+        total += lengths[int(index)]
+        if total >= n_tokens:
+            break
+    return picked
 
 
 class WindowDataset(Dataset):
@@ -170,11 +195,7 @@ class HiddenStateDataModule:
                          n_documents=len(docs), cache=str(folder))
         if (folder / "meta.json").is_file():
             return folder
-        ids = [loaded.tokenizer(doc, verbose=False)["input_ids"] for doc in docs]
-        ids = [x for x in ids if x]
-        if not ids:
-            raise LayerscanError(f"corpus {data.corpus}: no document has any token")
-        windows, owner = chunk_windows(ids, max_len)
+        windows, owner = token_windows(loaded.tokenizer, docs, max_len, data.corpus)
         n_tokens = sum(len(w) for w in windows)
         size = sum(p.numel() for p in loaded.model.parameters()) / 135e6
         warnings.warn(f"extracting the hidden states of {len(windows)} windows ({n_tokens} "
@@ -219,8 +240,8 @@ class HiddenStateDataModule:
 
     def statistics(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-layer mean (n_layers+1, d), scale (n_layers+1,) and covariance
-        (n_layers+1, d, d) of the training windows' states (covariance of the normalized
-        states, on a token sample)."""
+        (n_layers+1, d, d) of the training windows' states (the mean over all of them; scale
+        and covariance on a sample of STATS_TOKENS tokens, see `StateMoments.statistics`)."""
         cache = self.cache
         total = torch.zeros(cache.n_layers + 1, cache.d_model, dtype=torch.float64)
         count = 0
@@ -228,24 +249,12 @@ class HiddenStateDataModule:
             states = torch.from_numpy(cache.window(index)).double()  # (n_layers+1, length, d)
             total += states.sum(1)
             count += states.shape[1]
-        mean = total / count  # (n_layers+1, d_model)
-        rng = np.random.default_rng(self.config.train.seed)
-        picked, n = [], 0
-        for index in rng.permutation(self.train_indices):
-            picked.append(int(index))
-            n += cache.windows[int(index)].length
-            if n >= STATS_TOKENS:
-                break
-        scale = torch.zeros(cache.n_layers + 1, dtype=torch.float64)
-        covariance = torch.zeros(cache.n_layers + 1, cache.d_model, cache.d_model,
-                                 dtype=torch.float64)
-        for layer in range(cache.n_layers + 1):  # one layer at a time keeps memory small
-            sample = torch.cat([torch.from_numpy(cache.window(i, [layer])[0]) for i in picked])
-            centered = sample.double() - mean[layer]  # (n_sample, d_model)
-            scale[layer] = centered.pow(2).mean().sqrt()
-            normed = centered / scale[layer]
-            covariance[layer] = normed.T @ normed / normed.shape[0]
-        return mean.float(), scale.float(), covariance.float()
+        moments = StateMoments(cache.n_layers, cache.d_model)
+        lengths = [w.length for w in cache.windows]
+        for index in sample_windows(self.train_indices, lengths, STATS_TOKENS,
+                                    self.config.train.seed):
+            moments.add(torch.from_numpy(cache.window(index)))
+        return moments.statistics(total / count)
 
     def train_dataloader(self) -> DataLoader:
         data = self.config.data
