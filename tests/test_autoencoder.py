@@ -239,8 +239,9 @@ def test_mismatches_name_both_sides():
     raw = Capture(**{**capture.__dict__, "normalization": "raw"})
     with pytest.raises(LayerscanError, match="final-norm.*raw"):
         trained.check_compatible(raw)
-    with pytest.raises(LayerscanError, match="40 tokens.*max_len=32"):
-        trained.encode(_states(40))
+    trained.encode(_states(40))  # past max_len (32): the network's last trained position
+    with pytest.raises(LayerscanError, match="97 tokens.*at most 96 .one particle a token"):
+        trained.encode(_states(97))
     with pytest.raises(LayerscanError, match="d_model=24"):
         trained.encode(np.zeros((N_LAYERS + 1, 5, 32), np.float32))
     with pytest.raises(LayerscanError, match="prefix length 9"):
