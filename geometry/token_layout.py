@@ -270,8 +270,8 @@ def group_offsets(clouds: np.ndarray, particle_tokens: np.ndarray, places: np.nd
         clouds: (n_layers, n_particles, d_particle).
         particle_tokens: (n_particles,) token of each particle.
         places: (n_layers, n_tokens, 3) token places.
-        spread: mean particle distance from its token's place, as a share of the layout's
-            mean radius.
+        spread: mean distance from its token's place of a particle that shares its token,
+            as a share of the layout's mean radius.
 
     Returns:
         (n_layers, n_particles, 3) float64.
@@ -287,7 +287,11 @@ def group_offsets(clouds: np.ndarray, particle_tokens: np.ndarray, places: np.nd
     out = np.zeros((n_layers, clouds.shape[1], 3))
     out[..., :axes.shape[1]] = offsets @ axes
     radius = np.linalg.norm(places - places.mean(1, keepdims=True), axis=-1).mean(-1)
-    size = np.linalg.norm(out, axis=-1).mean(-1)  # (n_layers,)
+    # mean size over particles that share their token: a long prompt's lone particles sit
+    # exactly at their token's place and must not blow up the few groups of two
+    shared = np.bincount(particle_tokens, minlength=n_tokens)[particle_tokens] > 1
+    size = np.linalg.norm(out[:, shared], axis=-1).mean(-1) if shared.any() \
+        else np.zeros(n_layers)  # (n_layers,)
     scale = np.where(size > 0, spread * radius / np.maximum(size, 1e-300), 0.0)
     return out * scale[:, None, None]
 

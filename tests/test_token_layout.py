@@ -163,3 +163,17 @@ def test_distance_correlation_of_a_long_prompt_is_estimated_closely():
     every = [spearmanr(pdist(x), pdist(y)).statistic for x, y in zip(states, layout,
                                                                         strict=True)]
     np.testing.assert_allclose(distance_correlation(states, layout), every, atol=0.01)
+
+
+def test_lone_particles_do_not_blow_up_the_few_groups_of_two():
+    """100 tokens, 104 particles: 4 tokens have two particles, the rest one. The groups of
+    two keep the set spread; they are not scaled to make up for the lone particles."""
+    states = curved_states(n_layers=2, n_tokens=100, seed=6)
+    owner = routed(104, 100)
+    places = TokenLayout(n_iter=0).fit(states).embedding_.astype(np.float64)
+    positions = grouped_positions(places, grouped_clouds(states, owner), owner, spread=0.08)
+    offsets = np.linalg.norm(positions - places[:, owner], axis=-1)  # (n_layers, 104)
+    radius = np.linalg.norm(places - places.mean(1, keepdims=True), axis=-1).mean(-1)
+    shared = np.bincount(owner)[owner] > 1
+    assert shared.sum() == 8 and (offsets[:, ~shared] == 0).all()
+    np.testing.assert_allclose(offsets[:, shared].mean(-1), 0.08 * radius, rtol=1e-6)
