@@ -64,7 +64,13 @@ class ArtifactConfig:
 
     @property
     def max_len(self) -> int:
+        """Longest prompt the decoder's network was trained on."""
         return self.model.max_len
+
+    @property
+    def max_tokens(self) -> int:
+        """Longest prompt it encodes: one particle a token."""
+        return self.model.n_particles
 
     def to_json(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
@@ -144,11 +150,11 @@ class TrainedAutoencoder:
                 f"{self.config.model_id}")
         if hidden.shape[1] < 1:
             raise LayerscanError("cannot encode a prompt with no tokens")
-        if hidden.shape[1] > self.config.max_len:
+        if hidden.shape[1] > self.config.max_tokens:
             raise LayerscanError(
                 f"the capture has {hidden.shape[1]} tokens but this autoencoder encodes at "
-                f"most max_len={self.config.max_len}; shorten the prompt (generated tokens "
-                f"count too)")
+                f"most {self.config.max_tokens} (one particle a token); shorten the prompt "
+                f"(generated tokens count too)")
         if not np.isfinite(hidden).all():
             raise LayerscanError("hidden states contain NaN or infinite values")
         return hidden.astype(np.float32, copy=False)
@@ -157,7 +163,7 @@ class TrainedAutoencoder:
         """Encode one prompt at every layer.
 
         Args:
-            hidden: (n_layers+1, n_tokens, d_model) float32 states, n_tokens <= max_len.
+            hidden: (n_layers+1, n_tokens, d_model) float32 states, n_tokens <= n_particles.
         """
         hidden = self._check_hidden(hidden)
         return self.encode_prefixes(hidden, [hidden.shape[1]])[0]
@@ -198,7 +204,7 @@ class TrainedAutoencoder:
         r2_t = torch.cat(r2).view(len(lengths), n_layers + 1)
         return [EncodedLayers(clouds=c.numpy().astype(np.float32),
                               reconstruction_r2=r.numpy().astype(np.float32),
-                              particle_tokens=self.model.token_of[p].cpu().numpy()
+                              particle_tokens=self.model.particle_tokens(p).numpy()
                               .astype(np.int32))
                 for c, r, p in zip(clouds_t, r2_t, lengths, strict=True)]
 

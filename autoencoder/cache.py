@@ -6,18 +6,24 @@ import hashlib
 import json
 import os
 import re
+import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from layerscan.errors import LayerscanError
-from layerscan.files import atomic_path
+from layerscan.errors import LayerscanError, Notice
+from layerscan.files import atomic_path, remove_stale_partials
 
 CACHE_FORMAT_VERSION = 1
 SHARD_TOKENS = 8192
 """Tokens per shard file; a shard holds (n_layers+1, SHARD_TOKENS, d_model) values."""
 META_NAME = "meta.json"
+PLAN_NAME = "plan.json"
+"""In a work folder: the digest of the job whose shards it holds."""
+FLOAT16_LIMIT = 60000
+"""Largest state magnitude the float16 shards take (their maximum is 65504)."""
 
 
 def cache_key(model_id: str, revision: str | None, normalization: str, max_len: int,
@@ -44,7 +50,7 @@ class HiddenStateCache:
     """Read-only view of a built cache folder: `window(i)` is (n_layers+1, length, d_model).
 
     Args:
-        folder: a folder written by `build_cache`.
+        folder: a folder written by `ExtractionJob.publish`.
     """
 
     def __init__(self, folder: str | os.PathLike) -> None:
@@ -76,67 +82,174 @@ class HiddenStateCache:
         return np.asarray(view, dtype=np.float32)
 
 
-def build_cache(folder: str | os.PathLike, windows: list[list[int]], documents: list[int],
-                extract, meta: dict, batch_size: int = 16, progress: bool = True) -> Path:
-    """Extract every window's states once (batched) into memory-mapped shards, atomically.
+def pack_windows(lengths: list[int], documents: list[int],
+                 shard_tokens: int = SHARD_TOKENS) -> tuple[list[WindowIndex], list[int]]:
+    """Place windows, in corpus order, into shards of at most `shard_tokens` tokens.
+
+    Returns:
+        each window's place and the size of each shard in tokens.
+    """
+    index, sizes, shard, offset = [], [], 0, 0
+    for n, document in zip(lengths, documents, strict=True):
+        if offset + n > shard_tokens and offset > 0:
+            sizes.append(offset)
+            shard, offset = shard + 1, 0
+        index.append(WindowIndex(shard, offset, n, document))
+        offset += n
+    sizes.append(offset)
+    return index, sizes
+
+
+def shard_name(shard: int) -> str:
+    return f"shard_{shard:04d}.npy"
+
+
+class ExtractionJob:
+    """One cache being built, shard by shard, in a work folder beside it.
+
+    The windows are packed into shards in corpus order (`pack_windows`), so the index, and the
+    train/validation split read from it, is the same whoever writes the shards. Each shard is
+    written by one process under a temporary name and renamed when complete; the work folder
+    (`.NAME.extracting`) keeps finished shards across an interrupted run, and `publish` turns
+    it into the cache folder once every shard is there.
 
     Args:
-        folder: the cache folder to create (written as a temporary folder, then renamed).
+        folder: the cache folder to create.
         windows: token ids of each window (1..max_len tokens each).
         documents: (n_windows,) index of the document each window came from.
-        extract: function(list of id lists) -> list of (n_layers+1, len, d_model) arrays.
         meta: JSON-able description (model id, normalization, corpus hash, ...), stored.
-        batch_size: windows per forward pass.
+        shard_tokens: tokens per shard file.
     """
-    if not windows:
-        raise LayerscanError("nothing to cache: the corpus produced no token windows")
-    folder = Path(folder)
-    order = sorted(range(len(windows)), key=lambda i: len(windows[i]))  # similar lengths batch
-    first = extract([windows[order[0]]])[0]
-    n_layers, d_model = first.shape[0] - 1, first.shape[2]
-    lengths = [len(w) for w in windows]
-    # pack windows into shards in corpus order
-    index, shard_sizes, shard, offset = [], [], 0, 0
-    for i, n in enumerate(lengths):
-        if offset + n > SHARD_TOKENS and offset > 0:
-            shard_sizes.append(offset)
-            shard, offset = shard + 1, 0
-        index.append(WindowIndex(shard, offset, n, documents[i]))
-        offset += n
-    shard_sizes.append(offset)
-    bar = _progress(len(windows), progress)
-    with atomic_path(folder, suffix="", folder=True, kind="hidden-states") as tmp:
-        tmp.mkdir()
-        names = [f"shard_{s:04d}.npy" for s in range(len(shard_sizes))]
-        arrays = [np.lib.format.open_memmap(tmp / name, mode="w+", dtype=np.float16,
-                                            shape=(n_layers + 1, size, d_model))
-                  for name, size in zip(names, shard_sizes, strict=True)]
-        overflow = False
-        for start in range(0, len(order), batch_size):
-            batch = order[start:start + batch_size]
-            for i, states in zip(batch, extract([windows[i] for i in batch]), strict=True):
-                w = index[i]
-                if not np.isfinite(states).all():
-                    raise LayerscanError(f"the language model produced NaN/inf states for "
-                                         f"window {i}; try --set data.normalization=final-norm")
-                overflow |= bool(np.abs(states).max() > 60000)
-                arrays[w.shard][:, w.offset:w.offset + w.length] = states
-            bar.update(len(batch))
-        bar.close()
-        if overflow:
-            raise LayerscanError("hidden states exceed the float16 range of the cache; use "
-                                 "--set data.normalization=final-norm or standardize")
-        for array in arrays:
+
+    def __init__(self, folder: str | os.PathLike, windows: list[list[int]],
+                 documents: list[int], meta: dict, shard_tokens: int = SHARD_TOKENS) -> None:
+        if not windows:
+            raise LayerscanError("nothing to cache: the corpus produced no token windows")
+        self.folder, self.windows, self.meta = Path(folder), windows, meta
+        self.work = self.folder.parent / f".{self.folder.name}.extracting"
+        self.index, self.shard_sizes = pack_windows([len(w) for w in windows], documents,
+                                                    shard_tokens)
+        self.members: list[list[int]] = [[] for _ in self.shard_sizes]
+        for i, w in enumerate(self.index):
+            self.members[w.shard].append(i)
+        fields = [CACHE_FORMAT_VERSION, meta, windows, documents, shard_tokens]
+        self.digest = hashlib.sha256(json.dumps(fields).encode()).hexdigest()
+        """Identifies the job: every process of a data-parallel run must agree on it."""
+
+    def start(self) -> list[int]:
+        """Open the work folder (emptied if another job left it) and list the shards to do.
+
+        Call it in one process only, before any shard is written.
+        """
+        plan = self.work / PLAN_NAME
+        if self.work.is_dir() and not _holds(plan, self.digest):
+            shutil.rmtree(self.work)  # another corpus, model or layout: start over
+        self.work.mkdir(parents=True, exist_ok=True)
+        if not plan.is_file():
+            with atomic_path(plan) as tmp:
+                tmp.write_text(json.dumps({"digest": self.digest}), encoding="utf-8")
+        done = {s for s in range(len(self.shard_sizes)) if (self.work / shard_name(s)).is_file()}
+        if done:
+            warnings.warn(f"resuming the extraction into {self.folder}: {len(done)} of "
+                          f"{len(self.shard_sizes)} shards are already written", Notice,
+                          stacklevel=2)
+        return [s for s in range(len(self.shard_sizes)) if s not in done]
+
+    def n_windows(self, shards: list[int]) -> int:
+        return sum(len(self.members[s]) for s in shards)
+
+    def write_shard(self, shard: int, extract, batch_size: int = 16, bar=None) -> None:
+        """Extract the states of one shard's windows (batched by length) into its file.
+
+        Args:
+            shard: which shard.
+            extract: function(list of id lists) -> list of (n_layers+1, len, d_model) arrays.
+            batch_size: windows per forward pass.
+            bar: a tqdm bar advanced by windows, or None.
+        """
+        order = sorted(self.members[shard], key=lambda i: len(self.windows[i]))
+        with atomic_path(self.work / shard_name(shard)) as tmp:
+            array = None
+            for start in range(0, len(order), batch_size):
+                batch = order[start:start + batch_size]
+                for i, states in zip(batch, extract([self.windows[i] for i in batch]),
+                                     strict=True):
+                    _check_states(states, i)  # (n_layers+1, length, d_model)
+                    if array is None:
+                        array = np.lib.format.open_memmap(
+                            tmp, mode="w+", dtype=np.float16,
+                            shape=(states.shape[0], self.shard_sizes[shard], states.shape[2]))
+                    w = self.index[i]
+                    array[:, w.offset:w.offset + w.length] = states
+                if bar is not None:
+                    bar.update(len(batch))
             array.flush()
-        del arrays
-        full_meta = dict(meta, format_version=CACHE_FORMAT_VERSION, n_layers=n_layers,
-                         d_model=d_model, shards=names, n_tokens=sum(lengths),
-                         windows=[[w.shard, w.offset, w.length, w.document] for w in index])
-        (tmp / META_NAME).write_text(json.dumps(full_meta), encoding="utf-8")
-    return folder
+            del array
+
+    def publish(self) -> Path:
+        """Write the index beside the finished shards and rename the work folder to the cache.
+
+        Call it in one process only, after every process has written its shards.
+        """
+        if (self.folder / META_NAME).is_file():
+            return self.folder  # a concurrent run of the same job published it first
+        names = [shard_name(s) for s in range(len(self.shard_sizes))]
+        missing = [name for name in names if not (self.work / name).is_file()]
+        if missing:
+            raise LayerscanError(
+                f"{self.folder}: {len(missing)} of {len(names)} shards were not written (first: "
+                f"{missing[0]}); on several machines --cache-dir must be a folder they share")
+        for name in names:
+            remove_stale_partials(self.work / name)
+        n_layers_1, _, d_model = np.load(self.work / names[0], mmap_mode="r").shape
+        meta = dict(self.meta, format_version=CACHE_FORMAT_VERSION, n_layers=n_layers_1 - 1,
+                    d_model=d_model, shards=names, n_tokens=sum(self.shard_sizes),
+                    windows=[[w.shard, w.offset, w.length, w.document] for w in self.index])
+        with atomic_path(self.folder, suffix="", folder=True, kind="hidden-states") as tmp:
+            os.replace(self.work, tmp)
+            (tmp / PLAN_NAME).unlink()
+            (tmp / META_NAME).write_text(json.dumps(meta), encoding="utf-8")
+        return self.folder
 
 
-def _progress(total: int, enabled: bool):
+def build_cache(job: ExtractionJob, extract, batch_size: int = 16,
+                progress: bool = True) -> Path:
+    """Extract every window's states in this process, shard by shard, and publish the cache.
+
+    An interrupted build resumes from its finished shards the next time.
+
+    Args:
+        job: the cache to build.
+        extract: function(list of id lists) -> list of (n_layers+1, len, d_model) arrays.
+        batch_size: windows per forward pass.
+        progress: show a progress bar.
+    """
+    pending = job.start()
+    bar = extraction_progress(job.n_windows(pending), progress)
+    for shard in pending:
+        job.write_shard(shard, extract, batch_size, bar)
+    bar.close()
+    return job.publish()
+
+
+def _check_states(states: np.ndarray, window: int) -> None:
+    if not np.isfinite(states).all():
+        raise LayerscanError(f"the language model produced NaN/inf states for window {window}; "
+                             f"try --set data.normalization=final-norm")
+    if np.abs(states).max() > FLOAT16_LIMIT:
+        raise LayerscanError("hidden states exceed the float16 range of the cache; use "
+                             "--set data.normalization=final-norm or standardize")
+
+
+def _holds(plan: Path, digest: str) -> bool:
+    try:
+        return json.loads(plan.read_text(encoding="utf-8"))["digest"] == digest
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def extraction_progress(total: int, enabled: bool):
+    """A tqdm bar over windows."""
     from tqdm import tqdm
 
     return tqdm(total=total, desc="extracting hidden states", unit="window",

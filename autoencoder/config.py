@@ -145,7 +145,11 @@ class TrainConfig:
     accelerator: str = "auto"
     """Lightning accelerator: auto, cpu, gpu."""
     devices: str = "auto"
-    """Lightning devices: auto, a count like 2, or a list like "0,1"."""
+    """Lightning devices per machine: auto, a count like 2 (-1: all), or ids like "0,1". More
+    than one (or num_nodes > 1) also extracts the hidden states data-parallel."""
+    num_nodes: int = 1
+    """Machines of a multi-node run (Lightning num_nodes); each runs the same command, started
+    by torchrun or SLURM, and --cache-dir must be a folder they share."""
     strategy: str = "auto"
     """Lightning strategy: auto, ddp, ddp_spawn, ... (DDP on CPU uses the gloo backend)."""
     seed: int = 0
@@ -165,6 +169,34 @@ class TrainConfig:
         if self.precision not in ("32-true", "32", "bf16-mixed", "16-mixed", "64-true"):
             raise LayerscanError(f"train.precision {self.precision!r}: use 32-true, bf16-mixed "
                                  "or 16-mixed")
+        if self.num_nodes < 1:
+            raise LayerscanError(f"train.num_nodes (--num-nodes) must be >= 1, got "
+                                 f"{self.num_nodes}")
+        self.lightning_devices()  # raises on a bad value
+
+    def lightning_devices(self) -> str | int | list[int]:
+        """`devices` as Lightning takes it: "auto", a count, or a list of device ids."""
+        value = self.devices.strip()
+        try:
+            if value == "auto":
+                return value
+            if "," in value:
+                ids = [int(v) for v in value.split(",") if v.strip()]
+                if ids and min(ids) >= 0 and len(set(ids)) == len(ids):
+                    return ids
+            elif int(value) >= 1 or int(value) == -1:
+                return int(value)
+        except ValueError:
+            pass
+        raise LayerscanError(f"train.devices (--devices) {self.devices!r}: use auto, a count "
+                             f"like 2 (-1: all), or distinct device ids like 0,1")
+
+    def data_parallel(self) -> bool:
+        """Whether more than one process is asked for (not "auto": that extracts in one)."""
+        devices = self.lightning_devices()
+        several = devices == -1 or (isinstance(devices, int) and devices > 1) or \
+            (isinstance(devices, list) and len(devices) > 1)
+        return several or self.num_nodes > 1
 
 
 @dataclass
@@ -285,3 +317,17 @@ def load_config(path: str | os.PathLike | None = None,
         return from_dict(RunConfig, values)
     except TypeError as exc:
         raise LayerscanError(f"config: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """How an autoencoder is fitted for a model that has none (on first use, then cached)."""
+
+    fit_tokens: int = field(default=16384, metadata={"metavar": "N"})
+    """Tokens of the default corpus's text whose hidden states fit an autoencoder for a model
+    that has none (more: slower, and closer to a full `layerscan train`; SmolLM2 reads the
+    whole corpus's 59,000 training tokens at 60,000)."""
+
+    def __post_init__(self) -> None:
+        if self.fit_tokens < 1:
+            raise LayerscanError(f"--fit-tokens must be >= 1, got {self.fit_tokens}")

@@ -8,13 +8,15 @@ Reading policies (also in `layerscan train --help`):
 * Bytes that are not UTF-8 are replaced by U+FFFD, with a warning naming the file and the
   number of lines affected.
 * "default": the seed prompts written for layerscan (corpus/seed_prompts.txt), each continued
-  by the language model itself; the generated text is cached, so it is built only once.
+  by the language model itself; the generated text is cached, so it is built only once (the
+  embedded model's is shipped: PACKAGED_TEXT).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import lzma
 import warnings
 from pathlib import Path
 
@@ -30,6 +32,12 @@ for the time the default corpus is announced to take."""
 PASSAGES_PER_DOCUMENT = 3
 """Generated passages joined (blank line between) into one document, so documents run past
 max_len and long prompts exist for training and evaluation."""
+PACKAGED_TEXT_KEY = "44b3ad2112717a1c"
+"""The settings key (see `default_documents`) of the default corpus as the embedded model wrote
+it with configs/default.yaml's settings (3 passages of 64 tokens per seed, seed 0)."""
+PACKAGED_TEXT = SEED_PROMPTS.parent / f"default-{PACKAGED_TEXT_KEY}.jsonl.xz"
+"""That text, shipped (xz, 85 KB): the embedded model's training reads it instead of writing it
+again, and an autoencoder fitted for any other model reads the same text (`packaged_documents`)."""
 
 
 def read_documents(corpus: str, text_field: str = "text", hf_split: str = "train",
@@ -146,12 +154,13 @@ def default_documents(loaded, cache_folder: Path, continuation_tokens: int = 96,
         seed: sampling seed.
     """
     prompts = seed_prompts(max_prompts)
-    key = hashlib.sha256(json.dumps(
-        [prompts, loaded.model_id, loaded.revision, continuation_tokens,
-         continuations_per_seed, seed]).encode()).hexdigest()[:16]
+    key = default_corpus_key(prompts, loaded.model_id, loaded.revision, continuation_tokens,
+                             continuations_per_seed, seed)
     path = Path(cache_folder) / f"default-{key}.jsonl"
     if path.is_file():
-        texts = [json.loads(line)["text"] for line in path.read_text("utf-8").splitlines()]
+        texts = _read_passages(path.read_text("utf-8"))
+    elif key == PACKAGED_TEXT_KEY:
+        texts = _read_passages(lzma.decompress(PACKAGED_TEXT.read_bytes()).decode("utf-8"))
     else:
         n_passages = len(prompts) * continuations_per_seed
         warnings.warn(f"writing the default corpus once: {n_passages} passages of "
@@ -162,8 +171,30 @@ def default_documents(loaded, cache_folder: Path, continuation_tokens: int = 96,
                           continuation_tokens, seed, progress)
         with atomic_path(path) as tmp:
             tmp.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), "utf-8")
+    return _documents(texts)
+
+
+def default_corpus_key(prompts: list[str], model_id: str, revision: str | None,
+                       continuation_tokens: int, continuations_per_seed: int, seed: int) -> str:
+    """The name of a default corpus's text in the cache: a hash of what the text depends on."""
+    return hashlib.sha256(json.dumps([prompts, model_id, revision, continuation_tokens,
+                                      continuations_per_seed, seed]).encode()).hexdigest()[:16]
+
+
+def packaged_documents() -> list[str]:
+    """The documents of the default corpus as the embedded model wrote it (PACKAGED_TEXT): text
+    that serves any model, each tokenizing it with its own tokenizer."""
+    return _documents(_read_passages(lzma.decompress(PACKAGED_TEXT.read_bytes()).decode("utf-8")))
+
+
+def _read_passages(jsonl: str) -> list[str]:
+    return [json.loads(line)["text"] for line in jsonl.splitlines()]
+
+
+def _documents(passages: list[str]) -> list[str]:
+    """Consecutive passages joined into documents (a seed's continuations make one)."""
     step = PASSAGES_PER_DOCUMENT
-    return ["\n\n".join(texts[i:i + step]) for i in range(0, len(texts), step)]
+    return ["\n\n".join(passages[i:i + step]) for i in range(0, len(passages), step)]
 
 
 def _generate(loaded, prompts: list[str], n_tokens: int, seed: int,

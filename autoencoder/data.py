@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from layerscan.autoencoder.cache import HiddenStateCache, build_cache, cache_key
+from layerscan.autoencoder.cache import ExtractionJob, HiddenStateCache, build_cache, cache_key
 from layerscan.autoencoder.config import RunConfig
 from layerscan.autoencoder.corpus import about, corpus_hash, default_documents, read_documents
+from layerscan.autoencoder.moments import StateMoments
 from layerscan.errors import Caution, LayerscanError, Notice
 
 EXTRACT_TOKENS_PER_S = 250
@@ -54,6 +56,30 @@ def split_windows(documents: list[int], val_fraction: float,
                              "documents (or one longer than max_len) to hold out validation")
     held = set(val)
     return [i for i in range(len(documents)) if i not in held], val
+
+
+def token_windows(tokenizer, documents: list[str], max_len: int,
+                  corpus: str = "the corpus") -> tuple[list[list[int]], list[int]]:
+    """Tokenize documents and cut them into windows (see `chunk_windows`); documents without
+    any token are dropped first, so window owners index the documents that have tokens."""
+    ids = [tokenizer(doc, verbose=False)["input_ids"] for doc in documents]
+    ids = [x for x in ids if x]
+    if not ids:
+        raise LayerscanError(f"corpus {corpus}: no document has any token")
+    return chunk_windows(ids, max_len)
+
+
+def sample_windows(indices: list[int], lengths: list[int], n_tokens: int,
+                   seed: int) -> list[int]:
+    """Windows drawn from `indices` in a seeded random order until they hold n_tokens tokens
+    (all of them if they hold fewer); `lengths` gives every window's token count."""
+    picked, total = [], 0
+    for index in np.random.default_rng(seed).permutation(indices):
+        picked.append(int(index))
+        total += lengths[int(index)]
+        if total >= n_tokens:
+            break
+    return picked
 
 
 class WindowDataset(Dataset):
@@ -115,11 +141,15 @@ class HiddenStateDataModule:
         config: the run config (data section and model.max_len are used).
         cache_root: folder for caches (default: the layerscan cache dir).
         progress: show progress bars while generating and extracting.
+        extract_in_parallel: how to build the cache with one process per device when
+            `config.train` asks for more than one (`train.devices`, `train.num_nodes`):
+            `training.extract_in_parallel`, which training passes. None: in this process.
     """
 
     def __init__(self, config: RunConfig, cache_root: str | Path | None = None,
-                 progress: bool = True) -> None:
+                 progress: bool = True, extract_in_parallel: Callable | None = None) -> None:
         self.config, self.progress = config, progress
+        self.extract_in_parallel = extract_in_parallel if config.train.data_parallel() else None
         if cache_root is None:
             from layerscan.autoencoder.capture.loading import cache_dir
 
@@ -149,7 +179,9 @@ class HiddenStateDataModule:
         if data.corpus != "default" and not data.corpus.startswith("hf:") \
                 and not Path(data.corpus).exists():
             read_documents(data.corpus)  # raises the one-line error before loading a model
-        loaded = load_model(data.language_model, device=data.device, dtype=data.dtype,
+        # data-parallel: each process loads a whole copy, and Lightning puts it on its device
+        device = "cpu" if self.extract_in_parallel and data.device == "auto" else data.device
+        loaded = load_model(data.language_model, device=device, dtype=data.dtype,
                             trust_remote_code=data.trust_remote_code)
         docs = self._documents(loaded)
         dtype = next(loaded.model.parameters()).dtype
@@ -163,21 +195,21 @@ class HiddenStateDataModule:
                          n_documents=len(docs), cache=str(folder))
         if (folder / "meta.json").is_file():
             return folder
-        ids = [loaded.tokenizer(doc, verbose=False)["input_ids"] for doc in docs]
-        ids = [x for x in ids if x]
-        if not ids:
-            raise LayerscanError(f"corpus {data.corpus}: no document has any token")
-        windows, owner = chunk_windows(ids, max_len)
+        windows, owner = token_windows(loaded.tokenizer, docs, max_len, data.corpus)
         n_tokens = sum(len(w) for w in windows)
         size = sum(p.numel() for p in loaded.model.parameters()) / 135e6
         warnings.warn(f"extracting the hidden states of {len(windows)} windows ({n_tokens} "
                       f"tokens) once, into {folder} ("
                       f"{about(n_tokens / EXTRACT_TOKENS_PER_S * size)} on a CPU)", Notice,
                       stacklevel=2)
-        build_cache(folder, windows, owner,
-                    lambda batch: hidden_states_batch(loaded, batch, data.normalization),
-                    dict(self.info, normalization=data.normalization, max_len=max_len),
-                    batch_size=data.extract_batch_size, progress=self.progress)
+        job = ExtractionJob(folder, windows, owner,
+                            dict(self.info, normalization=data.normalization, max_len=max_len))
+        if self.extract_in_parallel:
+            self.extract_in_parallel(job, loaded, data.normalization, data.extract_batch_size,
+                                     self.config.train, self.progress)
+        else:
+            build_cache(job, lambda batch: hidden_states_batch(loaded, batch, data.normalization),
+                        data.extract_batch_size, self.progress)
         return folder
 
     def setup(self, stage: str | None = None) -> None:
@@ -208,8 +240,8 @@ class HiddenStateDataModule:
 
     def statistics(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-layer mean (n_layers+1, d), scale (n_layers+1,) and covariance
-        (n_layers+1, d, d) of the training windows' states (covariance of the normalized
-        states, on a token sample)."""
+        (n_layers+1, d, d) of the training windows' states (the mean over all of them; scale
+        and covariance on a sample of STATS_TOKENS tokens, see `StateMoments.statistics`)."""
         cache = self.cache
         total = torch.zeros(cache.n_layers + 1, cache.d_model, dtype=torch.float64)
         count = 0
@@ -217,24 +249,12 @@ class HiddenStateDataModule:
             states = torch.from_numpy(cache.window(index)).double()  # (n_layers+1, length, d)
             total += states.sum(1)
             count += states.shape[1]
-        mean = total / count  # (n_layers+1, d_model)
-        rng = np.random.default_rng(self.config.train.seed)
-        picked, n = [], 0
-        for index in rng.permutation(self.train_indices):
-            picked.append(int(index))
-            n += cache.windows[int(index)].length
-            if n >= STATS_TOKENS:
-                break
-        scale = torch.zeros(cache.n_layers + 1, dtype=torch.float64)
-        covariance = torch.zeros(cache.n_layers + 1, cache.d_model, cache.d_model,
-                                 dtype=torch.float64)
-        for layer in range(cache.n_layers + 1):  # one layer at a time keeps memory small
-            sample = torch.cat([torch.from_numpy(cache.window(i, [layer])[0]) for i in picked])
-            centered = sample.double() - mean[layer]  # (n_sample, d_model)
-            scale[layer] = centered.pow(2).mean().sqrt()
-            normed = centered / scale[layer]
-            covariance[layer] = normed.T @ normed / normed.shape[0]
-        return mean.float(), scale.float(), covariance.float()
+        moments = StateMoments(cache.n_layers, cache.d_model)
+        lengths = [w.length for w in cache.windows]
+        for index in sample_windows(self.train_indices, lengths, STATS_TOKENS,
+                                    self.config.train.seed):
+            moments.add(torch.from_numpy(cache.window(index)))
+        return moments.statistics(total / count)
 
     def train_dataloader(self) -> DataLoader:
         data = self.config.data

@@ -8,7 +8,7 @@ from layerscan.autoencoder.cache import HiddenStateCache
 from layerscan.autoencoder.capture.capture_file import layer_names
 from layerscan.autoencoder.model import ParticleAutoencoder
 
-EVAL_LENGTHS = (8, 16, 32, 64, 96, 128, 192, 256)
+EVAL_LENGTHS = (8, 16, 32, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 GOAL_R2, GOAL_MAX_LEN = 0.95, 64
 """The quality goal: R² >= 0.95 at every layer for prompts up to 64 tokens."""
 
@@ -39,7 +39,8 @@ def evaluate(model: ParticleAutoencoder, cache: HiddenStateCache, indices: list[
 
     Args:
         model: the autoencoder (eval mode is set here).
-        cache: hidden states.
+        cache: hidden states: a HiddenStateCache, or anything with its `windows` (each with
+            a `length`), `window(i, length=n)` and `n_layers`.
         indices: windows to evaluate (held-out ones).
         lengths: prompt lengths; a window counts at length L if it has at least L tokens.
 
@@ -50,7 +51,7 @@ def evaluate(model: ParticleAutoencoder, cache: HiddenStateCache, indices: list[
     model.eval()
     device = model.mean.device
     n_layers = cache.n_layers
-    lengths = tuple(n for n in lengths if n <= model.config.max_len)
+    lengths = tuple(n for n in lengths if n <= model.config.n_particles)
     layers = torch.arange(n_layers + 1, device=device)
     result: dict = {"lengths": [], "r2": {}, "mean_pool_r2": {}, "n_prompts": {}}
     for n in lengths:

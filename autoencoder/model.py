@@ -1,6 +1,7 @@
 """The particle autoencoder: one layer's hidden states of any length <-> a fixed particle cloud.
 
-Design (one model for every layer, lengths 1..max_len, particle i is the same slot everywhere):
+Design (one model for every layer, lengths 1..n_particles, particle i is the same slot
+everywhere):
 
 * Routing. Particle i sits at relative position (i + 0.5) / N along the prompt, so a prompt of
   n_tokens tokens gives each token a contiguous block of about N / n_tokens particles (more
@@ -16,14 +17,17 @@ Design (one model for every layer, lengths 1..max_len, particle i is the same sl
   covariances, each the corpus covariance of a group of layers, so the bases turn smoothly
   from layer to layer. A token's code depends on its own state only (prefixes share codes).
 * Decoder. Every token gathers the coordinates its particles hold. When it holds all of
-  them (prompts up to n_particles / n_ranks tokens: 28 for the default) the inverse is exact.
+  them (prompts up to n_particles / n_ranks tokens: 56 for the default) the inverse is exact.
   When the prompt is longer, the missing coordinates are predicted by a trained network
   from the ones held, the prompt's mean code, the token's position, the prompt length and
-  the layer. Every token is reconstructed, not a pooled vector.
+  the layer. Every token is reconstructed, not a pooled vector. The network is trained on
+  prompts up to max_len tokens; a longer prompt (up to n_particles, one particle a token)
+  uses the last trained position.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -42,28 +46,37 @@ class AutoencoderOutput(NamedTuple):
     """(batch, n_tokens, d_model) reconstructed hidden states, zero at padded positions."""
 
 
-def routing_tables(n_particles: int, max_len: int, n_ranks: int) -> tuple[torch.Tensor, ...]:
-    """Which token and rank each particle holds, and which particle holds each (token, rank).
+class Routing(NamedTuple):
+    """Which token and rank each particle holds for one prompt length n, and back."""
 
-    Returns:
-        token_of: (max_len+1, n_particles) int64, token of particle i for a prompt of length n.
-        rank_of: (max_len+1, n_particles) int64, its rank (mod n_ranks) in the token's block.
-        repeat_of: (max_len+1, n_particles) int64, how many times that rank came before.
-        particle_of: (max_len+1, max_len, n_ranks) int64, particle holding (token, rank), or
-            n_particles (an always-zero slot) where the token has fewer particles than ranks.
+    token: torch.Tensor
+    """(n_particles,) int64, token of each particle (contiguous blocks, in prompt order)."""
+    rank: torch.Tensor
+    """(n_particles,) int64, its rank (mod n_ranks) in the token's block."""
+    repeat: torch.Tensor
+    """(n_particles,) int64, how many times that rank came before in the block."""
+    particle: torch.Tensor
+    """(n, n_ranks) int64, particle holding (token, rank), or n_particles (an always-zero
+    slot) where the token has fewer particles than ranks."""
+
+
+@functools.lru_cache(maxsize=256)
+def routing(n_particles: int, n: int, n_ranks: int) -> Routing:
+    """The routing of a prompt of n tokens (1 <= n <= n_particles), on the CPU.
+
+    Particle i belongs to token floor(i * n / N): every token gets a contiguous block of
+    floor or ceil(N / n) particles, at least one.
     """
-    token_of = torch.zeros(max_len + 1, n_particles, dtype=torch.long)
-    rank_of, repeat_of = torch.zeros_like(token_of), torch.zeros_like(token_of)
-    particle_of = torch.full((max_len + 1, max_len, n_ranks), n_particles, dtype=torch.long)
+    if not 1 <= n <= n_particles:
+        raise ValueError(f"a prompt of {n} tokens does not fit {n_particles} particles")
     index = torch.arange(n_particles)
-    for n in range(1, max_len + 1):
-        token = (index * n) // n_particles  # (n_particles,) floor((i / N) * n), exact in ints
-        start = torch.div(torch.arange(n) * n_particles + n - 1, n, rounding_mode="floor")
-        rank = index - start[token]
-        token_of[n], rank_of[n], repeat_of[n] = token, rank % n_ranks, rank // n_ranks
-        keep = rank < n_ranks  # (n_particles,)
-        particle_of[n, token[keep], rank[keep]] = index[keep]
-    return token_of, rank_of, repeat_of, particle_of
+    token = (index * n) // n_particles  # (n_particles,) floor((i / N) * n), exact in ints
+    start = torch.div(torch.arange(n) * n_particles + n - 1, n, rounding_mode="floor")
+    rank = index - start[token]
+    particle = torch.full((n, n_ranks), n_particles, dtype=torch.long)
+    keep = rank < n_ranks  # (n_particles,)
+    particle[token[keep], rank[keep]] = index[keep]
+    return Routing(token, rank % n_ranks, rank // n_ranks, particle)
 
 
 class ParticleAutoencoder(nn.Module):
@@ -96,10 +109,6 @@ class ParticleAutoencoder(nn.Module):
         self.derive_basis_on_load = True
         """Recompute `basis` after `load_state_dict`; loading turns it off to set a cached one."""
         self.register_load_state_dict_post_hook(self._after_load)
-        tables = routing_tables(config.n_particles, config.max_len, self.n_ranks)
-        for name, table in zip(("token_of", "rank_of", "repeat_of", "particle_of"), tables,
-                               strict=True):
-            self.register_buffer(name, table, persistent=False)
         self.layer_embedding = nn.Embedding(n_frames, config.d_pos)
         self.position_embedding = nn.Embedding(config.max_len, config.d_pos)
         self.length_features = nn.Linear(2, config.d_pos)
@@ -157,6 +166,14 @@ class ParticleAutoencoder(nn.Module):
         self.basis.zero_()
         self.basis[:, :min(n_code, self.d_model)] = basis[:, :n_code].to(self.basis)
 
+    def routings(self, lengths: torch.Tensor) -> list[Routing]:
+        """The routing of each prompt length in `lengths` (batch,)."""
+        return [routing(self.config.n_particles, n, self.n_ranks) for n in lengths.tolist()]
+
+    def particle_tokens(self, n_tokens: int) -> torch.Tensor:
+        """(n_particles,) the token each particle holds for a prompt of n_tokens (CPU)."""
+        return routing(self.config.n_particles, n_tokens, self.n_ranks).token
+
     def _after_load(self, module: nn.Module, incompatible_keys) -> None:
         if self.derive_basis_on_load:
             self._update_basis()
@@ -180,7 +197,8 @@ class ParticleAutoencoder(nn.Module):
     def _context(self, position: torch.Tensor, layer: torch.Tensor,
                  length: torch.Tensor) -> torch.Tensor:
         """(n, d_pos) features of each token's position, layer and prompt length."""
-        context = self.position_embedding(position) + self.layer_embedding(layer)
+        trained = position.clamp(max=self.config.max_len - 1)  # longer: the last trained one
+        context = self.position_embedding(trained) + self.layer_embedding(layer)
         per_token = (self.config.n_particles / length / self.n_ranks).clamp(max=1.0)  # (n,)
         return context + self.length_features(torch.stack([position / length, per_token], -1))
 
@@ -213,9 +231,10 @@ class ParticleAutoencoder(nn.Module):
         A particle of rank r sits at its token's block 0 plus detail_scale times block r
         (block 0 itself for rank 0); its j-th repeat blends blocks r and r+1 by j / (j + 1).
         """
-        token = self.token_of[lengths]  # (batch, n_particles)
-        rank = self.rank_of[lengths]  # (batch, n_particles)
-        blend = self.repeat_of[lengths].to(codes.dtype)
+        tables = self.routings(lengths)
+        token = torch.stack([t.token for t in tables]).to(codes.device)  # (batch, n_particles)
+        rank = torch.stack([t.rank for t in tables]).to(codes.device)  # (batch, n_particles)
+        blend = torch.stack([t.repeat for t in tables]).to(codes)
         blend = (blend / (blend + 1))[..., None]  # (batch, n_particles, 1)
         rows = torch.arange(codes.shape[0], device=codes.device)[:, None]
         detail = codes.clone()
@@ -232,7 +251,7 @@ class ParticleAutoencoder(nn.Module):
         Args:
             hidden: (batch, n_tokens, d_model) states, padded after each prompt's length.
             layer: (batch,) int64 layer index of each row (0 = embeddings).
-            lengths: (batch,) int64 prompt lengths in 1..max_len.
+            lengths: (batch,) int64 prompt lengths in 1..n_particles.
 
         Returns:
             (batch, n_particles, d_particle) clouds.
@@ -255,7 +274,11 @@ class ParticleAutoencoder(nn.Module):
         padded = nn.functional.pad(clouds, (0, 0, 0, 1))  # (batch, n_particles+1, k), zero slot
         rows, position = _tokens(lengths, n_tokens)  # (n,) each: the real tokens
         lay, length = layer[rows], lengths[rows]
-        slots = self.particle_of[length, position]  # (n, n_ranks) the token's particles
+        n_particles = self.config.n_particles
+        table = torch.stack([nn.functional.pad(t.particle, (0, 0, 0, n_tokens - len(t.particle)),
+                                               value=n_particles)
+                             for t in self.routings(lengths)]).to(clouds.device)
+        slots = table[rows, position]  # (n, n_ranks) the token's particles
         held = (slots < self.config.n_particles).repeat_interleave(self.d_particle, 1)
         held_values = padded[rows[:, None], slots]  # (n, n_ranks, k), zero where not held
         detail = (held_values - held_values[:, :1]) / self.config.detail_scale

@@ -1,4 +1,5 @@
-"""Training with PyTorch Lightning: the LightningModule around the plain model, and `train()`."""
+"""Training with PyTorch Lightning: the LightningModule around the plain model, `train()`, and
+the data-parallel extraction of the hidden-state cache (`Trainer.predict` under DDP)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from typing import NamedTuple
 
 import pytorch_lightning as pl
 import torch
+from torch.utils.data import DataLoader
 
 from layerscan.autoencoder.artifact import ArtifactConfig, export_autoencoder
+from layerscan.autoencoder.cache import ExtractionJob, extraction_progress
 from layerscan.autoencoder.config import RunConfig, TrainConfig
 from layerscan.autoencoder.data import HiddenStateDataModule
 from layerscan.autoencoder.evaluation import evaluate, format_metrics, r2_terms
@@ -31,6 +34,11 @@ class _QuietLightning(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not any(text in record.getMessage() for text in LIGHTNING_NOISE)
+
+
+def _quiet_pytree() -> None:
+    """pytorch-lightning 2.6 warns about its own use of a deprecated torch API on every run."""
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)`")
 
 
 def quiet_lightning() -> None:
@@ -140,14 +148,6 @@ def check_checkpoint(path: Path) -> None:
                              f"--resume") from exc
 
 
-def _devices(value: str):
-    if value == "auto":
-        return "auto"
-    if "," in value:
-        return [int(v) for v in value.split(",") if v.strip()]
-    return int(value)
-
-
 def train(config: RunConfig, resume: bool = False, cache_root: str | Path | None = None,
           progress: bool = True, overwrite: bool = False) -> TrainResult:
     """Build/read the hidden-state cache, train, evaluate on held-out text, export.
@@ -174,7 +174,8 @@ def train(config: RunConfig, resume: bool = False, cache_root: str | Path | None
         check_output(export_folder(config), folder=True, overwrite=overwrite or resume,
                      flag="--export")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = HiddenStateDataModule(config, cache_root, progress)
+    datamodule = HiddenStateDataModule(config, cache_root, progress,
+                                        extract_in_parallel=extract_in_parallel)
     datamodule.prepare_data()
     datamodule.setup("fit")
     cache = datamodule.cache
@@ -197,7 +198,8 @@ def train(config: RunConfig, resume: bool = False, cache_root: str | Path | None
     trainer = pl.Trainer(
         max_epochs=cfg.max_epochs,
         max_time=timedelta(minutes=cfg.max_minutes) if cfg.max_minutes else None,
-        accelerator=cfg.accelerator, devices=_devices(cfg.devices), strategy=cfg.strategy,
+        accelerator=cfg.accelerator, devices=cfg.lightning_devices(), strategy=cfg.strategy,
+        num_nodes=cfg.num_nodes,
         precision=cfg.precision, callbacks=callbacks, default_root_dir=output,
         logger=[CSVLogger(output / "logs", name="csv"),
                 TensorBoardLogger(output / "logs", name="tensorboard")],
@@ -206,8 +208,7 @@ def train(config: RunConfig, resume: bool = False, cache_root: str | Path | None
         limit_train_batches=cfg.steps_per_epoch or None, num_sanity_val_steps=0,
         enable_model_summary=False)
     started = time.perf_counter()
-    # pytorch-lightning 2.6 warns about its own use of a deprecated torch API on every fit
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)`")
+    _quiet_pytree()
     trainer.fit(module, train_dataloaders=datamodule.train_dataloader(),
                 val_dataloaders=datamodule.val_dataloader(),
                 ckpt_path=str(last) if resume else None)
@@ -260,3 +261,113 @@ def export_trained(model: ParticleAutoencoder, config: RunConfig,
     export_autoencoder(shipped.model, artifact_config, folder, half=config.export_half,
                        overwrite=True)  # the folder this run just wrote
     return TrainResult(folder, metrics, format_metrics(metrics))
+
+
+NO_SHARD = -1
+"""An item with nothing to write."""
+
+
+class ShardExtractor(pl.LightningModule):
+    """Writes this process's share of the shards (every world_size-th, from its rank on).
+
+    The language model is held outside the module's parameters: Lightning neither wraps nor
+    moves it; `setup` puts it on this process's device.
+
+    Args:
+        job: the cache to build (the same on every process).
+        loaded: the language model (`capture.loading.LoadedModel`).
+        normalization: how states are normalized at capture.
+        batch_size: windows per forward pass.
+        progress: show global rank 0's progress bar.
+    """
+
+    def __init__(self, job: ExtractionJob, loaded, normalization: str, batch_size: int,
+                 progress: bool) -> None:
+        super().__init__()
+        self.job, self.loaded, self.normalization = job, loaded, normalization
+        self.batch_size, self.progress = batch_size, progress
+        self.pending: list[int] = []
+        self.bar = None
+
+    def setup(self, stage: str) -> None:
+        strategy = self.trainer.strategy
+        agreed = strategy.broadcast(self.job.digest) == self.job.digest
+        if not strategy.reduce_boolean_decision(agreed, all=True):
+            raise LayerscanError("the processes of this run disagree on the cache to build "
+                                 "(their corpus, model, settings or --cache-dir differ); give "
+                                 "every process the same arguments and files")
+        pending = self.job.start() if self.trainer.is_global_zero else None
+        self.pending = strategy.broadcast(pending)  # waits for rank 0's work folder
+        self.loaded.model.to(strategy.root_device)  # this process's own copy, on its device
+        self.loaded.device = strategy.root_device
+
+    def predict_dataloader(self) -> DataLoader:
+        """One item per shard, dealt out in turn; NO_SHARD pads every process to as many
+        items, at least one (Lightning refuses a process with none, and so does its own
+        distributed sampler, as when a resumed job has fewer shards left than processes)."""
+        world, rank = self.trainer.world_size, self.trainer.global_rank
+        mine = self.pending[rank::world]
+        return DataLoader(mine + [NO_SHARD] * (-(-len(self.pending) // world) - len(mine)),
+                          batch_size=None)
+
+    def on_predict_start(self) -> None:
+        mine = self.pending[self.trainer.global_rank::self.trainer.world_size]
+        self.bar = extraction_progress(self.job.n_windows(mine),
+                                       self.progress and self.trainer.is_global_zero)
+
+    def predict_step(self, shard: int, batch_idx: int) -> int:
+        """Write one shard; returns its number."""
+        from layerscan.autoencoder.capture.hidden_states import hidden_states_batch
+
+        if shard == NO_SHARD:
+            return shard
+        self.job.write_shard(int(shard),
+                             lambda ids: hidden_states_batch(self.loaded, ids, self.normalization),
+                             self.batch_size, self.bar)
+        return int(shard)
+
+    def on_predict_end(self) -> None:
+        self.bar.close()
+
+    def publish(self) -> None:
+        """After `predict` (whether or not this process had shards to write): once every
+        process is done, global rank 0 publishes the cache; all fail alike, or none does."""
+        strategy = self.trainer.strategy
+        strategy.barrier("shards-written")
+        problem = None
+        if self.trainer.is_global_zero:
+            try:
+                self.job.publish()
+            except LayerscanError as exc:
+                problem = str(exc)
+        problem = strategy.broadcast(problem)  # the others wait here until it is published
+        if problem:
+            raise LayerscanError(problem)
+
+
+def extract_in_parallel(job: ExtractionJob, loaded, normalization: str, batch_size: int,
+                        train: TrainConfig, progress: bool = True) -> Path:
+    """Build the cache with one process per device (Lightning DDP), on one or more machines.
+
+    The settings are training's (`train.accelerator`, `devices`, `strategy`, `num_nodes`), so
+    extraction and training run on the same processes; Lightning launches the other local
+    processes (they rerun this command) or joins the ones torchrun or SLURM started.
+
+    Args:
+        job: the cache to build.
+        loaded: the language model (`capture.loading.LoadedModel`).
+        normalization: how states are normalized at capture.
+        batch_size: windows per forward pass.
+        train: the Lightning settings.
+        progress: show a progress bar.
+    """
+    quiet_lightning()
+    trainer = pl.Trainer(accelerator=train.accelerator, devices=train.lightning_devices(),
+                         strategy=train.strategy, num_nodes=train.num_nodes, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, use_distributed_sampler=False)
+    extractor = ShardExtractor(job, loaded, normalization, batch_size, progress)
+    _quiet_pytree()
+    trainer.predict(extractor, return_predictions=False)  # no batches where all are written
+    extractor.publish()
+    return job.folder

@@ -8,6 +8,9 @@ states are close (measured end to end by `faithfulness.token_figures`).
 
 from __future__ import annotations
 
+import functools
+from typing import NamedTuple
+
 import numpy as np
 import torch
 
@@ -18,15 +21,50 @@ from layerscan.geometry.faithfulness import (
     token_k,
     trustworthiness,
 )
+from layerscan.geometry.neighbors import nearest_neighbors, pairwise_distances
 from layerscan.geometry.projection import procrustes_rotation
 from layerscan.geometry.scan_file import token_centroids
 
 PERPLEXITY_MAX = 10.0
 """Perplexity of the neighbour probabilities for long prompts (short ones use (n - 1) / 3)."""
+DENSE_MAX_TOKENS = 256
+"""Up to this many tokens every pair enters each step; longer prompts use `SparsePairs`."""
+SAMPLED_PAIRS = 24
+"""Random partners per token for the stress (fixed) and for t-SNE's normalisation (drawn
+afresh each step) when the prompt is longer than DENSE_MAX_TOKENS."""
+SPARSE_LEARNING_RATE = 0.3
+"""Adam's step for long prompts, whose t-SNE layouts spread wider."""
+STRESS_TOKENS = 32
+"""The stress counts as much as the divergence times the number of tokens, up to this many:
+past it, more weight would flatten the neighbourhoods (measured at 1024 tokens)."""
+
+
+def _conditional_probabilities(d2: torch.Tensor, perplexity: float,
+                               mask: torch.Tensor | None = None) -> torch.Tensor:
+    """t-SNE's p(j | i) over the last axis, by bisection on each row's precision.
+
+    Args:
+        d2: (..., m) squared distances of each point to m candidates, about unit mean.
+        mask: (..., m) bool candidates to leave out (a point itself), or None.
+    """
+    low = torch.full(d2.shape[:-1], 1e-6, dtype=d2.dtype)
+    high = torch.full_like(low, 1e6)
+    target = np.log(perplexity)
+    for _ in range(60):  # geometric bisection of the precision beta, row by row
+        beta = (low * high).sqrt()
+        logits = -d2 * beta[..., None]
+        if mask is not None:
+            logits = logits.masked_fill(mask, -torch.inf)
+        p = torch.softmax(logits, -1)
+        entropy = -(p * torch.log(p.clamp_min(1e-300))).sum(-1)
+        too_flat = entropy > target  # too many neighbours: sharpen
+        low = torch.where(too_flat, beta, low)
+        high = torch.where(too_flat, high, beta)
+    return p
 
 
 def _neighbor_probabilities(distances: torch.Tensor, perplexity: float) -> torch.Tensor:
-    """t-SNE's symmetric joint probabilities of each layer, by bisection on the precision.
+    """t-SNE's symmetric joint probabilities of each layer.
 
     Args:
         distances: (n_layers, n, n) pairwise distances.
@@ -37,20 +75,50 @@ def _neighbor_probabilities(distances: torch.Tensor, perplexity: float) -> torch
     n = distances.shape[-1]
     d2 = distances.square()
     d2 = d2 / d2.sum((-1, -2), keepdim=True).clamp_min(1e-300) * n * (n - 1)  # mean 1
-    eye = torch.eye(n, dtype=torch.bool)
-    low = torch.full(d2.shape[:-1], 1e-6, dtype=d2.dtype)
-    high = torch.full_like(low, 1e6)
-    target = np.log(perplexity)
-    for _ in range(60):  # geometric bisection of the precision beta, row by row
-        beta = (low * high).sqrt()
-        logits = (-d2 * beta[..., None]).masked_fill(eye, -torch.inf)
-        p = torch.softmax(logits, -1)
-        entropy = -(p * torch.log(p.clamp_min(1e-300))).sum(-1)
-        too_flat = entropy > target  # too many neighbours: sharpen
-        low = torch.where(too_flat, beta, low)
-        high = torch.where(too_flat, high, beta)
-    p = (p + p.transpose(-1, -2)) / (2 * n)
-    return p
+    p = _conditional_probabilities(d2, perplexity, torch.eye(n, dtype=torch.bool))
+    return (p + p.transpose(-1, -2)) / (2 * n)
+
+
+class SparsePairs(NamedTuple):
+    """The pairs a long prompt's layout is fitted on (token indices within each layer).
+
+    t-SNE's attraction runs over each token's 3 x perplexity nearest neighbours (where
+    nearly all of P lies, as in Barnes-Hut t-SNE); the stress over a fixed random sample of
+    pairs; the normalisation of Q is estimated each step from freshly drawn random pairs.
+    """
+
+    neighbors: torch.Tensor
+    """(n_layers, n, n_neighbors) each token's nearest tokens in the hidden states."""
+    weights: torch.Tensor
+    """(n_layers, n, n_neighbors) p(j | i) / n: the joint P, as directed edges."""
+    partners: torch.Tensor
+    """(n_layers, n, SAMPLED_PAIRS) the stress's random partners."""
+    target: torch.Tensor
+    """(n_layers, n, SAMPLED_PAIRS) hidden distances to those partners."""
+
+
+def _sparse_pairs(states: torch.Tensor, perplexity: float,
+                  generator: torch.Generator) -> SparsePairs:
+    """Nearest neighbours, their probabilities and random stress partners of every layer.
+
+    Args:
+        states: (n_layers, n, d) token states.
+    """
+    n_layers, n, _ = states.shape
+    nearest = nearest_neighbors(states.float(), min(n - 1, int(3 * perplexity)))
+    d2 = nearest.distances.double().square()  # (n_layers, n, k) ascending
+    d2 = d2 / d2.mean(-1, keepdim=True).clamp_min(1e-300)
+    weights = _conditional_probabilities(d2, perplexity) / n
+    partners = _random_partners(n_layers, n, SAMPLED_PAIRS, generator)  # (n_layers, n, m)
+    target = torch.stack([pairwise_distances(layer).gather(1, others)  # one layer at a time
+                          for layer, others in zip(states.float(), partners, strict=True)])
+    return SparsePairs(nearest.indices, weights.float(), partners, target)
+
+
+def _random_partners(n_layers: int, n: int, m: int, generator: torch.Generator) -> torch.Tensor:
+    """(n_layers, n, m) random other tokens of every token (never itself)."""
+    other = torch.randint(0, n - 1, (n_layers, n, m), generator=generator)
+    return other + (other >= torch.arange(n)[:, None]).long()
 
 
 class TokenLayout(Estimator):
@@ -90,24 +158,32 @@ class TokenLayout(Estimator):
         if n_tokens < 4 or self.n_iter == 0:
             return self
         x = torch.from_numpy(states)
-        distances = torch.cdist(x, x)  # (n_layers, n, n)
         perplexity = self.perplexity or min(PERPLEXITY_MAX, max(2.0, (n_tokens - 1) / 3))
-        p = _neighbor_probabilities(distances, perplexity)
-        target = distances / distances.square().mean((-1, -2), keepdim=True).sqrt().clamp_min(
-            1e-300)  # (n_layers, n, n) unit RMS
-        y = torch.from_numpy(start / 10.0).requires_grad_(True)
-        optimizer = torch.optim.Adam([y], lr=self.learning_rate)
-        upper = torch.triu(torch.ones(n_tokens, n_tokens, dtype=torch.bool), 1)
+        y = torch.from_numpy(start / 10.0)
+        learning_rate = self.learning_rate
+        if n_tokens <= DENSE_MAX_TOKENS:
+            distances = torch.cdist(x, x)  # (n_layers, n, n)
+            p = _neighbor_probabilities(distances, perplexity)
+            target = distances / distances.square().mean((-1, -2), keepdim=True).sqrt(
+                ).clamp_min(1e-300)  # (n_layers, n, n) unit RMS
+            upper = torch.triu(torch.ones(n_tokens, n_tokens, dtype=torch.bool), 1)
+            loss = functools.partial(self._loss, p=p, target=target, upper=upper)
+        else:
+            generator = torch.Generator().manual_seed(0)
+            pairs = _sparse_pairs(x, perplexity, generator)
+            loss = functools.partial(self._sparse_loss, pairs=pairs, generator=generator)
+            y, learning_rate = y.float(), SPARSE_LEARNING_RATE  # many pairs: float32 is enough
+        y.requires_grad_(True)
+        optimizer = torch.optim.Adam([y], lr=learning_rate)
         for _ in range(self.n_iter):
             optimizer.zero_grad()
-            loss = self._loss(y, p, target, upper)
-            loss.backward()
+            loss(y).backward()
             optimizer.step()
         with torch.no_grad():
             out = y.detach()
             out = out - out.mean(1, keepdim=True)
             out = out * (10.0 / out.abs().amax().clamp_min(1e-300))
-        result = out.numpy()
+        result = out.double().numpy()
         self.improved_ = _score(states, result) > _score(states, start)
         if self.improved_:
             self.embedding_ = result.astype(np.float32)
@@ -115,6 +191,7 @@ class TokenLayout(Estimator):
 
     def _loss(self, y: torch.Tensor, p: torch.Tensor, target: torch.Tensor,
               upper: torch.Tensor) -> torch.Tensor:
+        """The three terms over every pair of tokens."""
         d2 = (y[:, :, None] - y[:, None]).square().sum(-1)  # (n_layers, n, n)
         kernel = 1.0 / (1.0 + d2)
         kernel = kernel.masked_fill(torch.eye(y.shape[1], dtype=torch.bool), 0.0)
@@ -122,15 +199,41 @@ class TokenLayout(Estimator):
         divergence = (p * (torch.log(p.clamp_min(1e-300)) - torch.log(q.clamp_min(1e-300))))
         divergence = divergence.sum((-1, -2))  # (n_layers,)
         dist = (d2 + 1e-12).sqrt()[:, upper]  # (n_layers, n_pairs)
-        ref = target[:, upper]
-        # 1 - cos² between layout and hidden distances: stress after the best scale
-        cos = (dist * ref).sum(-1) / (dist.norm(dim=-1) * ref.norm(dim=-1)).clamp_min(1e-300)
-        stress = 1.0 - cos.square()
+        return self._total(y, divergence, _stress(dist, target[:, upper]))
+
+    def _sparse_loss(self, y: torch.Tensor, pairs: SparsePairs,
+                     generator: torch.Generator) -> torch.Tensor:
+        """The same three terms, estimated from `SparsePairs` (t-SNE's KL up to its constant
+        entropy of P: sum P log(1 + d^2) + log Z)."""
+        n_layers, n, dim = y.shape
+
+        def d2(others: torch.Tensor) -> torch.Tensor:  # (n_layers, n, m) squared distances
+            m = others.shape[-1]
+            gathered = y.gather(1, others.reshape(n_layers, n * m, 1).expand(-1, -1, dim))
+            return (y[:, :, None] - gathered.view(n_layers, n, m, dim)).square().sum(-1)
+
+        attraction = (pairs.weights * torch.log1p(d2(pairs.neighbors))).sum((-1, -2))
+        drawn = _random_partners(n_layers, n, SAMPLED_PAIRS, generator)
+        normaliser = (1.0 / (1.0 + d2(drawn))).mean((-1, -2)) * (n * (n - 1))  # (n_layers,)
+        divergence = attraction + torch.log(normaliser)
+        dist = (d2(pairs.partners) + 1e-12).sqrt().flatten(1)
+        return self._total(y, divergence, _stress(dist, pairs.target.flatten(1)))
+
+    def _total(self, y: torch.Tensor, divergence: torch.Tensor,
+               stress: torch.Tensor) -> torch.Tensor:
+        """KL + stress + the pull towards neighbouring layers, each (n_layers,) summed."""
         radius2 = (y - y.mean(1, keepdim=True)).square().sum(-1).mean(-1)  # (n_layers,)
         step = (y[1:] - y[:-1]).square().sum(-1).mean(-1)  # (n_layers-1,)
         drift = (step / (0.5 * (radius2[1:] + radius2[:-1])).clamp_min(1e-300)).sum()
-        return (divergence.sum() + self.stress_weight * y.shape[1] * stress.sum()
-                + self.alignment * y.shape[1] * drift)
+        n_tokens = y.shape[1]
+        return (divergence.sum() + self.stress_weight * min(n_tokens, STRESS_TOKENS) * stress.sum()
+                + self.alignment * n_tokens * drift)
+
+
+def _stress(dist: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(n_layers,) 1 - cos² between layout and hidden distances: stress after the best scale."""
+    cos = (dist * target).sum(-1) / (dist.norm(dim=-1) * target.norm(dim=-1)).clamp_min(1e-300)
+    return 1.0 - cos.square()
 
 
 def _score(states: np.ndarray, layout: np.ndarray) -> float:
@@ -167,8 +270,8 @@ def group_offsets(clouds: np.ndarray, particle_tokens: np.ndarray, places: np.nd
         clouds: (n_layers, n_particles, d_particle).
         particle_tokens: (n_particles,) token of each particle.
         places: (n_layers, n_tokens, 3) token places.
-        spread: mean particle distance from its token's place, as a share of the layout's
-            mean radius.
+        spread: mean distance from its token's place of a particle that shares its token,
+            as a share of the layout's mean radius.
 
     Returns:
         (n_layers, n_particles, 3) float64.
@@ -184,7 +287,11 @@ def group_offsets(clouds: np.ndarray, particle_tokens: np.ndarray, places: np.nd
     out = np.zeros((n_layers, clouds.shape[1], 3))
     out[..., :axes.shape[1]] = offsets @ axes
     radius = np.linalg.norm(places - places.mean(1, keepdims=True), axis=-1).mean(-1)
-    size = np.linalg.norm(out, axis=-1).mean(-1)  # (n_layers,)
+    # mean size over particles that share their token: a long prompt's lone particles sit
+    # exactly at their token's place and must not blow up the few groups of two
+    shared = np.bincount(particle_tokens, minlength=n_tokens)[particle_tokens] > 1
+    size = np.linalg.norm(out[:, shared], axis=-1).mean(-1) if shared.any() \
+        else np.zeros(n_layers)  # (n_layers,)
     scale = np.where(size > 0, spread * radius / np.maximum(size, 1e-300), 0.0)
     return out * scale[:, None, None]
 

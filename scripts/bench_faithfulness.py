@@ -48,7 +48,8 @@ def ranked_clouds(autoencoder, hidden: np.ndarray) -> np.ndarray:
     n_seen, n_tokens = hidden.shape[:2]
     with torch.inference_mode():
         codes = model.token_codes(torch.from_numpy(hidden), torch.arange(n_seen))
-        token, rank = model.token_of[n_tokens], model.rank_of[n_tokens]
+        table = model.routings(torch.tensor([n_tokens]))[0]
+        token, rank = table.token, table.rank
         return codes[:, token, rank].numpy()  # (n_seen, N, d_particle)
 
 

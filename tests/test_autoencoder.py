@@ -16,7 +16,7 @@ from layerscan.autoencoder.artifact import (
 )
 from layerscan.autoencoder.capture.capture_file import Capture
 from layerscan.autoencoder.config import ModelConfig, RunConfig, load_config
-from layerscan.autoencoder.model import ParticleAutoencoder, routing_tables
+from layerscan.autoencoder.model import ParticleAutoencoder, routing
 from layerscan.errors import LayerscanError
 
 D_MODEL, N_LAYERS = 24, 3
@@ -51,19 +51,20 @@ def _trained(config: ModelConfig = SMALL) -> TrainedAutoencoder:
 
 
 def test_routing_gives_every_token_particles_and_every_particle_a_token():
-    token_of, rank_of, _, particle_of = routing_tables(n_particles=50, max_len=20, n_ranks=6)
-    for n in range(1, 21):
-        assert token_of[n].min() == 0 and token_of[n].max() == n - 1
-        assert (token_of[n][1:] >= token_of[n][:-1]).all()  # blocks are contiguous
-        counts = torch.bincount(token_of[n], minlength=n)
+    for n in range(1, 51):  # up to one particle a token
+        token, rank, _, held = routing(n_particles=50, n=n, n_ranks=6)
+        assert token.min() == 0 and token.max() == n - 1
+        assert (token[1:] >= token[:-1]).all()  # blocks are contiguous
+        counts = torch.bincount(token, minlength=n)
         assert counts.min() >= 50 // n and counts.max() <= -(-50 // n)
-        held = particle_of[n, :n]
         valid = held < 50
         # the particle holding (token, rank) is assigned to that token with that rank
         tokens = torch.arange(n)[:, None].expand(n, 6)
-        assert (token_of[n][held[valid]] == tokens[valid]).all()
-        assert (rank_of[n][held[valid]] == torch.arange(6).expand(n, 6)[valid]).all()
+        assert (token[held[valid]] == tokens[valid]).all()
+        assert (rank[held[valid]] == torch.arange(6).expand(n, 6)[valid]).all()
         assert valid[:, 0].all()  # every token has at least its first-rank particle
+    with pytest.raises(ValueError, match="does not fit"):
+        routing(n_particles=50, n=51, n_ranks=6)
 
 
 def test_shapes_and_padding_independence():
@@ -114,7 +115,8 @@ def test_a_tokens_particles_are_a_compact_group_in_one_space_and_all_distinct(n_
     with torch.no_grad():
         codes = model.token_codes(states, layers)  # (n_layers+1, n_tokens, n_ranks, k)
         clouds = model.encode(states, layers, lengths)  # (n_layers+1, N, k)
-    owner = model.token_of[n_tokens]
+    table = model.routings(torch.tensor([n_tokens]))[0]
+    owner = table.token
     for layer in range(N_LAYERS + 1):
         cloud = clouds[layer]
         assert len(torch.unique(cloud, dim=0)) == model.config.n_particles  # none stacked
@@ -124,7 +126,7 @@ def test_a_tokens_particles_are_a_compact_group_in_one_space_and_all_distinct(n_
         detail = codes[layer, :, 1:].norm(dim=-1).max()
         assert reach.max() <= model.config.detail_scale * detail + 1e-5
         # ... and the rank-0 particle of every token is exactly that centre
-        first = model.particle_of[n_tokens, torch.arange(n_tokens), 0]
+        first = table.particle[:, 0]
         torch.testing.assert_close(cloud[first], codes[layer, :, 0])
     if n_tokens <= 16:  # 96 particles / 6 blocks: short prompts stay exact through the grouping
         out = model(states, layers, lengths)
@@ -237,8 +239,9 @@ def test_mismatches_name_both_sides():
     raw = Capture(**{**capture.__dict__, "normalization": "raw"})
     with pytest.raises(LayerscanError, match="final-norm.*raw"):
         trained.check_compatible(raw)
-    with pytest.raises(LayerscanError, match="40 tokens.*max_len=32"):
-        trained.encode(_states(40))
+    trained.encode(_states(40))  # past max_len (32): the network's last trained position
+    with pytest.raises(LayerscanError, match="97 tokens.*at most 96 .one particle a token"):
+        trained.encode(_states(97))
     with pytest.raises(LayerscanError, match="d_model=24"):
         trained.encode(np.zeros((N_LAYERS + 1, 5, 32), np.float32))
     with pytest.raises(LayerscanError, match="prefix length 9"):

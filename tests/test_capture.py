@@ -54,6 +54,21 @@ def test_final_norm_last_layer_matches_the_model_and_lens_matches_logits(tiny_mo
     np.testing.assert_allclose(raw.hidden[0], out.hidden_states[0][0].numpy(), atol=1e-6)
 
 
+def test_lens_last_keeps_the_last_tokens_lens_and_marks_the_rest_empty(tiny_models):
+    """--lens-last N: the last N positions get the same lens as a full one; earlier positions
+    hold no token (id -1, "", probability 0)."""
+    loaded = tiny_models["llama"]
+    full = capture(loaded, PROMPT, top_k=4, lens_last=0)
+    last = capture(loaded, PROMPT, top_k=4, lens_last=3)
+    n = len(full.tokens)
+    np.testing.assert_array_equal(last.lens_ids[:, n - 3:], full.lens_ids[:, n - 3:])
+    np.testing.assert_allclose(last.lens_probs[:, n - 3:], full.lens_probs[:, n - 3:])
+    assert (last.lens_ids[:, :n - 3] == -1).all() and not last.lens_probs[:, :n - 3].any()
+    assert all(t == "" for layer in last.lens_tokens for row in layer[:n - 3] for t in row)
+    assert capture(loaded, PROMPT, top_k=4, lens_last=100).lens_ids.tolist() == \
+        full.lens_ids.tolist()
+
+
 @pytest.mark.parametrize("arch", CAUSAL)
 def test_one_pass_equals_separate_prefix_passes(tiny_models, arch):
     loaded = tiny_models[arch]

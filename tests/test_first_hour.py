@@ -21,18 +21,24 @@ tiny tokenizer spells words out letter by letter)."""
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> dict[str, Path]:
-    """A tiny Llama, an autoencoder for it (max_len 48) and two small corpora."""
+    """A tiny Llama, autoencoders for it (96 and 32 particles) and two small corpora."""
     from layerscan.autoencoder.artifact import export_autoencoder
     from layerscan.autoencoder.capture.loading import load_model
+    from layerscan.autoencoder.config import ModelConfig
     from tests.test_pipeline import PROMPT, autoencoder_for
     from tests.tiny_models import save_tiny_model
 
     root = tmp_path_factory.mktemp("first-hour")
     llama = save_tiny_model("llama", root / "llama")
-    trained = autoencoder_for(load_model(str(llama), device="cpu"), [PROMPT])
+    loaded = load_model(str(llama), device="cpu")
+    trained = autoencoder_for(loaded, [PROMPT])
+    few = autoencoder_for(loaded, [PROMPT], ModelConfig(n_particles=32, d_particle=4, max_len=16,
+                                                        d_pos=8, n_anchors=2, d_hidden=16))
+    export_autoencoder(few.model, few.config, root / "ae32")
     (root / "corpus.txt").write_text(SMALL_CORPUS, encoding="utf-8")
     (root / "short.txt").write_text(SHORT_LINES, encoding="utf-8")
     return {"llama": llama, "ae": export_autoencoder(trained.model, trained.config, root / "ae"),
+            "ae32": root / "ae32",
             "corpus": root / "corpus.txt", "short": root / "short.txt", "root": root}
 
 
@@ -102,17 +108,23 @@ def _long_prompt(llama: Path, low: int, high: int) -> str:
     return prompt
 
 
-def test_a_prompt_past_max_len_fails_before_the_forward_pass(inputs, monkeypatch, capsys,
+def test_a_prompt_past_a_limit_fails_before_the_forward_pass(inputs, monkeypatch, capsys,
                                                               tmp_path):
-    """The autoencoder's max_len (48 here) is checked right after tokenizing."""
-    prompt = _long_prompt(inputs["llama"], 48, 60)  # within the model's context of 64
+    """The autoencoder's particle count (one particle a token) and the model's context are
+    checked right after tokenizing."""
+    prompt = _long_prompt(inputs["llama"], 32, 60)  # within the model's context of 64
     _forbid(monkeypatch, "layerscan.autoencoder.capture.hidden_states", "_forward_states")
-    base = ["--model", str(inputs["llama"]), "--autoencoder", str(inputs["ae"])]
+    base = ["--model", str(inputs["llama"]), "--autoencoder", str(inputs["ae32"])]
     assert main(["scan", prompt, "-o", str(tmp_path / "x.scan"), *base]) == 2
     err = capsys.readouterr().err
-    assert "exceed the autoencoder's max_len (48 tokens)" in err and "generate" not in err
+    assert "exceed the autoencoder's 32 particles (one a token)" in err
+    assert "generate" not in err
     assert main(["diff", "short", prompt, "-o", str(tmp_path / "d.scan"), *base]) == 2
-    assert "max_len (48 tokens)" in capsys.readouterr().err
+    assert "32 particles" in capsys.readouterr().err
+    too_long = _long_prompt(inputs["llama"], 64, 80)  # past the context; 96 particles fit it
+    base = ["--model", str(inputs["llama"]), "--autoencoder", str(inputs["ae"])]
+    assert main(["scan", too_long, "-o", str(tmp_path / "x.scan"), *base]) == 2
+    assert "exceed the context of" in capsys.readouterr().err
     assert main(["scan", "a short prompt", "--generate", "60", "-o", str(tmp_path / "x.scan"),
                  *base]) == 2
     assert "to generate (--generate)" in capsys.readouterr().err

@@ -32,12 +32,13 @@ FAST = ScanOptions(n_epochs=40, token_time_epochs=10)
 PROMPT = "the quick brown fox jumps over the lazy dog"
 
 
-def autoencoder_for(loaded, prompts: list[str]) -> TrainedAutoencoder:
+def autoencoder_for(loaded, prompts: list[str],
+                    config: ModelConfig = SMALL) -> TrainedAutoencoder:
     """A small autoencoder whose statistics come from the model's states on `prompts`."""
     states = torch.from_numpy(np.concatenate([capture(loaded, p).hidden for p in prompts], 1))
     n_layers, d_model = states.shape[0] - 1, states.shape[2]
     torch.manual_seed(0)
-    model = ParticleAutoencoder(SMALL, d_model, n_layers)
+    model = ParticleAutoencoder(config, d_model, n_layers)
     mean = states.mean(1)  # (n_layers+1, d_model)
     scale = (states - mean[:, None]).pow(2).mean((1, 2)).sqrt()
     normed = (states - mean[:, None]) / scale[:, None, None]
@@ -45,7 +46,7 @@ def autoencoder_for(loaded, prompts: list[str]) -> TrainedAutoencoder:
                          torch.einsum("ltd,lte->lde", normed, normed) / normed.shape[1])
     return TrainedAutoencoder(model.eval(), ArtifactConfig(
         model_id=loaded.model_id, d_model=d_model, n_layers=n_layers,
-        normalization="final-norm", model=SMALL))
+        normalization="final-norm", model=config))
 
 
 @pytest.fixture(scope="module")

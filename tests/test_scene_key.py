@@ -358,3 +358,16 @@ def test_text_is_drawn_over_the_particles():
     # glyph cores keep their colour (edges blend with what lies behind, by a few levels)
     assert np.abs(images[1][band][text] - images[0][band][text]).max() <= 8
     assert backing >= 0.5
+
+
+def test_group_edges_match_numpy_percentiles():
+    from layerscan.geometry.scene.tokens import GROUP_EDGE, group_edges
+
+    rng = np.random.default_rng(0)
+    groups = [rng.choice(50, size, replace=False) for size in (1, 2, 5, 17)]
+    point_y, centre_y = rng.normal(size=50) * 30, rng.normal(size=4)
+    tops, bottoms = group_edges(groups, point_y, centre_y)
+    for group, centre, top, bottom in zip(groups, centre_y, tops, bottoms, strict=True):
+        dy = point_y[group] - centre
+        assert top == pytest.approx(max(np.percentile(dy, GROUP_EDGE), 0.0))
+        assert bottom == pytest.approx(min(np.percentile(dy, 100 - GROUP_EDGE), 0.0))

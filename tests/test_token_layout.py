@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.spatial.distance import pdist
+from scipy.stats import spearmanr
 
 from layerscan.geometry.faithfulness import (
     distance_correlation,
@@ -14,6 +16,7 @@ from layerscan.geometry.faithfulness import (
     trustworthiness,
 )
 from layerscan.geometry.token_layout import (
+    DENSE_MAX_TOKENS,
     TokenLayout,
     common_positions,
     grouped_positions,
@@ -139,3 +142,38 @@ def test_common_space_self_diff_moves_nothing_and_shared_prefix_shares_places(st
     shared = np.abs(place_a[:, :20] - place_b[:, :20]).max()
     differ = np.abs(place_a[:, 20:] - place_b[:, 20:]).max()
     assert shared < 0.05 * differ
+
+
+def test_a_long_prompt_is_laid_out_from_sampled_pairs_and_still_beats_pca():
+    """Past DENSE_MAX_TOKENS the layout runs on nearest neighbours and random pairs."""
+    states = curved_states(n_layers=2, n_tokens=DENSE_MAX_TOKENS + 100, seed=2)
+    layout = TokenLayout().fit(states)
+    assert layout.improved_
+    k = token_k(states.shape[1])
+    trust = trustworthiness(states, layout.embedding_, k)
+    base = trustworthiness(states, pca_baseline(states), k)
+    assert trust.mean() > base.mean() and trust.min() > base.min()
+    np.testing.assert_array_equal(layout.embedding_, TokenLayout().fit(states).embedding_)
+
+
+def test_distance_correlation_of_a_long_prompt_is_estimated_closely():
+    """Past CORRELATION_PAIRS pairs a fixed sample is ranked: close to every pair's figure."""
+    states = curved_states(n_layers=2, n_tokens=700, seed=4)  # 244,650 pairs
+    layout = pca_baseline(states)
+    every = [spearmanr(pdist(x), pdist(y)).statistic for x, y in zip(states, layout,
+                                                                        strict=True)]
+    np.testing.assert_allclose(distance_correlation(states, layout), every, atol=0.01)
+
+
+def test_lone_particles_do_not_blow_up_the_few_groups_of_two():
+    """100 tokens, 104 particles: 4 tokens have two particles, the rest one. The groups of
+    two keep the set spread; they are not scaled to make up for the lone particles."""
+    states = curved_states(n_layers=2, n_tokens=100, seed=6)
+    owner = routed(104, 100)
+    places = TokenLayout(n_iter=0).fit(states).embedding_.astype(np.float64)
+    positions = grouped_positions(places, grouped_clouds(states, owner), owner, spread=0.08)
+    offsets = np.linalg.norm(positions - places[:, owner], axis=-1)  # (n_layers, 104)
+    radius = np.linalg.norm(places - places.mean(1, keepdims=True), axis=-1).mean(-1)
+    shared = np.bincount(owner)[owner] > 1
+    assert shared.sum() == 8 and (offsets[:, ~shared] == 0).all()
+    np.testing.assert_allclose(offsets[:, shared].mean(-1), 0.08 * radius, rtol=1e-6)

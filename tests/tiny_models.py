@@ -8,7 +8,9 @@ import torch
 import transformers
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-VOCAB = 256
+VOCAB = 263
+"""Token ids of the tiny tokenizer and models: the 256 byte-level symbols and 7 special tokens
+(no merges), so every id the tokenizer can produce, on any text, has an embedding."""
 CONTEXT = 64
 TRAINING_TEXT = [
     "the quick brown fox jumps over the lazy dog",

@@ -39,6 +39,10 @@ class CaptureOptions:
     """Wrap the prompt in the model's chat template as a user message."""
     top_k: int = 5
     """Logit-lens tokens kept per layer and position (0 turns the lens off)."""
+    lens_last: int = field(default=256, metadata={"metavar": "N"})
+    """Logit lens of the last N tokens only (0: every token). Each token's lens is a pass of
+    every layer through the LM head: for a 1024-token prompt, every token's takes longer than
+    the rest of the scan."""
     seed: int = 0
     """Random seed for sampling."""
 
@@ -53,6 +57,9 @@ class CaptureOptions:
                                  f"{self.temperature}")
         if self.top_k < 0:
             raise LayerscanError(f"--top-k must be 0 (no logit lens) or more, got {self.top_k}")
+        if self.lens_last < 0:
+            raise LayerscanError(f"--lens-last must be 0 (every token) or more, got "
+                                 f"{self.lens_last}")
 
 
 def layer_names(n_layers: int) -> list[str]:

@@ -125,14 +125,15 @@ def lens_logits_fn(loaded: LoadedModel) -> Callable[[torch.Tensor], torch.Tensor
 
 
 @torch.inference_mode()
-def logit_lens(loaded: LoadedModel, raw: torch.Tensor,
-               top_k: int) -> tuple[np.ndarray, np.ndarray] | None:
+def logit_lens(loaded: LoadedModel, raw: torch.Tensor, top_k: int,
+               last: int = 0) -> tuple[np.ndarray, np.ndarray] | None:
     """Top-k next tokens per layer and position from raw states (n_layers+1, tokens, d_model).
 
     Every layer goes through the model's final norm and LM head, as the logit lens does.
     Returns ids (n_layers+1, tokens, top_k) int64 and probabilities float32, or None (no LM
     head, top_k 0, or an architecture whose head is not known: then with a one-line Notice,
-    never a wrong lens).
+    never a wrong lens). With `last` > 0 only the last `last` positions are computed; the
+    earlier ones hold id -1 and probability 0.
     """
     if top_k <= 0:
         return None
@@ -143,22 +144,29 @@ def logit_lens(loaded: LoadedModel, raw: torch.Tensor,
         return None
     if lens is None:
         return None
-    flat = raw.reshape(-1, raw.shape[-1])  # (n_layers+1 * tokens, d_model)
+    start = max(0, raw.shape[1] - last) if last else 0
+    flat = raw[:, start:].reshape(-1, raw.shape[-1])  # (n_layers+1 * kept tokens, d_model)
     ids, probs = [], []
     for chunk in flat.split(LENS_CHUNK_TOKENS):
-        top = torch.softmax(lens(chunk), dim=-1).topk(top_k, dim=-1)  # (chunk, top_k)
+        logits = lens(chunk)  # (chunk, vocab)
+        top = logits.topk(top_k, dim=-1)  # the most likely: no full softmax needed
         ids.append(top.indices.cpu())
-        probs.append(top.values.cpu())
-    shape = (*raw.shape[:2], top_k)
-    return (torch.cat(ids).reshape(shape).numpy().astype(np.int64),
-            torch.cat(probs).reshape(shape).numpy().astype(np.float32))
+        probs.append((top.values - logits.logsumexp(-1, keepdim=True)).exp().cpu())
+    shape = (raw.shape[0], raw.shape[1] - start, top_k)
+    all_ids = np.full((*raw.shape[:2], top_k), -1, np.int64)
+    all_probs = np.zeros((*raw.shape[:2], top_k), np.float32)
+    all_ids[:, start:] = torch.cat(ids).reshape(shape).numpy()
+    all_probs[:, start:] = torch.cat(probs).reshape(shape).numpy()
+    return all_ids, all_probs
 
 
 def _token_strings(tokenizer, ids) -> list:
-    """Readable strings for token ids of any shape (nested lists); each distinct id decoded once."""
+    """Readable strings for token ids of any shape (nested lists); each distinct id decoded once,
+    and "" for -1 (no token)."""
     ids = np.asarray(ids, dtype=np.int64)
     unique, inverse = np.unique(ids, return_inverse=True)
-    strings = np.array([tokenizer.decode([int(i)]) for i in unique], dtype=object)
+    strings = np.array([tokenizer.decode([int(i)]) if i >= 0 else "" for i in unique],
+                       dtype=object)
     return strings[inverse.reshape(ids.shape)].tolist()
 
 
@@ -268,7 +276,7 @@ def capture(loaded: LoadedModel, prompt: str, options: CaptureOptions | None = N
             loaded, torch.tensor([[token]], device=device), past_key_values=past)
         steps.append(step_hidden[:, 0])  # (n_layers+1, 1, d_model)
     raw = torch.cat(steps, dim=1)  # (n_layers+1, n_tokens, d_model)
-    lens = logit_lens(loaded, raw, top_k)
+    lens = logit_lens(loaded, raw, top_k, options.lens_last)
     tokens = _token_strings(loaded.tokenizer, all_ids)
     result = Capture(
         hidden=normalize(loaded, raw, normalization).cpu().numpy(),

@@ -200,8 +200,13 @@ class Panel:
         if self.lens is not None:
             tok = n_visible - 1 if current_token is None else current_token
             tok = min(tok, len(scan.lens_tokens[near]) - 1)
-            self.lens.show(f"logit lens after “{token_label(scan.tokens[tok], 14)}”",
-                           scan.lens_tokens[near][tok], scan.lens_probs[near, tok])
+            probs = scan.lens_probs[near, tok]
+            if probs.any():
+                self.lens.show(f"logit lens after “{token_label(scan.tokens[tok], 14)}”",
+                               scan.lens_tokens[near][tok], probs)
+            else:  # before the last --lens-last tokens of a long prompt
+                self.lens.show(f"no logit lens for “{token_label(scan.tokens[tok], 14)}” "
+                               "(see --lens-last)", [], probs[:0])
 
     def _update_surfaces(self, step: int, lo: int, hi: int, t: float) -> None:
         show = self.opts.show_surface

@@ -14,6 +14,9 @@ LABEL_TEXT_LIMIT = 12
 """Longest token text of a 3D label."""
 MAX_LABELS = 48
 """Most labels shown at once; the rest are thinned away."""
+MAX_TRIED = 4 * MAX_LABELS
+"""Most tokens tried for a label each frame (a long prompt's thousand tokens would cost the
+frame rate, and could not all be shown anyway)."""
 LABEL_BACKGROUND_OPACITY = 0.85
 """Opacity of a label's token-coloured box (the particles behind it show faintly)."""
 LABEL_RIM = (0.055, 0.067, 0.09)
@@ -135,16 +138,15 @@ class TokenLabels:
         shown: list[int] = []
         boxes: list[np.ndarray] = []
         if order and len(self.points):
+            order = order[:MAX_TRIED]
             xy = self.project(self.places[order])
             point_y = self.project(self.points)[:, 1]  # (n_particles,)
+            tops, bottoms = group_edges([self.groups[i] for i in order], point_y, xy[:, 1])
             x0, y0, x1, y1 = self.renderer.GetViewport()
             w, h = self.renderer.GetRenderWindow().GetSize()
-            for i, (x, y) in zip(order, xy, strict=True):
+            for i, (x, y), top, bottom in zip(order, xy, tops, bottoms, strict=True):
                 if len(shown) >= MAX_LABELS:
                     break
-                dy = point_y[self.groups[i]] - y  # the group's particles above (+) and below
-                top = max(float(np.percentile(dy, GROUP_EDGE)), 0.0)
-                bottom = min(float(np.percentile(dy, 100 - GROUP_EDGE)), 0.0)
                 half = self.extents[i] / 2
                 for cy in (y + top + LABEL_GAP + half[1], y + bottom - LABEL_GAP - half[1]):
                     box = np.array([x - half[0], cy - half[1], x + half[0], cy + half[1]])
@@ -161,6 +163,35 @@ class TokenLabels:
             actor.SetVisibility(i in visible)
         self.shown = shown
         self.boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+
+
+def group_edges(groups: list[np.ndarray], point_y: np.ndarray,
+                centre_y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """How far each group's particles reach above and below its centre on screen.
+
+    Args:
+        groups: particle indices of each group (none empty).
+        point_y: (n_particles,) display y of every particle.
+        centre_y: (n_groups,) display y of each group's centre.
+
+    Returns:
+        top (>= 0) and bottom (<= 0), (n_groups,) each: the GROUP_EDGE and 100 - GROUP_EDGE
+        percentiles of the particles' offsets (numpy's linear interpolation), all groups at
+        once.
+    """
+    sizes = np.array([len(g) for g in groups])
+    owner = np.repeat(np.arange(len(groups)), sizes)
+    dy = point_y[np.concatenate(groups)] - centre_y[owner]
+    dy = dy[np.lexsort((dy, owner))]  # each group's offsets, ascending, groups in order
+    starts = np.cumsum(sizes) - sizes
+
+    def percentile(q: float) -> np.ndarray:
+        at = q / 100 * (sizes - 1)
+        low = np.floor(at).astype(np.int64)
+        high = np.minimum(low + 1, sizes - 1)
+        return dy[starts + low] + (at - low) * (dy[starts + high] - dy[starts + low])
+
+    return np.maximum(percentile(GROUP_EDGE), 0.0), np.minimum(percentile(100 - GROUP_EDGE), 0.0)
 
 
 class TokenArrows:

@@ -87,6 +87,7 @@ def data_changes(args: argparse.Namespace) -> dict:
 @deferred
 def add_scan_arguments(parser: argparse.ArgumentParser, save: bool = True) -> None:
     """Model, capture, projection and autoencoder flags, used when a prompt is scanned."""
+    from layerscan.autoencoder.config import FitOptions
     from layerscan.geometry.scan_options import ScanOptions
 
     add_model_arguments(parser)
@@ -94,10 +95,15 @@ def add_scan_arguments(parser: argparse.ArgumentParser, save: bool = True) -> No
     add_options(parser, ScanOptions, "projection")
     group = parser.add_argument_group("scan")
     group.add_argument("--autoencoder", default=None, metavar="DIR",
-                       help="autoencoder folder, e.g. the one `layerscan train` printed "
-                            "(default: the one packaged for the embedded model). Its max_len "
-                            "is the longest prompt accepted, in tokens (generated ones "
-                            "included): 128 for the packaged one, 32 for configs/tiny.yaml")
+                       help="autoencoder folder, e.g. the one `layerscan train` printed, or "
+                            "'fit' to fit one even where one is packaged (default: the one "
+                            "packaged for the embedded model; any other model gets one fitted "
+                            "on first use, 1-2 min for 135M parameters on a CPU, kept "
+                            "in the layerscan cache and reused). Its particle count is the "
+                            "longest prompt accepted, in tokens (generated ones included; one "
+                            "particle a token): 1024 for the packaged and fitted ones, 64 for "
+                            "configs/tiny.yaml; the model's context may be shorter")
+    add_options(group, FitOptions)
     if save:
         group.add_argument("--save-scan", default=None, metavar="FILE.scan",
                            help="also save the scan, to re-render or view it without the model")
@@ -191,42 +197,58 @@ class ScanRequest:
         from layerscan.autoencoder.capture.capture_file import CaptureOptions
         from layerscan.autoencoder.capture.loading import ModelOptions
         from layerscan.autoencoder.capture.model_pair import SecondModelOptions
+        from layerscan.autoencoder.config import FitOptions
         from layerscan.geometry.scan_options import ScanOptions
 
         self.model = options_from_args(ModelOptions, args)
         self.second = options_from_args(SecondModelOptions, args)
         self.capture = options_from_args(CaptureOptions, args)
         self.options = options_from_args(ScanOptions, args)
+        self.fit = options_from_args(FitOptions, args)
         self.autoencoder: str | None = args.autoencoder
         self._loaded: tuple | None = None
         self.save_scan: str | None = vars(args).get("save_scan")
         if self.save_scan is not None and not self.save_scan.endswith(".scan"):
             raise LayerscanError(f"{self.save_scan}: scan files end in .scan")
 
-    def _load(self):
-        """The autoencoder, then the model, on the model's device; loaded once per request.
+    def _load(self, second: bool = False):
+        """The model, its autoencoder on the model's device and, with `second`, a function that
+        loads --model-b (see `second_model_loader`); model and autoencoder load once per request.
 
-        The autoencoder loads first (on the CPU) so that a missing, corrupt or mismatched
-        folder fails in one line before minutes of model loading. Both load without garbage
-        collection (see `paused_collection`).
+        A given or packaged autoencoder loads first (on the CPU), so that a missing, corrupt or
+        mismatched folder fails in one line before minutes of model loading; B's configs are
+        checked before any weights load. A fitted one needs the model's states, so it comes
+        from the loaded model (cached after the first fit). Loading runs without garbage
+        collection (see `paused_collection`); a fit is work, with it.
         """
-        from layerscan.autoencoder.artifact import load_autoencoder
+        with paused_collection():
+            from layerscan.autoencoder.artifact import load_autoencoder
+            from layerscan.autoencoder.quick_fit import fits, fitted_autoencoder
 
+            fit = fits(self.autoencoder, self.model.model, self.capture.normalization)
+            autoencoder = self._loaded[1] if self._loaded else (
+                None if fit else load_autoencoder(self.autoencoder))
+        load_b = None
+        if second:
+            shape = None if autoencoder is None else (autoencoder.config.d_model,
+                                                      autoencoder.config.n_layers)
+            load_b = self.load_second(shape)  # a fit's shape is A's, which this checks
         if self._loaded is None:
-            with paused_collection():
-                autoencoder = load_autoencoder(self.autoencoder)
-                loaded = _load_model(self.model)
-                autoencoder.model.to(loaded.device)
+            loaded = _load_model(self.model)  # collection paused there too
+            if autoencoder is None:
+                autoencoder = fitted_autoencoder(loaded, self.capture.normalization, self.fit)
+            autoencoder.model.to(loaded.device)
             self._loaded = (loaded, autoencoder)
-        return self._loaded
+        return (*self._loaded, load_b)
 
     def _check_prompts(self, loaded, autoencoder, prompts: list[str]) -> None:
         """Every length limit, right after tokenizing and before any forward pass."""
         from layerscan.autoencoder.capture.hidden_states import check_prompt
 
-        max_len = autoencoder.config.max_len
+        limit = autoencoder.config.max_tokens
         for prompt in prompts:
-            check_prompt(loaded, prompt, self.capture, max_len, "the autoencoder's max_len")
+            check_prompt(loaded, prompt, self.capture, limit,
+                         f"the autoencoder's {limit} particles (one a token)")
 
     def scan(self, prompt: str, timings: dict | None = None):
         """The pipeline's Scan of `prompt`.
@@ -238,7 +260,7 @@ class ScanRequest:
             from layerscan.geometry.pipeline import scan_prompt, torch_threads
 
         with torch_threads(self.options.threads):
-            loaded, autoencoder = self._load()
+            loaded, autoencoder, _ = self._load()
             self._check_prompts(loaded, autoencoder, [prompt])
             return scan_prompt(prompt, self.options, model=loaded, capture=self.capture,
                                autoencoder=autoencoder, timings=timings)
@@ -252,22 +274,11 @@ class ScanRequest:
         if self.options.token_time:  # the pipeline says so too, but only after loading
             raise LayerscanError("--token-time does not apply to diffs; drop it")
         with torch_threads(self.options.threads):
-            if not self.second.wanted:
-                loaded, autoencoder = self._load()
-                self._check_prompts(loaded, autoencoder, [prompt_a, prompt_b])
-                return diff_prompts(prompt_a, prompt_b, self.options, model=loaded,
-                                    capture=self.capture, autoencoder=autoencoder)
-            from layerscan.autoencoder.artifact import load_autoencoder
-
-            autoencoder = load_autoencoder(self.autoencoder)
-            model_b = self.load_second((autoencoder.config.d_model,
-                                        autoencoder.config.n_layers))
-            loaded = _load_model(self.model)
-            autoencoder.model.to(loaded.device)
+            loaded, autoencoder, load_b = self._load(second=self.second.wanted)
             self._check_prompts(loaded, autoencoder, [prompt_a, prompt_b])
             return diff_prompts(prompt_a, prompt_b, self.options, model=loaded,
                                 capture=self.capture, autoencoder=autoencoder,
-                                model_b=model_b())
+                                model_b=None if load_b is None else load_b())
 
     def load_second(self, shape: tuple[int, int] | None = None):
         """See `second_model_loader`."""

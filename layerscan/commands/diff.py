@@ -35,8 +35,8 @@ def register(subparsers) -> None:
                     "-o FILE.scan the diff is only saved.")
     parser.add_argument("sources", nargs="+", metavar="PROMPT",
                         help="two prompts, one prompt with --model-b, or one diff .scan file "
-                             "(each prompt at most the autoencoder's max_len tokens: 128 for "
-                             "the packaged one)")
+                             "(each prompt up to 1024 tokens with the packaged autoencoder, "
+                             "or the model's context if shorter)")
     parser.add_argument("-o", "--output", default=DEFAULT_OUTPUT,
                         help=f"output: .mp4/.gif/.png/folder, or .scan to save the diff "
                              f"(default {DEFAULT_OUTPUT}; frames are "

@@ -70,8 +70,9 @@ def run(args: argparse.Namespace) -> int:
             f"the held-out documents of its training corpus ({data.corpus})")
     note(f"evaluating {args.autoencoder or 'the packaged autoencoder'} on {what}; a corpus "
          f"or hidden states not cached yet are built first"
-         + (" (default corpus: about 15 min on a CPU, once)" if data.corpus == "default"
-            else ""))
+         + (" (default corpus: 5-7 min on a CPU, once, for the embedded model, whose text ships "
+            "with layerscan; about 15 min for another model, which writes its own first)"
+            if data.corpus == "default" else ""))
     datamodule = HiddenStateDataModule(config, args.cache_dir, progress=not args.no_progress)
     datamodule.setup()
     indices = list(range(len(datamodule.cache))) if args.corpus else datamodule.val_indices

@@ -31,8 +31,8 @@ def register(subparsers) -> None:
                     "through the layers, with its surface, prompt, logit lens and "
                     "faithfulness figures.")
     parser.add_argument("source", nargs="?", default=None,
-                        help=f"prompt text (at most the autoencoder's max_len tokens: 128 "
-                             f"for the packaged one) or a .scan file (default prompt: "
+                        help=f"prompt text (up to 1024 tokens with the packaged autoencoder, "
+                             f"or the model's context if shorter) or a .scan file (default prompt: "
                              f"{DEFAULT_PROMPT!r})")
     parser.add_argument("-o", "--output", default=DEFAULT_OUTPUT,
                         help=f"output: .mp4/.mov/.mkv, .gif, .png (one still) or a folder for "

@@ -26,9 +26,9 @@ def register(subparsers) -> None:
                     "all, so render, view and diff reload it without the model. Prints how "
                     "faithful each layer's picture is.")
     parser.add_argument("prompt", nargs="?", default=None,
-                        help=f"the text (default, said on stderr: {DEFAULT_PROMPT!r}); at "
-                             f"most the autoencoder's max_len tokens (128 for the packaged "
-                             f"one)")
+                        help=f"the text (default, said on stderr: {DEFAULT_PROMPT!r}); up "
+                             f"to 1024 tokens with the packaged autoencoder, or the model's "
+                             f"context if shorter")
     parser.add_argument("-o", "--output", default=DEFAULT_OUTPUT,
                         help=f"the .scan file to write (default {DEFAULT_OUTPUT})")
     add_overwrite_argument(parser)

@@ -20,6 +20,13 @@ continued by the language model, cached). Bytes that are not UTF-8 are replaced 
 with a warning. Documents longer than model.max_len are cut into windows, never dropped.
 Hidden states are extracted once and cached as memory-mapped shards.
 
+Several devices or machines: --devices N (N > 1) or --num-nodes M runs the extraction of the
+hidden states data-parallel (Lightning DDP: each process writes its own shards; the index joins
+them in corpus order) and then the training, on the same processes. On one machine Lightning
+starts the processes itself; on several, start the same command on each with torchrun or
+SLURM (srun), as Lightning documents, with --cache-dir on a folder they all share. An
+interrupted extraction resumes from its finished shards when the command is run again.
+
 Where the autoencoder goes: --export DIR, else the config's `export` when the run is exactly
 the config (no --corpus, --set, --output, --model, ... changing it: `layerscan train` alone
 rebuilds the packaged default), else <output>/artifact. The folder is printed at the end;
@@ -42,7 +49,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="continue from <output>/checkpoints/last.ckpt")
     add_overwrite_argument(parser)
     parser.add_argument("--accelerator", help="Lightning accelerator (cpu, gpu, auto)")
-    parser.add_argument("--devices", help="Lightning devices (a count, or ids like 0,1)")
+    parser.add_argument("--devices", help="Lightning devices per machine: a count (-1: all), "
+                                          "ids like 0,1, or auto (default: the config's); "
+                                          "more than one also extracts hidden states in "
+                                          "parallel")
+    parser.add_argument("--num-nodes", type=int, metavar="M",
+                        help="machines of a multi-node run (Lightning num_nodes, default 1); "
+                             "start the command on each with torchrun or SLURM")
     parser.add_argument("--strategy", help="Lightning strategy (auto, ddp, ...)")
     parser.add_argument("--precision", help="32-true, bf16-mixed or 16-mixed (GPU)")
     parser.add_argument("--cache-dir", help="where hidden-state caches live "
@@ -67,7 +80,8 @@ def config_from_args(args: argparse.Namespace):
     overrides = list(args.overrides)
     for flag, key in (("corpus", "data.corpus"), ("output", "output"), ("export", "export"),
                       ("accelerator", "train.accelerator"), ("devices", "train.devices"),
-                      ("strategy", "train.strategy"), ("precision", "train.precision")):
+                      ("num_nodes", "train.num_nodes"), ("strategy", "train.strategy"),
+                      ("precision", "train.precision")):
         value = getattr(args, flag)  # every shortcut flag defaults to None
         if value is not None:
             overrides.append(f"{key}={value}")
