@@ -261,3 +261,13 @@ def test_a_self_diff_says_the_prompts_do_not_diverge(inputs, tmp_path, capsys):
     assert "the prompts do not diverge" in capsys.readouterr().err
     assert main(["diff", "the fox", "the dog", "-o", str(tmp_path / "other.scan"), *base]) == 0
     assert "divergence peaks at" in capsys.readouterr().err
+
+
+def test_a_prompt_longer_than_a_file_name_is_a_prompt(tmp_path):
+    """A prompt of more than 255 characters cannot name a file (ENAMETOOLONG): the commands
+    read it as a prompt, and the output checks pass it by, never raising an OSError."""
+    from layerscan.commands.common import check_outputs, is_scan_file, names_path
+
+    prompt = "The keeper counted the ships every evening " * 10  # 430 characters, no "/"
+    assert not is_scan_file(prompt) and not names_path(prompt)
+    check_outputs([("-o", str(tmp_path / "d.scan"), False)], inputs=[prompt, "short"])

@@ -144,7 +144,7 @@ def check_outputs(outputs: Iterable[tuple[str, str | None, bool]], overwrite: bo
     """
     from layerscan.files import check_output
 
-    sources = [item for item in inputs if item and len(item) < 4096]
+    sources = [item for item in inputs if item and names_path(item)]
     for flag, path, folder in outputs:
         if path:
             check_output(path, folder=folder, overwrite=overwrite, inputs=sources, flag=flag)
@@ -187,7 +187,16 @@ def second_model_loader(model, second, shape: tuple[int, int] | None = None):
 
 
 def is_scan_file(text: str) -> bool:
-    return text.endswith(".scan") or (len(text) < 4096 and Path(text).is_file())
+    """Whether a command's source names a .scan file rather than being a prompt."""
+    return text.endswith(".scan") or names_path(text, Path.is_file)
+
+
+def names_path(text: str, test=Path.exists) -> bool:
+    """Whether `text` (a prompt or a path) names an existing path (passing `test`)."""
+    try:
+        return len(text) < 4096 and test(Path(text).expanduser())
+    except OSError:  # a long prompt is no file name (ENAMETOOLONG)
+        return False
 
 
 class ScanRequest:
