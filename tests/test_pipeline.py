@@ -215,8 +215,10 @@ def test_embedded_model_scan_and_one_word_diff(embedded_model):
     scan = scan_capture(a, autoencoder)
     assert scan.positions.shape == (1, 31, 1024, 3) and np.isfinite(scan.positions).all()
     assert scan.token_trust.mean() > 0.85 and (scan.token_spread < 0.15).all()
+    # never below the baseline: the layout falls back to the aligned PCA when it cannot beat
+    # it, whose figures are the baseline's up to float rounding
     assert scan.token_trust.mean() + scan.distance_correlation.mean() \
-        >= scan.baseline_trust.mean() + scan.baseline_correlation.mean()
+        >= scan.baseline_trust.mean() + scan.baseline_correlation.mean() - 1e-6
     same = diff_captures(a, capture(embedded_model, prompt_a), autoencoder)
     assert not same.displacement_cloud.any() and not same.displacement_3d.any()
     diff = diff_captures(a, b, autoencoder)
