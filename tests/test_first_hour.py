@@ -117,10 +117,10 @@ def test_a_prompt_past_a_limit_fails_before_the_forward_pass(inputs, monkeypatch
     base = ["--model", str(inputs["llama"]), "--autoencoder", str(inputs["ae32"])]
     assert main(["scan", prompt, "-o", str(tmp_path / "x.scan"), *base]) == 2
     err = capsys.readouterr().err
-    assert "exceed the autoencoder's 32 particles (one a token)" in err
+    assert "exceed what the autoencoder holds, one particle a token (32 tokens)" in err
     assert "generate" not in err
     assert main(["diff", "short", prompt, "-o", str(tmp_path / "d.scan"), *base]) == 2
-    assert "32 particles" in capsys.readouterr().err
+    assert "one particle a token (32 tokens)" in capsys.readouterr().err
     too_long = _long_prompt(inputs["llama"], 64, 80)  # past the context; 96 particles fit it
     base = ["--model", str(inputs["llama"]), "--autoencoder", str(inputs["ae"])]
     assert main(["scan", too_long, "-o", str(tmp_path / "x.scan"), *base]) == 2

@@ -257,7 +257,7 @@ class ScanRequest:
         limit = autoencoder.config.max_tokens
         for prompt in prompts:
             check_prompt(loaded, prompt, self.capture, limit,
-                         f"the autoencoder's {limit} particles (one a token)")
+                         "what the autoencoder holds, one particle a token")
 
     def scan(self, prompt: str, timings: dict | None = None):
         """The pipeline's Scan of `prompt`.
