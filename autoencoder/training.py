@@ -370,4 +370,8 @@ def extract_in_parallel(job: ExtractionJob, loaded, normalization: str, batch_si
     _quiet_pytree()
     trainer.predict(extractor, return_predictions=False)  # no batches where all are written
     extractor.publish()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # leave together: a process that exits with gloo's threads still running can abort
+        # ("terminate called without an active exception"); training opens its own group
+        torch.distributed.destroy_process_group()
     return job.folder
