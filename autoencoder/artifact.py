@@ -16,8 +16,8 @@ import torch
 from layerscan.autoencoder.basis_cache import basis_key, basis_path, read_basis, write_basis
 from layerscan.autoencoder.config import ModelConfig, from_dict
 from layerscan.autoencoder.model import ParticleAutoencoder
-from layerscan.errors import LayerscanError
-from layerscan.files import atomic_path
+from layerscan.core.errors import LayerscanError
+from layerscan.core.outputs import atomic_path
 
 if TYPE_CHECKING:
     from layerscan.autoencoder.capture.capture_file import Capture
@@ -81,9 +81,11 @@ class ArtifactConfig:
         if values.get("format") != ARTIFACT_FORMAT:
             raise LayerscanError(f"{where}: not a layerscan autoencoder config")
         if values.get("format_version") != ARTIFACT_FORMAT_VERSION:
-            raise LayerscanError(f"{where}: autoencoder format version "
-                                 f"{values.get('format_version')}; this layerscan reads "
-                                 f"{ARTIFACT_FORMAT_VERSION}. Retrain or re-export it.")
+            raise LayerscanError(
+                f"{where}: autoencoder format version "
+                f"{values.get('format_version')}; this layerscan reads "
+                f"{ARTIFACT_FORMAT_VERSION}. Retrain or re-export it."
+            )
         values = {k: v for k, v in values.items() if k not in ("format", "format_version")}
         try:
             values["model"] = from_dict(ModelConfig, values["model"], ".model")
@@ -126,19 +128,24 @@ class TrainedAutoencoder:
                 differs). Only model-vs-model comparisons ask for this, for their side B.
         """
         c = self.config
-        if (capture.model_id != c.model_id and not shapes_only) \
-                or capture.d_model != c.d_model or capture.n_layers != c.n_layers:
+        if (
+            (capture.model_id != c.model_id and not shapes_only)
+            or capture.d_model != c.d_model
+            or capture.n_layers != c.n_layers
+        ):
             raise LayerscanError(
                 f"the autoencoder was trained on {c.model_id} (hidden size {c.d_model}, "
                 f"{c.n_layers} layers) but the capture is from {capture.model_id} (hidden size "
                 f"{capture.d_model}, {capture.n_layers} layers); train one for this model with "
                 f"`layerscan train --set data.language_model=...` and pass it with "
-                f"--autoencoder")
+                f"--autoencoder"
+            )
         if capture.normalization != c.normalization:
             raise LayerscanError(
                 f"the autoencoder was trained on {c.normalization!r} states but the capture "
                 f"used {capture.normalization!r}; capture with --normalization "
-                f"{c.normalization}")
+                f"{c.normalization}"
+            )
 
     def _check_hidden(self, hidden: np.ndarray) -> np.ndarray:
         hidden = np.asarray(hidden)
@@ -147,14 +154,16 @@ class TrainedAutoencoder:
             raise LayerscanError(
                 f"hidden states of shape {hidden.shape} do not fit this autoencoder, which "
                 f"expects (n_layers+1={expected[0]}, n_tokens, d_model={expected[1]}) from "
-                f"{self.config.model_id}")
+                f"{self.config.model_id}"
+            )
         if hidden.shape[1] < 1:
             raise LayerscanError("cannot encode a prompt with no tokens")
         if hidden.shape[1] > self.config.max_tokens:
             raise LayerscanError(
                 f"the capture has {hidden.shape[1]} tokens but this autoencoder encodes at "
                 f"most {self.config.max_tokens} (one particle a token); shorten the prompt "
-                f"(generated tokens count too)")
+                f"(generated tokens count too)"
+            )
         if not np.isfinite(hidden).all():
             raise LayerscanError("hidden states contain NaN or infinite values")
         return hidden.astype(np.float32, copy=False)
@@ -191,7 +200,7 @@ class TrainedAutoencoder:
             layers = torch.arange(n_layers + 1, device=device)
             codes = self.model.token_codes(states, layers)  # (n_layers+1, T, n_ranks, d_particle)
             for start in range(0, len(rows), ROWS_PER_BATCH):
-                chunk = rows[start:start + ROWS_PER_BATCH]
+                chunk = rows[start : start + ROWS_PER_BATCH]
                 lens = torch.tensor([p for p, _ in chunk], device=device)
                 layer = torch.tensor([lay for _, lay in chunk], device=device)
                 longest = int(lens.max())
@@ -202,15 +211,23 @@ class TrainedAutoencoder:
                 r2.append(layer_r2(self.model, states[layer, :longest], recon, layer, mask).cpu())
         clouds_t = torch.cat(clouds).view(len(lengths), n_layers + 1, *clouds[0].shape[1:])
         r2_t = torch.cat(r2).view(len(lengths), n_layers + 1)
-        return [EncodedLayers(clouds=c.numpy().astype(np.float32),
-                              reconstruction_r2=r.numpy().astype(np.float32),
-                              particle_tokens=self.model.particle_tokens(p).numpy()
-                              .astype(np.int32))
-                for c, r, p in zip(clouds_t, r2_t, lengths, strict=True)]
+        return [
+            EncodedLayers(
+                clouds=c.numpy().astype(np.float32),
+                reconstruction_r2=r.numpy().astype(np.float32),
+                particle_tokens=self.model.particle_tokens(p).numpy().astype(np.int32),
+            )
+            for c, r, p in zip(clouds_t, r2_t, lengths, strict=True)
+        ]
 
 
-def layer_r2(model: ParticleAutoencoder, hidden: torch.Tensor, reconstruction: torch.Tensor,
-             layer: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def layer_r2(
+    model: ParticleAutoencoder,
+    hidden: torch.Tensor,
+    reconstruction: torch.Tensor,
+    layer: torch.Tensor,
+    mask: torch.Tensor,
+) -> torch.Tensor:
     """(batch,) R² per row: 1 - SSE / SST, SST around the layer's corpus mean.
 
     Args:
@@ -222,9 +239,13 @@ def layer_r2(model: ParticleAutoencoder, hidden: torch.Tensor, reconstruction: t
     return 1.0 - sse / sst.clamp_min(1e-12)
 
 
-def export_autoencoder(model: ParticleAutoencoder, config: ArtifactConfig,
-                       folder: str | os.PathLike, half: bool = False,
-                       overwrite: bool = False) -> Path:
+def export_autoencoder(
+    model: ParticleAutoencoder,
+    config: ArtifactConfig,
+    folder: str | os.PathLike,
+    half: bool = False,
+    overwrite: bool = False,
+) -> Path:
     """Write `folder/config.json` and `folder/weights.safetensors`, atomically (temp + rename).
 
     Args:
@@ -238,22 +259,27 @@ def export_autoencoder(model: ParticleAutoencoder, config: ArtifactConfig,
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if half:
         exact = ("mean", "scale", "variances")
-        state = {k: v if k in exact or not v.is_floating_point() else v.half()
-                 for k, v in state.items()}
-    with atomic_path(folder, suffix="", folder=True, overwrite=overwrite,
-                     kind="autoencoder") as tmp:
+        state = {
+            k: v if k in exact or not v.is_floating_point() else v.half() for k, v in state.items()
+        }
+    with atomic_path(
+        folder, suffix="", folder=True, overwrite=overwrite, kind="autoencoder"
+    ) as tmp:
         tmp.mkdir()
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": ARTIFACT_FORMAT})
-        (tmp / CONFIG_NAME).write_text(json.dumps(_jsonable(config.to_json()), indent=2),
-                                       encoding="utf-8")
+        (tmp / CONFIG_NAME).write_text(
+            json.dumps(_jsonable(config.to_json()), indent=2), encoding="utf-8"
+        )
         for path in (tmp, tmp / WEIGHTS_NAME, tmp / CONFIG_NAME):
             path.chmod(0o755 if path.is_dir() else 0o644)
     return folder
 
 
-def load_autoencoder(folder: str | os.PathLike | None = None,
-                     device: str | torch.device = "cpu",
-                     cache_bases: bool = True) -> TrainedAutoencoder:
+def load_autoencoder(
+    folder: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    cache_bases: bool = True,
+) -> TrainedAutoencoder:
     """Load an exported autoencoder; None loads the packaged one for the embedded model.
 
     Missing or corrupt folders raise a one-line LayerscanError. Never unpickles. The per-layer
@@ -266,8 +292,10 @@ def load_autoencoder(folder: str | os.PathLike | None = None,
     folder = DEFAULT_ARTIFACT if folder is None else Path(folder)
     config_file, weights_file = folder / CONFIG_NAME, folder / WEIGHTS_NAME
     if not config_file.is_file() or not weights_file.is_file():
-        raise LayerscanError(f"{folder}: not an autoencoder folder (needs {CONFIG_NAME} and "
-                             f"{WEIGHTS_NAME}); train one with `layerscan train`")
+        raise LayerscanError(
+            f"{folder}: not an autoencoder folder (needs {CONFIG_NAME} and "
+            f"{WEIGHTS_NAME}); train one with `layerscan train`"
+        )
     try:
         values = json.loads(config_file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -277,12 +305,16 @@ def load_autoencoder(folder: str | os.PathLike | None = None,
     config = ArtifactConfig.from_json(values, str(config_file))
     model = ParticleAutoencoder(config.model, config.d_model, config.n_layers)
     try:
-        state = {k: v.float() if v.is_floating_point() else v
-                 for k, v in load_file(str(weights_file)).items()}
+        state = {
+            k: v.float() if v.is_floating_point() else v
+            for k, v in load_file(str(weights_file)).items()
+        }
         if "encode_weight" in state:
-            raise LayerscanError(f"{weights_file}: an autoencoder of the first design (learned "
-                                 f"projections), which this layerscan no longer reads; retrain "
-                                 f"it with `layerscan train`")
+            raise LayerscanError(
+                f"{weights_file}: an autoencoder of the first design (learned "
+                f"projections), which this layerscan no longer reads; retrain "
+                f"it with `layerscan train`"
+            )
         _check_shapes(model, state, config, weights_file)
         key = basis_key(config_file, weights_file)
         cached_at = basis_path(key) if cache_bases else None
@@ -291,9 +323,10 @@ def load_autoencoder(folder: str | os.PathLike | None = None,
         model.load_state_dict(state, strict=True)
         model.derive_basis_on_load = True
     except (OSError, SafetensorError, RuntimeError, ValueError) as exc:
-        raise LayerscanError(f"{weights_file}: corrupt or mismatched autoencoder weights "
-                             f"({str(exc).splitlines()[0][:200]}); re-export or retrain it") \
-            from exc
+        raise LayerscanError(
+            f"{weights_file}: corrupt or mismatched autoencoder weights "
+            f"({str(exc).splitlines()[0][:200]}); re-export or retrain it"
+        ) from exc
     if not all(torch.isfinite(v).all() for v in state.values()):
         raise LayerscanError(f"{weights_file}: weights contain NaN or infinite values")
     if cached is not None:
@@ -303,23 +336,32 @@ def load_autoencoder(folder: str | os.PathLike | None = None,
     return TrainedAutoencoder(model.to(device), config)
 
 
-def _check_shapes(model: ParticleAutoencoder, state: dict[str, torch.Tensor],
-                  config: ArtifactConfig, weights_file: Path) -> None:
+def _check_shapes(
+    model: ParticleAutoencoder,
+    state: dict[str, torch.Tensor],
+    config: ArtifactConfig,
+    weights_file: Path,
+) -> None:
     """Name the first way the weights differ from what config.json describes, in one line."""
     expected = model.state_dict()
-    if "mean" in state and state["mean"].ndim == 2 \
-            and tuple(state["mean"].shape) != tuple(expected["mean"].shape):
+    if (
+        "mean" in state
+        and state["mean"].ndim == 2
+        and tuple(state["mean"].shape) != tuple(expected["mean"].shape)
+    ):
         n_seen, hidden = state["mean"].shape  # (n_layers+1, d_model)
         raise LayerscanError(
             f"{weights_file.parent}: config.json and {weights_file.name} disagree: hidden "
             f"{config.d_model} vs {hidden}, layers {config.n_layers} vs {n_seen - 1} (config vs "
-            f"weights); re-export the autoencoder or restore its config.json")
+            f"weights); re-export the autoencoder or restore its config.json"
+        )
     for key, value in state.items():
         if key in expected and tuple(value.shape) != tuple(expected[key].shape):
             raise LayerscanError(
                 f"{weights_file.parent}: config.json and {weights_file.name} disagree: {key} is "
                 f"{tuple(expected[key].shape)} by the config vs {tuple(value.shape)} in the "
-                f"weights; re-export the autoencoder or restore its config.json")
+                f"weights; re-export the autoencoder or restore its config.json"
+            )
 
 
 def _jsonable(value: Any) -> Any:

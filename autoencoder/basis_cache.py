@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from layerscan.autoencoder import model as model_module
-from layerscan.errors import LayerscanError
+from layerscan.core.errors import LayerscanError
 
 FOLDER = "autoencoder-bases"
 """Subfolder of the layerscan cache dir ($LAYERSCAN_CACHE) that holds the cached bases."""
@@ -20,8 +20,12 @@ def basis_key(config_file: Path, weights_file: Path) -> str:
     """sha256 of everything the bases derive from: the artifact's two files, the code of
     `autoencoder/model.py` (which derives them) and the torch version (whose eigh does)."""
     digest = hashlib.sha256()
-    for part in (config_file.read_bytes(), weights_file.read_bytes(),
-                 Path(model_module.__file__).read_bytes(), torch.__version__.encode()):
+    for part in (
+        config_file.read_bytes(),
+        weights_file.read_bytes(),
+        Path(model_module.__file__).read_bytes(),
+        torch.__version__.encode(),
+    ):
         digest.update(hashlib.sha256(part).digest())
     return digest.hexdigest()
 
@@ -59,12 +63,11 @@ def write_basis(path: Path, key: str, basis: torch.Tensor) -> bool:
     (the next load then derives the bases again)."""
     from safetensors.torch import save_file
 
-    from layerscan.files import atomic_path
+    from layerscan.core.outputs import atomic_path
 
     try:
         with atomic_path(path, kind="autoencoder bases") as tmp:
-            save_file({"basis": basis.detach().cpu().contiguous()}, str(tmp),
-                      metadata={KEY: key})
+            save_file({"basis": basis.detach().cpu().contiguous()}, str(tmp), metadata={KEY: key})
     except (OSError, LayerscanError):
         return False
     return True

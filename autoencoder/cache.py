@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from layerscan.errors import LayerscanError, Notice
-from layerscan.files import atomic_path, remove_stale_partials
+from layerscan.core.errors import LayerscanError, Notice
+from layerscan.core.outputs import atomic_path, remove_stale_partials
 
 CACHE_FORMAT_VERSION = 1
 SHARD_TOKENS = 8192
@@ -26,8 +26,9 @@ FLOAT16_LIMIT = 60000
 """Largest state magnitude the float16 shards take (their maximum is 65504)."""
 
 
-def cache_key(model_id: str, revision: str | None, normalization: str, max_len: int,
-              corpus_hash: str) -> str:
+def cache_key(
+    model_id: str, revision: str | None, normalization: str, max_len: int, corpus_hash: str
+) -> str:
     """Folder name of a cache: readable prefix + hash of everything the states depend on."""
     fields = [CACHE_FORMAT_VERSION, model_id, revision, normalization, max_len, corpus_hash]
     digest = hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:16]
@@ -62,28 +63,31 @@ class HiddenStateCache:
                 raise ValueError(f"format version {meta.get('format_version')}")
             self.meta = meta
             self.windows = [WindowIndex(*w) for w in meta["windows"]]
-            self.shards = [np.load(self.folder / name, mmap_mode="r")
-                           for name in meta["shards"]]
+            self.shards = [np.load(self.folder / name, mmap_mode="r") for name in meta["shards"]]
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise LayerscanError(f"{self.folder}: unusable hidden-state cache ({exc}); delete "
-                                 "the folder and it will be rebuilt") from exc
+            raise LayerscanError(
+                f"{self.folder}: unusable hidden-state cache ({exc}); delete "
+                "the folder and it will be rebuilt"
+            ) from exc
         # n_layers transformer blocks: a window holds n_layers+1 hidden states per token
         self.n_layers, self.d_model = int(meta["n_layers"]), int(meta["d_model"])
 
     def __len__(self) -> int:
         return len(self.windows)
 
-    def window(self, index: int, layers: np.ndarray | slice = slice(None),
-               length: int | None = None) -> np.ndarray:
+    def window(
+        self, index: int, layers: np.ndarray | slice = slice(None), length: int | None = None
+    ) -> np.ndarray:
         """(n_selected_layers, length, d_model) float32 states of window `index` (a prefix)."""
         w = self.windows[index]
         length = w.length if length is None else min(length, w.length)
-        view = self.shards[w.shard][layers, w.offset:w.offset + length]
+        view = self.shards[w.shard][layers, w.offset : w.offset + length]
         return np.asarray(view, dtype=np.float32)
 
 
-def pack_windows(lengths: list[int], documents: list[int],
-                 shard_tokens: int = SHARD_TOKENS) -> tuple[list[WindowIndex], list[int]]:
+def pack_windows(
+    lengths: list[int], documents: list[int], shard_tokens: int = SHARD_TOKENS
+) -> tuple[list[WindowIndex], list[int]]:
     """Place windows, in corpus order, into shards of at most `shard_tokens` tokens.
 
     Returns:
@@ -121,14 +125,21 @@ class ExtractionJob:
         shard_tokens: tokens per shard file.
     """
 
-    def __init__(self, folder: str | os.PathLike, windows: list[list[int]],
-                 documents: list[int], meta: dict, shard_tokens: int = SHARD_TOKENS) -> None:
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        windows: list[list[int]],
+        documents: list[int],
+        meta: dict,
+        shard_tokens: int = SHARD_TOKENS,
+    ) -> None:
         if not windows:
             raise LayerscanError("nothing to cache: the corpus produced no token windows")
         self.folder, self.windows, self.meta = Path(folder), windows, meta
         self.work = self.folder.parent / f".{self.folder.name}.extracting"
-        self.index, self.shard_sizes = pack_windows([len(w) for w in windows], documents,
-                                                    shard_tokens)
+        self.index, self.shard_sizes = pack_windows(
+            [len(w) for w in windows], documents, shard_tokens
+        )
         self.members: list[list[int]] = [[] for _ in self.shard_sizes]
         for i, w in enumerate(self.index):
             self.members[w.shard].append(i)
@@ -150,9 +161,12 @@ class ExtractionJob:
                 tmp.write_text(json.dumps({"digest": self.digest}), encoding="utf-8")
         done = {s for s in range(len(self.shard_sizes)) if (self.work / shard_name(s)).is_file()}
         if done:
-            warnings.warn(f"resuming the extraction into {self.folder}: {len(done)} of "
-                          f"{len(self.shard_sizes)} shards are already written", Notice,
-                          stacklevel=2)
+            warnings.warn(
+                f"resuming the extraction into {self.folder}: {len(done)} of "
+                f"{len(self.shard_sizes)} shards are already written",
+                Notice,
+                stacklevel=2,
+            )
         return [s for s in range(len(self.shard_sizes)) if s not in done]
 
     def n_windows(self, shards: list[int]) -> int:
@@ -171,16 +185,18 @@ class ExtractionJob:
         with atomic_path(self.work / shard_name(shard)) as tmp:
             array = None
             for start in range(0, len(order), batch_size):
-                batch = order[start:start + batch_size]
-                for i, states in zip(batch, extract([self.windows[i] for i in batch]),
-                                     strict=True):
+                batch = order[start : start + batch_size]
+                for i, states in zip(batch, extract([self.windows[i] for i in batch]), strict=True):
                     _check_states(states, i)  # (n_layers+1, length, d_model)
                     if array is None:
                         array = np.lib.format.open_memmap(
-                            tmp, mode="w+", dtype=np.float16,
-                            shape=(states.shape[0], self.shard_sizes[shard], states.shape[2]))
+                            tmp,
+                            mode="w+",
+                            dtype=np.float16,
+                            shape=(states.shape[0], self.shard_sizes[shard], states.shape[2]),
+                        )
                     w = self.index[i]
-                    array[:, w.offset:w.offset + w.length] = states
+                    array[:, w.offset : w.offset + w.length] = states
                 if bar is not None:
                     bar.update(len(batch))
             array.flush()
@@ -198,13 +214,20 @@ class ExtractionJob:
         if missing:
             raise LayerscanError(
                 f"{self.folder}: {len(missing)} of {len(names)} shards were not written (first: "
-                f"{missing[0]}); on several machines --cache-dir must be a folder they share")
+                f"{missing[0]}); on several machines --cache-dir must be a folder they share"
+            )
         for name in names:
             remove_stale_partials(self.work / name)
         n_layers_1, _, d_model = np.load(self.work / names[0], mmap_mode="r").shape
-        meta = dict(self.meta, format_version=CACHE_FORMAT_VERSION, n_layers=n_layers_1 - 1,
-                    d_model=d_model, shards=names, n_tokens=sum(self.shard_sizes),
-                    windows=[[w.shard, w.offset, w.length, w.document] for w in self.index])
+        meta = dict(
+            self.meta,
+            format_version=CACHE_FORMAT_VERSION,
+            n_layers=n_layers_1 - 1,
+            d_model=d_model,
+            shards=names,
+            n_tokens=sum(self.shard_sizes),
+            windows=[[w.shard, w.offset, w.length, w.document] for w in self.index],
+        )
         with atomic_path(self.folder, suffix="", folder=True, kind="hidden-states") as tmp:
             os.replace(self.work, tmp)
             (tmp / PLAN_NAME).unlink()
@@ -212,8 +235,7 @@ class ExtractionJob:
         return self.folder
 
 
-def build_cache(job: ExtractionJob, extract, batch_size: int = 16,
-                progress: bool = True) -> Path:
+def build_cache(job: ExtractionJob, extract, batch_size: int = 16, progress: bool = True) -> Path:
     """Extract every window's states in this process, shard by shard, and publish the cache.
 
     An interrupted build resumes from its finished shards the next time.
@@ -234,11 +256,15 @@ def build_cache(job: ExtractionJob, extract, batch_size: int = 16,
 
 def _check_states(states: np.ndarray, window: int) -> None:
     if not np.isfinite(states).all():
-        raise LayerscanError(f"the language model produced NaN/inf states for window {window}; "
-                             f"try --set data.normalization=final-norm")
+        raise LayerscanError(
+            f"the language model produced NaN/inf states for window {window}; "
+            f"try --set data.normalization=final-norm"
+        )
     if np.abs(states).max() > FLOAT16_LIMIT:
-        raise LayerscanError("hidden states exceed the float16 range of the cache; use "
-                             "--set data.normalization=final-norm or standardize")
+        raise LayerscanError(
+            "hidden states exceed the float16 range of the cache; use "
+            "--set data.normalization=final-norm or standardize"
+        )
 
 
 def _holds(plan: Path, digest: str) -> bool:
@@ -252,5 +278,10 @@ def extraction_progress(total: int, enabled: bool):
     """A tqdm bar over windows."""
     from tqdm import tqdm
 
-    return tqdm(total=total, desc="extracting hidden states", unit="window",
-                disable=not enabled, leave=False)
+    return tqdm(
+        total=total,
+        desc="extracting hidden states",
+        unit="window",
+        disable=not enabled,
+        leave=False,
+    )

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from layerscan.autoencoder.capture.capture_file import NORMALIZATIONS, Normalization
-from layerscan.errors import LayerscanError
+from layerscan.core.errors import LayerscanError
 
 EXTRACTION_DTYPES = ("float32", "bfloat16", "float16", "auto")
 
@@ -49,8 +49,10 @@ class ModelConfig:
         if not 0 < self.detail_scale <= 1:
             raise LayerscanError(f"model.detail_scale must be in (0, 1], got {self.detail_scale}")
         if self.n_particles < self.max_len:
-            raise LayerscanError(f"model.n_particles ({self.n_particles}) must be >= "
-                                 f"model.max_len ({self.max_len}): every token needs a particle")
+            raise LayerscanError(
+                f"model.n_particles ({self.n_particles}) must be >= "
+                f"model.max_len ({self.max_len}): every token needs a particle"
+            )
         if self.d_hidden < 0:
             raise LayerscanError(f"model.d_hidden must be >= 0, got {self.d_hidden}")
 
@@ -109,13 +111,20 @@ class DataConfig:
     def __post_init__(self) -> None:
         if not 0.0 < self.val_fraction < 1.0:
             raise LayerscanError(f"data.val_fraction must be in (0, 1), got {self.val_fraction}")
-        for name in ("batch_size", "layers_per_window", "min_len", "extract_batch_size",
-                     "continuation_tokens", "continuations_per_seed"):
+        for name in (
+            "batch_size",
+            "layers_per_window",
+            "min_len",
+            "extract_batch_size",
+            "continuation_tokens",
+            "continuations_per_seed",
+        ):
             if getattr(self, name) < 1:
                 raise LayerscanError(f"data.{name} must be >= 1, got {getattr(self, name)}")
         if self.normalization not in NORMALIZATIONS:
-            raise LayerscanError(f"data.normalization {self.normalization!r}: use "
-                                 f"{', '.join(NORMALIZATIONS)}")
+            raise LayerscanError(
+                f"data.normalization {self.normalization!r}: use {', '.join(NORMALIZATIONS)}"
+            )
         if self.dtype not in EXTRACTION_DTYPES:
             raise LayerscanError(f"data.dtype {self.dtype!r}: use {', '.join(EXTRACTION_DTYPES)}")
 
@@ -167,11 +176,13 @@ class TrainConfig:
         if self.lr <= 0:
             raise LayerscanError(f"train.lr must be > 0, got {self.lr}")
         if self.precision not in ("32-true", "32", "bf16-mixed", "16-mixed", "64-true"):
-            raise LayerscanError(f"train.precision {self.precision!r}: use 32-true, bf16-mixed "
-                                 "or 16-mixed")
+            raise LayerscanError(
+                f"train.precision {self.precision!r}: use 32-true, bf16-mixed or 16-mixed"
+            )
         if self.num_nodes < 1:
-            raise LayerscanError(f"train.num_nodes (--num-nodes) must be >= 1, got "
-                                 f"{self.num_nodes}")
+            raise LayerscanError(
+                f"train.num_nodes (--num-nodes) must be >= 1, got {self.num_nodes}"
+            )
         self.lightning_devices()  # raises on a bad value
 
     def lightning_devices(self) -> str | int | list[int]:
@@ -188,14 +199,19 @@ class TrainConfig:
                 return int(value)
         except ValueError:
             pass
-        raise LayerscanError(f"train.devices (--devices) {self.devices!r}: use auto, a count "
-                             f"like 2 (-1: all), or distinct device ids like 0,1")
+        raise LayerscanError(
+            f"train.devices (--devices) {self.devices!r}: use auto, a count "
+            f"like 2 (-1: all), or distinct device ids like 0,1"
+        )
 
     def data_parallel(self) -> bool:
         """Whether more than one process is asked for (not "auto": that extracts in one)."""
         devices = self.lightning_devices()
-        several = devices == -1 or (isinstance(devices, int) and devices > 1) or \
-            (isinstance(devices, list) and len(devices) > 1)
+        several = (
+            devices == -1
+            or (isinstance(devices, int) and devices > 1)
+            or (isinstance(devices, list) and len(devices) > 1)
+        )
         return several or self.num_nodes > 1
 
 
@@ -218,8 +234,9 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         if self.data.min_len > self.model.max_len:
-            raise LayerscanError(f"data.min_len {self.data.min_len} exceeds model.max_len "
-                                 f"{self.model.max_len}")
+            raise LayerscanError(
+                f"data.min_len {self.data.min_len} exceeds model.max_len {self.model.max_len}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -232,13 +249,17 @@ def from_dict(cls: type, values: dict[str, Any], where: str = "") -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise LayerscanError(f"config{where}: unknown key(s) {', '.join(unknown)}; "
-                             f"known: {', '.join(fields)}")
+        raise LayerscanError(
+            f"config{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}"
+        )
     kwargs = {}
     for name, value in values.items():
         nested = _NESTED.get((cls, name))
-        kwargs[name] = from_dict(nested, value, f"{where}.{name}") if nested else \
-            _coerce(value, fields[name].type, f"{where}.{name}".lstrip("."))
+        kwargs[name] = (
+            from_dict(nested, value, f"{where}.{name}")
+            if nested
+            else _coerce(value, fields[name].type, f"{where}.{name}".lstrip("."))
+        )
     return cls(**kwargs)
 
 
@@ -259,8 +280,11 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     return value if isinstance(value, str) else str(value)
 
 
-_NESTED = {(RunConfig, "model"): ModelConfig, (RunConfig, "data"): DataConfig,
-           (RunConfig, "train"): TrainConfig}
+_NESTED = {
+    (RunConfig, "model"): ModelConfig,
+    (RunConfig, "data"): DataConfig,
+    (RunConfig, "train"): TrainConfig,
+}
 
 
 def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -271,8 +295,9 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise LayerscanError(f"--set {item!r}: use --set section.key=value, "
-                                 "e.g. --set train.lr=0.001")
+            raise LayerscanError(
+                f"--set {item!r}: use --set section.key=value, e.g. --set train.lr=0.001"
+            )
         *parents, leaf = key.strip().split(".")
         node = values
         for part in parents:
@@ -283,8 +308,9 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
     return values
 
 
-def load_config(path: str | os.PathLike | None = None,
-                overrides: list[str] | None = None) -> RunConfig:
+def load_config(
+    path: str | os.PathLike | None = None, overrides: list[str] | None = None
+) -> RunConfig:
     """Read a YAML run config (None: the defaults) and apply `--set` overrides.
 
     Args:
@@ -301,14 +327,17 @@ def load_config(path: str | os.PathLike | None = None,
 
             shipped = Path(packaged.__file__).parent / f"{path}.yaml"
             if not shipped.is_file():
-                raise LayerscanError(f"config {path}: no such file (give a YAML path or a "
-                                     "shipped config name such as 'default' or 'tiny')")
+                raise LayerscanError(
+                    f"config {path}: no such file (give a YAML path or a "
+                    "shipped config name such as 'default' or 'tiny')"
+                )
             file = shipped
         try:
             loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise LayerscanError(f"config {file}: cannot read YAML ({exc})".splitlines()[0]) \
-                from exc
+            raise LayerscanError(
+                f"config {file}: cannot read YAML ({exc})".splitlines()[0]
+            ) from exc
         values = loaded or {}
         if not isinstance(values, dict):
             raise LayerscanError(f"config {file}: top level must be a mapping")

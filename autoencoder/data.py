@@ -15,7 +15,7 @@ from layerscan.autoencoder.cache import ExtractionJob, HiddenStateCache, build_c
 from layerscan.autoencoder.config import RunConfig
 from layerscan.autoencoder.corpus import about, corpus_hash, default_documents, read_documents
 from layerscan.autoencoder.moments import StateMoments
-from layerscan.errors import Caution, LayerscanError, Notice
+from layerscan.core.errors import Caution, LayerscanError, Notice
 
 EXTRACT_TOKENS_PER_S = 250
 """Tokens per second whose states a 135M-parameter model extracts on a 2-core CPU (measured:
@@ -35,31 +35,36 @@ def chunk_windows(documents: list[list[int]], max_len: int) -> tuple[list[list[i
     windows, owner = [], []
     for doc, ids in enumerate(documents):
         for start in range(0, len(ids), max_len):
-            windows.append(ids[start:start + max_len])
+            windows.append(ids[start : start + max_len])
             owner.append(doc)
     return windows, owner
 
 
-def split_windows(documents: list[int], val_fraction: float,
-                  seed: int) -> tuple[list[int], list[int]]:
+def split_windows(
+    documents: list[int], val_fraction: float, seed: int
+) -> tuple[list[int], list[int]]:
     """Indices of training and validation windows, split by document (by window if one doc)."""
     n_docs = max(documents) + 1
     rng = np.random.default_rng(seed)
     if n_docs >= 2:
-        val_docs = set(rng.permutation(n_docs)[:max(1, round(val_fraction * n_docs))].tolist())
+        val_docs = set(rng.permutation(n_docs)[: max(1, round(val_fraction * n_docs))].tolist())
         val = [i for i, d in enumerate(documents) if d in val_docs]
     elif len(documents) >= 2:
-        val = sorted(rng.permutation(len(documents))[:max(1, round(val_fraction *
-                                                                   len(documents)))].tolist())
+        val = sorted(
+            rng.permutation(len(documents))[: max(1, round(val_fraction * len(documents)))].tolist()
+        )
     else:
-        raise LayerscanError("the corpus is a single short document: it needs at least two "
-                             "documents (or one longer than max_len) to hold out validation")
+        raise LayerscanError(
+            "the corpus is a single short document: it needs at least two "
+            "documents (or one longer than max_len) to hold out validation"
+        )
     held = set(val)
     return [i for i in range(len(documents)) if i not in held], val
 
 
-def token_windows(tokenizer, documents: list[str], max_len: int,
-                  corpus: str = "the corpus") -> tuple[list[list[int]], list[int]]:
+def token_windows(
+    tokenizer, documents: list[str], max_len: int, corpus: str = "the corpus"
+) -> tuple[list[list[int]], list[int]]:
     """Tokenize documents and cut them into windows (see `chunk_windows`); documents without
     any token are dropped first, so window owners index the documents that have tokens."""
     ids = [tokenizer(doc, verbose=False)["input_ids"] for doc in documents]
@@ -69,8 +74,7 @@ def token_windows(tokenizer, documents: list[str], max_len: int,
     return chunk_windows(ids, max_len)
 
 
-def sample_windows(indices: list[int], lengths: list[int], n_tokens: int,
-                   seed: int) -> list[int]:
+def sample_windows(indices: list[int], lengths: list[int], n_tokens: int, seed: int) -> list[int]:
     """Windows drawn from `indices` in a seeded random order until they hold n_tokens tokens
     (all of them if they hold fewer); `lengths` gives every window's token count."""
     picked, total = [], 0
@@ -96,8 +100,14 @@ class WindowDataset(Dataset):
         train: random (training) or fixed (validation) layers and lengths.
     """
 
-    def __init__(self, cache: HiddenStateCache, indices: list[int], layers_per_window: int,
-                 min_len: int, train: bool) -> None:
+    def __init__(
+        self,
+        cache: HiddenStateCache,
+        indices: list[int],
+        layers_per_window: int,
+        min_len: int,
+        train: bool,
+    ) -> None:
         self.cache, self.indices, self.train = cache, indices, train
         self.layers_per_window = min(layers_per_window, cache.n_layers + 1)
         self.min_len = min_len
@@ -111,24 +121,33 @@ class WindowDataset(Dataset):
         low = min(self.min_len, full)
         if self.train:
             length = int(torch.randint(low, full + 1, ()).item())
-            layers = torch.randperm(self.cache.n_layers + 1)[:self.layers_per_window].sort().values
+            layers = torch.randperm(self.cache.n_layers + 1)[: self.layers_per_window].sort().values
         else:
             digest = hashlib.sha256(str(index).encode()).digest()
             length = low + int.from_bytes(digest[:4], "little") % (full - low + 1)
             layers = torch.arange(self.cache.n_layers + 1)
         states = self.cache.window(index, layers.numpy(), length)  # (n_sel, length, d_model)
-        return {"hidden": torch.from_numpy(states), "layer": layers,
-                "length": torch.full((len(layers),), length)}
+        return {
+            "hidden": torch.from_numpy(states),
+            "layer": layers,
+            "length": torch.full((len(layers),), length),
+        }
 
 
 def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Stack items into rows: hidden (rows, longest, d_model) zero-padded, layer, lengths."""
     longest = max(int(item["length"][0]) for item in items)
-    hidden = torch.cat([torch.nn.functional.pad(item["hidden"],
-                                                (0, 0, 0, longest - item["hidden"].shape[1]))
-                        for item in items])  # (rows, longest, d_model)
-    return {"hidden": hidden, "layer": torch.cat([item["layer"] for item in items]),
-            "lengths": torch.cat([item["length"] for item in items])}
+    hidden = torch.cat(
+        [
+            torch.nn.functional.pad(item["hidden"], (0, 0, 0, longest - item["hidden"].shape[1]))
+            for item in items
+        ]
+    )  # (rows, longest, d_model)
+    return {
+        "hidden": hidden,
+        "layer": torch.cat([item["layer"] for item in items]),
+        "lengths": torch.cat([item["length"] for item in items]),
+    }
 
 
 class HiddenStateDataModule:
@@ -146,8 +165,13 @@ class HiddenStateDataModule:
             `training.extract_in_parallel`, which training passes. None: in this process.
     """
 
-    def __init__(self, config: RunConfig, cache_root: str | Path | None = None,
-                 progress: bool = True, extract_in_parallel: Callable | None = None) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        cache_root: str | Path | None = None,
+        progress: bool = True,
+        extract_in_parallel: Callable | None = None,
+    ) -> None:
         self.config, self.progress = config, progress
         self.extract_in_parallel = extract_in_parallel if config.train.data_parallel() else None
         if cache_root is None:
@@ -161,9 +185,15 @@ class HiddenStateDataModule:
     def _documents(self, loaded) -> list[str]:
         data = self.config.data
         if data.corpus == "default":
-            return default_documents(loaded, self.cache_root / "corpus",
-                                     data.continuation_tokens, data.continuations_per_seed,
-                                     data.max_documents, self.config.train.seed, self.progress)
+            return default_documents(
+                loaded,
+                self.cache_root / "corpus",
+                data.continuation_tokens,
+                data.continuations_per_seed,
+                data.max_documents,
+                self.config.train.seed,
+                self.progress,
+            )
         return read_documents(data.corpus, data.text_field, data.hf_split, data.max_documents)
 
     def prepare_data(self) -> None:
@@ -176,40 +206,74 @@ class HiddenStateDataModule:
         from layerscan.autoencoder.capture.loading import load_model
 
         data, max_len = self.config.data, self.config.model.max_len
-        if data.corpus != "default" and not data.corpus.startswith("hf:") \
-                and not Path(data.corpus).exists():
+        if (
+            data.corpus != "default"
+            and not data.corpus.startswith("hf:")
+            and not Path(data.corpus).exists()
+        ):
             read_documents(data.corpus)  # raises the one-line error before loading a model
         # data-parallel: each process loads a whole copy, and Lightning puts it on its device
         device = "cpu" if self.extract_in_parallel and data.device == "auto" else data.device
-        loaded = load_model(data.language_model, device=device, dtype=data.dtype,
-                            trust_remote_code=data.trust_remote_code)
+        loaded = load_model(
+            data.language_model,
+            device=device,
+            dtype=data.dtype,
+            trust_remote_code=data.trust_remote_code,
+        )
         docs = self._documents(loaded)
         dtype = next(loaded.model.parameters()).dtype
         # float32 states keep the key they always had; other precisions get their own cache
         precision = "" if dtype == torch.float32 else "-" + str(dtype).removeprefix("torch.")
-        key = cache_key(loaded.model_id, loaded.revision, data.normalization + precision,
-                        max_len, corpus_hash(docs))
+        key = cache_key(
+            loaded.model_id,
+            loaded.revision,
+            data.normalization + precision,
+            max_len,
+            corpus_hash(docs),
+        )
         folder = self.cache_root / "hidden" / key
-        self.info.update(model_id=loaded.model_id, revision=loaded.revision,
-                         architecture=loaded.architecture, corpus=data.corpus,
-                         n_documents=len(docs), cache=str(folder))
+        self.info.update(
+            model_id=loaded.model_id,
+            revision=loaded.revision,
+            architecture=loaded.architecture,
+            corpus=data.corpus,
+            n_documents=len(docs),
+            cache=str(folder),
+        )
         if (folder / "meta.json").is_file():
             return folder
         windows, owner = token_windows(loaded.tokenizer, docs, max_len, data.corpus)
         n_tokens = sum(len(w) for w in windows)
         size = sum(p.numel() for p in loaded.model.parameters()) / 135e6
-        warnings.warn(f"extracting the hidden states of {len(windows)} windows ({n_tokens} "
-                      f"tokens) once, into {folder} ("
-                      f"{about(n_tokens / EXTRACT_TOKENS_PER_S * size)} on a CPU)", Notice,
-                      stacklevel=2)
-        job = ExtractionJob(folder, windows, owner,
-                            dict(self.info, normalization=data.normalization, max_len=max_len))
+        warnings.warn(
+            f"extracting the hidden states of {len(windows)} windows ({n_tokens} "
+            f"tokens) once, into {folder} ("
+            f"{about(n_tokens / EXTRACT_TOKENS_PER_S * size)} on a CPU)",
+            Notice,
+            stacklevel=2,
+        )
+        job = ExtractionJob(
+            folder,
+            windows,
+            owner,
+            dict(self.info, normalization=data.normalization, max_len=max_len),
+        )
         if self.extract_in_parallel:
-            self.extract_in_parallel(job, loaded, data.normalization, data.extract_batch_size,
-                                     self.config.train, self.progress)
+            self.extract_in_parallel(
+                job,
+                loaded,
+                data.normalization,
+                data.extract_batch_size,
+                self.config.train,
+                self.progress,
+            )
         else:
-            build_cache(job, lambda batch: hidden_states_batch(loaded, batch, data.normalization),
-                        data.extract_batch_size, self.progress)
+            build_cache(
+                job,
+                lambda batch: hidden_states_batch(loaded, batch, data.normalization),
+                data.extract_batch_size,
+                self.progress,
+            )
         return folder
 
     def setup(self, stage: str | None = None) -> None:
@@ -217,13 +281,18 @@ class HiddenStateDataModule:
             return
         folder = self.cache_folder() if not self.info else Path(self.info["cache"])
         self.cache = HiddenStateCache(folder)
-        self.info.update({k: self.cache.meta[k] for k in ("model_id", "revision",
-                                                           "architecture", "n_tokens")})
+        self.info.update(
+            {k: self.cache.meta[k] for k in ("model_id", "revision", "architecture", "n_tokens")}
+        )
         documents = [w.document for w in self.cache.windows]
         self.train_indices, self.val_indices = split_windows(
-            documents, self.config.data.val_fraction, self.config.train.seed)
-        self.info.update(n_windows=len(documents), n_train_windows=len(self.train_indices),
-                         n_val_windows=len(self.val_indices))
+            documents, self.config.data.val_fraction, self.config.train.seed
+        )
+        self.info.update(
+            n_windows=len(documents),
+            n_train_windows=len(self.train_indices),
+            n_val_windows=len(self.val_indices),
+        )
         self._check_lengths()
 
     def _check_lengths(self) -> None:
@@ -235,8 +304,10 @@ class HiddenStateDataModule:
                 f"corpus {self.config.data.corpus}: its longest window has {longest} tokens, "
                 f"and up to {exact} (n_particles / ranks) the autoencoder stores every token "
                 f"exactly, so training learns nothing (R² 1.000 is no result); give documents "
-                f"longer than {exact} tokens, e.g. paragraphs instead of lines", Caution,
-                stacklevel=2)
+                f"longer than {exact} tokens, e.g. paragraphs instead of lines",
+                Caution,
+                stacklevel=2,
+            )
 
     def statistics(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-layer mean (n_layers+1, d), scale (n_layers+1,) and covariance
@@ -251,23 +322,37 @@ class HiddenStateDataModule:
             count += states.shape[1]
         moments = StateMoments(cache.n_layers, cache.d_model)
         lengths = [w.length for w in cache.windows]
-        for index in sample_windows(self.train_indices, lengths, STATS_TOKENS,
-                                    self.config.train.seed):
+        for index in sample_windows(
+            self.train_indices, lengths, STATS_TOKENS, self.config.train.seed
+        ):
             moments.add(torch.from_numpy(cache.window(index)))
         return moments.statistics(total / count)
 
     def train_dataloader(self) -> DataLoader:
         data = self.config.data
-        dataset = WindowDataset(self.cache, self.train_indices, data.layers_per_window,
-                                data.min_len, train=True)
-        return DataLoader(dataset, batch_size=data.batch_size, shuffle=True, collate_fn=collate,
-                          num_workers=data.num_workers, drop_last=len(dataset) > data.batch_size,
-                          persistent_workers=data.num_workers > 0)
+        dataset = WindowDataset(
+            self.cache, self.train_indices, data.layers_per_window, data.min_len, train=True
+        )
+        return DataLoader(
+            dataset,
+            batch_size=data.batch_size,
+            shuffle=True,
+            collate_fn=collate,
+            num_workers=data.num_workers,
+            drop_last=len(dataset) > data.batch_size,
+            persistent_workers=data.num_workers > 0,
+        )
 
     def val_dataloader(self) -> DataLoader:
         data = self.config.data
-        dataset = WindowDataset(self.cache, self.val_indices, data.layers_per_window,
-                                data.min_len, train=False)
+        dataset = WindowDataset(
+            self.cache, self.val_indices, data.layers_per_window, data.min_len, train=False
+        )
         rows = max(1, data.batch_size * data.layers_per_window // (self.cache.n_layers + 1))
-        return DataLoader(dataset, batch_size=rows, collate_fn=collate,
-                          num_workers=data.num_workers, persistent_workers=data.num_workers > 0)
+        return DataLoader(
+            dataset,
+            batch_size=rows,
+            collate_fn=collate,
+            num_workers=data.num_workers,
+            persistent_workers=data.num_workers > 0,
+        )

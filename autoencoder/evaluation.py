@@ -13,8 +13,12 @@ GOAL_R2, GOAL_MAX_LEN = 0.95, 64
 """The quality goal: R² >= 0.95 at every layer for prompts up to 64 tokens."""
 
 
-def r2_terms(hidden: torch.Tensor, reconstruction: torch.Tensor, mean: torch.Tensor,
-             mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def r2_terms(
+    hidden: torch.Tensor,
+    reconstruction: torch.Tensor,
+    mean: torch.Tensor,
+    mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(batch,) SSE and SST per row, the two sums of every R² = 1 - SSE / SST in layerscan.
 
     Args:
@@ -30,8 +34,13 @@ def r2_terms(hidden: torch.Tensor, reconstruction: torch.Tensor, mean: torch.Ten
 
 
 @torch.no_grad()
-def evaluate(model: ParticleAutoencoder, cache: HiddenStateCache, indices: list[int],
-             lengths: tuple[int, ...] = EVAL_LENGTHS, batch_windows: int = 4) -> dict:
+def evaluate(
+    model: ParticleAutoencoder,
+    cache: HiddenStateCache,
+    indices: list[int],
+    lengths: tuple[int, ...] = EVAL_LENGTHS,
+    batch_windows: int = 4,
+) -> dict:
     """R² = 1 - SSE/SST per layer, pooled over windows, for prompts cut to each length.
 
     SST is taken around the layer's corpus mean. The mean-pool bound is the R² of the best a
@@ -61,7 +70,7 @@ def evaluate(model: ParticleAutoencoder, cache: HiddenStateCache, indices: list[
         sse = torch.zeros(n_layers + 1, dtype=torch.float64)
         sst, pooled = torch.zeros_like(sse), torch.zeros_like(sse)
         for start in range(0, len(usable), batch_windows):
-            chunk = usable[start:start + batch_windows]
+            chunk = usable[start : start + batch_windows]
             hidden = torch.cat([torch.from_numpy(cache.window(i, length=n)) for i in chunk])
             hidden = hidden.to(device)  # (windows * (n_layers+1), n, d_model)
             layer = layers.repeat(len(chunk))  # (windows * (n_layers+1),)
@@ -71,8 +80,9 @@ def evaluate(model: ParticleAutoencoder, cache: HiddenStateCache, indices: list[
             row_sse, row_sst = r2_terms(hidden, recon.double(), mean)  # (rows,)
             prompt_mean = hidden.mean(1, keepdim=True).expand_as(hidden)  # (rows, n, d_model)
             row_pooled, _ = r2_terms(hidden, prompt_mean, mean)  # the mean-pool bound's SSE
-            for total, per_row in zip((sse, sst, pooled), (row_sse, row_sst, row_pooled),
-                                      strict=True):
+            for total, per_row in zip(
+                (sse, sst, pooled), (row_sse, row_sst, row_pooled), strict=True
+            ):
                 total += per_row.view(len(chunk), n_layers + 1).sum(0).cpu()
         result["lengths"].append(n)
         result["r2"][str(n)] = (1 - sse / sst).tolist()
@@ -92,17 +102,22 @@ def format_metrics(metrics: dict) -> str:
     n_layers = len(metrics["r2"][str(lengths[0])]) - 1
     names = layer_names(n_layers)
     header = f"{'layer':<12}" + "".join(f"{f'{n} tok':>16}" for n in lengths)
-    lines = ["per-token reconstruction R² on held-out text (mean-pool bound in brackets)",
-             header,
-             f"{'prompts':<12}" + "".join(f"{metrics['n_prompts'][str(n)]:>16}"
-                                          for n in lengths)]
+    lines = [
+        "per-token reconstruction R² on held-out text (mean-pool bound in brackets)",
+        header,
+        f"{'prompts':<12}" + "".join(f"{metrics['n_prompts'][str(n)]:>16}" for n in lengths),
+    ]
     for layer in range(n_layers + 1):
-        cells = "".join(f"{metrics['r2'][str(n)][layer]:>9.3f} ({metrics['mean_pool_r2'][str(n)][layer]:.2f})"  # noqa: E501
-                        for n in lengths)
+        cells = "".join(
+            f"{metrics['r2'][str(n)][layer]:>9.3f} ({metrics['mean_pool_r2'][str(n)][layer]:.2f})"  # noqa: E501
+            for n in lengths
+        )
         lines.append(f"{names[layer]:<12}{cells}")
     worst = metrics.get("worst_r2_up_to_64")
     if worst is not None:
         verdict = "met" if metrics["goal_met"] else "NOT met"
-        lines.append(f"worst layer up to {GOAL_MAX_LEN} tokens: R² = {worst:.3f} "
-                     f"(goal >= {GOAL_R2}: {verdict})")
+        lines.append(
+            f"worst layer up to {GOAL_MAX_LEN} tokens: R² = {worst:.3f} "
+            f"(goal >= {GOAL_R2}: {verdict})"
+        )
     return "\n".join(lines)

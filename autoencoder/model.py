@@ -115,8 +115,9 @@ class ParticleAutoencoder(nn.Module):
         self.decode_mlp = _mlp(2 * n_code + config.d_pos, config.d_hidden, n_code)
 
     @torch.no_grad()
-    def set_statistics(self, mean: torch.Tensor, scale: torch.Tensor,
-                       covariance: torch.Tensor | None = None) -> None:
+    def set_statistics(
+        self, mean: torch.Tensor, scale: torch.Tensor, covariance: torch.Tensor | None = None
+    ) -> None:
         """Store corpus statistics and, optionally, the anchor covariances the bases come from.
 
         Args:
@@ -164,7 +165,7 @@ class ParticleAutoencoder(nn.Module):
                     basis[layer, rows] = (u @ vh @ here).reshape(-1, self.d_model)
         n_code = self.basis.shape[1]
         self.basis.zero_()
-        self.basis[:, :min(n_code, self.d_model)] = basis[:, :n_code].to(self.basis)
+        self.basis[:, : min(n_code, self.d_model)] = basis[:, :n_code].to(self.basis)
 
     def routings(self, lengths: torch.Tensor) -> list[Routing]:
         """The routing of each prompt length in `lengths` (batch,)."""
@@ -188,22 +189,25 @@ class ParticleAutoencoder(nn.Module):
         """
         order = torch.argsort(layer, stable=True)  # (n,)
         layers, counts = torch.unique_consecutive(layer[order], return_counts=True)
-        pieces = [part @ (self.basis[lay] if inverse else self.basis[lay].T)
-                  for lay, part in zip(layers.tolist(), x[order].split(counts.tolist()),
-                                       strict=True)]
+        pieces = [
+            part @ (self.basis[lay] if inverse else self.basis[lay].T)
+            for lay, part in zip(layers.tolist(), x[order].split(counts.tolist()), strict=True)
+        ]
         out = torch.cat(pieces)  # (n, d_out) in sorted order
         return out[torch.argsort(order)]
 
-    def _context(self, position: torch.Tensor, layer: torch.Tensor,
-                 length: torch.Tensor) -> torch.Tensor:
+    def _context(
+        self, position: torch.Tensor, layer: torch.Tensor, length: torch.Tensor
+    ) -> torch.Tensor:
         """(n, d_pos) features of each token's position, layer and prompt length."""
         trained = position.clamp(max=self.config.max_len - 1)  # longer: the last trained one
         context = self.position_embedding(trained) + self.layer_embedding(layer)
         per_token = (self.config.n_particles / length / self.n_ranks).clamp(max=1.0)  # (n,)
         return context + self.length_features(torch.stack([position / length, per_token], -1))
 
-    def token_codes(self, hidden: torch.Tensor, layer: torch.Tensor,
-                    lengths: torch.Tensor | None = None) -> torch.Tensor:
+    def token_codes(
+        self, hidden: torch.Tensor, layer: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Every token's ranked codes, computed on real tokens only (padding stays zero).
 
         Args:
@@ -244,8 +248,9 @@ class ParticleAutoencoder(nn.Module):
         centre = codes[rows, token, 0]  # (batch, n_particles, k)
         return centre + self.config.detail_scale * ((1 - blend) * own + blend * following)
 
-    def encode(self, hidden: torch.Tensor, layer: torch.Tensor,
-               lengths: torch.Tensor) -> torch.Tensor:
+    def encode(
+        self, hidden: torch.Tensor, layer: torch.Tensor, lengths: torch.Tensor
+    ) -> torch.Tensor:
         """Encode a batch of prompts at given layers into particle clouds.
 
         Args:
@@ -258,8 +263,9 @@ class ParticleAutoencoder(nn.Module):
         """
         return self.route(self.token_codes(hidden, layer, lengths), lengths)
 
-    def decode(self, clouds: torch.Tensor, layer: torch.Tensor,
-               lengths: torch.Tensor) -> torch.Tensor:
+    def decode(
+        self, clouds: torch.Tensor, layer: torch.Tensor, lengths: torch.Tensor
+    ) -> torch.Tensor:
         """Reconstruct every token's state from the clouds.
 
         Args:
@@ -275,17 +281,23 @@ class ParticleAutoencoder(nn.Module):
         rows, position = _tokens(lengths, n_tokens)  # (n,) each: the real tokens
         lay, length = layer[rows], lengths[rows]
         n_particles = self.config.n_particles
-        table = torch.stack([nn.functional.pad(t.particle, (0, 0, 0, n_tokens - len(t.particle)),
-                                               value=n_particles)
-                             for t in self.routings(lengths)]).to(clouds.device)
+        table = torch.stack(
+            [
+                nn.functional.pad(
+                    t.particle, (0, 0, 0, n_tokens - len(t.particle)), value=n_particles
+                )
+                for t in self.routings(lengths)
+            ]
+        ).to(clouds.device)
         slots = table[rows, position]  # (n, n_ranks) the token's particles
         held = (slots < self.config.n_particles).repeat_interleave(self.d_particle, 1)
         held_values = padded[rows[:, None], slots]  # (n, n_ranks, k), zero where not held
         detail = (held_values - held_values[:, :1]) / self.config.detail_scale
         detail[:, 0] = held_values[:, 0]  # rank 0 (always held) is the centre itself
         gathered = (detail * (slots < self.config.n_particles)[..., None]).flatten(1)
-        prompt_mean = torch.zeros(batch, gathered.shape[1], device=clouds.device,
-                                  dtype=gathered.dtype).index_add_(0, rows, gathered)
+        prompt_mean = torch.zeros(
+            batch, gathered.shape[1], device=clouds.device, dtype=gathered.dtype
+        ).index_add_(0, rows, gathered)
         prompt_mean = prompt_mean / lengths[:, None].to(gathered.dtype)  # (batch, n_code)
         context = self._context(position, lay, length.to(gathered.dtype))  # (n, d_pos)
         missing = self.decode_mlp(torch.cat([gathered, prompt_mean[rows], context], -1))
@@ -295,8 +307,9 @@ class ParticleAutoencoder(nn.Module):
         out[rows, position] = normed * self.scale[lay, None] + self.mean[lay]
         return out
 
-    def forward(self, hidden: torch.Tensor, layer: torch.Tensor,
-                lengths: torch.Tensor) -> AutoencoderOutput:
+    def forward(
+        self, hidden: torch.Tensor, layer: torch.Tensor, lengths: torch.Tensor
+    ) -> AutoencoderOutput:
         """Encode then decode; see `encode` and `decode` for shapes."""
         clouds = self.encode(hidden, layer, lengths)
         return AutoencoderOutput(clouds=clouds, reconstruction=self.decode(clouds, layer, lengths))

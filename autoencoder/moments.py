@@ -35,8 +35,9 @@ class StateMoments:
         """(n_layers+1, d_model) float64 mean state of each layer."""
         return self.shift + self.total / self.count
 
-    def statistics(self, mean: torch.Tensor | None = None
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def statistics(
+        self, mean: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """What `ParticleAutoencoder.set_statistics` takes, around `mean` (default: their own).
 
         Returns:
@@ -51,8 +52,12 @@ class StateMoments:
         # with x' = x - shift and d = m - shift:
         # sum (x - m)(x - m)^T = sum x'x'^T - s' d^T - d s'^T + n d d^T, s' = sum x'
         cross = self.total[:, :, None] * delta[:, None]  # (n_layers+1, d_model, d_model)
-        scatter = self.outer - cross - cross.transpose(1, 2) \
+        scatter = (
+            self.outer
+            - cross
+            - cross.transpose(1, 2)
             + self.count * delta[:, :, None] * delta[:, None]
+        )
         variance = scatter.diagonal(dim1=1, dim2=2).sum(-1) / (self.count * mean.shape[1])
         covariance = scatter / (self.count * variance.clamp_min(1e-12)[:, None, None])
         return mean.float(), variance.sqrt().float(), covariance.float()

@@ -43,7 +43,7 @@ from layerscan.autoencoder.data import (
 )
 from layerscan.autoencoder.model import ParticleAutoencoder
 from layerscan.autoencoder.moments import StateMoments
-from layerscan.errors import LayerscanError, Notice
+from layerscan.core.errors import LayerscanError, Notice
 
 FIT = "fit"
 """`--autoencoder fit`: fit one (or reuse the cached fit) even where one is packaged."""
@@ -67,8 +67,7 @@ def fits(choice: str | None, model: str, normalization: str) -> bool:
 
 
 def _packaged_normalization() -> str:
-    return json.loads((DEFAULT_ARTIFACT / CONFIG_NAME).read_text(encoding="utf-8"))[
-        "normalization"]
+    return json.loads((DEFAULT_ARTIFACT / CONFIG_NAME).read_text(encoding="utf-8"))["normalization"]
 
 
 def check_fittable(architecture: str) -> None:
@@ -78,7 +77,8 @@ def check_fittable(architecture: str) -> None:
             f"architecture {architecture!r} is not in layerscan's capture table, so no "
             f"autoencoder is fitted for it; add it to {TABLE_PATH}, or train one with "
             f"`layerscan train --set data.language_model=MODEL --set data.normalization=raw` "
-            f"and pass it with --autoencoder DIR")
+            f"and pass it with --autoencoder DIR"
+        )
 
 
 def fit_config(loaded: LoadedModel, normalization: str) -> RunConfig:
@@ -90,33 +90,56 @@ def fit_config(loaded: LoadedModel, normalization: str) -> RunConfig:
     limit = context_length(loaded.config, loaded.tokenizer)
     max_len = default.model.max_len if limit is None else min(default.model.max_len, limit)
     return dataclasses.replace(
-        default, model=dataclasses.replace(default.model, max_len=max_len),
-        data=dataclasses.replace(default.data, language_model=loaded.model_id,
-                                 normalization=normalization),
-        output="", export="")
+        default,
+        model=dataclasses.replace(default.model, max_len=max_len),
+        data=dataclasses.replace(
+            default.data, language_model=loaded.model_id, normalization=normalization
+        ),
+        output="",
+        export="",
+    )
 
 
-def fit_folder(loaded: LoadedModel, config: RunConfig, options: FitOptions,
-               root: Path | None = None) -> Path:
+def fit_folder(
+    loaded: LoadedModel, config: RunConfig, options: FitOptions, root: Path | None = None
+) -> Path:
     """Where the fit of `loaded` is cached: keyed by the model (a local folder by its path and
     its files' sizes and times), revision, precision, normalization, config and recipe."""
     model_id, revision = loaded.model_id, loaded.revision
     folder = Path(model_id).expanduser()
     if model_id not in EMBEDDED_ALIASES and folder.is_dir():
-        files = [(p.name, p.stat().st_size, p.stat().st_mtime_ns)
-                 for p in sorted(folder.iterdir()) if p.suffix in (".json", ".safetensors")]
+        files = [
+            (p.name, p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.iterdir())
+            if p.suffix in (".json", ".safetensors")
+        ]
         model_id, revision = str(folder.resolve()), f"{revision}:{files}"
-    recipe = json.dumps([FIT_VERSION, dataclasses.asdict(config.model), options.fit_tokens,
-                         str(next(loaded.model.parameters()).dtype),
-                         hashlib.sha256(PACKAGED_TEXT.read_bytes()).hexdigest()])
-    key = cache_key(model_id, revision, config.data.normalization, config.model.max_len,
-                    hashlib.sha256(recipe.encode()).hexdigest())
+    recipe = json.dumps(
+        [
+            FIT_VERSION,
+            dataclasses.asdict(config.model),
+            options.fit_tokens,
+            str(next(loaded.model.parameters()).dtype),
+            hashlib.sha256(PACKAGED_TEXT.read_bytes()).hexdigest(),
+        ]
+    )
+    key = cache_key(
+        model_id,
+        revision,
+        config.data.normalization,
+        config.model.max_len,
+        hashlib.sha256(recipe.encode()).hexdigest(),
+    )
     return (cache_dir() if root is None else Path(root)) / FOLDER / key
 
 
-def fitted_autoencoder(loaded: LoadedModel, normalization: str,
-                       options: FitOptions | None = None, root: Path | None = None,
-                       progress: bool = True) -> TrainedAutoencoder:
+def fitted_autoencoder(
+    loaded: LoadedModel,
+    normalization: str,
+    options: FitOptions | None = None,
+    root: Path | None = None,
+    progress: bool = True,
+) -> TrainedAutoencoder:
     """The cached fit of `loaded`'s autoencoder, fitted first if there is none yet.
 
     Args:
@@ -135,15 +158,19 @@ def fitted_autoencoder(loaded: LoadedModel, normalization: str,
     try:
         trained = load_autoencoder(folder)
     except LayerscanError as exc:
-        raise LayerscanError(f"the cached autoencoder fit {folder} is unusable ({exc}); delete "
-                             f"that folder and it is fitted again") from exc
+        raise LayerscanError(
+            f"the cached autoencoder fit {folder} is unusable ({exc}); delete "
+            f"that folder and it is fitted again"
+        ) from exc
     # the key holds the model's resolved folder: the record names it as this run does
-    return TrainedAutoencoder(trained.model,
-                              dataclasses.replace(trained.config, model_id=loaded.model_id))
+    return TrainedAutoencoder(
+        trained.model, dataclasses.replace(trained.config, model_id=loaded.model_id)
+    )
 
 
-def fit_autoencoder(loaded: LoadedModel, config: RunConfig, folder: Path,
-                    options: FitOptions, progress: bool = True) -> Path:
+def fit_autoencoder(
+    loaded: LoadedModel, config: RunConfig, folder: Path, options: FitOptions, progress: bool = True
+) -> Path:
     """Fit an autoencoder from the statistics of `loaded`'s states on the training windows of
     the packaged default text (a seeded sample of options.fit_tokens tokens, drawn as training
     draws its statistics sample), and export it to `folder` atomically: an interrupted fit
@@ -151,28 +178,42 @@ def fit_autoencoder(loaded: LoadedModel, config: RunConfig, folder: Path,
     from tqdm import tqdm
 
     started = time.perf_counter()
-    windows, owner = token_windows(loaded.tokenizer, packaged_documents(), config.model.max_len,
-                                   "default")
+    windows, owner = token_windows(
+        loaded.tokenizer, packaged_documents(), config.model.max_len, "default"
+    )
     lengths = [len(w) for w in windows]
     train, _ = split_windows(owner, config.data.val_fraction, config.train.seed)
-    picked = sorted(sample_windows(train, lengths, options.fit_tokens, config.train.seed),
-                    key=lengths.__getitem__)  # similar lengths batch together
+    picked = sorted(
+        sample_windows(train, lengths, options.fit_tokens, config.train.seed),
+        key=lengths.__getitem__,
+    )  # similar lengths batch together
     n_tokens = sum(lengths[i] for i in picked)
     size = sum(p.numel() for p in loaded.model.parameters()) / 135e6
-    warnings.warn(f"{loaded.model_id} has no autoencoder yet: fitting one, once, from its hidden "
-                  f"states on {n_tokens:,} tokens of the default corpus ("
-                  f"{about(n_tokens / EXTRACT_TOKENS_PER_S * size)} on a CPU); it is kept in "
-                  f"{folder.parent}", Notice, stacklevel=2)
-    bar = tqdm(total=n_tokens, desc="fitting the autoencoder", unit="token", leave=False,
-               disable=not progress)
+    warnings.warn(
+        f"{loaded.model_id} has no autoencoder yet: fitting one, once, from its hidden "
+        f"states on {n_tokens:,} tokens of the default corpus ("
+        f"{about(n_tokens / EXTRACT_TOKENS_PER_S * size)} on a CPU); it is kept in "
+        f"{folder.parent}",
+        Notice,
+        stacklevel=2,
+    )
+    bar = tqdm(
+        total=n_tokens,
+        desc="fitting the autoencoder",
+        unit="token",
+        leave=False,
+        disable=not progress,
+    )
     moments = None
     batch_size = config.data.extract_batch_size
     for start in range(0, len(picked), batch_size):
-        batch = [windows[i] for i in picked[start:start + batch_size]]
+        batch = [windows[i] for i in picked[start : start + batch_size]]
         for states in hidden_states_batch(loaded, batch, config.data.normalization):
             if not torch.isfinite(torch.from_numpy(states)).all():
-                raise LayerscanError(f"{loaded.model_id} produced NaN or infinite hidden "
-                                     f"states; use another --normalization or --dtype")
+                raise LayerscanError(
+                    f"{loaded.model_id} produced NaN or infinite hidden "
+                    f"states; use another --normalization or --dtype"
+                )
             if moments is None:  # states: (n_layers+1, n_tokens, d_model)
                 moments = StateMoments(states.shape[0] - 1, states.shape[2])
             moments.add(torch.from_numpy(states))
@@ -182,18 +223,31 @@ def fit_autoencoder(loaded: LoadedModel, config: RunConfig, folder: Path,
     model.set_statistics(*moments.statistics())
     seconds = time.perf_counter() - started
     record = ArtifactConfig(
-        model_id=loaded.model_id, revision=loaded.revision, architecture=loaded.architecture,
-        d_model=model.d_model, n_layers=model.n_layers, normalization=config.data.normalization,
+        model_id=loaded.model_id,
+        revision=loaded.revision,
+        architecture=loaded.architecture,
+        d_model=model.d_model,
+        n_layers=model.n_layers,
+        normalization=config.data.normalization,
         model=config.model,
-        training={"recipe": "fit: corpus statistics only (decoder network at zero)",
-                  "corpus": "default (the packaged text)", "n_tokens": n_tokens,
-                  "n_windows": len(picked), "seconds": round(seconds, 1),
-                  "run_config": config.to_dict()})
+        training={
+            "recipe": "fit: corpus statistics only (decoder network at zero)",
+            "corpus": "default (the packaged text)",
+            "n_tokens": n_tokens,
+            "n_windows": len(picked),
+            "seconds": round(seconds, 1),
+            "run_config": config.to_dict(),
+        },
+    )
     export_autoencoder(model, record, folder, half=config.export_half, overwrite=True)
     normalization = config.data.normalization
     train = f"layerscan train --model {loaded.model_id}" + (
-        "" if normalization == "final-norm" else f" --set data.normalization={normalization}")
-    warnings.warn(f"fitted in {seconds:.0f} s and kept in {folder}; later runs reuse it (the "
-                  f"full training: `{train}`, then --autoencoder runs/default/artifact)",
-                  Notice, stacklevel=2)
+        "" if normalization == "final-norm" else f" --set data.normalization={normalization}"
+    )
+    warnings.warn(
+        f"fitted in {seconds:.0f} s and kept in {folder}; later runs reuse it (the "
+        f"full training: `{train}`, then --autoencoder runs/default/artifact)",
+        Notice,
+        stacklevel=2,
+    )
     return folder

@@ -22,8 +22,8 @@ from layerscan.autoencoder.config import RunConfig, TrainConfig
 from layerscan.autoencoder.data import HiddenStateDataModule
 from layerscan.autoencoder.evaluation import evaluate, format_metrics, r2_terms
 from layerscan.autoencoder.model import ParticleAutoencoder
-from layerscan.errors import LayerscanError
-from layerscan.files import check_output, check_run_folder, mark_run_folder
+from layerscan.core.errors import LayerscanError
+from layerscan.core.outputs import check_output, check_run_folder, mark_run_folder
 
 LIGHTNING_NOISE = ("litlogger", "was configured so", "to estimate number of stepping batches")
 """Lightning's info lines that `train` drops: its logger tip and echoes of its own settings."""
@@ -69,24 +69,31 @@ class AutoencoderModule(pl.LightningModule):
     def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         hidden, layer, lengths = batch["hidden"], batch["layer"], batch["lengths"]
         out = self.model(hidden, layer, lengths)  # reconstruction (rows, n_tokens, d_model)
-        mask = (torch.arange(hidden.shape[1], device=hidden.device)[None]
-                < lengths[:, None])  # (rows, n_tokens)
+        mask = (
+            torch.arange(hidden.shape[1], device=hidden.device)[None] < lengths[:, None]
+        )  # (rows, n_tokens)
         scale = self.model.scale[layer, None, None]  # (rows, 1, 1)
         # R² sums in the per-layer normalized space: the loss is the mean squared error there
-        sse, sst = r2_terms(hidden / scale, out.reconstruction.float() / scale,
-                            self.model.mean[layer, None] / scale, mask)  # (rows,)
+        sse, sst = r2_terms(
+            hidden / scale,
+            out.reconstruction.float() / scale,
+            self.model.mean[layer, None] / scale,
+            mask,
+        )  # (rows,)
         n_values = mask.sum() * hidden.shape[-1]
         loss = sse.sum() / n_values
         if not torch.isfinite(loss):
             raise LayerscanError(
                 f"{stage} loss became {loss.item()} at step {self.global_step} (epoch "
                 f"{self.current_epoch}); the last good checkpoint is kept; lower train.lr or "
-                f"check the corpus")
+                f"check the corpus"
+            )
         r2 = 1 - sse.sum() / sst.sum().clamp_min(1e-12)
         rows = hidden.shape[0]
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=rows, sync_dist=stage != "train")
-        self.log(f"{stage}/r2", r2, prog_bar=stage == "val", batch_size=rows,
-                 sync_dist=stage != "train")
+        self.log(
+            f"{stage}/r2", r2, prog_bar=stage == "val", batch_size=rows, sync_dist=stage != "train"
+        )
         if stage == "train":
             self.tokens_seen += int(lengths.sum())
         return loss
@@ -103,12 +110,14 @@ class AutoencoderModule(pl.LightningModule):
             if param.grad is not None and not torch.isfinite(param.grad).all():
                 raise LayerscanError(
                     f"gradient of {name} became NaN/inf at step {self.global_step}; the last "
-                    f"good checkpoint is kept; lower train.lr")
+                    f"good checkpoint is kept; lower train.lr"
+                )
 
     def configure_optimizers(self):
         cfg = self.config
-        optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr,
-                                      weight_decay=cfg.weight_decay)
+        optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = min(cfg.warmup_steps, total // 4)
 
@@ -119,8 +128,10 @@ class AutoencoderModule(pl.LightningModule):
             return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
 
 class TrainResult(NamedTuple):
@@ -143,13 +154,20 @@ def check_checkpoint(path: Path) -> None:
         if "state_dict" not in state:
             raise KeyError("state_dict")
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-        raise LayerscanError(f"checkpoint {path} is corrupt or not a layerscan checkpoint "
-                             f"({type(exc).__name__}); delete it and start without "
-                             f"--resume") from exc
+        raise LayerscanError(
+            f"checkpoint {path} is corrupt or not a layerscan checkpoint "
+            f"({type(exc).__name__}); delete it and start without "
+            f"--resume"
+        ) from exc
 
 
-def train(config: RunConfig, resume: bool = False, cache_root: str | Path | None = None,
-          progress: bool = True, overwrite: bool = False) -> TrainResult:
+def train(
+    config: RunConfig,
+    resume: bool = False,
+    cache_root: str | Path | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> TrainResult:
     """Build/read the hidden-state cache, train, evaluate on held-out text, export.
 
     Args:
@@ -158,7 +176,7 @@ def train(config: RunConfig, resume: bool = False, cache_root: str | Path | None
         cache_root: where caches live (default: the layerscan cache dir).
         progress: show progress bars.
         overwrite: train again into an earlier run folder, and replace an earlier exported
-            autoencoder folder (both must be layerscan's; see `layerscan.files`).
+            autoencoder folder (both must be layerscan's; see `layerscan.core.outputs`).
     """
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
@@ -171,11 +189,13 @@ def train(config: RunConfig, resume: bool = False, cache_root: str | Path | None
         check_checkpoint(last)
     if not _is_ddp_worker():  # the launching process checked and marked the folders
         check_run_folder(output, resume=resume, overwrite=overwrite)
-        check_output(export_folder(config), folder=True, overwrite=overwrite or resume,
-                     flag="--export")
+        check_output(
+            export_folder(config), folder=True, overwrite=overwrite or resume, flag="--export"
+        )
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = HiddenStateDataModule(config, cache_root, progress,
-                                        extract_in_parallel=extract_in_parallel)
+    datamodule = HiddenStateDataModule(
+        config, cache_root, progress, extract_in_parallel=extract_in_parallel
+    )
     datamodule.prepare_data()
     datamodule.setup("fit")
     cache = datamodule.cache
@@ -186,32 +206,61 @@ def train(config: RunConfig, resume: bool = False, cache_root: str | Path | None
     if not _is_ddp_worker():
         mark_run_folder(output)
     callbacks = [
-        ModelCheckpoint(dirpath=checkpoints, filename="step-{step}", save_last=True,
-                        save_top_k=0, every_n_train_steps=cfg.checkpoint_every_n_steps),
-        ModelCheckpoint(dirpath=checkpoints, filename="best", monitor="val/loss", mode="min",
-                        save_top_k=1, enable_version_counter=False),
+        ModelCheckpoint(
+            dirpath=checkpoints,
+            filename="step-{step}",
+            save_last=True,
+            save_top_k=0,
+            every_n_train_steps=cfg.checkpoint_every_n_steps,
+        ),
+        ModelCheckpoint(
+            dirpath=checkpoints,
+            filename="best",
+            monitor="val/loss",
+            mode="min",
+            save_top_k=1,
+            enable_version_counter=False,
+        ),
     ]
     if cfg.early_stopping_patience:
-        callbacks.append(EarlyStopping(monitor="val/loss", patience=cfg.early_stopping_patience,
-                                       mode="min", check_finite=True))
+        callbacks.append(
+            EarlyStopping(
+                monitor="val/loss",
+                patience=cfg.early_stopping_patience,
+                mode="min",
+                check_finite=True,
+            )
+        )
     quiet_lightning()
     trainer = pl.Trainer(
         max_epochs=cfg.max_epochs,
         max_time=timedelta(minutes=cfg.max_minutes) if cfg.max_minutes else None,
-        accelerator=cfg.accelerator, devices=cfg.lightning_devices(), strategy=cfg.strategy,
+        accelerator=cfg.accelerator,
+        devices=cfg.lightning_devices(),
+        strategy=cfg.strategy,
         num_nodes=cfg.num_nodes,
-        precision=cfg.precision, callbacks=callbacks, default_root_dir=output,
-        logger=[CSVLogger(output / "logs", name="csv"),
-                TensorBoardLogger(output / "logs", name="tensorboard")],
-        gradient_clip_val=cfg.gradient_clip or None, log_every_n_steps=cfg.log_every_n_steps,
+        precision=cfg.precision,
+        callbacks=callbacks,
+        default_root_dir=output,
+        logger=[
+            CSVLogger(output / "logs", name="csv"),
+            TensorBoardLogger(output / "logs", name="tensorboard"),
+        ],
+        gradient_clip_val=cfg.gradient_clip or None,
+        log_every_n_steps=cfg.log_every_n_steps,
         enable_progress_bar=progress and cfg.progress_bar,
-        limit_train_batches=cfg.steps_per_epoch or None, num_sanity_val_steps=0,
-        enable_model_summary=False)
+        limit_train_batches=cfg.steps_per_epoch or None,
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
+    )
     started = time.perf_counter()
     _quiet_pytree()
-    trainer.fit(module, train_dataloaders=datamodule.train_dataloader(),
-                val_dataloaders=datamodule.val_dataloader(),
-                ckpt_path=str(last) if resume else None)
+    trainer.fit(
+        module,
+        train_dataloaders=datamodule.train_dataloader(),
+        val_dataloaders=datamodule.val_dataloader(),
+        ckpt_path=str(last) if resume else None,
+    )
     minutes = (time.perf_counter() - started) / 60
     if not trainer.is_global_zero:
         return TrainResult(None, None, "")
@@ -219,17 +268,27 @@ def train(config: RunConfig, resume: bool = False, cache_root: str | Path | None
     if best.is_file():
         state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
-    return export_trained(model, config, datamodule, overwrite or resume, {
-        "minutes": round(minutes, 2), "steps": int(trainer.global_step),
-        "epochs": int(trainer.current_epoch), "checkpoint": str(best),
-        "resumed": resume, "tokens_per_second": round(module.tokens_seen / max(1e-9,
-                                                                               minutes * 60))})
+    return export_trained(
+        model,
+        config,
+        datamodule,
+        overwrite or resume,
+        {
+            "minutes": round(minutes, 2),
+            "steps": int(trainer.global_step),
+            "epochs": int(trainer.current_epoch),
+            "checkpoint": str(best),
+            "resumed": resume,
+            "tokens_per_second": round(module.tokens_seen / max(1e-9, minutes * 60)),
+        },
+    )
 
 
 def _is_ddp_worker() -> bool:
     """Whether this process is a DDP worker that Lightning launched (rank above 0)."""
-    return any(os.environ.get(name, "0") not in ("", "0")
-               for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+    return any(
+        os.environ.get(name, "0") not in ("", "0") for name in ("RANK", "LOCAL_RANK", "NODE_RANK")
+    )
 
 
 def export_folder(config: RunConfig) -> Path:
@@ -237,9 +296,13 @@ def export_folder(config: RunConfig) -> Path:
     return Path(config.export or Path(config.output) / "artifact")
 
 
-def export_trained(model: ParticleAutoencoder, config: RunConfig,
-                   datamodule: HiddenStateDataModule, overwrite: bool,
-                   training: dict) -> TrainResult:
+def export_trained(
+    model: ParticleAutoencoder,
+    config: RunConfig,
+    datamodule: HiddenStateDataModule,
+    overwrite: bool,
+    training: dict,
+) -> TrainResult:
     """Export the model, reload the exported files, evaluate them on held-out windows, and
     rewrite the artifact with those metrics (so recorded metrics are of the shipped weights)."""
     from layerscan.autoencoder.artifact import load_autoencoder
@@ -247,19 +310,31 @@ def export_trained(model: ParticleAutoencoder, config: RunConfig,
     info = datamodule.info
     folder = export_folder(config)
     artifact_config = ArtifactConfig(
-        model_id=info["model_id"], revision=info.get("revision"),
-        architecture=info.get("architecture", ""), d_model=model.d_model,
-        n_layers=model.n_layers, normalization=config.data.normalization, model=config.model,
-        training=dict(training, corpus=config.data.corpus, n_tokens=info.get("n_tokens"),
-                      n_train_windows=info.get("n_train_windows"),
-                      n_val_windows=info.get("n_val_windows"), run_config=config.to_dict()))
-    export_autoencoder(model.cpu(), artifact_config, folder, half=config.export_half,
-                       overwrite=overwrite)
+        model_id=info["model_id"],
+        revision=info.get("revision"),
+        architecture=info.get("architecture", ""),
+        d_model=model.d_model,
+        n_layers=model.n_layers,
+        normalization=config.data.normalization,
+        model=config.model,
+        training=dict(
+            training,
+            corpus=config.data.corpus,
+            n_tokens=info.get("n_tokens"),
+            n_train_windows=info.get("n_train_windows"),
+            n_val_windows=info.get("n_val_windows"),
+            run_config=config.to_dict(),
+        ),
+    )
+    export_autoencoder(
+        model.cpu(), artifact_config, folder, half=config.export_half, overwrite=overwrite
+    )
     shipped = load_autoencoder(folder)
     metrics = evaluate(shipped.model, datamodule.cache, datamodule.val_indices)
     artifact_config.metrics = metrics
-    export_autoencoder(shipped.model, artifact_config, folder, half=config.export_half,
-                       overwrite=True)  # the folder this run just wrote
+    export_autoencoder(
+        shipped.model, artifact_config, folder, half=config.export_half, overwrite=True
+    )  # the folder this run just wrote
     return TrainResult(folder, metrics, format_metrics(metrics))
 
 
@@ -281,8 +356,9 @@ class ShardExtractor(pl.LightningModule):
         progress: show global rank 0's progress bar.
     """
 
-    def __init__(self, job: ExtractionJob, loaded, normalization: str, batch_size: int,
-                 progress: bool) -> None:
+    def __init__(
+        self, job: ExtractionJob, loaded, normalization: str, batch_size: int, progress: bool
+    ) -> None:
         super().__init__()
         self.job, self.loaded, self.normalization = job, loaded, normalization
         self.batch_size, self.progress = batch_size, progress
@@ -293,9 +369,11 @@ class ShardExtractor(pl.LightningModule):
         strategy = self.trainer.strategy
         agreed = strategy.broadcast(self.job.digest) == self.job.digest
         if not strategy.reduce_boolean_decision(agreed, all=True):
-            raise LayerscanError("the processes of this run disagree on the cache to build "
-                                 "(their corpus, model, settings or --cache-dir differ); give "
-                                 "every process the same arguments and files")
+            raise LayerscanError(
+                "the processes of this run disagree on the cache to build "
+                "(their corpus, model, settings or --cache-dir differ); give "
+                "every process the same arguments and files"
+            )
         pending = self.job.start() if self.trainer.is_global_zero else None
         self.pending = strategy.broadcast(pending)  # waits for rank 0's work folder
         self.loaded.model.to(strategy.root_device)  # this process's own copy, on its device
@@ -307,13 +385,15 @@ class ShardExtractor(pl.LightningModule):
         distributed sampler, as when a resumed job has fewer shards left than processes)."""
         world, rank = self.trainer.world_size, self.trainer.global_rank
         mine = self.pending[rank::world]
-        return DataLoader(mine + [NO_SHARD] * (-(-len(self.pending) // world) - len(mine)),
-                          batch_size=None)
+        return DataLoader(
+            mine + [NO_SHARD] * (-(-len(self.pending) // world) - len(mine)), batch_size=None
+        )
 
     def on_predict_start(self) -> None:
-        mine = self.pending[self.trainer.global_rank::self.trainer.world_size]
-        self.bar = extraction_progress(self.job.n_windows(mine),
-                                       self.progress and self.trainer.is_global_zero)
+        mine = self.pending[self.trainer.global_rank :: self.trainer.world_size]
+        self.bar = extraction_progress(
+            self.job.n_windows(mine), self.progress and self.trainer.is_global_zero
+        )
 
     def predict_step(self, shard: int, batch_idx: int) -> int:
         """Write one shard; returns its number."""
@@ -321,9 +401,12 @@ class ShardExtractor(pl.LightningModule):
 
         if shard == NO_SHARD:
             return shard
-        self.job.write_shard(int(shard),
-                             lambda ids: hidden_states_batch(self.loaded, ids, self.normalization),
-                             self.batch_size, self.bar)
+        self.job.write_shard(
+            int(shard),
+            lambda ids: hidden_states_batch(self.loaded, ids, self.normalization),
+            self.batch_size,
+            self.bar,
+        )
         return int(shard)
 
     def on_predict_end(self) -> None:
@@ -345,8 +428,14 @@ class ShardExtractor(pl.LightningModule):
             raise LayerscanError(problem)
 
 
-def extract_in_parallel(job: ExtractionJob, loaded, normalization: str, batch_size: int,
-                        train: TrainConfig, progress: bool = True) -> Path:
+def extract_in_parallel(
+    job: ExtractionJob,
+    loaded,
+    normalization: str,
+    batch_size: int,
+    train: TrainConfig,
+    progress: bool = True,
+) -> Path:
     """Build the cache with one process per device (Lightning DDP), on one or more machines.
 
     The settings are training's (`train.accelerator`, `devices`, `strategy`, `num_nodes`), so
@@ -362,10 +451,17 @@ def extract_in_parallel(job: ExtractionJob, loaded, normalization: str, batch_si
         progress: show a progress bar.
     """
     quiet_lightning()
-    trainer = pl.Trainer(accelerator=train.accelerator, devices=train.lightning_devices(),
-                         strategy=train.strategy, num_nodes=train.num_nodes, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, use_distributed_sampler=False)
+    trainer = pl.Trainer(
+        accelerator=train.accelerator,
+        devices=train.lightning_devices(),
+        strategy=train.strategy,
+        num_nodes=train.num_nodes,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+    )
     extractor = ShardExtractor(job, loaded, normalization, batch_size, progress)
     _quiet_pytree()
     trainer.predict(extractor, return_predictions=False)  # no batches where all are written

@@ -7,6 +7,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from layerscan.geometry.scan_file import diverges  # noqa: F401 - re-exported for callers
+
 
 class CommonLayouts(NamedTuple):
     """Layouts of A and B fitted together, so that coordinates compare layer by layer."""
@@ -30,8 +32,9 @@ class Divergence(NamedTuple):
     """Layer where `divergence` peaks (the first, on ties)."""
 
 
-def common_layouts(clouds_a: np.ndarray, clouds_b: np.ndarray,
-                   project: Callable[[np.ndarray], np.ndarray]) -> CommonLayouts:
+def common_layouts(
+    clouds_a: np.ndarray, clouds_b: np.ndarray, project: Callable[[np.ndarray], np.ndarray]
+) -> CommonLayouts:
     """Lay out A and B in one space per layer by projecting their concatenated clouds.
 
     A particle whose cloud vector is identical in A and B gets the same 3D position in both,
@@ -54,8 +57,9 @@ def common_layouts(clouds_a: np.ndarray, clouds_b: np.ndarray,
     return CommonLayouts(positions_a, positions_b)
 
 
-def divergence(clouds_a: np.ndarray, clouds_b: np.ndarray, positions_a: np.ndarray,
-               positions_b: np.ndarray) -> Divergence:
+def divergence(
+    clouds_a: np.ndarray, clouds_b: np.ndarray, positions_a: np.ndarray, positions_b: np.ndarray
+) -> Divergence:
     """Per-particle displacement in the cloud and in 3D, and its mean per layer.
 
     Args:
@@ -65,8 +69,12 @@ def divergence(clouds_a: np.ndarray, clouds_b: np.ndarray, positions_a: np.ndarr
     cloud = np.linalg.norm(clouds_b.astype(np.float64) - clouds_a, axis=-1)  # (L+1, N)
     space = np.linalg.norm(positions_b.astype(np.float64) - positions_a, axis=-1)  # (L+1, N)
     curve = cloud.mean(1)  # (n_layers+1,)
-    return Divergence(cloud.astype(np.float32), space.astype(np.float32),
-                      curve.astype(np.float32), int(np.argmax(curve)))
+    return Divergence(
+        cloud.astype(np.float32),
+        space.astype(np.float32),
+        curve.astype(np.float32),
+        int(np.argmax(curve)),
+    )
 
 
 def token_divergence(hidden_a: np.ndarray, hidden_b: np.ndarray) -> np.ndarray:
@@ -92,17 +100,3 @@ def token_divergence(hidden_a: np.ndarray, hidden_b: np.ndarray) -> np.ndarray:
 def differing_tokens(ids_a: list[int], ids_b: list[int]) -> list[int]:
     """Positions, over the shorter prompt, where the token ids differ."""
     return [i for i, (x, y) in enumerate(zip(ids_a, ids_b, strict=False)) if x != y]
-
-
-SAME_PROMPT_TOLERANCE = 1e-6
-"""Largest mean cloud displacement that still counts as no divergence at all."""
-
-
-def diverges(divergence_by_layer: np.ndarray) -> bool:
-    """Whether two prompts diverge at any layer (a prompt diffed with itself does not).
-
-    Args:
-        divergence_by_layer: (n_layers+1,) mean cloud displacement per layer.
-    """
-    values = np.asarray(divergence_by_layer, np.float64)
-    return bool(values.size) and float(values.max()) > SAME_PROMPT_TOLERANCE

@@ -18,8 +18,9 @@ class Estimator:
     @classmethod
     def _param_names(cls) -> list[str]:
         parameters = inspect.signature(cls.__init__).parameters.values()
-        return sorted(p.name for p in parameters
-                      if p.name != "self" and p.kind is not p.VAR_KEYWORD)
+        return sorted(
+            p.name for p in parameters if p.name != "self" and p.kind is not p.VAR_KEYWORD
+        )
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         """{parameter: value} of every `__init__` argument (`deep` is accepted, as in sklearn:
@@ -31,8 +32,10 @@ class Estimator:
         names = self._param_names()
         for name, value in params.items():
             if name not in names:
-                raise ValueError(f"invalid parameter {name!r} for {type(self).__name__}; "
-                                 f"valid parameters: {', '.join(names)}")
+                raise ValueError(
+                    f"invalid parameter {name!r} for {type(self).__name__}; "
+                    f"valid parameters: {', '.join(names)}"
+                )
             setattr(self, name, value)
         return self
 
@@ -50,5 +53,6 @@ def seed_of(random_state: int | np.random.RandomState | None) -> int:
         return int(np.random.randint(np.iinfo(np.int32).max))
     if isinstance(random_state, np.random.RandomState):
         return int(random_state.randint(np.iinfo(np.int32).max))
-    raise ValueError(f"{random_state!r} cannot seed a random state: use an int, a numpy "
-                     f"RandomState or None")
+    raise ValueError(
+        f"{random_state!r} cannot seed a random state: use an int, a numpy RandomState or None"
+    )

@@ -26,8 +26,12 @@ class Faithfulness(NamedTuple):
     """(n_layers,) float32 Procrustes disparity to the previous layer (0 at layer 0)."""
 
 
-def trustworthiness(original: np.ndarray, embedded: np.ndarray, k: int = 10,
-                    embedded_neighbors: np.ndarray | None = None) -> np.ndarray:
+def trustworthiness(
+    original: np.ndarray,
+    embedded: np.ndarray,
+    k: int = 10,
+    embedded_neighbors: np.ndarray | None = None,
+) -> np.ndarray:
     """`sklearn.manifold.trustworthiness` of every layer, batched in torch.
 
     Gives sklearn's numbers (tests check this) at a fraction of its time: instead of
@@ -71,8 +75,12 @@ def trustworthiness(original: np.ndarray, embedded: np.ndarray, k: int = 10,
     return float(result[0]) if single else result
 
 
-def continuity(original: np.ndarray, embedded: np.ndarray, k: int = 10,
-               original_neighbors: np.ndarray | None = None) -> np.ndarray:
+def continuity(
+    original: np.ndarray,
+    embedded: np.ndarray,
+    k: int = 10,
+    original_neighbors: np.ndarray | None = None,
+) -> np.ndarray:
     """Trustworthiness with the roles swapped: do cloud neighbours stay neighbours in 3D?"""
     return trustworthiness(embedded, original, k, original_neighbors)
 
@@ -85,23 +93,27 @@ def procrustes_disparity(layouts: np.ndarray) -> np.ndarray:
     out = np.zeros(len(layouts), np.float32)
     for layer in range(1, len(layouts)):
         try:
-            out[layer] = procrustes(layouts[layer - 1].astype(np.float64),
-                                    layouts[layer].astype(np.float64))[2]
+            out[layer] = procrustes(
+                layouts[layer - 1].astype(np.float64), layouts[layer].astype(np.float64)
+            )[2]
         except ValueError:  # fewer than 2 distinct points
             out[layer] = 0.0
     return out
 
 
-def faithfulness(clouds: np.ndarray, layouts: np.ndarray, k: int = 10,
-                 cloud_neighbors: np.ndarray | None = None) -> Faithfulness:
+def faithfulness(
+    clouds: np.ndarray, layouts: np.ndarray, k: int = 10, cloud_neighbors: np.ndarray | None = None
+) -> Faithfulness:
     """All three per-layer figures of `layouts` (n_layers, n_points, 3) vs `clouds`.
 
     Args:
         cloud_neighbors: optional (n_layers, n_points, >= k) kNN indices of the clouds.
     """
-    return Faithfulness(trustworthiness(clouds, layouts, k),
-                        continuity(clouds, layouts, k, cloud_neighbors),
-                        procrustes_disparity(layouts))
+    return Faithfulness(
+        trustworthiness(clouds, layouts, k),
+        continuity(clouds, layouts, k, cloud_neighbors),
+        procrustes_disparity(layouts),
+    )
 
 
 class TokenFigures(NamedTuple):
@@ -125,8 +137,7 @@ def token_k(n_tokens: int) -> int:
     return max(1, min(5, (n_tokens - 1) // 2))
 
 
-def token_places(positions: np.ndarray, particle_tokens: np.ndarray,
-                 n_tokens: int) -> np.ndarray:
+def token_places(positions: np.ndarray, particle_tokens: np.ndarray, n_tokens: int) -> np.ndarray:
     """Each token's place: the centroid of its particles.
 
     Args:
@@ -137,8 +148,12 @@ def token_places(positions: np.ndarray, particle_tokens: np.ndarray,
     Returns:
         (n_layers, n_tokens, 3) float64.
     """
-    return np.stack([token_centroids(p, o, n_tokens)[0]
-                     for p, o in zip(positions, particle_tokens, strict=True)])
+    return np.stack(
+        [
+            token_centroids(p, o, n_tokens)[0]
+            for p, o in zip(positions, particle_tokens, strict=True)
+        ]
+    )
 
 
 def pca_baseline(states: np.ndarray, n_components: int = 3) -> np.ndarray:
@@ -153,9 +168,10 @@ def pca_baseline(states: np.ndarray, n_components: int = 3) -> np.ndarray:
     for layer, x in enumerate(states.astype(np.float64)):
         x = x - x.mean(0)
         gram = n_tokens <= d
-        values, vectors = scipy.linalg.eigh(x @ x.T if gram else x.T @ x,
-                                            subset_by_index=(len(x if gram else x.T) - m,
-                                                             len(x if gram else x.T) - 1))
+        values, vectors = scipy.linalg.eigh(
+            x @ x.T if gram else x.T @ x,
+            subset_by_index=(len(x if gram else x.T) - m, len(x if gram else x.T) - 1),
+        )
         values, vectors = values[::-1], vectors[:, ::-1]  # largest first
         top = vectors * np.sqrt(values.clip(0)) if gram else x @ vectors  # (n_tokens, m)
         signs = np.where(top[np.abs(top).argmax(0), np.arange(m)] < 0, -1.0, 1.0)
@@ -178,6 +194,7 @@ def distance_correlation(original: np.ndarray, embedded: np.ndarray) -> np.ndarr
     if n < 3:  # one pair (or none): nothing to rank
         return out
     if n * (n - 1) // 2 <= CORRELATION_PAIRS:
+
         def distances(points: np.ndarray) -> np.ndarray:
             return pdist(points.astype(np.float64))
     else:
@@ -186,6 +203,7 @@ def distance_correlation(original: np.ndarray, embedded: np.ndarray) -> np.ndarr
         def distances(points: np.ndarray) -> np.ndarray:
             matrix = pairwise_distances(torch.as_tensor(points, dtype=torch.float64))
             return matrix[first, second].numpy()
+
     for layer, (x, y) in enumerate(zip(original, embedded, strict=True)):
         dx, dy = distances(x), distances(y)
         if np.ptp(dx) == 0 or np.ptp(dy) == 0:
@@ -216,8 +234,9 @@ def mean_ranks(values: np.ndarray) -> np.ndarray:
     return (last - (counts - 1) / 2)[inverse.reshape(-1)]
 
 
-def token_figures(states: np.ndarray, positions: np.ndarray,
-                  particle_tokens: np.ndarray) -> TokenFigures:
+def token_figures(
+    states: np.ndarray, positions: np.ndarray, particle_tokens: np.ndarray
+) -> TokenFigures:
     """End-to-end faithfulness of one step's picture, with the PCA-3 baseline beside it.
 
     Args:
@@ -238,7 +257,10 @@ def token_figures(states: np.ndarray, positions: np.ndarray,
     offset = np.linalg.norm(positions - own, axis=-1).mean(-1)  # (n_layers,)
     radius = np.linalg.norm(positions - positions.mean(1, keepdims=True), axis=-1).mean(-1)
     spread = np.where(radius > 0, offset / np.maximum(radius, 1e-12), 0.0)
-    return TokenFigures(np.asarray(trust, np.float32),
-                        distance_correlation(states, places),
-                        spread.astype(np.float32), np.asarray(base_trust, np.float32),
-                        distance_correlation(states, baseline))
+    return TokenFigures(
+        np.asarray(trust, np.float32),
+        distance_correlation(states, places),
+        spread.astype(np.float32),
+        np.asarray(base_trust, np.float32),
+        distance_correlation(states, baseline),
+    )

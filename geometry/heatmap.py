@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from layerscan.errors import LayerscanError
+from layerscan.core.errors import LayerscanError
 
 if TYPE_CHECKING:  # the scene draws a Heatmap; this module never imports capture at run time
     from layerscan.autoencoder.capture.capture_file import Capture
@@ -33,11 +33,13 @@ class HeatmapOptions:
         if self.token not in TOKEN_MODES:
             raise LayerscanError(f"unknown --token {self.token!r}: use last or mean")
         if not (math.isfinite(self.clip_percentile) and 0 < self.clip_percentile <= 100):
-            raise LayerscanError(f"--clip-percentile must be in (0, 100], got "
-                                 f"{self.clip_percentile}")
+            raise LayerscanError(
+                f"--clip-percentile must be in (0, 100], got {self.clip_percentile}"
+            )
         if len(self.window_size) != 2 or min(self.window_size) < 150:
-            raise LayerscanError(f"--resolution must be WIDTHxHEIGHT, at least 200x150, got "
-                                 f"{self.window_size}")
+            raise LayerscanError(
+                f"--resolution must be WIDTHxHEIGHT, at least 200x150, got {self.window_size}"
+            )
 
 
 @dataclass
@@ -82,8 +84,9 @@ def color_limit(values: np.ndarray, percentile: float) -> float:
     return limit if limit > 0 else 1.0
 
 
-def heatmap_captures(capture_a: Capture, capture_b: Capture | None = None,
-                     options: HeatmapOptions | None = None) -> Heatmap:
+def heatmap_captures(
+    capture_a: Capture, capture_b: Capture | None = None, options: HeatmapOptions | None = None
+) -> Heatmap:
     """The activation image of one capture, or B - A of two captures of the same shapes.
 
     Args:
@@ -96,15 +99,23 @@ def heatmap_captures(capture_a: Capture, capture_b: Capture | None = None,
     what = "last token" if options.token == "last" else "mean over tokens"
     title = f"{capture_a.model_id} · {what} · {capture_a.normalization}"
     if capture_b is not None:
-        if capture_b.hidden.shape[0] != capture_a.hidden.shape[0] \
-                or capture_b.d_model != capture_a.d_model:
-            raise LayerscanError(f"{capture_b.model_id} and {capture_a.model_id} differ in "
-                                 f"shape; a difference image needs the same layers and hidden "
-                                 f"size")
+        if (
+            capture_b.hidden.shape[0] != capture_a.hidden.shape[0]
+            or capture_b.d_model != capture_a.d_model
+        ):
+            raise LayerscanError(
+                f"{capture_b.model_id} and {capture_a.model_id} differ in "
+                f"shape; a difference image needs the same layers and hidden "
+                f"size"
+            )
         values = activations(capture_b.hidden, options.token) - values  # (n_layers+1, d_model)
         title = f"B - A · B {capture_b.model_id} · A {capture_a.model_id} · {what}"
-    return Heatmap(values=values.astype(np.float32), layer_names=list(capture_a.layer_names),
-                   title=title, prompt=capture_a.prompt,
-                   limit=color_limit(values, options.clip_percentile),
-                   clip_percentile=options.clip_percentile, difference=capture_b is not None)
-
+    return Heatmap(
+        values=values.astype(np.float32),
+        layer_names=list(capture_a.layer_names),
+        title=title,
+        prompt=capture_a.prompt,
+        limit=color_limit(values, options.clip_percentile),
+        clip_percentile=options.clip_percentile,
+        difference=capture_b is not None,
+    )

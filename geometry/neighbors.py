@@ -62,8 +62,7 @@ def nearest_neighbors(clouds: torch.Tensor, k: int) -> Neighbors:
     return Neighbors(indices, distances)
 
 
-def smooth_knn_dist(distances: torch.Tensor, n_iter: int = 40) -> tuple[torch.Tensor,
-                                                                       torch.Tensor]:
+def smooth_knn_dist(distances: torch.Tensor, n_iter: int = 40) -> tuple[torch.Tensor, torch.Tensor]:
     """UMAP's per-point bandwidth: sigma with sum_j exp(-(d_j - rho) / sigma) = log2(k).
 
     Vectorised bisection over every point at once (umap.umap_.smooth_knn_dist, local
@@ -91,11 +90,15 @@ def smooth_knn_dist(distances: torch.Tensor, n_iter: int = 40) -> tuple[torch.Te
         too_big = psum > target
         hi = torch.where(too_big, mid, hi)
         lo = torch.where(too_big, lo, mid)
-        mid = torch.where(too_big, (lo + hi) / 2,
-                          torch.where(torch.isinf(hi), mid * 2, (lo + hi) / 2))
+        mid = torch.where(
+            too_big, (lo + hi) / 2, torch.where(torch.isinf(hi), mid * 2, (lo + hi) / 2)
+        )
     mean_all = d.mean(-1)
-    floor = torch.where(rho > 0, MIN_K_DIST_SCALE * mean_all,
-                        MIN_K_DIST_SCALE * mean_all.mean(-1, keepdim=True).expand_as(mean_all))
+    floor = torch.where(
+        rho > 0,
+        MIN_K_DIST_SCALE * mean_all,
+        MIN_K_DIST_SCALE * mean_all.mean(-1, keepdim=True).expand_as(mean_all),
+    )
     return torch.maximum(mid, floor).float(), rho.float()
 
 
@@ -113,15 +116,19 @@ def fuzzy_graph(neighbors: Neighbors, drop_below: float = 0.0) -> FuzzyGraph:
         empty = torch.zeros(0, dtype=torch.int64)
         return FuzzyGraph(empty, empty, torch.zeros(0), torch.zeros(n_total))
     sigma, rho = smooth_knn_dist(neighbors.distances)  # (n_layers, n_points)
-    strength = torch.exp(-(neighbors.distances - rho[..., None]).clamp_min(0.0)
-                         / sigma[..., None])  # (n_layers, n_points, k)
+    strength = torch.exp(
+        -(neighbors.distances - rho[..., None]).clamp_min(0.0) / sigma[..., None]
+    )  # (n_layers, n_points, k)
     offset = (torch.arange(n_layers) * n_points)[:, None, None]
     rows = (torch.arange(n_points)[None, :, None] + offset).expand(-1, -1, k)
     cols = neighbors.indices + offset
     w = scipy.sparse.csr_matrix(
-        (strength.reshape(-1).double().numpy(), (rows.reshape(-1).numpy(),
-                                                 cols.reshape(-1).numpy())),
-        shape=(n_total, n_total))
+        (
+            strength.reshape(-1).double().numpy(),
+            (rows.reshape(-1).numpy(), cols.reshape(-1).numpy()),
+        ),
+        shape=(n_total, n_total),
+    )
     wt = w.T.tocsr()
     sym = (w + wt - w.multiply(wt)).tocoo()  # fuzzy union
     heads, tails, weights = sym.row.astype(np.int64), sym.col.astype(np.int64), sym.data

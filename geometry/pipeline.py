@@ -16,7 +16,7 @@ from layerscan.autoencoder.capture.capture_file import Capture
 from layerscan.autoencoder.capture.hidden_states import CaptureOptions
 from layerscan.autoencoder.capture.hidden_states import capture as capture_states
 from layerscan.autoencoder.capture.loading import LoadedModel, ModelOptions, load_model
-from layerscan.errors import LayerscanError
+from layerscan.core.errors import LayerscanError
 from layerscan.geometry.diff import (
     CommonLayouts,
     common_layouts,
@@ -54,33 +54,56 @@ def torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def project(clouds: np.ndarray, options: ScanOptions, init: np.ndarray | None = None,
-            n_epochs: int | None = None, learning_rate: float = 1.0) -> np.ndarray:
+def project(
+    clouds: np.ndarray,
+    options: ScanOptions,
+    init: np.ndarray | None = None,
+    n_epochs: int | None = None,
+    learning_rate: float = 1.0,
+) -> np.ndarray:
     """(n_layers+1, n_points, d) clouds → (n_layers+1, n_points, 3) aligned finite layouts."""
     params = {} if options.n_neighbors is None else {"n_neighbors": options.n_neighbors}
     epochs = n_epochs or options.n_epochs
     if epochs is not None:
         params["n_epochs"] = epochs
     if options.projection == "fast":
-        params.update(alignment_regularisation=options.alignment, device=options.device,
-                      learning_rate=learning_rate)
+        params.update(
+            alignment_regularisation=options.alignment,
+            device=options.device,
+            learning_rate=learning_rate,
+        )
         return make_projection("fast", options.seed, **params).fit(clouds, init=init).embedding_
     return make_projection(options.projection, options.seed, **params).fit(clouds).embedding_
 
 
 def _settings(capture: Capture, autoencoder, options: ScanOptions) -> dict:
     config = autoencoder.config
-    return {"projection": asdict(options), "normalization": capture.normalization,
-            "is_causal": capture.is_causal, "revision": capture.revision,
-            "autoencoder": {"model_id": config.model_id, "n_particles": config.n_particles,
-                            "d_particle": config.d_particle, "metrics": config.metrics},
-            "layerscan_version": __version__}
+    return {
+        "projection": asdict(options),
+        "normalization": capture.normalization,
+        "is_causal": capture.is_causal,
+        "revision": capture.revision,
+        "autoencoder": {
+            "model_id": config.model_id,
+            "n_particles": config.n_particles,
+            "d_particle": config.d_particle,
+            "metrics": config.metrics,
+        },
+        "layerscan_version": __version__,
+    }
 
 
-def build_scan(capture: Capture, step_lengths: list[int], clouds: np.ndarray,
-               positions: np.ndarray, reconstruction_r2: np.ndarray,
-               particle_tokens: np.ndarray, options: ScanOptions, settings: dict,
-               timings: dict | None = None) -> Scan:
+def build_scan(
+    capture: Capture,
+    step_lengths: list[int],
+    clouds: np.ndarray,
+    positions: np.ndarray,
+    reconstruction_r2: np.ndarray,
+    particle_tokens: np.ndarray,
+    options: ScanOptions,
+    settings: dict,
+    timings: dict | None = None,
+) -> Scan:
     """Assemble a Scan from layouts: neighbour graph, faithfulness and surfaces per step.
 
     Args:
@@ -92,40 +115,59 @@ def build_scan(capture: Capture, step_lengths: list[int], clouds: np.ndarray,
     timings = {} if timings is None else timings
     start = time.perf_counter()
     k = max(options.k_neighbors, options.faithfulness_k)
-    knn = np.stack([nearest_neighbors(torch.from_numpy(np.ascontiguousarray(c)), k)
-                    .indices.numpy() for c in clouds])  # (n_steps, L+1, N, k)
-    figures = [faithfulness(c, p, options.faithfulness_k, n)
-               for c, p, n in zip(clouds, positions, knn, strict=True)]
-    neighbors = knn[..., :options.k_neighbors].astype(np.int32)  # (n_steps, L+1, N, k_nn)
+    knn = np.stack(
+        [
+            nearest_neighbors(torch.from_numpy(np.ascontiguousarray(c)), k).indices.numpy()
+            for c in clouds
+        ]
+    )  # (n_steps, L+1, N, k)
+    figures = [
+        faithfulness(c, p, options.faithfulness_k, n)
+        for c, p, n in zip(clouds, positions, knn, strict=True)
+    ]
+    neighbors = knn[..., : options.k_neighbors].astype(np.int32)  # (n_steps, L+1, N, k_nn)
     owner = np.broadcast_to(particle_tokens[:, None], positions.shape[:3]).astype(np.int32)
-    ends = [token_figures(capture.hidden[:, :n], p, o)
-            for n, p, o in zip(step_lengths, positions, owner, strict=True)]
+    ends = [
+        token_figures(capture.hidden[:, :n], p, o)
+        for n, p, o in zip(step_lengths, positions, owner, strict=True)
+    ]
     timings["faithfulness"] = time.perf_counter() - start
     start = time.perf_counter()
     surfaces = [layer_surfaces(p, options.surface) for p in positions]
     timings["surfaces"] = time.perf_counter() - start
     scan = Scan(
-        prompt=capture.prompt, model_id=capture.model_id, tokens=list(capture.tokens),
-        n_prompt_tokens=capture.n_prompt_tokens, layer_names=capture.layer_names,
-        step_lengths=[int(n) for n in step_lengths], clouds=clouds.astype(np.float32),
-        positions=positions.astype(np.float32), neighbors=neighbors,
+        prompt=capture.prompt,
+        model_id=capture.model_id,
+        tokens=list(capture.tokens),
+        n_prompt_tokens=capture.n_prompt_tokens,
+        layer_names=capture.layer_names,
+        step_lengths=[int(n) for n in step_lengths],
+        clouds=clouds.astype(np.float32),
+        positions=positions.astype(np.float32),
+        neighbors=neighbors,
         reconstruction_r2=np.asarray(reconstruction_r2, np.float32),
         trustworthiness=np.stack([f.trustworthiness for f in figures]).astype(np.float32),
         continuity=np.stack([f.continuity for f in figures]).astype(np.float32),
         disparity=np.stack([f.disparity for f in figures]).astype(np.float32),
         particle_tokens=np.ascontiguousarray(owner),
-        **{name: np.stack([getattr(e, name) for e in ends]).astype(np.float32)
-           for name in TOKEN_FIGURES},
-        surfaces=surfaces, lens_tokens=capture.lens_tokens,
-        lens_probs=None if capture.lens_probs is None
+        **{
+            name: np.stack([getattr(e, name) for e in ends]).astype(np.float32)
+            for name in TOKEN_FIGURES
+        },
+        surfaces=surfaces,
+        lens_tokens=capture.lens_tokens,
+        lens_probs=None
+        if capture.lens_probs is None
         else np.asarray(capture.lens_probs, np.float32),
-        settings=settings)
+        settings=settings,
+    )
     scan.validate()
     return scan
 
 
-def scan_capture(capture: Capture, autoencoder, options: ScanOptions | None = None,
-                 timings: dict | None = None) -> Scan:
+def scan_capture(
+    capture: Capture, autoencoder, options: ScanOptions | None = None, timings: dict | None = None
+) -> Scan:
     """Encode, project, measure and surface every layer of one captured prompt.
 
     Args:
@@ -144,8 +186,9 @@ def scan_capture(capture: Capture, autoencoder, options: ScanOptions | None = No
         start = time.perf_counter()
         if options.token_time:
             if not capture.is_causal:
-                raise LayerscanError("--token-time needs a causal model (its prefixes are "
-                                     "exact); scan without it")
+                raise LayerscanError(
+                    "--token-time needs a causal model (its prefixes are exact); scan without it"
+                )
             lengths = list(range(1, capture.n_tokens + 1))
             encoded = autoencoder.encode_prefixes(capture.hidden, lengths)
         else:
@@ -157,13 +200,23 @@ def scan_capture(capture: Capture, autoencoder, options: ScanOptions | None = No
         timings["encode"] = time.perf_counter() - start
         start = time.perf_counter()
         if options.projection == "tokens":
-            positions = step_positions(token_layout(options), capture.hidden, clouds, owner,
-                                       lengths, options.group_spread)
+            positions = step_positions(
+                token_layout(options), capture.hidden, clouds, owner, lengths, options.group_spread
+            )
         else:
             positions = _particle_positions(clouds, options)
         timings["project"] = time.perf_counter() - start
-        return build_scan(capture, lengths, clouds, positions, r2, owner, options,
-                          _settings(capture, autoencoder, options), timings)
+        return build_scan(
+            capture,
+            lengths,
+            clouds,
+            positions,
+            r2,
+            owner,
+            options,
+            _settings(capture, autoencoder, options),
+            timings,
+        )
 
 
 def token_layout(options: ScanOptions) -> TokenLayout:
@@ -181,16 +234,26 @@ def _particle_positions(clouds: np.ndarray, options: ScanOptions) -> np.ndarray:
     for step in range(len(clouds) - 1):
         if options.projection == "fast":
             init = transform_init(clouds[step], clouds[-1], positions[-1])
-            positions[step] = project(clouds[step], options, init=init,
-                                      n_epochs=options.token_time_epochs, learning_rate=0.25)
+            positions[step] = project(
+                clouds[step],
+                options,
+                init=init,
+                n_epochs=options.token_time_epochs,
+                learning_rate=0.25,
+            )
         else:
             positions[step] = project(clouds[step], options)
     return positions
 
 
-def diff_captures(capture_a: Capture, capture_b: Capture, autoencoder,
-                  options: ScanOptions | None = None, timings: dict | None = None,
-                  other_model: bool = False) -> DiffScan:
+def diff_captures(
+    capture_a: Capture,
+    capture_b: Capture,
+    autoencoder,
+    options: ScanOptions | None = None,
+    timings: dict | None = None,
+    other_model: bool = False,
+) -> DiffScan:
     """Two prompts (or two models) through one autoencoder, in ONE common 3D space per layer.
 
     Args:
@@ -215,51 +278,85 @@ def diff_captures(capture_a: Capture, capture_b: Capture, autoencoder,
         timings["encode"] = time.perf_counter() - start
         start = time.perf_counter()
         if options.projection == "tokens":
-            layouts = CommonLayouts(*common_positions(
-                token_layout(options), capture_a.hidden, capture_b.hidden, enc_a.clouds,
-                enc_b.clouds, enc_a.particle_tokens, enc_b.particle_tokens,
-                options.group_spread))
+            layouts = CommonLayouts(
+                *common_positions(
+                    token_layout(options),
+                    capture_a.hidden,
+                    capture_b.hidden,
+                    enc_a.clouds,
+                    enc_b.clouds,
+                    enc_a.particle_tokens,
+                    enc_b.particle_tokens,
+                    options.group_spread,
+                )
+            )
         else:
             layouts = common_layouts(enc_a.clouds, enc_b.clouds, lambda c: project(c, options))
         timings["project"] = time.perf_counter() - start
-        scans = [build_scan(c, [c.n_tokens], e.clouds[None], p[None],
-                            e.reconstruction_r2[None], e.particle_tokens[None], options,
-                            {**_settings(c, autoencoder, options), "common_space": True,
-                             "compared": compared},
-                            timings)
-                 for c, e, p in ((capture_a, enc_a, layouts.positions_a),
-                                 (capture_b, enc_b, layouts.positions_b))]
+        scans = [
+            build_scan(
+                c,
+                [c.n_tokens],
+                e.clouds[None],
+                p[None],
+                e.reconstruction_r2[None],
+                e.particle_tokens[None],
+                options,
+                {**_settings(c, autoencoder, options), "common_space": True, "compared": compared},
+                timings,
+            )
+            for c, e, p in (
+                (capture_a, enc_a, layouts.positions_a),
+                (capture_b, enc_b, layouts.positions_b),
+            )
+        ]
     div = divergence(enc_a.clouds, enc_b.clouds, layouts.positions_a, layouts.positions_b)
     per_token = None
     if capture_a.is_causal and capture_b.is_causal:
         per_token = token_divergence(capture_a.hidden, capture_b.hidden)
-    return DiffScan(a=scans[0], b=scans[1], displacement_cloud=div.displacement_cloud,
-                    displacement_3d=div.displacement_3d, divergence=div.divergence,
-                    peak_layer=div.peak_layer, token_divergence=per_token,
-                    differing_tokens=differing_tokens(capture_a.token_ids, capture_b.token_ids))
+    return DiffScan(
+        a=scans[0],
+        b=scans[1],
+        displacement_cloud=div.displacement_cloud,
+        displacement_3d=div.displacement_3d,
+        divergence=div.divergence,
+        peak_layer=div.peak_layer,
+        token_divergence=per_token,
+        differing_tokens=differing_tokens(capture_a.token_ids, capture_b.token_ids),
+    )
 
 
 Model = LoadedModel | ModelOptions
 """A loaded model, or the options that load one."""
 
 
-def _prepare(model: Model | None, autoencoder: TrainedAutoencoder | str | None,
-             options: ScanOptions | None) -> tuple[LoadedModel, TrainedAutoencoder, ScanOptions]:
+def _prepare(
+    model: Model | None, autoencoder: TrainedAutoencoder | str | None, options: ScanOptions | None
+) -> tuple[LoadedModel, TrainedAutoencoder, ScanOptions]:
     """The loaded model, its autoencoder on the same device, and options that project there."""
     if not isinstance(model, LoadedModel):
         model = model or ModelOptions()
-        model = load_model(model.model, device=model.device, dtype=model.dtype,
-                           trust_remote_code=model.trust_remote_code)
+        model = load_model(
+            model.model,
+            device=model.device,
+            dtype=model.dtype,
+            trust_remote_code=model.trust_remote_code,
+        )
     device = str(model.device)
     if not isinstance(autoencoder, TrainedAutoencoder):
         autoencoder = load_autoencoder(autoencoder, device=device)
     return model, autoencoder, replace(options or ScanOptions(), device=device)
 
 
-def scan_prompt(prompt: str, options: ScanOptions | None = None, *, model: Model | None = None,
-                capture: CaptureOptions | None = None,
-                autoencoder: TrainedAutoencoder | str | None = None,
-                timings: dict | None = None) -> Scan:
+def scan_prompt(
+    prompt: str,
+    options: ScanOptions | None = None,
+    *,
+    model: Model | None = None,
+    capture: CaptureOptions | None = None,
+    autoencoder: TrainedAutoencoder | str | None = None,
+    timings: dict | None = None,
+) -> Scan:
     """The one path from a prompt to a Scan: load, capture, encode, project, measure, surface.
 
     Args:
@@ -278,10 +375,17 @@ def scan_prompt(prompt: str, options: ScanOptions | None = None, *, model: Model
     return scan_capture(captured, autoencoder, options, timings=timings)
 
 
-def diff_prompts(prompt_a: str, prompt_b: str, options: ScanOptions | None = None, *,
-                 model: Model | None = None, capture: CaptureOptions | None = None,
-                 autoencoder: TrainedAutoencoder | str | None = None,
-                 timings: dict | None = None, model_b: LoadedModel | None = None) -> DiffScan:
+def diff_prompts(
+    prompt_a: str,
+    prompt_b: str,
+    options: ScanOptions | None = None,
+    *,
+    model: Model | None = None,
+    capture: CaptureOptions | None = None,
+    autoencoder: TrainedAutoencoder | str | None = None,
+    timings: dict | None = None,
+    model_b: LoadedModel | None = None,
+) -> DiffScan:
     """The one path from two prompts to a DiffScan in one common 3D space (see scan_prompt).
 
     With `model_b` (a fine-tune or adapter of `model`, loaded by
@@ -293,16 +397,24 @@ def diff_prompts(prompt_a: str, prompt_b: str, options: ScanOptions | None = Non
     timings = {} if timings is None else timings
     loaded, autoencoder, options = _prepare(model, autoencoder, options)
     start = time.perf_counter()
-    captures = [capture_states(m, p, capture)
-                for m, p in ((loaded, prompt_a), (model_b or loaded, prompt_b))]
+    captures = [
+        capture_states(m, p, capture)
+        for m, p in ((loaded, prompt_a), (model_b or loaded, prompt_b))
+    ]
     timings["capture"] = time.perf_counter() - start
-    return diff_captures(*captures, autoencoder, options, timings=timings,
-                         other_model=model_b is not None)
+    return diff_captures(
+        *captures, autoencoder, options, timings=timings, other_model=model_b is not None
+    )
 
 
-def heatmap_prompt(prompt: str, model: LoadedModel, options: HeatmapOptions | None = None, *,
-                   model_b: LoadedModel | None = None,
-                   capture: CaptureOptions | None = None) -> Heatmap:
+def heatmap_prompt(
+    prompt: str,
+    model: LoadedModel,
+    options: HeatmapOptions | None = None,
+    *,
+    model_b: LoadedModel | None = None,
+    capture: CaptureOptions | None = None,
+) -> Heatmap:
     """The one path from a prompt to its activation image (B - A with `model_b`)."""
     capture = replace(capture or CaptureOptions(), top_k=0)  # the image shows no logit lens
     capture_a = capture_states(model, prompt, capture)

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import torch
 
-from layerscan.errors import LayerscanError
+from layerscan.core.errors import LayerscanError
 from layerscan.geometry.estimator import Estimator, seed_of
 from layerscan.geometry.neighbors import (
     fuzzy_graph,
@@ -39,8 +39,9 @@ def as_clouds(clouds) -> np.ndarray:
     except ValueError as exc:
         raise LayerscanError(f"clouds must all have the same shape ({exc})") from exc
     if arr.ndim != 3 or 0 in arr.shape:
-        raise LayerscanError(f"clouds must be (n_layers, n_points, d) and non-empty, "
-                             f"got shape {arr.shape}")
+        raise LayerscanError(
+            f"clouds must be (n_layers, n_points, d) and non-empty, got shape {arr.shape}"
+        )
     bad = ~np.isfinite(arr).all(-1)  # (n_layers, n_points)
     if bad.any():
         arr = arr.copy()
@@ -73,11 +74,12 @@ def pca_layouts(clouds: np.ndarray, n_components: int = 3) -> np.ndarray:
         # eigenvectors of the (d, d) covariance: much cheaper than an SVD of the points
         _, vecs = np.linalg.eigh(x.T @ x)
         basis = vecs[:, ::-1][:, :n_components]  # (d, <= n_components), largest first
-        basis = basis * np.where(basis[np.abs(basis).argmax(0), range(basis.shape[1])] < 0,
-                                 -1.0, 1.0)  # a deterministic sign per axis
+        basis = basis * np.where(
+            basis[np.abs(basis).argmax(0), range(basis.shape[1])] < 0, -1.0, 1.0
+        )  # a deterministic sign per axis
         proj = x @ basis  # (n_points, <= n_components)
         y = np.zeros((n_points, n_components))
-        y[:, :proj.shape[1]] = proj
+        y[:, : proj.shape[1]] = proj
         if layer > 0:
             y = (y - y.mean(0)) @ procrustes_rotation(y, out[layer - 1])
         span = np.abs(y).max()
@@ -103,8 +105,9 @@ def fill_nonfinite(layouts: np.ndarray, clouds: np.ndarray, k: int = 5) -> np.nd
     return layouts
 
 
-def transform_init(clouds: np.ndarray, ref_clouds: np.ndarray, ref_layouts: np.ndarray,
-                   k: int = 5) -> np.ndarray:
+def transform_init(
+    clouds: np.ndarray, ref_clouds: np.ndarray, ref_layouts: np.ndarray, k: int = 5
+) -> np.ndarray:
     """Place new clouds in an existing layout: each point at the inverse-distance weighted mean
     of its k nearest reference points of the same layer (UMAP's transform start).
 
@@ -121,8 +124,9 @@ def transform_init(clouds: np.ndarray, ref_clouds: np.ndarray, ref_layouts: np.n
     out = np.zeros((*clouds.shape[:2], ref_layouts.shape[-1]), np.float32)
     k = min(k, ref_clouds.shape[1])
     for layer in range(len(clouds)):
-        d = torch.cdist(torch.from_numpy(clouds[layer]).double(),
-                        torch.from_numpy(ref_clouds[layer]).double())  # (n_points, n_ref)
+        d = torch.cdist(
+            torch.from_numpy(clouds[layer]).double(), torch.from_numpy(ref_clouds[layer]).double()
+        )  # (n_points, n_ref)
         near = torch.topk(d, k, dim=1, largest=False)
         w = 1.0 / near.values.clamp_min(1e-12)  # (n_points, k)
         w = torch.where(near.values[:, :1] <= 1e-12, (near.values <= 1e-12).double(), w)
@@ -146,11 +150,20 @@ class FastAlignedProjection(Estimator):
         n_edges_: edges in the joint graph.
     """
 
-    def __init__(self, n_components: int = 3, n_neighbors: int = 10, n_epochs: int = 150,
-                 learning_rate: float = 1.0, negative_sample_rate: int = 8,
-                 n_negative: int = 8, alignment_regularisation: float = 0.03,
-                 alignment_window_size: int = 2, repulsion_strength: float = 1.0,
-                 random_state: int | None = 0, device: str = "cpu"):
+    def __init__(
+        self,
+        n_components: int = 3,
+        n_neighbors: int = 10,
+        n_epochs: int = 150,
+        learning_rate: float = 1.0,
+        negative_sample_rate: int = 8,
+        n_negative: int = 8,
+        alignment_regularisation: float = 0.03,
+        alignment_window_size: int = 2,
+        repulsion_strength: float = 1.0,
+        random_state: int | None = 0,
+        device: str = "cpu",
+    ):
         self.n_components = n_components
         self.n_neighbors = n_neighbors
         self.n_epochs = n_epochs
@@ -179,8 +192,10 @@ class FastAlignedProjection(Estimator):
         else:
             start = np.asarray(init, dtype=np.float32)
             if start.shape != (n_layers, n_points, self.n_components):
-                raise LayerscanError(f"init layout has shape {start.shape}, expected "
-                                     f"{(n_layers, n_points, self.n_components)}")
+                raise LayerscanError(
+                    f"init layout has shape {start.shape}, expected "
+                    f"{(n_layers, n_points, self.n_components)}"
+                )
             start = fill_nonfinite(start, clouds)
         generator = torch.Generator().manual_seed(seed_of(self.random_state))
         if n_points <= 3 or self.n_epochs <= 0:
@@ -190,8 +205,10 @@ class FastAlignedProjection(Estimator):
         neighbors = nearest_neighbors(torch.from_numpy(clouds), self.n_neighbors)
         graph = fuzzy_graph(neighbors, drop_below=1.0 / max(self.n_epochs, 1))
         self.n_edges_ = int(graph.heads.numel())
-        overlaps = [neighborhood_overlap(neighbors.indices, o)
-                    for o in range(1, min(self.alignment_window_size, n_layers - 1) + 1)]
+        overlaps = [
+            neighborhood_overlap(neighbors.indices, o)
+            for o in range(1, min(self.alignment_window_size, n_layers - 1) + 1)
+        ]
         layout = self._optimize(torch.from_numpy(start), graph, overlaps, generator)
         self.embedding_ = fill_nonfinite(layout, clouds)
         return self
@@ -200,8 +217,9 @@ class FastAlignedProjection(Estimator):
         return self.fit(X, y, init=init).embedding_
 
     @torch.no_grad()
-    def _optimize(self, start: torch.Tensor, graph, overlaps: list[torch.Tensor],
-                  generator: torch.Generator) -> np.ndarray:
+    def _optimize(
+        self, start: torch.Tensor, graph, overlaps: list[torch.Tensor], generator: torch.Generator
+    ) -> np.ndarray:
         device = torch.device(self.device)
         n_layers, n_points, dim = start.shape
         n_total = n_layers * n_points
@@ -216,10 +234,20 @@ class FastAlignedProjection(Estimator):
         weights = graph.weights[once]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
-            scatter = torch.sparse_coo_tensor(
-                torch.stack([torch.cat([graph.heads[once], graph.tails[once]]),
-                             torch.arange(n_edges).repeat(2)]),
-                torch.cat([weights, -weights]), (n_total, n_edges)).coalesce().to_sparse_csr()
+            scatter = (
+                torch.sparse_coo_tensor(
+                    torch.stack(
+                        [
+                            torch.cat([graph.heads[once], graph.tails[once]]),
+                            torch.arange(n_edges).repeat(2),
+                        ]
+                    ),
+                    torch.cat([weights, -weights]),
+                    (n_total, n_edges),
+                )
+                .coalesce()
+                .to_sparse_csr()
+            )
         scatter = scatter.to(device)
         # expected negative samples per point per epoch, spread over n_negative draws
         neg_scale = (self.negative_sample_rate * graph.degree / self.n_negative).to(device)
@@ -230,8 +258,10 @@ class FastAlignedProjection(Estimator):
         pool = pool.to(device)
         # the alignment pull acts once per attraction sample of a point, as in AlignedUMAP
         samples = (2.0 * graph.degree).to(device).reshape(n_layers, n_points)
-        pulls = [(o, self.alignment_regularisation * math.exp(-(o - 1)) * overlap.to(device))
-                 for o, overlap in enumerate(overlaps, start=1)]
+        pulls = [
+            (o, self.alignment_regularisation * math.exp(-(o - 1)) * overlap.to(device))
+            for o, overlap in enumerate(overlaps, start=1)
+        ]
         a, b, gamma = UMAP_A, UMAP_B, self.repulsion_strength
         for epoch in range(self.n_epochs):
             alpha = self.learning_rate * (1.0 - epoch / self.n_epochs)
@@ -245,7 +275,8 @@ class FastAlignedProjection(Estimator):
             # repulsion from random points of the same layer
             neg = (pool + shifts[epoch]).remainder_(n_points).add_(layer_base[:, None])
             diff = y[:, :, None] - y.index_select(1, neg.reshape(-1)).reshape(
-                dim, n_total, self.n_negative)  # (dim, n_total, n_negative)
+                dim, n_total, self.n_negative
+            )  # (dim, n_total, n_negative)
             d2 = (diff * diff).sum(0)  # (n_total, n_negative)
             d2b = torch.exp(b * torch.log(d2.clamp_min(1e-12)))
             coeff = torch.where(d2 > 0, 2.0 * gamma * b / ((0.001 + d2) * (a * d2b + 1.0)), 0.0)
@@ -271,9 +302,15 @@ class AlignedUMAPProjection(Estimator):
         embedding_: (n_layers, n_points, n_components) float32 finite layouts.
     """
 
-    def __init__(self, n_components: int = 3, n_neighbors: int = 15, n_epochs: int = 200,
-                 alignment_regularisation: float = 1e-2, alignment_window_size: int = 3,
-                 random_state: int | None = 0):
+    def __init__(
+        self,
+        n_components: int = 3,
+        n_neighbors: int = 15,
+        n_epochs: int = 200,
+        alignment_regularisation: float = 1e-2,
+        alignment_window_size: int = 3,
+        random_state: int | None = 0,
+    ):
         self.n_components = n_components
         self.n_neighbors = n_neighbors
         self.n_epochs = n_epochs
@@ -287,14 +324,20 @@ class AlignedUMAPProjection(Estimator):
         clouds = as_clouds(X)
         n_layers, n_points, _ = clouds.shape
         if n_layers < 2 or n_points <= self.n_neighbors:
-            raise LayerscanError(f"aligned-umap needs at least 2 layers and more than "
-                                 f"{self.n_neighbors} particles; got {clouds.shape[:2]}; "
-                                 f"use --projection fast")
+            raise LayerscanError(
+                f"aligned-umap needs at least 2 layers and more than "
+                f"{self.n_neighbors} particles; got {clouds.shape[:2]}; "
+                f"use --projection fast"
+            )
         relations = [{i: i for i in range(n_points)} for _ in range(n_layers - 1)]
-        mapper = AlignedUMAP(n_components=self.n_components, n_neighbors=self.n_neighbors,
-                             n_epochs=self.n_epochs, random_state=self.random_state,
-                             alignment_regularisation=self.alignment_regularisation,
-                             alignment_window_size=self.alignment_window_size)
+        mapper = AlignedUMAP(
+            n_components=self.n_components,
+            n_neighbors=self.n_neighbors,
+            n_epochs=self.n_epochs,
+            random_state=self.random_state,
+            alignment_regularisation=self.alignment_regularisation,
+            alignment_window_size=self.alignment_window_size,
+        )
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
             mapper.fit(list(clouds), relations=relations)
@@ -312,8 +355,13 @@ class IndependentUMAPProjection(Estimator):
         embedding_: (n_layers, n_points, n_components) float32 finite layouts.
     """
 
-    def __init__(self, n_components: int = 3, n_neighbors: int = 15, n_epochs: int = 200,
-                 random_state: int | None = 0):
+    def __init__(
+        self,
+        n_components: int = 3,
+        n_neighbors: int = 15,
+        n_epochs: int = 200,
+        random_state: int | None = 0,
+    ):
         self.n_components = n_components
         self.n_neighbors = n_neighbors
         self.n_epochs = n_epochs
@@ -327,9 +375,12 @@ class IndependentUMAPProjection(Estimator):
         for cloud in clouds:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
-                emb = UMAP(n_components=self.n_components, n_neighbors=self.n_neighbors,
-                           n_epochs=self.n_epochs,
-                           random_state=self.random_state).fit_transform(cloud)
+                emb = UMAP(
+                    n_components=self.n_components,
+                    n_neighbors=self.n_neighbors,
+                    n_epochs=self.n_epochs,
+                    random_state=self.random_state,
+                ).fit_transform(cloud)
             emb = fill_nonfinite(emb[None], cloud[None])[0]
             if layouts:
                 emb = (emb - emb.mean(0)) @ procrustes_rotation(emb, layouts[-1])
@@ -341,11 +392,13 @@ class IndependentUMAPProjection(Estimator):
         return self.fit(X).embedding_
 
 
-def make_projection(mode: ProjectionMode, random_state: int | None = 0,
-                    **params) -> Estimator:
+def make_projection(mode: ProjectionMode, random_state: int | None = 0, **params) -> Estimator:
     """The estimator for a projection mode ("fast", "aligned-umap" or "independent")."""
-    classes = {"fast": FastAlignedProjection, "aligned-umap": AlignedUMAPProjection,
-               "independent": IndependentUMAPProjection}
+    classes = {
+        "fast": FastAlignedProjection,
+        "aligned-umap": AlignedUMAPProjection,
+        "independent": IndependentUMAPProjection,
+    }
     if mode not in classes:
         raise LayerscanError(f"unknown projection {mode!r}: use {', '.join(PROJECTION_MODES)}")
     return classes[mode](random_state=random_state, **params)

@@ -9,22 +9,37 @@ from typing import NamedTuple
 
 import numpy as np
 
-from layerscan.errors import LayerscanError
-from layerscan.files import read_tensor_file, write_tensor_file
+from layerscan.core.errors import LayerscanError
+from layerscan.core.tensor_file import read_tensor_file, write_tensor_file
 
 SCAN_KIND = "scan"
 SCAN_FORMAT_VERSION = 2
 
 
-TOKEN_FIGURES = ("token_trust", "distance_correlation", "token_spread", "baseline_trust",
-                 "baseline_correlation")
+TOKEN_FIGURES = (
+    "token_trust",
+    "distance_correlation",
+    "token_spread",
+    "baseline_trust",
+    "baseline_correlation",
+)
 """Per-layer end-to-end faithfulness figures every scan stores (hidden states -> 3D)."""
-ARRAY_FIELDS = ("clouds", "positions", "neighbors", "reconstruction_r2", "trustworthiness",
-                "continuity", "disparity", "particle_tokens", *TOKEN_FIGURES)
+ARRAY_FIELDS = (
+    "clouds",
+    "positions",
+    "neighbors",
+    "reconstruction_r2",
+    "trustworthiness",
+    "continuity",
+    "disparity",
+    "particle_tokens",
+    *TOKEN_FIGURES,
+)
 
 
-def token_centroids(points: np.ndarray, particle_tokens: np.ndarray,
-                    n_tokens: int) -> tuple[np.ndarray, np.ndarray]:
+def token_centroids(
+    points: np.ndarray, particle_tokens: np.ndarray, n_tokens: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Each token's centroid: the mean of its particles, in one layout or one cloud.
 
     Args:
@@ -40,6 +55,20 @@ def token_centroids(points: np.ndarray, particle_tokens: np.ndarray,
     sums = np.zeros((n_tokens, points.shape[1]))
     np.add.at(sums, particle_tokens, points.astype(np.float64))
     return sums / np.maximum(counts, 1)[:, None], counts
+
+
+SAME_PROMPT_TOLERANCE = 1e-6
+"""Largest mean cloud displacement that still counts as no divergence at all."""
+
+
+def diverges(divergence_by_layer: np.ndarray) -> bool:
+    """Whether two prompts diverge at any layer (a prompt diffed with itself does not).
+
+    Args:
+        divergence_by_layer: (n_layers+1,) mean cloud displacement per layer.
+    """
+    values = np.asarray(divergence_by_layer, np.float64)
+    return bool(values.size) and float(values.max()) > SAME_PROMPT_TOLERANCE
 
 
 class Surface(NamedTuple):
@@ -136,8 +165,9 @@ class Scan:
             raise LayerscanError(f"scan positions must end in 3, got {self.positions.shape}")
         for name, shape in expected.items():
             if getattr(self, name).shape[: len(shape)] != shape:
-                raise LayerscanError(f"scan {name} has shape {getattr(self, name).shape}, "
-                                     f"expected {shape}")
+                raise LayerscanError(
+                    f"scan {name} has shape {getattr(self, name).shape}, expected {shape}"
+                )
         if len(self.layer_names) != n_frames or len(self.step_lengths) != n_steps:
             raise LayerscanError("scan layer names or step lengths do not match its layouts")
         if len(self.surfaces) != n_steps or any(len(s) != n_frames for s in self.surfaces):
@@ -151,28 +181,47 @@ class Scan:
         arrays[f"{prefix}surface_vertices"] = _concat([s.vertices for s in flat], 3, np.float32)
         arrays[f"{prefix}surface_faces"] = _concat([s.faces for s in flat], 3, np.int32)
         arrays[f"{prefix}surface_counts"] = np.array(
-            [[len(s.vertices), len(s.faces)] for s in flat], dtype=np.int64).reshape(-1, 2)
+            [[len(s.vertices), len(s.faces)] for s in flat], dtype=np.int64
+        ).reshape(-1, 2)
         if self.lens_probs is not None:
             arrays[f"{prefix}lens_probs"] = np.asarray(self.lens_probs, dtype=np.float32)
-        meta = {name: getattr(self, name) for name in
-                ("prompt", "model_id", "tokens", "n_prompt_tokens", "layer_names",
-                 "step_lengths", "lens_tokens", "settings")}
+        meta = {
+            name: getattr(self, name)
+            for name in (
+                "prompt",
+                "model_id",
+                "tokens",
+                "n_prompt_tokens",
+                "layer_names",
+                "step_lengths",
+                "lens_tokens",
+                "settings",
+            )
+        }
         return arrays, meta
 
     @classmethod
-    def _from_arrays_and_meta(cls, arrays: dict[str, np.ndarray], meta: dict,
-                              prefix: str) -> Scan:
-        get = {name[len(prefix):]: value for name, value in arrays.items()
-               if name.startswith(prefix)}
+    def _from_arrays_and_meta(cls, arrays: dict[str, np.ndarray], meta: dict, prefix: str) -> Scan:
+        get = {
+            name[len(prefix) :]: value for name, value in arrays.items() if name.startswith(prefix)
+        }
         n_steps, n_frames = get["positions"].shape[:2]
         counts = get["surface_counts"]
         v_ends, f_ends = np.cumsum(counts[:, 0]), np.cumsum(counts[:, 1])
-        flat = [Surface(get["surface_vertices"][v_end - nv:v_end],
-                        get["surface_faces"][f_end - nf:f_end])
-                for (nv, nf), v_end, f_end in zip(counts, v_ends, f_ends, strict=True)]
-        surfaces = [flat[s * n_frames:(s + 1) * n_frames] for s in range(n_steps)]
-        scan = cls(surfaces=surfaces, lens_probs=get.get("lens_probs"),
-                   **{name: get[name] for name in ARRAY_FIELDS}, **meta)
+        flat = [
+            Surface(
+                get["surface_vertices"][v_end - nv : v_end],
+                get["surface_faces"][f_end - nf : f_end],
+            )
+            for (nv, nf), v_end, f_end in zip(counts, v_ends, f_ends, strict=True)
+        ]
+        surfaces = [flat[s * n_frames : (s + 1) * n_frames] for s in range(n_steps)]
+        scan = cls(
+            surfaces=surfaces,
+            lens_probs=get.get("lens_probs"),
+            **{name: get[name] for name in ARRAY_FIELDS},
+            **meta,
+        )
         scan.validate()
         return scan
 
@@ -180,16 +229,18 @@ class Scan:
         """Write the scan to one safetensors file with JSON metadata, atomically."""
         self.validate()
         arrays, meta = self._arrays_and_meta("")
-        return write_tensor_file(path, SCAN_KIND, SCAN_FORMAT_VERSION, arrays,
-                                 {"type": "scan", "scan": meta})
+        return write_tensor_file(
+            path, SCAN_KIND, SCAN_FORMAT_VERSION, arrays, {"type": "scan", "scan": meta}
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Scan:
         """Read a scan file; diff files, other versions and corrupt files raise LayerscanError."""
         arrays, meta = _read(path)
         if meta.get("type") != "scan":
-            raise LayerscanError(f"{path}: is a diff scan; open it with `layerscan diff` or "
-                                 f"DiffScan.load")
+            raise LayerscanError(
+                f"{path}: is a diff scan; open it with `layerscan diff` or DiffScan.load"
+            )
         return cls._from_arrays_and_meta(arrays, meta["scan"], "")
 
 
@@ -220,14 +271,22 @@ class DiffScan:
     def save(self, path: str | os.PathLike) -> Path:
         arrays_a, meta_a = self.a._arrays_and_meta("a/")
         arrays_b, meta_b = self.b._arrays_and_meta("b/")
-        arrays = {**arrays_a, **arrays_b,
-                  "displacement_cloud": np.asarray(self.displacement_cloud, np.float32),
-                  "displacement_3d": np.asarray(self.displacement_3d, np.float32),
-                  "divergence": np.asarray(self.divergence, np.float32)}
+        arrays = {
+            **arrays_a,
+            **arrays_b,
+            "displacement_cloud": np.asarray(self.displacement_cloud, np.float32),
+            "displacement_3d": np.asarray(self.displacement_3d, np.float32),
+            "divergence": np.asarray(self.divergence, np.float32),
+        }
         if self.token_divergence is not None:
             arrays["token_divergence"] = np.asarray(self.token_divergence, np.float32)
-        meta = {"type": "diff", "a": meta_a, "b": meta_b, "peak_layer": int(self.peak_layer),
-                "differing_tokens": [int(i) for i in self.differing_tokens]}
+        meta = {
+            "type": "diff",
+            "a": meta_a,
+            "b": meta_b,
+            "peak_layer": int(self.peak_layer),
+            "differing_tokens": [int(i) for i in self.differing_tokens],
+        }
         return write_tensor_file(path, SCAN_KIND, SCAN_FORMAT_VERSION, arrays, meta)
 
     @classmethod
@@ -239,12 +298,16 @@ class DiffScan:
 
     @classmethod
     def _from_arrays_and_meta(cls, arrays: dict[str, np.ndarray], meta: dict) -> DiffScan:
-        return cls(a=Scan._from_arrays_and_meta(arrays, meta["a"], "a/"),
-                   b=Scan._from_arrays_and_meta(arrays, meta["b"], "b/"),
-                   displacement_cloud=arrays["displacement_cloud"],
-                   displacement_3d=arrays["displacement_3d"], divergence=arrays["divergence"],
-                   peak_layer=meta["peak_layer"], token_divergence=arrays.get("token_divergence"),
-                   differing_tokens=meta["differing_tokens"])
+        return cls(
+            a=Scan._from_arrays_and_meta(arrays, meta["a"], "a/"),
+            b=Scan._from_arrays_and_meta(arrays, meta["b"], "b/"),
+            displacement_cloud=arrays["displacement_cloud"],
+            displacement_3d=arrays["displacement_3d"],
+            divergence=arrays["divergence"],
+            peak_layer=meta["peak_layer"],
+            token_divergence=arrays.get("token_divergence"),
+            differing_tokens=meta["differing_tokens"],
+        )
 
 
 def load_any(path: str | os.PathLike) -> Scan | DiffScan:
@@ -265,5 +328,3 @@ def _read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
 def _concat(parts: list[np.ndarray], width: int, dtype: type) -> np.ndarray:
     parts = [np.asarray(p, dtype=dtype).reshape(-1, width) for p in parts]
     return np.concatenate(parts) if parts else np.zeros((0, width), dtype)
-
-

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-from layerscan.errors import LayerscanError
+from layerscan.core.errors import LayerscanError
 
 ProjectionMode = Literal["tokens", "fast", "aligned-umap", "independent"]
 PROJECTION_MODES: tuple[str, ...] = get_args(ProjectionMode)
@@ -29,8 +29,9 @@ class SurfaceOptions:
     """Voxels along each axis of the density grid."""
     bandwidth: float = 0.04
     """Gaussian width as a fraction of the layout's largest extent."""
-    level_quantile: float = field(default=0.2, metadata={"flag": "surface-quantile",
-                                                         "metavar": "Q"})
+    level_quantile: float = field(
+        default=0.2, metadata={"flag": "surface-quantile", "metavar": "Q"}
+    )
     """The isosurface level is this quantile of the density at the particles, so the surface
     encloses about 1 - level_quantile of them."""
     alpha: float = 0.0
@@ -39,11 +40,13 @@ class SurfaceOptions:
 
     def __post_init__(self):
         if self.method not in SURFACE_METHODS:
-            raise LayerscanError(f"unknown surface method {self.method!r}: use "
-                                 f"{', '.join(SURFACE_METHODS)}")
+            raise LayerscanError(
+                f"unknown surface method {self.method!r}: use {', '.join(SURFACE_METHODS)}"
+            )
         if self.grid < 4 or not 0 < self.bandwidth < 1 or not 0 <= self.level_quantile < 1:
-            raise LayerscanError("surface options need grid >= 4, 0 < bandwidth < 1 and "
-                                 "0 <= level_quantile < 1")
+            raise LayerscanError(
+                "surface options need grid >= 4, 0 < bandwidth < 1 and 0 <= level_quantile < 1"
+            )
 
 
 @dataclass
@@ -87,10 +90,14 @@ class ScanOptions:
 
     def __post_init__(self):
         if self.projection not in PROJECTION_MODES:
-            raise LayerscanError(f"unknown projection {self.projection!r}: use "
-                                 f"{', '.join(PROJECTION_MODES)}")
-        if (self.n_neighbors is not None and self.n_neighbors < 2) or self.k_neighbors < 1 \
-                or self.faithfulness_k < 1:
+            raise LayerscanError(
+                f"unknown projection {self.projection!r}: use {', '.join(PROJECTION_MODES)}"
+            )
+        if (
+            (self.n_neighbors is not None and self.n_neighbors < 2)
+            or self.k_neighbors < 1
+            or self.faithfulness_k < 1
+        ):
             raise LayerscanError("n_neighbors must be >= 2, k_neighbors and faithfulness_k >= 1")
         if self.n_epochs is not None and self.n_epochs < 1:
             raise LayerscanError("n_epochs must be >= 1")

@@ -14,8 +14,9 @@ def empty_surface() -> Surface:
     return Surface(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int32))
 
 
-def splat_density(points: np.ndarray, grid: int, bandwidth: float
-                  ) -> tuple[np.ndarray, np.ndarray, float]:
+def splat_density(
+    points: np.ndarray, grid: int, bandwidth: float
+) -> tuple[np.ndarray, np.ndarray, float]:
     """Sum of isotropic Gaussians at the points, on a regular grid around them.
 
     The 3D Gaussian is separable, so the grid is one matrix product per layer:
@@ -57,8 +58,9 @@ def density_surface(points: np.ndarray, options: SurfaceOptions) -> Surface:
     level = float(np.quantile(at_points, options.level_quantile))
     if not density.min() < level < density.max():
         return empty_surface()
-    vertices, faces, _, _ = marching_cubes(density, level, spacing=(spacing,) * 3,
-                                           allow_degenerate=False)  # (n_vertices, 3) x, y, z
+    vertices, faces, _, _ = marching_cubes(
+        density, level, spacing=(spacing,) * 3, allow_degenerate=False
+    )  # (n_vertices, 3) x, y, z
     if len(faces) == 0:
         return empty_surface()
     return Surface((vertices + origin).astype(np.float32), faces.astype(np.int32))
@@ -101,15 +103,15 @@ def alpha_surface(points: np.ndarray, options: SurfaceOptions) -> Surface:
         return empty_surface()
     # each tetrahedron's 4 faces (the scene orients the winding when it draws them)
     faces = kept[:, [[1, 2, 3], [0, 3, 2], [0, 1, 3], [0, 2, 1]]].reshape(-1, 3)
-    _, index, counts = np.unique(np.sort(faces, axis=1), axis=0, return_index=True,
-                                 return_counts=True)
+    _, index, counts = np.unique(
+        np.sort(faces, axis=1), axis=0, return_index=True, return_counts=True
+    )
     outer = faces[np.sort(index[counts == 1])]  # (n_faces, 3), in a deterministic order
     used, compact = np.unique(outer, return_inverse=True)
     return Surface(points[used].astype(np.float32), compact.reshape(-1, 3).astype(np.int32))
 
 
-def layer_surfaces(layouts: np.ndarray, options: SurfaceOptions | None = None
-                   ) -> list[Surface]:
+def layer_surfaces(layouts: np.ndarray, options: SurfaceOptions | None = None) -> list[Surface]:
     """One surface per layer.
 
     Args:
@@ -120,6 +122,9 @@ def layer_surfaces(layouts: np.ndarray, options: SurfaceOptions | None = None
         points) or the method is "none".
     """
     options = options or SurfaceOptions()
-    make = {"density": density_surface, "alpha": alpha_surface,
-            "none": lambda points, _: empty_surface()}[options.method]
+    make = {
+        "density": density_surface,
+        "alpha": alpha_surface,
+        "none": lambda points, _: empty_surface(),
+    }[options.method]
     return [make(np.asarray(layout, np.float64), options) for layout in layouts]

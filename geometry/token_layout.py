@@ -39,8 +39,9 @@ STRESS_TOKENS = 32
 past it, more weight would flatten the neighbourhoods (measured at 1024 tokens)."""
 
 
-def _conditional_probabilities(d2: torch.Tensor, perplexity: float,
-                               mask: torch.Tensor | None = None) -> torch.Tensor:
+def _conditional_probabilities(
+    d2: torch.Tensor, perplexity: float, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """t-SNE's p(j | i) over the last axis, by bisection on each row's precision.
 
     Args:
@@ -97,8 +98,9 @@ class SparsePairs(NamedTuple):
     """(n_layers, n, SAMPLED_PAIRS) hidden distances to those partners."""
 
 
-def _sparse_pairs(states: torch.Tensor, perplexity: float,
-                  generator: torch.Generator) -> SparsePairs:
+def _sparse_pairs(
+    states: torch.Tensor, perplexity: float, generator: torch.Generator
+) -> SparsePairs:
     """Nearest neighbours, their probabilities and random stress partners of every layer.
 
     Args:
@@ -110,8 +112,12 @@ def _sparse_pairs(states: torch.Tensor, perplexity: float,
     d2 = d2 / d2.mean(-1, keepdim=True).clamp_min(1e-300)
     weights = _conditional_probabilities(d2, perplexity) / n
     partners = _random_partners(n_layers, n, SAMPLED_PAIRS, generator)  # (n_layers, n, m)
-    target = torch.stack([pairwise_distances(layer).gather(1, others)  # one layer at a time
-                          for layer, others in zip(states.float(), partners, strict=True)])
+    target = torch.stack(
+        [
+            pairwise_distances(layer).gather(1, others)  # one layer at a time
+            for layer, others in zip(states.float(), partners, strict=True)
+        ]
+    )
     return SparsePairs(nearest.indices, weights.float(), partners, target)
 
 
@@ -138,9 +144,15 @@ class TokenLayout(Estimator):
         improved_: whether the optimised layout beat its PCA start (else it is the start).
     """
 
-    def __init__(self, n_components: int = 3, n_iter: int = 200, learning_rate: float = 0.08,
-                 stress_weight: float = 1.0, alignment: float = 0.05,
-                 perplexity: float | None = None):
+    def __init__(
+        self,
+        n_components: int = 3,
+        n_iter: int = 200,
+        learning_rate: float = 0.08,
+        stress_weight: float = 1.0,
+        alignment: float = 0.05,
+        perplexity: float | None = None,
+    ):
         self.n_components = n_components
         self.n_iter = n_iter
         self.learning_rate = learning_rate
@@ -164,8 +176,9 @@ class TokenLayout(Estimator):
         if n_tokens <= DENSE_MAX_TOKENS:
             distances = torch.cdist(x, x)  # (n_layers, n, n)
             p = _neighbor_probabilities(distances, perplexity)
-            target = distances / distances.square().mean((-1, -2), keepdim=True).sqrt(
-                ).clamp_min(1e-300)  # (n_layers, n, n) unit RMS
+            target = distances / distances.square().mean((-1, -2), keepdim=True).sqrt().clamp_min(
+                1e-300
+            )  # (n_layers, n, n) unit RMS
             upper = torch.triu(torch.ones(n_tokens, n_tokens, dtype=torch.bool), 1)
             loss = functools.partial(self._loss, p=p, target=target, upper=upper)
         else:
@@ -189,20 +202,22 @@ class TokenLayout(Estimator):
             self.embedding_ = result.astype(np.float32)
         return self
 
-    def _loss(self, y: torch.Tensor, p: torch.Tensor, target: torch.Tensor,
-              upper: torch.Tensor) -> torch.Tensor:
+    def _loss(
+        self, y: torch.Tensor, p: torch.Tensor, target: torch.Tensor, upper: torch.Tensor
+    ) -> torch.Tensor:
         """The three terms over every pair of tokens."""
         d2 = (y[:, :, None] - y[:, None]).square().sum(-1)  # (n_layers, n, n)
         kernel = 1.0 / (1.0 + d2)
         kernel = kernel.masked_fill(torch.eye(y.shape[1], dtype=torch.bool), 0.0)
         q = kernel / kernel.sum((-1, -2), keepdim=True)
-        divergence = (p * (torch.log(p.clamp_min(1e-300)) - torch.log(q.clamp_min(1e-300))))
+        divergence = p * (torch.log(p.clamp_min(1e-300)) - torch.log(q.clamp_min(1e-300)))
         divergence = divergence.sum((-1, -2))  # (n_layers,)
         dist = (d2 + 1e-12).sqrt()[:, upper]  # (n_layers, n_pairs)
         return self._total(y, divergence, _stress(dist, target[:, upper]))
 
-    def _sparse_loss(self, y: torch.Tensor, pairs: SparsePairs,
-                     generator: torch.Generator) -> torch.Tensor:
+    def _sparse_loss(
+        self, y: torch.Tensor, pairs: SparsePairs, generator: torch.Generator
+    ) -> torch.Tensor:
         """The same three terms, estimated from `SparsePairs` (t-SNE's KL up to its constant
         entropy of P: sum P log(1 + d^2) + log Z)."""
         n_layers, n, dim = y.shape
@@ -219,15 +234,19 @@ class TokenLayout(Estimator):
         dist = (d2(pairs.partners) + 1e-12).sqrt().flatten(1)
         return self._total(y, divergence, _stress(dist, pairs.target.flatten(1)))
 
-    def _total(self, y: torch.Tensor, divergence: torch.Tensor,
-               stress: torch.Tensor) -> torch.Tensor:
+    def _total(
+        self, y: torch.Tensor, divergence: torch.Tensor, stress: torch.Tensor
+    ) -> torch.Tensor:
         """KL + stress + the pull towards neighbouring layers, each (n_layers,) summed."""
         radius2 = (y - y.mean(1, keepdim=True)).square().sum(-1).mean(-1)  # (n_layers,)
         step = (y[1:] - y[:-1]).square().sum(-1).mean(-1)  # (n_layers-1,)
         drift = (step / (0.5 * (radius2[1:] + radius2[:-1])).clamp_min(1e-300)).sum()
         n_tokens = y.shape[1]
-        return (divergence.sum() + self.stress_weight * min(n_tokens, STRESS_TOKENS) * stress.sum()
-                + self.alignment * n_tokens * drift)
+        return (
+            divergence.sum()
+            + self.stress_weight * min(n_tokens, STRESS_TOKENS) * stress.sum()
+            + self.alignment * n_tokens * drift
+        )
 
 
 def _stress(dist: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -259,8 +278,9 @@ def aligned_pca(states: np.ndarray, n_components: int = 3) -> np.ndarray:
     return out * (10.0 / span) if span > 0 else out
 
 
-def group_offsets(clouds: np.ndarray, particle_tokens: np.ndarray, places: np.ndarray,
-                  spread: float) -> np.ndarray:
+def group_offsets(
+    clouds: np.ndarray, particle_tokens: np.ndarray, places: np.ndarray, spread: float
+) -> np.ndarray:
     """Each particle's 3D offset from its token's place: its cloud offset from the token's
     centroid in the cloud, through the principal 3D directions of all layers' offsets.
 
@@ -278,26 +298,32 @@ def group_offsets(clouds: np.ndarray, particle_tokens: np.ndarray, places: np.nd
     """
     n_layers, _, d = clouds.shape
     n_tokens = places.shape[1]
-    offsets = np.stack([cloud - token_centroids(cloud, particle_tokens, n_tokens)[0][
-        particle_tokens] for cloud in clouds])  # (n_layers, n_particles, d_particle)
+    offsets = np.stack(
+        [
+            cloud - token_centroids(cloud, particle_tokens, n_tokens)[0][particle_tokens]
+            for cloud in clouds
+        ]
+    )  # (n_layers, n_particles, d_particle)
     flat = offsets.reshape(-1, d)
     _, vecs = np.linalg.eigh(flat.T @ flat)  # one set of directions for every layer
     axes = vecs[:, ::-1][:, :3]
     axes = axes * np.where(axes[np.abs(axes).argmax(0), range(axes.shape[1])] < 0, -1.0, 1.0)
     out = np.zeros((n_layers, clouds.shape[1], 3))
-    out[..., :axes.shape[1]] = offsets @ axes
+    out[..., : axes.shape[1]] = offsets @ axes
     radius = np.linalg.norm(places - places.mean(1, keepdims=True), axis=-1).mean(-1)
     # mean size over particles that share their token: a long prompt's lone particles sit
     # exactly at their token's place and must not blow up the few groups of two
     shared = np.bincount(particle_tokens, minlength=n_tokens)[particle_tokens] > 1
-    size = np.linalg.norm(out[:, shared], axis=-1).mean(-1) if shared.any() \
-        else np.zeros(n_layers)  # (n_layers,)
+    size = (
+        np.linalg.norm(out[:, shared], axis=-1).mean(-1) if shared.any() else np.zeros(n_layers)
+    )  # (n_layers,)
     scale = np.where(size > 0, spread * radius / np.maximum(size, 1e-300), 0.0)
     return out * scale[:, None, None]
 
 
-def grouped_positions(places: np.ndarray, clouds: np.ndarray, particle_tokens: np.ndarray,
-                      spread: float) -> np.ndarray:
+def grouped_positions(
+    places: np.ndarray, clouds: np.ndarray, particle_tokens: np.ndarray, spread: float
+) -> np.ndarray:
     """Particles at their token's place plus their group offset.
 
     Args:
@@ -313,9 +339,14 @@ def grouped_positions(places: np.ndarray, clouds: np.ndarray, particle_tokens: n
     return (places[:, particle_tokens] + offsets).astype(np.float32)
 
 
-def step_positions(layout: TokenLayout, states: np.ndarray, clouds: np.ndarray,
-                   particle_tokens: np.ndarray, lengths: list[int],
-                   spread: float) -> np.ndarray:
+def step_positions(
+    layout: TokenLayout,
+    states: np.ndarray,
+    clouds: np.ndarray,
+    particle_tokens: np.ndarray,
+    lengths: list[int],
+    spread: float,
+) -> np.ndarray:
     """Positions of every token-time step from ONE token layout of the full prompt.
 
     Under causal attention a token's state is the same in every prefix, so its place is too:
@@ -330,13 +361,24 @@ def step_positions(layout: TokenLayout, states: np.ndarray, clouds: np.ndarray,
         (n_steps, n_layers, n_particles, 3) float32.
     """
     places = layout.fit(states).embedding_.astype(np.float64)  # (n_layers, n_tokens, 3)
-    return np.stack([grouped_positions(places[:, :n], c, o, spread)
-                     for n, c, o in zip(lengths, clouds, particle_tokens, strict=True)])
+    return np.stack(
+        [
+            grouped_positions(places[:, :n], c, o, spread)
+            for n, c, o in zip(lengths, clouds, particle_tokens, strict=True)
+        ]
+    )
 
 
-def common_positions(layout: TokenLayout, states_a: np.ndarray, states_b: np.ndarray,
-                     clouds_a: np.ndarray, clouds_b: np.ndarray, tokens_a: np.ndarray,
-                     tokens_b: np.ndarray, spread: float) -> tuple[np.ndarray, np.ndarray]:
+def common_positions(
+    layout: TokenLayout,
+    states_a: np.ndarray,
+    states_b: np.ndarray,
+    clouds_a: np.ndarray,
+    clouds_b: np.ndarray,
+    tokens_a: np.ndarray,
+    tokens_b: np.ndarray,
+    spread: float,
+) -> tuple[np.ndarray, np.ndarray]:
     """Two prompts in ONE space: one token layout of both prompts' distinct token states.
 
     A token whose states are identical in A and B (a shared causal prefix) gets one place, and

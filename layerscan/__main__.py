@@ -2,6 +2,6 @@
 
 import sys
 
-from layerscan.cli import main
+from layerscan.cli.main import main
 
 sys.exit(main())

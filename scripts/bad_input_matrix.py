@@ -54,11 +54,20 @@ def main(argv: list[str] | None = None) -> int:
             files += f" (lost {len(lost)}, partial {len(result.partials)})"
         elif replaced:
             files += f" ({replaced} replaced, as allowed)"
-        rows.append((case.name, str(result.exit_code), line[:90], files,
-                     status + (f": {'; '.join(found)}" if found else "")))
+        rows.append(
+            (
+                case.name,
+                str(result.exit_code),
+                line[:90],
+                files,
+                status + (f": {'; '.join(found)}" if found else ""),
+            )
+        )
         print(f"[{i + 1}/{len(cases)}] {case.name}: {status}", file=sys.stderr, flush=True)
-    widths = [max(len(row[c]) for row in rows + [("case", "exit", "message", "files", "")])
-              for c in range(4)]
+    widths = [
+        max(len(row[c]) for row in rows + [("case", "exit", "message", "files", "")])
+        for c in range(4)
+    ]
     header = ("case", "exit", "message", "files before → after", "result")
     print(" | ".join(h.ljust(w) for h, w in zip(header, [*widths, 0], strict=True)))
     for row in rows:
@@ -66,9 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     errors = sum(row[1] == "2" for row in rows)
     successes = sum(row[1] == "0" for row in rows)
     lost = sum("lost" in row[3] for row in rows)
-    print(f"\n{len(rows)} cases: {kept} kept their promise, {known} known gaps owned elsewhere, "
-          f"{len(broken)} broken; {errors} exited 2, {successes} exited 0, "
-          f"{len(rows) - errors - successes} other; {lost} lost or left files")
+    print(
+        f"\n{len(rows)} cases: {kept} kept their promise, {known} known gaps owned elsewhere, "
+        f"{len(broken)} broken; {errors} exited 2, {successes} exited 0, "
+        f"{len(rows) - errors - successes} other; {lost} lost or left files"
+    )
     if not args.keep:
         shutil.rmtree(root, ignore_errors=True)
     return 1 if broken else 0

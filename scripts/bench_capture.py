@@ -15,10 +15,12 @@ import torch
 from layerscan.autoencoder.capture.hidden_states import capture
 from layerscan.autoencoder.capture.loading import load_model
 
-PROMPT = ("In the quiet town by the river, the old clockmaker opened his shop every morning at "
-          "seven, wound the tall clocks along the wall, and listened for the one that always ran "
-          "a little late, because he believed it was trying to tell him something about the "
-          "years he had spent alone.")
+PROMPT = (
+    "In the quiet town by the river, the old clockmaker opened his shop every morning at "
+    "seven, wound the tall clocks along the wall, and listened for the one that always ran "
+    "a little late, because he believed it was trying to tell him something about the "
+    "years he had spent alone."
+)
 
 
 def timed(fn) -> float:
@@ -50,8 +52,12 @@ def main(argv: list[str] | None = None) -> int:
         for length in range(1, n_tokens + 1):
             loaded.model(ids[:, :length], use_cache=False, output_hidden_states=True)
 
-    cases = {"bare forward": bare, "capture (states, all prefixes)": states_only,
-             "capture + logit lens (top-5)": with_lens, "per-prefix loop": per_prefix}
+    cases = {
+        "bare forward": bare,
+        "capture (states, all prefixes)": states_only,
+        "capture + logit lens (top-5)": with_lens,
+        "per-prefix loop": per_prefix,
+    }
     for fn in cases.values():  # warm-up
         fn()
     times: dict[str, list[float]] = {name: [] for name in cases}
@@ -60,14 +66,18 @@ def main(argv: list[str] | None = None) -> int:
             times[name].append(timed(fn))
     median = {name: statistics.median(values) for name, values in times.items()}
     threads = torch.get_num_threads()
-    print(f"embedded model, {n_tokens}-token prompt, device {loaded.device}, "
-          f"{threads} torch threads, median of {args.repeats}")
+    print(
+        f"embedded model, {n_tokens}-token prompt, device {loaded.device}, "
+        f"{threads} torch threads, median of {args.repeats}"
+    )
     base = median["bare forward"]
     for name, value in median.items():
         print(f"  {name:<32} {value * 1000:8.1f} ms   {value / base:6.2f}x bare forward")
     speedup = median["per-prefix loop"] / median["capture (states, all prefixes)"]
-    print(f"capture vs bare forward: {median['capture (states, all prefixes)'] / base:.2f}x "
-          f"(goal <= 1.1x); per-prefix loop / capture: {speedup:.1f}x (goal >= 25x)")
+    print(
+        f"capture vs bare forward: {median['capture (states, all prefixes)'] / base:.2f}x "
+        f"(goal <= 1.1x); per-prefix loop / capture: {speedup:.1f}x (goal >= 25x)"
+    )
     return 0
 
 

@@ -53,15 +53,28 @@ def ranked_clouds(autoencoder, hidden: np.ndarray) -> np.ndarray:
         return codes[:, token, rank].numpy()  # (n_seen, N, d_particle)
 
 
-def measure(name: str, states: np.ndarray, positions: np.ndarray, owner: np.ndarray,
-            clouds: np.ndarray, seconds: float) -> dict:
+def measure(
+    name: str,
+    states: np.ndarray,
+    positions: np.ndarray,
+    owner: np.ndarray,
+    clouds: np.ndarray,
+    seconds: float,
+) -> dict:
     figures = token_figures(states, positions, np.broadcast_to(owner, positions.shape[:2]))
     # layer 0 is left out: repeated tokens have identical embeddings there, so their
     # particles coincide by right
     distinct = min(len(np.unique(c, axis=0)) for c in clouds[1:])
-    return {"design": name, "trust": figures.token_trust, "corr": figures.distance_correlation,
-            "spread": figures.token_spread, "base_trust": figures.baseline_trust,
-            "base_corr": figures.baseline_correlation, "distinct": distinct, "seconds": seconds}
+    return {
+        "design": name,
+        "trust": figures.token_trust,
+        "corr": figures.distance_correlation,
+        "spread": figures.token_spread,
+        "base_trust": figures.baseline_trust,
+        "base_corr": figures.baseline_correlation,
+        "distinct": distinct,
+        "seconds": seconds,
+    }
 
 
 def token_time_move(scan) -> float:
@@ -70,10 +83,10 @@ def token_time_move(scan) -> float:
     worst = 0.0
     for step in range(1, scan.n_steps):
         n_before = scan.step_lengths[step - 1]
-        before = token_places(scan.positions[step - 1], scan.particle_tokens[step - 1],
-                              n_before)
-        after = token_places(scan.positions[step], scan.particle_tokens[step],
-                             scan.step_lengths[step])[:, :n_before]
+        before = token_places(scan.positions[step - 1], scan.particle_tokens[step - 1], n_before)
+        after = token_places(
+            scan.positions[step], scan.particle_tokens[step], scan.step_lengths[step]
+        )[:, :n_before]
         pos = scan.positions[step]
         radius = np.linalg.norm(pos - pos.mean(1, keepdims=True), axis=-1).mean()
         worst = max(worst, float(np.linalg.norm(after - before, axis=-1).max() / radius))
@@ -81,13 +94,19 @@ def token_time_move(scan) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--prompts", type=Path, default=DEFAULT_PROMPTS)
     parser.add_argument("--autoencoder", help="artifact folder (default: the packaged one)")
     parser.add_argument("--designs", default="ranked+fast,grouped+fast,grouped+tokens")
-    parser.add_argument("--token-time", type=int, default=2, metavar="N",
-                        help="also scan the N shortest prompts token by token (0: skip)")
+    parser.add_argument(
+        "--token-time",
+        type=int,
+        default=2,
+        metavar="N",
+        help="also scan the N shortest prompts token by token (0: skip)",
+    )
     args = parser.parse_args(argv)
     designs = args.designs.split(",")
     loaded = load_model("embedded", device="cpu")
@@ -105,45 +124,80 @@ def main(argv: list[str] | None = None) -> int:
                 scan = scan_capture(cap, autoencoder, ScanOptions(surface=_no_surface()))
                 positions, clouds = scan.positions[-1], scan.clouds[-1]
             else:
-                clouds = ranked_clouds(autoencoder, states) if design == "ranked+fast" \
+                clouds = (
+                    ranked_clouds(autoencoder, states)
+                    if design == "ranked+fast"
                     else encoded.clouds
+                )
                 with torch_threads(1):
                     positions = project(clouds, ScanOptions(projection="fast"))
             seconds = time.perf_counter() - start
-            rows.append({"prompt": prompt, "n_tokens": cap.n_tokens,
-                         **measure(design, states, positions, encoded.particle_tokens, clouds,
-                                   seconds)})
-    print(f"{len(prompts)} held-out prompts of {min(r[0] for r in r2)}–{max(r[0] for r in r2)} "
-          f"tokens ({args.prompts.name}); {autoencoder.config.n_particles} particles × "
-          f"{autoencoder.config.d_particle}; cells over prompts and layers")
-    header = (f"{'design':<16}{'trust mean':>11}{'worst':>8}{'dcorr':>8}{'spread':>8}"
-              f"{'distinct*':>10}{'s/prompt':>10}")
+            rows.append(
+                {
+                    "prompt": prompt,
+                    "n_tokens": cap.n_tokens,
+                    **measure(design, states, positions, encoded.particle_tokens, clouds, seconds),
+                }
+            )
+    print(
+        f"{len(prompts)} held-out prompts of {min(r[0] for r in r2)}–{max(r[0] for r in r2)} "
+        f"tokens ({args.prompts.name}); {autoencoder.config.n_particles} particles × "
+        f"{autoencoder.config.d_particle}; cells over prompts and layers"
+    )
+    header = (
+        f"{'design':<16}{'trust mean':>11}{'worst':>8}{'dcorr':>8}{'spread':>8}"
+        f"{'distinct*':>10}{'s/prompt':>10}"
+    )
     print(header)
     baseline = [r for r in rows if r["design"] == designs[0]]
-    print(_line("PCA-3 baseline", [dict(r, trust=r["base_trust"], corr=r["base_corr"],
-                                        spread=np.zeros(1), distinct=0, seconds=0.0)
-                                   for r in baseline]))
+    print(
+        _line(
+            "PCA-3 baseline",
+            [
+                dict(
+                    r,
+                    trust=r["base_trust"],
+                    corr=r["base_corr"],
+                    spread=np.zeros(1),
+                    distinct=0,
+                    seconds=0.0,
+                )
+                for r in baseline
+            ],
+        )
+    )
     for design in designs:
         print(_line(design, [r for r in rows if r["design"] == design]))
     print("\nper prompt (tokens: trust mean / worst, dcorr; PCA-3 in brackets):")
     for prompt in prompts:
         cells = [r for r in rows if r["prompt"] == prompt]
-        text = "  ".join(f"{r['design']}: {r['trust'].mean():.3f}/{r['trust'].min():.3f} "
-                         f"{r['corr'].mean():.3f}" for r in cells)
-        print(f"  {cells[0]['n_tokens']:>3} tok  [{cells[0]['base_trust'].mean():.3f}/"
-              f"{cells[0]['base_trust'].min():.3f} {cells[0]['base_corr'].mean():.3f}]  {text}")
-    print("* fewest distinct particles of any layer after the embeddings (repeated tokens share "
-          "their embedding)")
+        text = "  ".join(
+            f"{r['design']}: {r['trust'].mean():.3f}/{r['trust'].min():.3f} {r['corr'].mean():.3f}"
+            for r in cells
+        )
+        print(
+            f"  {cells[0]['n_tokens']:>3} tok  [{cells[0]['base_trust'].mean():.3f}/"
+            f"{cells[0]['base_trust'].min():.3f} {cells[0]['base_corr'].mean():.3f}]  {text}"
+        )
+    print(
+        "* fewest distinct particles of any layer after the embeddings (repeated tokens share "
+        "their embedding)"
+    )
     worst_r2 = min(float(v.min()) for _, v in r2)
-    print(f"\nautoencoder R² on these prompts: worst layer {worst_r2:.4f}, mean "
-          f"{np.mean([v.mean() for _, v in r2]):.4f}")
+    print(
+        f"\nautoencoder R² on these prompts: worst layer {worst_r2:.4f}, mean "
+        f"{np.mean([v.mean() for _, v in r2]):.4f}"
+    )
     if args.token_time:
-        for prompt in sorted(prompts, key=len)[:args.token_time]:
+        for prompt in sorted(prompts, key=len)[: args.token_time]:
             cap = capture(loaded, prompt, top_k=0)
-            scan = scan_capture(cap, autoencoder,
-                                ScanOptions(token_time=True, surface=_no_surface()))
-            print(f"token-time, {cap.n_tokens} tokens: largest move of an earlier token's "
-                  f"centroid between steps = {token_time_move(scan):.2e} of the layout radius")
+            scan = scan_capture(
+                cap, autoencoder, ScanOptions(token_time=True, surface=_no_surface())
+            )
+            print(
+                f"token-time, {cap.n_tokens} tokens: largest move of an earlier token's "
+                f"centroid between steps = {token_time_move(scan):.2e} of the layout radius"
+            )
     return 0
 
 
@@ -159,8 +213,10 @@ def _line(name: str, rows: list[dict]) -> str:
     spread = np.concatenate([r["spread"] for r in rows])
     distinct = min(r["distinct"] for r in rows)
     seconds = np.mean([r["seconds"] for r in rows])
-    return (f"{name:<16}{trust.mean():>11.3f}{trust.min():>8.3f}{corr.mean():>8.3f}"
-            f"{spread.mean():>8.3f}{distinct:>10}{seconds:>10.2f}")
+    return (
+        f"{name:<16}{trust.mean():>11.3f}{trust.min():>8.3f}{corr.mean():>8.3f}"
+        f"{spread.mean():>8.3f}{distinct:>10}{seconds:>10.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -23,8 +23,10 @@ from pathlib import Path
 import numpy as np
 
 METHODS = ("fast", "independent", "aligned-umap")
-PROMPT = ("The quick brown fox jumps over the lazy dog because it was hungry, and the dog, "
-          "who had seen it all before, did not even open one eye to watch it go")
+PROMPT = (
+    "The quick brown fox jumps over the lazy dog because it was hungry, and the dog, "
+    "who had seen it all before, did not even open one eye to watch it go"
+)
 
 
 def real_clouds(n_tokens: int) -> np.ndarray:
@@ -73,18 +75,27 @@ def worker(method: str, clouds_file: str, out_file: str, repeats: int, threads: 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--synthetic", action="store_true",
-                        help="synthetic drifting clusters instead of the embedded model")
+    parser.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="synthetic drifting clusters instead of the embedded model",
+    )
     parser.add_argument("--tokens", type=int, default=32, help="prompt tokens (real clouds)")
-    parser.add_argument("--layers", type=int, default=0,
-                        help="use only the first N layer clouds (0: all)")
+    parser.add_argument(
+        "--layers", type=int, default=0, help="use only the first N layer clouds (0: all)"
+    )
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--repeats", type=int, default=3, help="fast mode: 1 cold + N-1 warm")
-    parser.add_argument("--reference-repeats", type=int, default=1,
-                        help="umap modes: 1 cold + N-1 warm (each fit takes minutes)")
+    parser.add_argument(
+        "--reference-repeats",
+        type=int,
+        default=1,
+        help="umap modes: 1 cold + N-1 warm (each fit takes minutes)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--worker", nargs=3, metavar=("METHOD", "CLOUDS", "OUT"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--worker", nargs=3, metavar=("METHOD", "CLOUDS", "OUT"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.worker:
         worker(*args.worker, args.repeats, args.threads)
@@ -94,37 +105,59 @@ def main(argv: list[str] | None = None) -> int:
 
     clouds = synthetic_clouds(31, 1024, 16) if args.synthetic else real_clouds(args.tokens)
     if args.layers:
-        clouds = clouds[:args.layers]
+        clouds = clouds[: args.layers]
     source = "synthetic clusters" if args.synthetic else f"embedded model, {args.tokens} tokens"
-    print(f"clouds: {clouds.shape} ({source}); {args.repeats - 1} warm repeat(s); "
-          f"torch threads {args.threads}", flush=True)
+    print(
+        f"clouds: {clouds.shape} ({source}); {args.repeats - 1} warm repeat(s); "
+        f"torch threads {args.threads}",
+        flush=True,
+    )
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         np.save(f"{tmp}/clouds.npy", clouds)
         for method in args.methods.split(","):
             out = f"{tmp}/{method}.npy"
             repeats = args.repeats if method == "fast" else args.reference_repeats
-            subprocess.run([sys.executable, __file__, "--repeats", str(repeats),
-                            "--threads", str(args.threads), "--worker", method,
-                            f"{tmp}/clouds.npy", out], check=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--repeats",
+                    str(repeats),
+                    "--threads",
+                    str(args.threads),
+                    "--worker",
+                    method,
+                    f"{tmp}/clouds.npy",
+                    out,
+                ],
+                check=True,
+            )
             times = json.loads(Path(out + ".json").read_text())
             fig = faithfulness(clouds, np.load(out), k=10)
             rows[method] = (times, fig)
-            print(f"  {method}: wall {times['wall']}, CPU {times['cpu']}; trust "
-                  f"{fig.trustworthiness.mean():.4f} continuity {fig.continuity.mean():.4f} "
-                  f"disparity {fig.disparity[1:].mean():.4f}", flush=True)
+            print(
+                f"  {method}: wall {times['wall']}, CPU {times['cpu']}; trust "
+                f"{fig.trustworthiness.mean():.4f} continuity {fig.continuity.mean():.4f} "
+                f"disparity {fig.disparity[1:].mean():.4f}",
+                flush=True,
+            )
     ref = rows.get("aligned-umap", (None,))[0]
-    header = ("| method | cold s | warm s | CPU s (last) | speed-up (CPU) | trust k=10 | "
-              "continuity | disparity |")
+    header = (
+        "| method | cold s | warm s | CPU s (last) | speed-up (CPU) | trust k=10 | "
+        "continuity | disparity |"
+    )
     print(header)
     print("|" + "---|" * 8)
     for method, (times, fig) in rows.items():
         warm_wall = min(times["wall"][1:]) if len(times["wall"]) > 1 else float("nan")
         warm_cpu = times["cpu"][-1]
         speed = f"{ref['cpu'][-1] / warm_cpu:.0f}x" if ref else "-"
-        print(f"| {method} | {times['wall'][0]:.1f} | {warm_wall:.1f} | {warm_cpu:.1f} | "
-              f"{speed} | {fig.trustworthiness.mean():.4f} | {fig.continuity.mean():.4f} | "
-              f"{fig.disparity[1:].mean():.4f} |")
+        print(
+            f"| {method} | {times['wall'][0]:.1f} | {warm_wall:.1f} | {warm_cpu:.1f} | "
+            f"{speed} | {fig.trustworthiness.mean():.4f} | {fig.continuity.mean():.4f} | "
+            f"{fig.disparity[1:].mean():.4f} |"
+        )
     return 0
 
 

@@ -22,8 +22,7 @@ from pathlib import Path
 PYTHON = sys.executable
 LAYERSCAN = str(Path(PYTHON).with_name("layerscan"))
 PROMPT = "Hello world"
-PACKAGES = ("torch", "transformers", "sympy", "sklearn", "scipy", "pyvista", "vtkmodules",
-            "numpy")
+PACKAGES = ("torch", "transformers", "sympy", "sklearn", "scipy", "pyvista", "vtkmodules", "numpy")
 """Third-party packages whose cumulative import time the import phase reports."""
 
 _TIMED = """
@@ -38,8 +37,8 @@ print("BENCH " + json.dumps({{"import": t1 - t0, "work": t2 - t1}}), file=sys.st
 _RENDER_UNTIL = """
 import json, sys, time
 t0 = time.perf_counter()
-from layerscan.cli import main
-from layerscan.commands.common import ScanRequest
+from layerscan.cli.main import main
+from layerscan.cli.common import ScanRequest
 
 load, marks = ScanRequest._load, {{}}
 
@@ -64,10 +63,13 @@ RENDER_IMPORTS = _RENDER_UNTIL.format(at_load="raise SystemExit(0)")
 RENDER_FIXED_COST = _RENDER_UNTIL.format(at_load="")
 THREADS = "import torch\ntorch.set_num_threads(1)\n"
 """As the commands load and capture (ScanOptions.threads, default 1)."""
-LOAD_MODEL = ("from layerscan.autoencoder.capture.loading import load_model\n"
-              "load_model('embedded', device='cpu')")
-LOAD_AUTOENCODER = ("from layerscan.autoencoder.artifact import load_autoencoder\n"
-                    "load_autoencoder(None)")
+LOAD_MODEL = (
+    "from layerscan.autoencoder.capture.loading import load_model\n"
+    "load_model('embedded', device='cpu')"
+)
+LOAD_AUTOENCODER = (
+    "from layerscan.autoencoder.artifact import load_autoencoder\nload_autoencoder(None)"
+)
 
 
 def timed_code(imports: str, work: str = "pass") -> list[str]:
@@ -81,18 +83,36 @@ def cases(folder: Path) -> dict[str, list[str]]:
         "layerscan --help": [LAYERSCAN, "--help"],
         "layerscan info": [LAYERSCAN, "info"],
         "imports (render path)": [PYTHON, "-X", "importtime", "-c", RENDER_IMPORTS],
-        "model load": timed_code("import layerscan.autoencoder.capture.loading",
-                                 THREADS + LOAD_MODEL),
-        "autoencoder load": timed_code("import layerscan.autoencoder.artifact",
-                                       THREADS + LOAD_AUTOENCODER),
+        "model load": timed_code(
+            "import layerscan.autoencoder.capture.loading", THREADS + LOAD_MODEL
+        ),
+        "autoencoder load": timed_code(
+            "import layerscan.autoencoder.artifact", THREADS + LOAD_AUTOENCODER
+        ),
         "fixed cost (imports+model+AE)": [PYTHON, "-c", RENDER_FIXED_COST],
-        "layerscan scan (short prompt)": [LAYERSCAN, "scan", PROMPT, "-o",
-                                          str(folder / "bench.scan"), "--overwrite"],
+        "layerscan scan (short prompt)": [
+            LAYERSCAN,
+            "scan",
+            PROMPT,
+            "-o",
+            str(folder / "bench.scan"),
+            "--overwrite",
+        ],
         "layerscan render (scan file, still)": [  # the scan case's file: skipped with it
-            LAYERSCAN, "render", str(folder / "bench.scan"), "-o", str(folder / "bench.png"),
-            "--overwrite"],
-        "layerscan render (default prompt)": [LAYERSCAN, "render", "-o",
-                                              str(folder / "bench.mp4"), "--overwrite"],
+            LAYERSCAN,
+            "render",
+            str(folder / "bench.scan"),
+            "-o",
+            str(folder / "bench.png"),
+            "--overwrite",
+        ],
+        "layerscan render (default prompt)": [
+            LAYERSCAN,
+            "render",
+            "-o",
+            str(folder / "bench.mp4"),
+            "--overwrite",
+        ],
     }
 
 
@@ -131,14 +151,16 @@ def phases(name: str, stdout: str, stderr: str) -> dict[str, float]:
     return out
 
 
-def run_once(argv: list[str], name: str, pythonpath: str | None = None
-             ) -> tuple[float, dict[str, float]]:
+def run_once(
+    argv: list[str], name: str, pythonpath: str | None = None
+) -> tuple[float, dict[str, float]]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if pythonpath:  # a baseline tree, found before the editable install
         env["PYTHONPATH"] = pythonpath
     start = time.perf_counter()  # cwd: away from the source tree, which `-c` would import
-    result = subprocess.run(argv, capture_output=True, text=True, env=env,
-                            cwd=tempfile.gettempdir())
+    result = subprocess.run(
+        argv, capture_output=True, text=True, env=env, cwd=tempfile.gettempdir()
+    )
     wall = time.perf_counter() - start
     if result.returncode != 0:
         raise SystemExit(f"{name} failed ({result.returncode}):\n{result.stderr[-2000:]}")
@@ -146,20 +168,28 @@ def run_once(argv: list[str], name: str, pythonpath: str | None = None
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--skip", nargs="*", default=[],
-                        help="skip cases whose name contains one of these words")
+    parser.add_argument(
+        "--skip", nargs="*", default=[], help="skip cases whose name contains one of these words"
+    )
     parser.add_argument("--json", help="also write the medians here")
-    parser.add_argument("--baseline", metavar="DIR",
-                        help="also run every case with DIR first on PYTHONPATH (a folder "
-                             "holding an older `layerscan` package laid out as installed), "
-                             "interleaved, as 'base: CASE'")
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="also run every case with DIR first on PYTHONPATH (a folder "
+        "holding an older `layerscan` package laid out as installed), "
+        "interleaved, as 'base: CASE'",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        todo = {name: cmd for name, cmd in cases(Path(tmp)).items()
-                if not any(word in name for word in args.skip)}
+        todo = {
+            name: cmd
+            for name, cmd in cases(Path(tmp)).items()
+            if not any(word in name for word in args.skip)
+        }
         paths = {name: None for name in todo}
         if args.baseline:
             for name in list(todo):
@@ -167,8 +197,10 @@ def main(argv: list[str] | None = None) -> int:
                     todo[f"base: {name}"] = todo[name]
                     paths[f"base: {name}"] = args.baseline
             order = list(cases(Path(tmp)))  # each case beside its baseline
-            todo = {name: todo[name] for name in sorted(
-                todo, key=lambda n: (order.index(n.removeprefix("base: ")), n))}
+            todo = {
+                name: todo[name]
+                for name in sorted(todo, key=lambda n: (order.index(n.removeprefix("base: ")), n))
+            }
         walls: dict[str, list[float]] = {name: [] for name in todo}
         parts: dict[str, list[dict[str, float]]] = {name: [] for name in todo}
         run_once(todo["python -c pass"], "warm-up")
@@ -177,12 +209,13 @@ def main(argv: list[str] | None = None) -> int:
                 wall, phase = run_once(cmd, name, paths.get(name))
                 walls[name].append(wall)
                 parts[name].append(phase)
-                print(f"round {round_ + 1}: {name:<36} {wall:6.2f} s", file=sys.stderr,
-                      flush=True)
+                print(f"round {round_ + 1}: {name:<36} {wall:6.2f} s", file=sys.stderr, flush=True)
     floor = statistics.median(walls["python -c pass"])
     load = os.getloadavg()[0]
-    print(f"\nmedian of {args.rounds} rounds, each case a fresh process; load average "
-          f"{load:.1f} on {os.cpu_count()} CPUs")
+    print(
+        f"\nmedian of {args.rounds} rounds, each case a fresh process; load average "
+        f"{load:.1f} on {os.cpu_count()} CPUs"
+    )
     print(f"{'case':<36} {'wall s':>7} {'x floor':>8}  phases (median s)")
     medians = {}
     for name in todo:

@@ -25,8 +25,9 @@ from layerscan.autoencoder.model import ParticleAutoencoder
 from layerscan.autoencoder.training import AutoencoderModule
 
 
-def _steps(module: AutoencoderModule, batches, device: torch.device,
-           steps: int) -> tuple[float, float, float]:
+def _steps(
+    module: AutoencoderModule, batches, device: torch.device, steps: int
+) -> tuple[float, float, float]:
     """(compute s/step, wall s/step including fetching the batch, token-layers/step)."""
     optimizer = torch.optim.AdamW(module.model.parameters(), lr=1e-3)
     module.log = lambda *a, **k: None  # no trainer attached: skip logging
@@ -50,8 +51,9 @@ def _steps(module: AutoencoderModule, batches, device: torch.device,
     return elapsed / counted, wall / counted, tokens / counted
 
 
-def bench_device(datamodule: HiddenStateDataModule, config, device: torch.device,
-                 steps: int) -> dict:
+def bench_device(
+    datamodule: HiddenStateDataModule, config, device: torch.device, steps: int
+) -> dict:
     cache = datamodule.cache
     model = ParticleAutoencoder(config.model, cache.d_model, cache.n_layers)
     model.set_statistics(*datamodule.statistics())
@@ -69,35 +71,47 @@ def bench_device(datamodule: HiddenStateDataModule, config, device: torch.device
 
     compute, _, tokens = _steps(module, repeat(), device, steps)
     busy, wall, fresh_tokens = _steps(module, fresh(), device, steps)
-    return {"device": str(device), "token_layers_per_batch": tokens,
-            "compute_steps_per_s": 1 / compute, "compute_tokens_per_s": tokens / compute,
-            "data_path_steps_per_s": 1 / wall, "data_path_tokens_per_s": fresh_tokens / wall,
-            "busy_fraction": busy / wall}
+    return {
+        "device": str(device),
+        "token_layers_per_batch": tokens,
+        "compute_steps_per_s": 1 / compute,
+        "compute_tokens_per_s": tokens / compute,
+        "data_path_steps_per_s": 1 / wall,
+        "data_path_tokens_per_s": fresh_tokens / wall,
+        "busy_fraction": busy / wall,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", default="default")
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--full-train", action="store_true",
-                        help="also time training the default autoencoder from the cache")
+    parser.add_argument(
+        "--full-train",
+        action="store_true",
+        help="also time training the default autoencoder from the cache",
+    )
     args = parser.parse_args(argv)
     config = load_config(args.config)
     datamodule = HiddenStateDataModule(config, progress=True)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    print(f"cache: {datamodule.info['cache']} ({datamodule.info['n_tokens']} tokens, "
-          f"{datamodule.cache.n_layers + 1} layers); threads={torch.get_num_threads()}")
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available()
-                                       else [])
+    print(
+        f"cache: {datamodule.info['cache']} ({datamodule.info['n_tokens']} tokens, "
+        f"{datamodule.cache.n_layers + 1} layers); threads={torch.get_num_threads()}"
+    )
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     for device in devices:
         r = bench_device(datamodule, config, device, args.steps)
-        print(f"{r['device']}: {r['token_layers_per_batch']} token-layers/batch | compute "
-              f"{r['compute_tokens_per_s']:,.0f} tok/s ({r['compute_steps_per_s']:.2f} "
-              f"steps/s) | with data path {r['data_path_tokens_per_s']:,.0f} tok/s "
-              f"({r['data_path_steps_per_s']:.2f} steps/s) | device busy "
-              f"{100 * r['busy_fraction']:.0f}%")
+        print(
+            f"{r['device']}: {r['token_layers_per_batch']} token-layers/batch | compute "
+            f"{r['compute_tokens_per_s']:,.0f} tok/s ({r['compute_steps_per_s']:.2f} "
+            f"steps/s) | with data path {r['data_path_tokens_per_s']:,.0f} tok/s "
+            f"({r['data_path_steps_per_s']:.2f} steps/s) | device busy "
+            f"{100 * r['busy_fraction']:.0f}%"
+        )
     if args.full_train:
         from layerscan.autoencoder.training import train
 
@@ -107,9 +121,11 @@ def main(argv: list[str] | None = None) -> int:
             result = train(config, progress=False)
             minutes = (time.perf_counter() - started) / 60
         print(result.report)
-        print(f"trained the default from cached states in {minutes:.1f} min (train.max_minutes"
-              f" = {config.train.max_minutes}; {result.metrics['worst_r2_up_to_64']:.3f} worst "
-              f"layer R² up to 64 tokens)")
+        print(
+            f"trained the default from cached states in {minutes:.1f} min (train.max_minutes"
+            f" = {config.train.max_minutes}; {result.metrics['worst_r2_up_to_64']:.3f} worst "
+            f"layer R² up to 64 tokens)"
+        )
     return 0
 
 

@@ -51,15 +51,22 @@ def held_out_sequences(loaded, trained, n_tokens: int, count: int) -> list[list[
     recorded = trained.config.training.get("run_config", {})
     data = from_dict(DataConfig, recorded.get("data", {}))
     seed = from_dict(TrainConfig, recorded.get("train", {})).seed
-    docs = default_documents(loaded, cache_dir() / "corpus", data.continuation_tokens,
-                             data.continuations_per_seed, data.max_documents, seed,
-                             progress=False)
+    docs = default_documents(
+        loaded,
+        cache_dir() / "corpus",
+        data.continuation_tokens,
+        data.continuations_per_seed,
+        data.max_documents,
+        seed,
+        progress=False,
+    )
     ids = [i for i in (loaded.tokenizer(d, verbose=False)["input_ids"] for d in docs) if i]
     _, held = split_windows(list(range(len(ids))), data.val_fraction, seed)  # one per doc
     separator = loaded.tokenizer("\n\n", add_special_tokens=False)["input_ids"]
     stream = [t for doc in held for t in ids[doc] + separator]
-    return [stream[start:start + n_tokens] for start in range(0, len(stream) - n_tokens + 1,
-                                                             n_tokens)][:count]
+    return [
+        stream[start : start + n_tokens] for start in range(0, len(stream) - n_tokens + 1, n_tokens)
+    ][:count]
 
 
 def main() -> None:
@@ -70,17 +77,20 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     trained = load_autoencoder(args.autoencoder)
-    loaded = load_model(trained.config.model_id if args.autoencoder else "embedded",
-                        device="cpu")
+    loaded = load_model(trained.config.model_id if args.autoencoder else "embedded", device="cpu")
     n_tokens = min(args.max_tokens, trained.config.max_tokens)
     sequences = held_out_sequences(loaded, trained, n_tokens, args.sequences)
     started = time.perf_counter()
     options = CaptureOptions(normalization=trained.config.normalization, top_k=0)
-    states = [capture(loaded, loaded.tokenizer.decode(ids), options).hidden[:, :n_tokens]
-              for ids in sequences]
-    print(f"{len(states)} held-out sequences of {n_tokens} tokens, captured in "
-          f"{time.perf_counter() - started:.0f} s; the network was trained up to "
-          f"{trained.config.max_len} tokens")
+    states = [
+        capture(loaded, loaded.tokenizer.decode(ids), options).hidden[:, :n_tokens]
+        for ids in sequences
+    ]
+    print(
+        f"{len(states)} held-out sequences of {n_tokens} tokens, captured in "
+        f"{time.perf_counter() - started:.0f} s; the network was trained up to "
+        f"{trained.config.max_len} tokens"
+    )
     plain = copy.deepcopy(trained.model)
     for parameter in plain.decode_mlp.parameters():
         parameter.data.zero_()  # missing coordinates at their corpus mean
@@ -89,14 +99,16 @@ def main() -> None:
     lengths = tuple(n for n in EVAL_LENGTHS if n <= n_tokens)
     full = evaluate(trained.model, source, indices, lengths, batch_windows=1)
     bare = evaluate(plain, source, indices, lengths, batch_windows=1)
-    print(f"{'tokens':>7} {'worst':>7} {'mean':>7} {'net off':>8} {'off mean':>9} "
-          f"{'mean-pool':>10}")
+    print(
+        f"{'tokens':>7} {'worst':>7} {'mean':>7} {'net off':>8} {'off mean':>9} {'mean-pool':>10}"
+    )
     for n in full["lengths"]:
         key = str(n)
-        r2, off, pooled = (np.array(m[key]) for m in (full["r2"], bare["r2"],
-                                                       full["mean_pool_r2"]))
-        print(f"{n:>7} {r2.min():>7.3f} {r2.mean():>7.3f} {off.min():>8.3f} {off.mean():>9.3f} "
-              f"{pooled.mean():>10.3f}")
+        r2, off, pooled = (np.array(m[key]) for m in (full["r2"], bare["r2"], full["mean_pool_r2"]))
+        print(
+            f"{n:>7} {r2.min():>7.3f} {r2.mean():>7.3f} {off.min():>8.3f} {off.mean():>9.3f} "
+            f"{pooled.mean():>10.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -37,8 +37,9 @@ from layerscan.autoencoder.evaluation import evaluate
 from layerscan.autoencoder.model import ParticleAutoencoder
 
 
-def linear_code(config, datamodule: HiddenStateDataModule, statistics,
-                n_anchors: int) -> ParticleAutoencoder:
+def linear_code(
+    config, datamodule: HiddenStateDataModule, statistics, n_anchors: int
+) -> ParticleAutoencoder:
     """The autoencoder's routing with PCA bases only (no learned decoder)."""
     cache = datamodule.cache
     shape = dataclasses.replace(config.model, n_anchors=n_anchors, d_hidden=0)
@@ -64,18 +65,19 @@ def motion(model: ParticleAutoencoder, states: torch.Tensor) -> tuple[float, flo
     from layerscan.geometry.projection import make_projection
 
     n_layers, n_tokens = states.shape[0] - 1, states.shape[1]
-    clouds = model.encode(states, torch.arange(n_layers + 1),
-                          torch.full((n_layers + 1,), n_tokens))
+    clouds = model.encode(states, torch.arange(n_layers + 1), torch.full((n_layers + 1,), n_tokens))
     clouds = clouds.numpy()
-    change = np.linalg.norm(clouds[1:] - clouds[:-1], axis=(1, 2)) \
-        / np.linalg.norm(clouds[1:], axis=(1, 2))
+    change = np.linalg.norm(clouds[1:] - clouds[:-1], axis=(1, 2)) / np.linalg.norm(
+        clouds[1:], axis=(1, 2)
+    )
     layouts = make_projection("fast", random_state=0).fit(clouds).embedding_
     return float(change.mean()), float(procrustes_disparity(layouts)[1:].mean())
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", default="configs/default.yaml")
     parser.add_argument("--autoencoder", help="trained artifact (default: the packaged one)")
     parser.add_argument("--anchors", default="", help="also these anchor counts, e.g. 1,2,4,8")
@@ -88,12 +90,15 @@ def main(argv: list[str] | None = None) -> int:
     counts = sorted({config.model.n_anchors, *(int(a) for a in args.anchors.split(",") if a)})
     rows = {"per-layer PCA": lambda: linear_code(config, datamodule, statistics, n_layers + 1)}
     for count in counts:
-        rows[f"anchor PCA ({count})"] = \
-            lambda count=count: linear_code(config, datamodule, statistics, count)
+        rows[f"anchor PCA ({count})"] = lambda count=count: linear_code(
+            config, datamodule, statistics, count
+        )
     rows["trained autoencoder"] = lambda: load_autoencoder(args.autoencoder).model
     states = prompt_states(config.data.language_model)
-    print(f"held-out windows: {len(datamodule.val_indices)}; R² cells: worst layer / mean; "
-          f"motion of a {states.shape[1]}-token prompt: cloud change per layer, 3D disparity")
+    print(
+        f"held-out windows: {len(datamodule.val_indices)}; R² cells: worst layer / mean; "
+        f"motion of a {states.shape[1]}-token prompt: cloud change per layer, 3D disparity"
+    )
     header = None
     for name, build in rows.items():
         model = build()
@@ -101,8 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         if header is None:
             header = f"{'code':<22}" + "".join(f"{f'{n} tok':>15}" for n in metrics["lengths"])
             print(header + f"{'change':>9}{'dispar':>9}")
-        cells = "".join(f"{min(metrics['r2'][str(n)]):>7.3f} / {_mean(metrics['r2'][str(n)]):.3f}"
-                        for n in metrics["lengths"])
+        cells = "".join(
+            f"{min(metrics['r2'][str(n)]):>7.3f} / {_mean(metrics['r2'][str(n)]):.3f}"
+            for n in metrics["lengths"]
+        )
         change, disparity = motion(model, states)
         print(f"{name:<22}{cells}{change:>9.3f}{disparity:>9.3f}", flush=True)
     return 0

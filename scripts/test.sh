@@ -15,4 +15,5 @@ if ! command -v node >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/de
     || echo "could not install nodejs; the HTML script tests will be skipped" >&2
 fi
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
 exec .venv/bin/python -m pytest "$@"

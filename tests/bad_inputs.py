@@ -23,11 +23,31 @@ from typing import NamedTuple
 REPO = Path(__file__).resolve().parents[1]
 MARKER = "UNPICKLED"
 """A file that a pickle payload creates if anything ever unpickles it."""
-QUICK = ("--resolution", "160x120", "--frames-per-layer", "1", "--hold", "0", "--orbit", "0",
-         "--no-progress", "--no-overlays")
+QUICK = (
+    "--resolution",
+    "160x120",
+    "--frames-per-layer",
+    "1",
+    "--hold",
+    "0",
+    "--orbit",
+    "0",
+    "--no-progress",
+    "--no-overlays",
+)
 """Render options that make a movie of a synthetic scan in well under a second."""
-TRAIN = ("train", "--config", "tiny", "--corpus", "corpus.txt", "--set",
-         "data.language_model={llama}", "--no-progress", "--cache-dir", "{cache}")
+TRAIN = (
+    "train",
+    "--config",
+    "tiny",
+    "--corpus",
+    "corpus.txt",
+    "--set",
+    "data.language_model={llama}",
+    "--no-progress",
+    "--cache-dir",
+    "{cache}",
+)
 """A tiny training run; every case with it fails before any training starts."""
 
 
@@ -80,10 +100,12 @@ def snapshot(folder: Path) -> dict[str, str]:
 
 # ---- setups -------------------------------------------------------------------------------
 
+
 def _file(name: str, text: str = "precious") -> Callable[[Path], None]:
     def setup(work: Path) -> None:
         (work / name).parent.mkdir(parents=True, exist_ok=True)
         (work / name).write_text(text)
+
     return setup
 
 
@@ -97,6 +119,7 @@ def _folder(name: str, manifest: bool = False, extra: bool = False) -> Callable[
             (folder / ".layerscan-output.json").write_text(json.dumps({"entries": names}))
         if extra:
             (folder / "notes.txt").write_text("also mine")
+
     return setup
 
 
@@ -104,6 +127,7 @@ def _both(*setups: Callable[[Path], None]) -> Callable[[Path], None]:
     def setup(work: Path) -> None:
         for step in setups:
             step(work)
+
     return setup
 
 
@@ -121,6 +145,7 @@ def _pickle_file(name: str) -> Callable[[Path], None]:
     def setup(work: Path) -> None:
         (work / name).parent.mkdir(parents=True, exist_ok=True)
         (work / name).write_bytes(pickle.dumps({"state_dict": _Payload(work / MARKER)}))
+
     return setup
 
 
@@ -131,10 +156,12 @@ def _input_in_sub(work: Path) -> None:
 
 def _copy_of(source_key: str, name: str, edit: Callable[[Path], None]):
     """Copies a prepared folder ({llama} or {ae}) into the case's folder and edits it."""
+
     def setup(work: Path) -> None:
         source = Path(os.environ["LAYERSCAN_MATRIX_" + source_key.upper()])
         shutil.copytree(source, work / name)
         edit(work / name)
+
     return setup
 
 
@@ -147,8 +174,10 @@ def _wider(folder: Path) -> None:
 def _adapter_for(base: str) -> Callable[[Path], None]:
     def setup(work: Path) -> None:
         (work / "adapter").mkdir()
-        (work / "adapter" / "adapter_config.json").write_text(json.dumps(
-            {"peft_type": "LORA", "base_model_name_or_path": base}))
+        (work / "adapter" / "adapter_config.json").write_text(
+            json.dumps({"peft_type": "LORA", "base_model_name_or_path": base})
+        )
+
     return setup
 
 
@@ -184,10 +213,29 @@ OUTPUT_KINDS = {
     "diff-scan": (("diff", "d.scan"), "again.scan", False),
     "export-html": (("export", "x.scan"), "page.html", False),
     "export-vtp": (("export", "x.scan"), "meshes", True),
-    "scan": (("scan", "the fox", "--model", "{llama}", "--autoencoder", "{ae}", "--epochs", "5",
-              "--surface", "none", "--top-k", "2"), "out.scan", False),
-    "capture": (("capture", "the fox", "--model", "{llama}", "--top-k", "2"),
-                "cap.safetensors", False),
+    "scan": (
+        (
+            "scan",
+            "the fox",
+            "--model",
+            "{llama}",
+            "--autoencoder",
+            "{ae}",
+            "--epochs",
+            "5",
+            "--surface",
+            "none",
+            "--top-k",
+            "2",
+        ),
+        "out.scan",
+        False,
+    ),
+    "capture": (
+        ("capture", "the fox", "--model", "{llama}", "--top-k", "2"),
+        "cap.safetensors",
+        False,
+    ),
     "train-output": ((*TRAIN, "--output"), "run", True),
     "train-export": ((*TRAIN, "--output", "run", "--export"), "artifact", True),
 }
@@ -198,18 +246,31 @@ def _output_cases() -> list[Case]:
     for kind, (argv, name, folder) in OUTPUT_KINDS.items():
         training = kind.startswith("train")
         cases += [
-            Case(f"{kind}: onto an existing file", (*argv, *(() if training else ("-o",)), name),
-                 exit_code=2 if folder else 0, message="is a file" if folder else "",
-                 setup=_file(name), replaces=() if folder else (name,)),
-            Case(f"{kind}: onto a non-empty folder", (*argv, *(() if training else ("-o",)),
-                                                      name),
-                 message="is a folder" if not folder else "not empty", setup=_folder(name)),
-            Case(f"{kind}: onto the current folder", (*argv, *(() if training else ("-o",)),
-                                                      "."),
-                 message="the current folder"),
-            Case(f"{kind}: parent is a file", (*argv, *(() if training else ("-o",)),
-                                               f"blocker/{name}"),
-                 message="blocker is a file", setup=_file("blocker")),
+            Case(
+                f"{kind}: onto an existing file",
+                (*argv, *(() if training else ("-o",)), name),
+                exit_code=2 if folder else 0,
+                message="is a file" if folder else "",
+                setup=_file(name),
+                replaces=() if folder else (name,),
+            ),
+            Case(
+                f"{kind}: onto a non-empty folder",
+                (*argv, *(() if training else ("-o",)), name),
+                message="is a folder" if not folder else "not empty",
+                setup=_folder(name),
+            ),
+            Case(
+                f"{kind}: onto the current folder",
+                (*argv, *(() if training else ("-o",)), "."),
+                message="the current folder",
+            ),
+            Case(
+                f"{kind}: parent is a file",
+                (*argv, *(() if training else ("-o",)), f"blocker/{name}"),
+                message="blocker is a file",
+                setup=_file("blocker"),
+            ),
         ]
     return cases
 
@@ -217,113 +278,239 @@ def _output_cases() -> list[Case]:
 CASES: list[Case] = [
     *_output_cases(),
     # folders: only layerscan's own, only with --overwrite, never with someone else's files
-    Case("export into an empty folder", ("export", "x.scan", "-o", "empty"), exit_code=0,
-         setup=lambda work: (work / "empty").mkdir()),
-    Case("export over a layerscan folder without --overwrite", ("export", "x.scan", "-o", "m"),
-         message="--overwrite", setup=_folder("m", manifest=True)),
-    Case("export over a layerscan folder with --overwrite",
-         ("export", "x.scan", "-o", "m", "--overwrite"), exit_code=0,
-         setup=_folder("m", manifest=True), replaces=("m/keep.txt", "m/.layerscan-output.json")),
-    Case("export over a layerscan folder holding a foreign file",
-         ("export", "x.scan", "-o", "m", "--overwrite"), message="notes.txt",
-         setup=_folder("m", manifest=True, extra=True)),
-    Case("render frames over a folder with --overwrite but no manifest",
-         ("render", "x.scan", *QUICK, "-o", "frames", "--overwrite"),
-         message="layerscan did not write it", setup=_folder("frames")),
-    Case("export into the folder holding the input", ("export", "sub/x.scan", "-o", "sub"),
-         message="holds the input", setup=_input_in_sub),
-    Case("export -o the home folder", ("export", "x.scan", "-o", "~"), message="home folder",
-         setup=lambda work: (work / "home").mkdir(), env={"HOME": "{work}/home"}),
-    Case("export -o the filesystem root", ("export", "x.scan", "-o", "/"),
-         message="filesystem root"),
-    Case("export -o a folder above the current one", ("export", "x.scan", "-o", ".."),
-         message="holds the current folder"),
-    Case("render under /proc", ("render", "x.scan", *QUICK, "-o", "/proc/x.mp4"),
-         message="cannot write in /proc"),
-    Case("scan under /proc (before the model loads)",
-         ("scan", "the fox", "--model", "{llama}", "-o", "/proc/layerscan/x.scan"),
-         message="cannot write in /proc"),
-    Case("scan -o a folder named .scan", ("scan", "the fox", "--model", "{llama}", "-o",
-                                          "dir.scan"),
-         message="is a folder", setup=_folder("dir.scan")),
-    Case("render --save-scan onto a folder", ("render", "x.scan", *QUICK, "-o", "a.mp4",
-                                              "--save-scan", "kept"),
-         message="--save-scan kept: is a folder", setup=_folder("kept")),
-    Case("train --output over a foreign folder (no --resume)", (*TRAIN, "--output", "mine"),
-         message="not a layerscan training run", setup=_folder("mine")),
+    Case(
+        "export into an empty folder",
+        ("export", "x.scan", "-o", "empty"),
+        exit_code=0,
+        setup=lambda work: (work / "empty").mkdir(),
+    ),
+    Case(
+        "export over a layerscan folder without --overwrite",
+        ("export", "x.scan", "-o", "m"),
+        message="--overwrite",
+        setup=_folder("m", manifest=True),
+    ),
+    Case(
+        "export over a layerscan folder with --overwrite",
+        ("export", "x.scan", "-o", "m", "--overwrite"),
+        exit_code=0,
+        setup=_folder("m", manifest=True),
+        replaces=("m/keep.txt", "m/.layerscan-output.json"),
+    ),
+    Case(
+        "export over a layerscan folder holding a foreign file",
+        ("export", "x.scan", "-o", "m", "--overwrite"),
+        message="notes.txt",
+        setup=_folder("m", manifest=True, extra=True),
+    ),
+    Case(
+        "render frames over a folder with --overwrite but no manifest",
+        ("render", "x.scan", *QUICK, "-o", "frames", "--overwrite"),
+        message="layerscan did not write it",
+        setup=_folder("frames"),
+    ),
+    Case(
+        "export into the folder holding the input",
+        ("export", "sub/x.scan", "-o", "sub"),
+        message="holds the input",
+        setup=_input_in_sub,
+    ),
+    Case(
+        "export -o the home folder",
+        ("export", "x.scan", "-o", "~"),
+        message="home folder",
+        setup=lambda work: (work / "home").mkdir(),
+        env={"HOME": "{work}/home"},
+    ),
+    Case(
+        "export -o the filesystem root", ("export", "x.scan", "-o", "/"), message="filesystem root"
+    ),
+    Case(
+        "export -o a folder above the current one",
+        ("export", "x.scan", "-o", ".."),
+        message="holds the current folder",
+    ),
+    Case(
+        "render under /proc",
+        ("render", "x.scan", *QUICK, "-o", "/proc/x.mp4"),
+        message="cannot write in /proc",
+    ),
+    Case(
+        "scan under /proc (before the model loads)",
+        ("scan", "the fox", "--model", "{llama}", "-o", "/proc/layerscan/x.scan"),
+        message="cannot write in /proc",
+    ),
+    Case(
+        "scan -o a folder named .scan",
+        ("scan", "the fox", "--model", "{llama}", "-o", "dir.scan"),
+        message="is a folder",
+        setup=_folder("dir.scan"),
+    ),
+    Case(
+        "render --save-scan onto a folder",
+        ("render", "x.scan", *QUICK, "-o", "a.mp4", "--save-scan", "kept"),
+        message="--save-scan kept: is a folder",
+        setup=_folder("kept"),
+    ),
+    Case(
+        "train --output over a foreign folder (no --resume)",
+        (*TRAIN, "--output", "mine"),
+        message="not a layerscan training run",
+        setup=_folder("mine"),
+    ),
     # inputs that must be refused, never run
-    Case("pickled model weights (.bin) are never unpickled", ("capture", "hi", "--model",
-                                                              "pickled"),
-         message="safetensors", setup=_copy_of("llama", "pickled", _pickled_weights)),
-    Case("pickled last.ckpt is never unpickled", (*TRAIN, "--output", "run", "--resume"),
-         message="corrupt", setup=_pickle_file("run/checkpoints/last.ckpt")),
-    Case("pickled autoencoder weights are never unpickled",
-         ("scan", "hi", "--model", "{llama}", "--autoencoder", "bad-ae", "-o", "x2.scan"),
-         message="corrupt", setup=_copy_of("ae", "bad-ae", _pickled_autoencoder)),
-    Case("autoencoder whose config says another hidden size",
-         ("scan", "hi", "--model", "{llama}", "--autoencoder", "ae768", "-o", "x2.scan"),
-         message="hidden 768 vs 32", setup=_copy_of("ae", "ae768", _hidden_768)),
-    Case("model folder with only config.json", ("capture", "hi", "--model", "cfg-only"),
-         message="no tokenizer files", setup=_copy_of("llama", "cfg-only", _only_config)),
-    Case("model folder without config.json", ("capture", "hi", "--model", "blocker-dir"),
-         message="has no config.json", setup=_folder("blocker-dir")),
-    Case("model folder that does not exist", ("capture", "hi", "--model", "./nope"),
-         message="does not exist"),
-    Case("corrupt scan file", ("render", "bad.scan", *QUICK, "-o", "a.mp4"),
-         message="corrupt", setup=_file("bad.scan", "not a scan")),
-    Case("a diff scan given to render", ("render", "d.scan", *QUICK, "-o", "a.mp4"),
-         message="holds a diff"),
-    Case("unknown output type", ("render", "x.scan", "-o", "out.avi"),
-         message="unknown output type"),
-    Case("bad --resolution", ("render", "x.scan", "--resolution", "big", "-o", "a.mp4"),
-         message="--resolution: 'big' is not a size"),
-    Case("odd video size", ("render", "x.scan", *QUICK, "--resolution", "161x120", "-o",
-                            "a.mp4"),
-         message="even width"),
+    Case(
+        "pickled model weights (.bin) are never unpickled",
+        ("capture", "hi", "--model", "pickled"),
+        message="safetensors",
+        setup=_copy_of("llama", "pickled", _pickled_weights),
+    ),
+    Case(
+        "pickled last.ckpt is never unpickled",
+        (*TRAIN, "--output", "run", "--resume"),
+        message="corrupt",
+        setup=_pickle_file("run/checkpoints/last.ckpt"),
+    ),
+    Case(
+        "pickled autoencoder weights are never unpickled",
+        ("scan", "hi", "--model", "{llama}", "--autoencoder", "bad-ae", "-o", "x2.scan"),
+        message="corrupt",
+        setup=_copy_of("ae", "bad-ae", _pickled_autoencoder),
+    ),
+    Case(
+        "autoencoder whose config says another hidden size",
+        ("scan", "hi", "--model", "{llama}", "--autoencoder", "ae768", "-o", "x2.scan"),
+        message="hidden 768 vs 32",
+        setup=_copy_of("ae", "ae768", _hidden_768),
+    ),
+    Case(
+        "model folder with only config.json",
+        ("capture", "hi", "--model", "cfg-only"),
+        message="no tokenizer files",
+        setup=_copy_of("llama", "cfg-only", _only_config),
+    ),
+    Case(
+        "model folder without config.json",
+        ("capture", "hi", "--model", "blocker-dir"),
+        message="has no config.json",
+        setup=_folder("blocker-dir"),
+    ),
+    Case(
+        "model folder that does not exist",
+        ("capture", "hi", "--model", "./nope"),
+        message="does not exist",
+    ),
+    Case(
+        "corrupt scan file",
+        ("render", "bad.scan", *QUICK, "-o", "a.mp4"),
+        message="corrupt",
+        setup=_file("bad.scan", "not a scan"),
+    ),
+    Case(
+        "a diff scan given to render",
+        ("render", "d.scan", *QUICK, "-o", "a.mp4"),
+        message="holds a diff",
+    ),
+    Case(
+        "unknown output type", ("render", "x.scan", "-o", "out.avi"), message="unknown output type"
+    ),
+    Case(
+        "bad --resolution",
+        ("render", "x.scan", "--resolution", "big", "-o", "a.mp4"),
+        message="--resolution: 'big' is not a size",
+    ),
+    Case(
+        "odd video size",
+        ("render", "x.scan", *QUICK, "--resolution", "161x120", "-o", "a.mp4"),
+        message="even width",
+    ),
     Case("empty prompt", ("capture", "  ", "--model", "{llama}"), message="prompt is empty"),
-    Case("prompt longer than the context", ("capture", "one two three " * 40, "--model",
-                                            "{llama}"),
-         message="exceed the context"),
-    Case("--generate on an encoder needs a causal model", ("capture", "hi", "--model",
-                                                           "{bert}", "--generate", "2"),
-         message="not a causal LM"),
-    Case("unknown config key", ("train", "--config", "tiny", "--set", "model.bogus=1"),
-         message="unknown key"),
-    Case("a scan file that does not exist", ("export", "missing.scan", "-o", "a.html"),
-         message="no such file"),
+    Case(
+        "prompt longer than the context",
+        ("capture", "one two three " * 40, "--model", "{llama}"),
+        message="exceed the context",
+    ),
+    Case(
+        "--generate on an encoder needs a causal model",
+        ("capture", "hi", "--model", "{bert}", "--generate", "2"),
+        message="not a causal LM",
+    ),
+    Case(
+        "unknown config key",
+        ("train", "--config", "tiny", "--set", "model.bogus=1"),
+        message="unknown key",
+    ),
+    Case(
+        "a scan file that does not exist",
+        ("export", "missing.scan", "-o", "a.html"),
+        message="no such file",
+    ),
     # flag values: checked in the options dataclasses' __post_init__, before any work
-    Case("--layer nan", ("render", "x.scan", *QUICK, "--layer", "nan", "-o", "s.png"),
-         message="--layer"),
-    Case("--layer 999 is clamped to the last layer, with a note",
-         ("render", "x.scan", *QUICK, "--layer", "999", "-o", "s.png"), exit_code=0),
-    Case("--hold -3", ("render", "x.scan", *QUICK, "--hold", "-3", "-o", "a.mp4"),
-         message="--hold"),
-    Case("--top-k -1", ("capture", "hi", "--model", "{llama}", "--top-k", "-1"),
-         message="--top-k"),
-    Case("--top-k 100000", ("capture", "hi", "--model", "{llama}", "--top-k", "100000"),
-         message="exceeds the vocabulary"),
-    Case("--temperature -1", ("capture", "hi", "--model", "{llama}", "--generate", "1",
-                              "--sample", "--temperature", "-1"),
-         message="--temperature"),
-    Case("export -o out.xyz", ("export", "x.scan", "-o", "out.xyz"),
-         message="unknown export type"),
+    Case(
+        "--layer nan",
+        ("render", "x.scan", *QUICK, "--layer", "nan", "-o", "s.png"),
+        message="--layer",
+    ),
+    Case(
+        "--layer 999 is clamped to the last layer, with a note",
+        ("render", "x.scan", *QUICK, "--layer", "999", "-o", "s.png"),
+        exit_code=0,
+    ),
+    Case(
+        "--hold -3", ("render", "x.scan", *QUICK, "--hold", "-3", "-o", "a.mp4"), message="--hold"
+    ),
+    Case("--top-k -1", ("capture", "hi", "--model", "{llama}", "--top-k", "-1"), message="--top-k"),
+    Case(
+        "--top-k 100000",
+        ("capture", "hi", "--model", "{llama}", "--top-k", "100000"),
+        message="exceeds the vocabulary",
+    ),
+    Case(
+        "--temperature -1",
+        (
+            "capture",
+            "hi",
+            "--model",
+            "{llama}",
+            "--generate",
+            "1",
+            "--sample",
+            "--temperature",
+            "-1",
+        ),
+        message="--temperature",
+    ),
+    Case("export -o out.xyz", ("export", "x.scan", "-o", "out.xyz"), message="unknown export type"),
     # model-vs-model: refused from configs, before any weights load
-    Case("diff --model-b of another hidden size", ("diff", "the fox", "--model", "{llama}",
-                                                   "--model-b", "wide", "-o", "m.scan"),
-         message="differ in shape", setup=_copy_of("llama", "wide", _wider)),
-    Case("diff --model-b an adapter for another base model",
-         ("diff", "the fox", "--model", "{llama}", "--model-b", "adapter", "-o", "m.scan"),
-         message="trained on someone/other-model", setup=_adapter_for("someone/other-model")),
-    Case("diff --adapter a folder without adapter_config.json",
-         ("diff", "the fox", "--model", "{llama}", "--adapter", "sub", "-o", "m.scan"),
-         message="adapter_config.json", setup=_folder("sub")),
-    Case("heatmap --token first", ("heatmap", "hi", "--token", "first", "-o", "h.png"),
-         message="invalid choice"),
+    Case(
+        "diff --model-b of another hidden size",
+        ("diff", "the fox", "--model", "{llama}", "--model-b", "wide", "-o", "m.scan"),
+        message="differ in shape",
+        setup=_copy_of("llama", "wide", _wider),
+    ),
+    Case(
+        "diff --model-b an adapter for another base model",
+        ("diff", "the fox", "--model", "{llama}", "--model-b", "adapter", "-o", "m.scan"),
+        message="trained on someone/other-model",
+        setup=_adapter_for("someone/other-model"),
+    ),
+    Case(
+        "diff --adapter a folder without adapter_config.json",
+        ("diff", "the fox", "--model", "{llama}", "--adapter", "sub", "-o", "m.scan"),
+        message="adapter_config.json",
+        setup=_folder("sub"),
+    ),
+    Case(
+        "heatmap --token first",
+        ("heatmap", "hi", "--token", "first", "-o", "h.png"),
+        message="invalid choice",
+    ),
     Case("heatmap -o h.jpg", ("heatmap", "hi", "-o", "h.jpg"), message="written as .png"),
 ]
 
 
 # ---- running a case -------------------------------------------------------------------------
+
 
 def prepare_inputs(root: Path) -> dict[str, str]:
     """Synthetic scans, a tiny Llama and BERT, a tiny autoencoder and a corpus under `root`."""
@@ -341,8 +528,13 @@ def prepare_inputs(root: Path) -> dict[str, str]:
     bert = save_tiny_model("bert", root / "bert")
     trained = autoencoder_for(load_model(str(llama), device="cpu"), [PROMPT])
     ae = export_autoencoder(trained.model, trained.config, root / "ae")
-    return {"llama": str(llama), "bert": str(bert), "ae": str(ae), "cache": str(root / "cache"),
-            "inputs": str(root)}
+    return {
+        "llama": str(llama),
+        "bert": str(bert),
+        "ae": str(ae),
+        "cache": str(root / "cache"),
+        "inputs": str(root),
+    }
 
 
 def prepare_case(case: Case, work: Path, inputs: dict[str, str]) -> tuple[list[str], dict]:
@@ -366,7 +558,7 @@ def _one_line(stderr: str) -> str:
 
 def run_in_process(case: Case, work: Path, inputs: dict[str, str]) -> Result:
     """Run a case through `layerscan.cli.main` in this process (chdir into its folder)."""
-    from layerscan.cli import main
+    from layerscan.cli.main import main
 
     argv, env = prepare_case(case, work, inputs)
     before = snapshot(work)
@@ -374,8 +566,11 @@ def run_in_process(case: Case, work: Path, inputs: dict[str, str]) -> Result:
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
     try:
-        with contextlib.chdir(work), contextlib.redirect_stderr(err), \
-                contextlib.redirect_stdout(io.StringIO()):
+        with (
+            contextlib.chdir(work),
+            contextlib.redirect_stderr(err),
+            contextlib.redirect_stdout(io.StringIO()),
+        ):
             code = main(argv)
     finally:
         for key, value in saved.items():
@@ -386,14 +581,19 @@ def run_in_process(case: Case, work: Path, inputs: dict[str, str]) -> Result:
     return Result(code, err.getvalue(), before, snapshot(work))
 
 
-def run_subprocess(case: Case, work: Path, inputs: dict[str, str],
-                   timeout: float = 300) -> Result:
+def run_subprocess(case: Case, work: Path, inputs: dict[str, str], timeout: float = 300) -> Result:
     """Run a case as `python -m layerscan ...` in its own folder."""
     argv, env = prepare_case(case, work, inputs)
     before = snapshot(work)
     full_env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", **env)
-    proc = subprocess.run([sys.executable, "-m", "layerscan", *argv], cwd=work, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "layerscan", *argv],
+        cwd=work,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     return Result(proc.returncode, proc.stderr, before, snapshot(work))
 
 

@@ -23,8 +23,7 @@ def tiny_models(tiny_model_dirs) -> dict:
     """{architecture: LoadedModel} for the tiny random models, on the CPU."""
     from layerscan.autoencoder.capture.loading import load_model
 
-    return {arch: load_model(str(folder), device="cpu")
-            for arch, folder in tiny_model_dirs.items()}
+    return {arch: load_model(str(folder), device="cpu") for arch, folder in tiny_model_dirs.items()}
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,20 @@ from scipy.spatial import ConvexHull, cKDTree
 
 from layerscan.geometry.scan_file import DiffScan, Scan, Surface
 
-WORDS = ["The", " quick", " brown", " fox", " jumps", " over", " the", " lazy", " dog",
-         " because", " it", " was"]
+WORDS = [
+    "The",
+    " quick",
+    " brown",
+    " fox",
+    " jumps",
+    " over",
+    " the",
+    " lazy",
+    " dog",
+    " because",
+    " it",
+    " was",
+]
 
 
 def _hull(points: np.ndarray) -> Surface:
@@ -20,9 +32,18 @@ def _hull(points: np.ndarray) -> Surface:
     return Surface(points[used].astype(np.float32), remap[hull.simplices].astype(np.int32))
 
 
-def make_scan(n_layers: int = 4, n_particles: int = 256, n_tokens: int = 6, n_steps: int = 1,
-              d_particle: int = 8, k_neighbors: int = 5, top_k: int = 5, with_lens: bool = True,
-              seed: int = 0, shift: float = 0.0) -> Scan:
+def make_scan(
+    n_layers: int = 4,
+    n_particles: int = 256,
+    n_tokens: int = 6,
+    n_steps: int = 1,
+    d_particle: int = 8,
+    k_neighbors: int = 5,
+    top_k: int = 5,
+    with_lens: bool = True,
+    seed: int = 0,
+    shift: float = 0.0,
+) -> Scan:
     """A scan whose cloud turns from a ball into a twisted ring of lumps through layer-time.
 
     Args:
@@ -43,9 +64,15 @@ def make_scan(n_layers: int = 4, n_particles: int = 256, n_tokens: int = 6, n_st
     step_lengths = list(range(n_tokens - n_steps + 1, n_tokens + 1))
     base = rng.normal(size=(n_particles, 3)).astype(np.float32)  # (n_particles, 3)
     # each step routes particle i to token floor(i * n / N), as the autoencoder does
-    particle_tokens = np.stack([np.broadcast_to(
-        (np.arange(n_particles) * n // n_particles).astype(np.int32), (n_frames, n_particles))
-        for n in step_lengths])  # (n_steps, n_layers+1, n_particles)
+    particle_tokens = np.stack(
+        [
+            np.broadcast_to(
+                (np.arange(n_particles) * n // n_particles).astype(np.int32),
+                (n_frames, n_particles),
+            )
+            for n in step_lengths
+        ]
+    )  # (n_steps, n_layers+1, n_particles)
     angle = np.arange(n_tokens) * (2 * np.pi / max(n_tokens, 1))
     centres = np.stack([np.cos(angle), np.sin(angle), np.zeros_like(angle)], 1) * 4.0
     group = particle_tokens[-1, 0] % 4
@@ -54,8 +81,10 @@ def make_scan(n_layers: int = 4, n_particles: int = 256, n_tokens: int = 6, n_st
         for layer in range(n_frames):
             t = layer / max(n_layers, 1)
             twist = t * np.pi * 0.5
-            rot = np.array([[np.cos(twist), -np.sin(twist), 0],
-                            [np.sin(twist), np.cos(twist), 0], [0, 0, 1]], np.float32)
+            rot = np.array(
+                [[np.cos(twist), -np.sin(twist), 0], [np.sin(twist), np.cos(twist), 0], [0, 0, 1]],
+                np.float32,
+            )
             own = centres[particle_tokens[s, layer]] * (0.3 + 0.7 * t)  # (n_particles, 3)
             pts = (own + base * (0.6 - 0.4 * t)) @ rot.T
             pts[:, 0] += shift * layer
@@ -69,18 +98,28 @@ def make_scan(n_layers: int = 4, n_particles: int = 256, n_tokens: int = 6, n_st
             _, idx = cKDTree(positions[s, layer]).query(positions[s, layer], k_neighbors + 1)
             neighbors[s, layer] = idx[:, 1:]
     metric = np.linspace(0.8, 0.97, n_frames, dtype=np.float32)
-    surfaces = [[_hull(positions[s, layer][group == 0]) for layer in range(n_frames)]
-                for s in range(n_steps)]
+    surfaces = [
+        [_hull(positions[s, layer][group == 0]) for layer in range(n_frames)]
+        for s in range(n_steps)
+    ]
     lens_tokens = lens_probs = None
     if with_lens:
-        lens_tokens = [[[WORDS[(i + layer + j) % len(WORDS)] for j in range(top_k)]
-                        for i in range(n_tokens)] for layer in range(n_frames)]
+        lens_tokens = [
+            [[WORDS[(i + layer + j) % len(WORDS)] for j in range(top_k)] for i in range(n_tokens)]
+            for layer in range(n_frames)
+        ]
         raw = rng.random((n_frames, n_tokens, top_k)).astype(np.float32)
         lens_probs = -np.sort(-raw / raw.sum(-1, keepdims=True) * 0.9, axis=-1)
     scan = Scan(
-        prompt="".join(tokens), model_id="synthetic", tokens=tokens, n_prompt_tokens=n_tokens,
+        prompt="".join(tokens),
+        model_id="synthetic",
+        tokens=tokens,
+        n_prompt_tokens=n_tokens,
         layer_names=["embeddings"] + [f"block {i}" for i in range(1, n_frames)],
-        step_lengths=step_lengths, clouds=clouds, positions=positions, neighbors=neighbors,
+        step_lengths=step_lengths,
+        clouds=clouds,
+        positions=positions,
+        neighbors=neighbors,
         reconstruction_r2=np.tile(metric, (n_steps, 1)),
         trustworthiness=np.tile(metric[::-1].copy(), (n_steps, 1)),
         continuity=np.tile(metric, (n_steps, 1)),
@@ -91,15 +130,18 @@ def make_scan(n_layers: int = 4, n_particles: int = 256, n_tokens: int = 6, n_st
         token_spread=np.full((n_steps, n_frames), 0.1, np.float32),
         baseline_trust=np.tile(metric - 0.05, (n_steps, 1)),
         baseline_correlation=np.tile(metric - 0.2, (n_steps, 1)),
-        surfaces=surfaces, lens_tokens=lens_tokens,
+        surfaces=surfaces,
+        lens_tokens=lens_tokens,
         lens_probs=None if lens_probs is None else lens_probs.astype(np.float32),
-        settings={"synthetic": True, "seed": seed})
+        settings={"synthetic": True, "seed": seed},
+    )
     scan.validate()
     return scan
 
 
-def make_diff(n_layers: int = 4, n_particles: int = 256, n_tokens: int = 6,
-              seed: int = 0) -> DiffScan:
+def make_diff(
+    n_layers: int = 4, n_particles: int = 256, n_tokens: int = 6, seed: int = 0
+) -> DiffScan:
     """Two synthetic scans in one space that drift apart from layer 1 on."""
     a = make_scan(n_layers, n_particles, n_tokens, seed=seed)
     b = make_scan(n_layers, n_particles, n_tokens, seed=seed, shift=0.4)
@@ -111,7 +153,13 @@ def make_diff(n_layers: int = 4, n_particles: int = 256, n_tokens: int = 6,
     divergence = disp_cloud.mean(-1).astype(np.float32)  # (n_layers+1,)
     token_div = np.zeros((n_layers + 1, n_tokens), np.float32)
     token_div[1:, 2:] = np.linspace(0.1, 1.0, n_layers)[:, None]
-    return DiffScan(a=a, b=b, displacement_cloud=disp_cloud.astype(np.float32),
-                    displacement_3d=disp_3d.astype(np.float32), divergence=divergence,
-                    peak_layer=int(np.argmax(divergence)), token_divergence=token_div,
-                    differing_tokens=[2])
+    return DiffScan(
+        a=a,
+        b=b,
+        displacement_cloud=disp_cloud.astype(np.float32),
+        displacement_3d=disp_3d.astype(np.float32),
+        divergence=divergence,
+        peak_layer=int(np.argmax(divergence)),
+        token_divergence=token_div,
+        differing_tokens=[2],
+    )

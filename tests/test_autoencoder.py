@@ -17,7 +17,7 @@ from layerscan.autoencoder.artifact import (
 from layerscan.autoencoder.capture.capture_file import Capture
 from layerscan.autoencoder.config import ModelConfig, RunConfig, load_config
 from layerscan.autoencoder.model import ParticleAutoencoder, routing
-from layerscan.errors import LayerscanError
+from layerscan.core.errors import LayerscanError
 
 D_MODEL, N_LAYERS = 24, 3
 SMALL = ModelConfig(n_particles=96, d_particle=4, max_len=32, d_pos=8, n_anchors=2, d_hidden=16)
@@ -27,8 +27,10 @@ def _states(n_tokens: int, seed: int = 0) -> np.ndarray:
     """(n_layers+1, n_tokens, d_model) correlated random states with per-layer scales."""
     rng = np.random.default_rng(seed)
     base = rng.normal(size=(n_tokens, D_MODEL))
-    layers = [base @ rng.normal(size=(D_MODEL, D_MODEL)) * (1 + layer) + layer
-              for layer in range(N_LAYERS + 1)]
+    layers = [
+        base @ rng.normal(size=(D_MODEL, D_MODEL)) * (1 + layer) + layer
+        for layer in range(N_LAYERS + 1)
+    ]
     return np.stack(layers).astype(np.float32)
 
 
@@ -45,9 +47,16 @@ def _fitted(config: ModelConfig = SMALL, seed: int = 0) -> ParticleAutoencoder:
 
 
 def _trained(config: ModelConfig = SMALL) -> TrainedAutoencoder:
-    return TrainedAutoencoder(_fitted(config), ArtifactConfig(
-        model_id="tiny/test", d_model=D_MODEL, n_layers=N_LAYERS, normalization="final-norm",
-        model=config))
+    return TrainedAutoencoder(
+        _fitted(config),
+        ArtifactConfig(
+            model_id="tiny/test",
+            d_model=D_MODEL,
+            n_layers=N_LAYERS,
+            normalization="final-norm",
+            model=config,
+        ),
+    )
 
 
 def test_routing_gives_every_token_particles_and_every_particle_a_token():
@@ -82,14 +91,15 @@ def test_shapes_and_padding_independence():
         assert (out.reconstruction[1, 7:] == 0).all()
         for row in range(4):  # a row alone gives the same cloud as inside a mixed batch
             n = int(lengths[row])
-            alone = model(batch[row:row + 1, :n], layer[row:row + 1], lengths[row:row + 1])
+            alone = model(batch[row : row + 1, :n], layer[row : row + 1], lengths[row : row + 1])
             torch.testing.assert_close(alone.clouds[0], out.clouds[row], atol=1e-5, rtol=1e-5)
 
 
 def test_short_prompts_are_exact_whatever_the_decoder_learned():
     # 96 particles, 6 ranks x 4 features = 24 = d_model: prompts of <= 16 tokens are exact
-    config = ModelConfig(n_particles=96, d_particle=4, max_len=32, d_pos=8, n_anchors=2,
-                         d_hidden=16)
+    config = ModelConfig(
+        n_particles=96, d_particle=4, max_len=32, d_pos=8, n_anchors=2, d_hidden=16
+    )
     trained = _trained(config)
     with torch.no_grad():  # as if trained: the predictor of missing coordinates is not zero
         for param in trained.model.decode_mlp.parameters():
@@ -142,16 +152,17 @@ def test_layer_bases_are_orthonormal_and_turn_smoothly():
     torch.testing.assert_close(model.basis[0].abs(), model.anchors[0].abs(), atol=1e-4, rtol=0)
     k = model.d_particle
     for start in range(0, D_MODEL, k):
-        last, anchor = model.basis[-1, start:start + k], model.anchors[1, start:start + k]
+        last, anchor = model.basis[-1, start : start + k], model.anchors[1, start : start + k]
         torch.testing.assert_close(last.T @ last, anchor.T @ anchor, atol=1e-4, rtol=0)
     # ... and each particle's block is turned as close to the previous layer's as it can be:
     # after the best rotation, before @ here.T is symmetric positive semi-definite, so its
     # trace is its nuclear norm
     for layer in range(1, model.basis.shape[0]):
         for start in range(0, D_MODEL, k):
-            overlap = basis[layer - 1, start:start + k] @ basis[layer, start:start + k].T
+            overlap = basis[layer - 1, start : start + k] @ basis[layer, start : start + k].T
             assert torch.trace(overlap) == pytest.approx(
-                torch.linalg.svdvals(overlap).sum().item(), abs=1e-4)
+                torch.linalg.svdvals(overlap).sum().item(), abs=1e-4
+            )
             torch.testing.assert_close(overlap, overlap.T, atol=1e-4, rtol=0)
 
 
@@ -163,10 +174,8 @@ def test_token_codes_are_causal_so_prefixes_share_them():
     changed[:, 15:] += 5.0
     prefixes = trained.encode_prefixes(changed, [10, 15, 20])
     # later tokens do not change earlier codes (up to float rounding of batched matmuls)
-    np.testing.assert_allclose(prefixes[0].clouds, trained.encode(states[:, :10]).clouds,
-                               atol=1e-5)
-    np.testing.assert_allclose(prefixes[1].clouds, trained.encode(states[:, :15]).clouds,
-                               atol=1e-5)
+    np.testing.assert_allclose(prefixes[0].clouds, trained.encode(states[:, :10]).clouds, atol=1e-5)
+    np.testing.assert_allclose(prefixes[1].clouds, trained.encode(states[:, :15]).clouds, atol=1e-5)
     assert not np.array_equal(prefixes[2].clouds, full.clouds)
 
 
@@ -186,16 +195,22 @@ def test_encode_is_deterministic_and_matches_prefix_batching():
 def test_artifact_round_trip_is_bit_identical(tmp_path):
     trained = _trained()
     folder = export_autoencoder(trained.model, trained.config, tmp_path / "ae")
-    assert sorted(p.name for p in folder.iterdir()) == [".layerscan-output.json", "config.json",
-                                                        "weights.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        ".layerscan-output.json",
+        "config.json",
+        "weights.safetensors",
+    ]
     loaded = load_autoencoder(folder)
     assert loaded.config.n_particles == 96 and loaded.config.max_len == 32
     states = _states(17)
     np.testing.assert_array_equal(loaded.encode(states).clouds, trained.encode(states).clouds)
-    half = load_autoencoder(export_autoencoder(trained.model, trained.config,
-                                               tmp_path / "half", half=True))
-    assert half.encode(states).reconstruction_r2.min() > \
-        trained.encode(states).reconstruction_r2.min() - 0.01
+    half = load_autoencoder(
+        export_autoencoder(trained.model, trained.config, tmp_path / "half", half=True)
+    )
+    assert (
+        half.encode(states).reconstruction_r2.min()
+        > trained.encode(states).reconstruction_r2.min() - 0.01
+    )
 
 
 def test_bad_artifacts_are_one_line_errors(tmp_path):
@@ -228,12 +243,25 @@ def test_bad_artifacts_are_one_line_errors(tmp_path):
 
 def test_mismatches_name_both_sides():
     trained = _trained()
-    capture = Capture(hidden=_states(5), token_ids=list(range(5)), tokens=list("abcde"),
-                      n_prompt_tokens=5, model_id="tiny/test", revision=None,
-                      architecture="llama", normalization="final-norm", is_causal=True)
+    capture = Capture(
+        hidden=_states(5),
+        token_ids=list(range(5)),
+        tokens=list("abcde"),
+        n_prompt_tokens=5,
+        model_id="tiny/test",
+        revision=None,
+        architecture="llama",
+        normalization="final-norm",
+        is_causal=True,
+    )
     trained.check_compatible(capture)
-    other = Capture(**{**capture.__dict__, "model_id": "other/model",
-                       "hidden": np.zeros((N_LAYERS + 1, 5, 32), np.float32)})
+    other = Capture(
+        **{
+            **capture.__dict__,
+            "model_id": "other/model",
+            "hidden": np.zeros((N_LAYERS + 1, 5, 32), np.float32),
+        }
+    )
     with pytest.raises(LayerscanError, match="tiny/test.*other/model"):
         trained.check_compatible(other)
     raw = Capture(**{**capture.__dict__, "normalization": "raw"})

@@ -12,8 +12,8 @@ import torch
 from layerscan.autoencoder.capture.architectures import lens_head
 from layerscan.autoencoder.capture.capture_file import Capture
 from layerscan.autoencoder.capture.hidden_states import capture, hidden_states_batch
-from layerscan.cli import main
-from layerscan.errors import LayerscanError
+from layerscan.cli.main import main
+from layerscan.core.errors import LayerscanError
 from tests.tiny_models import ARCHITECTURES, CAUSAL, CONTEXT
 
 PROMPT = "the quick brown fox jumps over the lazy dog"
@@ -47,8 +47,9 @@ def test_final_norm_last_layer_matches_the_model_and_lens_matches_logits(tiny_mo
     np.testing.assert_allclose(result.lens_probs[-1], top.values.numpy(), atol=1e-5)
     head = lens_head(loaded.model)  # the output embedding, with Gemma 2's logit soft cap
     logits_from_capture = head(torch.from_numpy(result.hidden[-1]))
-    np.testing.assert_allclose(logits_from_capture.detach().numpy(), out.logits[0].numpy(),
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        logits_from_capture.detach().numpy(), out.logits[0].numpy(), atol=1e-4
+    )
     raw = capture(loaded, PROMPT, normalization="raw", top_k=0)
     assert not np.allclose(raw.hidden[-1], result.hidden[-1], atol=1e-3)  # raw is un-normed
     np.testing.assert_allclose(raw.hidden[0], out.hidden_states[0][0].numpy(), atol=1e-6)
@@ -61,12 +62,13 @@ def test_lens_last_keeps_the_last_tokens_lens_and_marks_the_rest_empty(tiny_mode
     full = capture(loaded, PROMPT, top_k=4, lens_last=0)
     last = capture(loaded, PROMPT, top_k=4, lens_last=3)
     n = len(full.tokens)
-    np.testing.assert_array_equal(last.lens_ids[:, n - 3:], full.lens_ids[:, n - 3:])
-    np.testing.assert_allclose(last.lens_probs[:, n - 3:], full.lens_probs[:, n - 3:])
-    assert (last.lens_ids[:, :n - 3] == -1).all() and not last.lens_probs[:, :n - 3].any()
-    assert all(t == "" for layer in last.lens_tokens for row in layer[:n - 3] for t in row)
-    assert capture(loaded, PROMPT, top_k=4, lens_last=100).lens_ids.tolist() == \
-        full.lens_ids.tolist()
+    np.testing.assert_array_equal(last.lens_ids[:, n - 3 :], full.lens_ids[:, n - 3 :])
+    np.testing.assert_allclose(last.lens_probs[:, n - 3 :], full.lens_probs[:, n - 3 :])
+    assert (last.lens_ids[:, : n - 3] == -1).all() and not last.lens_probs[:, : n - 3].any()
+    assert all(t == "" for layer in last.lens_tokens for row in layer[: n - 3] for t in row)
+    assert (
+        capture(loaded, PROMPT, top_k=4, lens_last=100).lens_ids.tolist() == full.lens_ids.tolist()
+    )
 
 
 @pytest.mark.parametrize("arch", CAUSAL)
@@ -102,7 +104,8 @@ def test_generation_streams_states_with_the_kv_cache(tiny_models, arch):
     seen_lengths = []
     embeddings = loaded.model.get_input_embeddings()
     handle = embeddings.register_forward_hook(
-        lambda module, inputs, output: seen_lengths.append(inputs[0].shape[-1]))
+        lambda module, inputs, output: seen_lengths.append(inputs[0].shape[-1])
+    )
     try:
         result = capture(loaded, PROMPT, generate=4, top_k=2)
     finally:
@@ -110,8 +113,9 @@ def test_generation_streams_states_with_the_kv_cache(tiny_models, arch):
     assert seen_lengths == [len(prompt_ids), 1, 1, 1, 1]  # prompt once, then one token a step
     assert result.n_prompt_tokens == len(prompt_ids) and result.n_tokens == len(prompt_ids) + 4
     with torch.no_grad():
-        greedy = loaded.model.generate(torch.tensor([prompt_ids]), max_new_tokens=4,
-                                       do_sample=False, pad_token_id=0)
+        greedy = loaded.model.generate(
+            torch.tensor([prompt_ids]), max_new_tokens=4, do_sample=False, pad_token_id=0
+        )
     assert result.token_ids == greedy[0].tolist()
     whole = hidden_states_batch(loaded, [result.token_ids])[0]
     assert np.abs(whole - result.hidden).max() <= 1e-4
@@ -134,7 +138,10 @@ def test_save_load_round_trip(tiny_models, tmp_path):
     np.testing.assert_array_equal(back.lens_ids, result.lens_ids)
     assert back.tokens == result.tokens and back.lens_tokens == result.lens_tokens
     assert (back.model_id, back.normalization, back.n_prompt_tokens) == (
-        result.model_id, result.normalization, result.n_prompt_tokens)
+        result.model_id,
+        result.normalization,
+        result.n_prompt_tokens,
+    )
     assert not list(tmp_path.glob(".*partial*"))
 
 
@@ -153,14 +160,15 @@ def test_bad_files_get_clear_errors(tiny_models, tmp_path):
         Capture.load(tmp_path / "foreign.safetensors")
     data = good.read_bytes()
     n = struct.unpack("<Q", data[:8])[0]
-    header = json.loads(data[8:8 + n])
+    header = json.loads(data[8 : 8 + n])
     meta = json.loads(header["__metadata__"]["layerscan"])
     meta["format_version"] = 99
     header["__metadata__"]["layerscan"] = json.dumps(meta)
     blob = json.dumps(header).encode()
     blob += b" " * (-len(blob) % 8)
-    (tmp_path / "future.safetensors").write_bytes(struct.pack("<Q", len(blob)) + blob
-                                                  + data[8 + n:])
+    (tmp_path / "future.safetensors").write_bytes(
+        struct.pack("<Q", len(blob)) + blob + data[8 + n :]
+    )
     with pytest.raises(LayerscanError, match="version 99"):
         Capture.load(tmp_path / "future.safetensors")
 
@@ -202,9 +210,14 @@ def test_encoder_final_norm_is_raw_and_lens_uses_the_mlm_head(tiny_models):
 def test_remote_code_needs_the_flag(tmp_path, capsys):
     folder = tmp_path / "custom"
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({
-        "model_type": "layerscan-custom",
-        "auto_map": {"AutoConfig": "configuration_custom.CustomConfig"}}))
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "layerscan-custom",
+                "auto_map": {"AutoConfig": "configuration_custom.CustomConfig"},
+            }
+        )
+    )
     (folder / "configuration_custom.py").write_text("raise SystemExit('remote code ran')\n")
     assert main(["info", "--model", str(folder)]) == 2
     err = capsys.readouterr().err
@@ -213,8 +226,23 @@ def test_remote_code_needs_the_flag(tmp_path, capsys):
 
 def test_cli_capture_writes_a_file_and_errors_are_one_line(tiny_model_dirs, tmp_path, capsys):
     out = tmp_path / "cap.safetensors"
-    assert main(["capture", PROMPT, "--model", str(tiny_model_dirs["llama"]), "--device", "cpu",
-                 "--generate", "2", "-o", str(out)]) == 0
+    assert (
+        main(
+            [
+                "capture",
+                PROMPT,
+                "--model",
+                str(tiny_model_dirs["llama"]),
+                "--device",
+                "cpu",
+                "--generate",
+                "2",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "3 hidden states x" in printed and "logit lens" in printed
     assert Capture.load(out).n_tokens == Capture.load(out).n_prompt_tokens + 2

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import pyvista as pv
 
-from layerscan.cli import main
-from layerscan.errors import LayerscanError
+from layerscan.cli.main import main
+from layerscan.core.errors import LayerscanError
 from layerscan.geometry.scene import frames as fr
 from layerscan.geometry.scene.export import export_html, export_meshes
 from tests.synthetic_scan import make_diff, make_scan
@@ -77,12 +77,13 @@ def test_html_is_self_contained(scan, tmp_path):
     pos = scan.positions[-1]  # (n_layers+1, n_particles, 3)
     centre, radius = fr.bounds_of(pos)
     np.testing.assert_allclose(positions.reshape(pos.shape), (pos - centre) / radius, atol=1e-6)
-    assert panel["metrics"]["token_trust"] == pytest.approx(
-        scan.token_trust[-1].tolist(), abs=1e-4)
+    assert panel["metrics"]["token_trust"] == pytest.approx(scan.token_trust[-1].tolist(), abs=1e-4)
 
 
-@pytest.mark.skipif(shutil.which("node") is None,
-                    reason="node not installed (scripts/test.sh installs nodejs where it can)")
+@pytest.mark.skipif(
+    shutil.which("node") is None,
+    reason="node not installed (scripts/test.sh installs nodejs where it can)",
+)
 def test_html_script_parses(scan, tmp_path):
     page = export_html(scan, tmp_path / "scan.html").read_text()
     script = page.split("<script>")[1].split("</script>")[0]
@@ -129,8 +130,13 @@ def test_html_script_draws_every_particle(tmp_path):
     diff = make_diff(n_layers=3, n_particles=150)
     export_html(diff, tmp_path / "d.html")
     (tmp_path / "harness.js").write_text(HARNESS)
-    result = subprocess.run([node, str(tmp_path / "harness.js"), str(tmp_path / "d.html")],
-                            check=True, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [node, str(tmp_path / "harness.js"), str(tmp_path / "d.html")],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     counts = json.loads(result.stdout)
     assert counts["frames"] >= 5 and counts["fillRect"] >= 5 * 2 * 150
     assert float(counts["layer"]) > 0  # it played
@@ -139,16 +145,21 @@ def test_html_script_draws_every_particle(tmp_path):
 def test_html_diff_and_cli(tmp_path, capsys):
     diff = make_diff(n_layers=2, n_particles=100)
     diff.save(tmp_path / "d.scan")
-    assert main(["export", "--diff", str(tmp_path / "d.scan"), "-o",
-                 str(tmp_path / "d.html")]) == 0
+    assert main(["export", "--diff", str(tmp_path / "d.scan"), "-o", str(tmp_path / "d.html")]) == 0
     page = (tmp_path / "d.html").read_text()
     assert '"divergence"' in page and '"differing_tokens":[2]' in page
     make_scan(n_layers=2, n_particles=64).save(tmp_path / "s.scan")
-    assert main(["export", str(tmp_path / "s.scan"), "-o", str(tmp_path / "meshes"),
-                 "--format", "ply"]) == 0
+    assert (
+        main(
+            ["export", str(tmp_path / "s.scan"), "-o", str(tmp_path / "meshes"), "--format", "ply"]
+        )
+        == 0
+    )
     assert (tmp_path / "meshes" / "cloud_layer02.ply").is_file()
-    assert main(["export", str(tmp_path / "s.scan"), "-o", str(tmp_path / "x.txt.html"),
-                 "--diff"]) == 2
+    assert (
+        main(["export", str(tmp_path / "s.scan"), "-o", str(tmp_path / "x.txt.html"), "--diff"])
+        == 2
+    )
     assert "wrote" in capsys.readouterr().out
     with pytest.raises(LayerscanError, match="html"):
         export_html(diff, tmp_path / "d.txt")

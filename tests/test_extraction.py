@@ -16,12 +16,14 @@ import pytest
 
 from layerscan.autoencoder.cache import ExtractionJob, HiddenStateCache, build_cache
 from layerscan.autoencoder.data import chunk_windows
-from layerscan.cli import main
-from layerscan.errors import Notice
+from layerscan.cli.main import main
+from layerscan.core.errors import Notice
 
 REPO = Path(__file__).resolve().parent.parent
-WORDS = ("the quick brown fox jumps over the lazy dog a transformer turns tokens into hidden "
-         "states layer by layer").split()
+WORDS = (
+    "the quick brown fox jumps over the lazy dog a transformer turns tokens into hidden "
+    "states layer by layer"
+).split()
 MAX_LEN = 32
 BATCH = 8
 SMALL_SHARDS = 1024
@@ -40,8 +42,13 @@ def corpus(tmp_path_factory) -> Path:
     """26 documents, about 35,000 tokens of the tiny tokenizer: five shards of 8192 tokens."""
     rng = random.Random(0)
     path = tmp_path_factory.mktemp("extract-corpus") / "corpus.txt"
-    path.write_text("".join(" ".join(rng.choice(WORDS) for _ in range(rng.randint(50, 400)))
-                            + "\n" for _ in range(26)), encoding="utf-8")
+    path.write_text(
+        "".join(
+            " ".join(rng.choice(WORDS) for _ in range(rng.randint(50, 400))) + "\n"
+            for _ in range(26)
+        ),
+        encoding="utf-8",
+    )
     return path
 
 
@@ -77,10 +84,12 @@ def test_two_processes_write_the_shards_of_one_process(tmp_path, tiny_llama, cor
     from layerscan.autoencoder.config import load_config
     from layerscan.autoencoder.data import HiddenStateDataModule
 
-    single = HiddenStateDataModule(load_config("tiny", _overrides(tiny_llama, corpus)),
-                                   tmp_path / "one", progress=False).cache_folder()
+    single = HiddenStateDataModule(
+        load_config("tiny", _overrides(tiny_llama, corpus)), tmp_path / "one", progress=False
+    ).cache_folder()
     script = tmp_path / "extract.py"  # Lightning starts rank 1 by running this file again
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         import sys
         from layerscan.autoencoder.config import load_config
         from layerscan.autoencoder.data import HiddenStateDataModule
@@ -89,12 +98,24 @@ def test_two_processes_write_the_shards_of_one_process(tmp_path, tiny_llama, cor
         config = load_config("tiny", sys.argv[2:])
         HiddenStateDataModule(config, sys.argv[1], progress=False,
                               extract_in_parallel=extract_in_parallel).cache_folder()
-    """))
+    """)
+    )
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
-    run = subprocess.run([sys.executable, str(script), str(tmp_path / "two"),
-                          *_overrides(tiny_llama, corpus, "train.accelerator=cpu",
-                                      "train.devices=2", "train.strategy=ddp")],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            str(tmp_path / "two"),
+            *_overrides(
+                tiny_llama, corpus, "train.accelerator=cpu", "train.devices=2", "train.strategy=ddp"
+            ),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     log = run.stdout + run.stderr
     assert run.returncode == 0, log[-3000:]
     assert "MEMBER: 2/2" in log and "distributed_backend=gloo" in log
@@ -118,7 +139,7 @@ def test_an_interrupted_build_leaves_no_cache_and_resumes(tmp_path, tiny_llama, 
     def interrupted(ids):
         calls["n"] += 1
         if calls["n"] == stop_at:
-            raise KeyboardInterrupt  # what Ctrl-C raises (layerscan.signals)
+            raise KeyboardInterrupt  # what Ctrl-C raises (layerscan.core.signals)
         return extract(ids)
 
     with pytest.raises(KeyboardInterrupt):
@@ -128,8 +149,9 @@ def test_an_interrupted_build_leaves_no_cache_and_resumes(tmp_path, tiny_llama, 
     with pytest.warns(Notice, match="2 of 6 shards are already written"):
         build_cache(_job(loaded, corpus, job.folder), extract, BATCH, progress=False)
     assert not job.work.exists()
-    reference = build_cache(_job(loaded, corpus, tmp_path / "reference" / "states"), extract,
-                            BATCH, progress=False)
+    reference = build_cache(
+        _job(loaded, corpus, tmp_path / "reference" / "states"), extract, BATCH, progress=False
+    )
     _assert_same_cache(reference, job.folder)
 
 
@@ -139,7 +161,8 @@ def test_a_build_killed_with_sigkill_resumes(tmp_path, tiny_llama, corpus):
 
     folder = tmp_path / "cache" / "states"
     script = tmp_path / "killed.py"  # kill -9 itself halfway through shard 1
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import os, signal
         from layerscan.autoencoder.cache import build_cache
         from layerscan.autoencoder.capture.loading import load_model
@@ -155,9 +178,16 @@ def test_a_build_killed_with_sigkill_resumes(tmp_path, tiny_llama, corpus):
             return extract(ids)
 
         build_cache(job, killed, {BATCH}, progress=False)
-    """))
-    run = subprocess.run([sys.executable, str(script)], cwd=REPO, capture_output=True, text=True,
-                         env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=600)
+    """)
+    )
+    run = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        timeout=600,
+    )
     assert run.returncode == -9, run.stderr[-3000:]
     assert not folder.exists()
     work = folder.parent / ".states.extracting"
@@ -168,16 +198,26 @@ def test_a_build_killed_with_sigkill_resumes(tmp_path, tiny_llama, corpus):
     with pytest.warns(Notice, match="1 of 6 shards"):
         build_cache(_job(loaded, corpus, folder), _extract(loaded), BATCH, progress=False)
     assert not work.exists() and not any(".partial" in n for n in os.listdir(folder))
-    reference = build_cache(_job(loaded, corpus, tmp_path / "reference" / "states"),
-                            _extract(loaded), BATCH, progress=False)
+    reference = build_cache(
+        _job(loaded, corpus, tmp_path / "reference" / "states"),
+        _extract(loaded),
+        BATCH,
+        progress=False,
+    )
     _assert_same_cache(reference, folder)
     assert json.loads((folder / "meta.json").read_text())["format_version"] == 1
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--devices", "two"], "--devices"), (["--devices", "0"], "--devices"),
-    (["--devices", "0,0"], "--devices"), (["--num-nodes", "0"], "--num-nodes"),
-    (["--num-nodes", "x"], "--num-nodes")])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--devices", "two"], "--devices"),
+        (["--devices", "0"], "--devices"),
+        (["--devices", "0,0"], "--devices"),
+        (["--num-nodes", "0"], "--num-nodes"),
+        (["--num-nodes", "x"], "--num-nodes"),
+    ],
+)
 def test_bad_device_flags_fail_with_one_line(flags, message, capsys):
     assert main(["train", "--config", "tiny", *flags]) == 2
     err = capsys.readouterr().err

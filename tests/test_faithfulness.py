@@ -29,18 +29,23 @@ def test_trustworthiness_and_continuity_equal_sklearn(k):
     ours_t, ours_c = trustworthiness(clouds, layouts, k), continuity(clouds, layouts, k)
     for layer in range(3):
         assert ours_t[layer] == pytest.approx(
-            sklearn_trustworthiness(clouds[layer], layouts[layer], n_neighbors=k), abs=1e-5)
+            sklearn_trustworthiness(clouds[layer], layouts[layer], n_neighbors=k), abs=1e-5
+        )
         assert ours_c[layer] == pytest.approx(
-            sklearn_trustworthiness(layouts[layer], clouds[layer], n_neighbors=k), abs=1e-5)
+            sklearn_trustworthiness(layouts[layer], clouds[layer], n_neighbors=k), abs=1e-5
+        )
     assert isinstance(trustworthiness(clouds[0], layouts[0], k), float)
 
 
 def test_spearman_equals_scipys_with_and_without_ties():
     rng = np.random.default_rng(2)
     assert mean_ranks(np.array([3.0, 1.0, 3.0, 2.0, 3.0])).tolist() == [4, 1, 4, 2, 4]
-    for x, y in [(rng.normal(size=300), rng.normal(size=300)),
-                 (rng.integers(0, 5, 300).astype(float), rng.integers(0, 7, 300) * 0.5),
-                 (np.arange(40.0), np.arange(40.0) ** 3), (np.arange(40.0), -np.arange(40.0))]:
+    for x, y in [
+        (rng.normal(size=300), rng.normal(size=300)),
+        (rng.integers(0, 5, 300).astype(float), rng.integers(0, 7, 300) * 0.5),
+        (np.arange(40.0), np.arange(40.0) ** 3),
+        (np.arange(40.0), -np.arange(40.0)),
+    ]:
         y = y + 0.3 * x
         assert spearman(x, y) == pytest.approx(spearmanr(x, y).statistic, abs=1e-12)
     states = rng.normal(size=(2, 12, 16))
@@ -62,7 +67,8 @@ def test_disparity_is_zero_for_rigid_motion_and_matches_scipy():
     assert disparity[2] == pytest.approx(0, abs=1e-6)  # rotated, scaled, shifted: no change
     for layer in (1, 3):  # (layer 0 has no previous layer: defined as 0)
         assert disparity[layer] == pytest.approx(
-            procrustes(layouts[layer - 1], layouts[layer])[2], rel=1e-5)
+            procrustes(layouts[layer - 1], layouts[layer])[2], rel=1e-5
+        )
     assert procrustes_disparity(np.zeros((2, 5, 3)))[1] == 0  # degenerate: no error
 
 

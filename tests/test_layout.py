@@ -8,10 +8,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = {"autoencoder": "layerscan.autoencoder", "geometry": "layerscan.geometry",
-            "layerscan": "layerscan", "configs": "layerscan.configs"}
+PACKAGES = {
+    "autoencoder": "layerscan.autoencoder",
+    "geometry": "layerscan.geometry",
+    "layerscan": "layerscan",
+    "configs": "layerscan.configs",
+}
 """Source folder → the package name it installs as (pyproject's package-dir)."""
-SHARED_COMMAND_MODULES = ("layerscan.commands.common", "layerscan.commands.options")
 
 
 def modules() -> dict[str, set[str]]:
@@ -26,8 +29,9 @@ def modules() -> dict[str, set[str]]:
                 if isinstance(node, ast.Import):
                     imported.update(alias.name for alias in node.names)
                 elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                    imported.update([node.module]
-                                    + [f"{node.module}.{alias.name}" for alias in node.names])
+                    imported.update(
+                        [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+                    )
             found[name] = imported
     return found
 
@@ -35,44 +39,96 @@ def modules() -> dict[str, set[str]]:
 MODULES = modules()
 
 
-def offenders(where: str, forbidden: tuple[str, ...], allowed: tuple[str, ...] = ()
-              ) -> list[str]:
-    return sorted(f"{name} imports {target}" for name, targets in MODULES.items()
-                  if name.startswith(where) and not name.startswith(allowed)
-                  for target in targets
-                  if target.startswith(forbidden) and not target.startswith(name))
+def offenders(where: str, forbidden: tuple[str, ...], allowed: tuple[str, ...] = ()) -> list[str]:
+    return sorted(
+        f"{name} imports {target}"
+        for name, targets in MODULES.items()
+        if name.startswith(where) and not name.startswith(allowed)
+        for target in targets
+        if target.startswith(forbidden) and not target.startswith(name)
+    )
 
 
 def test_the_layout_is_read():
-    assert {"layerscan.autoencoder.model", "layerscan.autoencoder.capture.loading",
-            "layerscan.geometry.pipeline", "layerscan.geometry.scene.scene",
-            "layerscan.commands.render"} <= set(MODULES)
+    assert {
+        "layerscan.autoencoder.model",
+        "layerscan.autoencoder.capture.loading",
+        "layerscan.geometry.pipeline",
+        "layerscan.geometry.scene.scene",
+        "layerscan.cli.commands.render",
+    } <= set(MODULES)
+
+
+STAGES = ("layerscan.autoencoder", "layerscan.geometry", "layerscan.configs")
 
 
 def test_autoencoder_imports_nothing_later():
-    assert offenders("layerscan.autoencoder", ("layerscan.geometry", "layerscan.commands",
-                                               "layerscan.cli")) == []
+    assert offenders("layerscan.autoencoder", ("layerscan.geometry", "layerscan.cli")) == []
+
+
+def test_no_stage_imports_the_command_line():
+    assert offenders(STAGES, ("layerscan.cli",)) == []
+
+
+def test_core_imports_no_stage_and_no_command_line():
+    assert offenders("layerscan.core", (*STAGES, "layerscan.cli")) == []
 
 
 def test_only_the_scene_imports_pyvista_or_vtk():
-    assert offenders("layerscan", ("pyvista", "vtk", "vtkmodules"),
-                     allowed=("layerscan.geometry.scene",)) == []
+    assert (
+        offenders(
+            "layerscan", ("pyvista", "vtk", "vtkmodules"), allowed=("layerscan.geometry.scene",)
+        )
+        == []
+    )
 
 
 def test_only_training_imports_lightning():
-    assert offenders("layerscan", ("pytorch_lightning", "lightning"),
-                     allowed=("layerscan.autoencoder.training",)) == []
+    assert (
+        offenders(
+            "layerscan",
+            ("pytorch_lightning", "lightning"),
+            allowed=("layerscan.autoencoder.training",),
+        )
+        == []
+    )
+
+
+SCAN_RECORDS = (
+    "layerscan.geometry.scan_file",
+    "layerscan.geometry.scan_options",
+    "layerscan.geometry.heatmap",
+)
+"""What the scene may read of the geometry stage: its output records (scans, heatmaps) and
+their options."""
 
 
 def test_the_scene_reads_scan_files_only():
-    assert offenders("layerscan.geometry.scene", ("layerscan.autoencoder",
-                                                  "layerscan.geometry.pipeline",
-                                                  "layerscan.commands")) == []
+    earlier = tuple(
+        n
+        for n in MODULES
+        if n.startswith(("layerscan.geometry.", "layerscan.autoencoder"))
+        and not n.startswith(("layerscan.geometry.scene", *SCAN_RECORDS))
+    )
+    assert offenders("layerscan.geometry.scene", (*earlier, "layerscan.cli")) == []
 
 
-@pytest.mark.parametrize("command", sorted(n for n in MODULES if n.startswith(
-    "layerscan.commands.") and n not in SHARED_COMMAND_MODULES))
+def test_no_module_imports_a_private_name_of_another():
+    private = sorted(
+        f"{name} imports {target}"
+        for name, targets in MODULES.items()
+        for target in targets
+        if target.rsplit(".", 1)[-1].startswith("_")
+        and not target.rsplit(".", 1)[-1].startswith("__")
+        and target.rsplit(".", 1)[0] != name
+        and target.startswith("layerscan")
+    )
+    assert private == []
+
+
+@pytest.mark.parametrize(
+    "command", sorted(n for n in MODULES if n.startswith("layerscan.cli.commands."))
+)
 def test_commands_never_import_each_other(command):
-    others = tuple(n for n in MODULES if n.startswith("layerscan.commands.")
-                   and n not in SHARED_COMMAND_MODULES and n != command)
+    others = tuple(n for n in MODULES if n.startswith("layerscan.cli.commands.") and n != command)
     assert sorted(t for t in MODULES[command] if t.startswith(others)) == []

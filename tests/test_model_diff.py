@@ -13,8 +13,8 @@ import transformers
 from layerscan.autoencoder.artifact import export_autoencoder
 from layerscan.autoencoder.capture.hidden_states import capture
 from layerscan.autoencoder.capture.loading import load_model
-from layerscan.cli import main
-from layerscan.errors import LayerscanError
+from layerscan.cli.main import main
+from layerscan.core.errors import LayerscanError
 from layerscan.geometry.heatmap import HeatmapOptions, heatmap_captures
 from layerscan.geometry.pipeline import diff_captures
 from layerscan.geometry.scan_file import DiffScan
@@ -29,10 +29,17 @@ before it) are identical in A and B, states PERTURBED+1.. differ."""
 
 def tiny_llama() -> transformers.LlamaForCausalLM:
     torch.manual_seed(0)
-    return transformers.LlamaForCausalLM(transformers.LlamaConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=N_LAYERS,
-        num_attention_heads=2, num_key_value_heads=2, vocab_size=VOCAB,
-        max_position_embeddings=CONTEXT))
+    return transformers.LlamaForCausalLM(
+        transformers.LlamaConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=N_LAYERS,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            vocab_size=VOCAB,
+            max_position_embeddings=CONTEXT,
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +70,9 @@ def autoencoder(models):
 
 @pytest.fixture(scope="module")
 def autoencoder_folder(autoencoder, tmp_path_factory):
-    return export_autoencoder(autoencoder.model, autoencoder.config,
-                              tmp_path_factory.mktemp("ae") / "ae")
+    return export_autoencoder(
+        autoencoder.model, autoencoder.config, tmp_path_factory.mktemp("ae") / "ae"
+    )
 
 
 def assert_diverges_from_the_perturbed_block(diff: DiffScan) -> None:
@@ -85,15 +93,23 @@ def test_a_perturbed_block_diverges_exactly_from_that_layer_on(models, autoencod
     assert diff.a.model_id == str(models["base"].model_id) != diff.b.model_id
     assert diff.b.settings["compared"] == "models" and diff.differing_tokens == []
     assert np.isfinite(diff.a.positions).all() and np.isfinite(diff.b.positions).all()
-    same = diff_captures(a, capture(models["base"], PROMPT), autoencoder, FAST,
-                         other_model=True)
+    same = diff_captures(a, capture(models["base"], PROMPT), autoencoder, FAST, other_model=True)
     assert not same.token_divergence.any() and not same.displacement_3d.any()
 
 
-def test_diff_command_compares_two_models_one_or_two_prompts(folders, autoencoder_folder,
-                                                              tmp_path, capsys):
-    common = ["--model", str(folders["base"]), "--model-b", str(folders["tuned"]),
-              "--autoencoder", str(autoencoder_folder), "--epochs", "20"]
+def test_diff_command_compares_two_models_one_or_two_prompts(
+    folders, autoencoder_folder, tmp_path, capsys
+):
+    common = [
+        "--model",
+        str(folders["base"]),
+        "--model-b",
+        str(folders["tuned"]),
+        "--autoencoder",
+        str(autoencoder_folder),
+        "--epochs",
+        "20",
+    ]
     out = tmp_path / "models.scan"
     assert main(["diff", PROMPT, "-o", str(out), *common]) == 0
     assert "models" in capsys.readouterr().err
@@ -105,29 +121,65 @@ def test_diff_command_compares_two_models_one_or_two_prompts(folders, autoencode
     assert main(["diff", PROMPT, other, "-o", str(two), *common]) == 0
     diff = DiffScan.load(two)
     assert diff.b.prompt == other and diff.differing_tokens
-    assert not diff.token_divergence[0, :diff.differing_tokens[0]].any()
+    assert not diff.token_divergence[0, : diff.differing_tokens[0]].any()
 
 
 def test_a_lora_adapter_is_model_b(folders, models, autoencoder_folder, tmp_path):
     peft = pytest.importorskip("peft", reason="peft not installed (pip install layerscan[peft])")
     model = load_model(str(folders["base"]), device="cpu").model
-    config = peft.LoraConfig(r=4, target_modules=["down_proj"], layers_to_transform=[PERTURBED],
-                             init_lora_weights=False)  # random B: the adapter changes the block
+    config = peft.LoraConfig(
+        r=4, target_modules=["down_proj"], layers_to_transform=[PERTURBED], init_lora_weights=False
+    )  # random B: the adapter changes the block
     adapter = tmp_path / "adapter"
     peft.get_peft_model(model, config).save_pretrained(adapter)
     assert json.loads((adapter / "adapter_config.json").read_text())[
-        "base_model_name_or_path"] == str(folders["base"])
+        "base_model_name_or_path"
+    ] == str(folders["base"])
     out = tmp_path / "lora.scan"
-    assert main(["diff", PROMPT, "-o", str(out), "--model", str(folders["base"]), "--model-b",
-                 str(adapter), "--autoencoder", str(autoencoder_folder), "--epochs", "20"]) == 0
+    assert (
+        main(
+            [
+                "diff",
+                PROMPT,
+                "-o",
+                str(out),
+                "--model",
+                str(folders["base"]),
+                "--model-b",
+                str(adapter),
+                "--autoencoder",
+                str(autoencoder_folder),
+                "--epochs",
+                "20",
+            ]
+        )
+        == 0
+    )
     diff = DiffScan.load(out)
     assert_diverges_from_the_perturbed_block(diff)
     assert diff.b.model_id.endswith(str(adapter))
-    assert main(["diff", PROMPT, "-o", str(tmp_path / "a.scan"), "--model", str(folders["base"]),
-                 "--adapter", str(adapter), "--autoencoder", str(autoencoder_folder),
-                 "--epochs", "20"]) == 0
-    assert np.array_equal(DiffScan.load(tmp_path / "a.scan").token_divergence,
-                          diff.token_divergence)
+    assert (
+        main(
+            [
+                "diff",
+                PROMPT,
+                "-o",
+                str(tmp_path / "a.scan"),
+                "--model",
+                str(folders["base"]),
+                "--adapter",
+                str(adapter),
+                "--autoencoder",
+                str(autoencoder_folder),
+                "--epochs",
+                "20",
+            ]
+        )
+        == 0
+    )
+    assert np.array_equal(
+        DiffScan.load(tmp_path / "a.scan").token_divergence, diff.token_divergence
+    )
 
 
 def one_line_error(capsys) -> str:
@@ -137,7 +189,8 @@ def one_line_error(capsys) -> str:
 
 
 def test_bad_model_pairs_fail_in_one_line_before_loading_weights(
-        folders, tiny_model_dirs, autoencoder_folder, tmp_path, capsys, monkeypatch):
+    folders, tiny_model_dirs, autoencoder_folder, tmp_path, capsys, monkeypatch
+):
     import layerscan.autoencoder.capture.loading as loading
     import layerscan.autoencoder.capture.model_pair as model_pair
 
@@ -152,30 +205,60 @@ def test_bad_model_pairs_fail_in_one_line_before_loading_weights(
     # an adapter trained on another base model
     adapter = tmp_path / "adapter"
     adapter.mkdir()
-    (adapter / "adapter_config.json").write_text(json.dumps(
-        {"peft_type": "LORA", "base_model_name_or_path": "someone/another-model"}))
+    (adapter / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "base_model_name_or_path": "someone/another-model"})
+    )
     assert main(["diff", PROMPT, *out, *base, "--model-b", str(adapter)]) == 2
     assert "trained on someone/another-model" in one_line_error(capsys)
     assert main(["diff", PROMPT, *out, *base, "--adapter", str(tmp_path)]) == 2
     assert "adapter_config.json" in one_line_error(capsys)
     # without peft installed, the error says how to install it
-    (adapter / "adapter_config.json").write_text(json.dumps(
-        {"peft_type": "LORA", "base_model_name_or_path": str(folders["base"])}))
+    (adapter / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "base_model_name_or_path": str(folders["base"])})
+    )
     monkeypatch.setitem(sys.modules, "peft", None)
     assert main(["diff", PROMPT, *out, *base, "--model-b", str(adapter)]) == 2
     assert "pip install 'layerscan[peft]'" in one_line_error(capsys)
-    assert main(["heatmap", PROMPT, "-o", str(tmp_path / "h.png"), "--model",
-                 str(folders["base"]), "--model-b", str(adapter)]) == 2
+    assert (
+        main(
+            [
+                "heatmap",
+                PROMPT,
+                "-o",
+                str(tmp_path / "h.png"),
+                "--model",
+                str(folders["base"]),
+                "--model-b",
+                str(adapter),
+            ]
+        )
+        == 2
+    )
     assert "pip install" in one_line_error(capsys)
 
 
-def test_the_autoencoder_shape_is_checked_against_model_b(folders, tiny_model_dirs, models,
-                                                          tmp_path, capsys):
+def test_the_autoencoder_shape_is_checked_against_model_b(
+    folders, tiny_model_dirs, models, tmp_path, capsys
+):
     small = autoencoder_for(load_model(str(tiny_model_dirs["llama"]), device="cpu"), [PROMPT])
     folder = export_autoencoder(small.model, small.config, tmp_path / "small-ae")
-    assert main(["diff", PROMPT, "-o", str(tmp_path / "x.scan"), "--model",
-                 str(folders["base"]), "--model-b", str(folders["tuned"]),
-                 "--autoencoder", str(folder)]) == 2
+    assert (
+        main(
+            [
+                "diff",
+                PROMPT,
+                "-o",
+                str(tmp_path / "x.scan"),
+                "--model",
+                str(folders["base"]),
+                "--model-b",
+                str(folders["tuned"]),
+                "--autoencoder",
+                str(folder),
+            ]
+        )
+        == 2
+    )
     assert "the autoencoder encodes hidden size 32 with 2 layers" in one_line_error(capsys)
 
 
@@ -183,8 +266,23 @@ def test_heatmap_png_and_a_self_difference_of_zero(folders, models, tmp_path, ca
     import imageio.v3 as iio
 
     out = tmp_path / "heat.png"
-    assert main(["heatmap", PROMPT, "-o", str(out), "--model", str(folders["base"]),
-                 "--resolution", "640x360", "--token", "mean"]) == 0
+    assert (
+        main(
+            [
+                "heatmap",
+                PROMPT,
+                "-o",
+                str(out),
+                "--model",
+                str(folders["base"]),
+                "--resolution",
+                "640x360",
+                "--token",
+                "mean",
+            ]
+        )
+        == 0
+    )
     assert iio.imread(out).shape[:2] == (360, 640)
     assert "mean over tokens" in capsys.readouterr().out
     a = capture(models["base"], PROMPT)
@@ -192,12 +290,27 @@ def test_heatmap_png_and_a_self_difference_of_zero(folders, models, tmp_path, ca
     assert same.values.shape == (N_LAYERS + 1, 32) and not same.values.any()
     assert same.difference and same.limit > 0
     diff = heatmap_captures(a, capture(models["tuned"], PROMPT), HeatmapOptions())
-    assert not diff.values[:PERTURBED + 1].any() and np.abs(diff.values[-1]).max() > 0
+    assert not diff.values[: PERTURBED + 1].any() and np.abs(diff.values[-1]).max() > 0
     last = heatmap_captures(a, None, HeatmapOptions(token="last"))
     assert np.array_equal(last.values, a.hidden[:, -1])
     out_b = tmp_path / "diff.png"
-    assert main(["heatmap", PROMPT, "-o", str(out_b), "--model", str(folders["base"]),
-                 "--model-b", str(folders["tuned"]), "--resolution", "640x360"]) == 0
+    assert (
+        main(
+            [
+                "heatmap",
+                PROMPT,
+                "-o",
+                str(out_b),
+                "--model",
+                str(folders["base"]),
+                "--model-b",
+                str(folders["tuned"]),
+                "--resolution",
+                "640x360",
+            ]
+        )
+        == 0
+    )
     assert "B - A" in capsys.readouterr().out and iio.imread(out_b).shape[:2] == (360, 640)
 
 
@@ -219,9 +332,17 @@ def test_heatmap_rows_run_from_the_embeddings_down_on_a_symmetric_scale():
 
     values = -np.ones((5, 8), np.float32)
     values[0] = 1.0  # the embeddings row positive (red), every block negative (blue)
-    image = heatmap_image(Heatmap(values=values, layer_names=["embeddings"] + [
-        f"block {i}" for i in range(1, 5)], title="t", prompt="p", limit=1.0,
-        clip_percentile=100.0), (640, 360))
+    image = heatmap_image(
+        Heatmap(
+            values=values,
+            layer_names=["embeddings"] + [f"block {i}" for i in range(1, 5)],
+            title="t",
+            prompt="p",
+            limit=1.0,
+            clip_percentile=100.0,
+        ),
+        (640, 360),
+    )
     assert image.shape == (360, 640, 3)
     top, bottom = image[70, 317].astype(int), image[293, 317].astype(int)
     assert top[0] > top[2] + 60 and bottom[2] > bottom[0] + 60

@@ -9,9 +9,9 @@ from typing import Literal
 
 import pytest
 
-from layerscan.cli import main
-from layerscan.commands.options import add_options, field_docs, options_from_args
-from layerscan.errors import LayerscanError
+from layerscan.cli.main import main
+from layerscan.cli.options import add_options, field_docs, options_from_args
+from layerscan.core.errors import LayerscanError
 from layerscan.geometry.pipeline import ScanOptions
 from layerscan.geometry.scene.scene import SceneOptions
 from tests.synthetic_scan import make_scan
@@ -46,7 +46,8 @@ def parse(*argv: str) -> Outer:
 def test_flags_defaults_and_help_come_from_the_dataclass():
     assert parse() == Outer()
     assert parse("--mode", "b", "--n", "3", "--loud", "--inner-level", "0.5") == Outer(
-        mode="b", count=3, loud=True, inner=Inner(level=0.5))
+        mode="b", count=3, loud=True, inner=Inner(level=0.5)
+    )
     assert parse("--loud", "--no-loud").loud is False
     with pytest.raises(SystemExit):
         parse("--mode", "c")  # Literal → choices
@@ -68,26 +69,42 @@ def test_every_option_field_has_help():
 def test_neighbors_sets_the_umap_graph_and_line_neighbors_the_lines():
     parser = argparse.ArgumentParser()
     add_options(parser, ScanOptions)
-    options = options_from_args(ScanOptions, parser.parse_args(
-        ["--neighbors", "7", "--line-neighbors", "4", "--surface", "alpha",
-         "--surface-quantile", "0.3"]))
+    options = options_from_args(
+        ScanOptions,
+        parser.parse_args(
+            [
+                "--neighbors",
+                "7",
+                "--line-neighbors",
+                "4",
+                "--surface",
+                "alpha",
+                "--surface-quantile",
+                "0.3",
+            ]
+        ),
+    )
     assert options.n_neighbors == 7 and options.k_neighbors == 4
     assert options.surface.method == "alpha" and options.surface.level_quantile == 0.3
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["render", "--layer", "nan", "-o", "x.png"], "--layer"),
-    (["render", "--hold", "-3"], "--hold"),
-    (["render", "--top-k", "-1"], "--top-k"),
-    (["render", "--temperature", "-1"], "--temperature"),
-    (["scan", "--generate", "-2"], "--generate"),
-    (["render", "--surface-opacity", "2"], "opacity"),
-    (["view", "--fps", "0"], "--fps"),
-    (["export", "x.scan", "-o", "out.xyz"], "unknown export type"),
-    (["diff", "a", "b", "--token-time"], "token-time"),
-])
-def test_bad_values_are_one_line_errors_before_any_work(argv, message, tmp_path, capsys,
-                                                        monkeypatch):
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["render", "--layer", "nan", "-o", "x.png"], "--layer"),
+        (["render", "--hold", "-3"], "--hold"),
+        (["render", "--top-k", "-1"], "--top-k"),
+        (["render", "--temperature", "-1"], "--temperature"),
+        (["scan", "--generate", "-2"], "--generate"),
+        (["render", "--surface-opacity", "2"], "opacity"),
+        (["view", "--fps", "0"], "--fps"),
+        (["export", "x.scan", "-o", "out.xyz"], "unknown export type"),
+        (["diff", "a", "b", "--token-time"], "token-time"),
+    ],
+)
+def test_bad_values_are_one_line_errors_before_any_work(
+    argv, message, tmp_path, capsys, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     missing = str(tmp_path / "no-model")  # any model work would fail with another message
     assert main([*argv, "--model", missing]) == 2
@@ -97,16 +114,30 @@ def test_bad_values_are_one_line_errors_before_any_work(argv, message, tmp_path,
 
 
 def test_top_k_beyond_the_vocabulary_is_an_error(tiny_model_dirs, capsys):
-    assert main(["capture", "hi", "--model", str(tiny_model_dirs["gpt2"]), "--top-k",
-                 "100000"]) == 2
+    assert (
+        main(["capture", "hi", "--model", str(tiny_model_dirs["gpt2"]), "--top-k", "100000"]) == 2
+    )
     assert "exceeds the vocabulary" in capsys.readouterr().err
 
 
 def test_a_layer_past_the_last_is_clamped_with_a_notice(tmp_path, capsys):
     make_scan(n_layers=3, n_particles=64).save(tmp_path / "s.scan")
     out = tmp_path / "still.png"
-    assert main(["render", str(tmp_path / "s.scan"), "-o", str(out), "--layer", "999",
-                 "--resolution", "160x120"]) == 0
+    assert (
+        main(
+            [
+                "render",
+                str(tmp_path / "s.scan"),
+                "-o",
+                str(out),
+                "--layer",
+                "999",
+                "--resolution",
+                "160x120",
+            ]
+        )
+        == 0
+    )
     assert "showing layer 3" in capsys.readouterr().err and out.is_file()
 
 

@@ -14,9 +14,9 @@ from layerscan.autoencoder.capture.hidden_states import capture
 from layerscan.autoencoder.capture.loading import ModelOptions
 from layerscan.autoencoder.config import ModelConfig
 from layerscan.autoencoder.model import ParticleAutoencoder
-from layerscan.cli import main
-from layerscan.errors import LayerscanError
-from layerscan.files import write_tensor_file
+from layerscan.cli.main import main
+from layerscan.core.errors import LayerscanError
+from layerscan.core.tensor_file import write_tensor_file
 from layerscan.geometry.faithfulness import token_k, token_places, trustworthiness
 from layerscan.geometry.pipeline import (
     ScanOptions,
@@ -32,8 +32,7 @@ FAST = ScanOptions(n_epochs=40, token_time_epochs=10)
 PROMPT = "the quick brown fox jumps over the lazy dog"
 
 
-def autoencoder_for(loaded, prompts: list[str],
-                    config: ModelConfig = SMALL) -> TrainedAutoencoder:
+def autoencoder_for(loaded, prompts: list[str], config: ModelConfig = SMALL) -> TrainedAutoencoder:
     """A small autoencoder whose statistics come from the model's states on `prompts`."""
     states = torch.from_numpy(np.concatenate([capture(loaded, p).hidden for p in prompts], 1))
     n_layers, d_model = states.shape[0] - 1, states.shape[2]
@@ -42,11 +41,19 @@ def autoencoder_for(loaded, prompts: list[str],
     mean = states.mean(1)  # (n_layers+1, d_model)
     scale = (states - mean[:, None]).pow(2).mean((1, 2)).sqrt()
     normed = (states - mean[:, None]) / scale[:, None, None]
-    model.set_statistics(mean, scale,
-                         torch.einsum("ltd,lte->lde", normed, normed) / normed.shape[1])
-    return TrainedAutoencoder(model.eval(), ArtifactConfig(
-        model_id=loaded.model_id, d_model=d_model, n_layers=n_layers,
-        normalization="final-norm", model=config))
+    model.set_statistics(
+        mean, scale, torch.einsum("ltd,lte->lde", normed, normed) / normed.shape[1]
+    )
+    return TrainedAutoencoder(
+        model.eval(),
+        ArtifactConfig(
+            model_id=loaded.model_id,
+            d_model=d_model,
+            n_layers=n_layers,
+            normalization="final-norm",
+            model=config,
+        ),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +90,7 @@ def test_scan_holds_every_figure_with_the_right_shapes(scanned, llama):
     # every particle belongs to a token, and every token has particles
     assert s.particle_tokens.shape == (1, n_frames, 96)
     assert set(np.unique(s.particle_tokens)) == set(range(len(s.tokens)))
-    for name in ("token_trust", "distance_correlation", "baseline_trust",
-                 "baseline_correlation"):
+    for name in ("token_trust", "distance_correlation", "baseline_trust", "baseline_correlation"):
         figure = getattr(s, name)
         assert figure.shape == (1, n_frames) and ((-1 <= figure) & (figure <= 1)).all()
     assert (s.token_spread < 0.15).all()  # each token a compact group
@@ -95,10 +101,13 @@ def test_tokens_are_placed_by_their_hidden_states(scanned, llama):
     states = capture(llama, PROMPT).hidden
     places = token_places(scanned.positions[0], scanned.particle_tokens[0], states.shape[1])
     k = token_k(states.shape[1])
-    np.testing.assert_allclose(scanned.token_trust[0], trustworthiness(states, places, k),
-                               atol=1e-5)
-    assert scanned.token_trust.mean() + scanned.distance_correlation.mean() \
+    np.testing.assert_allclose(
+        scanned.token_trust[0], trustworthiness(states, places, k), atol=1e-5
+    )
+    assert (
+        scanned.token_trust.mean() + scanned.distance_correlation.mean()
         >= scanned.baseline_trust.mean() + scanned.baseline_correlation.mean() - 0.05
+    )
 
 
 def test_same_seed_gives_a_byte_identical_file(llama, autoencoder, scanned, tmp_path):
@@ -129,8 +138,9 @@ def test_diff_with_token_time_fails_before_any_model_work(tmp_path):
 
 def test_token_time_has_a_frame_per_prefix(llama, autoencoder):
     cap = capture(llama, "one two three four")
-    scan = scan_capture(cap, autoencoder, ScanOptions(n_epochs=30, token_time=True,
-                                                      token_time_epochs=10))
+    scan = scan_capture(
+        cap, autoencoder, ScanOptions(n_epochs=30, token_time=True, token_time_epochs=10)
+    )
     assert scan.n_steps == cap.n_tokens and scan.step_lengths == list(range(1, cap.n_tokens + 1))
     assert np.isfinite(scan.positions).all()
     # one space for every prefix: a particle whose cloud vector is the same as in the full
@@ -138,8 +148,9 @@ def test_token_time_has_a_frame_per_prefix(llama, autoencoder):
     same = (scan.clouds[:-1] == scan.clouds[-1:]).all(-1)  # (n_steps-1, L+1, N)
     assert same.sum() > 0
     moved = np.linalg.norm(scan.positions[:-1] - scan.positions[-1:], axis=-1)[same]
-    spread = np.linalg.norm(scan.positions[-1] - scan.positions[-1].mean(1, keepdims=True),
-                            axis=-1).mean()
+    spread = np.linalg.norm(
+        scan.positions[-1] - scan.positions[-1].mean(1, keepdims=True), axis=-1
+    ).mean()
     assert moved.mean() < 0.5 * spread
 
 
@@ -176,8 +187,9 @@ def test_bad_input_gets_one_line_errors(llama, autoencoder, tiny_models, scanned
         scan_capture(other, autoencoder, FAST)
     with pytest.raises(LayerscanError, match="causal"):
         bert = capture(tiny_models["bert"], PROMPT)
-        scan_capture(bert, autoencoder_for(tiny_models["bert"], [PROMPT]),
-                     ScanOptions(token_time=True))
+        scan_capture(
+            bert, autoencoder_for(tiny_models["bert"], [PROMPT]), ScanOptions(token_time=True)
+        )
     with pytest.raises(LayerscanError, match="unknown projection"):
         ScanOptions(projection="pca")
     corrupt = tmp_path / "corrupt.scan"
@@ -190,12 +202,27 @@ def test_bad_input_gets_one_line_errors(llama, autoencoder, tiny_models, scanned
         load_any(old)
 
 
-def test_scan_command_writes_the_file_and_prints_the_table(tiny_model_dirs, llama,
-                                                           autoencoder, tmp_path, capsys):
+def test_scan_command_writes_the_file_and_prints_the_table(
+    tiny_model_dirs, llama, autoencoder, tmp_path, capsys
+):
     folder = export_autoencoder(autoencoder.model, autoencoder.config, tmp_path / "ae")
     out = tmp_path / "cli.scan"
-    code = main(["scan", PROMPT, "-o", str(out), "--model", str(tiny_model_dirs["llama"]),
-                 "--autoencoder", str(folder), "--epochs", "20", "--surface", "alpha"])
+    code = main(
+        [
+            "scan",
+            PROMPT,
+            "-o",
+            str(out),
+            "--model",
+            str(tiny_model_dirs["llama"]),
+            "--autoencoder",
+            str(folder),
+            "--epochs",
+            "20",
+            "--surface",
+            "alpha",
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0 and out.is_file()
     assert "trust" in printed and "embeddings" in printed and "mean" in printed
@@ -217,8 +244,10 @@ def test_embedded_model_scan_and_one_word_diff(embedded_model):
     assert scan.token_trust.mean() > 0.85 and (scan.token_spread < 0.15).all()
     # never below the baseline: the layout falls back to the aligned PCA when it cannot beat
     # it, whose figures are the baseline's up to float rounding
-    assert scan.token_trust.mean() + scan.distance_correlation.mean() \
+    assert (
+        scan.token_trust.mean() + scan.distance_correlation.mean()
         >= scan.baseline_trust.mean() + scan.baseline_correlation.mean() - 1e-6
+    )
     same = diff_captures(a, capture(embedded_model, prompt_a), autoencoder)
     assert not same.displacement_cloud.any() and not same.displacement_3d.any()
     diff = diff_captures(a, b, autoencoder)
@@ -230,14 +259,16 @@ def test_embedded_model_scan_and_one_word_diff(embedded_model):
     assert diff.divergence.max() > 0 and 0 <= diff.peak_layer <= 30
 
 
-def test_eval_checks_the_model_before_loading_it(tiny_model_dirs, autoencoder, tmp_path,
-                                                 capsys, monkeypatch):
+def test_eval_checks_the_model_before_loading_it(
+    tiny_model_dirs, autoencoder, tmp_path, capsys, monkeypatch
+):
     import layerscan.autoencoder.capture.loading as loading
 
     folder = export_autoencoder(autoencoder.model, autoencoder.config, tmp_path / "ae")
     monkeypatch.setattr(loading, "load_model", lambda *a, **k: pytest.fail("model loaded"))
-    assert main(["eval", "--autoencoder", str(folder), "--model",
-                 str(tiny_model_dirs["gpt2"])]) == 2
+    assert (
+        main(["eval", "--autoencoder", str(folder), "--model", str(tiny_model_dirs["gpt2"])]) == 2
+    )
     err = capsys.readouterr().err
     assert "pass the matching --model" in err and len(err.strip().splitlines()) == 1
 

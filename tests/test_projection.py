@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 
-from layerscan.errors import LayerscanError
+from layerscan.core.errors import LayerscanError
 from layerscan.geometry.estimator import seed_of
 from layerscan.geometry.faithfulness import faithfulness
 from layerscan.geometry.projection import (
@@ -54,8 +54,9 @@ def test_init_only_stores_arguments_and_fit_returns_self(clouds):
     assert est.get_params()["n_epochs"] == 20  # fit never changes a hyperparameter
 
 
-@pytest.mark.parametrize("cls", [FastAlignedProjection, AlignedUMAPProjection,
-                                 IndependentUMAPProjection, TokenLayout])
+@pytest.mark.parametrize(
+    "cls", [FastAlignedProjection, AlignedUMAPProjection, IndependentUMAPProjection, TokenLayout]
+)
 def test_estimators_speak_sklearns_parameter_protocol(cls):
     est = cls(n_components=2)
     params = est.get_params()
@@ -102,8 +103,9 @@ def test_same_seed_same_bytes_other_seed_other_layout(clouds):
 
 def test_warm_start_from_a_layout_stays_close(clouds):
     full = FastAlignedProjection(n_epochs=60).fit(clouds).embedding_
-    refined = FastAlignedProjection(n_epochs=10, learning_rate=0.25).fit(
-        clouds, init=full).embedding_
+    refined = (
+        FastAlignedProjection(n_epochs=10, learning_rate=0.25).fit(clouds, init=full).embedding_
+    )
     assert np.abs(refined - full).mean() < 0.25 * np.abs(full).mean()
     with pytest.raises(LayerscanError, match="init layout"):
         FastAlignedProjection().fit(clouds, init=full[:, :10])

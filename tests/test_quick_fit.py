@@ -22,7 +22,7 @@ from layerscan.autoencoder.quick_fit import (
     fits,
     fitted_autoencoder,
 )
-from layerscan.cli import main
+from layerscan.cli.main import main
 from layerscan.geometry.scan_file import Scan
 
 REPO = Path(__file__).resolve().parent.parent
@@ -74,9 +74,14 @@ def test_the_packaged_text_is_the_embedded_models_default_corpus():
     )
 
     data = load_config(REPO / "configs" / "default.yaml").data
-    key = default_corpus_key(seed_prompts(data.max_documents), EMBEDDED_MODEL_ID,
-                             embedded_revision(), data.continuation_tokens,
-                             data.continuations_per_seed, 0)
+    key = default_corpus_key(
+        seed_prompts(data.max_documents),
+        EMBEDDED_MODEL_ID,
+        embedded_revision(),
+        data.continuation_tokens,
+        data.continuations_per_seed,
+        0,
+    )
     assert key == PACKAGED_TEXT_KEY  # so training the default reads it instead of writing it
     documents = packaged_documents()
     assert len(documents) == len(seed_prompts()) == 318
@@ -91,8 +96,9 @@ def test_which_models_get_a_fit():
     assert not fits("runs/mine/artifact", "some/model", "final-norm")
 
 
-def test_first_use_fits_and_caches_then_every_command_reuses_it(tiny_model_dirs, cache,
-                                                               tmp_path, capsys, monkeypatch):
+def test_first_use_fits_and_caches_then_every_command_reuses_it(
+    tiny_model_dirs, cache, tmp_path, capsys, monkeypatch
+):
     model = str(tiny_model_dirs["llama"])
     out = tmp_path / "first.scan"
     assert main(["scan", PROMPT, "-o", str(out), "--model", model, *FAST]) == 0
@@ -104,10 +110,22 @@ def test_first_use_fits_and_caches_then_every_command_reuses_it(tiny_model_dirs,
     assert Scan.load(out).reconstruction_r2.min() > 0.999  # the fit reconstructs the prompt
 
     time.sleep(0.01)
-    assert main(["diff", PROMPT, "the lazy dog", "-o", str(tmp_path / "d.scan"),
-                 "--model", model, *FAST]) == 0
-    assert main(["scan", PROMPT, "-o", str(tmp_path / "again.scan"), "--model", model,
-                 *FAST]) == 0
+    assert (
+        main(
+            [
+                "diff",
+                PROMPT,
+                "the lazy dog",
+                "-o",
+                str(tmp_path / "d.scan"),
+                "--model",
+                model,
+                *FAST,
+            ]
+        )
+        == 0
+    )
+    assert main(["scan", PROMPT, "-o", str(tmp_path / "again.scan"), "--model", model, *FAST]) == 0
     err = capsys.readouterr().err
     assert "fitting" not in err and "fitted" not in err
     assert fitted_entries(cache) == [entry] and weights.stat().st_mtime_ns == written
@@ -115,8 +133,22 @@ def test_first_use_fits_and_caches_then_every_command_reuses_it(tiny_model_dirs,
     # --autoencoder DIR still overrides: with another (empty) cache, nothing is fitted
     other = tmp_path / "other-cache"
     monkeypatch.setenv("LAYERSCAN_CACHE", str(other))
-    assert main(["scan", PROMPT, "-o", str(tmp_path / "given.scan"), "--model", model,
-                 "--autoencoder", str(entry), *FAST]) == 0
+    assert (
+        main(
+            [
+                "scan",
+                PROMPT,
+                "-o",
+                str(tmp_path / "given.scan"),
+                "--model",
+                model,
+                "--autoencoder",
+                str(entry),
+                *FAST,
+            ]
+        )
+        == 0
+    )
     assert "fitting" not in capsys.readouterr().err and fitted_entries(other) == []
 
 
@@ -134,8 +166,9 @@ def test_a_fit_holds_the_statistics_of_its_windows(tiny_models, cache, tmp_path)
     train, held_out = split_windows(owner, config.data.val_fraction, config.train.seed)
     picked = sample_windows(train, [len(w) for w in windows], 3000, config.train.seed)
     assert not set(picked) & set(held_out)
-    states = np.concatenate([hidden_states_batch(loaded, [windows[i]], "standardize")[0]
-                             for i in picked], 1)  # (n_layers+1, n_tokens, d_model)
+    states = np.concatenate(
+        [hidden_states_batch(loaded, [windows[i]], "standardize")[0] for i in picked], 1
+    )  # (n_layers+1, n_tokens, d_model)
     assert 3000 <= states.shape[1] < 3000 + 64
     mean = states.mean(1)
     scale = np.sqrt(((states - mean[:, None]) ** 2).mean((1, 2)))
@@ -149,9 +182,9 @@ def test_a_fit_holds_the_statistics_of_its_windows(tiny_models, cache, tmp_path)
     assert len(list((tmp_path / FOLDER).iterdir())) == 1
 
 
-def test_ctrl_c_during_a_fit_leaves_nothing_and_the_next_run_fits(tiny_model_dirs, cache,
-                                                                  tmp_path, capsys,
-                                                                  monkeypatch):
+def test_ctrl_c_during_a_fit_leaves_nothing_and_the_next_run_fits(
+    tiny_model_dirs, cache, tmp_path, capsys, monkeypatch
+):
     import layerscan.autoencoder.quick_fit as quick_fit
 
     batches = []
@@ -163,8 +196,15 @@ def test_ctrl_c_during_a_fit_leaves_nothing_and_the_next_run_fits(tiny_model_dir
         return hidden_states_batch(loaded, batch, normalization)
 
     monkeypatch.setattr(quick_fit, "hidden_states_batch", interrupted)
-    args = ["scan", PROMPT, "-o", str(tmp_path / "x.scan"), "--model",
-            str(tiny_model_dirs["llama"]), *FAST]
+    args = [
+        "scan",
+        PROMPT,
+        "-o",
+        str(tmp_path / "x.scan"),
+        "--model",
+        str(tiny_model_dirs["llama"]),
+        *FAST,
+    ]
     assert main(args) == 130
     assert "interrupted" in capsys.readouterr().err and len(batches) == 3
     assert fitted_entries(cache) == [] and not (tmp_path / "x.scan").exists()
@@ -180,13 +220,28 @@ def test_unknown_architecture_is_refused_in_one_line(tmp_path, cache, capsys):
 
     folder = tmp_path / "bigcode"
     torch.manual_seed(0)
-    transformers.GPTBigCodeForCausalLM(transformers.GPTBigCodeConfig(
-        n_layer=2, n_embd=32, n_head=2, vocab_size=VOCAB, n_positions=CONTEXT)) \
-        .save_pretrained(folder, safe_serialization=True)
+    transformers.GPTBigCodeForCausalLM(
+        transformers.GPTBigCodeConfig(
+            n_layer=2, n_embd=32, n_head=2, vocab_size=VOCAB, n_positions=CONTEXT
+        )
+    ).save_pretrained(folder, safe_serialization=True)
     make_tokenizer().save_pretrained(folder)
     for normalization in ("final-norm", "raw"):
-        assert main(["scan", PROMPT, "-o", str(tmp_path / "x.scan"), "--model", str(folder),
-                     "--normalization", normalization]) == 2
+        assert (
+            main(
+                [
+                    "scan",
+                    PROMPT,
+                    "-o",
+                    str(tmp_path / "x.scan"),
+                    "--model",
+                    str(folder),
+                    "--normalization",
+                    normalization,
+                ]
+            )
+            == 2
+        )
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1
         assert "'gpt_bigcode' is not in layerscan's capture table" in err
@@ -198,9 +253,20 @@ def test_unknown_architecture_is_refused_in_one_line(tmp_path, cache, capsys):
 def test_kill_9_during_a_fit_leaves_nothing_and_the_next_run_fits(tiny_model_dirs, tmp_path):
     cache = tmp_path / "cache"
     env = dict(os.environ, LAYERSCAN_CACHE=str(cache), HF_HUB_OFFLINE="1")
-    args = [sys.executable, "-m", "layerscan", "scan", PROMPT, "-o", str(tmp_path / "x.scan"),
-            "--model", str(tiny_model_dirs["llama"]), *FAST,
-            "--fit-tokens", "1000000"]  # the whole text: seconds even for the tiny model
+    args = [
+        sys.executable,
+        "-m",
+        "layerscan",
+        "scan",
+        PROMPT,
+        "-o",
+        str(tmp_path / "x.scan"),
+        "--model",
+        str(tiny_model_dirs["llama"]),
+        *FAST,
+        "--fit-tokens",
+        "1000000",
+    ]  # the whole text: seconds even for the tiny model
     proc = subprocess.Popen(args, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
     for line in proc.stderr:
         if "fitting one" in line:

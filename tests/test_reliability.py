@@ -17,9 +17,9 @@ import torch
 from layerscan.autoencoder.capture import architectures
 from layerscan.autoencoder.capture.architectures import Architecture
 from layerscan.autoencoder.capture.hidden_states import capture, lens_logits_fn
-from layerscan.cli import main
-from layerscan.errors import LayerscanError, Notice
-from layerscan.files import check_run_folder, mark_run_folder, remove_stale_partials
+from layerscan.cli.main import main
+from layerscan.core.errors import LayerscanError, Notice
+from layerscan.core.outputs import check_run_folder, mark_run_folder, remove_stale_partials
 from tests.bad_inputs import CASES, QUICK, REPO, prepare_inputs, problems, run_in_process
 from tests.synthetic_scan import make_scan
 from tests.tiny_models import ARCHITECTURES
@@ -29,23 +29,34 @@ PROMPT = "the quick brown fox jumps over the lazy dog"
 
 # ---- the bad-input matrix, in-process --------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def matrix_inputs(tmp_path_factory) -> dict[str, str]:
     return prepare_inputs(tmp_path_factory.mktemp("matrix-inputs"))
 
 
-@pytest.mark.parametrize("case", [
-    pytest.param(case, id=case.name, marks=[pytest.mark.xfail(
-        strict=False, reason=f"owned by the {case.owner}")] if case.owner else [])
-    for case in CASES])
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(
+            case,
+            id=case.name,
+            marks=[pytest.mark.xfail(strict=False, reason=f"owned by the {case.owner}")]
+            if case.owner
+            else [],
+        )
+        for case in CASES
+    ],
+)
 def test_bad_input_matrix(case, matrix_inputs, tmp_path):
     """Exit code, one-line message, and nothing the case put there lost or left partial."""
     result = run_in_process(case, tmp_path / "work", matrix_inputs)
     assert problems(case, result) == [], result.stderr[-600:]
 
 
-def test_overwrite_replaces_only_a_layerscan_folder_and_keeps_it_on_failure(matrix_inputs,
-                                                                          tmp_path):
+def test_overwrite_replaces_only_a_layerscan_folder_and_keeps_it_on_failure(
+    matrix_inputs, tmp_path
+):
     scan = matrix_inputs["inputs"] + "/x.scan"
     out = tmp_path / "meshes"
     assert main(["export", scan, "-o", str(out)]) == 0
@@ -71,9 +82,13 @@ def test_a_folder_made_at_the_output_during_the_run_is_kept(tmp_path, name):
             (out / "keep.txt").write_text("mine")
 
     with pytest.raises(LayerscanError, match="layerscan did not write it|is a folder"):
-        render_movie(make_scan(n_layers=2, n_particles=32), out,
-                     SceneOptions(window_size=(160, 120)),
-                     RenderOptions(frames_per_layer=2, hold=0, progress=False), on_frame=intrude)
+        render_movie(
+            make_scan(n_layers=2, n_particles=32),
+            out,
+            SceneOptions(window_size=(160, 120)),
+            RenderOptions(frames_per_layer=2, hold=0, progress=False),
+            on_frame=intrude,
+        )
     assert (out / "keep.txt").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]
 
@@ -93,8 +108,7 @@ def test_training_run_folder_rules(tmp_path, state):
         with pytest.raises(LayerscanError, match="--resume .* or --overwrite"):
             check_run_folder(folder)
     else:
-        check_run_folder(folder, resume=state == "run-resume",
-                         overwrite=state == "run-overwrite")
+        check_run_folder(folder, resume=state == "run-resume", overwrite=state == "run-overwrite")
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
@@ -108,8 +122,9 @@ def test_output_files_follow_the_umask(tmp_path, umask, kind):
         if kind == "scan":
             scan.save(out)
         else:
-            argv = ["render", str(scan_path), *QUICK] if kind == "png" else [
-                "export", str(scan_path)]
+            argv = (
+                ["render", str(scan_path), *QUICK] if kind == "png" else ["export", str(scan_path)]
+            )
             assert main([*argv, "-o", str(out)]) == 0
     finally:
         os.umask(previous)
@@ -135,8 +150,9 @@ def test_stale_partials_go_only_when_their_process_is_dead(tmp_path):
     (tmp_path / "out.mp4").write_text("the finished output")  # so "-old" is not put back
     removed = remove_stale_partials(out)
     assert len(removed) == 3
-    assert {name for name in names if (tmp_path / name).exists()} == \
-        {name for name, kept in names.items() if kept}
+    assert {name for name in names if (tmp_path / name).exists()} == {
+        name for name, kept in names.items() if kept
+    }
 
 
 def test_a_folder_replaced_by_a_run_that_died_mid_rename_is_put_back(tmp_path):
@@ -149,12 +165,13 @@ def test_a_folder_replaced_by_a_run_that_died_mid_rename_is_put_back(tmp_path):
 
 # ---- interrupted renders, in a real subprocess -----------------------------------------------
 
+
 def _children(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
         try:
             stat = (entry / "stat").read_text()
-            if entry.name.isdigit() and int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
+            if entry.name.isdigit() and int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
                 found.append(int(entry.name))
         except (OSError, ValueError):
             continue
@@ -174,9 +191,25 @@ def _start_long_render(folder: Path) -> tuple[subprocess.Popen, list[int]]:
     scan = make_scan(n_layers=3, n_particles=64).save(folder / "x.scan")
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "layerscan", "render", str(scan), "-o", "out.mp4",
-         "--frames-per-layer", "600", "--resolution", "320x240", "--no-progress"],
-        cwd=folder, env=env, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "layerscan",
+            "render",
+            str(scan),
+            "-o",
+            "out.mp4",
+            "--frames-per-layer",
+            "600",
+            "--resolution",
+            "320x240",
+            "--no-progress",
+        ],
+        cwd=folder,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and proc.poll() is None:
         partials = [p for p in folder.iterdir() if p.name.startswith(f".out.{proc.pid}.")]
@@ -214,12 +247,12 @@ def test_kill_9_mid_render_kills_ffmpeg_and_the_next_run_removes_the_partial(tmp
     assert _wait_until_gone(encoders) == [], "ffmpeg outlived its parent"
     left = [p for p in tmp_path.iterdir() if ".partial" in p.name]
     assert left, "a kill -9 cannot clean up; the next run must"
-    assert main(["render", str(tmp_path / "x.scan"), *QUICK, "-o",
-                 str(tmp_path / "out.mp4")]) == 0
+    assert main(["render", str(tmp_path / "x.scan"), *QUICK, "-o", str(tmp_path / "out.mp4")]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4", "x.scan"]
 
 
 # ---- the logit lens: the model's own output at the last layer, for every architecture -------
+
 
 @pytest.mark.parametrize("arch", list(ARCHITECTURES))
 def test_lens_at_the_last_layer_is_the_models_output(tiny_models, arch):
@@ -253,8 +286,9 @@ def test_the_lens_test_catches_a_skipped_head_transform(tiny_models, monkeypatch
 
 
 @pytest.mark.parametrize("normalization", ["raw", "standardize"])
-def test_unknown_architecture_turns_the_lens_off_with_a_notice(tiny_models, monkeypatch,
-                                                                 normalization):
+def test_unknown_architecture_turns_the_lens_off_with_a_notice(
+    tiny_models, monkeypatch, normalization
+):
     loaded = tiny_models["gpt2"]
     monkeypatch.setattr(loaded.model.config, "model_type", "mystery-net")
     with pytest.warns(Notice, match="logit lens off.*'mystery-net'"):
@@ -278,17 +312,45 @@ def test_unknown_lm_head_turns_the_lens_off_never_wrong(tiny_models, monkeypatch
 @pytest.mark.parametrize("arch", ["stablelm", "mpt"])
 @pytest.mark.parametrize("normalization", ["raw", "standardize", "final-norm"])
 def test_stablelm_and_mpt_work_in_every_normalization_from_the_command_line(
-        tiny_model_dirs, arch, normalization, tmp_path, capsys):
+    tiny_model_dirs, arch, normalization, tmp_path, capsys
+):
     out = tmp_path / "cap.safetensors"
-    assert main(["capture", PROMPT, "--model", str(tiny_model_dirs[arch]), "--device", "cpu",
-                 "--normalization", normalization, "-o", str(out)]) == 0
+    assert (
+        main(
+            [
+                "capture",
+                PROMPT,
+                "--model",
+                str(tiny_model_dirs[arch]),
+                "--device",
+                "cpu",
+                "--normalization",
+                normalization,
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "logit lens" in capsys.readouterr().out and out.is_file()
 
 
-def test_the_command_line_prints_the_lens_notice_as_one_line(tiny_model_dirs, monkeypatch,
-                                                              capsys):
+def test_the_command_line_prints_the_lens_notice_as_one_line(tiny_model_dirs, monkeypatch, capsys):
     monkeypatch.setitem(architectures.ARCHITECTURES, "llama", Architecture("norm", lens=None))
-    assert main(["capture", PROMPT, "--model", str(tiny_model_dirs["llama"]), "--device",
-                 "cpu", "--normalization", "raw"]) == 0
+    assert (
+        main(
+            [
+                "capture",
+                PROMPT,
+                "--model",
+                str(tiny_model_dirs["llama"]),
+                "--device",
+                "cpu",
+                "--normalization",
+                "raw",
+            ]
+        )
+        == 0
+    )
     notes = [line for line in capsys.readouterr().err.splitlines() if "logit lens off" in line]
     assert len(notes) == 1 and notes[0].startswith("layerscan: note: logit lens off: ")

@@ -6,8 +6,8 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from layerscan.cli import main
-from layerscan.errors import LayerscanError
+from layerscan.cli.main import main
+from layerscan.core.errors import LayerscanError
 from layerscan.geometry.scene import frames as fr
 from layerscan.geometry.scene.render import RenderOptions, plan_for, render_movie
 from layerscan.geometry.scene.scene import Scene, SceneOptions
@@ -87,15 +87,18 @@ def test_mp4_frames_resolution_and_motion(scan, tmp_path):
 
 
 def test_gif_png_frames_and_still(scan, tmp_path):
-    gif = render_movie(scan, tmp_path / "a.gif", SceneOptions(window_size=SMALL),
-                       quick(fps=10)).path
+    gif = render_movie(
+        scan, tmp_path / "a.gif", SceneOptions(window_size=SMALL), quick(fps=10)
+    ).path
     assert iio.imread(gif, index=None).shape[0] == 10
-    folder = render_movie(scan, tmp_path / "frames", SceneOptions(window_size=SMALL),
-                          quick(frames_per_layer=1)).path
+    folder = render_movie(
+        scan, tmp_path / "frames", SceneOptions(window_size=SMALL), quick(frames_per_layer=1)
+    ).path
     pngs = sorted(folder.glob("frame_*.png"))
     assert len(pngs) == 4 and iio.imread(pngs[0]).shape == (240, 320, 3)
-    still = render_movie(scan, tmp_path / "still.png", SceneOptions(window_size=SMALL),
-                         quick(still_layer=1)).path
+    still = render_movie(
+        scan, tmp_path / "still.png", SceneOptions(window_size=SMALL), quick(still_layer=1)
+    ).path
     assert iio.imread(still).shape == (240, 320, 3)
 
 
@@ -106,8 +109,9 @@ def test_interrupted_render_leaves_nothing(scan, tmp_path):
 
     for name in ("movie.mp4", "frames"):
         with pytest.raises(KeyboardInterrupt):
-            render_movie(scan, tmp_path / name, SceneOptions(window_size=SMALL), quick(),
-                         on_frame=stop)
+            render_movie(
+                scan, tmp_path / name, SceneOptions(window_size=SMALL), quick(), on_frame=stop
+            )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -121,8 +125,9 @@ def test_interrupted_rerender_keeps_old_file(scan, tmp_path):
             raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError):
-        render_movie(scan, out, SceneOptions(window_size=SMALL, color_mode="density"), quick(),
-                     on_frame=stop)
+        render_movie(
+            scan, out, SceneOptions(window_size=SMALL, color_mode="density"), quick(), on_frame=stop
+        )
     assert out.read_bytes() == before and len(list(tmp_path.iterdir())) == 1
 
 
@@ -151,8 +156,12 @@ def test_token_sweep_highlights_each_token(stepped_scan, tmp_path):
         assert current[4] != current[3]  # last token highlighted at the last step
     finally:
         scene.close()
-    out = render_movie(stepped_scan, tmp_path / "sweep.mp4", SceneOptions(window_size=SMALL),
-                       quick(token_sweep=True, frames_per_layer=1)).path
+    out = render_movie(
+        stepped_scan,
+        tmp_path / "sweep.mp4",
+        SceneOptions(window_size=SMALL),
+        quick(token_sweep=True, frames_per_layer=1),
+    ).path
     assert iio.imread(out, index=None).shape[0] == 3 * 3
 
 
@@ -192,11 +201,38 @@ def test_cli_render_and_diff_from_scan_files(scan, diff, tmp_path, capsys):
     scan.save(tmp_path / "s.scan")
     diff.save(tmp_path / "d.scan")
     out = tmp_path / "s.mp4"
-    assert main(["render", str(tmp_path / "s.scan"), "-o", str(out), "--resolution",
-                 "320x240", "--frames-per-layer", "2", "--hold", "0", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "render",
+                str(tmp_path / "s.scan"),
+                "-o",
+                str(out),
+                "--resolution",
+                "320x240",
+                "--frames-per-layer",
+                "2",
+                "--hold",
+                "0",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert iio.imread(out, index=None).shape == (7, 240, 320, 3)
-    assert main(["diff", str(tmp_path / "d.scan"), "-o", str(tmp_path / "d.png"),
-                 "--resolution", "480x240"]) == 0
+    assert (
+        main(
+            [
+                "diff",
+                str(tmp_path / "d.scan"),
+                "-o",
+                str(tmp_path / "d.png"),
+                "--resolution",
+                "480x240",
+            ]
+        )
+        == 0
+    )
     assert iio.imread(tmp_path / "d.png").shape == (240, 480, 3)
     assert "wrote" in capsys.readouterr().out
     assert main(["render", str(tmp_path / "d.scan"), "-o", str(tmp_path / "x.mp4")]) == 2
@@ -210,9 +246,26 @@ def test_cli_render_and_diff_from_scan_files(scan, diff, tmp_path, capsys):
 def test_main_job_renders_the_embedded_model(tmp_path, capsys):
     """`layerscan render` end to end: embedded model, packaged autoencoder, fast projection."""
     out = tmp_path / "layerscan.mp4"
-    assert main(["render", "The cat sat", "-o", str(out), "--resolution", "320x240",
-                 "--frames-per-layer", "1", "--hold", "0", "--no-progress",
-                 "--save-scan", str(tmp_path / "cat.scan")]) == 0
+    assert (
+        main(
+            [
+                "render",
+                "The cat sat",
+                "-o",
+                str(out),
+                "--resolution",
+                "320x240",
+                "--frames-per-layer",
+                "1",
+                "--hold",
+                "0",
+                "--no-progress",
+                "--save-scan",
+                str(tmp_path / "cat.scan"),
+            ]
+        )
+        == 0
+    )
     frames = iio.imread(out, index=None)
     assert frames.shape == (31, 240, 320, 3)
     assert all(f.std() > 8 for f in frames)
@@ -230,7 +283,8 @@ def test_scan_without_lens_or_surfaces_renders(tmp_path):
     bare = make_scan(n_layers=2, n_particles=64, n_tokens=3, with_lens=False)
     empty = Surface(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int32))
     bare.surfaces = [[empty, bare.surfaces[0][1], empty]]
-    out = render_movie(bare, tmp_path / "bare.mp4", SceneOptions(window_size=SMALL),
-                       quick(frames_per_layer=2)).path
+    out = render_movie(
+        bare, tmp_path / "bare.mp4", SceneOptions(window_size=SMALL), quick(frames_per_layer=2)
+    ).path
     frames = iio.imread(out, index=None)
     assert frames.shape[0] == 5 and all(f.std() > 5 for f in frames)

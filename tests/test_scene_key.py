@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from vtkmodules.vtkRenderingCore import vtkCoordinate
 
-from layerscan.geometry.diff import diverges
 from layerscan.geometry.faithfulness import token_places
+from layerscan.geometry.scan_file import diverges
 from layerscan.geometry.scene.legend import surface_caption
 from layerscan.geometry.scene.overlays import nice_ceiling, token_label
 from layerscan.geometry.scene.render import RenderOptions, render_movie
@@ -58,16 +58,20 @@ def test_token_colours_of_particles_match_their_chips(scan, scene):
     for i, actor in enumerate(panel.chips.actors):
         chip = np.array(actor.GetTextProperty().GetBackgroundColor())
         assert np.allclose(rgb[tokens == i], chip, atol=1 / 255), i
-    assert len({tuple(a.GetTextProperty().GetBackgroundColor())
-                for a in panel.chips.actors}) == len(scan.tokens)
+    assert len(
+        {tuple(a.GetTextProperty().GetBackgroundColor()) for a in panel.chips.actors}
+    ) == len(scan.tokens)
     scene.set_color_mode("slot")  # other modes: neutral chips
-    assert {tuple(a.GetTextProperty().GetBackgroundColor()) for a in panel.chips.actors} \
-        != {tuple(c) for c in token_colors(len(scan.tokens))}
+    assert {tuple(a.GetTextProperty().GetBackgroundColor()) for a in panel.chips.actors} != {
+        tuple(c) for c in token_colors(len(scan.tokens))
+    }
 
 
 def test_token_colours_show_in_the_picture(scan):
-    scene = Scene(scan, SceneOptions(window_size=SIZE, show_labels=False, show_surface=False,
-                                     show_overlays=False))
+    scene = Scene(
+        scan,
+        SceneOptions(window_size=SIZE, show_labels=False, show_surface=False, show_overlays=False),
+    )
     try:
         scene.update(0, 3.0)
         image = scene.image().reshape(-1, 3).astype(int)
@@ -105,12 +109,16 @@ def test_labels_sit_beside_their_groups_and_toggle(scan, scene):
 def test_labels_move_with_the_layout(scan, scene):
     scene.update(0, 0.0)
     scene.render()
-    start = [scene.panels[0].labels.actors[i].GetPositionCoordinate().GetValue()
-             for i in range(len(scan.tokens))]
+    start = [
+        scene.panels[0].labels.actors[i].GetPositionCoordinate().GetValue()
+        for i in range(len(scan.tokens))
+    ]
     scene.update(0, 1.5)
     scene.render()
-    moved = [scene.panels[0].labels.actors[i].GetPositionCoordinate().GetValue()
-             for i in range(len(scan.tokens))]
+    moved = [
+        scene.panels[0].labels.actors[i].GetPositionCoordinate().GetValue()
+        for i in range(len(scan.tokens))
+    ]
     assert not np.allclose(start, moved)
 
 
@@ -125,11 +133,11 @@ def test_long_prompts_thin_labels_without_overlap():
         boxes = labels.boxes
         for a in range(len(boxes)):
             for b in range(a):
-                overlap = ((boxes[a, :2] < boxes[b, 2:]).all()
-                           and (boxes[b, :2] < boxes[a, 2:]).all())
+                overlap = (boxes[a, :2] < boxes[b, 2:]).all() and (
+                    boxes[b, :2] < boxes[a, 2:]
+                ).all()
                 assert not overlap, (labels.shown[a], labels.shown[b])
-        assert labels.font_size < scene.panels[0].chips.actors[0].GetTextProperty() \
-            .GetFontSize()
+        assert labels.font_size < scene.panels[0].chips.actors[0].GetTextProperty().GetFontSize()
     finally:
         scene.close()
 
@@ -161,8 +169,7 @@ def test_legend_per_colour_mode(scan, scene):
 
 def test_surface_caption_says_what_the_surface_holds():
     settings = {"projection": {"surface": {"method": "density", "level_quantile": 0.2}}}
-    assert surface_caption(settings) == \
-        "surface: density isosurface holding ~80 % of the particles"
+    assert surface_caption(settings) == "surface: density isosurface holding ~80 % of the particles"
     assert "alpha" in surface_caption({"projection": {"surface": {"method": "alpha"}}})
 
 
@@ -197,8 +204,7 @@ def test_every_layer_stays_inside_the_picture(bottom):
     the viewport (through the renderer's own world-to-display transform), and inside the
     area clear of the overlays, which it nearly fills."""
     wide = make_scan(n_layers=4, n_particles=256, n_tokens=6, seed=3)
-    for source, size in ((wide, (640, 360)), (make_diff(n_layers=3, n_particles=128),
-                                               (800, 360))):
+    for source, size in ((wide, (640, 360)), (make_diff(n_layers=3, n_particles=128), (800, 360))):
         scene = Scene(source, SceneOptions(window_size=size, overlay_bottom=bottom))
         try:
             renderer = scene.plotter.renderers[0]
@@ -242,11 +248,16 @@ def test_diff_draws_one_arrow_per_token():
 
 def test_self_diff_does_not_claim_a_peak(tmp_path):
     a = make_scan(n_layers=3, n_particles=128, n_tokens=5)
-    same = dataclasses.replace(make_diff(n_layers=3, n_particles=128, n_tokens=5), a=a, b=a,
-                               displacement_cloud=np.zeros((4, 128), np.float32),
-                               displacement_3d=np.zeros((4, 128), np.float32),
-                               divergence=np.zeros(4, np.float32), peak_layer=0,
-                               differing_tokens=[])
+    same = dataclasses.replace(
+        make_diff(n_layers=3, n_particles=128, n_tokens=5),
+        a=a,
+        b=a,
+        displacement_cloud=np.zeros((4, 128), np.float32),
+        displacement_3d=np.zeros((4, 128), np.float32),
+        divergence=np.zeros(4, np.float32),
+        peak_layer=0,
+        differing_tokens=[],
+    )
     assert not diverges(same.divergence) and diverges(np.array([0.0, 0.1]))
     scene = Scene(same, SceneOptions(window_size=(800, 360)))
     try:
@@ -275,8 +286,12 @@ def test_chart_axis_starts_at_zero():
 def test_token_time_render_prints_no_vtk_warning(tmp_path, capfd):
     stepped = make_scan(n_layers=2, n_particles=128, n_tokens=5, n_steps=3)
     stepped.tokens = ["$5", " costs", " $6", " or", " $"]
-    render_movie(stepped, tmp_path / "sweep.mp4", SceneOptions(window_size=(320, 240)),
-                 RenderOptions(frames_per_layer=1, hold=0, progress=False, token_sweep=True))
+    render_movie(
+        stepped,
+        tmp_path / "sweep.mp4",
+        SceneOptions(window_size=(320, 240)),
+        RenderOptions(frames_per_layer=1, hold=0, progress=False, token_sweep=True),
+    )
     err = capfd.readouterr().err
     assert "math text" not in err and "WARN" not in err and "ERR" not in err, err
 
@@ -285,11 +300,27 @@ def test_token_time_render_prints_no_vtk_warning(tmp_path, capfd):
 def test_real_token_time_render_prints_no_vtk_warning(tmp_path, capfd):
     """The embedded model's logit lens lists tokens (`<|endoftext|>`, newlines) that VTK's
     backend detection once sent to math text, which warned on every shadowed label."""
-    from layerscan.cli import main
+    from layerscan.cli.main import main
 
-    assert main(["render", "The cat sat", "--token-time", "-o", str(tmp_path / "t.mp4"),
-                 "--resolution", "320x240", "--frames-per-layer", "1", "--hold", "0",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "render",
+                "The cat sat",
+                "--token-time",
+                "-o",
+                str(tmp_path / "t.mp4"),
+                "--resolution",
+                "320x240",
+                "--frames-per-layer",
+                "1",
+                "--hold",
+                "0",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     err = capfd.readouterr().err
     assert "math text" not in err and "WARN" not in err, err
 
@@ -301,8 +332,10 @@ def test_html_page_colours_by_token(scan, tmp_path):
 
     page = export_html(scan, tmp_path / "s.html").read_text()
     panel = json.loads(page.split("const DATA = ")[1].split(";\nfunction f32")[0])["panels"][0]
-    expected = [("#" + "".join(f"{round(255 * c):02x}" for c in rgb))
-                for rgb in token_colors(len(scan.tokens))]
+    expected = [
+        ("#" + "".join(f"{round(255 * c):02x}" for c in rgb))
+        for rgb in token_colors(len(scan.tokens))
+    ]
     assert panel["token_colors"] == expected and panel["particle_tokens"]
     assert "token_trust" in panel["metrics"] and 'mode.value=P[0].particle_tokens?"token"' in page
 
@@ -310,19 +343,31 @@ def test_html_page_colours_by_token(scan, tmp_path):
 def test_cli_label_and_colour_flags(scan, tmp_path):
     import imageio.v3 as iio
 
-    from layerscan.cli import main
+    from layerscan.cli.main import main
 
     scan.save(tmp_path / "s.scan")
     for flags in (["--no-labels"], ["--color", "token"], ["--color", "density"]):
         out = tmp_path / f"{flags[-1]}.png"
-        assert main(["render", str(tmp_path / "s.scan"), "-o", str(out), "--resolution",
-                     "320x240", *flags]) == 0
+        assert (
+            main(
+                [
+                    "render",
+                    str(tmp_path / "s.scan"),
+                    "-o",
+                    str(out),
+                    "--resolution",
+                    "320x240",
+                    *flags,
+                ]
+            )
+            == 0
+        )
         assert iio.imread(out).shape == (240, 320, 3)
 
 
 @pytest.mark.slow
 def test_self_diff_says_the_prompts_do_not_diverge(tmp_path, capsys):
-    from layerscan.cli import main
+    from layerscan.cli.main import main
 
     assert main(["diff", "The cat sat", "The cat sat", "-o", str(tmp_path / "d.scan")]) == 0
     err = capsys.readouterr().err
@@ -337,8 +382,9 @@ def test_text_is_drawn_over_the_particles():
     size = (800, 360)
     images = []
     for show_points in (False, True):
-        scene = Scene(diff, SceneOptions(window_size=size, show_points=show_points,
-                                         show_labels=False))
+        scene = Scene(
+            diff, SceneOptions(window_size=size, show_points=show_points, show_labels=False)
+        )
         try:
             scene.update(0, 3.0)
             for panel in scene.panels:
@@ -353,7 +399,7 @@ def test_text_is_drawn_over_the_particles():
     text = (plain[..., 0] >= 250) & (plain[..., 1] >= 250) & (plain[..., 2] <= 5)
     changed = np.abs(images[1][band] - images[0][band]).max(-1) > 30
     rows, cols = np.flatnonzero(text.any(1)), np.flatnonzero(text.any(0))
-    box = changed[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    box = changed[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     assert text.sum() > 30 and box.sum() > 100, "no particles behind the text"
     # glyph cores keep their colour (edges blend with what lies behind, by a few levels)
     assert np.abs(images[1][band][text] - images[0][band][text]).max() <= 8

@@ -9,13 +9,14 @@ import sys
 
 import pytest
 
-from layerscan.errors import Terminated
-from layerscan.signals import deferred, interruptible, pending, raise_if_pending
+from layerscan.core.errors import Terminated
+from layerscan.core.signals import deferred, interruptible, pending, raise_if_pending
 from tests.bad_inputs import REPO
 
 
-@pytest.mark.parametrize("signum, error", [(signal.SIGTERM, Terminated),
-                                           (signal.SIGINT, KeyboardInterrupt)])
+@pytest.mark.parametrize(
+    "signum, error", [(signal.SIGTERM, Terminated), (signal.SIGINT, KeyboardInterrupt)]
+)
 def test_a_signal_inside_deferred_is_raised_only_between_steps(signum, error):
     with pytest.raises(error), interruptible():
         with deferred():
@@ -50,9 +51,9 @@ def test_deferred_alone_takes_over_ctrl_c_and_gives_it_back():
 VTK_CALLBACK = """
 import os, signal, sys
 from vtkmodules.vtkCommonCore import vtkObject
-from layerscan.cli import EXIT_TERMINATED
-from layerscan.errors import Terminated
-from layerscan.signals import deferred, interruptible
+from layerscan.cli.main import EXIT_TERMINATED
+from layerscan.core.errors import Terminated
+from layerscan.core.signals import deferred, interruptible
 obj = vtkObject()
 obj.AddObserver("ModifiedEvent", lambda *_: [os.kill(os.getpid(), signal.SIGTERM),
                                              sum(range(1000))])
@@ -66,6 +67,11 @@ except Terminated:
 
 
 def test_a_signal_inside_a_vtk_callback_does_not_make_vtk_exit_1():
-    result = subprocess.run([sys.executable, "-c", VTK_CALLBACK], capture_output=True,
-                            text=True, env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", VTK_CALLBACK],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        timeout=120,
+    )
     assert (result.returncode, result.stdout) == (143, "after\n"), result.stderr[-800:]

@@ -12,21 +12,24 @@ import torch
 
 from layerscan.autoencoder.artifact import export_autoencoder, load_autoencoder
 from layerscan.autoencoder.basis_cache import FOLDER, basis_key, basis_path, read_basis, write_basis
-from layerscan.cli import main
-from layerscan.startup import paused_collection
+from layerscan.cli.main import main
+from layerscan.core.startup import paused_collection
 from tests.test_autoencoder import SMALL, _fitted, _trained
 
 HEAVY = ("torch", "transformers", "pyvista", "vtkmodules", "sklearn", "scipy")
 
 
 def test_cli_import_and_parser_import_nothing_heavy():
-    code = ("import sys\n"
-            "import layerscan.cli\n"
-            "parser = layerscan.cli.build_parser()\n"
-            "parser.format_help()\n"
-            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True)
+    code = (
+        "import sys\n"
+        "import layerscan.cli.main\n"
+        "parser = layerscan.cli.main.build_parser()\n"
+        "parser.format_help()\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "[]"
 
 
@@ -58,28 +61,31 @@ def test_a_renders_start_up_pauses_collection_and_imports_no_sklearn(tiny_model_
     """`render` of a prompt run by main(), stopped where its work would start (as the bench
     does): its imports and its loading ran with collection paused, then frozen."""
     argv = ["render", "--model", str(tiny_model_dirs["llama"]), "-o", str(tmp_path / "x.png")]
-    code = ("import gc, sys\n"
-            "from layerscan.cli import main\n"
-            "from layerscan.commands.common import ScanRequest\n"
-            "import layerscan.autoencoder.capture.loading as loading\n"
-            "load, real, seen = ScanRequest._load, loading.load_model, []\n"
-            "def until_load(self):\n"
-            "    import torch\n"  # imported already: its classes were frozen with it
-            "    seen.append((gc.isenabled(), all(o is not torch.nn.Module\n"
-            "                                     for o in gc.get_objects())))\n"
-            "    return load(self)\n"
-            "def load_model(*args, **kwargs):\n"
-            "    seen.append(gc.isenabled())\n"
-            "    return real(*args, **kwargs)\n"
-            "def until_work(self, *args):\n"
-            "    print(seen, gc.isenabled(),\n"
-            "          sorted(m for m in ('sklearn', 'scipy.stats') if m in sys.modules))\n"
-            "    raise SystemExit(0)\n"
-            "ScanRequest._load, ScanRequest._check_prompts = until_load, until_work\n"
-            "loading.load_model = load_model\n"
-            f"main({argv!r})\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True)
+    code = (
+        "import gc, sys\n"
+        "from layerscan.cli.main import main\n"
+        "from layerscan.cli.common import ScanRequest\n"
+        "import layerscan.autoencoder.capture.loading as loading\n"
+        "load, real, seen = ScanRequest._load, loading.load_model, []\n"
+        "def until_load(self):\n"
+        "    import torch\n"  # imported already: its classes were frozen with it
+        "    seen.append((gc.isenabled(), all(o is not torch.nn.Module\n"
+        "                                     for o in gc.get_objects())))\n"
+        "    return load(self)\n"
+        "def load_model(*args, **kwargs):\n"
+        "    seen.append(gc.isenabled())\n"
+        "    return real(*args, **kwargs)\n"
+        "def until_work(self, *args):\n"
+        "    print(seen, gc.isenabled(),\n"
+        "          sorted(m for m in ('sklearn', 'scipy.stats') if m in sys.modules))\n"
+        "    raise SystemExit(0)\n"
+        "ScanRequest._load, ScanRequest._check_prompts = until_load, until_work\n"
+        "loading.load_model = load_model\n"
+        f"main({argv!r})\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.splitlines()[-1] == "[(True, True), False] True []"
 
 
@@ -89,13 +95,16 @@ def test_rendering_a_scan_file_imports_no_torch(tmp_path):
     scan, still = tmp_path / "x.scan", tmp_path / "x.png"
     make_scan().save(scan)
     argv = ["render", str(scan), "-o", str(still), "--resolution", "160x120"]
-    code = ("import sys\n"
-            "from layerscan.cli import main\n"
-            f"code = main({argv!r})\n"
-            "print(code, sorted(m for m in ('torch', 'transformers', 'sklearn', 'pyvista')\n"
-            "                   if m in sys.modules))\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True)
+    code = (
+        "import sys\n"
+        "from layerscan.cli.main import main\n"
+        f"code = main({argv!r})\n"
+        "print(code, sorted(m for m in ('torch', 'transformers', 'sklearn', 'pyvista')\n"
+        "                   if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.splitlines()[-1] == "0 ['pyvista']"
     assert iio.imread(still).shape == (120, 160, 3)
 
@@ -105,8 +114,10 @@ def test_a_commands_help_still_lists_its_deferred_options(capsys):
     text = capsys.readouterr().out
     for flag in ("--model", "--normalization", "--projection", "--surface", "--fps", "--color"):
         assert flag in text
-    order = [text.index(f"\n{group}:") for group in ("drawing", "movie", "model", "capture",
-                                                     "projection", "scan")]
+    order = [
+        text.index(f"\n{group}:")
+        for group in ("drawing", "movie", "model", "capture", "projection", "scan")
+    ]
     assert order == sorted(order)
 
 
@@ -158,15 +169,16 @@ def test_a_corrupt_cached_basis_is_ignored_and_rewritten(tmp_path, monkeypatch):
 
 
 def test_prompts_file_names_and_errors(tmp_path, capsys):
-    from layerscan.commands.render import numbered
+    from layerscan.cli.commands.render import numbered
 
-    assert numbered("out/a.mp4", 3, 12) == "out/a-03.mp4" and numbered("frames", 1, 2) == \
-        "frames-1"
+    assert numbered("out/a.mp4", 3, 12) == "out/a-03.mp4" and numbered("frames", 1, 2) == "frames-1"
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n  \n", encoding="utf-8")
-    for argv in (["--prompts-file", str(tmp_path / "missing.txt")],
-                 ["--prompts-file", str(prompts)],
-                 ["a prompt", "--prompts-file", str(prompts)]):
+    for argv in (
+        ["--prompts-file", str(tmp_path / "missing.txt")],
+        ["--prompts-file", str(prompts)],
+        ["a prompt", "--prompts-file", str(prompts)],
+    ):
         assert main(["render", *argv, "-o", str(tmp_path / "a.png")]) == 2
     err = capsys.readouterr().err
     assert err.count("layerscan: error: ") == 3 and err.count("\n") == 3
@@ -177,8 +189,20 @@ def test_prompts_file_names_and_errors(tmp_path, capsys):
 def test_prompts_file_renders_one_still_per_prompt(tmp_path, capsys):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("The cat sat\n\nA dog ran far\n", encoding="utf-8")
-    assert main(["render", "--prompts-file", str(prompts), "-o", str(tmp_path / "s.png"),
-                 "--resolution", "160x120"]) == 0
+    assert (
+        main(
+            [
+                "render",
+                "--prompts-file",
+                str(prompts),
+                "-o",
+                str(tmp_path / "s.png"),
+                "--resolution",
+                "160x120",
+            ]
+        )
+        == 0
+    )
     first, second = (iio.imread(tmp_path / f"s-{i}.png") for i in (1, 2))
     assert first.shape == second.shape == (120, 160, 3) and (first != second).any()
     assert capsys.readouterr().err.count("scanned") == 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from layerscan.errors import LayerscanError
+from layerscan.core.errors import LayerscanError
 from layerscan.geometry.surfaces import (
     SurfaceOptions,
     density_surface,
@@ -18,8 +18,12 @@ def blobs(n_layers=3, n_points=400, seed=0) -> np.ndarray:
     """(n_layers, n_points, 3) two Gaussian blobs."""
     rng = np.random.default_rng(seed)
     centers = np.array([[-4.0, 0, 0], [4.0, 0, 0]])
-    return np.stack([centers[rng.integers(0, 2, n_points)] + rng.normal(size=(n_points, 3))
-                     for _ in range(n_layers)])
+    return np.stack(
+        [
+            centers[rng.integers(0, 2, n_points)] + rng.normal(size=(n_points, 3))
+            for _ in range(n_layers)
+        ]
+    )
 
 
 def test_density_isosurface_is_a_valid_mesh_around_the_particles():
@@ -71,8 +75,10 @@ def test_degenerate_layers_give_empty_surfaces():
 def test_surfaces_are_deterministic_and_options_validated():
     layouts = blobs(2)
     a, b = layer_surfaces(layouts), layer_surfaces(layouts)
-    assert all(x.vertices.tobytes() == y.vertices.tobytes() and
-               x.faces.tobytes() == y.faces.tobytes() for x, y in zip(a, b, strict=True))
+    assert all(
+        x.vertices.tobytes() == y.vertices.tobytes() and x.faces.tobytes() == y.faces.tobytes()
+        for x, y in zip(a, b, strict=True)
+    )
     with pytest.raises(LayerscanError, match="unknown surface method"):
         SurfaceOptions(method="marching")
     with pytest.raises(LayerscanError, match="grid"):

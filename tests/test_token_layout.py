@@ -24,8 +24,7 @@ from layerscan.geometry.token_layout import (
 )
 
 
-def curved_states(n_layers: int = 5, n_tokens: int = 30, d: int = 64,
-                  seed: int = 0) -> np.ndarray:
+def curved_states(n_layers: int = 5, n_tokens: int = 30, d: int = 64, seed: int = 0) -> np.ndarray:
     """(n_layers, n_tokens, d) token states on a few curved, drifting strands: structure that
     PCA-3 flattens (so a faithful layout can beat it) and that moves smoothly with depth."""
     rng = np.random.default_rng(seed)
@@ -49,8 +48,9 @@ def routed(n_particles: int, n_tokens: int) -> np.ndarray:
     return np.arange(n_particles) * n_tokens // n_particles
 
 
-def grouped_clouds(states: np.ndarray, owner: np.ndarray, d_particle: int = 8,
-                   seed: int = 1) -> np.ndarray:
+def grouped_clouds(
+    states: np.ndarray, owner: np.ndarray, d_particle: int = 8, seed: int = 1
+) -> np.ndarray:
     """Clouds like the grouped code: the token's main coordinates plus a small detail."""
     rng = np.random.default_rng(seed)
     main = states[..., :d_particle][:, owner]  # (n_layers, N, d_particle)
@@ -90,8 +90,11 @@ def test_groups_are_compact_and_centred_on_their_token(states):
     places = TokenLayout().fit(states).embedding_.astype(np.float64)
     clouds = grouped_clouds(states, owner)
     positions = grouped_positions(places, clouds, owner, spread=0.08)
-    np.testing.assert_allclose(token_places(positions, np.broadcast_to(owner, (5, n_particles)),
-                                            states.shape[1]), places, atol=1e-4)
+    np.testing.assert_allclose(
+        token_places(positions, np.broadcast_to(owner, (5, n_particles)), states.shape[1]),
+        places,
+        atol=1e-4,
+    )
     figures = token_figures(states, positions, np.broadcast_to(owner, (5, n_particles)))
     assert 0.04 < figures.token_spread.mean() <= 0.1
     # no two particles of a token stack up
@@ -115,12 +118,15 @@ def test_earlier_tokens_never_move_in_token_time(states):
     clouds = np.stack([grouped_clouds(states, o) for o in owners])
     positions = step_positions(TokenLayout(), states, clouds, owners, lengths, 0.08)
     for step in range(1, len(lengths)):
-        before = token_places(positions[step - 1], np.broadcast_to(owners[step - 1], (5, 120)),
-                              lengths[step - 1])
-        after = token_places(positions[step], np.broadcast_to(owners[step], (5, 120)),
-                             lengths[step])[:, :lengths[step - 1]]
-        radius = np.linalg.norm(positions[step] - positions[step].mean(1, keepdims=True),
-                                axis=-1).mean()
+        before = token_places(
+            positions[step - 1], np.broadcast_to(owners[step - 1], (5, 120)), lengths[step - 1]
+        )
+        after = token_places(
+            positions[step], np.broadcast_to(owners[step], (5, 120)), lengths[step]
+        )[:, : lengths[step - 1]]
+        radius = np.linalg.norm(
+            positions[step] - positions[step].mean(1, keepdims=True), axis=-1
+        ).mean()
         assert np.abs(after - before).max() <= 1e-4 * radius
 
 
@@ -128,15 +134,17 @@ def test_common_space_self_diff_moves_nothing_and_shared_prefix_shares_places(st
     n_particles = 200
     owner = routed(n_particles, states.shape[1])
     clouds = grouped_clouds(states, owner)
-    pos_a, pos_b = common_positions(TokenLayout(), states, states, clouds, clouds, owner, owner,
-                                    0.08)
+    pos_a, pos_b = common_positions(
+        TokenLayout(), states, states, clouds, clouds, owner, owner, 0.08
+    )
     np.testing.assert_array_equal(pos_a, pos_b)
     # B: the same first 20 tokens (a shared causal prefix), then different ones
     other = curved_states(seed=5)
     states_b = np.concatenate([states[:, :20], other[:, 20:]], 1)
     clouds_b = grouped_clouds(states_b, owner)
-    pos_a, pos_b = common_positions(TokenLayout(), states, states_b, clouds, clouds_b, owner,
-                                    owner, 0.08)
+    pos_a, pos_b = common_positions(
+        TokenLayout(), states, states_b, clouds, clouds_b, owner, owner, 0.08
+    )
     place_a = token_places(pos_a, np.broadcast_to(owner, (5, n_particles)), states.shape[1])
     place_b = token_places(pos_b, np.broadcast_to(owner, (5, n_particles)), states.shape[1])
     shared = np.abs(place_a[:, :20] - place_b[:, :20]).max()
@@ -160,8 +168,7 @@ def test_distance_correlation_of_a_long_prompt_is_estimated_closely():
     """Past CORRELATION_PAIRS pairs a fixed sample is ranked: close to every pair's figure."""
     states = curved_states(n_layers=2, n_tokens=700, seed=4)  # 244,650 pairs
     layout = pca_baseline(states)
-    every = [spearmanr(pdist(x), pdist(y)).statistic for x, y in zip(states, layout,
-                                                                        strict=True)]
+    every = [spearmanr(pdist(x), pdist(y)).statistic for x, y in zip(states, layout, strict=True)]
     np.testing.assert_allclose(distance_correlation(states, layout), every, atol=0.01)
 
 

@@ -16,8 +16,8 @@ import pytest
 from layerscan.autoencoder.cache import HiddenStateCache
 from layerscan.autoencoder.corpus import read_documents, seed_prompts
 from layerscan.autoencoder.data import chunk_windows, split_windows
-from layerscan.cli import main
-from layerscan.errors import LayerscanError
+from layerscan.cli.main import main
+from layerscan.core.errors import LayerscanError
 
 REPO = Path(__file__).resolve().parent.parent
 LINES = [
@@ -56,9 +56,21 @@ def trained_run(tmp_path_factory, tiny_llama, corpus) -> Path:
 
 
 def _train_args(model: Path, corpus: Path, out: Path, cache: Path, *extra: str) -> list[str]:
-    return ["train", "--config", "tiny", "--corpus", str(corpus), "--output", str(out),
-            "--set", f"data.language_model={model}", "--cache-dir", str(cache),
-            "--no-progress", *extra]
+    return [
+        "train",
+        "--config",
+        "tiny",
+        "--corpus",
+        str(corpus),
+        "--output",
+        str(out),
+        "--set",
+        f"data.language_model={model}",
+        "--cache-dir",
+        str(cache),
+        "--no-progress",
+        *extra,
+    ]
 
 
 def test_corpus_formats(tmp_path):
@@ -153,8 +165,21 @@ def test_training_writes_artifact_checkpoints_and_logs(trained_run, tmp_path, ca
     assert list((trained_run / "logs").rglob("events.out.tfevents.*"))
     # the eval command reproduces the recorded metrics on the same held-out windows
     out = tmp_path / "metrics.json"
-    assert main(["eval", "--autoencoder", str(trained_run / "artifact"), "--cache-dir",
-                 str(trained_run / "cache"), "--json", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--autoencoder",
+                str(trained_run / "artifact"),
+                "--cache-dir",
+                str(trained_run / "cache"),
+                "--json",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "worst layer" in capsys.readouterr().out
     measured = json.loads(out.read_text())
     np.testing.assert_allclose(measured["r2"]["8"], short, atol=1e-6)
@@ -165,8 +190,7 @@ def test_bad_inputs_fail_with_one_line(tmp_path, tiny_llama, capsys):
     empty.write_text("")
     assert main(_train_args(tiny_llama, empty, tmp_path / "o", tmp_path / "c")) == 2
     assert "empty" in capsys.readouterr().err
-    assert main(_train_args(tiny_llama, tmp_path / "nope.txt", tmp_path / "o",
-                            tmp_path / "c")) == 2
+    assert main(_train_args(tiny_llama, tmp_path / "nope.txt", tmp_path / "o", tmp_path / "c")) == 2
     assert "no such file" in capsys.readouterr().err
     assert main(_train_args(tiny_llama, empty, tmp_path / "o", tmp_path / "c", "--resume")) == 2
     assert "no checkpoint" in capsys.readouterr().err
@@ -180,8 +204,9 @@ def test_bad_inputs_fail_with_one_line(tmp_path, tiny_llama, capsys):
     assert "unknown key" in capsys.readouterr().err
 
 
-def test_nan_loss_stops_with_the_step_and_keeps_a_good_checkpoint(tmp_path, tiny_llama,
-                                                                  corpus, monkeypatch):
+def test_nan_loss_stops_with_the_step_and_keeps_a_good_checkpoint(
+    tmp_path, tiny_llama, corpus, monkeypatch
+):
     import torch
 
     from layerscan.autoencoder.model import ParticleAutoencoder
@@ -200,8 +225,15 @@ def test_nan_loss_stops_with_the_step_and_keeps_a_good_checkpoint(tmp_path, tiny
     monkeypatch.setattr(ParticleAutoencoder, "forward", poisoned)
     from layerscan.autoencoder.config import load_config
 
-    config = load_config("tiny", [f"data.corpus={corpus}", f"data.language_model={tiny_llama}",
-                                  f"output={tmp_path / 'run'}", "train.max_epochs=5"])
+    config = load_config(
+        "tiny",
+        [
+            f"data.corpus={corpus}",
+            f"data.language_model={tiny_llama}",
+            f"output={tmp_path / 'run'}",
+            "train.max_epochs=5",
+        ],
+    )
     with pytest.raises(LayerscanError, match=r"NaN|nan") as info:
         train(config, cache_root=tmp_path / "cache", progress=False)
     assert "at step 4" in str(info.value)
@@ -212,17 +244,32 @@ def test_nan_loss_stops_with_the_step_and_keeps_a_good_checkpoint(tmp_path, tiny
 
 def _run_cli(args: list[str], env_extra: dict | None = None, **kwargs) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", **(env_extra or {}))
-    return subprocess.Popen([sys.executable, "-m", "layerscan", *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "layerscan", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kwargs,
+    )
 
 
 @pytest.mark.slow
 def test_resume_after_kill_9_finishes(tmp_path, tiny_llama, corpus, trained_run):
     out = tmp_path / "run"
-    args = _train_args(tiny_llama, corpus, out, trained_run / "cache",
-                       "--set", "train.max_epochs=40", "--set", "train.checkpoint_every_n_steps=1",
-                       "--set", "data.batch_size=1")  # many steps: an idle machine is fast
+    args = _train_args(
+        tiny_llama,
+        corpus,
+        out,
+        trained_run / "cache",
+        "--set",
+        "train.max_epochs=40",
+        "--set",
+        "train.checkpoint_every_n_steps=1",
+        "--set",
+        "data.batch_size=1",
+    )  # many steps: an idle machine is fast
     proc = _run_cli(args, start_new_session=True)
     last, deadline = out / "checkpoints" / "last.ckpt", time.time() + 240
     while time.time() < deadline and proc.poll() is None:
@@ -249,9 +296,22 @@ def test_resume_after_kill_9_finishes(tmp_path, tiny_llama, corpus, trained_run)
 @pytest.mark.slow
 def test_ddp_with_two_cpu_processes(tmp_path, tiny_llama, corpus, trained_run):
     out = tmp_path / "ddp"
-    proc = _run_cli(_train_args(tiny_llama, corpus, out, trained_run / "cache",
-                                "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp",
-                                "--set", "train.max_epochs=2"))
+    proc = _run_cli(
+        _train_args(
+            tiny_llama,
+            corpus,
+            out,
+            trained_run / "cache",
+            "--accelerator",
+            "cpu",
+            "--devices",
+            "2",
+            "--strategy",
+            "ddp",
+            "--set",
+            "train.max_epochs=2",
+        )
+    )
     log = proc.communicate(timeout=600)[0]
     assert proc.returncode == 0, log[-3000:]
     assert "world_size=2" in log.replace(" ", "") or "MEMBER: 2/2" in log

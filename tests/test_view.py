@@ -16,8 +16,8 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from layerscan.cli import main
-from layerscan.errors import LayerscanError
+from layerscan.cli.main import main
+from layerscan.core.errors import LayerscanError
 from layerscan.geometry.scene.window import Viewer, check_display
 from tests.synthetic_scan import make_diff, make_scan
 
@@ -31,9 +31,22 @@ def xdisplay():
     read, write = os.pipe()
     # -noreset: by default Xvfb resets when its last client leaves, and a scenario process that
     # connects during that reset gets "bad X server connection" (seen once in a full run)
-    proc = subprocess.Popen([exe, "-displayfd", str(write), "-screen", "0", "1280x800x24",
-                             "-nolisten", "tcp", "-noreset"], pass_fds=(write,),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            exe,
+            "-displayfd",
+            str(write),
+            "-screen",
+            "0",
+            "1280x800x24",
+            "-nolisten",
+            "tcp",
+            "-noreset",
+        ],
+        pass_fds=(write,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     os.close(write)
     with os.fdopen(read) as fh:
         number = fh.readline().strip()
@@ -68,10 +81,18 @@ def open_viewer(tmp_path) -> Viewer:
 def run_in_window(display: str, scenario, tmp_path) -> None:
     """Run `scenario(tmp_path)` of this module in a fresh process on `display`."""
     root = Path(__file__).resolve().parents[1]
-    code = (f"import pathlib; from tests.test_view import {scenario.__name__} as s; "
-            f"s(pathlib.Path({str(tmp_path)!r}))")
-    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
-                            text=True, timeout=300, env={**os.environ, "DISPLAY": display})
+    code = (
+        f"import pathlib; from tests.test_view import {scenario.__name__} as s; "
+        f"s(pathlib.Path({str(tmp_path)!r}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "DISPLAY": display},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
 
@@ -100,8 +121,12 @@ def scenario_toggles(tmp_path) -> None:
     viewer = open_viewer(tmp_path)
     press(viewer, "bracketright")
     base = grab(viewer)
-    for key, option in (("u", "show_surface"), ("p", "show_points"), ("l", "show_lines"),
-                        ("o", "show_overlays")):
+    for key, option in (
+        ("u", "show_surface"),
+        ("p", "show_points"),
+        ("l", "show_lines"),
+        ("o", "show_overlays"),
+    ):
         before = getattr(viewer.scene.options, option)
         press(viewer, key)
         assert getattr(viewer.scene.options, option) is not before
@@ -184,9 +209,11 @@ def scenario_close_mid_animation(tmp_path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.display
-@pytest.mark.parametrize("scenario", [scenario_keys, scenario_toggles, scenario_pick,
-                                      scenario_play, scenario_close_mid_animation],
-                         ids=["keys", "toggles", "pick", "play", "close-mid-animation"])
+@pytest.mark.parametrize(
+    "scenario",
+    [scenario_keys, scenario_toggles, scenario_pick, scenario_play, scenario_close_mid_animation],
+    ids=["keys", "toggles", "pick", "play", "close-mid-animation"],
+)
 def test_window(xdisplay, tmp_path, scenario):
     run_in_window(xdisplay, scenario, tmp_path)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from layerscan.errors import LayerscanError
+from layerscan.core.errors import LayerscanError
 
 TABLE_PATH = "ARCHITECTURES in autoencoder/capture/architectures.py"
 
@@ -58,8 +58,9 @@ ARCHITECTURES: dict[str, Architecture] = {
     "xlm-roberta": Architecture(None, lens=("lm_head.dense", "gelu", "lm_head.layer_norm")),
     "distilbert": Architecture(None, lens=("vocab_transform", "activation", "vocab_layer_norm")),
     "electra": Architecture(None, lens=("generator_predictions",)),
-    "albert": Architecture(None, lens=("predictions.dense", "predictions.activation",
-                                        "predictions.LayerNorm")),
+    "albert": Architecture(
+        None, lens=("predictions.dense", "predictions.activation", "predictions.LayerNorm")
+    ),
 }
 """model_type → where its final norm and its LM head live. Every lens here is tested against
 the model's own output at the last layer (tests/test_reliability.py); a model type missing here
@@ -92,7 +93,8 @@ def final_norm(model: Any) -> torch.nn.Module | None:
     if module is None:
         raise LayerscanError(
             f"architecture {model.config.model_type!r} has no known final norm; use "
-            f"--normalization raw or standardize, or add it to {TABLE_PATH}")
+            f"--normalization raw or standardize, or add it to {TABLE_PATH}"
+        )
     return module
 
 
@@ -110,9 +112,11 @@ def lens_head(model: Any) -> Callable[[torch.Tensor], torch.Tensor] | None:
         return None
     entry = architecture(model)
     if entry is None or entry.lens is None:
-        raise LayerscanError(f"architecture {model.config.model_type!r}: layerscan does not know "
-                             f"its LM head, so it has no logit lens; use --top-k 0, or add it "
-                             f"to {TABLE_PATH}")
+        raise LayerscanError(
+            f"architecture {model.config.model_type!r}: layerscan does not know "
+            f"its LM head, so it has no logit lens; use --top-k 0, or add it "
+            f"to {TABLE_PATH}"
+        )
     steps = []
     for path in entry.lens:
         if path == "gelu":
@@ -120,9 +124,11 @@ def lens_head(model: Any) -> Callable[[torch.Tensor], torch.Tensor] | None:
             continue
         module = _attribute(model, path.rstrip("?"))
         if module is None and not path.endswith("?"):
-            raise LayerscanError(f"architecture {model.config.model_type!r}: the lens step "
-                                 f"{path!r} is missing from {type(model).__name__}; fix "
-                                 f"{TABLE_PATH}")
+            raise LayerscanError(
+                f"architecture {model.config.model_type!r}: the lens step "
+                f"{path!r} is missing from {type(model).__name__}; fix "
+                f"{TABLE_PATH}"
+            )
         if module is not None:
             steps.append(module)
     cap = None if entry.logit_softcap is None else getattr(model.config, entry.logit_softcap)

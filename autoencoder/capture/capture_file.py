@@ -11,8 +11,8 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from layerscan.errors import LayerscanError
-from layerscan.files import read_tensor_file, write_tensor_file
+from layerscan.core.errors import LayerscanError
+from layerscan.core.tensor_file import read_tensor_file, write_tensor_file
 
 Normalization = Literal["final-norm", "standardize", "raw"]
 """How captured states are normalized: the one list every other module reads."""
@@ -48,18 +48,19 @@ class CaptureOptions:
 
     def __post_init__(self) -> None:
         if self.normalization not in NORMALIZATIONS:
-            raise LayerscanError(f"unknown normalization {self.normalization!r}: use "
-                                 f"{', '.join(NORMALIZATIONS)}")
+            raise LayerscanError(
+                f"unknown normalization {self.normalization!r}: use {', '.join(NORMALIZATIONS)}"
+            )
         if self.generate < 0:
             raise LayerscanError(f"--generate must be 0 or more, got {self.generate}")
         if not (math.isfinite(self.temperature) and self.temperature > 0):
-            raise LayerscanError(f"--temperature must be a positive number, got "
-                                 f"{self.temperature}")
+            raise LayerscanError(f"--temperature must be a positive number, got {self.temperature}")
         if self.top_k < 0:
             raise LayerscanError(f"--top-k must be 0 (no logit lens) or more, got {self.top_k}")
         if self.lens_last < 0:
-            raise LayerscanError(f"--lens-last must be 0 (every token) or more, got "
-                                 f"{self.lens_last}")
+            raise LayerscanError(
+                f"--lens-last must be 0 (every token) or more, got {self.lens_last}"
+            )
 
 
 def layer_names(n_layers: int) -> list[str]:
@@ -126,14 +127,21 @@ class Capture:
             raise LayerscanError(f"prefix length {n_tokens} outside 1..{self.n_tokens}")
         cut = slice(0, n_tokens)
         return Capture(
-            hidden=self.hidden[:, cut], token_ids=self.token_ids[cut], tokens=self.tokens[cut],
-            n_prompt_tokens=min(self.n_prompt_tokens, n_tokens), model_id=self.model_id,
-            revision=self.revision, architecture=self.architecture,
-            normalization=self.normalization, is_causal=True, prompt=self.prompt,
+            hidden=self.hidden[:, cut],
+            token_ids=self.token_ids[cut],
+            tokens=self.tokens[cut],
+            n_prompt_tokens=min(self.n_prompt_tokens, n_tokens),
+            model_id=self.model_id,
+            revision=self.revision,
+            architecture=self.architecture,
+            normalization=self.normalization,
+            is_causal=True,
+            prompt=self.prompt,
             lens_ids=None if self.lens_ids is None else self.lens_ids[:, cut],
             lens_probs=None if self.lens_probs is None else self.lens_probs[:, cut],
             lens_tokens=None if self.lens_tokens is None else [t[cut] for t in self.lens_tokens],
-            extra=dict(self.extra))
+            extra=dict(self.extra),
+        )
 
     def validate(self) -> None:
         """Raise LayerscanError if the fields disagree with each other."""
@@ -141,31 +149,45 @@ class Capture:
             raise LayerscanError(f"capture hidden states must be 3-D, got {self.hidden.shape}")
         n = self.n_tokens
         if len(self.token_ids) != n or len(self.tokens) != n:
-            raise LayerscanError(f"capture has {n} token states but {len(self.token_ids)} ids "
-                                 f"and {len(self.tokens)} token strings")
+            raise LayerscanError(
+                f"capture has {n} token states but {len(self.token_ids)} ids "
+                f"and {len(self.tokens)} token strings"
+            )
         if not 0 <= self.n_prompt_tokens <= n:
             raise LayerscanError(f"capture n_prompt_tokens={self.n_prompt_tokens} outside 0..{n}")
         if self.normalization not in NORMALIZATIONS:
             raise LayerscanError(f"unknown normalization {self.normalization!r}")
         if self.lens_ids is not None:
             expected = self.hidden.shape[:2]
-            if self.lens_ids.shape[:2] != expected or self.lens_probs is None \
-                    or self.lens_probs.shape != self.lens_ids.shape:
+            if (
+                self.lens_ids.shape[:2] != expected
+                or self.lens_probs is None
+                or self.lens_probs.shape != self.lens_ids.shape
+            ):
                 raise LayerscanError("capture logit-lens arrays do not match the hidden states")
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the capture to one safetensors file (arrays) with JSON metadata."""
         self.validate()
-        arrays = {"hidden": self.hidden.astype(np.float32),
-                  "token_ids": np.asarray(self.token_ids, dtype=np.int64)}
+        arrays = {
+            "hidden": self.hidden.astype(np.float32),
+            "token_ids": np.asarray(self.token_ids, dtype=np.int64),
+        }
         if self.lens_ids is not None:
             arrays["lens_ids"] = self.lens_ids.astype(np.int64)
             arrays["lens_probs"] = self.lens_probs.astype(np.float32)
-        meta = {"tokens": self.tokens, "n_prompt_tokens": self.n_prompt_tokens,
-                "model_id": self.model_id, "revision": self.revision,
-                "architecture": self.architecture, "normalization": self.normalization,
-                "is_causal": self.is_causal, "prompt": self.prompt,
-                "lens_tokens": self.lens_tokens, "extra": self.extra}
+        meta = {
+            "tokens": self.tokens,
+            "n_prompt_tokens": self.n_prompt_tokens,
+            "model_id": self.model_id,
+            "revision": self.revision,
+            "architecture": self.architecture,
+            "normalization": self.normalization,
+            "is_causal": self.is_causal,
+            "prompt": self.prompt,
+            "lens_tokens": self.lens_tokens,
+            "extra": self.extra,
+        }
         return write_tensor_file(path, CAPTURE_KIND, CAPTURE_FORMAT_VERSION, arrays, meta)
 
     @classmethod
@@ -173,9 +195,13 @@ class Capture:
         """Read a file written by `save`; a foreign, old or corrupt file raises LayerscanError."""
         arrays, meta = read_tensor_file(path, CAPTURE_KIND, CAPTURE_FORMAT_VERSION)
         try:
-            capture = cls(hidden=arrays["hidden"], token_ids=arrays["token_ids"].tolist(),
-                          lens_ids=arrays.get("lens_ids"), lens_probs=arrays.get("lens_probs"),
-                          **meta)
+            capture = cls(
+                hidden=arrays["hidden"],
+                token_ids=arrays["token_ids"].tolist(),
+                lens_ids=arrays.get("lens_ids"),
+                lens_probs=arrays.get("lens_probs"),
+                **meta,
+            )
         except (KeyError, TypeError) as exc:
             raise LayerscanError(f"{path}: capture file is missing fields ({exc})") from exc
         capture.validate()

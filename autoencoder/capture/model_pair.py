@@ -14,7 +14,7 @@ from layerscan.autoencoder.capture.loading import (
     load_model,
     model_config,
 )
-from layerscan.errors import LayerscanError
+from layerscan.core.errors import LayerscanError
 
 ADAPTER_CONFIG = "adapter_config.json"
 """The file that marks a PEFT adapter folder."""
@@ -58,8 +58,11 @@ class SecondModelPlan:
 
 def is_adapter_folder(path: str | None) -> bool:
     """Whether `path` is a PEFT adapter folder (it holds adapter_config.json)."""
-    return path is not None and len(path) < 4096 and (Path(path).expanduser()
-                                                      / ADAPTER_CONFIG).is_file()
+    return (
+        path is not None
+        and len(path) < 4096
+        and (Path(path).expanduser() / ADAPTER_CONFIG).is_file()
+    )
 
 
 def plan_second_model(model: ModelOptions, second: SecondModelOptions) -> SecondModelPlan:
@@ -69,15 +72,18 @@ def plan_second_model(model: ModelOptions, second: SecondModelOptions) -> Second
     base, adapter = second.model_b or model.model, second.adapter
     if second.model_b is not None and is_adapter_folder(second.model_b):
         if adapter is not None:
-            raise LayerscanError(f"--model-b {second.model_b} is an adapter folder and --adapter "
-                                 f"names another; give one adapter")
+            raise LayerscanError(
+                f"--model-b {second.model_b} is an adapter folder and --adapter "
+                f"names another; give one adapter"
+            )
         base, adapter = model.model, second.model_b
     if adapter is None:
         return SecondModelPlan(base=base, adapter=None)
     folder = Path(adapter).expanduser()
     if not (folder / ADAPTER_CONFIG).is_file():
-        raise LayerscanError(f"--adapter {adapter}: no {ADAPTER_CONFIG} there; point it at a "
-                             f"PEFT adapter folder")
+        raise LayerscanError(
+            f"--adapter {adapter}: no {ADAPTER_CONFIG} there; point it at a PEFT adapter folder"
+        )
     return SecondModelPlan(base=base, adapter=folder)
 
 
@@ -106,8 +112,9 @@ def _same_name(wanted: str, base: str) -> bool:
     return w.name.lower() == b.name.lower()
 
 
-def check_adapter_base(folder: Path, base: str, base_config: Any,
-                       trust_remote_code: bool = False) -> None:
+def check_adapter_base(
+    folder: Path, base: str, base_config: Any, trust_remote_code: bool = False
+) -> None:
     """Refuse an adapter trained on another base model, before loading any weights.
 
     The adapter's `base_model_name_or_path` must name `base` (the same id, folder, or hub name
@@ -120,16 +127,22 @@ def check_adapter_base(folder: Path, base: str, base_config: Any,
         _, config = model_config(wanted, trust_remote_code)
     except LayerscanError:
         config = None
-    if config is not None and config.model_type == base_config.model_type \
-            and _shape(config) == _shape(base_config) \
-            and getattr(config, "vocab_size", None) == getattr(base_config, "vocab_size", None):
+    if (
+        config is not None
+        and config.model_type == base_config.model_type
+        and _shape(config) == _shape(base_config)
+        and getattr(config, "vocab_size", None) == getattr(base_config, "vocab_size", None)
+    ):
         return
-    raise LayerscanError(f"adapter {folder} was trained on {wanted}, not on {base}; pass "
-                         f"--model {wanted} (or the folder that holds it)")
+    raise LayerscanError(
+        f"adapter {folder} was trained on {wanted}, not on {base}; pass "
+        f"--model {wanted} (or the folder that holds it)"
+    )
 
 
-def check_model_pair(model: ModelOptions, plan: SecondModelPlan,
-                     shape: tuple[int, int] | None = None) -> None:
+def check_model_pair(
+    model: ModelOptions, plan: SecondModelPlan, shape: tuple[int, int] | None = None
+) -> None:
     """Refuse, from configs alone (no weights), a B that cannot be compared with A.
 
     Args:
@@ -144,14 +157,18 @@ def check_model_pair(model: ModelOptions, plan: SecondModelPlan,
         check_adapter_base(plan.adapter, plan.base, config_b, model.trust_remote_code)
         peft_module()
     if shape_a != shape_b:
-        raise LayerscanError(f"{model.model} (hidden size {shape_a[0]}, {shape_a[1]} layers) and "
-                             f"{plan.base} (hidden size {shape_b[0]}, {shape_b[1]} layers) "
-                             f"differ in shape, so one autoencoder cannot encode both; compare "
-                             f"a model with its own fine-tunes or adapters")
+        raise LayerscanError(
+            f"{model.model} (hidden size {shape_a[0]}, {shape_a[1]} layers) and "
+            f"{plan.base} (hidden size {shape_b[0]}, {shape_b[1]} layers) "
+            f"differ in shape, so one autoencoder cannot encode both; compare "
+            f"a model with its own fine-tunes or adapters"
+        )
     if shape is not None and tuple(shape) != shape_b:
-        raise LayerscanError(f"the autoencoder encodes hidden size {shape[0]} with {shape[1]} "
-                             f"layers, but {plan.model_id} has hidden size {shape_b[0]} with "
-                             f"{shape_b[1]} layers; pass --autoencoder for this model family")
+        raise LayerscanError(
+            f"the autoencoder encodes hidden size {shape[0]} with {shape[1]} "
+            f"layers, but {plan.model_id} has hidden size {shape_b[0]} with "
+            f"{shape_b[1]} layers; pass --autoencoder for this model family"
+        )
 
 
 def peft_module() -> Any:
@@ -165,16 +182,17 @@ def peft_module() -> Any:
 
 def load_second_model(model: ModelOptions, plan: SecondModelPlan) -> LoadedModel:
     """Load B as A's options say (device, dtype); an adapter is merged into its base."""
-    loaded = load_model(plan.base, device=model.device, dtype=model.dtype,
-                        trust_remote_code=model.trust_remote_code)
+    loaded = load_model(
+        plan.base, device=model.device, dtype=model.dtype, trust_remote_code=model.trust_remote_code
+    )
     if plan.adapter is None:
         return loaded
     peft = peft_module()
     try:
-        merged = peft.PeftModel.from_pretrained(loaded.model, str(plan.adapter)) \
-            .merge_and_unload()
+        merged = peft.PeftModel.from_pretrained(loaded.model, str(plan.adapter)).merge_and_unload()
     except (RuntimeError, ValueError, OSError, KeyError) as exc:
-        raise LayerscanError(f"cannot apply adapter {plan.adapter} to {plan.base}: "
-                             f"{exc}".splitlines()[0]) from exc
+        raise LayerscanError(
+            f"cannot apply adapter {plan.adapter} to {plan.base}: {exc}".splitlines()[0]
+        ) from exc
     merged.eval()
     return replace(loaded, model=merged, model_id=f"{loaded.model_id}+{plan.adapter}")

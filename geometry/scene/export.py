@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from layerscan.errors import LayerscanError
-from layerscan.files import atomic_path
+from layerscan.core.errors import LayerscanError
+from layerscan.core.outputs import atomic_path
 from layerscan.geometry.scan_file import DiffScan, Scan
 from layerscan.geometry.scene import frames as fr
 from layerscan.geometry.scene.style import token_colors
@@ -26,7 +26,7 @@ def cloud_mesh(scan: Scan, step: int, layer: int, displacement: np.ndarray | Non
     pos = scan.positions[step, layer]  # (n_particles, 3)
     mesh = pv.PolyData(np.ascontiguousarray(pos, np.float32))
     mesh.point_data["slot"] = np.arange(scan.n_particles, dtype=np.int32)
-    mesh.point_data["density"] = fr.local_density(scan.positions[step, layer:layer + 1])[0]
+    mesh.point_data["density"] = fr.local_density(scan.positions[step, layer : layer + 1])[0]
     mesh.point_data["features"] = np.ascontiguousarray(scan.clouds[step, layer], np.float32)
     if displacement is not None:
         mesh.point_data["displacement"] = np.asarray(displacement, np.float32)
@@ -48,12 +48,19 @@ def export_kind(path: str | os.PathLike) -> str:
         return "html"
     if suffix == "":
         return "meshes"
-    raise LayerscanError(f"{path}: unknown export type {suffix!r}; use NAME.html for a page or "
-                         f"a folder name without a suffix for meshes")
+    raise LayerscanError(
+        f"{path}: unknown export type {suffix!r}; use NAME.html for a page or "
+        f"a folder name without a suffix for meshes"
+    )
 
 
-def export_meshes(source: Scan | DiffScan, folder: str | os.PathLike, fmt: str = "vtp",
-                  step: int = -1, overwrite: bool = False) -> Path:
+def export_meshes(
+    source: Scan | DiffScan,
+    folder: str | os.PathLike,
+    fmt: str = "vtp",
+    step: int = -1,
+    overwrite: bool = False,
+) -> Path:
     """Write every layer's cloud and surface to `folder`, atomically.
 
     vtp files come with `clouds.pvd` and `surfaces.pvd`, which ParaView opens as a time
@@ -70,8 +77,9 @@ def export_meshes(source: Scan | DiffScan, folder: str | os.PathLike, fmt: str =
     if fmt not in MESH_FORMATS:
         raise LayerscanError(f"unknown mesh format {fmt!r}; use one of {', '.join(MESH_FORMATS)}")
     folder = Path(folder)
-    with atomic_path(folder, suffix="", folder=True, overwrite=overwrite,
-                     kind=f"{fmt}-meshes") as tmp:
+    with atomic_path(
+        folder, suffix="", folder=True, overwrite=overwrite, kind=f"{fmt}-meshes"
+    ) as tmp:
         tmp.mkdir()
         if isinstance(source, DiffScan):
             disp = np.asarray(source.displacement_cloud)
@@ -82,15 +90,18 @@ def export_meshes(source: Scan | DiffScan, folder: str | os.PathLike, fmt: str =
     return folder
 
 
-def _write_scan(scan: Scan, folder: Path, fmt: str, step: int,
-                displacement: np.ndarray | None) -> None:
+def _write_scan(
+    scan: Scan, folder: Path, fmt: str, step: int, displacement: np.ndarray | None
+) -> None:
     folder.mkdir(exist_ok=True)
     step = range(scan.n_steps)[step]
     entries: dict[str, list[tuple[int, str]]] = {"clouds": [], "surfaces": []}
     for layer in range(scan.n_layers + 1):
         disp = None if displacement is None else displacement[layer]
-        for kind, mesh in (("clouds", cloud_mesh(scan, step, layer, disp)),
-                           ("surfaces", surface_mesh(scan, step, layer))):
+        for kind, mesh in (
+            ("clouds", cloud_mesh(scan, step, layer, disp)),
+            ("surfaces", surface_mesh(scan, step, layer)),
+        ):
             name = f"{kind[:-1]}_layer{layer:02d}.{fmt}"
             if fmt == "ply":
                 mesh = mesh.copy()
@@ -99,50 +110,69 @@ def _write_scan(scan: Scan, folder: Path, fmt: str, step: int,
             entries[kind].append((layer, name))
     if fmt == "vtp":
         for kind, files in entries.items():
-            rows = "\n".join(f'    <DataSet timestep="{layer}" part="0" file="{name}"/>'
-                             for layer, name in files)
+            rows = "\n".join(
+                f'    <DataSet timestep="{layer}" part="0" file="{name}"/>' for layer, name in files
+            )
             (folder / f"{kind}.pvd").write_text(
                 '<?xml version="1.0"?>\n<VTKFile type="Collection" version="0.1">\n'
-                f"  <Collection>\n{rows}\n  </Collection>\n</VTKFile>\n")
+                f"  <Collection>\n{rows}\n  </Collection>\n</VTKFile>\n"
+            )
 
 
 def _b64(array: np.ndarray, dtype: type) -> str:
     return base64.b64encode(np.ascontiguousarray(array, dtype).tobytes()).decode("ascii")
 
 
-def _panel_data(scan: Scan, step: int, displacement: np.ndarray | None,
-                max_faces: int) -> dict:
+def _panel_data(scan: Scan, step: int, displacement: np.ndarray | None, max_faces: int) -> dict:
     pos = scan.positions[step]  # (n_layers+1, n_particles, 3)
     centre, radius = fr.bounds_of(pos)
     surfaces = scan.surfaces[step]
     n_faces = sum(len(s.faces) for s in surfaces)
     panel = {
-        "prompt": scan.prompt, "tokens": scan.tokens[: scan.step_lengths[step]],
-        "layer_names": scan.layer_names, "n_particles": scan.n_particles,
+        "prompt": scan.prompt,
+        "tokens": scan.tokens[: scan.step_lengths[step]],
+        "layer_names": scan.layer_names,
+        "n_particles": scan.n_particles,
         "positions": _b64((pos - centre) / radius, np.float32),
-        "metrics": {name: np.round(getattr(scan, name)[step], 4).tolist() for name in
-                    ("reconstruction_r2", "token_trust", "baseline_trust",
-                     "distance_correlation", "baseline_correlation")},
+        "metrics": {
+            name: np.round(getattr(scan, name)[step], 4).tolist()
+            for name in (
+                "reconstruction_r2",
+                "token_trust",
+                "baseline_trust",
+                "distance_correlation",
+                "baseline_correlation",
+            )
+        },
         "particle_tokens": _b64(scan.particle_tokens[step], np.int32),
-        "token_colors": ["#" + "".join(f"{round(255 * c):02x}" for c in rgb)
-                         for rgb in token_colors(len(scan.tokens))],
+        "token_colors": [
+            "#" + "".join(f"{round(255 * c):02x}" for c in rgb)
+            for rgb in token_colors(len(scan.tokens))
+        ],
         "surfaces": None,
     }
     if n_faces <= max_faces:
-        panel["surfaces"] = [{"v": _b64((s.vertices - centre) / radius, np.float32),
-                              "f": _b64(s.faces, np.int32)} for s in surfaces]
+        panel["surfaces"] = [
+            {"v": _b64((s.vertices - centre) / radius, np.float32), "f": _b64(s.faces, np.int32)}
+            for s in surfaces
+        ]
     if displacement is not None:
         panel["displacement"] = _b64(displacement, np.float32)
     if scan.lens_tokens is not None and scan.lens_probs is not None:
         last = scan.step_lengths[step] - 1
-        panel["lens"] = [[[t, round(float(p), 4)] for t, p in
-                          zip(scan.lens_tokens[layer][last], scan.lens_probs[layer, last],
-                              strict=True)] for layer in range(scan.n_layers + 1)]
+        panel["lens"] = [
+            [
+                [t, round(float(p), 4)]
+                for t, p in zip(
+                    scan.lens_tokens[layer][last], scan.lens_probs[layer, last], strict=True
+                )
+            ]
+            for layer in range(scan.n_layers + 1)
+        ]
     return panel
 
 
-def export_html(source: Scan | DiffScan, path: str | os.PathLike,
-                max_faces: int = 300_000) -> Path:
+def export_html(source: Scan | DiffScan, path: str | os.PathLike, max_faces: int = 300_000) -> Path:
     """Write a single self-contained HTML page that plays the scan in a browser, offline.
 
     The page carries its data (base64 float32) and a small canvas viewer inline: no script,
@@ -159,16 +189,23 @@ def export_html(source: Scan | DiffScan, path: str | os.PathLike,
     if isinstance(source, DiffScan):
         disp = np.asarray(source.displacement_cloud, np.float32)
         disp = disp / (float(np.percentile(disp, 99)) or 1.0)
-        panels = [_panel_data(source.a, 0, disp, max_faces // 2),
-                  _panel_data(source.b, 0, disp, max_faces // 2)]
-        extra = {"divergence": np.round(source.divergence, 5).tolist(),
-                 "peak_layer": int(source.peak_layer),
-                 "differing_tokens": [int(i) for i in source.differing_tokens]}
+        panels = [
+            _panel_data(source.a, 0, disp, max_faces // 2),
+            _panel_data(source.b, 0, disp, max_faces // 2),
+        ]
+        extra = {
+            "divergence": np.round(source.divergence, 5).tolist(),
+            "peak_layer": int(source.peak_layer),
+            "differing_tokens": [int(i) for i in source.differing_tokens],
+        }
     else:
         panels = [_panel_data(source, source.n_steps - 1, None, max_faces)]
         extra = {}
-    data = {"model_id": (source.a if isinstance(source, DiffScan) else source).model_id,
-            "panels": panels, **extra}
+    data = {
+        "model_id": (source.a if isinstance(source, DiffScan) else source).model_id,
+        "panels": panels,
+        **extra,
+    }
     payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
     from layerscan.geometry.scene.html_viewer import TEMPLATE
 

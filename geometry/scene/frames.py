@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from layerscan.errors import LayerscanError
+from layerscan.core.errors import LayerscanError
 
 
 class Frame(NamedTuple):
@@ -25,9 +25,14 @@ def ease(t: np.ndarray | float) -> np.ndarray | float:
     return t * t * (3.0 - 2.0 * t)
 
 
-def plan_frames(n_layers: int, n_steps: int = 1, frames_per_layer: int = 8,
-                hold_frames: int = 0, token_sweep: bool = False, orbit_degrees: float = 0.0,
-                ) -> list[Frame]:
+def plan_frames(
+    n_layers: int,
+    n_steps: int = 1,
+    frames_per_layer: int = 8,
+    hold_frames: int = 0,
+    token_sweep: bool = False,
+    orbit_degrees: float = 0.0,
+) -> list[Frame]:
     """The frame sequence of a movie.
 
     Without a token sweep the cloud travels layer 0 → last layer of the final token step.
@@ -53,12 +58,20 @@ def plan_frames(n_layers: int, n_steps: int = 1, frames_per_layer: int = 8,
         plan += [(step, i / frames_per_layer) for i in range(travel + 1)]
         plan += [(step, float(n_layers))] * hold_frames
     n = len(plan)
-    return [Frame(step, layer, orbit_degrees * i / max(n - 1, 1))
-            for i, (step, layer) in enumerate(plan)]
+    return [
+        Frame(step, layer, orbit_degrees * i / max(n - 1, 1))
+        for i, (step, layer) in enumerate(plan)
+    ]
 
 
-def frames_per_layer_for(duration: float, fps: float, n_layers: int, n_steps: int = 1,
-                         hold_frames: int = 0, token_sweep: bool = False) -> int:
+def frames_per_layer_for(
+    duration: float,
+    fps: float,
+    n_layers: int,
+    n_steps: int = 1,
+    hold_frames: int = 0,
+    token_sweep: bool = False,
+) -> int:
     """Frames per layer that make a movie last about `duration` seconds at `fps`."""
     if duration <= 0 or fps <= 0:
         raise LayerscanError(f"duration and fps must be positive, got {duration} s at {fps} fps")
@@ -167,8 +180,9 @@ FRAMING_MAX_POINTS = 60_000
 """Above this many points, framing uses their convex hull's vertices only."""
 
 
-def framing_distance(points: np.ndarray, centre: np.ndarray, elevation: float,
-                     tan_half: tuple[float, float]) -> float:
+def framing_distance(
+    points: np.ndarray, centre: np.ndarray, elevation: float, tan_half: tuple[float, float]
+) -> float:
     """The camera distance that keeps every point in view from any orbit angle.
 
     The camera looks at `centre` from `elevation` (radians) above the horizontal plane at any
@@ -195,12 +209,16 @@ def framing_distance(points: np.ndarray, centre: np.ndarray, elevation: float,
     need = 0.0
     z = np.array([0.0, 0.0, 1.0])
     for a in np.linspace(0, 2 * np.pi, FRAMING_AZIMUTHS, endpoint=False):
-        offset = np.array([np.cos(elevation) * np.cos(a), np.cos(elevation) * np.sin(a),
-                           np.sin(elevation)])
+        offset = np.array(
+            [np.cos(elevation) * np.cos(a), np.cos(elevation) * np.sin(a), np.sin(elevation)]
+        )
         right = np.cross(-offset, z)
         right /= np.linalg.norm(right)
         up = np.cross(right, -offset)
         depth = q @ offset  # (n,) towards the camera
-        need = max(need, float(np.max(depth + np.abs(q @ right) / tan_half[0])),
-                   float(np.max(depth + np.abs(q @ up) / tan_half[1])))
+        need = max(
+            need,
+            float(np.max(depth + np.abs(q @ right) / tan_half[0])),
+            float(np.max(depth + np.abs(q @ up) / tan_half[1])),
+        )
     return need

@@ -10,13 +10,13 @@ import pyvista as pv
 import vtkmodules.vtkRenderingFreeType  # noqa: F401  (registers the text renderer)
 from vtkmodules.vtkRenderingCore import vtkTextActor
 
-from layerscan.errors import LayerscanError
-from layerscan.files import atomic_path
+from layerscan.core.errors import LayerscanError
+from layerscan.core.outputs import atomic_path
+from layerscan.core.signals import deferred
 from layerscan.geometry.heatmap import Heatmap
 from layerscan.geometry.scene.overlays import DIM, INK, plain_text, plain_text_backend
-from layerscan.geometry.scene.scene import _headless_egl
+from layerscan.geometry.scene.scene import headless_egl
 from layerscan.geometry.scene.style import software_theme, use_font
-from layerscan.signals import deferred
 
 COLORMAP = "RdBu_r"
 """Diverging: blue below 0, white at 0, red above; symmetric limits keep 0 white."""
@@ -27,9 +27,18 @@ REFERENCE_HEIGHT = 720
 FONT_SIZE = 15
 
 
-def _text(plotter: pv.Plotter, text: str, x: float, y: float, size: int, color=INK,
-          align: str = "left", valign: str = "center", angle: float = 0.0,
-          bold: bool = False) -> vtkTextActor:
+def _text(
+    plotter: pv.Plotter,
+    text: str,
+    x: float,
+    y: float,
+    size: int,
+    color=INK,
+    align: str = "left",
+    valign: str = "center",
+    angle: float = 0.0,
+    bold: bool = False,
+) -> vtkTextActor:
     """A text actor at pixel (x, y), anchored by `align`/`valign`."""
     actor = vtkTextActor()
     actor.SetInput(plain_text(text))
@@ -39,10 +48,16 @@ def _text(plotter: pv.Plotter, text: str, x: float, y: float, size: int, color=I
     prop.SetColor(*color)
     prop.SetOrientation(angle)
     use_font(prop, bold)
-    {"left": prop.SetJustificationToLeft, "right": prop.SetJustificationToRight,
-     "center": prop.SetJustificationToCentered}[align]()
-    {"top": prop.SetVerticalJustificationToTop, "bottom": prop.SetVerticalJustificationToBottom,
-     "center": prop.SetVerticalJustificationToCentered}[valign]()
+    {
+        "left": prop.SetJustificationToLeft,
+        "right": prop.SetJustificationToRight,
+        "center": prop.SetJustificationToCentered,
+    }[align]()
+    {
+        "top": prop.SetVerticalJustificationToTop,
+        "bottom": prop.SetVerticalJustificationToBottom,
+        "center": prop.SetVerticalJustificationToCentered,
+    }[valign]()
     plotter.renderer.AddViewProp(actor)
     return actor
 
@@ -87,24 +102,42 @@ def _heatmap_image(heatmap: Heatmap, window_size: tuple[int, int]) -> np.ndarray
     x0, x1, y0, y1 = left * w, (1 - right) * w, bottom * h, (1 - top) * h
     size = max(9, round(FONT_SIZE * h / REFERENCE_HEIGHT))
     plain_text_backend()
-    with _headless_egl(True):
-        plotter = pv.Plotter(off_screen=True, window_size=[w, h], theme=software_theme(),
-                             lighting=None)
+    with headless_egl(True):
+        plotter = pv.Plotter(
+            off_screen=True, window_size=[w, h], theme=software_theme(), lighting=None
+        )
     try:
         plotter.set_background(BACKGROUND)
         # one cell per (layer, dimension); world units are pixels, the embeddings on top
-        grid = pv.ImageData(dimensions=(n_cols + 1, n_rows + 1, 1),
-                            spacing=((x1 - x0) / n_cols, (y1 - y0) / n_rows, 1.0),
-                            origin=(x0, y0, 0.0))
+        grid = pv.ImageData(
+            dimensions=(n_cols + 1, n_rows + 1, 1),
+            spacing=((x1 - x0) / n_cols, (y1 - y0) / n_rows, 1.0),
+            origin=(x0, y0, 0.0),
+        )
         grid.cell_data["value"] = values[::-1].ravel()  # cell id = column + row * n_cols
-        plotter.add_mesh(grid, scalars="value", cmap=_lookup_table(heatmap.limit),
-                         clim=(-heatmap.limit, heatmap.limit), show_scalar_bar=False,
-                         lighting=False, interpolate_before_map=False)
+        plotter.add_mesh(
+            grid,
+            scalars="value",
+            cmap=_lookup_table(heatmap.limit),
+            clim=(-heatmap.limit, heatmap.limit),
+            show_scalar_bar=False,
+            lighting=False,
+            interpolate_before_map=False,
+        )
         label = "B − A" if heatmap.difference else "value"
         plotter.add_scalar_bar(
-            title=f"{label}\n", vertical=True, n_labels=5, fmt="%.3g", color=INK,
-            position_x=(x1 + 0.025 * w) / w, position_y=y0 / h, width=0.05,
-            height=(y1 - y0) / h, title_font_size=size, label_font_size=size - 2)
+            title=f"{label}\n",
+            vertical=True,
+            n_labels=5,
+            fmt="%.3g",
+            color=INK,
+            position_x=(x1 + 0.025 * w) / w,
+            position_y=y0 / h,
+            width=0.05,
+            height=(y1 - y0) / h,
+            title_font_size=size,
+            label_font_size=size - 2,
+        )
         cam = plotter.camera
         cam.parallel_projection = True
         cam.focal_point = (w / 2, h / 2, 0.0)
@@ -114,29 +147,60 @@ def _heatmap_image(heatmap: Heatmap, window_size: tuple[int, int]) -> np.ndarray
         cam.clipping_range = (1.0, 2000.0)
         row_h = (y1 - y0) / n_rows
         for i in _ticks(n_rows, max(2, int((y1 - y0) / (1.6 * size)))):
-            _text(plotter, heatmap.layer_names[i], x0 - 8, y1 - (i + 0.5) * row_h, size - 2,
-                  DIM, align="right")
+            _text(
+                plotter,
+                heatmap.layer_names[i],
+                x0 - 8,
+                y1 - (i + 0.5) * row_h,
+                size - 2,
+                DIM,
+                align="right",
+            )
         col_w = (x1 - x0) / n_cols
         for j in _ticks(n_cols, 9):
-            _text(plotter, str(j), x0 + (j + 0.5) * col_w, y0 - 6, size - 2, DIM,
-                  align="center", valign="top")
-        _text(plotter, f"hidden dimension (0 … {n_cols - 1})", (x0 + x1) / 2,
-              y0 - 1.9 * size, size, INK, align="center", valign="top")
+            _text(
+                plotter,
+                str(j),
+                x0 + (j + 0.5) * col_w,
+                y0 - 6,
+                size - 2,
+                DIM,
+                align="center",
+                valign="top",
+            )
+        _text(
+            plotter,
+            f"hidden dimension (0 … {n_cols - 1})",
+            (x0 + x1) / 2,
+            y0 - 1.9 * size,
+            size,
+            INK,
+            align="center",
+            valign="top",
+        )
         _text(plotter, heatmap.title, x0, h - 0.035 * h, size, INK, valign="top", bold=True)
         prompt = heatmap.prompt if len(heatmap.prompt) <= 90 else heatmap.prompt[:89] + "…"
-        _text(plotter, f"“{prompt}”", x0, h - 0.035 * h - 1.8 * size, size - 2, DIM,
-              valign="top")
-        _text(plotter, f"colour: −v … 0 … +v, v = {heatmap.limit:.3g} = "
-                       f"{heatmap.clip_percentile:g}th percentile of |{label}|; "
-                       f"beyond ±v saturates", x0, 0.012 * h, size - 3, DIM, valign="bottom")
+        _text(plotter, f"“{prompt}”", x0, h - 0.035 * h - 1.8 * size, size - 2, DIM, valign="top")
+        _text(
+            plotter,
+            f"colour: −v … 0 … +v, v = {heatmap.limit:.3g} = "
+            f"{heatmap.clip_percentile:g}th percentile of |{label}|; "
+            f"beyond ±v saturates",
+            x0,
+            0.012 * h,
+            size - 3,
+            DIM,
+            valign="bottom",
+        )
         plotter.render()
         return np.asarray(plotter.screenshot(None, return_img=True))[..., :3].copy()
     finally:
         plotter.close()
 
 
-def render_heatmap(heatmap: Heatmap, path: str | os.PathLike,
-                   window_size: tuple[int, int] = (1280, 720)) -> Path:
+def render_heatmap(
+    heatmap: Heatmap, path: str | os.PathLike, window_size: tuple[int, int] = (1280, 720)
+) -> Path:
     """Draw the heatmap to a PNG at `path`; the file appears only once complete."""
     import imageio.v3 as iio
 

@@ -48,8 +48,15 @@ class Legend:
     """The colour key (a caption, plus a colour bar for the continuous modes) and the
     surface caption, in one panel's overlay renderer."""
 
-    def __init__(self, overlay: vtkRenderer, size: int, viewport_px: tuple[int, int],
-                 y: float, scales: dict[str, Scale], surface_text: str) -> None:
+    def __init__(
+        self,
+        overlay: vtkRenderer,
+        size: int,
+        viewport_px: tuple[int, int],
+        y: float,
+        scales: dict[str, Scale],
+        surface_text: str,
+    ) -> None:
         line = 1.5 * size / viewport_px[1]
         small = int(size * 0.85)
         self.colour = Label(overlay, 0.02, y + line, small, INK, valign="bottom")
@@ -57,8 +64,9 @@ class Legend:
         self.surface.set(surface_text)
         self.scales = scales
         # as wide as its widest title (which is centred over it), so no title is cut off
-        width_px = max([BAR_MIN_WIDTH * size] + [_text_width(s.title, small) + size
-                                                 for s in scales.values()])
+        width_px = max(
+            [BAR_MIN_WIDTH * size] + [_text_width(s.title, small) + size for s in scales.values()]
+        )
         width = width_px / viewport_px[0]
         self.bar = vtkScalarBarActor()
         self.bar.GetPositionCoordinate().SetCoordinateSystemToNormalizedViewport()
@@ -71,8 +79,10 @@ class Legend:
         self.bar.SetVerticalTitleSeparation(6)
         self.bar.SetBarRatio(BAR_THICKNESS * size / width_px)
         self.bar.UnconstrainedFontSizeOn()
-        for prop, font in ((self.bar.GetTitleTextProperty(), small),
-                           (self.bar.GetLabelTextProperty(), int(size * 0.75))):
+        for prop, font in (
+            (self.bar.GetTitleTextProperty(), small),
+            (self.bar.GetLabelTextProperty(), int(size * 0.75)),
+        ):
             prop.SetFontSize(font)
             prop.SetColor(*DIM)
             use_font(prop)
@@ -100,7 +110,6 @@ class Legend:
         else:
             caption = CAPTIONS[mode]
         self.colour.set(caption)
-
 
 
 def _text_width(text: str, size: int) -> float:

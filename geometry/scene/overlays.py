@@ -81,9 +81,18 @@ def plain_text(text: str) -> str:
 class Label:
     """A text actor in normalized viewport coordinates; `set` touches VTK only on change."""
 
-    def __init__(self, renderer: vtkRenderer, x: float, y: float, size: int,
-                 color: tuple = INK, bold: bool = False, mono: bool = False,
-                 align: str = "left", valign: str = "top") -> None:
+    def __init__(
+        self,
+        renderer: vtkRenderer,
+        x: float,
+        y: float,
+        size: int,
+        color: tuple = INK,
+        bold: bool = False,
+        mono: bool = False,
+        align: str = "left",
+        valign: str = "top",
+    ) -> None:
         self.actor = vtkTextActor()
         self.actor.GetPositionCoordinate().SetCoordinateSystemToNormalizedViewport()
         self.actor.SetPosition(x, y)
@@ -96,10 +105,16 @@ class Label:
         prop.SetBackgroundOpacity(BACKING_OPACITY)
         if mono:
             prop.SetFontFamilyToCourier()
-        {"left": prop.SetJustificationToLeft, "right": prop.SetJustificationToRight,
-         "center": prop.SetJustificationToCentered}[align]()
-        {"top": prop.SetVerticalJustificationToTop, "bottom": prop.SetVerticalJustificationToBottom,
-         "center": prop.SetVerticalJustificationToCentered}[valign]()
+        {
+            "left": prop.SetJustificationToLeft,
+            "right": prop.SetJustificationToRight,
+            "center": prop.SetJustificationToCentered,
+        }[align]()
+        {
+            "top": prop.SetVerticalJustificationToTop,
+            "bottom": prop.SetVerticalJustificationToBottom,
+            "center": prop.SetVerticalJustificationToCentered,
+        }[valign]()
         self._text: str | None = None
         renderer.AddViewProp(self.actor)
 
@@ -115,8 +130,9 @@ class Label:
 class Quads:
     """Filled axis-aligned rectangles and polylines in normalized viewport coordinates."""
 
-    def __init__(self, renderer: vtkRenderer, color: tuple, opacity: float = 1.0,
-                 line_width: float = 1.0) -> None:
+    def __init__(
+        self, renderer: vtkRenderer, color: tuple, opacity: float = 1.0, line_width: float = 1.0
+    ) -> None:
         self.poly = vtkPolyData()
         self.poly.SetPoints(vtkPoints())
         coord = vtkCoordinate()
@@ -134,8 +150,9 @@ class Quads:
     def set_rects(self, rects: np.ndarray) -> None:
         """rects: (n, 4) rows of x0, y0, x1, y1."""
         rects = np.asarray(rects, np.float64).reshape(-1, 4)
-        corners = np.stack([rects[:, [0, 1]], rects[:, [2, 1]], rects[:, [2, 3]],
-                            rects[:, [0, 3]]], 1).reshape(-1, 2)  # (4n, 2)
+        corners = np.stack(
+            [rects[:, [0, 1]], rects[:, [2, 1]], rects[:, [2, 3]], rects[:, [0, 3]]], 1
+        ).reshape(-1, 2)  # (4n, 2)
         cells = np.arange(4 * len(rects)).reshape(-1, 4)
         self._set(corners, cells, lines=False)
 
@@ -165,10 +182,18 @@ class TokenChips:
     chips are the key of the token colour mode.
     """
 
-    def __init__(self, renderer: vtkRenderer, tokens: list[str], size: int,
-                 viewport_px: tuple[int, int], x0: float = 0.02, x1: float = 0.98,
-                 y_top: float = 0.13, max_rows: int = 2, differing: list[int] | None = None,
-                 ) -> None:
+    def __init__(
+        self,
+        renderer: vtkRenderer,
+        tokens: list[str],
+        size: int,
+        viewport_px: tuple[int, int],
+        x0: float = 0.02,
+        x1: float = 0.98,
+        y_top: float = 0.13,
+        max_rows: int = 2,
+        differing: list[int] | None = None,
+    ) -> None:
         self.labels = [plain_text(token_label(t, CHIP_TEXT_LIMIT)) for t in tokens]
         self.differing = set(differing or [])
         measurer = vtkTextRenderer()
@@ -185,7 +210,13 @@ class TokenChips:
         self.widths = np.asarray(widths) / w_px + 2 * pad
         self.row_h = CHIP_ROW * size / h_px
         self.x0, self.x1, self.y_top, self.max_rows, self.pad, self.gap = (
-            x0, x1, y_top, max_rows, pad, gap)
+            x0,
+            x1,
+            y_top,
+            max_rows,
+            pad,
+            gap,
+        )
         self.actors = []
         for label in self.labels:
             actor = vtkTextActor()
@@ -272,9 +303,15 @@ class TokenChips:
 class LensPanel:
     """Logit-lens top-k tokens with probability bars."""
 
-    def __init__(self, renderer: vtkRenderer, top_k: int, size: int,
-                 viewport_px: tuple[int, int], x_right: float = 0.98, y_top: float = 0.96,
-                 ) -> None:
+    def __init__(
+        self,
+        renderer: vtkRenderer,
+        top_k: int,
+        size: int,
+        viewport_px: tuple[int, int],
+        x_right: float = 0.98,
+        y_top: float = 0.96,
+    ) -> None:
         w_px, h_px = viewport_px
         self.row_h = LENS_ROW * size / h_px
         self.bar_w = LENS_BAR * size / w_px
@@ -285,13 +322,35 @@ class LensPanel:
         self.bars = Quads(renderer, ACCENT, opacity=0.9)
         rows = np.arange(top_k)
         y0 = y_top - (rows + 1.75) * self.row_h
-        self.track.set_rects(np.stack([np.full(top_k, self.x_bar), y0,
-                                       np.full(top_k, x_right), y0 + 0.72 * self.row_h], 1))
-        self.rows = [Label(renderer, self.x_bar - 4.2 * size / w_px, y + 0.36 * self.row_h,
-                           size, INK, align="right", valign="center") for y in y0]
-        self.values = [Label(renderer, self.x_bar - 0.6 * size / w_px, y + 0.36 * self.row_h,
-                             int(size * 0.85), ACCENT, align="right", valign="center")
-                       for y in y0]
+        self.track.set_rects(
+            np.stack(
+                [np.full(top_k, self.x_bar), y0, np.full(top_k, x_right), y0 + 0.72 * self.row_h], 1
+            )
+        )
+        self.rows = [
+            Label(
+                renderer,
+                self.x_bar - 4.2 * size / w_px,
+                y + 0.36 * self.row_h,
+                size,
+                INK,
+                align="right",
+                valign="center",
+            )
+            for y in y0
+        ]
+        self.values = [
+            Label(
+                renderer,
+                self.x_bar - 0.6 * size / w_px,
+                y + 0.36 * self.row_h,
+                int(size * 0.85),
+                ACCENT,
+                align="right",
+                valign="center",
+            )
+            for y in y0
+        ]
         self.value_w = 3.4 * size / w_px
         self.y0 = y0
         self._state: tuple | None = None
@@ -309,9 +368,17 @@ class LensPanel:
             value.set(f"{100 * probs[i]:.0f}%" if has else "")
         p = np.clip(np.asarray(probs[: len(self.y0)], np.float64), 0, 1)
         y0 = self.y0[: len(p)]
-        self.bars.set_rects(np.stack([np.full(len(p), self.x_bar), y0,
-                                      self.x_bar + np.maximum(p, 0.004) * self.bar_w,
-                                      y0 + 0.72 * self.row_h], 1))
+        self.bars.set_rects(
+            np.stack(
+                [
+                    np.full(len(p), self.x_bar),
+                    y0,
+                    self.x_bar + np.maximum(p, 0.004) * self.bar_w,
+                    y0 + 0.72 * self.row_h,
+                ],
+                1,
+            )
+        )
 
     def set_visible(self, visible: bool) -> None:
         for item in [self.title, self.track, self.bars, *self.rows, *self.values]:
@@ -333,9 +400,15 @@ class LayerChart:
     it is. All zeros (a prompt diffed with itself) draws a flat line at zero.
     """
 
-    def __init__(self, renderer: vtkRenderer, values: np.ndarray, size: int,
-                 box: tuple[float, float, float, float], title: str,
-                 viewport_px: tuple[int, int] = (1280, 720)) -> None:
+    def __init__(
+        self,
+        renderer: vtkRenderer,
+        values: np.ndarray,
+        size: int,
+        box: tuple[float, float, float, float],
+        title: str,
+        viewport_px: tuple[int, int] = (1280, 720),
+    ) -> None:
         x0, y0, x1, y1 = box
         self.box = box
         v = np.asarray(values, np.float64)
@@ -346,20 +419,37 @@ class LayerChart:
         self.frame.set_rects([[x0 - 0.01, y0 - 0.02, x1 + 0.01, y1 + 0.015]])
         ticks = np.array([0.0, 0.5, 1.0])
         self.grid = Quads(renderer, DIM, opacity=0.35)
-        self.grid.set_rects(np.stack([np.full(3, x0), y0 + (y1 - y0) * ticks - 0.001,
-                                      np.full(3, x1), y0 + (y1 - y0) * ticks + 0.001], 1))
+        self.grid.set_rects(
+            np.stack(
+                [
+                    np.full(3, x0),
+                    y0 + (y1 - y0) * ticks - 0.001,
+                    np.full(3, x1),
+                    y0 + (y1 - y0) * ticks + 0.001,
+                ],
+                1,
+            )
+        )
         self.tick_labels = []
         for tick in ticks:
-            label = Label(renderer, x0 - 0.015, y0 + (y1 - y0) * tick, int(size * 0.8), DIM,
-                          align="right", valign="center")
+            label = Label(
+                renderer,
+                x0 - 0.015,
+                y0 + (y1 - y0) * tick,
+                int(size * 0.8),
+                DIM,
+                align="right",
+                valign="center",
+            )
             label.set(f"{tick * top:.3g}")
             self.tick_labels.append(label)
         self.line = Quads(renderer, INK, line_width=2.0)
         self.line.set_polyline(np.stack([self.xs, self.ys], 1))
         self.marker = Quads(renderer, ACCENT, line_width=2.0)
         self.dot = Quads(renderer, ACCENT)
-        self.title = Label(renderer, x0, y1 + 0.015 + 1.5 * size / viewport_px[1], size, DIM,
-                           valign="bottom")
+        self.title = Label(
+            renderer, x0, y1 + 0.015 + 1.5 * size / viewport_px[1], size, DIM, valign="bottom"
+        )
         self.title.set(title)
         self.values = v
         self.readout = Label(renderer, x1, y0 - 0.03, int(size * 0.9), ACCENT, align="right")
@@ -377,6 +467,14 @@ class LayerChart:
             self.readout.set(f"layer {near}: {self.values[near]:.3g}")
 
     def set_visible(self, visible: bool) -> None:
-        for item in (self.frame, self.grid, self.line, self.marker, self.dot, self.title,
-                     self.readout, *self.tick_labels):
+        for item in (
+            self.frame,
+            self.grid,
+            self.line,
+            self.marker,
+            self.dot,
+            self.title,
+            self.readout,
+            *self.tick_labels,
+        ):
             item.actor.SetVisibility(visible)

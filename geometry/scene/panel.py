@@ -49,10 +49,20 @@ class Panel:
         legend: draw the colour and surface key in this panel.
     """
 
-    def __init__(self, plotter: pv.Plotter, overlay: vtkRenderer, scan: Scan, opts,
-                 size: int, viewport_px: tuple[int, int], displacement: np.ndarray,
-                 scales: dict[str, Scale], differing: list[int] | None, title: str | None,
-                 legend: bool = True) -> None:
+    def __init__(
+        self,
+        plotter: pv.Plotter,
+        overlay: vtkRenderer,
+        scan: Scan,
+        opts,
+        size: int,
+        viewport_px: tuple[int, int],
+        displacement: np.ndarray,
+        scales: dict[str, Scale],
+        differing: list[int] | None,
+        title: str | None,
+        legend: bool = True,
+    ) -> None:
         self.scan, self.opts, self.overlay = scan, opts, overlay
         renderer = plotter.renderer
         n_particles, n_tokens = scan.n_particles, len(scan.tokens)
@@ -60,12 +70,16 @@ class Panel:
         first = scan.positions[last, 0]  # (n_particles, 3)
         axis = np.linalg.svd(first - first.mean(0), full_matrices=False)[2][0]
         rank = np.argsort(np.argsort((first - first.mean(0)) @ axis))
-        self.scalars = {"slot": np.repeat(rank[None] / max(n_particles - 1, 1),
-                                          scan.n_layers + 1, 0).astype(np.float32),
-                        "displacement": displacement}
+        self.scalars = {
+            "slot": np.repeat(rank[None] / max(n_particles - 1, 1), scan.n_layers + 1, 0).astype(
+                np.float32
+            ),
+            "displacement": displacement,
+        }
         # token i ↦ (i + 0.5) / n_tokens, the middle of its entry in the categorical table
         self.token_values = ((scan.particle_tokens + 0.5) / max(n_tokens, 1)).astype(
-            np.float32)  # (n_steps, n_layers+1, n_particles)
+            np.float32
+        )  # (n_steps, n_layers+1, n_particles)
         self.token_rgb = token_colors(n_tokens)  # (n_tokens, 3)
         self._density: dict[int, np.ndarray] = {}
         self.cloud = pv.PolyData(np.array(first, np.float32))
@@ -73,21 +87,46 @@ class Panel:
         self.luts = {mode: lookup_table(mode) for mode in CONTINUOUS_MODES}
         self.luts["token"] = token_lookup_table(n_tokens)
         self.points_actor = plotter.add_mesh(
-            self.cloud, scalars="color", clim=(0, 1), cmap="turbo",
-            style="points", render_points_as_spheres=True, point_size=opts.point_size,
-            show_scalar_bar=False, lighting=False, name="points")
+            self.cloud,
+            scalars="color",
+            clim=(0, 1),
+            cmap="turbo",
+            style="points",
+            render_points_as_spheres=True,
+            point_size=opts.point_size,
+            show_scalar_bar=False,
+            lighting=False,
+            name="points",
+        )
         self.lines = pv.PolyData()
         self.lines.SetPoints(self.cloud.GetPoints())
-        self.lines_actor = plotter.add_mesh(self.lines, color=LINE_COLOR, opacity=LINE_OPACITY,
-                                            line_width=1, lighting=False, name="lines",
-                                            show_scalar_bar=False, pickable=False)
+        self.lines_actor = plotter.add_mesh(
+            self.lines,
+            color=LINE_COLOR,
+            opacity=LINE_OPACITY,
+            line_width=1,
+            lighting=False,
+            name="lines",
+            show_scalar_bar=False,
+            pickable=False,
+        )
         self._line_cells: dict[tuple[int, int], np.ndarray] = {}
         self._surfaces: dict[tuple[int, int], pv.PolyData] = {}
         self.surface_actors = [
-            plotter.add_mesh(pv.PolyData(), color=SURFACE_COLOR, opacity=opts.surface_opacity,
-                             smooth_shading=True, specular=0.3, name=f"surface{i}",
-                             show_scalar_bar=False, culling="back", pickable=False,
-                             lighting=not opts.baked_shading) for i in range(2)]
+            plotter.add_mesh(
+                pv.PolyData(),
+                color=SURFACE_COLOR,
+                opacity=opts.surface_opacity,
+                smooth_shading=True,
+                specular=0.3,
+                name=f"surface{i}",
+                show_scalar_bar=False,
+                culling="back",
+                pickable=False,
+                lighting=not opts.baked_shading,
+            )
+            for i in range(2)
+        ]
         if opts.baked_shading:
             for actor in self.surface_actors:
                 actor.mapper.SetScalarModeToUsePointFieldData()
@@ -96,28 +135,33 @@ class Panel:
                 actor.mapper.ScalarVisibilityOn()
         bottom = opts.overlay_bottom
         chips_top = bottom + (CHIPS_TOP if title is None else CHIPS_TOP_TITLED)
-        self.chips = TokenChips(overlay, scan.tokens, size, viewport_px, y_top=chips_top,
-                                differing=differing)
-        self.labels = TokenLabels(overlay, renderer, scan.tokens, self.token_rgb,
-                                  int(size * 0.95))
+        self.chips = TokenChips(
+            overlay, scan.tokens, size, viewport_px, y_top=chips_top, differing=differing
+        )
+        self.labels = TokenLabels(overlay, renderer, scan.tokens, self.token_rgb, int(size * 0.95))
         self.places = np.zeros((0, 3))
         self.legend = None
         if legend:
             # a diff keeps the figures line just above the prompt title: go above it
-            legend_y = chips_top + (0.012 if title is None else 0.035 + 3.0 * size
-                                    / viewport_px[1])
-            self.legend = Legend(overlay, size, viewport_px, legend_y, scales,
-                                 surface_caption(scan.settings))
+            legend_y = chips_top + (0.012 if title is None else 0.035 + 3.0 * size / viewport_px[1])
+            self.legend = Legend(
+                overlay, size, viewport_px, legend_y, scales, surface_caption(scan.settings)
+            )
         self.head = Label(overlay, MARGIN, TOP, int(size * 1.5), INK, bold=True)
         self.sub = Label(overlay, MARGIN, TOP - 2.3 * size / viewport_px[1], size, DIM)
-        self.fig = Label(overlay, MARGIN, TOP - 3.9 * size / viewport_px[1], int(size * 0.9),
-                         DIM)
-        self.pick = Label(overlay, MARGIN, TOP - 5.4 * size / viewport_px[1], int(size * 0.9),
-                          INK)
+        self.fig = Label(overlay, MARGIN, TOP - 3.9 * size / viewport_px[1], int(size * 0.9), DIM)
+        self.pick = Label(overlay, MARGIN, TOP - 5.4 * size / viewport_px[1], int(size * 0.9), INK)
         self.prompt_title = None
         if title is not None:
-            self.prompt_title = Label(overlay, MARGIN, bottom + CHIPS_TOP_TITLED + 0.2 * size
-                                      / viewport_px[1], size, INK, bold=True, valign="bottom")
+            self.prompt_title = Label(
+                overlay,
+                MARGIN,
+                bottom + CHIPS_TOP_TITLED + 0.2 * size / viewport_px[1],
+                size,
+                INK,
+                bold=True,
+                valign="bottom",
+            )
             self.prompt_title.set(title)
         self.lens = None
         if scan.lens_tokens is not None and scan.lens_probs is not None:
@@ -138,15 +182,22 @@ class Panel:
             if mesh.n_cells:
                 # Consistent outward winding, so back faces can be culled: a translucent
                 # shell drawn once per pixel instead of twice.
-                mesh = mesh.compute_normals(auto_orient_normals=True, consistent_normals=True,
-                                            split_vertices=False)
+                mesh = mesh.compute_normals(
+                    auto_orient_normals=True, consistent_normals=True, split_vertices=False
+                )
                 if self.opts.baked_shading:
                     mesh.point_data["shade"] = bake_shading(mesh.point_data["Normals"])
             self._surfaces[key] = mesh
         return self._surfaces[key]
 
-    def update(self, step: int, layer: float, mode: str, current_token: int | None,
-               header: tuple[str, str] | None) -> None:
+    def update(
+        self,
+        step: int,
+        layer: float,
+        mode: str,
+        current_token: int | None,
+        header: tuple[str, str] | None,
+    ) -> None:
         scan, opts = self.scan, self.opts
         step = min(step, scan.n_steps - 1)
         lo, hi, t = fr.layer_pair(layer, scan.n_layers)
@@ -172,7 +223,8 @@ class Panel:
             self._line_key = (step, near)
             if (step, near) not in self._line_cells:
                 self._line_cells[(step, near)] = fr.neighbor_lines(
-                    scan.neighbors[step, near], opts.n_links)
+                    scan.neighbors[step, near], opts.n_links
+                )
             cells = self._line_cells[(step, near)]
             self.lines.lines = cells
         if opts.show_lines:
@@ -181,8 +233,9 @@ class Panel:
         n_visible = scan.step_lengths[step]
         self.places, counts = token_centroids(pts, scan.particle_tokens[step, near], n_visible)
         self.labels.set_enabled(opts.show_labels and opts.show_overlays)
-        self.labels.set_places(self.places, counts, current_token, pts,
-                               scan.particle_tokens[step, near])
+        self.labels.set_places(
+            self.places, counts, current_token, pts, scan.particle_tokens[step, near]
+        )
         if self.legend is not None:
             self.legend.show(mode, opts.show_surface, opts.show_overlays)
         if not opts.show_overlays:
@@ -192,21 +245,35 @@ class Panel:
             self.head.set(header[0])
             self.sub.set(header[1])
         r2, trust, base_trust, corr, base_corr = (
-            float(getattr(scan, name)[step, near]) for name in
-            ("reconstruction_r2", "token_trust", "baseline_trust", "distance_correlation",
-             "baseline_correlation"))
-        self.fig.set(f"autoencoder R² {r2:.2f}   token trust {trust:.2f} (PCA-3 "
-                     f"{base_trust:.2f})   distance corr. {corr:.2f} (PCA-3 {base_corr:.2f})")
+            float(getattr(scan, name)[step, near])
+            for name in (
+                "reconstruction_r2",
+                "token_trust",
+                "baseline_trust",
+                "distance_correlation",
+                "baseline_correlation",
+            )
+        )
+        self.fig.set(
+            f"autoencoder R² {r2:.2f}   token trust {trust:.2f} (PCA-3 "
+            f"{base_trust:.2f})   distance corr. {corr:.2f} (PCA-3 {base_corr:.2f})"
+        )
         if self.lens is not None:
             tok = n_visible - 1 if current_token is None else current_token
             tok = min(tok, len(scan.lens_tokens[near]) - 1)
             probs = scan.lens_probs[near, tok]
             if probs.any():
-                self.lens.show(f"logit lens after “{token_label(scan.tokens[tok], 14)}”",
-                               scan.lens_tokens[near][tok], probs)
+                self.lens.show(
+                    f"logit lens after “{token_label(scan.tokens[tok], 14)}”",
+                    scan.lens_tokens[near][tok],
+                    probs,
+                )
             else:  # before the last --lens-last tokens of a long prompt
-                self.lens.show(f"no logit lens for “{token_label(scan.tokens[tok], 14)}” "
-                               "(see --lens-last)", [], probs[:0])
+                self.lens.show(
+                    f"no logit lens for “{token_label(scan.tokens[tok], 14)}” (see --lens-last)",
+                    [],
+                    probs[:0],
+                )
 
     def _update_surfaces(self, step: int, lo: int, hi: int, t: float) -> None:
         show = self.opts.show_surface
@@ -217,8 +284,10 @@ class Panel:
         # Cross-fade only in the middle third of the move, where the particles move fastest:
         # two translucent surfaces cost nearly twice one in software rendering.
         fade = float(np.clip((t - 0.35) / 0.3, 0.0, 1.0))
-        for actor, layer, weight in ((self.surface_actors[0], lo, 1.0 - fade),
-                                     (self.surface_actors[1], hi, fade)):
+        for actor, layer, weight in (
+            (self.surface_actors[0], lo, 1.0 - fade),
+            (self.surface_actors[1], hi, fade),
+        ):
             visible = show and weight > 0.05 and (layer != lo or actor is self.surface_actors[0])
             actor.SetVisibility(visible)
             if visible:
@@ -233,8 +302,10 @@ class Panel:
         step = min(step, scan.n_steps - 1)
         near = fr.nearest_layer(layer, scan.n_layers)
         token = int(scan.particle_tokens[step, near, point_id])
-        return (f"particle {point_id}: token {token} “{token_label(scan.tokens[token], 24)}”, "
-                f"layer {near} ({scan.layer_names[near]})")
+        return (
+            f"particle {point_id}: token {token} “{token_label(scan.tokens[token], 24)}”, "
+            f"layer {near} ({scan.layer_names[near]})"
+        )
 
     def set_overlays_visible(self, visible: bool) -> None:
         for label in (self.head, self.sub, self.fig, self.pick, self.prompt_title):

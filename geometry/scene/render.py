@@ -17,11 +17,11 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
-from layerscan.errors import LayerscanError
-from layerscan.files import atomic_path
+from layerscan.core.errors import LayerscanError
+from layerscan.core.outputs import atomic_path
+from layerscan.core.signals import deferred, raise_if_pending
 from layerscan.geometry.scan_file import DiffScan, Scan
 from layerscan.geometry.scene import frames as fr
-from layerscan.signals import deferred, raise_if_pending
 
 VIDEO_SUFFIXES = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
 Quality = Literal["low", "medium", "high"]
@@ -58,19 +58,23 @@ class RenderOptions:
         if not 1 <= self.fps <= 240:
             raise LayerscanError(f"fps must be between 1 and 240, got {self.fps}")
         if self.frames_per_layer < 1:
-            raise LayerscanError(f"frames per layer must be at least 1, got "
-                                 f"{self.frames_per_layer}")
+            raise LayerscanError(
+                f"frames per layer must be at least 1, got {self.frames_per_layer}"
+            )
         if self.duration is not None and not (math.isfinite(self.duration) and self.duration > 0):
-            raise LayerscanError(f"duration must be a positive number of seconds, got "
-                                 f"{self.duration}")
+            raise LayerscanError(
+                f"duration must be a positive number of seconds, got {self.duration}"
+            )
         if not (math.isfinite(self.hold) and self.hold >= 0):
             raise LayerscanError(f"--hold must be 0 or more seconds, got {self.hold}")
         if not math.isfinite(self.orbit):
             raise LayerscanError(f"--orbit must be a number of degrees, got {self.orbit}")
-        if self.still_layer is not None and not (math.isfinite(self.still_layer)
-                                                 and self.still_layer >= 0):
-            raise LayerscanError(f"--layer must be a layer number from 0 up, got "
-                                 f"{self.still_layer}")
+        if self.still_layer is not None and not (
+            math.isfinite(self.still_layer) and self.still_layer >= 0
+        ):
+            raise LayerscanError(
+                f"--layer must be a layer number from 0 up, got {self.still_layer}"
+            )
         if self.quality not in QUALITY:
             raise LayerscanError(f"unknown quality {self.quality!r}; use low, medium or high")
 
@@ -105,15 +109,18 @@ def output_kind(path: str | os.PathLike) -> str:
         return suffix[1:]
     if suffix == "":
         return "frames"
-    raise LayerscanError(f"{path}: unknown output type {suffix!r}; use .mp4, .mov, .mkv, .gif, "
-                         f".png (one still) or a folder name for PNG frames")
+    raise LayerscanError(
+        f"{path}: unknown output type {suffix!r}; use .mp4, .mov, .mkv, .gif, "
+        f".png (one still) or a folder name for PNG frames"
+    )
 
 
 class FrameSink:
     """Consumes bottom-up RGB frames on a background thread: ffmpeg's stdin or PNG files."""
 
-    def __init__(self, path: Path, kind: str, size: tuple[int, int], fps: int,
-                 quality: str) -> None:
+    def __init__(
+        self, path: Path, kind: str, size: tuple[int, int], fps: int, quality: str
+    ) -> None:
         self.kind, self.path, self.size = kind, path, size
         self.queue: queue.Queue = queue.Queue(maxsize=6)
         self.error: BaseException | None = None
@@ -121,9 +128,12 @@ class FrameSink:
         self.n_written = 0
         if kind in ("video", "gif"):
             self.process = subprocess.Popen(
-                _ffmpeg_command(path, kind, size, fps, quality), stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                preexec_fn=die_with_parent())
+                _ffmpeg_command(path, kind, size, fps, quality),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                preexec_fn=die_with_parent(),
+            )
             self._stderr: list[bytes] = []
             threading.Thread(target=self._drain_stderr, daemon=True).start()
         else:
@@ -190,8 +200,10 @@ class FrameSink:
                     pass
             if code != 0 and self.error is None:
                 tail = b"".join(self._stderr).decode(errors="replace").strip().splitlines()
-                raise LayerscanError(f"ffmpeg failed writing {self.path.name}: "
-                                     f"{tail[-1] if tail else f'exit code {code}'}")
+                raise LayerscanError(
+                    f"ffmpeg failed writing {self.path.name}: "
+                    f"{tail[-1] if tail else f'exit code {code}'}"
+                )
         self._check()
         return time.perf_counter() - start
 
@@ -241,21 +253,53 @@ def die_with_parent():
     return hook
 
 
-def _ffmpeg_command(path: Path, kind: str, size: tuple[int, int], fps: int,
-                    quality: str) -> list[str]:
+def _ffmpeg_command(
+    path: Path, kind: str, size: tuple[int, int], fps: int, quality: str
+) -> list[str]:
     import imageio_ffmpeg
 
     w, h = size
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo",
-           "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(fps), "-i", "-"]
+    cmd = [
+        imageio_ffmpeg.get_ffmpeg_exe(),
+        "-y",
+        "-loglevel",
+        "error",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+        f"{w}x{h}",
+        "-r",
+        str(fps),
+        "-i",
+        "-",
+    ]
     if kind == "gif":
-        graph = ("vflip,split[a][b];[a]palettegen=max_colors=192:stats_mode=diff[p];"
-                 "[b][p]paletteuse=dither=bayer:bayer_scale=4")
+        graph = (
+            "vflip,split[a][b];[a]palettegen=max_colors=192:stats_mode=diff[p];"
+            "[b][p]paletteuse=dither=bayer:bayer_scale=4"
+        )
         return cmd + ["-filter_complex", graph, "-loop", "0", "-f", "gif", str(path)]
     crf, preset = QUALITY[quality]
     container = VIDEO_SUFFIXES[path.suffix.lower()]
-    return cmd + ["-vf", "vflip", "-c:v", "libx264", "-preset", preset, "-crf", crf,
-                  "-pix_fmt", "yuv420p", "-movflags", "+faststart", "-f", container, str(path)]
+    return cmd + [
+        "-vf",
+        "vflip",
+        "-c:v",
+        "libx264",
+        "-preset",
+        preset,
+        "-crf",
+        crf,
+        "-pix_fmt",
+        "yuv420p",
+        "-movflags",
+        "+faststart",
+        "-f",
+        container,
+        str(path),
+    ]
 
 
 def plan_for(n_layers: int, n_steps: int, options: RenderOptions) -> list[fr.Frame]:
@@ -263,15 +307,20 @@ def plan_for(n_layers: int, n_steps: int, options: RenderOptions) -> list[fr.Fra
     hold = int(round(options.hold * options.fps))
     fpl = options.frames_per_layer
     if options.duration is not None:
-        fpl = fr.frames_per_layer_for(options.duration, options.fps, n_layers, n_steps,
-                                      hold, options.token_sweep)
-    return fr.plan_frames(n_layers, n_steps, fpl, hold, options.token_sweep,
-                          options.orbit)
+        fpl = fr.frames_per_layer_for(
+            options.duration, options.fps, n_layers, n_steps, hold, options.token_sweep
+        )
+    return fr.plan_frames(n_layers, n_steps, fpl, hold, options.token_sweep, options.orbit)
 
 
-def render_movie(source: Scan | DiffScan, path: str | os.PathLike, scene_options=None,
-                 options: RenderOptions | None = None, on_frame=None,
-                 overwrite: bool = False) -> RenderStats:
+def render_movie(
+    source: Scan | DiffScan,
+    path: str | os.PathLike,
+    scene_options=None,
+    options: RenderOptions | None = None,
+    on_frame=None,
+    overwrite: bool = False,
+) -> RenderStats:
     """Render a scan or a diff to `path`; the file appears only once it is complete.
 
     Args:
@@ -289,8 +338,14 @@ def render_movie(source: Scan | DiffScan, path: str | os.PathLike, scene_options
         return _render_movie(source, path, scene_options, options, on_frame, overwrite)
 
 
-def _render_movie(source: Scan | DiffScan, path: str | os.PathLike, scene_options,
-                  options: RenderOptions | None, on_frame, overwrite: bool) -> RenderStats:
+def _render_movie(
+    source: Scan | DiffScan,
+    path: str | os.PathLike,
+    scene_options,
+    options: RenderOptions | None,
+    on_frame,
+    overwrite: bool,
+) -> RenderStats:
     from layerscan.geometry.scene.scene import Scene, SceneOptions
 
     start = time.perf_counter()
@@ -305,8 +360,7 @@ def _render_movie(source: Scan | DiffScan, path: str | os.PathLike, scene_option
     try:
         raise_if_pending()
         if kind == "png":
-            layer = scene.n_layers if options.still_layer is None \
-                else options.still_layer
+            layer = scene.n_layers if options.still_layer is None else options.still_layer
             scene.update(scene.n_steps - 1, layer)
             with atomic_path(path) as tmp:
                 import imageio.v3 as iio
@@ -319,21 +373,32 @@ def _render_movie(source: Scan | DiffScan, path: str | os.PathLike, scene_option
         scene.close()
 
 
-def _render_frames(scene, plan: list[fr.Frame], path: Path, kind: str,
-                   options: RenderOptions, on_frame, start: float,
-                   overwrite: bool = False) -> RenderStats:
+def _render_frames(
+    scene,
+    plan: list[fr.Frame],
+    path: Path,
+    kind: str,
+    options: RenderOptions,
+    on_frame,
+    start: float,
+    overwrite: bool = False,
+) -> RenderStats:
     from tqdm import tqdm
 
     w, h = scene.options.window_size
     render_s = readback_s = wait_s = 0.0
     buffer = np.empty((h, w, 3), np.uint8)
     sweep = options.token_sweep and scene.n_steps > 1
-    with atomic_path(path, folder=kind == "frames", overwrite=overwrite,
-                     kind="png-frames") as tmp:
+    with atomic_path(path, folder=kind == "frames", overwrite=overwrite, kind="png-frames") as tmp:
         sink = FrameSink(tmp, kind, (w, h), options.fps, options.quality)
         try:
-            bar = tqdm(plan, desc=f"rendering {path.name}", unit="frame",
-                       disable=not options.progress, leave=False)
+            bar = tqdm(
+                plan,
+                desc=f"rendering {path.name}",
+                unit="frame",
+                disable=not options.progress,
+                leave=False,
+            )
             for i, frame in enumerate(bar):
                 raise_if_pending()  # a Ctrl-C or SIGTERM recorded during the last frame
                 t0 = time.perf_counter()
@@ -357,5 +422,6 @@ def _render_frames(scene, plan: list[fr.Frame], path: Path, kind: str,
             raise
         if sink.n_written != len(plan):
             raise LayerscanError(f"only {sink.n_written} of {len(plan)} frames were written")
-    return RenderStats(path, len(plan), w, h, time.perf_counter() - start, render_s,
-                       readback_s, wait_s)
+    return RenderStats(
+        path, len(plan), w, h, time.perf_counter() - start, render_s, readback_s, wait_s
+    )

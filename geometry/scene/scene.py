@@ -13,9 +13,8 @@ import pyvista as pv
 from vtkmodules.util.numpy_support import vtk_to_numpy
 from vtkmodules.vtkRenderingCore import vtkRenderer
 
-from layerscan.errors import LayerscanError
-from layerscan.geometry.diff import diverges
-from layerscan.geometry.scan_file import DiffScan, Scan
+from layerscan.core.errors import LayerscanError
+from layerscan.geometry.scan_file import DiffScan, Scan, diverges
 from layerscan.geometry.scene import frames as fr
 from layerscan.geometry.scene.legend import Scale
 from layerscan.geometry.scene.overlays import LayerChart, plain_text_backend, token_label
@@ -43,7 +42,7 @@ from layerscan.geometry.scene.tokens import TokenArrows
 
 
 @contextlib.contextmanager
-def _headless_egl(off_screen: bool) -> Iterator[None]:
+def headless_egl(off_screen: bool) -> Iterator[None]:
     """Without a display, make VTK open an EGL window directly (no X-server warning).
 
     The variable is restored afterwards so that later windows, and child processes, are not
@@ -113,8 +112,9 @@ class SceneOptions:
         if self.n_links < 0:
             raise LayerscanError(f"lines per particle must be 0 or more, got {self.n_links}")
         if self.color_mode is not None and self.color_mode not in COLOR_MODES:
-            raise LayerscanError(f"unknown colour mode {self.color_mode!r}; "
-                                 f"use one of {', '.join(COLOR_MODES)}")
+            raise LayerscanError(
+                f"unknown colour mode {self.color_mode!r}; use one of {', '.join(COLOR_MODES)}"
+            )
 
 
 class Scene:
@@ -129,8 +129,9 @@ class Scene:
         off_screen: render without a window (movies, tests).
     """
 
-    def __init__(self, source: Scan | DiffScan, options: SceneOptions | None = None,
-                 off_screen: bool = True) -> None:
+    def __init__(
+        self, source: Scan | DiffScan, options: SceneOptions | None = None, off_screen: bool = True
+    ) -> None:
         opts = options or SceneOptions()
         self.is_diff = isinstance(source, DiffScan)
         self.source = source
@@ -138,8 +139,10 @@ class Scene:
         for scan in scans:
             scan.validate()
         if self.is_diff and source.a.positions.shape[1:] != source.b.positions.shape[1:]:
-            raise LayerscanError("the two scans of a diff have different layer or particle "
-                                 "counts; recreate the diff with `layerscan diff`")
+            raise LayerscanError(
+                "the two scans of a diff have different layer or particle "
+                "counts; recreate the diff with `layerscan diff`"
+            )
         self.scans = scans
         plain_text_backend()
         w, h = opts.window_size
@@ -153,11 +156,16 @@ class Scene:
             opacity = DIFF_SURFACE_OPACITY if self.is_diff else SURFACE_OPACITY
         self.options = opts = replace(opts, point_size=point_size, surface_opacity=opacity)
         self.mode = opts.color_mode or ("displacement" if self.is_diff else "token")
-        with _headless_egl(off_screen):
-            self.plotter = pv.Plotter(off_screen=off_screen, window_size=[w, h],
-                                      shape=(1, len(scans)), border=self.is_diff,
-                                      border_color="#2a3140", theme=software_theme(),
-                                      lighting=None)
+        with headless_egl(off_screen):
+            self.plotter = pv.Plotter(
+                off_screen=off_screen,
+                window_size=[w, h],
+                shape=(1, len(scans)),
+                border=self.is_diff,
+                border_color="#2a3140",
+                theme=software_theme(),
+                lighting=None,
+            )
         self.plotter.set_background(opts.background)
         if opts.anti_aliasing:
             self.plotter.enable_anti_aliasing("fxaa", all_renderers=True)
@@ -181,9 +189,21 @@ class Scene:
             self.plotter.render_window.AddRenderer(overlay)
             self.overlays.append(overlay)
             title = None if not self.is_diff else self._panel_title(i)
-            self.panels.append(Panel(self.plotter, overlay, scan, opts, size,
-                                     (w // len(scans), h), displacements[i], scales, differing,
-                                     title, legend=i == len(scans) - 1))
+            self.panels.append(
+                Panel(
+                    self.plotter,
+                    overlay,
+                    scan,
+                    opts,
+                    size,
+                    (w // len(scans), h),
+                    displacements[i],
+                    scales,
+                    differing,
+                    title,
+                    legend=i == len(scans) - 1,
+                )
+            )
         self.chart = self.arrows = None
         if self.is_diff:
             self._add_diff_parts(size, (w // 2, h))
@@ -198,7 +218,7 @@ class Scene:
         return self.is_diff and self.source.a.model_id != self.source.b.model_id
 
     def _panel_title(self, i: int) -> str:
-        """"A" / "B"; with the side's model when a diff compares two models."""
+        """ "A" / "B"; with the side's model when a diff compares two models."""
         name = "AB"[i]
         if not self._models_differ():
             return name
@@ -211,25 +231,35 @@ class Scene:
             note = f"peak {source.a.layer_names[source.peak_layer]}"
         else:
             note = f"the {'models' if self._models_differ() else 'prompts'} do not diverge"
-        self.chart = LayerChart(self.overlays[1], source.divergence, size,
-                                (0.12, 0.72, 0.50, 0.86),
-                                f"A–B divergence by layer · {note}\n(mean particle distance)",
-                                viewport_px)
+        self.chart = LayerChart(
+            self.overlays[1],
+            source.divergence,
+            size,
+            (0.12, 0.72, 0.50, 0.86),
+            f"A–B divergence by layer · {note}\n(mean particle distance)",
+            viewport_px,
+        )
         self.panels[1].head.set("")
         self.panels[1].sub.set("")
         h = viewport_px[1]
         for panel in self.panels:
             panel.fig.actor.SetPosition(0.02, self.options.overlay_bottom + 0.16 + 2.2 * size / h)
         n_common = min(len(source.a.tokens), len(source.b.tokens))
-        _, radius = fr.bounds_of(np.concatenate([s.positions.reshape(-1, 3)
-                                                 for s in self.scans]))
+        _, radius = fr.bounds_of(np.concatenate([s.positions.reshape(-1, 3) for s in self.scans]))
         self.arrows = TokenArrows(token_colors(n_common), head_length=0.08 * radius)
         for i in range(2):
             self.plotter.subplot(0, i)
-            self.plotter.add_mesh(self.arrows.mesh, scalars="rgb", rgb=True, line_width=3,
-                                  lighting=False, pickable=False, name="arrows",
-                                  render_lines_as_tubes=False,
-                                  show_scalar_bar=False)
+            self.plotter.add_mesh(
+                self.arrows.mesh,
+                scalars="rgb",
+                rgb=True,
+                line_width=3,
+                lighting=False,
+                pickable=False,
+                name="arrows",
+                render_lines_as_tubes=False,
+                show_scalar_bar=False,
+            )
         self.plotter.link_views()
 
     @property
@@ -244,12 +274,20 @@ class Scene:
     def _displacements(self) -> tuple[list[np.ndarray], dict[str, Scale]]:
         """Per panel (n_layers+1, n_particles) displacement scaled to [0, 1], and the colour
         bars of the continuous modes in real units."""
-        scales = {"density": Scale("colour = local density of the particles in 3D",
-                                   "density\n(1 = densest\nof the layer)", 1.0)}
+        scales = {
+            "density": Scale(
+                "colour = local density of the particles in 3D",
+                "density\n(1 = densest\nof the layer)",
+                1.0,
+            )
+        }
         if self.is_diff:
             d = np.asarray(self.source.displacement_cloud, np.float32)
-            scales["displacement"] = Scale("colour = distance of each particle from its twin in A",
-                                           "A→B distance\n(particle units)", unit_top(d))
+            scales["displacement"] = Scale(
+                "colour = distance of each particle from its twin in A",
+                "A→B distance\n(particle units)",
+                unit_top(d),
+            )
             return [unit_scale(d)] * 2, scales
         out = []
         for scan in self.scans:
@@ -257,8 +295,11 @@ class Scene:
             d = np.zeros(pos.shape[:2], np.float32)
             d[1:] = np.linalg.norm(np.diff(pos, axis=0), axis=-1)
             out.append(unit_scale(d))
-            scales["displacement"] = Scale("colour = distance moved since the previous layer",
-                                           "moved since\nlast layer\n(3D units)", unit_top(d))
+            scales["displacement"] = Scale(
+                "colour = distance moved since the previous layer",
+                "moved since\nlast layer\n(3D units)",
+                unit_top(d),
+            )
         return out, scales
 
     def _setup_camera(self) -> None:
@@ -277,9 +318,12 @@ class Scene:
         elevation = np.radians(VIEW_ELEVATION)
         # the focal point that needs the least distance: a few outliers pull the box's middle
         self.distance, self.centre = min(
-            ((fr.framing_distance(pos, c, elevation, tan_half), c)
-             for c in ((pos.min(0) + pos.max(0)) / 2, pos.mean(0), np.median(pos, 0))),
-            key=lambda fit: fit[0])
+            (
+                (fr.framing_distance(pos, c, elevation, tan_half), c)
+                for c in ((pos.min(0) + pos.max(0)) / 2, pos.mean(0), np.median(pos, 0))
+            ),
+            key=lambda fit: fit[0],
+        )
         self.free_area = (x0, y0, x1, y1)
         # VTK's window centre is where the view's centre goes, in [-1, 1] viewport units,
         # measured the other way round: (-0.1, -0.1) moves the picture up and to the right
@@ -305,13 +349,16 @@ class Scene:
         self.current_token = current_token
         near = fr.nearest_layer(self.layer, self.n_layers)
         scan = self.scans[0]
-        header = (f"layer {near} / {scan.n_layers}",
-                  f"{scan.layer_names[near]} · {token_label(scan.model_id, 40)}")
+        header = (
+            f"layer {near} / {scan.n_layers}",
+            f"{scan.layer_names[near]} · {token_label(scan.model_id, 40)}",
+        )
         if current_token is None and self.n_steps > 1:
             current_token = scan.step_lengths[self.step] - 1
         for i, panel in enumerate(self.panels):
-            panel.update(self.step, self.layer, self.mode, current_token,
-                         header if i == 0 else None)
+            panel.update(
+                self.step, self.layer, self.mode, current_token, header if i == 0 else None
+            )
         if self.arrows is not None:
             a, b = self.panels[0].places, self.panels[1].places
             n = self.arrows.n
@@ -330,8 +377,9 @@ class Scene:
 
     def set_color_mode(self, mode: str) -> None:
         if mode not in COLOR_MODES:
-            raise LayerscanError(f"unknown colour mode {mode!r}; use one of "
-                                 f"{', '.join(COLOR_MODES)}")
+            raise LayerscanError(
+                f"unknown colour mode {mode!r}; use one of {', '.join(COLOR_MODES)}"
+            )
         self.mode = mode
         self.update(self.step, self.layer, self.current_token)
 

@@ -104,12 +104,10 @@ _PALETTE_SEED_COLOURS = ("#4e9bff", "#ff7f2a", "#3ddc84", "#ff4d6d", "#c77dff", 
 def _srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     """(n, 3) sRGB in [0, 1] → (n, 3) CIELAB (D65)."""
     linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
-    m = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722],
-                  [0.0193, 0.1192, 0.9505]])
+    m = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
     xyz = linear @ m.T / np.array([0.95047, 1.0, 1.08883])  # (n, 3)
     f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16 / 116)
-    return np.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]),
-                     200 * (f[:, 1] - f[:, 2])], 1)
+    return np.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], 1)
 
 
 @functools.lru_cache(maxsize=1)
@@ -122,11 +120,15 @@ def token_palette() -> np.ndarray:
     grid = np.linspace(0.0, 1.0, 16)
     candidates = np.stack(np.meshgrid(grid, grid, grid, indexing="ij"), -1).reshape(-1, 3)
     lab = _srgb_to_lab(candidates)  # (4096, 3)
-    keep = (lab[:, 0] >= _PALETTE_LIGHTNESS[0]) & (lab[:, 0] <= _PALETTE_LIGHTNESS[1]) \
-        & (np.hypot(lab[:, 1], lab[:, 2]) >= 25)  # coloured, not grey
+    keep = (
+        (lab[:, 0] >= _PALETTE_LIGHTNESS[0])
+        & (lab[:, 0] <= _PALETTE_LIGHTNESS[1])
+        & (np.hypot(lab[:, 1], lab[:, 2]) >= 25)
+    )  # coloured, not grey
     candidates, lab = candidates[keep], lab[keep]
-    seeds = np.array([[int(c[i:i + 2], 16) / 255 for i in (1, 3, 5)]
-                      for c in _PALETTE_SEED_COLOURS])
+    seeds = np.array(
+        [[int(c[i : i + 2], 16) / 255 for i in (1, 3, 5)] for c in _PALETTE_SEED_COLOURS]
+    )
     chosen = list(seeds)
     nearest = np.min(np.linalg.norm(lab[:, None] - _srgb_to_lab(seeds)[None], axis=-1), 1)
     while len(chosen) < TOKEN_PALETTE_SIZE:
@@ -170,8 +172,9 @@ def font_file(bold: bool = False) -> str | None:
     spec = importlib.util.find_spec("matplotlib")
     if spec is None or not spec.submodule_search_locations:
         return None
-    path = Path(spec.submodule_search_locations[0]) / "mpl-data" / "fonts" / "ttf" / \
-        FONT_FILES[bold]
+    path = (
+        Path(spec.submodule_search_locations[0]) / "mpl-data" / "fonts" / "ttf" / FONT_FILES[bold]
+    )
     return str(path) if path.is_file() else None
 
 

@@ -47,8 +47,14 @@ class TokenLabels:
     the layout and the camera.
     """
 
-    def __init__(self, overlay: vtkRenderer, renderer: vtkRenderer, tokens: list[str],
-                 colors: np.ndarray, size: int) -> None:
+    def __init__(
+        self,
+        overlay: vtkRenderer,
+        renderer: vtkRenderer,
+        tokens: list[str],
+        colors: np.ndarray,
+        size: int,
+    ) -> None:
         self.overlay, self.renderer = overlay, renderer
         self.font_size = label_font_size(size, len(tokens))
         texts = [plain_text(token_label(t, LABEL_TEXT_LIMIT)) for t in tokens]
@@ -87,8 +93,14 @@ class TokenLabels:
         """(len(shown), 4) display-pixel boxes x0, y0, x1, y1 of the shown labels."""
         overlay.AddObserver("StartEvent", self._thin)
 
-    def set_places(self, places: np.ndarray, counts: np.ndarray, current: int | None,
-                   points: np.ndarray, particle_tokens: np.ndarray) -> None:
+    def set_places(
+        self,
+        places: np.ndarray,
+        counts: np.ndarray,
+        current: int | None,
+        points: np.ndarray,
+        particle_tokens: np.ndarray,
+    ) -> None:
         """The groups the labels go with.
 
         Args:
@@ -103,7 +115,7 @@ class TokenLabels:
         self.points = points
         by_token = np.argsort(particle_tokens, kind="stable")
         bounds = np.searchsorted(particle_tokens[by_token], np.arange(n + 1))
-        self.groups = [by_token[bounds[i]:bounds[i + 1]] for i in range(n)]
+        self.groups = [by_token[bounds[i] : bounds[i + 1]] for i in range(n)]
         has = [i for i in range(n) if counts[i] > 0]
         first = [i for i in (current, n - 1) if i is not None and i in has]
         self.order = list(dict.fromkeys(first + has[::-1]))
@@ -121,15 +133,19 @@ class TokenLabels:
         camera = renderer.GetActiveCamera()
         if self.overlay.GetActiveCamera() is not camera:
             self.overlay.SetActiveCamera(camera)  # linked views swap cameras after we start
-        matrix = camera.GetCompositeProjectionTransformMatrix(
-            renderer.GetTiledAspectRatio(), -1, 1)
+        matrix = camera.GetCompositeProjectionTransformMatrix(renderer.GetTiledAspectRatio(), -1, 1)
         m = np.array([[matrix.GetElement(i, j) for j in range(4)] for i in range(4)])
         h = np.c_[places, np.ones(len(places))] @ m.T  # (n, 4) clip coordinates
         ndc = h[:, :2] / np.where(np.abs(h[:, 3:]) < 1e-12, 1e-12, h[:, 3:])
         x0, y0, x1, y1 = renderer.GetViewport()
         w, h_px = renderer.GetRenderWindow().GetSize()
-        return np.stack([(x0 + (ndc[:, 0] + 1) / 2 * (x1 - x0)) * w,
-                         (y0 + (ndc[:, 1] + 1) / 2 * (y1 - y0)) * h_px], 1)
+        return np.stack(
+            [
+                (x0 + (ndc[:, 0] + 1) / 2 * (x1 - x0)) * w,
+                (y0 + (ndc[:, 1] + 1) / 2 * (y1 - y0)) * h_px,
+            ],
+            1,
+        )
 
     def _thin(self, *_) -> None:
         if not self.enabled:
@@ -150,10 +166,16 @@ class TokenLabels:
                 half = self.extents[i] / 2
                 for cy in (y + top + LABEL_GAP + half[1], y + bottom - LABEL_GAP - half[1]):
                     box = np.array([x - half[0], cy - half[1], x + half[0], cy + half[1]])
-                    inside = (box[0] >= x0 * w and box[2] <= x1 * w and box[1] >= y0 * h
-                              and box[3] <= y1 * h)
-                    if inside and not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3]
-                                          and b[1] < box[3] for b in boxes):
+                    inside = (
+                        box[0] >= x0 * w
+                        and box[2] <= x1 * w
+                        and box[1] >= y0 * h
+                        and box[3] <= y1 * h
+                    )
+                    if inside and not any(
+                        box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3]
+                        for b in boxes
+                    ):
                         self.actors[i].GetPositionCoordinate().SetValue(x, cy)
                         boxes.append(box)
                         shown.append(i)
@@ -165,8 +187,9 @@ class TokenLabels:
         self.boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
 
 
-def group_edges(groups: list[np.ndarray], point_y: np.ndarray,
-                centre_y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def group_edges(
+    groups: list[np.ndarray], point_y: np.ndarray, centre_y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """How far each group's particles reach above and below its centre on screen.
 
     Args:
@@ -205,10 +228,12 @@ class TokenArrows:
         base = np.arange(n)[:, None] * per
         lines = np.c_[np.full(n, 2), base, base + 1]  # (n, 3)
         ring = base + 3 + np.arange(s)[None]  # (n, s)
-        tris = np.stack([np.full((n, s), 3), np.repeat(base + 2, s, 1), ring,
-                         np.roll(ring, -1, 1)], -1).reshape(-1, 4)  # (n*s, 4)
-        self.mesh = pv.PolyData(np.zeros((n * per, 3), np.float32), lines=lines.ravel(),
-                                faces=tris.ravel())
+        tris = np.stack(
+            [np.full((n, s), 3), np.repeat(base + 2, s, 1), ring, np.roll(ring, -1, 1)], -1
+        ).reshape(-1, 4)  # (n*s, 4)
+        self.mesh = pv.PolyData(
+            np.zeros((n * per, 3), np.float32), lines=lines.ravel(), faces=tris.ravel()
+        )
         rgb = (np.asarray(colors) * 255).astype(np.uint8)
         shaft = np.full_like(rgb, ARROW_SHAFT_GREY)  # light shafts show over same-coloured dots
         # VTK orders cells verts, lines, polys: n lines then n*s triangles
@@ -228,9 +253,11 @@ class TokenArrows:
         angle = np.linspace(0, 2 * np.pi, s, endpoint=False)
         radius = 0.4 * head[:, :, None]  # (n, 1, 1)
         ring = (ends - unit * head)[:, None] + radius * (
-            np.cos(angle)[None, :, None] * u[:, None] + np.sin(angle)[None, :, None] * v[:, None])
-        pts = np.concatenate([starts[:, None], (ends - unit * head)[:, None], ends[:, None],
-                              ring], 1).reshape(-1, 3)  # (n * (3 + s), 3)
+            np.cos(angle)[None, :, None] * u[:, None] + np.sin(angle)[None, :, None] * v[:, None]
+        )
+        pts = np.concatenate(
+            [starts[:, None], (ends - unit * head)[:, None], ends[:, None], ring], 1
+        ).reshape(-1, 3)  # (n * (3 + s), 3)
         vtk_pts = self.mesh.GetPoints()
         vtk_to_numpy(vtk_pts.GetData())[:] = pts
         vtk_pts.Modified()

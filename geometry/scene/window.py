@@ -10,26 +10,38 @@ from typing import Any
 
 import numpy as np
 
-from layerscan.errors import LayerscanError
-from layerscan.files import atomic_path
+from layerscan.core.errors import LayerscanError
+from layerscan.core.outputs import atomic_path
 from layerscan.geometry.scan_file import DiffScan, Scan
 from layerscan.geometry.scene.style import use_font
 
-_SLIDER = dict(style="modern", fmt="%.0f", title_height=0.018, slider_width=0.012,
-               tube_width=0.003, color="#c8cdd6", title_color="#8a93a3",
-               interaction_event="always")
+_SLIDER = dict(
+    style="modern",
+    fmt="%.0f",
+    title_height=0.018,
+    slider_width=0.012,
+    tube_width=0.003,
+    color="#c8cdd6",
+    title_color="#8a93a3",
+    interaction_event="always",
+)
 SLIDER_BAND = 0.1
 """Fraction of the window height at the bottom that the sliders take."""
-HELP = ("space play/pause · [ ] layer · - = token step · u surface · p points · l lines · "
-        "t labels · c colour · o overlays · click a particle: its token · s screenshot · q quit")
+HELP = (
+    "space play/pause · [ ] layer · - = token step · u surface · p points · l lines · "
+    "t labels · c colour · o overlays · click a particle: its token · s screenshot · q quit"
+)
 
 
 def check_display() -> None:
     """Raise a one-line LayerscanError when there is no display to open a window on."""
-    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
-                                                 or os.environ.get("WAYLAND_DISPLAY")):
-        raise LayerscanError("no display to open a window on ($DISPLAY is not set); render a "
-                             "movie instead: layerscan render PROMPT -o layerscan.mp4")
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    ):
+        raise LayerscanError(
+            "no display to open a window on ($DISPLAY is not set); render a "
+            "movie instead: layerscan render PROMPT -o layerscan.mp4"
+        )
 
 
 @dataclass(frozen=True)
@@ -47,8 +59,9 @@ class ViewerOptions:
         if not 1 <= self.fps <= 240:
             raise LayerscanError(f"--fps must be between 1 and 240, got {self.fps}")
         if self.frames_per_layer < 1:
-            raise LayerscanError(f"--frames-per-layer must be at least 1, got "
-                                 f"{self.frames_per_layer}")
+            raise LayerscanError(
+                f"--frames-per-layer must be at least 1, got {self.frames_per_layer}"
+            )
 
 
 class Viewer:
@@ -62,9 +75,14 @@ class Viewer:
         **overrides: ViewerOptions fields to change, e.g. `fps=60`.
     """
 
-    def __init__(self, source: Scan | DiffScan, scene_options=None,
-                 options: ViewerOptions | None = None, off_screen: bool = False,
-                 **overrides: Any) -> None:
+    def __init__(
+        self,
+        source: Scan | DiffScan,
+        scene_options=None,
+        options: ViewerOptions | None = None,
+        off_screen: bool = False,
+        **overrides: Any,
+    ) -> None:
         from layerscan.geometry.scene.scene import Scene, SceneOptions
 
         options = replace(options or ViewerOptions(), **overrides)
@@ -72,8 +90,10 @@ class Viewer:
             check_display()
         scene_options = scene_options or SceneOptions()
         scene_options = replace(  # the user orbits anywhere: light per pixel
-            scene_options, overlay_bottom=max(scene_options.overlay_bottom, SLIDER_BAND),
-            baked_shading=False)
+            scene_options,
+            overlay_bottom=max(scene_options.overlay_bottom, SLIDER_BAND),
+            baked_shading=False,
+        )
         self.scene = Scene(source, scene_options, off_screen=off_screen)
         self.plotter = self.scene.plotter
         self.fps, self.frames_per_layer = options.fps, options.frames_per_layer
@@ -92,8 +112,13 @@ class Viewer:
         hint = HELP if self.scene.n_steps > 1 else HELP.replace(" · - = token step", "")
         self.plotter.subplot(0, len(self.scene.panels) - 1)
         self.hint = self.plotter.add_text(
-            hint, position=(0.5, 0.03 if self.scene.is_diff else 0.975), viewport=True,
-            font_size=6 if self.scene.is_diff else 7, color="#8a93a3", name="help")
+            hint,
+            position=(0.5, 0.03 if self.scene.is_diff else 0.975),
+            viewport=True,
+            font_size=6 if self.scene.is_diff else 7,
+            color="#8a93a3",
+            name="help",
+        )
         self.hint.GetTextProperty().SetJustificationToCentered()
         use_font(self.hint.GetTextProperty())
         self.plotter.subplot(0, 0)
@@ -121,8 +146,9 @@ class Viewer:
     def step_layer(self, delta: int) -> None:
         """Jump to the next (+1) or previous (-1) whole layer; pauses playback."""
         self.playing = False
-        target = np.floor(self.layer + 1e-6) + delta if delta > 0 else \
-            np.ceil(self.layer - 1e-6) + delta
+        target = (
+            np.floor(self.layer + 1e-6) + delta if delta > 0 else np.ceil(self.layer - 1e-6) + delta
+        )
         self.show(layer=float(np.clip(target, 0, self.scene.n_layers)))
 
     def step_token(self, delta: int) -> None:
@@ -207,9 +233,15 @@ class Viewer:
         """A click on a particle names its token and layer (VTK's point picker)."""
         if self.plotter.iren is None:
             return
-        self.plotter.enable_point_picking(callback=self._on_pick, use_picker=True,
-                                          show_message=False, show_point=False,
-                                          left_clicking=True, picker="point", tolerance=0.01)
+        self.plotter.enable_point_picking(
+            callback=self._on_pick,
+            use_picker=True,
+            show_message=False,
+            show_point=False,
+            left_clicking=True,
+            picker="point",
+            tolerance=0.01,
+        )
         self.plotter.clear_events_for_key("p")  # pyvista's pick key; ours toggles points
         self.plotter.clear_events_for_key("P")
 
@@ -236,13 +268,25 @@ class Viewer:
         self.plotter.subplot(0, 0)
         last = self.scene.n_layers
         self.layer_slider = self.plotter.add_slider_widget(
-            self._on_layer_slider, [0, last], value=0, title="layer", pointa=(0.04, 0.065),
-            pointb=(0.46, 0.065), **_SLIDER)
+            self._on_layer_slider,
+            [0, last],
+            value=0,
+            title="layer",
+            pointa=(0.04, 0.065),
+            pointb=(0.46, 0.065),
+            **_SLIDER,
+        )
         self.token_slider = None
         if self.scene.n_steps > 1:
             self.token_slider = self.plotter.add_slider_widget(
-                self._on_token_slider, [0, self.scene.n_steps - 1], value=self.step,
-                title="token step", pointa=(0.54, 0.065), pointb=(0.96, 0.065), **_SLIDER)
+                self._on_token_slider,
+                [0, self.scene.n_steps - 1],
+                value=self.step,
+                title="token step",
+                pointa=(0.54, 0.065),
+                pointb=(0.96, 0.065),
+                **_SLIDER,
+            )
 
     def _on_layer_slider(self, value: float) -> None:
         if not self._syncing:

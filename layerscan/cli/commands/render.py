@@ -6,7 +6,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from layerscan.commands.common import (
+from layerscan.cli.common import (
     DEFAULT_PROMPT,
     ScanRequest,
     add_movie_arguments,
@@ -19,28 +19,41 @@ from layerscan.commands.common import (
     render_options,
     scene_options,
 )
-from layerscan.errors import LayerscanError
+from layerscan.core.errors import LayerscanError
 
 DEFAULT_OUTPUT = "layerscan.mp4"
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "render", help="render a prompt's layer-time as an MP4 (or GIF, PNG frames, a still)",
+        "render",
+        help="render a prompt's layer-time as an MP4 (or GIF, PNG frames, a still)",
         description="Render a prompt (or a .scan file) off-screen: the particle cloud moving "
-                    "through the layers, with its surface, prompt, logit lens and "
-                    "faithfulness figures.")
-    parser.add_argument("source", nargs="?", default=None,
-                        help=f"prompt text (up to 1024 tokens with the packaged autoencoder, "
-                             f"or the model's context if shorter) or a .scan file (default prompt: "
-                             f"{DEFAULT_PROMPT!r})")
-    parser.add_argument("-o", "--output", default=DEFAULT_OUTPUT,
-                        help=f"output: .mp4/.mov/.mkv, .gif, .png (one still) or a folder for "
-                             f"PNG frames (default {DEFAULT_OUTPUT})")
-    parser.add_argument("--prompts-file", metavar="FILE",
-                        help="render every non-blank line of FILE (a prompt or a .scan file) "
-                             "in one process, loading the model once; -o NAME.mp4 then "
-                             "writes NAME-1.mp4, NAME-2.mp4, ...")
+        "through the layers, with its surface, prompt, logit lens and "
+        "faithfulness figures.",
+    )
+    parser.add_argument(
+        "source",
+        nargs="?",
+        default=None,
+        help=f"prompt text (up to 1024 tokens with the packaged autoencoder, "
+        f"or the model's context if shorter) or a .scan file (default prompt: "
+        f"{DEFAULT_PROMPT!r})",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        default=DEFAULT_OUTPUT,
+        help=f"output: .mp4/.mov/.mkv, .gif, .png (one still) or a folder for "
+        f"PNG frames (default {DEFAULT_OUTPUT})",
+    )
+    parser.add_argument(
+        "--prompts-file",
+        metavar="FILE",
+        help="render every non-blank line of FILE (a prompt or a .scan file) "
+        "in one process, loading the model once; -o NAME.mp4 then "
+        "writes NAME-1.mp4, NAME-2.mp4, ...",
+    )
     add_overwrite_argument(parser)
     add_scene_arguments(parser)
     add_movie_arguments(parser)
@@ -73,14 +86,20 @@ def run(args: argparse.Namespace) -> int:
     jobs = [(args.source, args.output)]
     if args.prompts_file:
         if args.source is not None or args.save_scan:
-            raise LayerscanError("--prompts-file renders the file's prompts; drop the prompt "
-                                 "argument and --save-scan")
+            raise LayerscanError(
+                "--prompts-file renders the file's prompts; drop the prompt "
+                "argument and --save-scan"
+            )
         prompts = read_prompts(args.prompts_file)
-        jobs = [(prompt, numbered(args.output, i, len(prompts)))
-                for i, prompt in enumerate(prompts, 1)]
-    check_outputs([("-o", output, kind == "frames") for _, output in jobs]
-                  + [("--save-scan", args.save_scan, False)],
-                  args.overwrite, [args.source, args.prompts_file])
+        jobs = [
+            (prompt, numbered(args.output, i, len(prompts))) for i, prompt in enumerate(prompts, 1)
+        ]
+    check_outputs(
+        [("-o", output, kind == "frames") for _, output in jobs]
+        + [("--save-scan", args.save_scan, False)],
+        args.overwrite,
+        [args.source, args.prompts_file],
+    )
     scene = scene_options(args)
     movie = render_options(args)
     request = ScanRequest(args)

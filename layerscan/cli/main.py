@@ -10,9 +10,9 @@ import warnings
 from collections.abc import Callable
 
 from layerscan import __version__
-from layerscan.errors import Caution, LayerscanError, Notice, Terminated
-from layerscan.signals import interruptible
-from layerscan.startup import paused_collection
+from layerscan.core.errors import Caution, LayerscanError, Notice, Terminated
+from layerscan.core.signals import interruptible
+from layerscan.core.startup import paused_collection
 
 COMMAND_MODULES = (
     "info",
@@ -26,7 +26,7 @@ COMMAND_MODULES = (
     "train",
     "eval",
 )
-"""Modules in layerscan.commands; each has `register(subparsers)` that sets `run=fn(args)->int`."""
+"""Modules in layerscan.cli.commands; each has `register(subparsers)` setting `run(args) -> int`."""
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -79,19 +79,28 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="layerscan", description=(
-        "See what a transformer does to a prompt: every layer's hidden states as a 3D particle "
-        "cloud moving through layer-time."))
+    parser = _Parser(
+        prog="layerscan",
+        description=(
+            "See what a transformer does to a prompt: every layer's hidden states as a 3D particle "
+            "cloud moving through layer-time."
+        ),
+    )
     parser.add_argument("--version", action="version", version=f"layerscan {__version__}")
-    parser.add_argument("--debug", action="store_true",
-                        help="show the full traceback when something fails")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback when something fails"
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     subparsers.required = True
     for name in COMMAND_MODULES:
-        importlib.import_module(f"layerscan.commands.{name}").register(subparsers)
+        importlib.import_module(f"layerscan.cli.commands.{name}").register(subparsers)
     for command in subparsers.choices.values():  # also where users type it: after the command
-        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                             help="show the full traceback when something fails")
+        command.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="show the full traceback when something fails",
+        )
     return parser
 
 
@@ -109,20 +118,31 @@ def main(argv: list[str] | None = None) -> int:
         with interruptible(), warnings.catch_warnings():
             shown = warnings.showwarning
             warnings.showwarning = lambda message, category, *rest: (
-                print(f"layerscan: {'warning' if issubclass(category, Caution) else 'note'}: "
-                      f"{message}".splitlines()[0], file=sys.stderr)
-                if issubclass(category, Notice) else shown(message, category, *rest))
+                print(
+                    f"layerscan: {'warning' if issubclass(category, Caution) else 'note'}: "
+                    f"{message}".splitlines()[0],
+                    file=sys.stderr,
+                )
+                if issubclass(category, Notice)
+                else shown(message, category, *rest)
+            )
             return int(args.run(args) or 0)
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, Terminated)
-        print(f"layerscan: {'terminated' if terminated else 'interrupted'}; no partial output "
-              f"was kept", file=sys.stderr)
+        print(
+            f"layerscan: {'terminated' if terminated else 'interrupted'}; no partial output "
+            f"was kept",
+            file=sys.stderr,
+        )
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - every failure becomes one readable line
         if args.debug:
             traceback.print_exc()
-        message = str(exc) if isinstance(exc, LayerscanError) else (
-            f"{type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
+        message = (
+            str(exc)
+            if isinstance(exc, LayerscanError)
+            else (f"{type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
+        )
         print(f"layerscan: error: {message}".splitlines()[0], file=sys.stderr)
         return EXIT_USAGE
 

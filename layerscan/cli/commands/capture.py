@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from layerscan.commands.common import (
+from layerscan.cli.common import (
     DEFAULT_PROMPT,
     add_capture_arguments,
     add_model_arguments,
@@ -12,18 +12,21 @@ from layerscan.commands.common import (
     check_outputs,
     load_model_from_args,
 )
-from layerscan.commands.options import options_from_args
+from layerscan.cli.options import options_from_args
 
 LENS_LAYERS_SHOWN = 5
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "capture", help="capture every layer's hidden states for a prompt",
+        "capture",
+        help="capture every layer's hidden states for a prompt",
         description="Run the model on a prompt (and on tokens it generates) and keep every "
-                    "layer's hidden states; print a summary and optionally save them.")
-    parser.add_argument("prompt", nargs="?", default=DEFAULT_PROMPT,
-                        help=f"the text (default: {DEFAULT_PROMPT!r})")
+        "layer's hidden states; print a summary and optionally save them.",
+    )
+    parser.add_argument(
+        "prompt", nargs="?", default=DEFAULT_PROMPT, help=f"the text (default: {DEFAULT_PROMPT!r})"
+    )
     parser.add_argument("-o", "--output", help="save the capture here (.safetensors file)")
     add_overwrite_argument(parser)
     add_model_arguments(parser)
@@ -33,22 +36,37 @@ def register(subparsers) -> None:
 
 def summary(capture) -> str:
     """A few lines: shape, tokens, and the logit lens at the last position of a few layers."""
-    lines = [f"{capture.model_id}: {capture.n_layers + 1} hidden states x {capture.n_tokens} "
-             f"tokens x {capture.d_model} hidden ({capture.normalization})"]
-    marked = [("| " if i == capture.n_prompt_tokens and i else "") + repr(t)
-              for i, t in enumerate(capture.tokens)]
-    lines.append("tokens: " + " ".join(marked)
-                 + (f"   ({capture.n_tokens - capture.n_prompt_tokens} generated after |)"
-                    if capture.n_tokens > capture.n_prompt_tokens else ""))
+    lines = [
+        f"{capture.model_id}: {capture.n_layers + 1} hidden states x {capture.n_tokens} "
+        f"tokens x {capture.d_model} hidden ({capture.normalization})"
+    ]
+    marked = [
+        ("| " if i == capture.n_prompt_tokens and i else "") + repr(t)
+        for i, t in enumerate(capture.tokens)
+    ]
+    lines.append(
+        "tokens: "
+        + " ".join(marked)
+        + (
+            f"   ({capture.n_tokens - capture.n_prompt_tokens} generated after |)"
+            if capture.n_tokens > capture.n_prompt_tokens
+            else ""
+        )
+    )
     if capture.lens_tokens is not None:
         position = capture.n_prompt_tokens - 1
         lines.append(f"logit lens at the last prompt token {capture.tokens[position]!r}:")
         n = capture.n_layers
         shown = sorted({round(i * n / (LENS_LAYERS_SHOWN - 1)) for i in range(LENS_LAYERS_SHOWN)})
         for layer in shown:
-            tops = ", ".join(f"{t!r} {p:.2f}" for t, p in zip(
-                capture.lens_tokens[layer][position], capture.lens_probs[layer][position],
-                strict=True))
+            tops = ", ".join(
+                f"{t!r} {p:.2f}"
+                for t, p in zip(
+                    capture.lens_tokens[layer][position],
+                    capture.lens_probs[layer][position],
+                    strict=True,
+                )
+            )
             lines.append(f"  {capture.layer_names[layer]:>12}: {tops}")
     return "\n".join(lines)
 

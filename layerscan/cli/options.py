@@ -32,9 +32,13 @@ def field_docs(cls: type) -> dict[str, str]:
         tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
         body = tree.body[0].body  # type: ignore[attr-defined]
         for stmt, after in zip(body, body[1:], strict=False):
-            if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
-                    and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
-                    and isinstance(after.value.value, str)):
+            if (
+                isinstance(stmt, ast.AnnAssign)
+                and isinstance(stmt.target, ast.Name)
+                and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant)
+                and isinstance(after.value.value, str)
+            ):
                 docs[stmt.target.id] = " ".join(inspect.cleandoc(after.value.value).split())
     return docs
 
@@ -68,7 +72,8 @@ def _size(text: str) -> tuple[int, ...]:
         return tuple(int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a size; write it as WIDTHxHEIGHT, e.g. 1280x720") from None
+            f"{text!r} is not a size; write it as WIDTHxHEIGHT, e.g. 1280x720"
+        ) from None
 
 
 def _help(doc: str, default: Any) -> str:
@@ -87,9 +92,16 @@ def _cli_fields(cls: type, path: str) -> typing.Iterator[tuple[dataclasses.Field
             yield field, _unwrap_optional(hints[field.name]), f"{path}{field.name}"
 
 
-def add_options(parser: argparse.ArgumentParser, cls: type, title: str | None = None,
-                prefix: str = "", _path: str = "", _root: type | None = None,
-                description: str | None = None, show_defaults: bool = True) -> None:
+def add_options(
+    parser: argparse.ArgumentParser,
+    cls: type,
+    title: str | None = None,
+    prefix: str = "",
+    _path: str = "",
+    _root: type | None = None,
+    description: str | None = None,
+    show_defaults: bool = True,
+) -> None:
     """Add one flag per field of the dataclass `cls` to `parser`.
 
     The flag is `--field-name` (or the field's metadata "flag"), the default is the field's
@@ -105,15 +117,24 @@ def add_options(parser: argparse.ArgumentParser, cls: type, title: str | None = 
     docs = field_docs(cls)
     for field, hint, path in _cli_fields(cls, _path):
         if dataclasses.is_dataclass(hint):
-            add_options(group, hint, None, prefix=f"{prefix}{field.name}-", _path=f"{path}.",
-                        _root=root, show_defaults=show_defaults)
+            add_options(
+                group,
+                hint,
+                None,
+                prefix=f"{prefix}{field.name}-",
+                _path=f"{path}.",
+                _root=root,
+                show_defaults=show_defaults,
+            )
             continue
         default = field.default
         if default is dataclasses.MISSING and field.default_factory is not dataclasses.MISSING:
             default = field.default_factory()
-        kwargs: dict[str, Any] = {"dest": _dest(root, path), "default": argparse.SUPPRESS,
-                                  "help": _help(docs.get(field.name, ""),
-                                                default if show_defaults else None)}
+        kwargs: dict[str, Any] = {
+            "dest": _dest(root, path),
+            "default": argparse.SUPPRESS,
+            "help": _help(docs.get(field.name, ""), default if show_defaults else None),
+        }
         if METAVAR in field.metadata:
             kwargs["metavar"] = field.metadata[METAVAR]
         flag = f"--{_flag(field, prefix)}"
@@ -132,8 +153,13 @@ def add_options(parser: argparse.ArgumentParser, cls: type, title: str | None = 
         group.add_argument(flag, **kwargs)
 
 
-def options_from_args(cls: type[T], args: argparse.Namespace, _path: str = "",
-                      _root: type | None = None, **defaults: Any) -> T:
+def options_from_args(
+    cls: type[T],
+    args: argparse.Namespace,
+    _path: str = "",
+    _root: type | None = None,
+    **defaults: Any,
+) -> T:
     """The `cls` object that the flags of `add_options(parser, cls)` describe.
 
     Flags not given keep the dataclass defaults, or the command's own `defaults` (e.g. a
@@ -157,5 +183,8 @@ def given_options(cls: type, args: argparse.Namespace) -> dict[str, Any]:
     keep that config's values for flags not given.
     """
     values = vars(args)
-    return {f.name: values[_dest(cls, f.name)] for f in dataclasses.fields(cls)
-            if _dest(cls, f.name) in values}
+    return {
+        f.name: values[_dest(cls, f.name)]
+        for f in dataclasses.fields(cls)
+        if _dest(cls, f.name) in values
+    }

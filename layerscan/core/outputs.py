@@ -1,5 +1,4 @@
-"""Safe output paths (checked up front, written under a temporary name, renamed) and the
-safetensors + JSON container every layerscan file uses."""
+"""Safe output paths: checked up front, written under a temporary name, renamed when complete."""
 
 from __future__ import annotations
 
@@ -12,14 +11,9 @@ import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import numpy as np
-from safetensors import SafetensorError
-from safetensors.numpy import load_file, save_file
-
 from layerscan import __version__
-from layerscan.errors import LayerscanError
+from layerscan.core.errors import LayerscanError
 
-FORMAT_KEY = "layerscan"
 MANIFEST = ".layerscan-output.json"
 """Marks a folder that layerscan wrote, with the entries it wrote; only such a folder is ever
 replaced, and only with --overwrite."""
@@ -27,8 +21,10 @@ replaced, and only with --overwrite."""
 
 def _partial_pattern(final: Path, suffix: str) -> re.Pattern:
     """`.NAME.PID.HEX.partialSUFFIX` (and `...partial-old`) of `final`, PID as group 1."""
-    return re.compile(rf"\.{re.escape(final.stem)}\.(\d+)\.[0-9a-f]{{8}}"
-                      rf"\.partial(?:{re.escape(suffix)}|-old)")
+    return re.compile(
+        rf"\.{re.escape(final.stem)}\.(\d+)\.[0-9a-f]{{8}}"
+        rf"\.partial(?:{re.escape(suffix)}|-old)"
+    )
 
 
 def _partial_name(final: Path, suffix: str, old: bool = False) -> Path:
@@ -88,8 +84,13 @@ def _is_same_or_inside(inner: Path, outer: Path) -> bool:
     return inner == outer or outer in inner.parents
 
 
-def check_output(path: str | os.PathLike, folder: bool = False, overwrite: bool = False,
-                 inputs: Iterable[str | os.PathLike] = (), flag: str = "-o") -> Path:
+def check_output(
+    path: str | os.PathLike,
+    folder: bool = False,
+    overwrite: bool = False,
+    inputs: Iterable[str | os.PathLike] = (),
+    flag: str = "-o",
+) -> Path:
     """Refuse, with one line, an output that would delete or replace what layerscan didn't make.
 
     Cheap: commands call it before loading any model. An existing file may be replaced; an
@@ -107,42 +108,58 @@ def check_output(path: str | os.PathLike, folder: bool = False, overwrite: bool 
     if final.is_dir():
         _check_existing_folder(final, path, folder, overwrite, flag)
     elif (final.exists() or final.is_symlink()) and folder:
-        raise LayerscanError(f"{flag} {path}: is a file, and this output is a folder; name a new "
-                             f"folder")
+        raise LayerscanError(
+            f"{flag} {path}: is a file, and this output is a folder; name a new folder"
+        )
     return final
 
 
-def _check_place(path: str | os.PathLike, folder: bool,
-                 inputs: Iterable[str | os.PathLike] = (), flag: str = "-o") -> Path:
+def _check_place(
+    path: str | os.PathLike,
+    folder: bool,
+    inputs: Iterable[str | os.PathLike] = (),
+    flag: str = "-o",
+) -> Path:
     """Refuse the root, home and current folders, a folder holding an input, a parent that is
     a file, and a place where nothing can be written. Returns the expanded path."""
     final = Path(path).expanduser()
     resolved = final.resolve()
     cwd = Path.cwd().resolve()
-    guarded = {Path(resolved.anchor): "the filesystem root", Path.home().resolve(): "your home "
-               "folder", cwd: "the current folder"}
+    guarded = {
+        Path(resolved.anchor): "the filesystem root",
+        Path.home().resolve(): "your home folder",
+        cwd: "the current folder",
+    }
     if resolved in guarded or _is_same_or_inside(cwd, resolved):
         what = guarded.get(resolved, "a folder that holds the current folder")
-        raise LayerscanError(f"{flag} {path}: is {what}; layerscan never writes over it, name "
-                             f"a new {'folder' if folder else 'file'} instead")
+        raise LayerscanError(
+            f"{flag} {path}: is {what}; layerscan never writes over it, name "
+            f"a new {'folder' if folder else 'file'} instead"
+        )
     for item in inputs:
         source = Path(item).expanduser()
-        if source.exists() and _is_same_or_inside(source.resolve(), resolved) \
-                and (folder or resolved.is_dir()):
-            raise LayerscanError(f"{flag} {path}: holds the input {item}; write the output "
-                                 f"somewhere else")
+        if (
+            source.exists()
+            and _is_same_or_inside(source.resolve(), resolved)
+            and (folder or resolved.is_dir())
+        ):
+            raise LayerscanError(
+                f"{flag} {path}: holds the input {item}; write the output somewhere else"
+            )
     ancestor = final.parent
     while not ancestor.exists() and not ancestor.is_symlink() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        raise LayerscanError(f"{flag} {path}: {ancestor} is a file, not a folder; choose another "
-                             f"output path")
+        raise LayerscanError(
+            f"{flag} {path}: {ancestor} is a file, not a folder; choose another output path"
+        )
     _probe_writable(ancestor, path, flag)
     return final
 
 
-def check_run_folder(path: str | os.PathLike, resume: bool = False,
-                     overwrite: bool = False) -> Path:
+def check_run_folder(
+    path: str | os.PathLike, resume: bool = False, overwrite: bool = False
+) -> Path:
     """Check a folder that training will write into (see `mark_run_folder`).
 
     A new or empty folder is fine. A non-empty one must be a layerscan run folder, and then
@@ -155,12 +172,16 @@ def check_run_folder(path: str | os.PathLike, resume: bool = False,
         raise LayerscanError(f"--output {path}: is a file; training needs a folder")
     if folder.is_dir() and any(folder.iterdir()) and not resume:
         if _manifest_entries(folder) is None:
-            raise LayerscanError(f"--output {path}: folder exists and is not empty, and it is "
-                                 f"not a layerscan training run; name a new or empty folder")
+            raise LayerscanError(
+                f"--output {path}: folder exists and is not empty, and it is "
+                f"not a layerscan training run; name a new or empty folder"
+            )
         if not overwrite:
-            raise LayerscanError(f"--output {path}: holds an earlier training run; pass "
-                                 f"--resume to continue it or --overwrite to train again "
-                                 f"into it")
+            raise LayerscanError(
+                f"--output {path}: holds an earlier training run; pass "
+                f"--resume to continue it or --overwrite to train again "
+                f"into it"
+            )
     return folder
 
 
@@ -169,32 +190,41 @@ def mark_run_folder(path: str | os.PathLike) -> Path:
     folder = Path(path).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / MANIFEST).is_file():
-        (folder / MANIFEST).write_text(json.dumps(
-            {"layerscan_version": __version__, "kind": "training-run", "entries": []}),
-            encoding="utf-8")
+        (folder / MANIFEST).write_text(
+            json.dumps({"layerscan_version": __version__, "kind": "training-run", "entries": []}),
+            encoding="utf-8",
+        )
     return folder
 
 
 def _check_existing_folder(final: Path, path, folder: bool, overwrite: bool, flag: str) -> None:
     if not folder:
-        raise LayerscanError(f"{flag} {path}: is a folder, and this output is a file; name a file "
-                             f"(layerscan never replaces a folder with a file)")
+        raise LayerscanError(
+            f"{flag} {path}: is a folder, and this output is a file; name a file "
+            f"(layerscan never replaces a folder with a file)"
+        )
     if final.is_symlink():
         raise LayerscanError(f"{flag} {path}: is a link to a folder; name a new folder")
     if not any(final.iterdir()):
         return
     written = _manifest_entries(final)
     if written is None:
-        raise LayerscanError(f"{flag} {path}: folder exists and is not empty, and layerscan did "
-                             f"not write it; name a new or empty folder (nothing was deleted)")
+        raise LayerscanError(
+            f"{flag} {path}: folder exists and is not empty, and layerscan did "
+            f"not write it; name a new or empty folder (nothing was deleted)"
+        )
     if not overwrite:
-        raise LayerscanError(f"{flag} {path}: holds an earlier layerscan output; pass --overwrite "
-                             f"to replace it, or name a new folder")
+        raise LayerscanError(
+            f"{flag} {path}: holds an earlier layerscan output; pass --overwrite "
+            f"to replace it, or name a new folder"
+        )
     present = {str(p.relative_to(final)) for p in final.rglob("*")}
     foreign = sorted(present - written - {MANIFEST})
     if foreign:
-        raise LayerscanError(f"{flag} {path}: also holds {foreign[0]!r}, which layerscan did not "
-                             f"write; move it away or name a new folder (nothing was deleted)")
+        raise LayerscanError(
+            f"{flag} {path}: also holds {foreign[0]!r}, which layerscan did not "
+            f"write; move it away or name a new folder (nothing was deleted)"
+        )
 
 
 def _manifest_entries(folder: Path) -> set[str] | None:
@@ -213,21 +243,28 @@ def _probe_writable(folder: Path, path, flag: str) -> None:
         probe.mkdir()
         probe.rmdir()
     except OSError as exc:
-        raise LayerscanError(f"{flag} {path}: cannot write in {folder} ({exc.strerror}); choose "
-                             f"another output path") from None
+        raise LayerscanError(
+            f"{flag} {path}: cannot write in {folder} ({exc.strerror}); choose another output path"
+        ) from None
 
 
 def write_manifest(folder: Path, kind: str) -> None:
     """Mark `folder` as a layerscan output, listing every entry now in it."""
     entries = sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
-    (folder / MANIFEST).write_text(json.dumps(
-        {"layerscan_version": __version__, "kind": kind, "entries": entries}, indent=1),
-        encoding="utf-8")
+    (folder / MANIFEST).write_text(
+        json.dumps({"layerscan_version": __version__, "kind": kind, "entries": entries}, indent=1),
+        encoding="utf-8",
+    )
 
 
 @contextlib.contextmanager
-def atomic_path(final: str | os.PathLike, suffix: str | None = None, folder: bool = False,
-                overwrite: bool = False, kind: str = "output") -> Iterator[Path]:
+def atomic_path(
+    final: str | os.PathLike,
+    suffix: str | None = None,
+    folder: bool = False,
+    overwrite: bool = False,
+    kind: str = "output",
+) -> Iterator[Path]:
     """Yield a temporary path beside `final`; rename it onto `final` only if the block succeeds.
 
     The caller creates the temporary path (a file, or a folder when `folder`). An exception,
@@ -290,41 +327,3 @@ def _replace_folder(tmp: Path, final: Path) -> None:
         _remove(old)
     else:
         os.replace(tmp, final)  # onto nothing, or onto an empty folder
-
-
-def write_tensor_file(path: str | os.PathLike, kind: str, format_version: int,
-                      arrays: dict[str, np.ndarray], meta: dict) -> Path:
-    """Write arrays and JSON-able metadata to one safetensors file, atomically."""
-    header = {"kind": kind, "format_version": format_version, "layerscan_version": __version__,
-              "meta": meta}
-    arrays = {name: np.ascontiguousarray(value) for name, value in arrays.items()}
-    with atomic_path(path) as tmp:
-        save_file(arrays, str(tmp), metadata={FORMAT_KEY: json.dumps(header)})
-    return Path(path)
-
-
-def read_tensor_file(path: str | os.PathLike, kind: str,
-                     format_version: int) -> tuple[dict[str, np.ndarray], dict]:
-    """Read a file written by `write_tensor_file`, refusing other kinds and versions."""
-    path = Path(path)
-    if not path.is_file():
-        raise LayerscanError(f"{path}: no such file")
-    try:
-        with open(path, "rb") as fh:
-            header_len = int.from_bytes(fh.read(8), "little")
-            if not 2 <= header_len <= 100_000_000:
-                raise ValueError("bad header length")
-            header_json = json.loads(fh.read(header_len))
-        header = json.loads(header_json.get("__metadata__", {})[FORMAT_KEY])
-        arrays = load_file(str(path))
-    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
-        raise LayerscanError(f"{path}: not a layerscan {kind} file or corrupt ({exc})") from exc
-    if header.get("kind") != kind:
-        raise LayerscanError(f"{path}: is a layerscan {header.get('kind')!r} file, "
-                             f"expected a {kind!r} file")
-    if header.get("format_version") != format_version:
-        raise LayerscanError(
-            f"{path}: {kind} format version {header.get('format_version')} (written by layerscan "
-            f"{header.get('layerscan_version')}); this layerscan reads version {format_version}. "
-            f"Recreate the file with this version.")
-    return arrays, header["meta"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from layerscan.commands.common import (
+from layerscan.cli.common import (
     add_model_arguments,
     add_overwrite_argument,
     data_changes,
@@ -34,35 +34,57 @@ render with it by `layerscan render "prompt" --autoencoder DIR`."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("train", help="train a particle autoencoder",
-                                   description=HELP,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="default",
-                        help="YAML config file, or a shipped one: default, tiny")
+    parser = subparsers.add_parser(
+        "train",
+        help="train a particle autoencoder",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--config", default="default", help="YAML config file, or a shipped one: default, tiny"
+    )
     parser.add_argument("--corpus", help="override data.corpus")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="override a config value, e.g. train.lr=0.001 "
-                                                  "(repeatable; values parsed as YAML)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. train.lr=0.001 (repeatable; values parsed as YAML)",
+    )
     parser.add_argument("--output", help="override output (run folder)")
     parser.add_argument("--export", help="override export (artifact folder)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from <output>/checkpoints/last.ckpt")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from <output>/checkpoints/last.ckpt"
+    )
     add_overwrite_argument(parser)
     parser.add_argument("--accelerator", help="Lightning accelerator (cpu, gpu, auto)")
-    parser.add_argument("--devices", help="Lightning devices per machine: a count (-1: all), "
-                                          "ids like 0,1, or auto (default: the config's); "
-                                          "more than one also extracts hidden states in "
-                                          "parallel")
-    parser.add_argument("--num-nodes", type=int, metavar="M",
-                        help="machines of a multi-node run (Lightning num_nodes, default 1); "
-                             "start the command on each with torchrun or SLURM")
+    parser.add_argument(
+        "--devices",
+        help="Lightning devices per machine: a count (-1: all), "
+        "ids like 0,1, or auto (default: the config's); "
+        "more than one also extracts hidden states in "
+        "parallel",
+    )
+    parser.add_argument(
+        "--num-nodes",
+        type=int,
+        metavar="M",
+        help="machines of a multi-node run (Lightning num_nodes, default 1); "
+        "start the command on each with torchrun or SLURM",
+    )
     parser.add_argument("--strategy", help="Lightning strategy (auto, ddp, ...)")
     parser.add_argument("--precision", help="32-true, bf16-mixed or 16-mixed (GPU)")
-    parser.add_argument("--cache-dir", help="where hidden-state caches live "
-                                            "(default: $LAYERSCAN_CACHE or the user cache)")
+    parser.add_argument(
+        "--cache-dir",
+        help="where hidden-state caches live (default: $LAYERSCAN_CACHE or the user cache)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    add_model_arguments(parser, defaults="the config's data.language_model, data.device, "
-                                         "data.dtype and data.trust_remote_code")
+    add_model_arguments(
+        parser,
+        defaults="the config's data.language_model, data.device, "
+        "data.dtype and data.trust_remote_code",
+    )
     parser.set_defaults(run=run)
 
 
@@ -78,10 +100,16 @@ def config_from_args(args: argparse.Namespace):
     from layerscan.autoencoder.config import load_config
 
     overrides = list(args.overrides)
-    for flag, key in (("corpus", "data.corpus"), ("output", "output"), ("export", "export"),
-                      ("accelerator", "train.accelerator"), ("devices", "train.devices"),
-                      ("num_nodes", "train.num_nodes"), ("strategy", "train.strategy"),
-                      ("precision", "train.precision")):
+    for flag, key in (
+        ("corpus", "data.corpus"),
+        ("output", "output"),
+        ("export", "export"),
+        ("accelerator", "train.accelerator"),
+        ("devices", "train.devices"),
+        ("num_nodes", "train.num_nodes"),
+        ("strategy", "train.strategy"),
+        ("precision", "train.precision"),
+    ):
         value = getattr(args, flag)  # every shortcut flag defaults to None
         if value is not None:
             overrides.append(f"{key}={value}")
@@ -94,8 +122,10 @@ def config_from_args(args: argparse.Namespace):
         written = {k: v for k, v in load_config(args.config).to_dict().items() if k != "export"}
         if {k: v for k, v in config.to_dict().items() if k != "export"} != written:
             config = replace(config, export="")
-            note(f"layerscan: note: this run changes the config, so the autoencoder goes to "
-                 f"{config.output}/artifact, not to the config's export folder")
+            note(
+                f"layerscan: note: this run changes the config, so the autoencoder goes to "
+                f"{config.output}/artifact, not to the config's export folder"
+            )
     return config
 
 
@@ -103,8 +133,13 @@ def run(args: argparse.Namespace) -> int:
     from layerscan.autoencoder.training import train
 
     config = config_from_args(args)
-    result = train(config, resume=args.resume, cache_root=args.cache_dir,
-                   progress=not args.no_progress, overwrite=args.overwrite)
+    result = train(
+        config,
+        resume=args.resume,
+        cache_root=args.cache_dir,
+        progress=not args.no_progress,
+        overwrite=args.overwrite,
+    )
     if result.artifact is not None:
         print(result.report)
         print(f"autoencoder written to {result.artifact}")

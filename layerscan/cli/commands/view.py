@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from layerscan.commands.common import (
+from layerscan.cli.common import (
     ScanRequest,
     add_scan_arguments,
     add_scene_arguments,
@@ -15,7 +15,7 @@ from layerscan.commands.common import (
     load_or_scan,
     scene_options,
 )
-from layerscan.commands.options import add_options, options_from_args
+from layerscan.cli.options import add_options, options_from_args
 
 
 @deferred
@@ -28,17 +28,25 @@ def add_window_arguments(parser: argparse.ArgumentParser) -> None:
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "view", help="open a prompt, a .scan file or a diff in a desktop window",
+        "view",
+        help="open a prompt, a .scan file or a diff in a desktop window",
         description="Open a PyVista window: drag to orbit, scroll to zoom, space = play/pause, "
-                    "[ and ] step a layer, - and = step a token, u/p/l/o/t toggle surface, "
-                    "points, lines, overlays, token labels, c cycles the colour mode, a click "
-                    "on a particle names its token and layer, s saves a screenshot, q closes.")
-    parser.add_argument("source", nargs="*", default=None, metavar="PROMPT",
-                        help="prompt text or a .scan file (default: the default prompt); "
-                             "with --diff: two prompts or one diff .scan file; with --model-b: "
-                             "one prompt or two")
-    parser.add_argument("--diff", action="store_true",
-                        help="show two prompts side by side (implied by --model-b)")
+        "[ and ] step a layer, - and = step a token, u/p/l/o/t toggle surface, "
+        "points, lines, overlays, token labels, c cycles the colour mode, a click "
+        "on a particle names its token and layer, s saves a screenshot, q closes.",
+    )
+    parser.add_argument(
+        "source",
+        nargs="*",
+        default=None,
+        metavar="PROMPT",
+        help="prompt text or a .scan file (default: the default prompt); "
+        "with --diff: two prompts or one diff .scan file; with --model-b: "
+        "one prompt or two",
+    )
+    parser.add_argument(
+        "--diff", action="store_true", help="show two prompts side by side (implied by --model-b)"
+    )
     add_window_arguments(parser)
     add_scene_arguments(parser)
     add_scan_arguments(parser)
@@ -47,7 +55,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from layerscan.errors import LayerscanError
+    from layerscan.core.errors import LayerscanError
     from layerscan.geometry.scene.window import Viewer, ViewerOptions, check_display
 
     scene = scene_options(args)
@@ -59,8 +67,9 @@ def run(args: argparse.Namespace) -> int:
         source = load_or_diff(request, args.source or [])
     else:
         if len(args.source or []) > 1:
-            raise LayerscanError("view takes one prompt (quote it) or one .scan file; "
-                                 "use --diff for two")
+            raise LayerscanError(
+                "view takes one prompt (quote it) or one .scan file; use --diff for two"
+            )
         source = load_or_scan(request, args.source[0] if args.source else None)
     viewer = Viewer(source, scene, viewer_options)
     viewer.run(title="layerscan")

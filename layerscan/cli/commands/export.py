@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from layerscan.commands.common import (
+from layerscan.cli.common import (
     ScanRequest,
     add_overwrite_argument,
     add_scan_arguments,
@@ -20,22 +20,32 @@ def add_format_argument(parser: argparse.ArgumentParser) -> None:
     """--format, whose choices the scene's export module defines."""
     from layerscan.geometry.scene.export import MESH_FORMATS
 
-    parser.add_argument("--format", default=MESH_FORMATS[0], choices=MESH_FORMATS,
-                        help="mesh format for folder output (default vtp)")
+    parser.add_argument(
+        "--format",
+        default=MESH_FORMATS[0],
+        choices=MESH_FORMATS,
+        help="mesh format for folder output (default vtp)",
+    )
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "export", help="write per-layer VTK/PLY meshes (ParaView) or a self-contained HTML page",
+        "export",
+        help="write per-layer VTK/PLY meshes (ParaView) or a self-contained HTML page",
         description="Export a prompt, a .scan file or a diff. -o NAME.html writes one "
-                    "offline page that plays the scan in a browser; -o a name without a "
-                    "suffix is a folder of per-layer cloud and surface meshes (.vtp with "
-                    ".pvd time series, .vtk or .ply).")
-    parser.add_argument("source", nargs="*", metavar="PROMPT",
-                        help="prompt text or a .scan file; with --diff two prompts or one "
-                             "diff .scan file")
-    parser.add_argument("-o", "--output", required=True,
-                        help="FILE.html, or a folder (no suffix) for meshes")
+        "offline page that plays the scan in a browser; -o a name without a "
+        "suffix is a folder of per-layer cloud and surface meshes (.vtp with "
+        ".pvd time series, .vtk or .ply).",
+    )
+    parser.add_argument(
+        "source",
+        nargs="*",
+        metavar="PROMPT",
+        help="prompt text or a .scan file; with --diff two prompts or one diff .scan file",
+    )
+    parser.add_argument(
+        "-o", "--output", required=True, help="FILE.html, or a folder (no suffix) for meshes"
+    )
     add_overwrite_argument(parser)
     parser.add_argument("--diff", action="store_true", help="export a diff of two prompts")
     add_format_argument(parser)
@@ -44,19 +54,23 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from layerscan.errors import LayerscanError
+    from layerscan.core.errors import LayerscanError
     from layerscan.geometry.scene.export import export_html, export_kind, export_meshes
 
     kind = export_kind(args.output)  # a bad suffix fails before any work
-    check_outputs([("-o", args.output, kind != "html"), ("--save-scan", args.save_scan, False)],
-                  args.overwrite, args.source)
+    check_outputs(
+        [("-o", args.output, kind != "html"), ("--save-scan", args.save_scan, False)],
+        args.overwrite,
+        args.source,
+    )
     request = ScanRequest(args)
     if args.diff:
         source = load_or_diff(request, args.source)
     else:
         if len(args.source) > 1:
-            raise LayerscanError("export takes one prompt (quote it) or one .scan file; "
-                                 "use --diff for two")
+            raise LayerscanError(
+                "export takes one prompt (quote it) or one .scan file; use --diff for two"
+            )
         source = load_or_scan(request, args.source[0] if args.source else None)
     if kind == "html":
         path = export_html(source, args.output)

@@ -15,7 +15,7 @@ import signal
 import threading
 from collections.abc import Iterator
 
-from layerscan.errors import Terminated
+from layerscan.core.errors import Terminated
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 

@@ -10,9 +10,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 
-from layerscan.commands.options import add_options, given_options, options_from_args
-from layerscan.errors import LayerscanError
-from layerscan.startup import paused_collection
+from layerscan.cli.options import add_options, given_options, options_from_args
+from layerscan.core.errors import LayerscanError
+from layerscan.core.startup import paused_collection
 
 DEFAULT_PROMPT = "The quick brown fox jumps over the lazy dog because"
 
@@ -52,8 +52,13 @@ def add_model_arguments(parser: argparse.ArgumentParser, defaults: str | None = 
     if defaults is None:
         add_options(parser, ModelOptions, "model")
     else:
-        add_options(parser, ModelOptions, "model", description=f"Flags not given: {defaults}.",
-                    show_defaults=False)
+        add_options(
+            parser,
+            ModelOptions,
+            "model",
+            description=f"Flags not given: {defaults}.",
+            show_defaults=False,
+        )
 
 
 @deferred
@@ -72,8 +77,12 @@ def add_capture_arguments(parser: argparse.ArgumentParser) -> None:
     add_options(parser, CaptureOptions, "capture")
 
 
-DATA_FIELDS = {"model": "language_model", "device": "device", "dtype": "dtype",
-               "trust_remote_code": "trust_remote_code"}
+DATA_FIELDS = {
+    "model": "language_model",
+    "device": "device",
+    "dtype": "dtype",
+    "trust_remote_code": "trust_remote_code",
+}
 """The model flags, and the fields of the training data config (DataConfig) they set."""
 
 
@@ -94,19 +103,27 @@ def add_scan_arguments(parser: argparse.ArgumentParser, save: bool = True) -> No
     add_capture_arguments(parser)
     add_options(parser, ScanOptions, "projection")
     group = parser.add_argument_group("scan")
-    group.add_argument("--autoencoder", default=None, metavar="DIR",
-                       help="autoencoder folder, e.g. the one `layerscan train` printed, or "
-                            "'fit' to fit one even where one is packaged (default: the one "
-                            "packaged for the embedded model; any other model gets one fitted "
-                            "on first use, 1-2 min for 135M parameters on a CPU, kept "
-                            "in the layerscan cache and reused). Its particle count is the "
-                            "longest prompt accepted, in tokens (generated ones included; one "
-                            "particle a token): 1024 for the packaged and fitted ones, 64 for "
-                            "configs/tiny.yaml; the model's context may be shorter")
+    group.add_argument(
+        "--autoencoder",
+        default=None,
+        metavar="DIR",
+        help="autoencoder folder, e.g. the one `layerscan train` printed, or "
+        "'fit' to fit one even where one is packaged (default: the one "
+        "packaged for the embedded model; any other model gets one fitted "
+        "on first use, 1-2 min for 135M parameters on a CPU, kept "
+        "in the layerscan cache and reused). Its particle count is the "
+        "longest prompt accepted, in tokens (generated ones included; one "
+        "particle a token): 1024 for the packaged and fitted ones, 64 for "
+        "configs/tiny.yaml; the model's context may be shorter",
+    )
     add_options(group, FitOptions)
     if save:
-        group.add_argument("--save-scan", default=None, metavar="FILE.scan",
-                           help="also save the scan, to re-render or view it without the model")
+        group.add_argument(
+            "--save-scan",
+            default=None,
+            metavar="FILE.scan",
+            help="also save the scan, to re-render or view it without the model",
+        )
 
 
 @deferred
@@ -127,14 +144,20 @@ def add_movie_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_overwrite_argument(parser: argparse.ArgumentParser) -> None:
     """--overwrite, for every command that writes an output (the one place it is defined)."""
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an output folder that an earlier layerscan run wrote "
-                             "(files are always replaced atomically; a folder layerscan did "
-                             "not write is never replaced)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an output folder that an earlier layerscan run wrote "
+        "(files are always replaced atomically; a folder layerscan did "
+        "not write is never replaced)",
+    )
 
 
-def check_outputs(outputs: Iterable[tuple[str, str | None, bool]], overwrite: bool = False,
-                  inputs: Iterable[str | None] = ()) -> None:
+def check_outputs(
+    outputs: Iterable[tuple[str, str | None, bool]],
+    overwrite: bool = False,
+    inputs: Iterable[str | None] = (),
+) -> None:
     """Check each (flag, path, is_folder) output before any expensive work (see `check_output`).
 
     Args:
@@ -142,7 +165,7 @@ def check_outputs(outputs: Iterable[tuple[str, str | None, bool]], overwrite: bo
         overwrite: the --overwrite flag.
         inputs: prompts or input files; an output may not be or hold an input file.
     """
-    from layerscan.files import check_output
+    from layerscan.core.outputs import check_output
 
     sources = [item for item in inputs if item and names_path(item)]
     for flag, path, folder in outputs:
@@ -162,8 +185,12 @@ def _load_model(options):
     from layerscan.autoencoder.capture.loading import load_model
 
     with paused_collection():
-        return load_model(options.model, device=options.device, dtype=options.dtype,
-                          trust_remote_code=options.trust_remote_code)
+        return load_model(
+            options.model,
+            device=options.device,
+            dtype=options.dtype,
+            trust_remote_code=options.trust_remote_code,
+        )
 
 
 def second_model_loader(model, second, shape: tuple[int, int] | None = None):
@@ -235,12 +262,18 @@ class ScanRequest:
             from layerscan.autoencoder.quick_fit import fits, fitted_autoencoder
 
             fit = fits(self.autoencoder, self.model.model, self.capture.normalization)
-            autoencoder = self._loaded[1] if self._loaded else (
-                None if fit else load_autoencoder(self.autoencoder))
+            autoencoder = (
+                self._loaded[1]
+                if self._loaded
+                else (None if fit else load_autoencoder(self.autoencoder))
+            )
         load_b = None
         if second:
-            shape = None if autoencoder is None else (autoencoder.config.d_model,
-                                                      autoencoder.config.n_layers)
+            shape = (
+                None
+                if autoencoder is None
+                else (autoencoder.config.d_model, autoencoder.config.n_layers)
+            )
             load_b = self.load_second(shape)  # a fit's shape is A's, which this checks
         if self._loaded is None:
             loaded = _load_model(self.model)  # collection paused there too
@@ -256,8 +289,13 @@ class ScanRequest:
 
         limit = autoencoder.config.max_tokens
         for prompt in prompts:
-            check_prompt(loaded, prompt, self.capture, limit,
-                         "what the autoencoder holds, one particle a token")
+            check_prompt(
+                loaded,
+                prompt,
+                self.capture,
+                limit,
+                "what the autoencoder holds, one particle a token",
+            )
 
     def scan(self, prompt: str, timings: dict | None = None):
         """The pipeline's Scan of `prompt`.
@@ -271,8 +309,14 @@ class ScanRequest:
         with torch_threads(self.options.threads):
             loaded, autoencoder, _ = self._load()
             self._check_prompts(loaded, autoencoder, [prompt])
-            return scan_prompt(prompt, self.options, model=loaded, capture=self.capture,
-                               autoencoder=autoencoder, timings=timings)
+            return scan_prompt(
+                prompt,
+                self.options,
+                model=loaded,
+                capture=self.capture,
+                autoencoder=autoencoder,
+                timings=timings,
+            )
 
     def diff(self, prompt_a: str, prompt_b: str):
         """The pipeline's DiffScan of two prompts (B through --model-b when given; threads as
@@ -285,9 +329,15 @@ class ScanRequest:
         with torch_threads(self.options.threads):
             loaded, autoencoder, load_b = self._load(second=self.second.wanted)
             self._check_prompts(loaded, autoencoder, [prompt_a, prompt_b])
-            return diff_prompts(prompt_a, prompt_b, self.options, model=loaded,
-                                capture=self.capture, autoencoder=autoencoder,
-                                model_b=None if load_b is None else load_b())
+            return diff_prompts(
+                prompt_a,
+                prompt_b,
+                self.options,
+                model=loaded,
+                capture=self.capture,
+                autoencoder=autoencoder,
+                model_b=None if load_b is None else load_b(),
+            )
 
     def load_second(self, shape: tuple[int, int] | None = None):
         """See `second_model_loader`."""
@@ -305,8 +355,10 @@ def load_or_scan(request: ScanRequest, source: str | None):
         return scan
     start = time.perf_counter()
     scan = request.scan(source or DEFAULT_PROMPT)
-    note(f"scanned {len(scan.tokens)} tokens through {scan.n_layers} layers "
-         f"in {time.perf_counter() - start:.1f} s")
+    note(
+        f"scanned {len(scan.tokens)} tokens through {scan.n_layers} layers "
+        f"in {time.perf_counter() - start:.1f} s"
+    )
     if request.save_scan:
         scan.save(request.save_scan)
         note(f"saved {request.save_scan}")
@@ -324,24 +376,32 @@ def load_or_diff(request: ScanRequest, sources: list[str]):
         sources = [sources[0], sources[0]]  # one prompt through both models
     if len(sources) == 1:
         if not is_scan_file(sources[0]):
-            raise LayerscanError("a diff needs two prompts (or one diff .scan file), or one "
-                                 "prompt with --model-b")
+            raise LayerscanError(
+                "a diff needs two prompts (or one diff .scan file), or one prompt with --model-b"
+            )
         diff = load_any(sources[0])
         if not isinstance(diff, DiffScan):
-            raise LayerscanError(f"{sources[0]}: holds a single scan, not a diff; "
-                                 f"use `layerscan render` or `layerscan view`")
+            raise LayerscanError(
+                f"{sources[0]}: holds a single scan, not a diff; "
+                f"use `layerscan render` or `layerscan view`"
+            )
         return diff
     if len(sources) != 2:
         raise LayerscanError(f"a diff needs exactly two prompts, got {len(sources)}")
-    from layerscan.geometry.diff import diverges
+    from layerscan.geometry.scan_file import diverges
 
     start = time.perf_counter()
     diff = request.diff(sources[0], sources[1])
     what = "models" if models else "prompts"
-    peak = (f"divergence peaks at {diff.a.layer_names[diff.peak_layer]}"
-            if diverges(diff.divergence) else f"the {what} do not diverge")
-    note(f"diffed two {what} through {diff.a.n_layers} layers in "
-         f"{time.perf_counter() - start:.1f} s; {peak}")
+    peak = (
+        f"divergence peaks at {diff.a.layer_names[diff.peak_layer]}"
+        if diverges(diff.divergence)
+        else f"the {what} do not diverge"
+    )
+    note(
+        f"diffed two {what} through {diff.a.n_layers} layers in "
+        f"{time.perf_counter() - start:.1f} s; {peak}"
+    )
     if request.save_scan:
         diff.save(request.save_scan)
         note(f"saved {request.save_scan}")
@@ -372,9 +432,12 @@ def render_and_report(source, output: str, scene, options, overwrite: bool = Fal
         note(f"--layer {options.still_layer:g} is past the last layer; showing layer {last}")
         options = replace(options, still_layer=float(last))
     stats = render_movie(source, output, scene, options, overwrite=overwrite)
-    length = f", {stats.n_frames / options.fps:.1f} s at {options.fps} fps" \
-        if stats.n_frames > 1 else ""
+    length = (
+        f", {stats.n_frames / options.fps:.1f} s at {options.fps} fps" if stats.n_frames > 1 else ""
+    )
     frames = f"{stats.n_frames} frames" if stats.n_frames > 1 else "a still"
-    print(f"wrote {stats.path} ({frames}, {stats.width}x{stats.height}{length}) "
-          f"in {stats.seconds:.1f} s")
+    print(
+        f"wrote {stats.path} ({frames}, {stats.width}x{stats.height}{length}) "
+        f"in {stats.seconds:.1f} s"
+    )
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from layerscan.commands.common import (
+from layerscan.cli.common import (
     DEFAULT_PROMPT,
     add_capture_arguments,
     add_model_arguments,
@@ -16,8 +16,8 @@ from layerscan.commands.common import (
     note,
     second_model_loader,
 )
-from layerscan.commands.options import add_options, options_from_args
-from layerscan.errors import LayerscanError
+from layerscan.cli.options import add_options, options_from_args
+from layerscan.core.errors import LayerscanError
 
 DEFAULT_OUTPUT = "layerscan-heatmap.png"
 
@@ -26,14 +26,18 @@ def register(subparsers) -> None:
     from layerscan.geometry.heatmap import HeatmapOptions
 
     parser = subparsers.add_parser(
-        "heatmap", help="a prompt's per-layer activation image: layers x hidden dimensions (PNG)",
+        "heatmap",
+        help="a prompt's per-layer activation image: layers x hidden dimensions (PNG)",
         description="Draw one row per layer (embeddings at the top) and one column per hidden "
-                    "dimension, coloured by the last token's state (or the mean over tokens) on "
-                    "a diverging scale symmetric around 0. With --model-b, the image is B - A.")
-    parser.add_argument("source", nargs="?", default=None,
-                        help=f"prompt text (default: {DEFAULT_PROMPT!r})")
-    parser.add_argument("-o", "--output", default=DEFAULT_OUTPUT,
-                        help=f"output .png (default {DEFAULT_OUTPUT})")
+        "dimension, coloured by the last token's state (or the mean over tokens) on "
+        "a diverging scale symmetric around 0. With --model-b, the image is B - A.",
+    )
+    parser.add_argument(
+        "source", nargs="?", default=None, help=f"prompt text (default: {DEFAULT_PROMPT!r})"
+    )
+    parser.add_argument(
+        "-o", "--output", default=DEFAULT_OUTPUT, help=f"output .png (default {DEFAULT_OUTPUT})"
+    )
     add_overwrite_argument(parser)
     add_options(parser, HeatmapOptions, "heatmap")
     add_model_arguments(parser)
@@ -61,10 +65,13 @@ def run(args: argparse.Namespace) -> int:
     from layerscan.geometry.pipeline import heatmap_prompt
     from layerscan.geometry.scene.heatmap import render_heatmap
 
-    heatmap = heatmap_prompt(args.source or DEFAULT_PROMPT, loaded, options, model_b=loaded_b,
-                             capture=capture)
-    note(f"captured {heatmap.n_layers + 1} layers x {heatmap.d_model} dimensions in "
-         f"{time.perf_counter() - start:.1f} s")
+    heatmap = heatmap_prompt(
+        args.source or DEFAULT_PROMPT, loaded, options, model_b=loaded_b, capture=capture
+    )
+    note(
+        f"captured {heatmap.n_layers + 1} layers x {heatmap.d_model} dimensions in "
+        f"{time.perf_counter() - start:.1f} s"
+    )
     path = render_heatmap(heatmap, args.output, options.window_size)
     w, h = options.window_size
     what = {"last": "last token", "mean": "mean over tokens"}[options.token]

@@ -1,0 +1,103 @@
+"""`layerscan scan`: a prompt through capture, autoencoder and projection into a .scan file."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from layerscan.cli.common import (
+    DEFAULT_PROMPT,
+    ScanRequest,
+    add_overwrite_argument,
+    add_scan_arguments,
+    check_outputs,
+    note,
+)
+from layerscan.core.errors import LayerscanError
+
+DEFAULT_OUTPUT = "layerscan.scan"
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "scan",
+        help="scan a prompt into aligned 3D layer clouds (.scan file)",
+        description="Capture a prompt, encode every layer into a particle cloud, lay the clouds "
+        "out in 3D aligned across layers, build a surface per layer, and save it "
+        "all, so render, view and diff reload it without the model. Prints how "
+        "faithful each layer's picture is.",
+    )
+    parser.add_argument(
+        "prompt",
+        nargs="?",
+        default=None,
+        help=f"the text (default, said on stderr: {DEFAULT_PROMPT!r}); up "
+        f"to 1024 tokens with the packaged autoencoder, or the model's "
+        f"context if shorter",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        default=DEFAULT_OUTPUT,
+        help=f"the .scan file to write (default {DEFAULT_OUTPUT})",
+    )
+    add_overwrite_argument(parser)
+    add_scan_arguments(parser, save=False)
+    parser.set_defaults(run=run)
+
+
+def faithfulness_table(scan, step: int = -1) -> str:
+    """Per layer: the end-to-end figures beside the PCA-3 baseline, then the stage diagnostics."""
+    columns = [
+        ("AE R²", scan.reconstruction_r2),
+        ("trust", scan.token_trust),
+        ("PCA", scan.baseline_trust),
+        ("dcorr", scan.distance_correlation),
+        ("PCA", scan.baseline_correlation),
+        ("spread", scan.token_spread),
+        ("cloud", scan.trustworthiness),
+        ("dispar", scan.disparity),
+    ]
+    lines = [f"{'layer':>12}  " + "  ".join(f"{title:>6}" for title, _ in columns)]
+    for i, name in enumerate(scan.layer_names):
+        lines.append(f"{name:>12}  " + "  ".join(f"{v[step, i]:6.3f}" for _, v in columns))
+    lines.append(
+        f"{'mean':>12}  "
+        + "  ".join(
+            f"{(v[step, 1:] if title == 'dispar' else v[step]).mean():6.3f}" for title, v in columns
+        )
+    )
+    lines.append(
+        "AE R²: share of this prompt's hidden states the particles keep. trust / dcorr: "
+        "tokens' 3D places (their particles' centroids) against their hidden states: "
+        "trustworthiness, and Spearman correlation of pairwise distances; PCA: the same "
+        "for PCA-3 of the token states, the simplest picture. spread: a token's "
+        "particles' distance from their centroid / layout radius. cloud: 3D vs particle "
+        "cloud trust (k=10, a diagnostic of one stage); dispar: Procrustes shape change "
+        "from the previous layer."
+    )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    check_outputs([("-o", args.output, False)], args.overwrite)
+    if not args.output.endswith(".scan"):
+        raise LayerscanError(f"{args.output}: scan files end in .scan")
+    request = ScanRequest(args)
+    prompt = args.prompt
+    if prompt is None:
+        note(f"no prompt given: scanning the default prompt {DEFAULT_PROMPT!r}")
+        prompt = DEFAULT_PROMPT
+    start = time.perf_counter()
+    timings: dict = {}
+    scan = request.scan(prompt, timings=timings)
+    total = time.perf_counter() - start
+    print(faithfulness_table(scan))
+    scan.save(args.output)
+    steps = f", {scan.n_steps} token-time steps" if scan.n_steps > 1 else ""
+    stages = ", ".join(f"{name} {seconds:.1f}" for name, seconds in timings.items())
+    print(
+        f"wrote {args.output}: {len(scan.tokens)} tokens x {scan.n_layers + 1} layers x "
+        f"{scan.n_particles} particles{steps} in {total:.1f} s ({stages} s)"
+    )
+    return 0

@@ -1,0 +1,2 @@
+"""Infrastructure every stage shares: errors, safe outputs, the tensor file format, signals and
+start-up."""
