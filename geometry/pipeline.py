@@ -1,351 +1,204 @@
-"""The geometry stage: captures and an autoencoder in, `Scan` / `DiffScan` records out."""
+"""The one orchestrator: prompts in, `Scan` / `DiffScan` / `Heatmap` records out.
+
+`Pipeline` loads the model once, picks or fits its autoencoder, checks every length right after
+tokenizing (before any forward pass), captures, and hands the captures to `geometry.build`.
+Every command and the Python API (`layerscan.scan`, `layerscan.diff`) go through it, so a
+prompt gives the same arrays whoever asked.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, replace
+from dataclasses import replace
 
-import numpy as np
-import torch
-
-from layerscan import __version__
 from layerscan.autoencoder.artifact import TrainedAutoencoder, load_autoencoder
-from layerscan.autoencoder.capture.capture_file import Capture
-from layerscan.autoencoder.capture.hidden_states import CaptureOptions
+from layerscan.autoencoder.capture.capture_file import Capture, CaptureOptions
 from layerscan.autoencoder.capture.hidden_states import capture as capture_states
+from layerscan.autoencoder.capture.hidden_states import prompt_ids
 from layerscan.autoencoder.capture.loading import LoadedModel, ModelOptions, load_model
+from layerscan.autoencoder.capture.model_pair import (
+    SecondModelOptions,
+    check_model_pair,
+    load_second_model,
+    plan_second_model,
+)
+from layerscan.autoencoder.config import FitOptions
+from layerscan.autoencoder.quick_fit import fits, fitted_autoencoder
 from layerscan.core.errors import LayerscanError
-from layerscan.geometry.diff import (
-    CommonLayouts,
-    common_layouts,
-    differing_tokens,
-    divergence,
-    token_divergence,
-)
-from layerscan.geometry.faithfulness import faithfulness, token_figures
+from layerscan.core.startup import paused_collection
+from layerscan.geometry.build import diff_captures, scan_capture, torch_threads
 from layerscan.geometry.heatmap import Heatmap, HeatmapOptions, heatmap_captures
-from layerscan.geometry.neighbors import nearest_neighbors
-from layerscan.geometry.projection import (
-    make_projection,
-    transform_init,
-)
-from layerscan.geometry.scan_file import TOKEN_FIGURES, DiffScan, Scan
+from layerscan.geometry.scan_file import DiffScan, Scan
 from layerscan.geometry.scan_options import ScanOptions
-from layerscan.geometry.surfaces import layer_surfaces
-from layerscan.geometry.token_layout import TokenLayout, common_positions, step_positions
+
+Model = LoadedModel | ModelOptions | str
+"""A loaded model, the options that load one, or its name ("embedded", a folder, a hub id)."""
+LIMIT_REASON = "what the autoencoder holds, one particle a token"
 
 
-@contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run the block with `n` torch and BLAS threads (None: leave as is), then restore them."""
-    from threadpoolctl import threadpool_limits
+class Pipeline:
+    """Everything one run asks for, loaded once and reused for every prompt it scans.
 
-    before = torch.get_num_threads()
-    if n is None:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        with threadpool_limits(n):  # numpy's BLAS too
-            yield
-    finally:
-        torch.set_num_threads(before)
+    Args:
+        model: a LoadedModel, ModelOptions, or a model name (default: the embedded model).
+        capture: what each capture keeps (normalization, generation, logit lens).
+        options: projection, faithfulness and surfaces.
+        autoencoder: a TrainedAutoencoder, its folder, "fit" (fit one even where one is
+            packaged), or None: the packaged one for the embedded model, and one fitted on first
+            use (then cached) for any other model.
+        fit: how a first-use fit reads text (FitOptions).
+        second: --model-b / --adapter: B of a diff goes through this second model.
+    """
 
-
-def project(
-    clouds: np.ndarray,
-    options: ScanOptions,
-    init: np.ndarray | None = None,
-    n_epochs: int | None = None,
-    learning_rate: float = 1.0,
-) -> np.ndarray:
-    """(n_layers+1, n_points, d) clouds → (n_layers+1, n_points, 3) aligned finite layouts."""
-    params = {} if options.n_neighbors is None else {"n_neighbors": options.n_neighbors}
-    epochs = n_epochs or options.n_epochs
-    if epochs is not None:
-        params["n_epochs"] = epochs
-    if options.projection == "fast":
-        params.update(
-            alignment_regularisation=options.alignment,
-            device=options.device,
-            learning_rate=learning_rate,
+    def __init__(
+        self,
+        model: Model | None = None,
+        *,
+        capture: CaptureOptions | None = None,
+        options: ScanOptions | None = None,
+        autoencoder: TrainedAutoencoder | str | None = None,
+        fit: FitOptions | None = None,
+        second: SecondModelOptions | None = None,
+    ) -> None:
+        self._loaded = model if isinstance(model, LoadedModel) else None
+        if isinstance(model, str):
+            model = ModelOptions(model=model)
+        self.model = (
+            ModelOptions(model=model.model_id)
+            if isinstance(model, LoadedModel)
+            else model or ModelOptions()
         )
-        return make_projection("fast", options.seed, **params).fit(clouds, init=init).embedding_
-    return make_projection(options.projection, options.seed, **params).fit(clouds).embedding_
+        self.capture = capture or CaptureOptions()
+        self.options = options or ScanOptions()
+        self.fit = fit or FitOptions()
+        self.second = second or SecondModelOptions()
+        self._autoencoder = autoencoder if isinstance(autoencoder, TrainedAutoencoder) else None
+        self.autoencoder_choice = None if self._autoencoder else autoencoder
+        self._loaded_b: LoadedModel | None = None
 
-
-def _settings(capture: Capture, autoencoder, options: ScanOptions) -> dict:
-    config = autoencoder.config
-    return {
-        "projection": asdict(options),
-        "normalization": capture.normalization,
-        "is_causal": capture.is_causal,
-        "revision": capture.revision,
-        "autoencoder": {
-            "model_id": config.model_id,
-            "n_particles": config.n_particles,
-            "d_particle": config.d_particle,
-            "metrics": config.metrics,
-        },
-        "layerscan_version": __version__,
-    }
-
-
-def build_scan(
-    capture: Capture,
-    step_lengths: list[int],
-    clouds: np.ndarray,
-    positions: np.ndarray,
-    reconstruction_r2: np.ndarray,
-    particle_tokens: np.ndarray,
-    options: ScanOptions,
-    settings: dict,
-    timings: dict | None = None,
-) -> Scan:
-    """Assemble a Scan from layouts: neighbour graph, faithfulness and surfaces per step.
-
-    Args:
-        clouds: (n_steps, n_layers+1, n_particles, d_particle).
-        positions: (n_steps, n_layers+1, n_particles, 3) finite.
-        reconstruction_r2: (n_steps, n_layers+1).
-        particle_tokens: (n_steps, n_particles) token of each particle at each step.
-    """
-    timings = {} if timings is None else timings
-    start = time.perf_counter()
-    k = max(options.k_neighbors, options.faithfulness_k)
-    knn = np.stack(
-        [
-            nearest_neighbors(torch.from_numpy(np.ascontiguousarray(c)), k).indices.numpy()
-            for c in clouds
-        ]
-    )  # (n_steps, L+1, N, k)
-    figures = [
-        faithfulness(c, p, options.faithfulness_k, n)
-        for c, p, n in zip(clouds, positions, knn, strict=True)
-    ]
-    neighbors = knn[..., : options.k_neighbors].astype(np.int32)  # (n_steps, L+1, N, k_nn)
-    owner = np.broadcast_to(particle_tokens[:, None], positions.shape[:3]).astype(np.int32)
-    ends = [
-        token_figures(capture.hidden[:, :n], p, o)
-        for n, p, o in zip(step_lengths, positions, owner, strict=True)
-    ]
-    timings["faithfulness"] = time.perf_counter() - start
-    start = time.perf_counter()
-    surfaces = [layer_surfaces(p, options.surface) for p in positions]
-    timings["surfaces"] = time.perf_counter() - start
-    scan = Scan(
-        prompt=capture.prompt,
-        model_id=capture.model_id,
-        tokens=list(capture.tokens),
-        n_prompt_tokens=capture.n_prompt_tokens,
-        layer_names=capture.layer_names,
-        step_lengths=[int(n) for n in step_lengths],
-        clouds=clouds.astype(np.float32),
-        positions=positions.astype(np.float32),
-        neighbors=neighbors,
-        reconstruction_r2=np.asarray(reconstruction_r2, np.float32),
-        trustworthiness=np.stack([f.trustworthiness for f in figures]).astype(np.float32),
-        continuity=np.stack([f.continuity for f in figures]).astype(np.float32),
-        disparity=np.stack([f.disparity for f in figures]).astype(np.float32),
-        particle_tokens=np.ascontiguousarray(owner),
-        **{
-            name: np.stack([getattr(e, name) for e in ends]).astype(np.float32)
-            for name in TOKEN_FIGURES
-        },
-        surfaces=surfaces,
-        lens_tokens=capture.lens_tokens,
-        lens_probs=None
-        if capture.lens_probs is None
-        else np.asarray(capture.lens_probs, np.float32),
-        settings=settings,
-    )
-    scan.validate()
-    return scan
-
-
-def scan_capture(
-    capture: Capture, autoencoder, options: ScanOptions | None = None, timings: dict | None = None
-) -> Scan:
-    """Encode, project, measure and surface every layer of one captured prompt.
-
-    Args:
-        capture: hidden states of the prompt (any length >= 1).
-        autoencoder: a TrainedAutoencoder for the capture's model.
-        options: projection and surface settings; defaults to ScanOptions().
-        timings: if given, filled with seconds per stage (encode, project, ...).
-
-    Returns:
-        A validated Scan; with `options.token_time` on a causal capture, one step per prefix.
-    """
-    options = options or ScanOptions()
-    timings = {} if timings is None else timings
-    autoencoder.check_compatible(capture)
-    with torch_threads(options.threads):
-        start = time.perf_counter()
-        if options.token_time:
-            if not capture.is_causal:
-                raise LayerscanError(
-                    "--token-time needs a causal model (its prefixes are exact); scan without it"
+    def language_model(self) -> LoadedModel:
+        """The model, loaded on first use (without garbage collection: see `paused_collection`)."""
+        if self._loaded is None:
+            with paused_collection():
+                self._loaded = load_model(
+                    self.model.model,
+                    device=self.model.device,
+                    dtype=self.model.dtype,
+                    trust_remote_code=self.model.trust_remote_code,
                 )
-            lengths = list(range(1, capture.n_tokens + 1))
-            encoded = autoencoder.encode_prefixes(capture.hidden, lengths)
-        else:
-            lengths = [capture.n_tokens]
-            encoded = [autoencoder.encode(capture.hidden)]
-        clouds = np.stack([e.clouds for e in encoded])  # (n_steps, L+1, N, d_particle)
-        r2 = np.stack([e.reconstruction_r2 for e in encoded])  # (n_steps, L+1)
-        owner = np.stack([e.particle_tokens for e in encoded])  # (n_steps, N)
-        timings["encode"] = time.perf_counter() - start
-        start = time.perf_counter()
-        if options.projection == "tokens":
-            positions = step_positions(
-                token_layout(options), capture.hidden, clouds, owner, lengths, options.group_spread
+        return self._loaded
+
+    def load(self) -> tuple[LoadedModel, TrainedAutoencoder]:
+        """The model and its autoencoder on the model's device, each loaded once.
+
+        A given or packaged autoencoder loads first (on the CPU), so that a missing, corrupt or
+        mismatched folder fails in one line before minutes of model loading; B's configs are
+        checked before any weights load. A fitted one needs the model's states, so it comes
+        from the loaded model (cached after the first fit; a fit is work, with collection on).
+        """
+        if self._autoencoder is None and not fits(
+            self.autoencoder_choice, self.model.model, self.capture.normalization
+        ):
+            with paused_collection():
+                self._autoencoder = load_autoencoder(self.autoencoder_choice)
+        if self.second.wanted and self._loaded_b is None:
+            self._check_second()
+        loaded = self.language_model()
+        if self._autoencoder is None:
+            self._autoencoder = fitted_autoencoder(loaded, self.capture.normalization, self.fit)
+        self._autoencoder.model.to(loaded.device)
+        return loaded, self._autoencoder
+
+    def _check_second(self):
+        """Check --model-b/--adapter against A from configs alone; returns B's plan."""
+        shape = None
+        if self._autoencoder is not None:
+            shape = (self._autoencoder.config.d_model, self._autoencoder.config.n_layers)
+        plan = plan_second_model(self.model, self.second)
+        check_model_pair(self.model, plan, shape)  # a fit's shape is A's, which this checks
+        return plan
+
+    def second_model(self) -> LoadedModel | None:
+        """B's model (--model-b / --adapter), checked from configs before its weights load."""
+        if not self.second.wanted:
+            return None
+        if self._loaded_b is None:
+            plan = self._check_second()
+            with paused_collection():
+                self._loaded_b = load_second_model(self.model, plan)
+        return self._loaded_b
+
+    def check_prompts(self, prompts: list[str]) -> list[list[int]]:
+        """Every prompt's token ids, each length checked against the model's context and the
+        autoencoder's particle count before any forward pass."""
+        loaded, autoencoder = self.load()
+        limit = autoencoder.config.max_tokens
+        return [prompt_ids(loaded, p, self.capture, limit, LIMIT_REASON) for p in prompts]
+
+    def _options(self, device) -> ScanOptions:
+        return replace(self.options, device=str(device))  # the projection runs on the model's
+
+    def scan(self, prompt: str, timings: dict | None = None) -> Scan:
+        """Load (once), check, capture, encode, project, measure and surface one prompt.
+
+        Args:
+            timings: if given, filled with seconds per stage (capture, encode, project, ...).
+        """
+        timings = {} if timings is None else timings
+        with torch_threads(self.options.threads):
+            (ids,) = self.check_prompts([prompt])
+            loaded, autoencoder = self.load()
+            start = time.perf_counter()
+            captured = capture_states(loaded, prompt, self.capture, token_ids=ids)
+            timings["capture"] = time.perf_counter() - start
+            return scan_capture(captured, autoencoder, self._options(loaded.device), timings)
+
+    def diff(self, prompt_a: str, prompt_b: str, timings: dict | None = None) -> DiffScan:
+        """Two prompts (B through the second model, if any) in one common 3D space."""
+        if self.options.token_time:  # before any model work
+            raise LayerscanError("--token-time does not apply to diffs; drop it")
+        timings = {} if timings is None else timings
+        with torch_threads(self.options.threads):
+            ids_a, ids_b = self.check_prompts([prompt_a, prompt_b])
+            loaded, autoencoder = self.load()
+            loaded_b = self.second_model()
+            start = time.perf_counter()
+            captures = [
+                capture_states(loaded, prompt_a, self.capture, token_ids=ids_a),
+                self._capture_b(loaded_b, prompt_b, ids_b),
+            ]
+            timings["capture"] = time.perf_counter() - start
+            return diff_captures(
+                *captures,
+                autoencoder,
+                self._options(loaded.device),
+                timings=timings,
+                other_model=loaded_b is not None,
             )
-        else:
-            positions = _particle_positions(clouds, options)
-        timings["project"] = time.perf_counter() - start
-        return build_scan(
-            capture,
-            lengths,
-            clouds,
-            positions,
-            r2,
-            owner,
-            options,
-            _settings(capture, autoencoder, options),
-            timings,
-        )
 
+    def _capture_b(self, loaded_b: LoadedModel | None, prompt: str, ids: list[int]) -> Capture:
+        if loaded_b is None:
+            return capture_states(self.language_model(), prompt, self.capture, token_ids=ids)
+        return capture_states(loaded_b, prompt, self.capture)  # B's tokenizer may differ
 
-def token_layout(options: ScanOptions) -> TokenLayout:
-    """The token layout estimator that `options` describe."""
-    return TokenLayout(**({} if options.n_epochs is None else {"n_iter": options.n_epochs}))
+    def capture_prompt(self, prompt: str) -> Capture:
+        """One prompt's hidden states (no autoencoder: only the model's context limits it)."""
+        with torch_threads(self.options.threads):
+            loaded = self.language_model()
+            ids = prompt_ids(loaded, prompt, self.capture)
+            return capture_states(loaded, prompt, self.capture, token_ids=ids)
 
-
-def _particle_positions(clouds: np.ndarray, options: ScanOptions) -> np.ndarray:
-    """(n_steps, L+1, N, d) → (n_steps, L+1, N, 3): the particle-by-particle modes."""
-    positions = np.zeros((*clouds.shape[:3], 3), np.float32)
-    positions[-1] = project(clouds[-1], options)
-    # the autoencoder re-routes particles as tokens arrive, so particle i of a prefix is not
-    # particle i of the full prompt: each prefix particle starts among its nearest
-    # full-prompt particles (same layer), then a short gentle refinement
-    for step in range(len(clouds) - 1):
-        if options.projection == "fast":
-            init = transform_init(clouds[step], clouds[-1], positions[-1])
-            positions[step] = project(
-                clouds[step],
-                options,
-                init=init,
-                n_epochs=options.token_time_epochs,
-                learning_rate=0.25,
-            )
-        else:
-            positions[step] = project(clouds[step], options)
-    return positions
-
-
-def diff_captures(
-    capture_a: Capture,
-    capture_b: Capture,
-    autoencoder,
-    options: ScanOptions | None = None,
-    timings: dict | None = None,
-    other_model: bool = False,
-) -> DiffScan:
-    """Two prompts (or two models) through one autoencoder, in ONE common 3D space per layer.
-
-    Args:
-        capture_a, capture_b: captures of the two prompts from the same model.
-        autoencoder: a TrainedAutoencoder for A's model.
-        options: as for scan_capture (token_time is ignored: a diff has one step).
-        timings: if given, filled with seconds per stage.
-        other_model: B may come from another model of A's shapes (a fine-tune, or A with an
-            adapter): A is checked against the autoencoder in full, B by shapes only.
-
-    Returns:
-        A DiffScan; a prompt diffed with itself has exactly zero displacement.
-    """
-    options = options or ScanOptions()
-    timings = {} if timings is None else timings
-    autoencoder.check_compatible(capture_a)
-    autoencoder.check_compatible(capture_b, shapes_only=other_model)
-    compared = "models" if capture_a.model_id != capture_b.model_id else "prompts"
-    with torch_threads(options.threads):
-        start = time.perf_counter()
-        enc_a, enc_b = autoencoder.encode(capture_a.hidden), autoencoder.encode(capture_b.hidden)
-        timings["encode"] = time.perf_counter() - start
-        start = time.perf_counter()
-        if options.projection == "tokens":
-            layouts = CommonLayouts(
-                *common_positions(
-                    token_layout(options),
-                    capture_a.hidden,
-                    capture_b.hidden,
-                    enc_a.clouds,
-                    enc_b.clouds,
-                    enc_a.particle_tokens,
-                    enc_b.particle_tokens,
-                    options.group_spread,
-                )
-            )
-        else:
-            layouts = common_layouts(enc_a.clouds, enc_b.clouds, lambda c: project(c, options))
-        timings["project"] = time.perf_counter() - start
-        scans = [
-            build_scan(
-                c,
-                [c.n_tokens],
-                e.clouds[None],
-                p[None],
-                e.reconstruction_r2[None],
-                e.particle_tokens[None],
-                options,
-                {**_settings(c, autoencoder, options), "common_space": True, "compared": compared},
-                timings,
-            )
-            for c, e, p in (
-                (capture_a, enc_a, layouts.positions_a),
-                (capture_b, enc_b, layouts.positions_b),
-            )
-        ]
-    div = divergence(enc_a.clouds, enc_b.clouds, layouts.positions_a, layouts.positions_b)
-    per_token = None
-    if capture_a.is_causal and capture_b.is_causal:
-        per_token = token_divergence(capture_a.hidden, capture_b.hidden)
-    return DiffScan(
-        a=scans[0],
-        b=scans[1],
-        displacement_cloud=div.displacement_cloud,
-        displacement_3d=div.displacement_3d,
-        divergence=div.divergence,
-        peak_layer=div.peak_layer,
-        token_divergence=per_token,
-        differing_tokens=differing_tokens(capture_a.token_ids, capture_b.token_ids),
-    )
-
-
-Model = LoadedModel | ModelOptions
-"""A loaded model, or the options that load one."""
-
-
-def _prepare(
-    model: Model | None, autoencoder: TrainedAutoencoder | str | None, options: ScanOptions | None
-) -> tuple[LoadedModel, TrainedAutoencoder, ScanOptions]:
-    """The loaded model, its autoencoder on the same device, and options that project there."""
-    if not isinstance(model, LoadedModel):
-        model = model or ModelOptions()
-        model = load_model(
-            model.model,
-            device=model.device,
-            dtype=model.dtype,
-            trust_remote_code=model.trust_remote_code,
-        )
-    device = str(model.device)
-    if not isinstance(autoencoder, TrainedAutoencoder):
-        autoencoder = load_autoencoder(autoencoder, device=device)
-    return model, autoencoder, replace(options or ScanOptions(), device=device)
+    def heatmap(self, prompt: str, options: HeatmapOptions | None = None) -> Heatmap:
+        """A prompt's activation image (B - A with a second model); needs no autoencoder."""
+        with torch_threads(self.options.threads):
+            if self.second.wanted and self._loaded_b is None:
+                self._check_second()  # before any weights load
+            loaded = self.language_model()
+            loaded_b = self.second_model()
+            capture = replace(self.capture, top_k=0)  # the image shows no logit lens
+            capture_a = capture_states(loaded, prompt, capture)
+            capture_b = None if loaded_b is None else capture_states(loaded_b, prompt, capture)
+            return heatmap_captures(capture_a, capture_b, options)
 
 
 def scan_prompt(
@@ -357,22 +210,9 @@ def scan_prompt(
     autoencoder: TrainedAutoencoder | str | None = None,
     timings: dict | None = None,
 ) -> Scan:
-    """The one path from a prompt to a Scan: load, capture, encode, project, measure, surface.
-
-    Args:
-        prompt: the text.
-        options: projection and surfaces; the projection runs on the model's device.
-        model: a LoadedModel, or ModelOptions to load one (default: the embedded model).
-        capture: what the capture keeps (default CaptureOptions()).
-        autoencoder: a TrainedAutoencoder, or its folder (None: the packaged one).
-        timings: if given, filled with seconds per stage (capture, encode, project, ...).
-    """
-    timings = {} if timings is None else timings
-    loaded, autoencoder, options = _prepare(model, autoencoder, options)
-    start = time.perf_counter()
-    captured = capture_states(loaded, prompt, capture)
-    timings["capture"] = time.perf_counter() - start
-    return scan_capture(captured, autoencoder, options, timings=timings)
+    """One prompt through a `Pipeline` of these settings (see `Pipeline.scan`)."""
+    pipeline = Pipeline(model, capture=capture, options=options, autoencoder=autoencoder)
+    return pipeline.scan(prompt, timings)
 
 
 def diff_prompts(
@@ -384,39 +224,11 @@ def diff_prompts(
     capture: CaptureOptions | None = None,
     autoencoder: TrainedAutoencoder | str | None = None,
     timings: dict | None = None,
-    model_b: LoadedModel | None = None,
+    second: SecondModelOptions | None = None,
 ) -> DiffScan:
-    """The one path from two prompts to a DiffScan in one common 3D space (see scan_prompt).
-
-    With `model_b` (a fine-tune or adapter of `model`, loaded by
-    `autoencoder.capture.model_pair.load_second_model`), B is `prompt_b` through `model_b`,
-    encoded by A's autoencoder; pass the same prompt twice to compare the models alone.
-    """
-    if options is not None and options.token_time:  # before any model work
-        raise LayerscanError("--token-time does not apply to diffs; drop it")
-    timings = {} if timings is None else timings
-    loaded, autoencoder, options = _prepare(model, autoencoder, options)
-    start = time.perf_counter()
-    captures = [
-        capture_states(m, p, capture)
-        for m, p in ((loaded, prompt_a), (model_b or loaded, prompt_b))
-    ]
-    timings["capture"] = time.perf_counter() - start
-    return diff_captures(
-        *captures, autoencoder, options, timings=timings, other_model=model_b is not None
+    """Two prompts through a `Pipeline` of these settings (see `Pipeline.diff`); with `second`
+    (--model-b / --adapter), B goes through that model, encoded by A's autoencoder."""
+    pipeline = Pipeline(
+        model, capture=capture, options=options, autoencoder=autoencoder, second=second
     )
-
-
-def heatmap_prompt(
-    prompt: str,
-    model: LoadedModel,
-    options: HeatmapOptions | None = None,
-    *,
-    model_b: LoadedModel | None = None,
-    capture: CaptureOptions | None = None,
-) -> Heatmap:
-    """The one path from a prompt to its activation image (B - A with `model_b`)."""
-    capture = replace(capture or CaptureOptions(), top_k=0)  # the image shows no logit lens
-    capture_a = capture_states(model, prompt, capture)
-    capture_b = None if model_b is None else capture_states(model_b, prompt, capture)
-    return heatmap_captures(capture_a, capture_b, options)
+    return pipeline.diff(prompt_a, prompt_b, timings)

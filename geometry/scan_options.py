@@ -14,6 +14,9 @@ PARTICLE_MODES: tuple[str, ...] = ("fast", "aligned-umap", "independent")
 """The modes that lay out particles one by one (`make_projection`); "tokens" lays out the
 tokens' hidden states and groups their particles around them (geometry/token_layout.py)."""
 
+DIFF_WINDOW_SIZE = (1600, 720)
+"""Default frame of a diff: two panels side by side need a wider frame than one scan's."""
+
 SurfaceMethod = Literal["density", "alpha", "none"]
 SURFACE_METHODS: tuple[str, ...] = get_args(SurfaceMethod)
 

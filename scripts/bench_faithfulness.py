@@ -31,8 +31,9 @@ import torch
 from layerscan.autoencoder.artifact import load_autoencoder
 from layerscan.autoencoder.capture.hidden_states import capture
 from layerscan.autoencoder.capture.loading import load_model
+from layerscan.geometry.build import project, scan_capture, torch_threads
 from layerscan.geometry.faithfulness import token_figures, token_places
-from layerscan.geometry.pipeline import ScanOptions, project, scan_capture, torch_threads
+from layerscan.geometry.scan_options import ScanOptions
 
 DEFAULT_PROMPTS = Path(__file__).with_name("faithfulness_prompts.txt")
 

@@ -38,25 +38,33 @@ _RENDER_UNTIL = """
 import json, sys, time
 t0 = time.perf_counter()
 from layerscan.cli.main import main
-from layerscan.cli.common import ScanRequest
+import layerscan.cli.common as common
 
-load, marks = ScanRequest._load, {{}}
+marks, make = {{}}, common.PipelineFlags.pipeline.func
 
-def until_load(self):
+def until_load(self, load):
     marks["imports"] = time.perf_counter() - t0
     {at_load}
     return load(self)
 
 def until_work(self, *args):
+    self.load()
     marks["load"] = time.perf_counter() - t0 - marks["imports"]
     print("BENCH " + json.dumps(marks), file=sys.stderr)
     raise SystemExit(0)  # main() passes it on: the process exits as a command would
 
-ScanRequest._load, ScanRequest._check_prompts = until_load, until_work
+def pipeline(self):  # the pipeline's module is imported there, as in a command
+    made = make(self)
+    load = type(made).load
+    type(made).load = lambda self: until_load(self, load)
+    type(made).check_prompts = until_work
+    return made
+
+common.PipelineFlags.pipeline = property(pipeline)
 main(["render", "-o", "bench.mp4"])
 """
 """`layerscan render` of the default prompt, run by its own main(), stopped where its work
-would start (`ScanRequest._check_prompts`, the first step after loading), or where its loading
+would start (`Pipeline.check_prompts`, once loading is done), or where its loading
 would start (imports only). Whatever the command imports, and however, is measured as it
 runs, in this tree or a --baseline one."""
 RENDER_IMPORTS = _RENDER_UNTIL.format(at_load="raise SystemExit(0)")

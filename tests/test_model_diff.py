@@ -15,8 +15,8 @@ from layerscan.autoencoder.capture.hidden_states import capture
 from layerscan.autoencoder.capture.loading import load_model
 from layerscan.cli.main import main
 from layerscan.core.errors import LayerscanError
+from layerscan.geometry.build import diff_captures
 from layerscan.geometry.heatmap import HeatmapOptions, heatmap_captures
-from layerscan.geometry.pipeline import diff_captures
 from layerscan.geometry.scan_file import DiffScan
 from tests.test_pipeline import FAST, PROMPT, autoencoder_for
 from tests.tiny_models import CONTEXT, VOCAB, make_tokenizer
@@ -350,11 +350,12 @@ def test_heatmap_rows_run_from_the_embeddings_down_on_a_symmetric_scale():
 
 @pytest.mark.slow
 def test_embedded_heatmap_has_a_row_per_layer_and_a_column_per_dimension(embedded_model):
-    from layerscan.geometry.pipeline import heatmap_prompt
+    from layerscan.geometry.pipeline import Pipeline
 
     prompt = "The quick brown fox jumps over the lazy dog"
-    last = heatmap_prompt(prompt, embedded_model)
-    mean = heatmap_prompt(prompt, embedded_model, HeatmapOptions(token="mean"))
+    pipeline = Pipeline(embedded_model)
+    last = pipeline.heatmap(prompt)
+    mean = pipeline.heatmap(prompt, HeatmapOptions(token="mean"))
     assert last.values.shape == mean.values.shape == (31, 576)
     assert last.layer_names[0] == "embeddings" and not np.array_equal(last.values, mean.values)
     # the colour limit clips the few massive dimensions: most cells are inside ±limit

@@ -12,7 +12,7 @@ import pytest
 from layerscan.cli.main import main
 from layerscan.cli.options import add_options, field_docs, options_from_args
 from layerscan.core.errors import LayerscanError
-from layerscan.geometry.pipeline import ScanOptions
+from layerscan.geometry.scan_options import ScanOptions
 from layerscan.geometry.scene.scene import SceneOptions
 from tests.synthetic_scan import make_scan
 

@@ -64,10 +64,10 @@ def test_a_renders_start_up_pauses_collection_and_imports_no_sklearn(tiny_model_
     code = (
         "import gc, sys\n"
         "from layerscan.cli.main import main\n"
-        "from layerscan.cli.common import ScanRequest\n"
+        "import layerscan.cli.common as common\n"
         "import layerscan.autoencoder.capture.loading as loading\n"
-        "load, real, seen = ScanRequest._load, loading.load_model, []\n"
-        "def until_load(self):\n"
+        "real, seen, make = loading.load_model, [], common.PipelineFlags.pipeline.func\n"
+        "def until_load(self, load):\n"
         "    import torch\n"  # imported already: its classes were frozen with it
         "    seen.append((gc.isenabled(), all(o is not torch.nn.Module\n"
         "                                     for o in gc.get_objects())))\n"
@@ -76,10 +76,17 @@ def test_a_renders_start_up_pauses_collection_and_imports_no_sklearn(tiny_model_
         "    seen.append(gc.isenabled())\n"
         "    return real(*args, **kwargs)\n"
         "def until_work(self, *args):\n"
+        "    self.load()\n"
         "    print(seen, gc.isenabled(),\n"
         "          sorted(m for m in ('sklearn', 'scipy.stats') if m in sys.modules))\n"
         "    raise SystemExit(0)\n"
-        "ScanRequest._load, ScanRequest._check_prompts = until_load, until_work\n"
+        "def pipeline(self):\n"  # the pipeline's module is imported there, as in a command
+        "    made = make(self)\n"
+        "    load = type(made).load\n"
+        "    type(made).load = lambda self: until_load(self, load)\n"
+        "    type(made).check_prompts = until_work\n"
+        "    return made\n"
+        "common.PipelineFlags.pipeline = property(pipeline)\n"
         "loading.load_model = load_model\n"
         f"main({argv!r})\n"
     )

@@ -226,26 +226,26 @@ def check_length(n_prompt: int, n_generate: int, limit: int | None, whose: str) 
     )
 
 
-def check_prompt(
+def prompt_ids(
     loaded: LoadedModel,
     prompt: str,
     options: CaptureOptions,
     max_tokens: int | None = None,
     whose: str = "",
-) -> int:
-    """Tokenize `prompt` as `capture` will and check every limit before any forward pass.
+) -> list[int]:
+    """Tokenize `prompt` as `capture` does and check every limit before any forward pass.
 
     Args:
         max_tokens: a further limit on prompt + generated tokens, e.g. an autoencoder's
             max_len, set by `whose` (said in the error).
 
     Returns:
-        The number of prompt tokens.
+        The prompt's token ids, to pass to `capture` so it does not tokenize again.
     """
     check_capture_options(loaded, options)
     ids = tokenize_prompt(loaded, prompt, chat=options.chat, extra_tokens=options.generate)
     check_length(len(ids), options.generate, max_tokens, whose)
-    return len(ids)
+    return ids
 
 
 def _next_token(
@@ -273,7 +273,12 @@ def check_capture_options(loaded: LoadedModel, options: CaptureOptions) -> None:
 
 @torch.inference_mode()
 def capture(
-    loaded: LoadedModel, prompt: str, options: CaptureOptions | None = None, **overrides: Any
+    loaded: LoadedModel,
+    prompt: str,
+    options: CaptureOptions | None = None,
+    *,
+    token_ids: list[int] | None = None,
+    **overrides: Any,
 ) -> Capture:
     """Hidden states of every layer for `prompt` and for generated continuation tokens.
 
@@ -285,12 +290,12 @@ def capture(
         loaded: from `load_model`.
         prompt: the text; empty or whitespace-only is an error.
         options: normalization, generation and logit lens (see CaptureOptions).
+        token_ids: the prompt's ids from `prompt_ids` (checked there), or None to tokenize here.
         **overrides: CaptureOptions fields to change, e.g. `top_k=0`.
     """
     options = replace(options or CaptureOptions(), **overrides)
-    check_capture_options(loaded, options)
     normalization, generate, top_k = options.normalization, options.generate, options.top_k
-    ids = tokenize_prompt(loaded, prompt, chat=options.chat, extra_tokens=generate)
+    ids = prompt_ids(loaded, prompt, options) if token_ids is None else list(token_ids)
     device = loaded.model.device if hasattr(loaded.model, "device") else loaded.device
     input_ids = torch.tensor([ids], device=device)
     hidden, past, logits = _forward_states(loaded, input_ids)  # (n_layers+1, 1, T, d_model)

@@ -173,46 +173,6 @@ def check_outputs(
             check_output(path, folder=folder, overwrite=overwrite, inputs=sources, flag=flag)
 
 
-def load_model_from_args(args: argparse.Namespace):
-    """The LoadedModel that the ModelOptions flags name."""
-    from layerscan.autoencoder.capture.loading import ModelOptions
-
-    return _load_model(options_from_args(ModelOptions, args))
-
-
-def _load_model(options):
-    """The LoadedModel that ModelOptions name (loaded without garbage collection)."""
-    from layerscan.autoencoder.capture.loading import load_model
-
-    with paused_collection():
-        return load_model(
-            options.model,
-            device=options.device,
-            dtype=options.dtype,
-            trust_remote_code=options.trust_remote_code,
-        )
-
-
-def second_model_loader(model, second, shape: tuple[int, int] | None = None):
-    """Check --model-b/--adapter against --model from configs alone, then return a function
-    that loads B, so that every check runs before any weights load.
-
-    Args:
-        model: A's ModelOptions.
-        second: the SecondModelOptions.
-        shape: (d_model, n_layers) that the autoencoder encodes, if one is used.
-    """
-    from layerscan.autoencoder.capture.model_pair import (
-        check_model_pair,
-        load_second_model,
-        plan_second_model,
-    )
-
-    plan = plan_second_model(model, second)
-    check_model_pair(model, plan, shape)
-    return lambda: load_second_model(model, plan)
-
-
 def is_scan_file(text: str) -> bool:
     """Whether a command's source names a .scan file rather than being a prompt."""
     return text.endswith(".scan") or names_path(text, Path.is_file)
@@ -226,125 +186,54 @@ def names_path(text: str, test=Path.exists) -> bool:
         return False
 
 
-class ScanRequest:
-    """Every option of a prompt → scan run, parsed (and so validated) before any work."""
+class PipelineFlags:
+    """The pipeline's settings as the flags give them, parsed (and so validated) before any work;
+    the `Pipeline` itself is made on first use, so reading a .scan file never imports torch."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, scan: bool = True) -> None:
         from layerscan.autoencoder.capture.capture_file import CaptureOptions
         from layerscan.autoencoder.capture.loading import ModelOptions
         from layerscan.autoencoder.capture.model_pair import SecondModelOptions
-        from layerscan.autoencoder.config import FitOptions
-        from layerscan.geometry.scan_options import ScanOptions
 
-        self.model = options_from_args(ModelOptions, args)
-        self.second = options_from_args(SecondModelOptions, args)
-        self.capture = options_from_args(CaptureOptions, args)
-        self.options = options_from_args(ScanOptions, args)
-        self.fit = options_from_args(FitOptions, args)
-        self.autoencoder: str | None = args.autoencoder
-        self._loaded: tuple | None = None
+        self.settings = {
+            "model": options_from_args(ModelOptions, args),
+            "capture": options_from_args(CaptureOptions, args),
+            "second": options_from_args(SecondModelOptions, args),
+        }
+        if scan:
+            from layerscan.autoencoder.config import FitOptions
+            from layerscan.geometry.scan_options import ScanOptions
+
+            self.settings.update(
+                options=options_from_args(ScanOptions, args),
+                fit=options_from_args(FitOptions, args),
+                autoencoder=args.autoencoder,
+            )
         self.save_scan: str | None = vars(args).get("save_scan")
         if self.save_scan is not None and not self.save_scan.endswith(".scan"):
             raise LayerscanError(f"{self.save_scan}: scan files end in .scan")
 
-    def _load(self, second: bool = False):
-        """The model, its autoencoder on the model's device and, with `second`, a function that
-        loads --model-b (see `second_model_loader`); model and autoencoder load once per request.
+    @property
+    def second_wanted(self) -> bool:
+        """Whether B goes through a second model (--model-b / --adapter)."""
+        return self.settings["second"].wanted
 
-        A given or packaged autoencoder loads first (on the CPU), so that a missing, corrupt or
-        mismatched folder fails in one line before minutes of model loading; B's configs are
-        checked before any weights load. A fitted one needs the model's states, so it comes
-        from the loaded model (cached after the first fit). Loading runs without garbage
-        collection (see `paused_collection`); a fit is work, with it.
-        """
+    @property
+    def token_time(self) -> bool:
+        """Whether the scan has one step per prefix (--token-time)."""
+        options = self.settings.get("options")
+        return options is not None and options.token_time
+
+    @functools.cached_property
+    def pipeline(self):
+        """The `Pipeline` of these settings (imported with collection paused: start-up)."""
         with paused_collection():
-            from layerscan.autoencoder.artifact import load_autoencoder
-            from layerscan.autoencoder.quick_fit import fits, fitted_autoencoder
+            from layerscan.geometry.pipeline import Pipeline
 
-            fit = fits(self.autoencoder, self.model.model, self.capture.normalization)
-            autoencoder = (
-                self._loaded[1]
-                if self._loaded
-                else (None if fit else load_autoencoder(self.autoencoder))
-            )
-        load_b = None
-        if second:
-            shape = (
-                None
-                if autoencoder is None
-                else (autoencoder.config.d_model, autoencoder.config.n_layers)
-            )
-            load_b = self.load_second(shape)  # a fit's shape is A's, which this checks
-        if self._loaded is None:
-            loaded = _load_model(self.model)  # collection paused there too
-            if autoencoder is None:
-                autoencoder = fitted_autoencoder(loaded, self.capture.normalization, self.fit)
-            autoencoder.model.to(loaded.device)
-            self._loaded = (loaded, autoencoder)
-        return (*self._loaded, load_b)
-
-    def _check_prompts(self, loaded, autoencoder, prompts: list[str]) -> None:
-        """Every length limit, right after tokenizing and before any forward pass."""
-        from layerscan.autoencoder.capture.hidden_states import check_prompt
-
-        limit = autoencoder.config.max_tokens
-        for prompt in prompts:
-            check_prompt(
-                loaded,
-                prompt,
-                self.capture,
-                limit,
-                "what the autoencoder holds, one particle a token",
-            )
-
-    def scan(self, prompt: str, timings: dict | None = None):
-        """The pipeline's Scan of `prompt`.
-
-        Loading and capture run with the scan's --threads too: on a busy machine, torch's
-        default of one thread per core made a short prompt's forward pass 40x slower.
-        """
-        with paused_collection():  # start-up too: torch and the pipeline
-            from layerscan.geometry.pipeline import scan_prompt, torch_threads
-
-        with torch_threads(self.options.threads):
-            loaded, autoencoder, _ = self._load()
-            self._check_prompts(loaded, autoencoder, [prompt])
-            return scan_prompt(
-                prompt,
-                self.options,
-                model=loaded,
-                capture=self.capture,
-                autoencoder=autoencoder,
-                timings=timings,
-            )
-
-    def diff(self, prompt_a: str, prompt_b: str):
-        """The pipeline's DiffScan of two prompts (B through --model-b when given; threads as
-        in `scan`)."""
-        with paused_collection():
-            from layerscan.geometry.pipeline import diff_prompts, torch_threads
-
-        if self.options.token_time:  # the pipeline says so too, but only after loading
-            raise LayerscanError("--token-time does not apply to diffs; drop it")
-        with torch_threads(self.options.threads):
-            loaded, autoencoder, load_b = self._load(second=self.second.wanted)
-            self._check_prompts(loaded, autoencoder, [prompt_a, prompt_b])
-            return diff_prompts(
-                prompt_a,
-                prompt_b,
-                self.options,
-                model=loaded,
-                capture=self.capture,
-                autoencoder=autoencoder,
-                model_b=None if load_b is None else load_b(),
-            )
-
-    def load_second(self, shape: tuple[int, int] | None = None):
-        """See `second_model_loader`."""
-        return second_model_loader(self.model, self.second, shape)
+        return Pipeline(**self.settings)
 
 
-def load_or_scan(request: ScanRequest, source: str | None):
+def load_or_scan(flags: PipelineFlags, source: str | None):
     """A Scan from a .scan file, or from a prompt (default prompt: None) through the pipeline."""
     from layerscan.geometry.scan_file import Scan, load_any
 
@@ -354,22 +243,22 @@ def load_or_scan(request: ScanRequest, source: str | None):
             raise LayerscanError(f"{source}: holds a diff; use `layerscan diff {source}`")
         return scan
     start = time.perf_counter()
-    scan = request.scan(source or DEFAULT_PROMPT)
+    scan = flags.pipeline.scan(source or DEFAULT_PROMPT)
     note(
         f"scanned {len(scan.tokens)} tokens through {scan.n_layers} layers "
         f"in {time.perf_counter() - start:.1f} s"
     )
-    if request.save_scan:
-        scan.save(request.save_scan)
-        note(f"saved {request.save_scan}")
+    if flags.save_scan:
+        scan.save(flags.save_scan)
+        note(f"saved {flags.save_scan}")
     return scan
 
 
-def load_or_diff(request: ScanRequest, sources: list[str]):
+def load_or_diff(flags: PipelineFlags, sources: list[str]):
     """A DiffScan from one diff .scan file, or from two prompts through the pipeline."""
     from layerscan.geometry.scan_file import DiffScan, load_any
 
-    models = request.second.wanted
+    models = flags.second_wanted
     if models and not sources:
         sources = [DEFAULT_PROMPT]
     if len(sources) == 1 and models and not is_scan_file(sources[0]):
@@ -391,7 +280,7 @@ def load_or_diff(request: ScanRequest, sources: list[str]):
     from layerscan.geometry.scan_file import diverges
 
     start = time.perf_counter()
-    diff = request.diff(sources[0], sources[1])
+    diff = flags.pipeline.diff(sources[0], sources[1])
     what = "models" if models else "prompts"
     peak = (
         f"divergence peaks at {diff.a.layer_names[diff.peak_layer]}"
@@ -402,9 +291,9 @@ def load_or_diff(request: ScanRequest, sources: list[str]):
         f"diffed two {what} through {diff.a.n_layers} layers in "
         f"{time.perf_counter() - start:.1f} s; {peak}"
     )
-    if request.save_scan:
-        diff.save(request.save_scan)
-        note(f"saved {request.save_scan}")
+    if flags.save_scan:
+        diff.save(flags.save_scan)
+        note(f"saved {flags.save_scan}")
     return diff
 
 

@@ -6,13 +6,12 @@ import argparse
 
 from layerscan.cli.common import (
     DEFAULT_PROMPT,
+    PipelineFlags,
     add_capture_arguments,
     add_model_arguments,
     add_overwrite_argument,
     check_outputs,
-    load_model_from_args,
 )
-from layerscan.cli.options import options_from_args
 
 LENS_LAYERS_SHOWN = 5
 
@@ -72,14 +71,9 @@ def summary(capture) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from layerscan.autoencoder.capture.capture_file import CaptureOptions
-
-    options = options_from_args(CaptureOptions, args)  # validated before the model loads
+    flags = PipelineFlags(args, scan=False)  # validated before the model loads
     check_outputs([("-o", args.output, False)], args.overwrite)
-    loaded = load_model_from_args(args)  # imports torch too, with collection paused
-    from layerscan.autoencoder.capture.hidden_states import capture
-
-    result = capture(loaded, args.prompt, options)
+    result = flags.pipeline.capture_prompt(args.prompt)
     print(summary(result))
     if args.output:
         path = result.save(args.output)

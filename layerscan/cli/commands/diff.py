@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from layerscan.cli.common import (
-    ScanRequest,
+    PipelineFlags,
     add_movie_arguments,
     add_overwrite_argument,
     add_scan_arguments,
@@ -17,10 +17,9 @@ from layerscan.cli.common import (
     render_options,
     scene_options,
 )
+from layerscan.geometry.scan_options import DIFF_WINDOW_SIZE
 
 DEFAULT_OUTPUT = "layerscan-diff.mp4"
-DIFF_WINDOW = (1600, 720)
-"""Two panels side by side need a wider frame than one scan."""
 
 
 def register(subparsers) -> None:
@@ -49,7 +48,7 @@ def register(subparsers) -> None:
         default=DEFAULT_OUTPUT,
         help=f"output: .mp4/.gif/.png/folder, or .scan to save the diff "
         f"(default {DEFAULT_OUTPUT}; frames are "
-        f"{DIFF_WINDOW[0]}x{DIFF_WINDOW[1]} unless --resolution says)",
+        f"{DIFF_WINDOW_SIZE[0]}x{DIFF_WINDOW_SIZE[1]} unless --resolution says)",
     )
     add_overwrite_argument(parser)
     add_scene_arguments(parser)
@@ -69,14 +68,14 @@ def run(args: argparse.Namespace) -> int:
         args.overwrite,
         args.sources,
     )
-    request = ScanRequest(args)
+    flags = PipelineFlags(args)
     if save_only:
-        diff = load_or_diff(request, args.sources)
+        diff = load_or_diff(flags, args.sources)
         diff.save(args.output)
         print(f"wrote {args.output}")
         return 0
-    scene = scene_options(args, window_size=DIFF_WINDOW)
+    scene = scene_options(args, window_size=DIFF_WINDOW_SIZE)
     movie = render_options(args)
     return render_and_report(
-        load_or_diff(request, args.sources), args.output, scene, movie, args.overwrite
+        load_or_diff(flags, args.sources), args.output, scene, movie, args.overwrite
     )

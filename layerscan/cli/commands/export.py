@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from layerscan.cli.common import (
-    ScanRequest,
+    PipelineFlags,
     add_overwrite_argument,
     add_scan_arguments,
     check_outputs,
@@ -63,15 +63,15 @@ def run(args: argparse.Namespace) -> int:
         args.overwrite,
         args.source,
     )
-    request = ScanRequest(args)
+    flags = PipelineFlags(args)
     if args.diff:
-        source = load_or_diff(request, args.source)
+        source = load_or_diff(flags, args.source)
     else:
         if len(args.source) > 1:
             raise LayerscanError(
                 "export takes one prompt (quote it) or one .scan file; use --diff for two"
             )
-        source = load_or_scan(request, args.source[0] if args.source else None)
+        source = load_or_scan(flags, args.source[0] if args.source else None)
     if kind == "html":
         path = export_html(source, args.output)
     else:

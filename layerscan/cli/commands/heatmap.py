@@ -7,14 +7,13 @@ import time
 
 from layerscan.cli.common import (
     DEFAULT_PROMPT,
+    PipelineFlags,
     add_capture_arguments,
     add_model_arguments,
     add_overwrite_argument,
     add_second_model_arguments,
     check_outputs,
-    load_model_from_args,
     note,
-    second_model_loader,
 )
 from layerscan.cli.options import add_options, options_from_args
 from layerscan.core.errors import LayerscanError
@@ -47,27 +46,17 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from layerscan.autoencoder.capture.capture_file import CaptureOptions
-    from layerscan.autoencoder.capture.loading import ModelOptions
-    from layerscan.autoencoder.capture.model_pair import SecondModelOptions
     from layerscan.geometry.heatmap import HeatmapOptions
 
     if not args.output.lower().endswith(".png"):
         raise LayerscanError(f"-o {args.output}: a heatmap is written as .png")
     options = options_from_args(HeatmapOptions, args)
-    model, capture = options_from_args(ModelOptions, args), options_from_args(CaptureOptions, args)
-    second = options_from_args(SecondModelOptions, args)
+    flags = PipelineFlags(args, scan=False)  # every flag checked before any model loads
     check_outputs([("-o", args.output, False)], args.overwrite, [args.source])
-    load_b = second_model_loader(model, second) if second.wanted else None
     start = time.perf_counter()
-    loaded = load_model_from_args(args)
-    loaded_b = None if load_b is None else load_b()
-    from layerscan.geometry.pipeline import heatmap_prompt
+    heatmap = flags.pipeline.heatmap(args.source or DEFAULT_PROMPT, options)
     from layerscan.geometry.scene.heatmap import render_heatmap
 
-    heatmap = heatmap_prompt(
-        args.source or DEFAULT_PROMPT, loaded, options, model_b=loaded_b, capture=capture
-    )
     note(
         f"captured {heatmap.n_layers + 1} layers x {heatmap.d_model} dimensions in "
         f"{time.perf_counter() - start:.1f} s"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from layerscan.cli.common import (
     DEFAULT_PROMPT,
-    ScanRequest,
+    PipelineFlags,
     add_movie_arguments,
     add_overwrite_argument,
     add_scan_arguments,
@@ -102,9 +102,9 @@ def run(args: argparse.Namespace) -> int:
     )
     scene = scene_options(args)
     movie = render_options(args)
-    request = ScanRequest(args)
-    if request.options.token_time:  # a token-time scan plays once per token
+    flags = PipelineFlags(args)
+    if flags.token_time:  # a token-time scan plays once per token
         movie = replace(movie, token_sweep=True)
-    for source, output in jobs:  # the model and autoencoder load once (ScanRequest keeps them)
-        render_and_report(load_or_scan(request, source), output, scene, movie, args.overwrite)
+    for source, output in jobs:  # the model and autoencoder load once (the pipeline keeps them)
+        render_and_report(load_or_scan(flags, source), output, scene, movie, args.overwrite)
     return 0

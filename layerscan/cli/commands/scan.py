@@ -7,7 +7,7 @@ import time
 
 from layerscan.cli.common import (
     DEFAULT_PROMPT,
-    ScanRequest,
+    PipelineFlags,
     add_overwrite_argument,
     add_scan_arguments,
     check_outputs,
@@ -83,14 +83,14 @@ def run(args: argparse.Namespace) -> int:
     check_outputs([("-o", args.output, False)], args.overwrite)
     if not args.output.endswith(".scan"):
         raise LayerscanError(f"{args.output}: scan files end in .scan")
-    request = ScanRequest(args)
+    flags = PipelineFlags(args)
     prompt = args.prompt
     if prompt is None:
         note(f"no prompt given: scanning the default prompt {DEFAULT_PROMPT!r}")
         prompt = DEFAULT_PROMPT
     start = time.perf_counter()
     timings: dict = {}
-    scan = request.scan(prompt, timings=timings)
+    scan = flags.pipeline.scan(prompt, timings=timings)
     total = time.perf_counter() - start
     print(faithfulness_table(scan))
     scan.save(args.output)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from layerscan.cli.common import (
-    ScanRequest,
+    PipelineFlags,
     add_scan_arguments,
     add_scene_arguments,
     add_second_model_arguments,
@@ -60,17 +60,17 @@ def run(args: argparse.Namespace) -> int:
 
     scene = scene_options(args)
     viewer_options = options_from_args(ViewerOptions, args)
-    request = ScanRequest(args)
+    flags = PipelineFlags(args)
     check_display()  # before minutes of model work
     check_outputs([("--save-scan", args.save_scan, False)], inputs=args.source or [])
-    if args.diff or request.second.wanted:
-        source = load_or_diff(request, args.source or [])
+    if args.diff or flags.second_wanted:
+        source = load_or_diff(flags, args.source or [])
     else:
         if len(args.source or []) > 1:
             raise LayerscanError(
                 "view takes one prompt (quote it) or one .scan file; use --diff for two"
             )
-        source = load_or_scan(request, args.source[0] if args.source else None)
+        source = load_or_scan(flags, args.source[0] if args.source else None)
     viewer = Viewer(source, scene, viewer_options)
     viewer.run(title="layerscan")
     for path in viewer.screenshots:
