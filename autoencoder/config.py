@@ -20,7 +20,7 @@ class ModelConfig:
 
     n_particles: int = 1024
     """Particles per cloud (N)."""
-    d_particle: int = 16
+    d_particle: int = 32
     """Features per particle."""
     max_len: int = 128
     """Longest prompt, in tokens, that one cloud encodes; longer documents are chunked."""
@@ -29,7 +29,7 @@ class ModelConfig:
     n_ranks: int = 0
     """Distinct projections a token's particles can use; the rank-th particle of a token
     holds the rank-th projection (0: ceil(d_model / d_particle), enough for exact coding)."""
-    n_anchors: int = 2
+    n_anchors: int = 4
     """Corpus covariances of evenly spaced groups of layers; each layer's basis is the PCA of
     its mix of them (1: one basis for all layers). More anchors fit long prompts better but
     turn the bases more from layer to layer, so particles also move where the states do not."""
@@ -103,9 +103,9 @@ class DataConfig:
     """Shortest training prefix; each window is cut to a random length in min_len..max_len."""
     num_workers: int = 0
     """DataLoader worker processes."""
-    continuation_tokens: int = 48
+    continuation_tokens: int = 64
     """Default corpus: tokens the language model writes after each seed prompt."""
-    continuations_per_seed: int = 1
+    continuations_per_seed: int = 3
     """Default corpus: sampled continuations per seed prompt."""
 
     def __post_init__(self) -> None:

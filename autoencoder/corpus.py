@@ -155,8 +155,8 @@ def seed_prompts(max_prompts: int = 0) -> list[str]:
 def default_documents(
     loaded,
     cache_folder: Path,
-    continuation_tokens: int = 96,
-    continuations_per_seed: int = 2,
+    continuation_tokens: int,
+    continuations_per_seed: int,
     max_prompts: int = 0,
     seed: int = 0,
     progress: bool = True,

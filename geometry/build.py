@@ -66,19 +66,27 @@ def project(
     n_epochs: int | None = None,
     learning_rate: float = 1.0,
 ) -> np.ndarray:
-    """(n_layers+1, n_points, d) clouds → (n_layers+1, n_points, 3) aligned finite layouts."""
+    """(n_layers+1, n_points, d) clouds → (n_layers+1, n_points, 3) aligned finite layouts.
+
+    An estimator's ValueError (too few points for UMAP, ...) becomes a one-line LayerscanError.
+    """
     params = {} if options.n_neighbors is None else {"n_neighbors": options.n_neighbors}
     epochs = n_epochs or options.n_epochs
     if epochs is not None:
         params["n_epochs"] = epochs
+    fit = {}
     if options.projection == "fast":
         params.update(
             alignment_regularisation=options.alignment,
             device=options.device,
             learning_rate=learning_rate,
         )
-        return make_projection("fast", options.seed, **params).fit(clouds, init=init).embedding_
-    return make_projection(options.projection, options.seed, **params).fit(clouds).embedding_
+        fit = {"init": init}
+    try:
+        estimator = make_projection(options.projection, options.seed, **params)
+        return estimator.fit(clouds, **fit).embedding_
+    except ValueError as exc:
+        raise LayerscanError(f"--projection {options.projection}: {exc}") from exc
 
 
 def _settings(capture: Capture, autoencoder, options: ScanOptions) -> dict:

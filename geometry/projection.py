@@ -8,7 +8,6 @@ import warnings
 import numpy as np
 import torch
 
-from layerscan.core.errors import LayerscanError
 from layerscan.geometry.estimator import Estimator, seed_of
 from layerscan.geometry.neighbors import (
     fuzzy_graph,
@@ -37,9 +36,9 @@ def as_clouds(clouds) -> np.ndarray:
     try:
         arr = np.asarray(clouds, dtype=np.float32)
     except ValueError as exc:
-        raise LayerscanError(f"clouds must all have the same shape ({exc})") from exc
+        raise ValueError(f"clouds must all have the same shape ({exc})") from exc
     if arr.ndim != 3 or 0 in arr.shape:
-        raise LayerscanError(
+        raise ValueError(
             f"clouds must be (n_layers, n_points, d) and non-empty, got shape {arr.shape}"
         )
     bad = ~np.isfinite(arr).all(-1)  # (n_layers, n_points)
@@ -192,7 +191,7 @@ class FastAlignedProjection(Estimator):
         else:
             start = np.asarray(init, dtype=np.float32)
             if start.shape != (n_layers, n_points, self.n_components):
-                raise LayerscanError(
+                raise ValueError(
                     f"init layout has shape {start.shape}, expected "
                     f"{(n_layers, n_points, self.n_components)}"
                 )
@@ -324,10 +323,9 @@ class AlignedUMAPProjection(Estimator):
         clouds = as_clouds(X)
         n_layers, n_points, _ = clouds.shape
         if n_layers < 2 or n_points <= self.n_neighbors:
-            raise LayerscanError(
+            raise ValueError(
                 f"aligned-umap needs at least 2 layers and more than "
-                f"{self.n_neighbors} particles; got {clouds.shape[:2]}; "
-                f"use --projection fast"
+                f"{self.n_neighbors} particles; got {clouds.shape[:2]}"
             )
         relations = [{i: i for i in range(n_points)} for _ in range(n_layers - 1)]
         mapper = AlignedUMAP(
@@ -400,5 +398,5 @@ def make_projection(mode: ProjectionMode, random_state: int | None = 0, **params
         "independent": IndependentUMAPProjection,
     }
     if mode not in classes:
-        raise LayerscanError(f"unknown projection {mode!r}: use {', '.join(PROJECTION_MODES)}")
+        raise ValueError(f"unknown projection {mode!r}: use {', '.join(PROJECTION_MODES)}")
     return classes[mode](random_state=random_state, **params)

@@ -317,3 +317,13 @@ def test_packaged_default_encodes_a_real_capture(embedded_model):
     assert encoded.reconstruction_r2.min() > 0.9999  # 11 tokens: exact
     prefixes = trained.encode_prefixes(cap.hidden, [1, cap.n_tokens // 2, cap.n_tokens])
     np.testing.assert_allclose(prefixes[-1].clouds, encoded.clouds, atol=1e-5)
+
+
+def test_the_dataclass_defaults_are_the_packaged_configs():
+    """One default per option: the dataclasses hold the packaged shape and corpus settings, so
+    `load_config()` and `load_config("default")` build the same autoencoder from the same text."""
+    plain, packaged = load_config(), load_config("default")
+    assert plain.model == packaged.model
+    for name in ("corpus", "language_model", "normalization", "continuation_tokens",
+                 "continuations_per_seed"):  # fmt: skip
+        assert getattr(plain.data, name) == getattr(packaged.data, name), name
