@@ -83,12 +83,17 @@ def test_only_the_scene_imports_pyvista_or_vtk():
     )
 
 
-def test_only_training_imports_lightning():
+def test_only_training_and_its_data_import_lightning():
     assert (
         offenders(
             "layerscan",
             ("pytorch_lightning", "lightning"),
-            allowed=("layerscan.autoencoder.training",),
+            allowed=(
+                "layerscan.autoencoder.training",
+                "layerscan.autoencoder.data",
+                "layerscan.autoencoder.extraction",
+                "layerscan.autoencoder.quiet_lightning",
+            ),
         )
         == []
     )
