@@ -14,7 +14,7 @@ import torch
 
 from layerscan.autoencoder.artifact import ArtifactConfig, export_autoencoder
 from layerscan.autoencoder.config import RunConfig, TrainConfig
-from layerscan.autoencoder.data import HiddenStateDataModule
+from layerscan.autoencoder.datamodule import HiddenStateDataModule
 from layerscan.autoencoder.evaluation import evaluate, format_metrics, r2_terms
 from layerscan.autoencoder.model import ParticleAutoencoder
 from layerscan.autoencoder.quiet_lightning import quiet_lightning, quiet_pytree

@@ -20,7 +20,7 @@ import time
 import torch
 
 from layerscan.autoencoder.config import load_config
-from layerscan.autoencoder.data import HiddenStateDataModule
+from layerscan.autoencoder.datamodule import HiddenStateDataModule
 from layerscan.autoencoder.model import ParticleAutoencoder
 from layerscan.autoencoder.training import AutoencoderModule
 

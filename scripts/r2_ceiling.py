@@ -32,7 +32,7 @@ from bench_project import PROMPT  # the projection benchmark's prompt (scripts/ 
 
 from layerscan.autoencoder.artifact import load_autoencoder
 from layerscan.autoencoder.config import load_config
-from layerscan.autoencoder.data import HiddenStateDataModule
+from layerscan.autoencoder.datamodule import HiddenStateDataModule
 from layerscan.autoencoder.evaluation import evaluate
 from layerscan.autoencoder.model import ParticleAutoencoder
 

@@ -82,7 +82,7 @@ def _assert_same_cache(a: Path, b: Path) -> None:
 @pytest.mark.slow
 def test_two_processes_write_the_shards_of_one_process(tmp_path, tiny_llama, corpus):
     from layerscan.autoencoder.config import load_config
-    from layerscan.autoencoder.data import HiddenStateDataModule
+    from layerscan.autoencoder.datamodule import HiddenStateDataModule
 
     single = HiddenStateDataModule(
         load_config("tiny", _overrides(tiny_llama, corpus)), tmp_path / "one", progress=False
@@ -92,7 +92,7 @@ def test_two_processes_write_the_shards_of_one_process(tmp_path, tiny_llama, cor
         textwrap.dedent("""
         import sys
         from layerscan.autoencoder.config import load_config
-        from layerscan.autoencoder.data import HiddenStateDataModule
+        from layerscan.autoencoder.datamodule import HiddenStateDataModule
 
         config = load_config("tiny", sys.argv[2:])
         HiddenStateDataModule(config, sys.argv[1], progress=False).cache_folder()

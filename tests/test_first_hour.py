@@ -297,7 +297,7 @@ def test_train_with_another_corpus_keeps_the_packaged_folder(inputs, tmp_path, c
 
 def test_a_corpus_stored_exactly_gets_a_one_line_warning(inputs, tmp_path):
     from layerscan.autoencoder.config import load_config
-    from layerscan.autoencoder.data import HiddenStateDataModule
+    from layerscan.autoencoder.datamodule import HiddenStateDataModule
     from layerscan.core.errors import Caution
 
     config = load_config(

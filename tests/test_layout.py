@@ -90,7 +90,7 @@ def test_only_training_and_its_data_import_lightning():
             ("pytorch_lightning", "lightning"),
             allowed=(
                 "layerscan.autoencoder.training",
-                "layerscan.autoencoder.data",
+                "layerscan.autoencoder.datamodule",
                 "layerscan.autoencoder.extraction",
                 "layerscan.autoencoder.quiet_lightning",
             ),

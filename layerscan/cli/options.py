@@ -84,11 +84,14 @@ def _help(doc: str, default: Any) -> str:
     return f"{text} (default: {shown})"
 
 
-def _cli_fields(cls: type, path: str) -> typing.Iterator[tuple[dataclasses.Field, Any, str]]:
-    """(field, type hint without Optional, dotted path) of each field of `cls` with a flag."""
+def _cli_fields(
+    cls: type, path: str, only: tuple[str, ...] | None = None
+) -> typing.Iterator[tuple[dataclasses.Field, Any, str]]:
+    """(field, type hint without Optional, dotted path) of each field of `cls` with a flag
+    (of the fields named in `only`, when given)."""
     hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
-        if field.metadata.get(CLI, True):
+        if field.metadata.get(CLI, True) and (only is None or field.name in only):
             yield field, _unwrap_optional(hints[field.name]), f"{path}{field.name}"
 
 
@@ -101,6 +104,7 @@ def add_options(
     _root: type | None = None,
     description: str | None = None,
     show_defaults: bool = True,
+    only: tuple[str, ...] | None = None,
 ) -> None:
     """Add one flag per field of the dataclass `cls` to `parser`.
 
@@ -111,11 +115,12 @@ def add_options(
     prefix. Build the object back with `options_from_args`. `show_defaults=False` leaves the
     dataclass defaults out of the help, for commands whose defaults come from elsewhere (then
     say where in `description`, the group's text, and read the flags with `given_options`).
+    `only` names the top-level fields that get flags (default: all).
     """
     root = _root or cls
     group = parser.add_argument_group(title, description) if title else parser
     docs = field_docs(cls)
-    for field, hint, path in _cli_fields(cls, _path):
+    for field, hint, path in _cli_fields(cls, _path, only):
         if dataclasses.is_dataclass(hint):
             add_options(
                 group,

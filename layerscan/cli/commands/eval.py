@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
     from layerscan.autoencoder.artifact import load_autoencoder
     from layerscan.autoencoder.config import DataConfig, RunConfig, TrainConfig, from_dict
-    from layerscan.autoencoder.data import HiddenStateDataModule
+    from layerscan.autoencoder.datamodule import HiddenStateDataModule
     from layerscan.autoencoder.evaluation import evaluate, format_metrics
     from layerscan.core.outputs import atomic_path, check_output
 

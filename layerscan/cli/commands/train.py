@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import argparse
 
+from layerscan.autoencoder.config import DataConfig, RunConfig, TrainConfig
 from layerscan.cli.common import (
     add_model_arguments,
     add_overwrite_argument,
     data_changes,
     note,
 )
+from layerscan.cli.options import add_options, given_options
+
+RUN_FLAGS = ("output", "export")
+"""RunConfig fields that `train` takes as flags (shortcuts for --set KEY=VALUE)."""
+LIGHTNING_FLAGS = ("accelerator", "devices", "num_nodes", "strategy", "precision")
+"""TrainConfig fields that `train` takes as flags."""
 
 HELP = """Train the particle autoencoder from a YAML config (configs/*.yaml) with overrides.
 
@@ -43,7 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--config", default="default", help="YAML config file, or a shipped one: default, tiny"
     )
-    parser.add_argument("--corpus", help="override data.corpus")
+    add_options(
+        parser, DataConfig, "data (overrides the config's)", show_defaults=False, only=("corpus",)
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -52,29 +61,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="override a config value, e.g. train.lr=0.001 (repeatable; values parsed as YAML)",
     )
-    parser.add_argument("--output", help="override output (run folder)")
-    parser.add_argument("--export", help="override export (artifact folder)")
+    add_options(
+        parser, RunConfig, "run (overrides the config's)", show_defaults=False, only=RUN_FLAGS
+    )
     parser.add_argument(
         "--resume", action="store_true", help="continue from <output>/checkpoints/last.ckpt"
     )
     add_overwrite_argument(parser)
-    parser.add_argument("--accelerator", help="Lightning accelerator (cpu, gpu, auto)")
-    parser.add_argument(
-        "--devices",
-        help="Lightning devices per machine: a count (-1: all), "
-        "ids like 0,1, or auto (default: the config's); "
-        "more than one also extracts hidden states in "
-        "parallel",
+    add_options(
+        parser,
+        TrainConfig,
+        "Lightning (overrides the config's train section)",
+        show_defaults=False,
+        only=LIGHTNING_FLAGS,
     )
-    parser.add_argument(
-        "--num-nodes",
-        type=int,
-        metavar="M",
-        help="machines of a multi-node run (Lightning num_nodes, default 1); "
-        "start the command on each with torchrun or SLURM",
-    )
-    parser.add_argument("--strategy", help="Lightning strategy (auto, ddp, ...)")
-    parser.add_argument("--precision", help="32-true, bf16-mixed or 16-mixed (GPU)")
     parser.add_argument(
         "--cache-dir",
         help="where hidden-state caches live (default: $LAYERSCAN_CACHE or the user cache)",
@@ -100,19 +100,8 @@ def config_from_args(args: argparse.Namespace):
     from layerscan.autoencoder.config import load_config
 
     overrides = list(args.overrides)
-    for flag, key in (
-        ("corpus", "data.corpus"),
-        ("output", "output"),
-        ("export", "export"),
-        ("accelerator", "train.accelerator"),
-        ("devices", "train.devices"),
-        ("num_nodes", "train.num_nodes"),
-        ("strategy", "train.strategy"),
-        ("precision", "train.precision"),
-    ):
-        value = getattr(args, flag)  # every shortcut flag defaults to None
-        if value is not None:
-            overrides.append(f"{key}={value}")
+    for section, cls in (("data.", DataConfig), ("", RunConfig), ("train.", TrainConfig)):
+        overrides += [f"{section}{k}={v}" for k, v in given_options(cls, args).items()]
     config = load_config(args.config, overrides)
     model = data_changes(args)
     if model:
