@@ -499,3 +499,76 @@ def _train(setting: str) -> tuple[str, ...]:
     from tests.bad_inputs import TRAIN
 
     return (*TRAIN, "--set", setting, "--output", "run")
+
+
+# ---- fuzzing the loaders -----------------------------------------------------------------------
+
+
+def _load_scan(path: Path, work: Path) -> None:
+    """Load a scan or diff and, when it loads, export its meshes (its arrays reach VTK)."""
+    from layerscan.geometry.scan_file import load_any
+    from layerscan.geometry.scene.export import export_meshes
+
+    export_meshes(load_any(path), work / "meshes", overwrite=True)
+
+
+def _load_capture(path: Path, work: Path) -> None:
+    from layerscan.autoencoder.capture.capture_file import Capture
+
+    Capture.load(path)
+
+
+def _load_autoencoder(folder: Path, work: Path) -> None:
+    from layerscan.autoencoder.artifact import load_autoencoder
+
+    load_autoencoder(folder, cache_bases=False)
+
+
+def fuzz(kind: str, source: Path, n: int, seed: int, work: Path) -> dict[str, list[str]]:
+    """Load `n` random mutations of `source` (a scan or capture file, or an autoencoder
+    folder) in this process; returns {"ok": [...], "error": [messages], "crash": [reprs]}."""
+    from layerscan.core.errors import LayerscanError
+
+    rng = random.Random(seed)
+    work.mkdir(parents=True, exist_ok=True)
+    results: dict[str, list[str]] = {"ok": [], "error": [], "crash": []}
+    for i in range(n):
+        if kind == "autoencoder":
+            target = work / "ae"
+            if target.exists():
+                for item in target.iterdir():
+                    item.unlink()
+            else:
+                target.mkdir()
+            config = (source / "config.json").read_text()
+            weights = (source / "weights.safetensors").read_bytes()
+            if rng.random() < 0.5:
+                config = mutate_json(config, rng)
+            else:
+                weights = mutate(weights, rng)
+            (target / "config.json").write_text(config)
+            (target / "weights.safetensors").write_bytes(weights)
+            load = _load_autoencoder
+        else:
+            target = work / f"mutant{source.suffix}"
+            target.write_bytes(mutate(source.read_bytes(), rng))
+            load = _load_scan if kind == "scan" else _load_capture
+        try:
+            load(target, work)
+            results["ok"].append(str(i))
+        except LayerscanError as exc:
+            results["error"].append(str(exc))
+        except Exception as exc:  # noqa: BLE001 - the fuzz counts every other failure
+            results["crash"].append(f"mutation {i}: {type(exc).__name__}: {exc}"[:300])
+    return results
+
+
+def fuzz_main(kind: str, source: str, n: int, seed: int, work: str, report: str) -> None:
+    """Entry point for a subprocess: fuzz, then write the results and the peak memory (MiB)."""
+    import resource
+    import warnings
+
+    warnings.simplefilter("ignore")
+    results = fuzz(kind, Path(source), n, seed, Path(work))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    Path(report).write_text(json.dumps({**results, "peak_mib": peak}))

@@ -39,7 +39,7 @@ def write_tensor_file(
         try:
             save_file(arrays, str(tmp), metadata={FORMAT_KEY: json.dumps(header)})
         except SafetensorError as exc:  # its I/O errors, e.g. a full disk, as OSError
-            if "StorageFull" in str(exc) or "code: 28" in str(exc):
+            if "os error 28" in str(exc) or "No space left" in str(exc):
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) from exc
             raise
     return Path(path)
