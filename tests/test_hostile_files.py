@@ -397,3 +397,69 @@ def test_fuzzed_files_load_or_fail_in_one_line(kind, files, capture_file, tmp_pa
         f"{kind}: {len(results['ok'])} loaded, {len(results['error'])} one-line errors, "
         f"0 crashes, peak {results['peak_mib']:.0f} MiB"
     )
+
+
+def _cache(folder: Path, states: np.ndarray) -> Path:
+    """A hidden-state cache folder of one shard (n_layers+1, tokens, d_model), two windows."""
+    from layerscan.autoencoder.cache import CACHE_FORMAT_VERSION, META_NAME
+
+    folder.mkdir()
+    np.save(folder / "shard-0000.npy", states)
+    half = states.shape[1] // 2
+    meta = {
+        "format_version": CACHE_FORMAT_VERSION,
+        "n_layers": states.shape[0] - 1,
+        "d_model": states.shape[2],
+        "shards": ["shard-0000.npy"],
+        "windows": [[0, 0, half, 0], [0, half, half, 1]],
+    }
+    (folder / META_NAME).write_text(json.dumps(meta))
+    return folder
+
+
+def test_a_nan_hidden_state_shard_names_the_cache_and_the_fix(tmp_path):
+    from layerscan.autoencoder.cache import HiddenStateCache
+
+    states = np.ones((3, 8, 4), np.float32)  # (n_layers+1, tokens, d_model)
+    states[1, 6, 2] = np.nan
+    cache = HiddenStateCache(_cache(tmp_path / "c", states))
+    assert cache.window(0).shape == (3, 4, 4)
+    with pytest.raises(LayerscanError, match=r"shard-0000.npy holds NaN.*delete the folder"):
+        cache.window(1)
+
+
+def test_a_cache_window_outside_its_shard_is_found_at_open(tmp_path):
+    from layerscan.autoencoder.cache import META_NAME, HiddenStateCache
+
+    folder = _cache(tmp_path / "c", np.ones((3, 8, 4), np.float32))
+    meta = json.loads((folder / META_NAME).read_text())
+    meta["windows"][1] = [0, 6, 10**9, 1]
+    (folder / META_NAME).write_text(json.dumps(meta))
+    with pytest.raises(LayerscanError, match="outside its shard"):
+        HiddenStateCache(folder)
+
+
+def test_a_capture_scaled_by_1e30_warns_or_refuses_never_silently(tiny_models):
+    """States far outside what the autoencoder was fitted on: every R² NaN. The scan warns
+    (or refuses in one line); it never draws as if nothing happened."""
+    import dataclasses
+
+    from layerscan.autoencoder.capture.capture_file import CaptureOptions
+    from layerscan.autoencoder.capture.hidden_states import capture
+    from layerscan.geometry.build import scan_capture
+    from layerscan.geometry.scan_options import ScanOptions
+    from tests.test_pipeline import PROMPT, autoencoder_for
+
+    loaded = tiny_models["llama"]
+    trained = autoencoder_for(loaded, [PROMPT])
+    states = capture(loaded, PROMPT, CaptureOptions(top_k=0))
+    scaled = dataclasses.replace(states, hidden=states.hidden * np.float32(1e30))
+    options = ScanOptions(n_epochs=5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            scan_capture(scaled, trained, options)
+        except LayerscanError as exc:
+            assert "\n" not in str(exc)
+            return
+    assert any(issubclass(w.category, Caution) and "not a number" in str(w.message) for w in caught)
