@@ -463,3 +463,16 @@ def test_a_capture_scaled_by_1e30_warns_or_refuses_never_silently(tiny_models):
             assert "\n" not in str(exc)
             return
     assert any(issubclass(w.category, Caution) and "not a number" in str(w.message) for w in caught)
+
+
+@pytest.mark.slow
+def test_a_damaged_embedded_model_cache_is_converted_again(tmp_path, monkeypatch):
+    """The embedded model's cached conversion with its tokenizer deleted is converted again
+    (about 30 s) instead of failing with advice to download it."""
+    from layerscan.autoencoder.capture import loading
+
+    monkeypatch.setenv("LAYERSCAN_CACHE", str(tmp_path))
+    folder = loading.embedded_model_folder()  # first conversion into the empty cache
+    (folder / "tokenizer.json").unlink()
+    assert loading.embedded_model_folder() == folder
+    assert cached_model_problem(folder) is None
