@@ -492,6 +492,19 @@ def flag_cases() -> list[Case]:
             setup=lambda work: (work / "notes.txt").write_text("a file"),
         )
     )
+    cases.append(
+        Case(
+            "export --prompt names a prompt equal to a file",
+            (
+                "export",
+                "--prompt",
+                "x.scan",
+                *("--model", "{llama}", "--autoencoder", "{ae}", "--epochs", "5"),
+                *("--surface", "none", "--top-k", "2", "-o", "page.html"),
+            ),
+            exit_code=0,
+        )
+    )
     return cases
 
 
