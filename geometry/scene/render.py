@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
 import queue
@@ -202,6 +203,8 @@ class FrameSink:
                     pass
             if code != 0 and self.error is None:
                 tail = b"".join(self._stderr).decode(errors="replace").strip().splitlines()
+                if code == 256 - errno.ENOSPC or "No space left" in " ".join(tail[-3:]):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # one line, above
                 raise LayerscanError(
                     f"ffmpeg failed writing {self.path.name}: "
                     f"{tail[-1] if tail else f'exit code {code}'}"
