@@ -14,9 +14,11 @@ import numpy as np
 import torch
 
 from layerscan.autoencoder.basis_cache import basis_key, basis_path, read_basis, write_basis
+from layerscan.autoencoder.capture.capture_file import NORMALIZATIONS
 from layerscan.autoencoder.config import ModelConfig, from_dict
 from layerscan.autoencoder.model import ParticleAutoencoder
 from layerscan.core.errors import LayerscanError
+from layerscan.core.limits import check_size
 from layerscan.core.outputs import atomic_path
 
 if TYPE_CHECKING:
@@ -89,9 +91,27 @@ class ArtifactConfig:
         values = {k: v for k, v in values.items() if k not in ("format", "format_version")}
         try:
             values["model"] = from_dict(ModelConfig, values["model"], ".model")
-            return cls(**values)
+            config = cls(**values)
         except (KeyError, TypeError) as exc:
             raise LayerscanError(f"{where}: autoencoder config is incomplete ({exc})") from exc
+        except LayerscanError as exc:
+            raise LayerscanError(f"{where}: {exc}") from None
+        config.check(where)
+        return config
+
+    def check(self, where: str) -> None:
+        """Types and bounded sizes of the fields read from config.json (before any weights
+        are allocated); a one-line LayerscanError that states the bound."""
+        for name in ("model_id", "normalization", "architecture"):
+            if not isinstance(getattr(self, name), str):
+                raise LayerscanError(f"{where}: {name} must be text, got {getattr(self, name)!r}")
+        if self.normalization not in NORMALIZATIONS:
+            raise LayerscanError(f"{where}: unknown normalization {self.normalization!r}")
+        check_size(self.d_model, "d_model", f"{where}: d_model")
+        check_size(self.n_layers, "n_layers", f"{where}: n_layers")
+        for name in ("metrics", "training"):
+            if not isinstance(getattr(self, name), dict):
+                raise LayerscanError(f"{where}: {name} must be an object")
 
 
 class EncodedLayers(NamedTuple):
@@ -289,6 +309,8 @@ def load_autoencoder(
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    from layerscan.core.tensor_file import check_container
+
     folder = DEFAULT_ARTIFACT if folder is None else Path(folder)
     config_file, weights_file = folder / CONFIG_NAME, folder / WEIGHTS_NAME
     if not config_file.is_file() or not weights_file.is_file():
@@ -303,6 +325,7 @@ def load_autoencoder(
     if not isinstance(values, dict):
         raise LayerscanError(f"{config_file}: corrupt autoencoder config")
     config = ArtifactConfig.from_json(values, str(config_file))
+    check_container(weights_file, "autoencoder weights")
     model = ParticleAutoencoder(config.model, config.d_model, config.n_layers)
     try:
         state = {

@@ -71,6 +71,25 @@ class HiddenStateCache:
             ) from exc
         # n_layers transformer blocks: a window holds n_layers+1 hidden states per token
         self.n_layers, self.d_model = int(meta["n_layers"]), int(meta["d_model"])
+        self._check_shapes()
+
+    def _check_shapes(self) -> None:
+        """Every shard (n_layers+1, tokens, d_model) and every window inside its shard."""
+        expected = (self.n_layers + 1, self.d_model)
+        for name, shard in zip(self.meta["shards"], self.shards, strict=True):
+            if shard.ndim != 3 or (shard.shape[0], shard.shape[2]) != expected:
+                raise self._unusable(f"{name} has shape {shard.shape}")
+        for w in self.windows:
+            if not (0 <= w.shard < len(self.shards)) or not (
+                0 <= w.offset and w.offset + w.length <= self.shards[w.shard].shape[1]
+            ):
+                raise self._unusable(f"window {w} lies outside its shard")
+
+    def _unusable(self, problem: str) -> LayerscanError:
+        return LayerscanError(
+            f"{self.folder}: unusable hidden-state cache ({problem}); delete the folder and it "
+            f"will be rebuilt"
+        )
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -82,7 +101,10 @@ class HiddenStateCache:
         w = self.windows[index]
         length = w.length if length is None else min(length, w.length)
         view = self.shards[w.shard][layers, w.offset : w.offset + length]
-        return np.asarray(view, dtype=np.float32)
+        states = np.asarray(view, dtype=np.float32)
+        if not np.isfinite(states).all():  # a damaged shard, found before it reaches an SVD
+            raise self._unusable(f"{self.meta['shards'][w.shard]} holds NaN or infinite states")
+        return states
 
 
 def pack_windows(

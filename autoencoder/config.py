@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 from layerscan.autoencoder.capture.capture_file import NORMALIZATIONS, Normalization
 from layerscan.core.errors import LayerscanError
+from layerscan.core.limits import LIMITS, check_size
 
 EXTRACTION_DTYPES = ("float32", "bfloat16", "float16", "auto")
 
@@ -55,6 +57,15 @@ class ModelConfig:
             )
         if self.d_hidden < 0:
             raise LayerscanError(f"model.d_hidden must be >= 0, got {self.d_hidden}")
+        for name, limit in (
+            ("n_particles", LIMITS["n_particles"]),
+            ("d_particle", LIMITS["d_particle"]),
+            ("d_pos", LIMITS["d_particle"]),
+            ("n_anchors", LIMITS["n_layers"]),
+            ("d_hidden", LIMITS["d_hidden"]),
+            ("n_ranks", self.n_particles),
+        ):
+            check_size(getattr(self, name), name, f"model.{name}", low=0, limit=limit)
 
     def ranks(self, d_model: int) -> int:
         """Projections per token: n_ranks, or ceil(d_model / d_particle) (enough to be exact)."""
@@ -276,6 +287,8 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     if kind == "float":
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise LayerscanError(f"config {key}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise LayerscanError(f"config {key}: expected a finite number, got {value!r}")
         return float(value)
     return value if isinstance(value, str) else str(value)
 

@@ -44,6 +44,7 @@ from layerscan.autoencoder.data import (
 from layerscan.autoencoder.model import ParticleAutoencoder
 from layerscan.autoencoder.moments import StateMoments
 from layerscan.core.errors import LayerscanError, Notice
+from layerscan.core.locks import exclusive
 
 FIT = "fit"
 """`--autoencoder fit`: fit one (or reuse the cached fit) even where one is packaged."""
@@ -154,7 +155,9 @@ def fitted_autoencoder(
     config = fit_config(loaded, normalization)
     folder = fit_folder(loaded, config, options, root)
     if not (folder / CONFIG_NAME).is_file():
-        fit_autoencoder(loaded, config, folder, options, progress)
+        with exclusive(folder, f"the autoencoder fit {folder}", wait=True):
+            if not (folder / CONFIG_NAME).is_file():  # another process may have fitted it
+                fit_autoencoder(loaded, config, folder, options, progress)
     try:
         trained = load_autoencoder(folder)
     except LayerscanError as exc:

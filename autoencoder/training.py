@@ -19,6 +19,7 @@ from layerscan.autoencoder.evaluation import evaluate, format_metrics, r2_terms
 from layerscan.autoencoder.model import ParticleAutoencoder
 from layerscan.autoencoder.quiet_lightning import quiet_lightning, quiet_pytree
 from layerscan.core.errors import LayerscanError
+from layerscan.core.locks import exclusive
 from layerscan.core.outputs import check_output, check_run_folder, mark_run_folder
 
 
@@ -135,6 +136,22 @@ def check_checkpoint(path: Path) -> None:
 
 
 def train(
+    config: RunConfig,
+    resume: bool = False,
+    cache_root: str | Path | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> TrainResult:
+    """`_train` holding the run folder's lock: a second run into the same --output is refused
+    with one line while the first runs (DDP workers share their launcher's lock)."""
+    if _is_ddp_worker():
+        return _train(config, resume, cache_root, progress, overwrite)
+    check_run_folder(config.output, resume=resume, overwrite=overwrite)  # before the lock file
+    with exclusive(config.output, f"--output {config.output}", wait=False):
+        return _train(config, resume, cache_root, progress, overwrite)
+
+
+def _train(
     config: RunConfig,
     resume: bool = False,
     cache_root: str | Path | None = None,

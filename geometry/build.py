@@ -106,6 +106,31 @@ def _settings(capture: Capture, autoencoder, options: ScanOptions) -> dict:
     }
 
 
+def warn_unknown_r2(r2: np.ndarray, layer_names: list[str]) -> None:
+    """Warn (never draw silently) when the autoencoder's R² is not a number at some layers,
+    e.g. states scaled far beyond what its statistics hold (a capture scaled by 1e30).
+
+    Args:
+        r2: (n_steps, n_layers+1) reconstruction R².
+    """
+    unknown = np.flatnonzero(~np.isfinite(r2).all(axis=0))  # layers with a NaN or inf R²
+    if unknown.size:
+        import warnings
+
+        from layerscan.core.errors import Caution
+
+        names = ", ".join(layer_names[i] for i in unknown[:3]) + (
+            " ..." if unknown.size > 3 else ""
+        )
+        warnings.warn(
+            f"the autoencoder's R² is not a number at {unknown.size} layers ({names}): these "
+            f"hidden states lie far outside what it was fitted on (e.g. rescaled), so the "
+            f"picture there is not faithful",
+            Caution,
+            stacklevel=3,
+        )
+
+
 def build_scan(
     capture: Capture,
     step_lengths: list[int],
@@ -126,6 +151,7 @@ def build_scan(
         particle_tokens: (n_steps, n_particles) token of each particle at each step.
     """
     timings = {} if timings is None else timings
+    warn_unknown_r2(np.asarray(reconstruction_r2), capture.layer_names)
     start = time.perf_counter()
     k = max(options.k_neighbors, options.faithfulness_k)
     knn = np.stack(

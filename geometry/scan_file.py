@@ -319,8 +319,20 @@ def load_any(path: str | os.PathLike) -> Scan | DiffScan:
 
 
 def _read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
+    """The arrays and header of a scan or diff file, validated (geometry.scan_checks)."""
+    from layerscan.geometry.scan_checks import check_diff, check_scan
+
     arrays, meta = read_tensor_file(path, SCAN_KIND, SCAN_FORMAT_VERSION)
-    if meta.get("type") not in ("scan", "diff"):
+    if meta.get("type") == "diff":
+        check_diff(path, arrays, meta)
+    elif meta.get("type") == "scan":
+        if set(meta) != {"type", "scan"}:
+            raise LayerscanError(
+                f"{path}: corrupt or edited scan file: its header's keys are "
+                f"{sorted(meta)}, expected type and scan; recreate it"
+            )
+        check_scan(path, arrays, meta["scan"])
+    else:
         raise LayerscanError(f"{path}: scan file has no scan type")
     return arrays, meta
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from layerscan.core.errors import LayerscanError
+from layerscan.core.limits import check_number, check_size
 
 ProjectionMode = Literal["tokens", "fast", "aligned-umap", "independent"]
 PROJECTION_MODES: tuple[str, ...] = get_args(ProjectionMode)
@@ -50,6 +51,8 @@ class SurfaceOptions:
             raise LayerscanError(
                 "surface options need grid >= 4, 0 < bandwidth < 1 and 0 <= level_quantile < 1"
             )
+        check_size(self.grid, "surface_grid", "--surface-grid", low=4)
+        check_number(self.alpha, "--alpha", 0, 1)
 
 
 @dataclass
@@ -106,3 +109,15 @@ class ScanOptions:
             raise LayerscanError("n_epochs must be >= 1")
         if not 0 <= self.group_spread <= 1:
             raise LayerscanError(f"group_spread must be in [0, 1], got {self.group_spread}")
+        for flag, value, name in (
+            ("--neighbors", self.n_neighbors, "neighbors"),
+            ("--epochs", self.n_epochs, "epochs"),
+            ("--line-neighbors", self.k_neighbors, "k_neighbors"),
+            ("--faithfulness-k", self.faithfulness_k, "k_neighbors"),
+            ("--threads", self.threads, "threads"),
+        ):
+            if value is not None:
+                check_size(value, name, flag)
+        check_size(self.token_time_epochs, "epochs", "--token-time-epochs", low=0)
+        check_number(self.alignment, "--alignment", 0, 100)
+        check_size(self.seed, "seed", "--projection-seed", low=0)

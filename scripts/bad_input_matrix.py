@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from tests.bad_inputs import CASES, prepare_inputs, problems, run_subprocess  # noqa: E402
+from tests.hostile_files import hostile_cases  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="layerscan-matrix-"))
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         inputs = prepare_inputs(root / "inputs")
-    cases = [case for case in CASES if args.k in case.name]
+    cases = [case for case in [*CASES, *hostile_cases()] if args.k in case.name]
     rows, kept, known, broken = [], 0, 0, []
     for i, case in enumerate(cases):
         result = run_subprocess(case, root / f"case-{i:03d}", inputs)

@@ -13,6 +13,7 @@ import json
 import os
 import pickle
 import shutil
+import stat
 import subprocess
 import sys
 from collections.abc import Callable
@@ -90,11 +91,19 @@ class Result(NamedTuple):
 
 
 def snapshot(folder: Path) -> dict[str, str]:
-    """{relative path: content digest, or "dir"} of everything under `folder`."""
+    """{relative path: content digest, "dir", or the kind of a special file (a fifo, socket or
+    device is never read) } of everything under `folder`."""
     entries = {}
     for path in sorted(folder.rglob("*")):
         rel = str(path.relative_to(folder))
-        entries[rel] = "dir" if path.is_dir() else hashlib.sha1(path.read_bytes()).hexdigest()
+        if path.is_symlink() and not path.exists():
+            entries[rel] = "broken link"
+        elif path.is_dir():
+            entries[rel] = "dir"
+        elif path.is_file():
+            entries[rel] = hashlib.sha1(path.read_bytes()).hexdigest()
+        else:
+            entries[rel] = f"special {stat.S_IFMT(path.stat().st_mode)}"
     return entries
 
 
@@ -463,6 +472,11 @@ CASES: list[Case] = [
     Case(
         "--top-k 100000",
         ("capture", "hi", "--model", "{llama}", "--top-k", "100000"),
+        message="from 0 to 1000",
+    ),
+    Case(
+        "--top-k 500",
+        ("capture", "hi", "--model", "{llama}", "--top-k", "500"),
         message="exceeds the vocabulary",
     ),
     Case(

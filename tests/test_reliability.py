@@ -21,6 +21,7 @@ from layerscan.cli.main import main
 from layerscan.core.errors import LayerscanError, Notice
 from layerscan.core.outputs import check_run_folder, mark_run_folder, remove_stale_partials
 from tests.bad_inputs import CASES, QUICK, REPO, prepare_inputs, problems, run_in_process
+from tests.hostile_files import hostile_cases
 from tests.synthetic_scan import make_scan
 from tests.tiny_models import ARCHITECTURES
 
@@ -45,7 +46,7 @@ def matrix_inputs(tmp_path_factory) -> dict[str, str]:
             if case.owner
             else [],
         )
-        for case in CASES
+        for case in [*CASES, *hostile_cases()]
     ],
 )
 def test_bad_input_matrix(case, matrix_inputs, tmp_path):

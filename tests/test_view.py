@@ -241,3 +241,42 @@ def test_no_display_is_a_one_line_error(monkeypatch, tmp_path, capsys):
     assert main(["view", str(tmp_path / "s.scan")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("layerscan: error: no display") and err.count("\n") == 1
+
+
+@pytest.mark.slow
+@pytest.mark.display
+@pytest.mark.parametrize("how, code", [("q", 0), ("close", 0), ("sigterm", 143)])
+def test_the_window_quits_cleanly(xdisplay, tmp_path, how, code):
+    """`layerscan view` under Xvfb without a window manager: the q key (typed through XTest),
+    the close request a window manager sends, and SIGTERM each end it, exit 0, 0 and 143."""
+    import signal
+    import time
+
+    from tests.x11_events import find_window, request_close, type_key
+
+    make_scan(n_layers=2, n_particles=64).save(tmp_path / "s.scan")
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "layerscan", "view", str(tmp_path / "s.scan")],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "DISPLAY": xdisplay, "PYTHONPATH": str(root)},
+    )
+    try:
+        window = find_window(xdisplay, "layerscan")
+        time.sleep(2)  # the event loop is running
+        if how == "q":
+            type_key(xdisplay, "q")
+        elif how == "close":
+            request_close(xdisplay, window)
+        else:
+            proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, err[-1500:]
+    assert "Traceback" not in err and "Caught a Ctrl-C" not in err
+    if how == "sigterm":
+        assert err.strip().splitlines()[-1].startswith("layerscan: terminated")

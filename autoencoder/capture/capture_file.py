@@ -12,6 +12,7 @@ from typing import Literal, get_args
 import numpy as np
 
 from layerscan.core.errors import LayerscanError
+from layerscan.core.limits import check_number, check_size
 from layerscan.core.tensor_file import read_tensor_file, write_tensor_file
 
 Normalization = Literal["final-norm", "standardize", "raw"]
@@ -61,6 +62,10 @@ class CaptureOptions:
             raise LayerscanError(
                 f"--lens-last must be 0 (every token) or more, got {self.lens_last}"
             )
+        check_size(self.generate, "generate", "--generate", low=0)
+        check_size(self.top_k, "top_k", "--top-k", low=0)
+        check_size(self.seed, "seed", "--seed", low=0)
+        check_number(self.temperature, "--temperature", 0, 100, low_open=True)
 
 
 def layer_names(n_layers: int) -> list[str]:
@@ -194,15 +199,60 @@ class Capture:
     def load(cls, path: str | os.PathLike) -> Capture:
         """Read a file written by `save`; a foreign, old or corrupt file raises LayerscanError."""
         arrays, meta = read_tensor_file(path, CAPTURE_KIND, CAPTURE_FORMAT_VERSION)
-        try:
-            capture = cls(
-                hidden=arrays["hidden"],
-                token_ids=arrays["token_ids"].tolist(),
-                lens_ids=arrays.get("lens_ids"),
-                lens_probs=arrays.get("lens_probs"),
-                **meta,
-            )
-        except (KeyError, TypeError) as exc:
-            raise LayerscanError(f"{path}: capture file is missing fields ({exc})") from exc
+        check_capture(path, arrays, meta)
+        capture = cls(
+            hidden=arrays["hidden"],
+            token_ids=arrays["token_ids"].tolist(),
+            lens_ids=arrays.get("lens_ids"),
+            lens_probs=arrays.get("lens_probs"),
+            **meta,
+        )
         capture.validate()
         return capture
+
+
+CAPTURE_META = ("tokens", "n_prompt_tokens", "model_id", "revision", "architecture")
+CAPTURE_META_REST = ("normalization", "is_causal", "prompt", "lens_tokens", "extra")
+
+
+def check_capture(path: str | os.PathLike, arrays: dict, meta: dict) -> None:
+    """The one validation of a capture file at load: header fields and types, array dtypes,
+    shapes against each other, bounded sizes, finite states; a one-line LayerscanError."""
+    from layerscan.core.file_checks import FLOATS, INTS, FileCheck
+    from layerscan.core.limits import LIMITS
+
+    check = FileCheck(path, "capture")
+    check.keys(meta, CAPTURE_META, CAPTURE_META_REST, "capture header")
+    check.only_arrays(arrays, ("hidden", "token_ids", "lens_ids", "lens_probs"))
+    hidden = check.array(arrays, "hidden", FLOATS, (None, None, None))
+    frames, n_tokens, d_model = hidden.shape
+    for size, name in ((frames - 1, "n_layers"), (n_tokens, "n_tokens"), (d_model, "d_model")):
+        if not 1 <= size <= LIMITS[name]:
+            raise check.fail(f"its hidden states have {size} {name}, expected 1 to {LIMITS[name]}")
+    check.array(arrays, "token_ids", INTS, (n_tokens,), low=0)
+    check.strings(meta["tokens"], "tokens", n_tokens)
+    check.integer(meta["n_prompt_tokens"], "n_prompt_tokens", 0, n_tokens)
+    for name in ("model_id", "architecture"):
+        check.value(meta[name], str, name)
+    check.value(meta["revision"], (str, type(None)), "revision")
+    if meta.get("normalization", "final-norm") not in NORMALIZATIONS:
+        raise check.fail(f"unknown normalization {meta['normalization']!r}")
+    check.value(meta.get("is_causal", True), bool, "is_causal")
+    check.value(meta.get("prompt", ""), str, "prompt")
+    check.value(meta.get("extra", {}), dict, "extra")
+    ids = check.array(arrays, "lens_ids", INTS, (frames, n_tokens, None), low=0, required=False)
+    probs = check.array(arrays, "lens_probs", FLOATS, (frames, n_tokens, None), required=False)
+    lens = meta.get("lens_tokens")
+    if (ids is None) != (probs is None) or (ids is not None and ids.shape != probs.shape):
+        raise check.fail("its logit-lens ids and probabilities do not match")
+    if lens is not None:
+        if ids is None:
+            raise check.fail("it has logit-lens tokens but no lens_ids")
+        check.value(lens, list, "lens_tokens")
+        if len(lens) != frames or any(
+            not isinstance(layer, list) or len(layer) != n_tokens for layer in lens
+        ):
+            raise check.fail("its lens_tokens do not match its hidden states")
+        for layer in lens:
+            for row in layer:
+                check.strings(row, "lens_tokens[layer][position]", ids.shape[2])

@@ -243,8 +243,11 @@ def prompt_ids(
         The prompt's token ids, to pass to `capture` so it does not tokenize again.
     """
     check_capture_options(loaded, options)
-    ids = tokenize_prompt(loaded, prompt, chat=options.chat, extra_tokens=options.generate)
-    check_length(len(ids), options.generate, max_tokens, whose)
+    ids = tokenize_prompt(loaded, prompt, chat=options.chat)
+    context = context_length(loaded.config, loaded.tokenizer)
+    limits = [(max_tokens, whose), (context, f"the context of {loaded.model_id}")]
+    for limit, who in sorted((pair for pair in limits if pair[0] is not None), key=lambda p: p[0]):
+        check_length(len(ids), options.generate, limit, who)  # the lower limit is the one cited
     return ids
 
 

@@ -11,8 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
+from layerscan.autoencoder.capture.model_checks import (
+    cached_model_problem,
+    check_cache_place,
+    check_model_config,
+    convert_embedded,
+)
 from layerscan.core.errors import LayerscanError
-from layerscan.core.outputs import atomic_path
+from layerscan.core.locks import exclusive
 
 if TYPE_CHECKING:
     import torch
@@ -138,9 +144,11 @@ def load_model(
         kwargs["device_map"] = "auto"
     try:
         model = auto_class.from_pretrained(source, config=config, **kwargs)  # not read again
-    except OSError as exc:
+    except Exception as exc:
+        if not isinstance(exc, OSError) and type(exc).__name__ != "SafetensorError":
+            raise
         raise LayerscanError(
-            f"cannot load weights of {model_id!r}: {exc}".splitlines()[0]
+            f"cannot load weights of {model_id!r} from {source}: {exc}".splitlines()[0]
             + " (layerscan loads safetensors weights only)"
         ) from exc
     if "device_map" not in kwargs:
@@ -239,6 +247,7 @@ def _load_config_and_tokenizer(
             config = transformers.AutoConfig.from_pretrained(
                 source, trust_remote_code=trust_remote_code, local_files_only=local_only
             )
+            check_model_config(config, model_id)
             if looks_like_path:
                 _check_tokenizer_files(source)
             tokenizer = transformers.AutoTokenizer.from_pretrained(  # config: read once
@@ -257,6 +266,13 @@ def _load_config_and_tokenizer(
             raise LayerscanError(f"cannot load model {model_id!r}: {exc}") from exc
         except OSError:
             continue
+        except Exception as exc:  # transformers' strict config checks (huggingface_hub's)
+            if "StrictDataclass" not in type(exc).__name__:
+                raise
+            raise LayerscanError(
+                f"cannot load model {model_id!r}: its config.json is invalid "
+                f"({str(exc).splitlines()[0]} {str(exc).splitlines()[-1].strip()})"
+            ) from exc
     where = (
         "the folder has no usable config.json/tokenizer"
         if looks_like_path
@@ -377,41 +393,12 @@ def embedded_model_folder() -> Path:
     and the dequantized weights are copied over before saving.
     """
     folder = cache_dir() / "models" / f"SmolLM2-135M-Instruct-Q4_1-{embedded_revision()}"
-    if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
+    check_cache_place(folder)
+    if cached_model_problem(folder) is None:
         return folder
-    import torch
-    import transformers
-
-    gguf = embedded_gguf_path()
-    import sys
-    import time
-
-    started = time.perf_counter()
-    print(
-        f"layerscan: converting the embedded model to safetensors (about 30 s, once) into "
-        f"{folder} ...",
-        file=sys.stderr,
-        flush=True,
-    )
-    tokenizer = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    gguf_model = transformers.AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-    )
-    config = gguf_model.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(gguf_model.state_dict())
-    with atomic_path(folder, suffix="", folder=True, kind="model") as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "layerscan.json").write_text(
-            json.dumps({"source": str(gguf), "revision": embedded_revision()}, indent=2)
-        )
-    print(
-        f"layerscan: converted in {time.perf_counter() - started:.0f} s; later runs load it "
-        f"directly",
-        file=sys.stderr,
-        flush=True,
-    )
+    with exclusive(folder, f"the cached embedded model {folder}", wait=True):
+        problem = cached_model_problem(folder)  # another process may have converted it
+        if problem is None:
+            return folder
+        convert_embedded(embedded_gguf_path(), embedded_revision(), folder, problem)
     return folder

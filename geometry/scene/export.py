@@ -13,6 +13,7 @@ from layerscan.core.errors import LayerscanError
 from layerscan.core.outputs import atomic_path
 from layerscan.geometry.scan_file import DiffScan, Scan
 from layerscan.geometry.scene import frames as fr
+from layerscan.geometry.scene.mesh_bytes import encode_mesh
 from layerscan.geometry.scene.style import token_colors
 
 MESH_FORMATS = ("vtp", "vtk", "ply")
@@ -103,10 +104,7 @@ def _write_scan(
             ("surfaces", surface_mesh(scan, step, layer)),
         ):
             name = f"{kind[:-1]}_layer{layer:02d}.{fmt}"
-            if fmt == "ply":
-                mesh = mesh.copy()
-                mesh.clear_data()
-            mesh.save(folder / name, binary=True)
+            (folder / name).write_bytes(encode_mesh(mesh, fmt))  # a full disk: an OSError
             entries[kind].append((layer, name))
     if fmt == "vtp":
         for kind, files in entries.items():

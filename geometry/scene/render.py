@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
 import queue
@@ -22,6 +23,7 @@ from layerscan.core.outputs import atomic_path
 from layerscan.core.signals import deferred, raise_if_pending
 from layerscan.geometry.scan_file import DiffScan, Scan
 from layerscan.geometry.scene import frames as fr
+from layerscan.geometry.scene.bounds import check_movie_bounds
 
 VIDEO_SUFFIXES = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
 Quality = Literal["low", "medium", "high"]
@@ -69,6 +71,7 @@ class RenderOptions:
             raise LayerscanError(f"--hold must be 0 or more seconds, got {self.hold}")
         if not math.isfinite(self.orbit):
             raise LayerscanError(f"--orbit must be a number of degrees, got {self.orbit}")
+        check_movie_bounds(self.duration, self.hold, self.orbit, self.frames_per_layer)
         if self.still_layer is not None and not (
             math.isfinite(self.still_layer) and self.still_layer >= 0
         ):
@@ -200,6 +203,8 @@ class FrameSink:
                     pass
             if code != 0 and self.error is None:
                 tail = b"".join(self._stderr).decode(errors="replace").strip().splitlines()
+                if code == 256 - errno.ENOSPC or "No space left" in " ".join(tail[-3:]):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # one line, above
                 raise LayerscanError(
                     f"ffmpeg failed writing {self.path.name}: "
                     f"{tail[-1] if tail else f'exit code {code}'}"

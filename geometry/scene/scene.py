@@ -16,6 +16,7 @@ from vtkmodules.vtkRenderingCore import vtkRenderer
 from layerscan.core.errors import LayerscanError
 from layerscan.geometry.scan_file import DiffScan, Scan, diverges
 from layerscan.geometry.scene import frames as fr
+from layerscan.geometry.scene.bounds import check_scene_bounds
 from layerscan.geometry.scene.legend import Scale
 from layerscan.geometry.scene.overlays import LayerChart, plain_text_backend, token_label
 from layerscan.geometry.scene.panel import Panel
@@ -111,6 +112,7 @@ class SceneOptions:
             raise LayerscanError(f"surface opacity must be in 0..1, got {self.surface_opacity}")
         if self.n_links < 0:
             raise LayerscanError(f"lines per particle must be 0 or more, got {self.n_links}")
+        check_scene_bounds(self.point_size, self.n_links)
         if self.color_mode is not None and self.color_mode not in COLOR_MODES:
             raise LayerscanError(
                 f"unknown colour mode {self.color_mode!r}; use one of {', '.join(COLOR_MODES)}"

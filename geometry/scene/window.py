@@ -12,6 +12,7 @@ import numpy as np
 
 from layerscan.core.errors import LayerscanError
 from layerscan.core.outputs import atomic_path
+from layerscan.core.signals import deferred, pending
 from layerscan.geometry.scan_file import DiffScan, Scan
 from layerscan.geometry.scene.style import use_font
 
@@ -202,7 +203,14 @@ class Viewer:
             "t": lambda: self._toggle("labels"),
             "c": self._cycle_colour,
             "s": self.screenshot,
+            "q": self.quit,
+            "Escape": self.quit,
         }
+
+    def quit(self) -> None:
+        """End the window's event loop (`q`, Escape, closing the window, or SIGTERM)."""
+        if self.plotter.iren is not None:
+            self.plotter.iren.interactor.TerminateApp()
 
     def press(self, key: str) -> None:
         """Act on a key as if it were pressed in the window (VTK key symbol, e.g. 'space')."""
@@ -228,6 +236,7 @@ class Viewer:
             if style is not None:
                 style.RemoveObservers(event)
         iren.interactor.AddObserver("KeyPressEvent", self._on_key, 10.0)
+        self.plotter.clear_events_for_key("q")  # pyvista's own q closes the plotter mid-event
 
     def _add_picking(self) -> None:
         """A click on a particle names its token and layer (VTK's point picker)."""
@@ -309,7 +318,9 @@ class Viewer:
     # --- running -----------------------------------------------------------------------
     def start_timer(self) -> None:
         iren = self.plotter.iren
-        iren.interactor.AddObserver("TimerEvent", lambda *_: self.tick())
+        iren.interactor.AddObserver(
+            "TimerEvent", lambda *_: self.quit() if pending() is not None else self.tick()
+        )
         self._timer_id = iren.interactor.CreateRepeatingTimer(max(1, int(1000 / self.fps)))
 
     def run(self, title: str = "layerscan") -> None:
@@ -317,8 +328,11 @@ class Viewer:
         self.show(layer=0.0)
         self.start_timer()
         self.playing = True
+        if self.plotter.iren is not None:  # the window manager's close button
+            self.plotter.iren.interactor.AddObserver("ExitEvent", lambda *_: self.quit())
         try:
-            self.plotter.show(title=title, auto_close=False)
+            with deferred():  # Ctrl-C and SIGTERM: recorded, the timer ends the loop, raised after
+                self.plotter.show(title=title, auto_close=False)
         finally:
             self.close()
 

@@ -209,6 +209,9 @@ class PipelineFlags:
                 fit=options_from_args(FitOptions, args),
                 autoencoder=args.autoencoder,
             )
+        for name in ("prompt", "source"):
+            for text in _texts(vars(args).get(name)):
+                check_text(text)
         self.save_scan: str | None = vars(args).get("save_scan")
         if self.save_scan is not None and not self.save_scan.endswith(".scan"):
             raise LayerscanError(f"{self.save_scan}: scan files end in .scan")
@@ -233,11 +236,60 @@ class PipelineFlags:
         return Pipeline(**self.settings)
 
 
-def load_or_scan(flags: PipelineFlags, source: str | None):
-    """A Scan from a .scan file, or from a prompt (default prompt: None) through the pipeline."""
+def check_text(text: str, what: str = "the prompt") -> str:
+    """Refuse, before the model loads, text that is not valid UTF-8 (Python keeps such bytes
+    of the command line as lone surrogates, which no tokenizer takes)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise LayerscanError(
+            f"{what} is not valid UTF-8 text; check the terminal's or the file's encoding"
+        ) from None
+    return text
+
+
+def _texts(value) -> list[str]:
+    """A positional argument's strings (None, one string, or a list of them)."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else [v for v in value if isinstance(v, str)]
+
+
+def refuse_save_scan_of_a_file(flags: PipelineFlags, source: str) -> None:
+    """--save-scan with a .scan input would only copy it: say so instead of ignoring it."""
+    if flags.save_scan:
+        raise LayerscanError(
+            f"--save-scan: {source} is already a scan file, so nothing new would be saved; "
+            f"drop --save-scan (or copy the file)"
+        )
+
+
+def add_prompt_argument(parser: argparse.ArgumentParser) -> None:
+    """--prompt TEXT: the text is a prompt even where a file of that name exists."""
+    parser.add_argument(
+        "--prompt",
+        metavar="TEXT",
+        help="scan TEXT as a prompt, even if a file of that name exists (instead of the "
+        "positional argument)",
+    )
+
+
+def source_and_kind(args: argparse.Namespace, source: str | None) -> tuple[str | None, bool]:
+    """(the source, whether it is surely a prompt): --prompt, or the positional argument."""
+    if getattr(args, "prompt", None) is None:
+        return source, False
+    if source:
+        raise LayerscanError("give the prompt either as the argument or with --prompt, not both")
+    return args.prompt, True
+
+
+def load_or_scan(flags: PipelineFlags, source: str | None, prompt: bool = False):
+    """A Scan from a .scan file, or from a prompt (default prompt: None) through the pipeline;
+    `prompt`: `source` is a prompt even if a file of that name exists (--prompt)."""
     from layerscan.geometry.scan_file import Scan, load_any
 
-    if source is not None and is_scan_file(source):
+    if source is not None and not prompt and is_scan_file(source):
+        refuse_save_scan_of_a_file(flags, source)
         scan = load_any(source)
         if not isinstance(scan, Scan):
             raise LayerscanError(f"{source}: holds a diff; use `layerscan diff {source}`")
@@ -268,6 +320,7 @@ def load_or_diff(flags: PipelineFlags, sources: list[str]):
             raise LayerscanError(
                 "a diff needs two prompts (or one diff .scan file), or one prompt with --model-b"
             )
+        refuse_save_scan_of_a_file(flags, sources[0])
         diff = load_any(sources[0])
         if not isinstance(diff, DiffScan):
             raise LayerscanError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 import traceback
 import warnings
@@ -11,7 +12,7 @@ from collections.abc import Callable
 
 from layerscan import __version__
 from layerscan.core.errors import Caution, LayerscanError, Notice, Terminated
-from layerscan.core.signals import interruptible
+from layerscan.core.signals import interruptible, raise_if_pending
 from layerscan.core.startup import paused_collection
 
 COMMAND_MODULES = (
@@ -35,6 +36,10 @@ EXIT_TERMINATED = 143
 """SIGTERM (128 + SIGTERM), after the same cleanup as Ctrl-C."""
 
 
+NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$|^-(inf|infinity|nan)$", re.I)
+"""Arguments argparse reads as values, not flags (its own pattern has no exponents)."""
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports usage errors as one line and exit code 2, and adds the argument
     groups a command `defer`s only when that command is parsed or its help shown (their option
@@ -43,6 +48,7 @@ class _Parser(argparse.ArgumentParser):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self._negative_number_matcher = NEGATIVE_NUMBER  # so `--orbit -1e300` is a value
         self._deferred: list[Callable[[argparse.ArgumentParser], None]] | None = []
 
     def defer(self, add: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -126,7 +132,11 @@ def main(argv: list[str] | None = None) -> int:
                 if issubclass(category, Notice)
                 else shown(message, category, *rest)
             )
-            return int(args.run(args) or 0)
+            try:
+                return int(args.run(args) or 0)
+            except SystemExit:  # a library (Lightning) that exits on Ctrl-C or SIGTERM
+                raise_if_pending()
+                raise
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, Terminated)
         print(

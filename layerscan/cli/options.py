@@ -7,6 +7,7 @@ import ast
 import dataclasses
 import functools
 import inspect
+import math
 import textwrap
 import types
 import typing
@@ -74,6 +75,31 @@ def _size(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a size; write it as WIDTHxHEIGHT, e.g. 1280x720"
         ) from None
+
+
+def _float(text: str) -> float:
+    """A finite number ("inf" and "nan" are refused here, so no option ever sees them)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+_float.__name__ = "float"  # argparse names the type in its messages
+
+
+def _int(text: str) -> int:
+    """A whole number that fits 64 bits (`2**70` or 1e30 as digits is refused here)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if abs(value) >= 2**63:
+        raise argparse.ArgumentTypeError(f"{text!r} is too large (at most 2**63 - 1)")
+    return value
 
 
 def _help(doc: str, default: Any) -> str:
@@ -152,7 +178,8 @@ def add_options(
         elif typing.get_origin(hint) is tuple:
             kwargs.update(type=_size, metavar=kwargs.get("metavar", "WxH"))
         elif hint in (int, float, str):
-            kwargs.update(type=hint, metavar=kwargs.get("metavar", flag[2:].upper()))
+            kind = {int: _int, float: _float}.get(hint, hint)
+            kwargs.update(type=kind, metavar=kwargs.get("metavar", flag[2:].upper()))
         else:
             raise TypeError(f"{cls.__name__}.{field.name}: no flag for type {hint!r}")
         group.add_argument(flag, **kwargs)

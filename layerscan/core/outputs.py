@@ -3,33 +3,56 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
 import secrets
 import shutil
+import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from layerscan import __version__
 from layerscan.core.errors import LayerscanError
 
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+"""Errors of a write that found no room: reported as one line naming the output."""
 MANIFEST = ".layerscan-output.json"
 """Marks a folder that layerscan wrote, with the entries it wrote; only such a folder is ever
 replaced, and only with --overwrite."""
 
 
+NAME_MAX = 255
+"""Longest file name, in bytes, that Linux and macOS file systems take."""
+_PARTIAL_EXTRA = 48
+"""Bytes a temporary name adds to the stem: `.`, `.PID.HEX.partial` and the suffix (capped)."""
+
+
+def _short(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` UTF-8 bytes (never inside a character)."""
+    return text.encode("utf-8", "surrogateescape")[:limit].decode("utf-8", "ignore")
+
+
+def _partial_parts(final: Path, suffix: str) -> tuple[str, str]:
+    """The stem and suffix a temporary name of `final` uses: together they leave room for the
+    process id and random part, so a temporary name fits NAME_MAX whenever `final` does."""
+    suffix = _short(suffix, 16)
+    return _short(final.stem, NAME_MAX - _PARTIAL_EXTRA - len(suffix.encode())), suffix
+
+
 def _partial_pattern(final: Path, suffix: str) -> re.Pattern:
     """`.NAME.PID.HEX.partialSUFFIX` (and `...partial-old`) of `final`, PID as group 1."""
+    stem, suffix = _partial_parts(final, suffix)
     return re.compile(
-        rf"\.{re.escape(final.stem)}\.(\d+)\.[0-9a-f]{{8}}"
-        rf"\.partial(?:{re.escape(suffix)}|-old)"
+        rf"\.{re.escape(stem)}\.(\d+)\.[0-9a-f]{{8}}\.partial(?:{re.escape(suffix)}|-old)"
     )
 
 
 def _partial_name(final: Path, suffix: str, old: bool = False) -> Path:
+    stem, suffix = _partial_parts(final, suffix)
     tail = "-old" if old else suffix
-    return final.parent / f".{final.stem}.{os.getpid()}.{secrets.token_hex(4)}.partial{tail}"
+    return final.parent / f".{stem}.{os.getpid()}.{secrets.token_hex(4)}.partial{tail}"
 
 
 def _alive(pid: int) -> bool:
@@ -123,7 +146,14 @@ def _check_place(
     """Refuse the root, home and current folders, a folder holding an input, a parent that is
     a file, and a place where nothing can be written. Returns the expanded path."""
     final = Path(path).expanduser()
-    resolved = final.resolve()
+    try:
+        resolved = final.resolve()
+        check_kind(final, folder, flag, path)
+    except (OSError, RuntimeError) as exc:  # a symbolic link loop, an unreadable parent
+        reason = getattr(exc, "strerror", None) or "a symbolic link loop"
+        raise LayerscanError(
+            f"{flag} {path}: cannot be reached ({reason}); choose another output path"
+        ) from None
     cwd = Path.cwd().resolve()
     guarded = {
         Path(resolved.anchor): "the filesystem root",
@@ -155,6 +185,29 @@ def _check_place(
         )
     _probe_writable(ancestor, path, flag)
     return final
+
+
+_SPECIAL = {
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFIFO: "a named pipe (fifo)",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def check_kind(final: Path, folder: bool, flag: str = "-o", path=None) -> None:
+    """Refuse an existing output that is no regular file or folder (a device, a pipe, a
+    socket, or a link to one): layerscan replaces only files and folders, never e.g. /dev/null."""
+    try:
+        mode = final.stat().st_mode  # follows links: a link to /dev/null is refused too
+    except (FileNotFoundError, NotADirectoryError):
+        return  # nothing there yet, or a parent that is a file (_check_place says so)
+    kind = _SPECIAL.get(stat.S_IFMT(mode))
+    if kind is not None:
+        raise LayerscanError(
+            f"{flag} {path if path is not None else final}: is {kind}; layerscan writes only "
+            f"regular {'folders' if folder else 'files'}, name one instead"
+        )
 
 
 def check_run_folder(
@@ -296,6 +349,13 @@ def atomic_path(
             if tmp.is_file() and not tmp.is_symlink():
                 os.chmod(tmp, 0o666 & ~_umask())  # writers such as safetensors make 0600
             os.replace(tmp, final)
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            raise
+        raise LayerscanError(
+            f"{final}: the disk is full ({exc.strerror}); nothing was written, free some "
+            f"space or write elsewhere and rerun"
+        ) from exc
     finally:
         if tmp.exists() or tmp.is_symlink():
             _remove(tmp)

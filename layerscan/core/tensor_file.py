@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -12,6 +13,7 @@ from safetensors.numpy import load_file, save_file
 
 from layerscan import __version__
 from layerscan.core.errors import LayerscanError
+from layerscan.core.limits import LIMITS, memory_bytes
 from layerscan.core.outputs import atomic_path
 
 FORMAT_KEY = "layerscan"
@@ -34,8 +36,40 @@ def write_tensor_file(
     }
     arrays = {name: np.ascontiguousarray(value) for name, value in arrays.items()}
     with atomic_path(path) as tmp:
-        save_file(arrays, str(tmp), metadata={FORMAT_KEY: json.dumps(header)})
+        try:
+            save_file(arrays, str(tmp), metadata={FORMAT_KEY: json.dumps(header)})
+        except SafetensorError as exc:  # its I/O errors, e.g. a full disk, as OSError
+            if "os error 28" in str(exc) or "No space left" in str(exc):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) from exc
+            raise
     return Path(path)
+
+
+def check_container(path: Path, kind: str) -> None:
+    """Refuse, before reading it, a file that is missing, not regular, larger than a quarter of
+    this machine's memory (sparse files declaring huge arrays), or whose header is out of bounds."""
+    if not path.exists():
+        raise LayerscanError(f"{path}: no such file")
+    if not path.is_file():
+        raise LayerscanError(f"{path}: is not a regular file; give a layerscan {kind} file")
+    size = path.stat().st_size
+    limit = memory_bytes() // 4  # loading, checking and drawing copy its arrays
+    if size > limit:
+        raise LayerscanError(
+            f"{path}: is {size / 1e9:.1f} GB; layerscan reads {kind} files up to "
+            f"{limit / 1e9:.1f} GB (a quarter of this machine's memory)"
+        )
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(8)
+    except OSError as exc:
+        raise LayerscanError(f"{path}: cannot read it ({exc.strerror})") from None
+    declared = int.from_bytes(head, "little") if len(head) == 8 else -1
+    if not 0 < declared <= min(LIMITS["header_bytes"], size - 8):
+        raise LayerscanError(
+            f"{path}: not a layerscan {kind} file or corrupt (its header declares {declared} "
+            f"bytes; the file has {size}, and headers are at most {LIMITS['header_bytes']})"
+        )
 
 
 def read_tensor_file(
@@ -43,8 +77,7 @@ def read_tensor_file(
 ) -> tuple[dict[str, np.ndarray], dict]:
     """Read a file written by `write_tensor_file`, refusing other kinds and versions."""
     path = Path(path)
-    if not path.is_file():
-        raise LayerscanError(f"{path}: no such file")
+    check_container(path, kind)
     try:
         with safe_open(str(path), framework="numpy") as handle:  # checks the header's offsets
             header = json.loads((handle.metadata() or {})[FORMAT_KEY])
@@ -63,4 +96,6 @@ def read_tensor_file(
             f"{header.get('layerscan_version')}); this layerscan reads version {format_version}. "
             f"Recreate the file with this version."
         )
+    if not isinstance(header.get("meta"), dict):
+        raise LayerscanError(f"{path}: its header has no 'meta' object; the {kind} file is corrupt")
     return arrays, header["meta"]

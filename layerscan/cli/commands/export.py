@@ -7,11 +7,13 @@ import argparse
 from layerscan.cli.common import (
     PipelineFlags,
     add_overwrite_argument,
+    add_prompt_argument,
     add_scan_arguments,
     check_outputs,
     deferred,
     load_or_diff,
     load_or_scan,
+    source_and_kind,
 )
 
 
@@ -47,6 +49,7 @@ def register(subparsers) -> None:
         "-o", "--output", required=True, help="FILE.html, or a folder (no suffix) for meshes"
     )
     add_overwrite_argument(parser)
+    add_prompt_argument(parser)
     parser.add_argument("--diff", action="store_true", help="export a diff of two prompts")
     add_format_argument(parser)
     add_scan_arguments(parser)
@@ -64,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
         args.source,
     )
     flags = PipelineFlags(args)
+    if args.prompt is not None and (args.diff or flags.second_wanted):
+        raise LayerscanError("--prompt gives one prompt; give a diff's two prompts as arguments")
     if args.diff:
         source = load_or_diff(flags, args.source)
     else:
@@ -71,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
             raise LayerscanError(
                 "export takes one prompt (quote it) or one .scan file; use --diff for two"
             )
-        source = load_or_scan(flags, args.source[0] if args.source else None)
+        text, is_prompt = source_and_kind(args, args.source[0] if args.source else None)
+        source = load_or_scan(flags, text, prompt=is_prompt)
     if kind == "html":
         path = export_html(source, args.output)
     else:

@@ -11,6 +11,7 @@ from layerscan.cli.common import (
     PipelineFlags,
     add_movie_arguments,
     add_overwrite_argument,
+    add_prompt_argument,
     add_scan_arguments,
     add_scene_arguments,
     check_outputs,
@@ -18,6 +19,7 @@ from layerscan.cli.common import (
     render_and_report,
     render_options,
     scene_options,
+    source_and_kind,
 )
 from layerscan.core.errors import LayerscanError
 
@@ -54,6 +56,7 @@ def register(subparsers) -> None:
         "in one process, loading the model once; -o NAME.mp4 then "
         "writes NAME-1.mp4, NAME-2.mp4, ...",
     )
+    add_prompt_argument(parser)
     add_overwrite_argument(parser)
     add_scene_arguments(parser)
     add_movie_arguments(parser)
@@ -68,9 +71,22 @@ def numbered(output: str, number: int, count: int) -> str:
 
 
 def read_prompts(path: str) -> list[str]:
-    """The non-blank lines of a prompts file, stripped."""
+    """The non-blank lines of a prompts file, stripped; at most LIMITS["prompts_file_bytes"]
+    are read, so /dev/zero or an endless pipe is refused instead of filling memory."""
+    from layerscan.core.limits import LIMITS
+
+    limit = LIMITS["prompts_file_bytes"]
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        with open(path, "rb") as handle:
+            data = handle.read(limit + 1)
+        if len(data) > limit:
+            raise LayerscanError(
+                f"--prompts-file {path}: is larger than {limit >> 20} MiB (or endless); "
+                f"give a text file with one prompt a line"
+            )
+        if b"\0" in data:
+            raise LayerscanError(f"--prompts-file {path}: holds NUL bytes; it is not a text file")
+        lines = data.decode("utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise LayerscanError(f"--prompts-file {path}: cannot read it ({exc})") from exc
     prompts = [line.strip() for line in lines if line.strip()]
@@ -83,9 +99,10 @@ def run(args: argparse.Namespace) -> int:
     from layerscan.geometry.scene.render import output_kind
 
     kind = output_kind(args.output)  # a bad suffix fails before the model loads
-    jobs = [(args.source, args.output)]
+    source, is_prompt = source_and_kind(args, args.source)
+    jobs = [(source, args.output)]
     if args.prompts_file:
-        if args.source is not None or args.save_scan:
+        if source is not None or args.save_scan:
             raise LayerscanError(
                 "--prompts-file renders the file's prompts; drop the prompt "
                 "argument and --save-scan"
@@ -98,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         [("-o", output, kind == "frames") for _, output in jobs]
         + [("--save-scan", args.save_scan, False)],
         args.overwrite,
-        [args.source, args.prompts_file],
+        [None if is_prompt else source, args.prompts_file],
     )
     scene = scene_options(args)
     movie = render_options(args)
@@ -106,5 +123,6 @@ def run(args: argparse.Namespace) -> int:
     if flags.token_time:  # a token-time scan plays once per token
         movie = replace(movie, token_sweep=True)
     for source, output in jobs:  # the model and autoencoder load once (the pipeline keeps them)
-        render_and_report(load_or_scan(flags, source), output, scene, movie, args.overwrite)
+        scan = load_or_scan(flags, source, prompt=is_prompt)
+        render_and_report(scan, output, scene, movie, args.overwrite)
     return 0

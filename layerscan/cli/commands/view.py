@@ -6,6 +6,7 @@ import argparse
 
 from layerscan.cli.common import (
     PipelineFlags,
+    add_prompt_argument,
     add_scan_arguments,
     add_scene_arguments,
     add_second_model_arguments,
@@ -14,6 +15,7 @@ from layerscan.cli.common import (
     load_or_diff,
     load_or_scan,
     scene_options,
+    source_and_kind,
 )
 from layerscan.cli.options import add_options, options_from_args
 
@@ -49,6 +51,7 @@ def register(subparsers) -> None:
     )
     add_window_arguments(parser)
     add_scene_arguments(parser)
+    add_prompt_argument(parser)
     add_scan_arguments(parser)
     add_second_model_arguments(parser)
     parser.set_defaults(run=run)
@@ -63,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
     flags = PipelineFlags(args)
     check_display()  # before minutes of model work
     check_outputs([("--save-scan", args.save_scan, False)], inputs=args.source or [])
+    if args.prompt is not None and (args.diff or flags.second_wanted):
+        raise LayerscanError("--prompt gives one prompt; give a diff's two prompts as arguments")
     if args.diff or flags.second_wanted:
         source = load_or_diff(flags, args.source or [])
     else:
@@ -70,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
             raise LayerscanError(
                 "view takes one prompt (quote it) or one .scan file; use --diff for two"
             )
-        source = load_or_scan(flags, args.source[0] if args.source else None)
+        text, is_prompt = source_and_kind(args, args.source[0] if args.source else None)
+        source = load_or_scan(flags, text, prompt=is_prompt)
     viewer = Viewer(source, scene, viewer_options)
     viewer.run(title="layerscan")
     for path in viewer.screenshots:
