@@ -53,7 +53,7 @@ FIT_VERSION = 1
 """Part of every fit's cache key: raise it when the recipe changes."""
 
 
-def fits(choice: str | None, model: str, normalization: str) -> bool:
+def needs_fit(choice: str | None, model: str, normalization: str) -> bool:
     """Whether the autoencoder is fitted (first use) or cached-fitted rather than loaded.
 
     Args:

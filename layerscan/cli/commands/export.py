@@ -9,13 +9,13 @@ from layerscan.cli.common import (
     add_overwrite_argument,
     add_scan_arguments,
     check_outputs,
-    deferred,
+    lazy_group,
     load_or_diff,
     load_or_scan,
 )
 
 
-@deferred
+@lazy_group
 def add_format_argument(parser: argparse.ArgumentParser) -> None:
     """--format, whose choices the scene's export module defines."""
     from layerscan.geometry.scene.export import MESH_FORMATS
