@@ -7,7 +7,7 @@ learned. So a model without an autoencoder gets one in about a minute: the stati
 hidden states of a sample of the default corpus's text, taken exactly as training takes them
 (same windows, split and sample order), with the decoder network left at zero. `layerscan
 train` later adds the trained network and the whole corpus (0.001-0.008 R² at 64-128 tokens on
-SmolLM2; see the README's "Your own model").
+SmolLM2; see docs/autoencoder.md, "A model of your own").
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ FIT_VERSION = 1
 """Part of every fit's cache key: raise it when the recipe changes."""
 
 
-def fits(choice: str | None, model: str, normalization: str) -> bool:
+def needs_fit(choice: str | None, model: str, normalization: str) -> bool:
     """Whether the autoencoder is fitted (first use) or cached-fitted rather than loaded.
 
     Args:

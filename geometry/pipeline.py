@@ -23,7 +23,7 @@ from layerscan.autoencoder.capture.model_pair import (
     plan_second_model,
 )
 from layerscan.autoencoder.config import FitOptions
-from layerscan.autoencoder.quick_fit import fits, fitted_autoencoder
+from layerscan.autoencoder.quick_fit import fitted_autoencoder, needs_fit
 from layerscan.core.errors import LayerscanError
 from layerscan.core.startup import paused_collection
 from layerscan.geometry.build import diff_captures, scan_capture, torch_threads
@@ -96,7 +96,7 @@ class Pipeline:
         checked before any weights load. A fitted one needs the model's states, so it comes
         from the loaded model (cached after the first fit; a fit is work, with collection on).
         """
-        if self._autoencoder is None and not fits(
+        if self._autoencoder is None and not needs_fit(
             self.autoencoder_choice, self.model.model, self.capture.normalization
         ):
             with paused_collection():

@@ -4,7 +4,8 @@
 
 Each case runs `python -m layerscan ...` in a fresh folder; the table shows the exit code, the
 last line it printed on stderr, and the folder's entries before → after (with any that were
-lost or left partial). The counts at the end go into the README's Reliability section.
+lost or left partial). The counts at the end go into docs/commands.md (outputs, errors and
+interruptions).
 """
 
 from __future__ import annotations

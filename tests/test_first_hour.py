@@ -73,7 +73,7 @@ def test_every_command_has_a_case():
 
 @pytest.mark.parametrize("command", list(COMMAND_LINES))
 def test_common_flags_parse_after_every_subcommand(command):
-    """The README: every command takes --model, --device, --dtype and --debug, after it too."""
+    """docs/commands.md: every command takes --model, --device, --dtype and --debug, after it."""
     from layerscan.autoencoder.capture.loading import ModelOptions
     from layerscan.cli.options import given_options
 

@@ -19,8 +19,8 @@ from layerscan.autoencoder.quick_fit import (
     FOLDER,
     FitOptions,
     fit_config,
-    fits,
     fitted_autoencoder,
+    needs_fit,
 )
 from layerscan.cli.main import main
 from layerscan.geometry.scan_file import Scan
@@ -89,11 +89,11 @@ def test_the_packaged_text_is_the_embedded_models_default_corpus():
 
 
 def test_which_models_get_a_fit():
-    assert not fits(None, "embedded", "final-norm")  # the packaged one serves
-    assert fits(None, "embedded", "raw")  # it was trained on final-norm states
-    assert fits("fit", "embedded", "final-norm")  # asked for
-    assert fits(None, "some/model", "final-norm")
-    assert not fits("runs/mine/artifact", "some/model", "final-norm")
+    assert not needs_fit(None, "embedded", "final-norm")  # the packaged one serves
+    assert needs_fit(None, "embedded", "raw")  # it was trained on final-norm states
+    assert needs_fit("fit", "embedded", "final-norm")  # asked for
+    assert needs_fit(None, "some/model", "final-norm")
+    assert not needs_fit("runs/mine/artifact", "some/model", "final-norm")
 
 
 def test_first_use_fits_and_caches_then_every_command_reuses_it(

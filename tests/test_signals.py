@@ -1,4 +1,4 @@
-"""Ctrl-C and SIGTERM around VTK: recorded inside `deferred()`, raised between steps."""
+"""Ctrl-C and SIGTERM around VTK: recorded inside `signals_held()`, raised between steps."""
 
 from __future__ import annotations
 
@@ -10,27 +10,27 @@ import sys
 import pytest
 
 from layerscan.core.errors import Terminated
-from layerscan.core.signals import deferred, interruptible, pending, raise_if_pending
+from layerscan.core.signals import interruptible, pending, raise_if_pending, signals_held
 from tests.bad_inputs import REPO
 
 
 @pytest.mark.parametrize(
     "signum, error", [(signal.SIGTERM, Terminated), (signal.SIGINT, KeyboardInterrupt)]
 )
-def test_a_signal_inside_deferred_is_raised_only_between_steps(signum, error):
+def test_a_signal_inside_signals_held_is_raised_only_between_steps(signum, error):
     with pytest.raises(error), interruptible():
-        with deferred():
+        with signals_held():
             os.kill(os.getpid(), signum)
             for _ in range(1000):  # the handler has run by now, and raised nothing
                 pass
             assert pending() == signum
             with pytest.raises(error):
                 raise_if_pending()
-        pytest.fail("leaving deferred() must raise the recorded signal")
+        pytest.fail("leaving signals_held() must raise the recorded signal")
     assert pending() is None
 
 
-def test_ctrl_c_outside_deferred_raises_at_once():
+def test_ctrl_c_outside_signals_held_raises_at_once():
     with pytest.raises(KeyboardInterrupt), interruptible():
         os.kill(os.getpid(), signal.SIGINT)
         for _ in range(1000):
@@ -38,9 +38,9 @@ def test_ctrl_c_outside_deferred_raises_at_once():
         pytest.fail("Ctrl-C was not raised")
 
 
-def test_deferred_alone_takes_over_ctrl_c_and_gives_it_back():
+def test_signals_held_alone_takes_over_ctrl_c_and_gives_it_back():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    with pytest.raises(KeyboardInterrupt), deferred():
+    with pytest.raises(KeyboardInterrupt), signals_held():
         os.kill(os.getpid(), signal.SIGINT)
         for _ in range(1000):
             pass
@@ -53,12 +53,12 @@ import os, signal, sys
 from vtkmodules.vtkCommonCore import vtkObject
 from layerscan.cli.main import EXIT_TERMINATED
 from layerscan.core.errors import Terminated
-from layerscan.core.signals import deferred, interruptible
+from layerscan.core.signals import interruptible, signals_held
 obj = vtkObject()
 obj.AddObserver("ModifiedEvent", lambda *_: [os.kill(os.getpid(), signal.SIGTERM),
                                              sum(range(1000))])
 try:
-    with interruptible(), deferred():
+    with interruptible(), signals_held():
         obj.Modified()  # C++ calls the observer; the signal lands inside it
         print("after", flush=True)
 except Terminated:

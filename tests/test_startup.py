@@ -116,7 +116,7 @@ def test_rendering_a_scan_file_imports_no_torch(tmp_path):
     assert iio.imread(still).shape == (120, 160, 3)
 
 
-def test_a_commands_help_still_lists_its_deferred_options(capsys):
+def test_a_commands_help_still_lists_its_lazy_options(capsys):
     assert main(["render", "--help"]) == 0
     text = capsys.readouterr().out
     for flag in ("--model", "--normalization", "--projection", "--surface", "--fps", "--color"):

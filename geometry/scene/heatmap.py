@@ -12,7 +12,7 @@ from vtkmodules.vtkRenderingCore import vtkTextActor
 
 from layerscan.core.errors import LayerscanError
 from layerscan.core.outputs import atomic_path
-from layerscan.core.signals import deferred
+from layerscan.core.signals import signals_held
 from layerscan.geometry.heatmap import Heatmap
 from layerscan.geometry.scene.overlays import DIM, INK, plain_text, plain_text_backend
 from layerscan.geometry.scene.scene import headless_egl
@@ -88,7 +88,7 @@ def heatmap_image(heatmap: Heatmap, window_size: tuple[int, int] = (1280, 720)) 
     Rows are layers with the embeddings at the top, columns hidden dimensions; colours run
     from -limit (blue) through 0 (white) to +limit (red), values beyond saturate.
     """
-    with deferred():  # VTK calls Python back: a signal there would exit 1 (see signals.py)
+    with signals_held():  # VTK calls Python back: a signal there would exit 1 (see signals.py)
         return _heatmap_image(heatmap, window_size)
 
 

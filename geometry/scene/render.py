@@ -20,7 +20,7 @@ import numpy as np
 
 from layerscan.core.errors import LayerscanError
 from layerscan.core.outputs import atomic_path
-from layerscan.core.signals import deferred, raise_if_pending
+from layerscan.core.signals import raise_if_pending, signals_held
 from layerscan.geometry.scan_file import DiffScan, Scan
 from layerscan.geometry.scene import frames as fr
 from layerscan.geometry.scene.bounds import check_movie_bounds
@@ -339,7 +339,7 @@ def render_movie(
     Returns:
         RenderStats with the frame count and where the time went.
     """
-    with deferred():  # VTK calls Python back: a signal there would exit 1 (see signals.py)
+    with signals_held():  # VTK calls Python back: a signal there would exit 1 (see signals.py)
         return _render_movie(source, path, scene_options, options, on_frame, overwrite)
 
 

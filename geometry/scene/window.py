@@ -12,7 +12,7 @@ import numpy as np
 
 from layerscan.core.errors import LayerscanError
 from layerscan.core.outputs import atomic_path
-from layerscan.core.signals import deferred, pending
+from layerscan.core.signals import pending, signals_held
 from layerscan.geometry.scan_file import DiffScan, Scan
 from layerscan.geometry.scene.style import use_font
 
@@ -331,7 +331,8 @@ class Viewer:
         if self.plotter.iren is not None:  # the window manager's close button
             self.plotter.iren.interactor.AddObserver("ExitEvent", lambda *_: self.quit())
         try:
-            with deferred():  # Ctrl-C and SIGTERM: recorded, the timer ends the loop, raised after
+            # Ctrl-C and SIGTERM: recorded, the timer ends the loop, raised after
+            with signals_held():
                 self.plotter.show(title=title, auto_close=False)
         finally:
             self.close()

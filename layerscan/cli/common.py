@@ -22,14 +22,14 @@ def note(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def deferred(add: Callable[[argparse.ArgumentParser], None]) -> Callable:
-    """`add(parser)` runs when the command is used, not when the CLI starts (see cli._Parser);
+def lazy_group(add: Callable[[argparse.ArgumentParser], None]) -> Callable:
+    """`add(parser)` runs when the command is used, not when the CLI starts (see cli.main._Parser);
     on a plain ArgumentParser it runs at once. Lets `--help` and light commands skip importing
     torch, transformers, scikit-learn and PyVista, where the option classes live."""
 
     @functools.wraps(add)
     def register(parser: argparse.ArgumentParser, *args, **kwargs) -> None:
-        later = getattr(parser, "defer", None)
+        later = getattr(parser, "add_later", None)
         if later is None:
             add(parser, *args, **kwargs)
         else:
@@ -38,7 +38,7 @@ def deferred(add: Callable[[argparse.ArgumentParser], None]) -> Callable:
     return register
 
 
-@deferred
+@lazy_group
 def add_model_arguments(parser: argparse.ArgumentParser, defaults: str | None = None) -> None:
     """The ModelOptions flags: --model, --device, --dtype, --trust-remote-code.
 
@@ -61,7 +61,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, defaults: str | None = 
         )
 
 
-@deferred
+@lazy_group
 def add_second_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The SecondModelOptions flags: --model-b, --adapter (model-vs-model comparisons)."""
     from layerscan.autoencoder.capture.model_pair import SecondModelOptions
@@ -69,7 +69,7 @@ def add_second_model_arguments(parser: argparse.ArgumentParser) -> None:
     add_options(parser, SecondModelOptions, "second model (B)")
 
 
-@deferred
+@lazy_group
 def add_capture_arguments(parser: argparse.ArgumentParser) -> None:
     """The CaptureOptions flags: --normalization, --generate, --top-k, ..."""
     from layerscan.autoencoder.capture.capture_file import CaptureOptions
@@ -93,7 +93,7 @@ def data_changes(args: argparse.Namespace) -> dict:
     return {DATA_FIELDS[name]: value for name, value in given_options(ModelOptions, args).items()}
 
 
-@deferred
+@lazy_group
 def add_scan_arguments(parser: argparse.ArgumentParser, save: bool = True) -> None:
     """Model, capture, projection and autoencoder flags, used when a prompt is scanned."""
     from layerscan.autoencoder.config import FitOptions
@@ -126,7 +126,7 @@ def add_scan_arguments(parser: argparse.ArgumentParser, save: bool = True) -> No
         )
 
 
-@deferred
+@lazy_group
 def add_scene_arguments(parser: argparse.ArgumentParser) -> None:
     """The SceneOptions flags: what to draw and how."""
     from layerscan.geometry.scene.scene import SceneOptions
@@ -134,7 +134,7 @@ def add_scene_arguments(parser: argparse.ArgumentParser) -> None:
     add_options(parser, SceneOptions, "drawing")
 
 
-@deferred
+@lazy_group
 def add_movie_arguments(parser: argparse.ArgumentParser) -> None:
     """The RenderOptions flags: timing and encoding of a movie."""
     from layerscan.geometry.scene.render import RenderOptions

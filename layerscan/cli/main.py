@@ -41,27 +41,27 @@ NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$|^-(inf|infinity|
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports usage errors as one line and exit code 2, and adds the argument
-    groups a command `defer`s only when that command is parsed or its help shown (their option
-    classes live beside torch, transformers and PyVista, which `--help` and other commands
-    should not import)."""
+    """argparse that reports usage errors as one line and exit code 2, and adds the option
+    groups a command registers with `add_later` (its `@lazy_group`s) only when that command is
+    parsed or its help shown (their option classes live beside torch, transformers and PyVista,
+    which `--help` and other commands should not import)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._negative_number_matcher = NEGATIVE_NUMBER  # so `--orbit -1e300` is a value
-        self._deferred: list[Callable[[argparse.ArgumentParser], None]] | None = []
+        self._lazy_groups: list[Callable[[argparse.ArgumentParser], None]] | None = []
 
-    def defer(self, add: Callable[[argparse.ArgumentParser], None]) -> None:
+    def add_later(self, add: Callable[[argparse.ArgumentParser], None]) -> None:
         """Call `add(self)` before this parser is first used (at once once it has been)."""
-        if self._deferred is None:
+        if self._lazy_groups is None:
             add(self)
         else:
-            self._deferred.append(add)
+            self._lazy_groups.append(add)
 
     def _complete(self) -> None:
-        deferred, self._deferred = self._deferred, None  # in order, nested ones in place
+        groups, self._lazy_groups = self._lazy_groups, None  # in order, nested ones in place
         with paused_collection():  # where a command's heavy imports happen
-            for add in deferred or ():
+            for add in groups or ():
                 add(self)
 
     def parse_known_args(self, args=None, namespace=None):

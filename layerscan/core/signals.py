@@ -4,7 +4,7 @@ VTK calls Python observers from C++ (`vtkPythonCommand`); a KeyboardInterrupt (w
 `Terminated` is) raised inside one makes VTK print "Caught a Ctrl-C within python, exiting
 program." and exit 1, skipping every cleanup, and other exceptions there are printed and
 swallowed. A Python signal handler runs at whatever bytecode comes next, which while VTK
-renders is often such an observer. So code that runs VTK does it inside `deferred()`, where the
+renders is often such an observer. So code that runs VTK does it inside `signals_held()`, where the
 handler only records the signal, and calls `raise_if_pending()` between steps (a frame).
 """
 
@@ -22,10 +22,10 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 class _Pending:
     """The signal that arrived and has not reached the command line yet (process-wide, as
-    signals are), and how many `deferred()` blocks are open."""
+    signals are), and how many `signals_held()` blocks are open."""
 
     signum: int | None = None
-    deferring: int = 0
+    holding: int = 0
 
 
 _PENDING = _Pending()
@@ -36,9 +36,9 @@ def _exception(signum: int) -> KeyboardInterrupt:
 
 
 def _handler(signum: int, frame) -> None:
-    """Record the signal; raise it at once only outside `deferred()` (where no VTK code runs)."""
+    """Record the signal; raise it at once outside `signals_held()` (where no VTK code runs)."""
     _PENDING.signum = signum
-    if not _PENDING.deferring:
+    if not _PENDING.holding:
         raise _exception(signum)
 
 
@@ -48,7 +48,7 @@ def pending() -> int | None:
 
 
 def raise_if_pending() -> None:
-    """Raise the Ctrl-C or SIGTERM that arrived inside `deferred()` (or that VTK swallowed).
+    """Raise the Ctrl-C or SIGTERM that arrived inside `signals_held()` (or that VTK swallowed).
     Long loops that run VTK call it once per step; it is cheap."""
     if _PENDING.signum is not None:
         raise _exception(_PENDING.signum)
@@ -75,7 +75,7 @@ def interruptible() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def deferred() -> Iterator[None]:
+def signals_held() -> Iterator[None]:
     """While inside, Ctrl-C and SIGTERM are only recorded, never raised inside running code
     (which may be a Python callback that VTK's C++ called); `raise_if_pending()` raises them,
     and so does leaving the block normally. Nests.
@@ -90,13 +90,13 @@ def deferred() -> Iterator[None]:
     installed = {}
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         installed[signal.SIGINT] = signal.signal(signal.SIGINT, _handler)
-    _PENDING.deferring += 1
+    _PENDING.holding += 1
     finished = False
     try:
         yield
         finished = True
     finally:
-        _PENDING.deferring -= 1
+        _PENDING.holding -= 1
         try:
             if finished:
                 raise_if_pending()

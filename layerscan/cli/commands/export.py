@@ -10,14 +10,14 @@ from layerscan.cli.common import (
     add_prompt_argument,
     add_scan_arguments,
     check_outputs,
-    deferred,
+    lazy_group,
     load_or_diff,
     load_or_scan,
     source_and_kind,
 )
 
 
-@deferred
+@lazy_group
 def add_format_argument(parser: argparse.ArgumentParser) -> None:
     """--format, whose choices the scene's export module defines."""
     from layerscan.geometry.scene.export import MESH_FORMATS

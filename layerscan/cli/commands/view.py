@@ -11,7 +11,7 @@ from layerscan.cli.common import (
     add_scene_arguments,
     add_second_model_arguments,
     check_outputs,
-    deferred,
+    lazy_group,
     load_or_diff,
     load_or_scan,
     scene_options,
@@ -20,7 +20,7 @@ from layerscan.cli.common import (
 from layerscan.cli.options import add_options, options_from_args
 
 
-@deferred
+@lazy_group
 def add_window_arguments(parser: argparse.ArgumentParser) -> None:
     """The ViewerOptions flags."""
     from layerscan.geometry.scene.window import ViewerOptions
