@@ -101,6 +101,7 @@ def add_options(
     _root: type | None = None,
     description: str | None = None,
     show_defaults: bool = True,
+    defaults: dict[str, Any] | None = None,
 ) -> None:
     """Add one flag per field of the dataclass `cls` to `parser`.
 
@@ -111,6 +112,8 @@ def add_options(
     prefix. Build the object back with `options_from_args`. `show_defaults=False` leaves the
     dataclass defaults out of the help, for commands whose defaults come from elsewhere (then
     say where in `description`, the group's text, and read the flags with `given_options`).
+    `defaults` (field name → value) are the command's own defaults shown in the help instead
+    of the dataclass' (pass the same to `options_from_args`).
     """
     root = _root or cls
     group = parser.add_argument_group(title, description) if title else parser
@@ -130,6 +133,7 @@ def add_options(
         default = field.default
         if default is dataclasses.MISSING and field.default_factory is not dataclasses.MISSING:
             default = field.default_factory()
+        default = (defaults or {}).get(field.name, default)
         kwargs: dict[str, Any] = {
             "dest": _dest(root, path),
             "default": argparse.SUPPRESS,
