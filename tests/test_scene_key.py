@@ -170,8 +170,9 @@ def test_legend_per_colour_mode(scan, scene):
         low, high = legend.bar.GetLookupTable().GetRange()
         assert low == 0 and high > 0
     scene.set_color_mode("displacement")
+    assert not legend.surface.actor.GetVisibility()  # surfaces are off by default
     scene.toggle("surface")
-    assert not legend.surface.actor.GetVisibility()
+    assert legend.surface.actor.GetVisibility()
     scene.toggle("surface")
 
 

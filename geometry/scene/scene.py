@@ -78,8 +78,9 @@ class SceneOptions:
     previous layer; A→B distance in a diff). None: displacement for diffs, else token."""
     show_points: bool = field(default=True, metadata={"flag": "points"})
     """Draw the particles."""
-    show_surface: bool = field(default=True, metadata={"flag": "surfaces"})
-    """Draw each layer's density surface."""
+    show_surface: bool = field(default=False, metadata={"flag": "surfaces"})
+    """Draw each layer's density surface (off by default: around token groups it is a faint
+    shadow that explains little; `u` in the window, --surfaces here)."""
     show_lines: bool = field(default=False, metadata={"flag": "lines"})
     """Join each particle to its nearest neighbours in the particle cloud."""
     show_overlays: bool = field(default=True, metadata={"flag": "overlays"})
@@ -215,6 +216,8 @@ class Scene:
         self.layer = 0.0
         self.azimuth = 0.0
         self.current_token: int | None = None
+        self.picked_token: int | None = None
+        """The token last picked (clicked or hovered) in the window."""
         self.update(self.step, 0.0)
 
     def _models_differ(self) -> bool:
@@ -361,6 +364,8 @@ class Scene:
         self.step = int(np.clip(step, 0, self.n_steps - 1))
         self.layer = float(np.clip(layer, 0, self.n_layers))
         self.current_token = current_token
+        if current_token is None and self.picked_token is not None:
+            current_token = self.picked_token  # a picked token: its label first, its lens
         self._follow_layer()
         near = fr.nearest_layer(self.layer, self.n_layers)
         scan = self.scans[0]
@@ -384,6 +389,10 @@ class Scene:
     def describe_particle(self, panel: int, point_id: int) -> str:
         """Name the token and layer of particle `point_id` in panel `panel`, and show it."""
         text = self.panels[panel].describe_particle(self.step, self.layer, point_id)
+        step = min(self.step, self.scans[panel].n_steps - 1)
+        near = fr.nearest_layer(self.layer, self.n_layers)
+        self.picked_token = int(self.scans[panel].particle_tokens[step, near, point_id])
+        self.update(self.step, self.layer, self.current_token)
         if self.is_diff:
             text = f"{'AB'[panel]}: {text}"
         for i, p in enumerate(self.panels):

@@ -269,6 +269,26 @@ class Viewer:
         )
         self.plotter.clear_events_for_key("p")  # pyvista's pick key; ours toggles points
         self.plotter.clear_events_for_key("P")
+        # hovering names the token under the pointer too (its label first, its lens shown)
+        from vtkmodules.vtkRenderingCore import vtkPointPicker
+
+        self._hover_picker = vtkPointPicker()
+        self._hover_picker.SetTolerance(0.005)
+        self._hover_at: tuple[int, int] | None = None
+        self.plotter.iren.interactor.AddObserver("MouseMoveEvent", self._on_hover, 1.0)
+
+    def _on_hover(self, interactor, _event) -> None:
+        x, y = interactor.GetEventPosition()
+        if (
+            self._hover_at is not None
+            and abs(x - self._hover_at[0]) + abs(y - self._hover_at[1]) < 4
+        ):
+            return
+        self._hover_at = (x, y)
+        renderer = interactor.FindPokedRenderer(x, y)
+        if renderer is None or not self._hover_picker.Pick(x, y, 0, renderer):
+            return
+        self._on_pick(None, self._hover_picker)
 
     def _on_pick(self, _point, picker) -> None:
         actor, point_id = picker.GetActor(), picker.GetPointId()
