@@ -13,13 +13,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from layerscan.autoencoder.cache import ExtractionJob, HiddenStateCache, build_cache, cache_key
 from layerscan.autoencoder.config import RunConfig
-from layerscan.autoencoder.corpus import about, corpus_hash, default_documents, read_documents
+from layerscan.autoencoder.corpus import corpus_hash, default_documents, read_documents
 from layerscan.autoencoder.moments import StateMoments
 from layerscan.core.errors import Caution, LayerscanError, Notice
 
-EXTRACT_TOKENS_PER_S = 250
-"""Tokens per second whose states a 135M-parameter model extracts on a 2-core CPU (measured:
-66,309 tokens in 4.5 min), for the time extraction is announced to take."""
 STATS_TOKENS = 65536
 """Tokens per layer sampled to estimate the covariance that initializes the linear codes."""
 
@@ -244,11 +241,10 @@ class HiddenStateDataModule(pl.LightningDataModule):
             return folder
         windows, owner = token_windows(loaded.tokenizer, docs, max_len, data.corpus)
         n_tokens = sum(len(w) for w in windows)
-        size = sum(p.numel() for p in loaded.model.parameters()) / 135e6
         warnings.warn(
             f"extracting the hidden states of {len(windows)} windows ({n_tokens} "
-            f"tokens) once, into {folder} ("
-            f"{about(n_tokens / EXTRACT_TOKENS_PER_S * size)} on a CPU)",
+            f"tokens) once, into {folder} (the time it takes is measured on the first batches "
+            f"and said next)",
             Notice,
             stacklevel=2,
         )

@@ -68,7 +68,10 @@ class ShardExtractor(pl.LightningModule):
     def on_predict_start(self) -> None:
         mine = self.pending[self.trainer.global_rank :: self.trainer.world_size]
         self.bar = extraction_progress(
-            self.job.n_windows(mine), self.progress and self.trainer.is_global_zero
+            self.job,
+            mine,
+            self.progress and self.trainer.is_global_zero,
+            report=self.trainer.is_global_zero,
         )
 
     def predict_step(self, shard: int, batch_idx: int) -> int:
