@@ -342,13 +342,14 @@ def test_html_page_colours_by_token(scan, tmp_path):
     from layerscan.geometry.scene.export import export_html
 
     page = export_html(scan, tmp_path / "s.html").read_text()
-    panel = json.loads(page.split("const DATA = ")[1].split(";\nfunction f32")[0])["panels"][0]
+    panel = json.loads(page.split("const DATA = ")[1].split(";</script>")[0])["panels"][0]
     expected = [
         ("#" + "".join(f"{round(255 * c):02x}" for c in rgb))
         for rgb in token_colors(len(scan.tokens))
     ]
     assert panel["token_colors"] == expected and panel["particle_tokens"]
-    assert "token_trust" in panel["metrics"] and 'mode.value=P[0].particle_tokens?"token"' in page
+    assert "token_trust" in panel["metrics"]
+    assert '<select id="mode"><option>token</option>' in page  # token colours first
 
 
 def test_cli_label_and_colour_flags(scan, tmp_path):

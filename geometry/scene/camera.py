@@ -13,14 +13,17 @@ import numpy as np
 
 from layerscan.geometry.scene import frames as fr
 
-SMOOTHING = 0.45
+SMOOTHING = 0.6
 """Weight of the new layer in the exponential smoothing of centre and log-distance (1: none)."""
-REACH = 1
+REACH = 0
 """Layers on either side whose framing a layer's distance also covers before smoothing, so a
 layer that grows is never cut off while the camera catches up."""
-ORBIT_SPAN = (-15.0, 45.0)
-"""Degrees around the start view that each layer is framed for (a movie orbits 30 by
-default); the window keeps whatever zoom the user sets on top."""
+ORBIT_SPAN = (0.0, 30.0)
+"""Degrees from the start view that each layer is framed for (a movie orbits 30 by default);
+the window keeps whatever zoom the user sets on top."""
+STRAYS = 0.5
+"""Percent of a layer's particles, the farthest from its centre, that framing ignores (a few
+strays would otherwise shrink the whole picture)."""
 MAX_POINTS = 4000
 """Points per layer used for framing (a long prompt's cloud is subsampled evenly)."""
 
@@ -73,7 +76,7 @@ class LayerCamera:
         start_azimuth: float = 0.0,
     ) -> None:
         self.layouts = layouts
-        self.azimuths = np.radians(start_azimuth + np.linspace(*ORBIT_SPAN, 7))
+        self.azimuths = np.radians(start_azimuth + np.linspace(*ORBIT_SPAN, 4))
         self.elevation, self.tan_half = elevation, tan_half
         self.n_layers = layouts[0].shape[1] - 1
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -85,6 +88,8 @@ class LayerCamera:
             for layer in range(self.n_layers + 1):
                 pts = np.concatenate([lay[step, layer] for lay in self.layouts])  # (n, 3)
                 pts = pts[:: len(pts) // MAX_POINTS + 1]
+                spread = np.linalg.norm(pts - np.median(pts, 0), axis=1)  # (n,)
+                pts = pts[spread <= np.percentile(spread, 100 - STRAYS)]
                 centre, distance = self.frame_points(pts)
                 centres.append(centre)
                 distances.append(distance)

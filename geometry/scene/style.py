@@ -30,8 +30,8 @@ DIFF_SURFACE_OPACITY = 0.12
 """Surface opacity in a diff: two panels of overlapping blobs."""
 VIEW_ANGLE = 30.0
 """Camera view angle in degrees (vertical)."""
-FRAME_MARGIN = 1.06
-"""The camera keeps the bounding sphere of every layer this much inside the free area."""
+FRAME_MARGIN = 1.0
+"""The camera keeps the layer on show this much inside the free area (1: the area is the margin)."""
 FREE_AREA = {"single": (0.02, 0.19, 0.98, 0.85), "diff": (0.03, 0.30, 0.97, 0.66)}
 """(x0, y0, x1, y1) normalized area of a panel that the whole cloud of every layer fits in,
 clear of the header, the chips and the legend (and of the divergence chart in a diff)."""
