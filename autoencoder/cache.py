@@ -256,7 +256,7 @@ def build_cache(job: ExtractionJob, extract, batch_size: int = 16, progress: boo
         for shard in pending:
             job.write_shard(shard, extract, batch_size, bar)
     except KeyboardInterrupt:
-        bar.close()
+        bar.bar.close()  # no rate line: the interruption says what was kept
         say(interrupted_extraction(job))
         raise
     bar.close()
@@ -315,6 +315,8 @@ class ExtractionProgress:
 
     def close(self) -> None:
         self.bar.close()
+        if self.rate is not None:
+            self.rate.finish()
 
 
 def extraction_progress(

@@ -219,6 +219,7 @@ def fit_autoencoder(
         bar.update(sum(len(ids) for ids in batch))
         rate.update(sum(len(ids) for ids in batch))
     bar.close()
+    rate.finish()
     model = ParticleAutoencoder(config.model, moments.shift.shape[1], moments.shift.shape[0] - 1)
     model.set_statistics(*moments.statistics())
     seconds = time.perf_counter() - started

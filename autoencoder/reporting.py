@@ -117,3 +117,12 @@ class RateEstimate:
                 f"{about((self.total - self.done) / rate)} to go"
             )
             self.next_quarter = int(4 * self.done / self.total) + 1
+
+    def finish(self) -> None:
+        """Say the measured rate at the end (also when the work ended before the estimate)."""
+        elapsed = time.perf_counter() - self.started
+        if self.done:
+            say(
+                f"extracted {self.what} of {self.done} tokens in {elapsed:.0f} s "
+                f"({self.done / max(elapsed, 1e-9):.0f} tokens/s on this machine)"
+            )
