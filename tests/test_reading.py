@@ -93,3 +93,16 @@ def test_window_keys_say_what_they_did(tmp_path, capsys):
         assert "saved" in capsys.readouterr().out
     finally:
         viewer.close()
+
+
+def test_a_weak_autoencoder_is_said_on_the_frame():
+    from layerscan.geometry.scene.scene import Scene, SceneOptions
+
+    scan = make_scan(n_layers=2, n_particles=64)
+    scan.reconstruction_r2 = np.full_like(scan.reconstruction_r2, 0.13)
+    scene = Scene(scan, SceneOptions(window_size=(640, 360)))
+    try:
+        assert "worst layer R² 0.13" in scene.panels[0].warning.actor.GetInput()
+        assert scene.panels[0].warning.actor.GetVisibility()
+    finally:
+        scene.close()

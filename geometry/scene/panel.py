@@ -171,10 +171,13 @@ class Panel:
         # the figures line in words (or the PCA-fallback note), and a low-R² warning
         small = max(8, int(size * 0.8))
         self.caption = Label(overlay, MARGIN, TOP - 5.3 * size / viewport_px[1], small, DIM)
-        room = CAPTION_WIDTH * viewport_px[0]
+        room = (CAPTION_WIDTH if title is None else 0.6) * viewport_px[0]  # a diff's lens is nearer
         self.caption.set(caption_for(scan, lambda text: text_width(text, small) <= room))
         self.warning = Label(overlay, MARGIN, TOP - 6.5 * size / viewport_px[1], small, WARN)
         self.warning.set(warning_for(scan) or "")
+        if self.warning._text and title is None:  # labels stay below the warning too
+            lo, hi = self.labels.band
+            self.labels.band = (lo, hi - 1.3 * size / viewport_px[1])
         pick_y = TOP - (7.7 if self.warning._text else 6.5) * size / viewport_px[1]
         self.pick = Label(overlay, MARGIN, pick_y, int(size * 0.9), INK)
         self.prompt_title = None

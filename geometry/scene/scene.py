@@ -247,6 +247,7 @@ class Scene:
         )
         self.panels[1].head.set("")
         self.panels[1].sub.set("")
+        self.panels[1].caption.set("")  # one caption (panel A's) explains both
         h = viewport_px[1]
         for panel in self.panels:
             panel.fig.actor.SetPosition(0.02, self.options.overlay_bottom + 0.16 + 2.2 * size / h)
@@ -319,6 +320,8 @@ class Scene:
         w, h = self.options.window_size
         if not self.is_diff:
             y0, y1 = clear_band(y0, y1, self.font_size, h, self.options.overlay_bottom)
+            if self.panels[0].warning._text:  # and clear of the low-R² warning line
+                y1 -= 1.3 * self.font_size / h
         aspect = w / len(self.scans) / h
         half_v = np.tan(np.radians(VIEW_ANGLE) / 2) / FRAME_MARGIN
         tan_half = ((x1 - x0) * aspect * half_v, (y1 - y0) * half_v)
