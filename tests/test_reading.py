@@ -106,3 +106,19 @@ def test_a_weak_autoencoder_is_said_on_the_frame():
         assert scene.panels[0].warning.actor.GetVisibility()
     finally:
         scene.close()
+
+
+def test_picking_in_the_window_shows_the_token_label_and_lens(tmp_path):
+    from layerscan.geometry.scene.window import Viewer
+
+    scan = make_scan(n_layers=2, n_particles=128, n_tokens=6)
+    viewer = Viewer(scan, off_screen=True, screenshot_dir=tmp_path)
+    try:
+        viewer.show(layer=2.0)
+        particle = int(np.flatnonzero(scan.particle_tokens[-1, 2] == 3)[0])
+        assert "“␣fox”" in viewer.pick(0, particle)
+        panel = viewer.scene.panels[0]
+        assert viewer.scene.picked_token == 3 and panel.labels.order[0] == 3
+        assert "“␣fox”" in panel.lens.title.actor.GetInput()
+    finally:
+        viewer.close()
