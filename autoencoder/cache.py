@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from layerscan.autoencoder.reporting import RateEstimate, say
 from layerscan.core.errors import LayerscanError, Notice
 from layerscan.core.outputs import atomic_path, remove_stale_partials
 
@@ -194,6 +195,9 @@ class ExtractionJob:
     def n_windows(self, shards: list[int]) -> int:
         return sum(len(self.members[s]) for s in shards)
 
+    def n_tokens(self, shards: list[int]) -> int:
+        return sum(self.shard_sizes[s] for s in shards)
+
     def write_shard(self, shard: int, extract, batch_size: int = 16, bar=None) -> None:
         """Extract the states of one shard's windows (batched by length) into its file.
 
@@ -201,7 +205,7 @@ class ExtractionJob:
             shard: which shard.
             extract: function(list of id lists) -> list of (n_layers+1, len, d_model) arrays.
             batch_size: windows per forward pass.
-            bar: a tqdm bar advanced by windows, or None.
+            bar: an ExtractionProgress advanced by windows and tokens, or None.
         """
         order = sorted(self.members[shard], key=lambda i: len(self.windows[i]))
         with atomic_path(self.work / shard_name(shard)) as tmp:
@@ -220,7 +224,7 @@ class ExtractionJob:
                     w = self.index[i]
                     array[:, w.offset : w.offset + w.length] = states
                 if bar is not None:
-                    bar.update(len(batch))
+                    bar.update(len(batch), sum(len(self.windows[i]) for i in batch))
             array.flush()
             del array
 
@@ -269,11 +273,25 @@ def build_cache(job: ExtractionJob, extract, batch_size: int = 16, progress: boo
         progress: show a progress bar.
     """
     pending = job.start()
-    bar = extraction_progress(job.n_windows(pending), progress)
-    for shard in pending:
-        job.write_shard(shard, extract, batch_size, bar)
+    bar = extraction_progress(job, pending, progress)
+    try:
+        for shard in pending:
+            job.write_shard(shard, extract, batch_size, bar)
+    except KeyboardInterrupt:
+        bar.bar.close()  # no rate line: the interruption says what was kept
+        say(interrupted_extraction(job))
+        raise
     bar.close()
     return job.publish()
+
+
+def interrupted_extraction(job: ExtractionJob) -> str:
+    """What a Ctrl-C during extraction kept, and how to go on."""
+    done = sum(1 for s in range(len(job.shard_sizes)) if (job.work / shard_name(s)).is_file())
+    return (
+        f"interrupted: {done} of {len(job.shard_sizes)} finished shards of hidden states are "
+        f"kept in {job.work}; the same command resumes from them"
+    )
 
 
 def _check_states(states: np.ndarray, window: int) -> None:
@@ -296,14 +314,36 @@ def _holds(plan: Path, digest: str) -> bool:
         return False
 
 
-def extraction_progress(total: int, enabled: bool):
-    """A tqdm bar over windows."""
-    from tqdm import tqdm
+class ExtractionProgress:
+    """A tqdm bar over windows, and a time estimate measured on this machine (see
+    reporting.RateEstimate), which shows even when stderr is not a terminal."""
 
-    return tqdm(
-        total=total,
-        desc="extracting hidden states",
-        unit="window",
-        disable=not enabled,
-        leave=False,
-    )
+    def __init__(self, n_windows: int, n_tokens: int, bar: bool, report: bool = True) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(
+            total=n_windows,
+            desc="extracting hidden states",
+            unit="window",
+            disable=not bar,
+            leave=False,
+        )
+        self.rate = RateEstimate(n_tokens) if report else None
+
+    def update(self, n_windows: int, n_tokens: int = 0) -> None:
+        self.bar.update(n_windows)
+        if self.rate is not None:
+            self.rate.update(n_tokens)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.rate is not None:
+            self.rate.finish()
+
+
+def extraction_progress(
+    job: ExtractionJob, shards: list[int], bar: bool, report: bool = True
+) -> ExtractionProgress:
+    """Progress over the windows and tokens of `shards` (a bar if `bar`, estimates if
+    `report`)."""
+    return ExtractionProgress(job.n_windows(shards), job.n_tokens(shards), bar, report)

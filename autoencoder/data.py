@@ -11,10 +11,6 @@ from torch.utils.data import Dataset
 from layerscan.autoencoder.cache import HiddenStateCache
 from layerscan.core.errors import LayerscanError
 
-EXTRACT_TOKENS_PER_S = 250
-"""Tokens per second whose states a 135M-parameter model extracts on a 2-core CPU (measured:
-66,309 tokens in 4.5 min), for the time extraction is announced to take."""
-
 
 def chunk_windows(documents: list[list[int]], max_len: int) -> tuple[list[list[int]], list[int]]:
     """Cut each document's token ids into consecutive windows of at most max_len tokens.

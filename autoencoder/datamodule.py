@@ -11,9 +11,8 @@ from torch.utils.data import DataLoader
 
 from layerscan.autoencoder.cache import ExtractionJob, HiddenStateCache, build_cache, cache_key
 from layerscan.autoencoder.config import RunConfig
-from layerscan.autoencoder.corpus import about, corpus_hash, default_documents, read_documents
+from layerscan.autoencoder.corpus import corpus_hash, default_documents, read_documents
 from layerscan.autoencoder.data import (
-    EXTRACT_TOKENS_PER_S,
     WindowDataset,
     collate,
     sample_windows,
@@ -121,11 +120,10 @@ class HiddenStateDataModule(pl.LightningDataModule):
             return folder
         windows, owner = token_windows(loaded.tokenizer, docs, max_len, data.corpus)
         n_tokens = sum(len(w) for w in windows)
-        size = sum(p.numel() for p in loaded.model.parameters()) / 135e6
         warnings.warn(
             f"extracting the hidden states of {len(windows)} windows ({n_tokens} "
-            f"tokens) once, into {folder} ("
-            f"{about(n_tokens / EXTRACT_TOKENS_PER_S * size)} on a CPU)",
+            f"tokens) once, into {folder} (the time it takes is measured on the first batches "
+            f"and said next)",
             Notice,
             stacklevel=2,
         )

@@ -9,9 +9,10 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from layerscan.autoencoder.cache import ExtractionJob, extraction_progress
+from layerscan.autoencoder.cache import ExtractionJob, extraction_progress, interrupted_extraction
 from layerscan.autoencoder.config import TrainConfig
 from layerscan.autoencoder.quiet_lightning import quiet_lightning, quiet_pytree
+from layerscan.autoencoder.reporting import say
 from layerscan.core.errors import LayerscanError
 
 NO_SHARD = -1
@@ -68,7 +69,10 @@ class ShardExtractor(pl.LightningModule):
     def on_predict_start(self) -> None:
         mine = self.pending[self.trainer.global_rank :: self.trainer.world_size]
         self.bar = extraction_progress(
-            self.job.n_windows(mine), self.progress and self.trainer.is_global_zero
+            self.job,
+            mine,
+            self.progress and self.trainer.is_global_zero,
+            report=self.trainer.is_global_zero,
         )
 
     def predict_step(self, shard: int, batch_idx: int) -> int:
@@ -104,6 +108,17 @@ class ShardExtractor(pl.LightningModule):
             raise LayerscanError(problem)
 
 
+class SayWhatWasKept(pl.Callback):
+    """On Ctrl-C, global rank 0 says which shards are kept for the next run to resume from."""
+
+    def __init__(self, job: ExtractionJob) -> None:
+        self.job = job
+
+    def on_exception(self, trainer: pl.Trainer, module, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt) and trainer.is_global_zero:
+            say(interrupted_extraction(self.job))
+
+
 def extract_in_parallel(
     job: ExtractionJob,
     loaded,
@@ -137,6 +152,7 @@ def extract_in_parallel(
         enable_progress_bar=False,
         enable_model_summary=False,
         use_distributed_sampler=False,
+        callbacks=[SayWhatWasKept(job)],
     )
     extractor = ShardExtractor(job, loaded, normalization, batch_size, progress)
     quiet_pytree()

@@ -34,15 +34,15 @@ from layerscan.autoencoder.capture.architectures import ARCHITECTURES, TABLE_PAT
 from layerscan.autoencoder.capture.hidden_states import hidden_states_batch
 from layerscan.autoencoder.capture.loading import EMBEDDED_ALIASES, LoadedModel, cache_dir
 from layerscan.autoencoder.config import FitOptions, RunConfig, load_config
-from layerscan.autoencoder.corpus import PACKAGED_TEXT, about, packaged_documents
+from layerscan.autoencoder.corpus import PACKAGED_TEXT, packaged_documents
 from layerscan.autoencoder.data import (
-    EXTRACT_TOKENS_PER_S,
     sample_windows,
     split_windows,
     token_windows,
 )
 from layerscan.autoencoder.model import ParticleAutoencoder
 from layerscan.autoencoder.moments import StateMoments
+from layerscan.autoencoder.reporting import RateEstimate
 from layerscan.core.errors import LayerscanError, Notice
 from layerscan.core.locks import exclusive
 
@@ -191,12 +191,10 @@ def fit_autoencoder(
         key=lengths.__getitem__,
     )  # similar lengths batch together
     n_tokens = sum(lengths[i] for i in picked)
-    size = sum(p.numel() for p in loaded.model.parameters()) / 135e6
     warnings.warn(
         f"{loaded.model_id} has no autoencoder yet: fitting one, once, from its hidden "
-        f"states on {n_tokens:,} tokens of the default corpus ("
-        f"{about(n_tokens / EXTRACT_TOKENS_PER_S * size)} on a CPU); it is kept in "
-        f"{folder.parent}",
+        f"states on {n_tokens:,} tokens of the default corpus (the time it takes is measured "
+        f"on the first batches and said next); it is kept in {folder.parent}",
         Notice,
         stacklevel=2,
     )
@@ -207,6 +205,7 @@ def fit_autoencoder(
         leave=False,
         disable=not progress,
     )
+    rate = RateEstimate(n_tokens, "hidden states for the autoencoder")
     moments = None
     batch_size = config.data.extract_batch_size
     for start in range(0, len(picked), batch_size):
@@ -221,7 +220,9 @@ def fit_autoencoder(
                 moments = StateMoments(states.shape[0] - 1, states.shape[2])
             moments.add(torch.from_numpy(states))
         bar.update(sum(len(ids) for ids in batch))
+        rate.update(sum(len(ids) for ids in batch))
     bar.close()
+    rate.finish()
     model = ParticleAutoencoder(config.model, moments.shift.shape[1], moments.shift.shape[0] - 1)
     model.set_statistics(*moments.statistics())
     seconds = time.perf_counter() - started

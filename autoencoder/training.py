@@ -18,6 +18,7 @@ from layerscan.autoencoder.datamodule import HiddenStateDataModule
 from layerscan.autoencoder.evaluation import evaluate, format_metrics, r2_terms
 from layerscan.autoencoder.model import ParticleAutoencoder
 from layerscan.autoencoder.quiet_lightning import quiet_lightning, quiet_pytree
+from layerscan.autoencoder.reporting import epoch_line, interrupted_line, say, warn_if_weak
 from layerscan.core.errors import LayerscanError
 from layerscan.core.locks import exclusive
 from layerscan.core.outputs import check_output, check_run_folder, mark_run_folder
@@ -106,6 +107,24 @@ class AutoencoderModule(pl.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+
+class EpochReport(pl.Callback):
+    """One line per epoch on stderr, terminal or not, and what a Ctrl-C kept."""
+
+    def __init__(self, checkpoints: Path, max_epochs: int) -> None:
+        self.checkpoints, self.max_epochs = checkpoints, max_epochs
+        self.started = time.perf_counter()
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if trainer.is_global_zero and not trainer.sanity_checking:
+            seconds = time.perf_counter() - self.started
+            metrics = trainer.callback_metrics
+            say(epoch_line(trainer.current_epoch + 1, self.max_epochs, metrics, seconds))
+
+    def on_exception(self, trainer: pl.Trainer, module, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt) and trainer.is_global_zero:
+            say(interrupted_line(trainer.current_epoch + 1, trainer.global_step, self.checkpoints))
 
 
 class TrainResult(NamedTuple):
@@ -219,6 +238,7 @@ def _train(
                 check_finite=True,
             )
         )
+    callbacks.append(EpochReport(checkpoints, cfg.max_epochs))
     quiet_lightning()
     trainer = pl.Trainer(
         max_epochs=cfg.max_epochs,
@@ -322,4 +342,6 @@ def export_trained(
     export_autoencoder(
         shipped.model, artifact_config, folder, half=config.export_half, overwrite=True
     )  # the folder this run just wrote
-    return TrainResult(folder, metrics, format_metrics(metrics))
+    report = format_metrics(metrics)
+    weak = warn_if_weak(metrics)
+    return TrainResult(folder, metrics, f"{report}\n{weak}" if weak else report)

@@ -69,7 +69,7 @@ def test_html_is_self_contained(scan, tmp_path):
     page = export_html(scan, tmp_path / "scan.html").read_text()
     assert not re.search(r"https?://", page), "the page must not reach for the network"
     assert not re.search(r"<(script|link|img)[^>]+(src|href)=", page)
-    data = json.loads(page.split("const DATA = ")[1].split(";\nfunction f32")[0])
+    data = json.loads(page.split("const DATA = ")[1].split(";</script>")[0])
     panel = data["panels"][0]
     assert len(panel["layer_names"]) == 4 and panel["lens"]
     # the inline data is the scan: positions centred and scaled as the scene frames them
@@ -86,7 +86,7 @@ def test_html_is_self_contained(scan, tmp_path):
 )
 def test_html_script_parses(scan, tmp_path):
     page = export_html(scan, tmp_path / "scan.html").read_text()
-    script = page.split("<script>")[1].split("</script>")[0]
+    script = "\n".join(part.split("</script>")[0] for part in page.split("<script>")[1:])
     (tmp_path / "check.js").write_text(f"new Function({json.dumps(script)});")
     subprocess.run([shutil.which("node"), str(tmp_path / "check.js")], check=True)
 
@@ -95,17 +95,19 @@ HARNESS = r"""
 // Runs the exported page's script against a tiny fake DOM and canvas; prints draw counts.
 const fs = require("fs");
 const html = fs.readFileSync(process.argv[2], "utf8");
-const script = html.split("<script>")[1].split("</script>")[0];
+const script = html.split("<script>").slice(1).map(p => p.split("</script>")[0]).join("\n");
 const calls = {fillRect: 0, fill: 0, stroke: 0};
 function ctx() {
-  return new Proxy({}, {get: (t, k) => k in calls ? () => calls[k]++ : (k in t ? t[k] : () => {}),
+  const own = {measureText: s => ({width: 7 * s.length})};
+  return new Proxy(own, {get: (t, k) => k in calls ? () => calls[k]++ : (k in t ? t[k] : () => {}),
                         set: (t, k, v) => (t[k] = v, true)});
 }
 function el(tag) {
   const node = {tag, style: {}, children: [], innerHTML: "", textContent: "", value: "slot",
     checked: true,
     clientWidth: 640, clientHeight: 360, width: 0, height: 0,
-    getContext: () => ctx(), appendChild(c) { this.children.push(c); },
+    getContext: () => ctx(), appendChild(c) { this.children.push(c); }, querySelectorAll: () => [],
+    getBoundingClientRect: () => ({left: 0, top: 0}),
     querySelector(sel) { return this[sel] || (this[sel] = el(sel)); }};
   return node;
 }

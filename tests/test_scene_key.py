@@ -43,10 +43,18 @@ def particle_rgb(panel, step: int, layer: int) -> np.ndarray:
     return out
 
 
-def test_palette_is_distinct_and_cycles():
-    palette = token_palette()
-    assert len(np.unique(np.round(palette, 3), axis=0)) == len(palette) == 64
-    assert np.array_equal(token_colors(70)[64:], palette[:6])
+def test_palette_is_distinct_in_ciede2000_then_colours_by_position():
+    import itertools
+
+    from coloraide import Color
+
+    palette = [Color("srgb", list(c)) for c in token_palette()]
+    assert len(palette) == 24
+    worst = min(a.delta_e(b, method="2000") for a, b in itertools.combinations(palette, 2))
+    assert worst >= 14.0  # a just-noticeable difference is about 2; small dots need far more
+    assert np.array_equal(token_colors(24), token_palette())
+    long = token_colors(40)  # past the palette: a colour map along the prompt, no repeats
+    assert len(np.unique(np.round(long, 4), axis=0)) == 40
 
 
 def test_token_colours_of_particles_match_their_chips(scan, scene):
@@ -162,8 +170,9 @@ def test_legend_per_colour_mode(scan, scene):
         low, high = legend.bar.GetLookupTable().GetRange()
         assert low == 0 and high > 0
     scene.set_color_mode("displacement")
+    assert not legend.surface.actor.GetVisibility()  # surfaces are off by default
     scene.toggle("surface")
-    assert not legend.surface.actor.GetVisibility()
+    assert legend.surface.actor.GetVisibility()
     scene.toggle("surface")
 
 
@@ -199,10 +208,10 @@ def test_picking_names_token_and_layer(scan, scene):
 
 
 @pytest.mark.parametrize("bottom", [0.0, 0.1])
-def test_every_layer_stays_inside_the_picture(bottom):
-    """From the start view and along the orbit, every point of every layer projects inside
-    the viewport (through the renderer's own world-to-display transform), and inside the
-    area clear of the overlays, which it nearly fills."""
+def test_the_shown_layer_fills_the_picture_and_stays_inside(bottom):
+    """Along the movie's orbit, every point of the layer on show projects (through the
+    renderer's own world-to-display transform) inside the area clear of the overlays, and
+    the camera frames that layer, not the union of all layers: it fills most of the area."""
     wide = make_scan(n_layers=4, n_particles=256, n_tokens=6, seed=3)
     for source, size in ((wide, (640, 360)), (make_diff(n_layers=3, n_particles=128), (800, 360))):
         scene = Scene(source, SceneOptions(window_size=size, overlay_bottom=bottom))
@@ -212,20 +221,22 @@ def test_every_layer_stays_inside_the_picture(bottom):
             coord = vtkCoordinate()
             coord.SetCoordinateSystemToWorld()
             x0, y0, x1, y1 = scene.free_area
-            for azimuth in (0.0, 30.0, 180.0):
-                scene.set_azimuth(azimuth)
-                scene.render()
-                xy = []
-                for s in scene.scans:
-                    for point in s.positions[-1].reshape(-1, 3)[::3]:
-                        coord.SetValue(*point)
-                        xy.append(coord.GetComputedDoubleDisplayValue(renderer))
-                xy = np.array(xy) / [w, h]  # (n, 2) normalized viewport
-                assert (xy >= 0).all() and (xy <= 1).all()
-                assert (xy[:, 0] >= x0).all() and (xy[:, 0] <= x1).all(), azimuth
-                assert (xy[:, 1] >= y0).all() and (xy[:, 1] <= y1).all(), azimuth
-            used = (xy.max(0) - xy.min(0)) / [x1 - x0, y1 - y0]
-            assert used.max() > 0.6  # framed, not lost in the middle
+            for layer in range(scene.n_layers + 1):
+                for azimuth in (0.0, 30.0):
+                    scene.set_azimuth(azimuth)
+                    scene.update(scene.n_steps - 1, float(layer))
+                    scene.render()
+                    xy = []
+                    for s in scene.scans:
+                        for point in s.positions[-1, layer][::3]:
+                            coord.SetValue(*point)
+                            xy.append(coord.GetComputedDoubleDisplayValue(renderer))
+                    xy = np.array(xy) / [w, h]  # (n, 2) normalized viewport
+                    slack = 0.03  # smoothing through layer-time trades a little margin
+                    assert (xy[:, 0] >= x0 - slack).all() and (xy[:, 0] <= x1 + slack).all()
+                    assert (xy[:, 1] >= y0 - slack).all() and (xy[:, 1] <= y1 + slack).all()
+                    used = (xy.max(0) - xy.min(0)) / [x1 - x0, y1 - y0]
+                    assert used.max() > 0.6, (layer, azimuth)  # framed, not lost in the middle
         finally:
             scene.close()
 
@@ -331,13 +342,14 @@ def test_html_page_colours_by_token(scan, tmp_path):
     from layerscan.geometry.scene.export import export_html
 
     page = export_html(scan, tmp_path / "s.html").read_text()
-    panel = json.loads(page.split("const DATA = ")[1].split(";\nfunction f32")[0])["panels"][0]
+    panel = json.loads(page.split("const DATA = ")[1].split(";</script>")[0])["panels"][0]
     expected = [
         ("#" + "".join(f"{round(255 * c):02x}" for c in rgb))
         for rgb in token_colors(len(scan.tokens))
     ]
     assert panel["token_colors"] == expected and panel["particle_tokens"]
-    assert "token_trust" in panel["metrics"] and 'mode.value=P[0].particle_tokens?"token"' in page
+    assert "token_trust" in panel["metrics"]
+    assert '<select id="mode"><option>token</option>' in page  # token colours first
 
 
 def test_cli_label_and_colour_flags(scan, tmp_path):

@@ -12,7 +12,11 @@ MAX_ORBIT = 36_000.0
 
 
 def check_movie_bounds(
-    duration: float | None, hold: float, orbit: float, frames_per_layer: int
+    duration: float | None,
+    hold: float,
+    orbit: float,
+    frames_per_layer: int | None,
+    seconds_per_layer: float = 0.2,
 ) -> None:
     """RenderOptions' sizes: seconds up to LIMITS["seconds"], a bounded orbit and frame count."""
     seconds = LIMITS["seconds"]
@@ -20,7 +24,9 @@ def check_movie_bounds(
         check_number(duration, "--duration", 0, seconds, low_open=True)
     check_number(hold, "--hold", 0, seconds)
     check_number(orbit, "--orbit", -MAX_ORBIT, MAX_ORBIT)
-    check_size(frames_per_layer, "frames_per_layer", "--frames-per-layer")
+    check_number(seconds_per_layer, "--seconds-per-layer", 0, seconds, low_open=True)
+    if frames_per_layer is not None:
+        check_size(frames_per_layer, "frames_per_layer", "--frames-per-layer")
 
 
 def check_scene_bounds(point_size: float | None, n_links: int) -> None:

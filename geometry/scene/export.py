@@ -13,8 +13,11 @@ from layerscan.core.errors import LayerscanError
 from layerscan.core.outputs import atomic_path
 from layerscan.geometry.scan_file import DiffScan, Scan
 from layerscan.geometry.scene import frames as fr
+from layerscan.geometry.scene.camera import smooth
+from layerscan.geometry.scene.caption import caption_for, warning_for
 from layerscan.geometry.scene.mesh_bytes import encode_mesh
-from layerscan.geometry.scene.style import token_colors
+from layerscan.geometry.scene.placement import importance
+from layerscan.geometry.scene.style import colors_by_position, token_colors
 
 MESH_FORMATS = ("vtp", "vtk", "ply")
 HTML_SUFFIXES = (".html", ".htm")
@@ -148,7 +151,22 @@ def _panel_data(scan: Scan, step: int, displacement: np.ndarray | None, max_face
             for rgb in token_colors(len(scan.tokens))
         ],
         "surfaces": None,
+        "label_order": importance(scan.tokens[: scan.step_lengths[step]], None),
+        "caption": caption_for(scan, lambda _text: True),
+        "warning": warning_for(scan),
+        "colour_key": (
+            "colour = token position in the prompt (first → last); labels name the tokens"
+            if colors_by_position(len(scan.tokens))
+            else "colour = token: each chip below is the colour of its particles"
+        ),
     }
+    normalized = (pos - centre) / radius  # (n_layers+1, n_particles, 3)
+    # the page's camera frames the layer on show, smoothed through layer-time (camera.py)
+    centres = smooth(np.median(normalized, axis=1))  # (n_layers+1, 3)
+    spread = np.linalg.norm(normalized - centres[:, None], axis=-1)  # (n_layers+1, n_particles)
+    radii = smooth(np.log(np.maximum(np.percentile(spread, 98, axis=1), 1e-6)))
+    panel["frame_centres"] = np.round(centres, 5).tolist()
+    panel["frame_radii"] = np.round(np.exp(radii), 5).tolist()
     if n_faces <= max_faces:
         panel["surfaces"] = [
             {"v": _b64((s.vertices - centre) / radius, np.float32), "f": _b64(s.faces, np.int32)}
@@ -157,13 +175,19 @@ def _panel_data(scan: Scan, step: int, displacement: np.ndarray | None, max_face
     if displacement is not None:
         panel["displacement"] = _b64(displacement, np.float32)
     if scan.lens_tokens is not None and scan.lens_probs is not None:
-        last = scan.step_lengths[step] - 1
+        # every token's lens at every layer (empty before the last --lens-last tokens)
+        n_tok = min(scan.step_lengths[step], scan.lens_probs.shape[1])
         panel["lens"] = [
             [
-                [t, round(float(p), 4)]
-                for t, p in zip(
-                    scan.lens_tokens[layer][last], scan.lens_probs[layer, last], strict=True
-                )
+                [
+                    [t, round(float(p), 4)]
+                    for t, p in zip(
+                        scan.lens_tokens[layer][tok], scan.lens_probs[layer, tok], strict=True
+                    )
+                ]
+                if scan.lens_probs[layer, tok].any()
+                else []
+                for tok in range(n_tok)
             ]
             for layer in range(scan.n_layers + 1)
         ]
@@ -205,9 +229,9 @@ def export_html(source: Scan | DiffScan, path: str | os.PathLike, max_faces: int
         **extra,
     }
     payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
-    from layerscan.geometry.scene.html_viewer import TEMPLATE
+    from layerscan.geometry.scene.html_viewer import page
 
-    html = TEMPLATE.replace("/*LAYERSCAN_DATA*/null", payload)
+    html = page(payload)
     with atomic_path(path) as tmp:
         tmp.write_text(html, encoding="utf-8")
     return path

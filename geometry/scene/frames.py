@@ -28,7 +28,7 @@ def ease(t: np.ndarray | float) -> np.ndarray | float:
 def plan_frames(
     n_layers: int,
     n_steps: int = 1,
-    frames_per_layer: int = 8,
+    frames_per_layer: float = 8,
     hold_frames: int = 0,
     token_sweep: bool = False,
     orbit_degrees: float = 0.0,
@@ -41,7 +41,8 @@ def plan_frames(
     Args:
         n_layers: transformer blocks of the scan (it shows n_layers+1 hidden states).
         n_steps: token-time steps in the scan.
-        frames_per_layer: frames spent moving from one layer to the next.
+        frames_per_layer: frames spent moving from one layer to the next (fractional: the
+            frames fall between layers, and the movie lasts as long at any fps).
         hold_frames: extra still frames at the start, and on the last layer of each pass.
         token_sweep: play every token step instead of only the last one.
         orbit_degrees: total camera orbit over the whole movie.
@@ -54,8 +55,8 @@ def plan_frames(
     plan: list[tuple[int, float]] = []
     for i, step in enumerate(steps):
         plan += [(step, 0.0)] * (hold_frames if i == 0 else 0)
-        travel = n_layers * frames_per_layer
-        plan += [(step, i / frames_per_layer) for i in range(travel + 1)]
+        travel = max(int(round(n_layers * frames_per_layer)), 1 if n_layers else 0)
+        plan += [(step, n_layers * i / max(travel, 1)) for i in range(travel + 1)]
         plan += [(step, float(n_layers))] * hold_frames
     n = len(plan)
     return [
@@ -71,13 +72,13 @@ def frames_per_layer_for(
     n_steps: int = 1,
     hold_frames: int = 0,
     token_sweep: bool = False,
-) -> int:
-    """Frames per layer that make a movie last about `duration` seconds at `fps`."""
+) -> float:
+    """Frames per layer (fractional) that make a movie last about `duration` seconds at `fps`."""
     if duration <= 0 or fps <= 0:
         raise LayerscanError(f"duration and fps must be positive, got {duration} s at {fps} fps")
     passes = n_steps if token_sweep else 1
     budget = duration * fps / passes - 1 - 2 * hold_frames
-    return max(1, int(round(budget / max(n_layers, 1))))
+    return max(1.0, budget / max(n_layers, 1))
 
 
 def layer_pair(layer: float, n_layers: int) -> tuple[int, int, float]:
@@ -181,7 +182,11 @@ FRAMING_MAX_POINTS = 60_000
 
 
 def framing_distance(
-    points: np.ndarray, centre: np.ndarray, elevation: float, tan_half: tuple[float, float]
+    points: np.ndarray,
+    centre: np.ndarray,
+    elevation: float,
+    tan_half: tuple[float, float],
+    azimuths: np.ndarray | None = None,
 ) -> float:
     """The camera distance that keeps every point in view from any orbit angle.
 
@@ -194,6 +199,7 @@ def framing_distance(
         centre: (3,) the focal point.
         elevation: camera elevation in radians.
         tan_half: tangents of the half view angles across (x) and up (y) of the free area.
+        azimuths: the orbit angles (radians) to frame for; None: every FRAMING_AZIMUTHS-th.
 
     Returns:
         the smallest such distance.
@@ -208,7 +214,9 @@ def framing_distance(
             q = q[:: len(q) // FRAMING_MAX_POINTS + 1]
     need = 0.0
     z = np.array([0.0, 0.0, 1.0])
-    for a in np.linspace(0, 2 * np.pi, FRAMING_AZIMUTHS, endpoint=False):
+    if azimuths is None:
+        azimuths = np.linspace(0, 2 * np.pi, FRAMING_AZIMUTHS, endpoint=False)
+    for a in azimuths:
         offset = np.array(
             [np.cos(elevation) * np.cos(a), np.cos(elevation) * np.sin(a), np.sin(elevation)]
         )

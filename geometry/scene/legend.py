@@ -9,7 +9,12 @@ from vtkmodules.vtkRenderingAnnotation import vtkScalarBarActor
 from vtkmodules.vtkRenderingCore import vtkRenderer, vtkTextProperty, vtkTextRenderer
 
 from layerscan.geometry.scene.overlays import DIM, INK, Label
-from layerscan.geometry.scene.style import MARGIN, lookup_table, use_font
+from layerscan.geometry.scene.style import (
+    MARGIN,
+    lookup_table,
+    position_lookup_table,
+    use_font,
+)
 
 CAPTIONS = {
     "token": "colour = token: each chip below is the colour of its particles",
@@ -65,7 +70,7 @@ class Legend:
         self.scales = scales
         # as wide as its widest title (which is centred over it), so no title is cut off
         width_px = max(
-            [BAR_MIN_WIDTH * size] + [_text_width(s.title, small) + size for s in scales.values()]
+            [BAR_MIN_WIDTH * size] + [text_width(s.title, small) + size for s in scales.values()]
         )
         width = width_px / viewport_px[0]
         self.bar = vtkScalarBarActor()
@@ -103,7 +108,8 @@ class Legend:
         if mode in self.scales:
             scale = self.scales[mode]
             caption = f"{scale.caption} · scale at right"
-            lut = lookup_table(mode)  # the particles' table, relabelled in real units
+            # the particles' table, relabelled in real units
+            lut = position_lookup_table() if mode == "token" else lookup_table(mode)
             lut.scalar_range = (0.0, scale.top)
             self.bar.SetLookupTable(lut)
             self.bar.SetTitle(scale.title)
@@ -112,7 +118,7 @@ class Legend:
         self.colour.set(caption)
 
 
-def _text_width(text: str, size: int) -> float:
+def text_width(text: str, size: int) -> float:
     """Width in pixels of (multi-line) overlay text at font `size`."""
     prop = vtkTextProperty()
     prop.SetFontSize(size)

@@ -33,6 +33,8 @@ BACKING_OPACITY = 0.7
 CHIP_TEXT_LIMIT = 24
 """Longest token text on a chip."""
 CHIP_INK = (0.08, 0.08, 0.1)
+ELLIPSIS = "…"
+"""The chip standing for tokens scrolled out before the first chip shown."""
 """Text on the highlighted (current) chip."""
 
 # Sizes in font sizes, so the overlays scale with the window.
@@ -194,7 +196,9 @@ class TokenChips:
         max_rows: int = 2,
         differing: list[int] | None = None,
     ) -> None:
-        self.labels = [plain_text(token_label(t, CHIP_TEXT_LIMIT)) for t in tokens]
+        # long tokens are cut with "…", shorter at small widths (24 characters at 1280 px)
+        limit = max(8, round(CHIP_TEXT_LIMIT * viewport_px[0] / 1280))
+        self.labels = [plain_text(token_label(t, limit)) for t in tokens]
         self.differing = set(differing or [])
         measurer = vtkTextRenderer()
         prop = vtkTextProperty()
@@ -202,12 +206,14 @@ class TokenChips:
         use_font(prop)
         box = [0, 0, 0, 0]
         widths = []
-        for label in self.labels:
+        for label in [*self.labels, ELLIPSIS]:
             measurer.GetBoundingBox(prop, label, box, 72)
             widths.append(box[1] - box[0] + 1)
+        more_width = widths.pop()
         w_px, h_px = viewport_px
         pad, gap = CHIP_PAD * size / w_px, CHIP_GAP * size / w_px
         self.widths = np.asarray(widths) / w_px + 2 * pad
+        self.more_width = more_width / w_px + 2 * pad
         self.row_h = CHIP_ROW * size / h_px
         self.x0, self.x1, self.y_top, self.max_rows, self.pad, self.gap = (
             x0,
@@ -218,7 +224,7 @@ class TokenChips:
             gap,
         )
         self.actors = []
-        for label in self.labels:
+        for label in [*self.labels, ELLIPSIS]:
             actor = vtkTextActor()
             actor.SetInput(label)
             actor.GetPositionCoordinate().SetCoordinateSystemToNormalizedViewport()
@@ -230,6 +236,11 @@ class TokenChips:
             tp.SetVerticalJustificationToBottom()
             renderer.AddViewProp(actor)
             self.actors.append(actor)
+        # "…" before the first chip shown when earlier tokens scrolled out
+        self.more = self.actors.pop()
+        self.more.GetTextProperty().SetBackgroundColor(*CHIP_FUTURE)
+        self.more.GetTextProperty().SetColor(*DIM)
+        self.more.SetVisibility(False)
         self.colors: np.ndarray | None = None
         self._state: tuple | None = None
 
@@ -246,6 +257,10 @@ class TokenChips:
         focus = len(self.labels) - 1 if current is None else current
         start = self._first_shown(focus)
         x, row = self.x0, 0
+        self.more.SetVisibility(start > 0)
+        if start > 0:
+            self.more.SetPosition(x + self.pad, self.y_top - self.row_h)
+            x += self.more_width + self.gap
         for i, actor in enumerate(self.actors):
             if i < start or row >= self.max_rows:
                 actor.SetVisibility(False)
@@ -285,14 +300,14 @@ class TokenChips:
 
     def set_visible(self, visible: bool) -> None:
         """Hide every chip, or show the ones the last layout placed (and lay out anew)."""
-        for actor in self.actors:
+        for actor in [*self.actors, self.more]:
             actor.SetVisibility(visible and actor.GetVisibility())
         if not visible:
             self._state = None
 
     def _first_shown(self, focus: int) -> int:
         """First token index such that `focus` still fits in the rows (greedy from the end)."""
-        width = (self.x1 - self.x0) * self.max_rows * CHIP_ROWS_USED
+        width = (self.x1 - self.x0) * self.max_rows * CHIP_ROWS_USED - self.more_width - self.gap
         start, used = focus, self.widths[focus] + self.gap
         while start > 0 and used + self.widths[start - 1] + self.gap <= width:
             start -= 1

@@ -9,7 +9,8 @@ from vtkmodules.vtkRenderingCore import vtkRenderer
 
 from layerscan.geometry.scan_file import Scan, token_centroids
 from layerscan.geometry.scene import frames as fr
-from layerscan.geometry.scene.legend import Legend, Scale, surface_caption
+from layerscan.geometry.scene.caption import caption_for, warning_for
+from layerscan.geometry.scene.legend import Legend, Scale, surface_caption, text_width
 from layerscan.geometry.scene.meshes import surface_polydata
 from layerscan.geometry.scene.overlays import DIM, INK, Label, LensPanel, TokenChips, token_label
 from layerscan.geometry.scene.style import (
@@ -21,6 +22,8 @@ from layerscan.geometry.scene.style import (
     SURFACE_COLOR,
     TOP,
     bake_shading,
+    clear_band,
+    colors_by_position,
     lookup_table,
     token_colors,
     token_lookup_table,
@@ -28,6 +31,10 @@ from layerscan.geometry.scene.style import (
 from layerscan.geometry.scene.tokens import TokenLabels
 
 CONTINUOUS_MODES = ("slot", "density", "displacement")
+CAPTION_WIDTH = 0.76
+"""Share of the panel's width the caption may fill (the logit lens sits at the right)."""
+WARN = (1.0, 0.72, 0.3)
+"""Colour of the low-R² warning."""
 """Colour modes drawn through a continuous colour map (token mode is categorical)."""
 
 
@@ -139,8 +146,19 @@ class Panel:
             overlay, scan.tokens, size, viewport_px, y_top=chips_top, differing=differing
         )
         self.labels = TokenLabels(overlay, renderer, scan.tokens, self.token_rgb, int(size * 0.95))
+        if title is None:  # labels stay clear of the header and the keys
+            self.labels.band = clear_band(*self.labels.band, size, viewport_px[1], bottom)
         self.places = np.zeros((0, 3))
         self.legend = None
+        if colors_by_position(n_tokens):  # too many tokens for distinct colours
+            scales = {
+                **scales,
+                "token": Scale(
+                    "colour = token position in the prompt (first → last); labels name the tokens",
+                    "token\nposition",
+                    float(n_tokens - 1),
+                ),
+            }
         if legend:
             # a diff keeps the figures line just above the prompt title: go above it
             legend_y = chips_top + (0.012 if title is None else 0.035 + 3.0 * size / viewport_px[1])
@@ -150,7 +168,18 @@ class Panel:
         self.head = Label(overlay, MARGIN, TOP, int(size * 1.5), INK, bold=True)
         self.sub = Label(overlay, MARGIN, TOP - 2.3 * size / viewport_px[1], size, DIM)
         self.fig = Label(overlay, MARGIN, TOP - 3.9 * size / viewport_px[1], int(size * 0.9), DIM)
-        self.pick = Label(overlay, MARGIN, TOP - 5.4 * size / viewport_px[1], int(size * 0.9), INK)
+        # the figures line in words (or the PCA-fallback note), and a low-R² warning
+        small = max(8, int(size * 0.8))
+        self.caption = Label(overlay, MARGIN, TOP - 5.3 * size / viewport_px[1], small, DIM)
+        room = (CAPTION_WIDTH if title is None else 0.6) * viewport_px[0]  # a diff's lens is nearer
+        self.caption.set(caption_for(scan, lambda text: text_width(text, small) <= room))
+        self.warning = Label(overlay, MARGIN, TOP - 6.5 * size / viewport_px[1], small, WARN)
+        self.warning.set(warning_for(scan) or "")
+        if self.warning._text and title is None:  # labels stay below the warning too
+            lo, hi = self.labels.band
+            self.labels.band = (lo, hi - 1.3 * size / viewport_px[1])
+        pick_y = TOP - (7.7 if self.warning._text else 6.5) * size / viewport_px[1]
+        self.pick = Label(overlay, MARGIN, pick_y, int(size * 0.9), INK)
         self.prompt_title = None
         if title is not None:
             self.prompt_title = Label(
@@ -308,7 +337,15 @@ class Panel:
         )
 
     def set_overlays_visible(self, visible: bool) -> None:
-        for label in (self.head, self.sub, self.fig, self.pick, self.prompt_title):
+        for label in (
+            self.head,
+            self.sub,
+            self.fig,
+            self.caption,
+            self.warning,
+            self.pick,
+            self.prompt_title,
+        ):
             if label is not None:
                 label.set_visible(visible)
         self.chips.set_visible(visible)

@@ -39,8 +39,11 @@ class RenderOptions:
 
     fps: int = 30
     """Frames per second of the output."""
-    frames_per_layer: int = field(default=6, metadata={"metavar": "N"})
-    """Frames spent moving from one layer to the next (ignored when `duration` is set)."""
+    seconds_per_layer: float = field(default=0.2, metadata={"metavar": "SECONDS"})
+    """Seconds spent moving from one layer to the next, whatever the fps (ignored when
+    `duration` or `frames_per_layer` is set)."""
+    frames_per_layer: int | None = field(default=None, metadata={"metavar": "N"})
+    """Frames spent moving from one layer to the next; None: seconds per layer × fps."""
     duration: float | None = field(default=None, metadata={"metavar": "SECONDS"})
     """Target length in seconds; sets frames per layer."""
     hold: float = field(default=0.5, metadata={"metavar": "SECONDS"})
@@ -59,7 +62,11 @@ class RenderOptions:
     def __post_init__(self) -> None:
         if not 1 <= self.fps <= 240:
             raise LayerscanError(f"fps must be between 1 and 240, got {self.fps}")
-        if self.frames_per_layer < 1:
+        if not (math.isfinite(self.seconds_per_layer) and self.seconds_per_layer > 0):
+            raise LayerscanError(
+                f"seconds per layer must be positive, got {self.seconds_per_layer}"
+            )
+        if self.frames_per_layer is not None and self.frames_per_layer < 1:
             raise LayerscanError(
                 f"frames per layer must be at least 1, got {self.frames_per_layer}"
             )
@@ -71,7 +78,9 @@ class RenderOptions:
             raise LayerscanError(f"--hold must be 0 or more seconds, got {self.hold}")
         if not math.isfinite(self.orbit):
             raise LayerscanError(f"--orbit must be a number of degrees, got {self.orbit}")
-        check_movie_bounds(self.duration, self.hold, self.orbit, self.frames_per_layer)
+        check_movie_bounds(
+            self.duration, self.hold, self.orbit, self.frames_per_layer, self.seconds_per_layer
+        )
         if self.still_layer is not None and not (
             math.isfinite(self.still_layer) and self.still_layer >= 0
         ):
@@ -311,6 +320,8 @@ def plan_for(n_layers: int, n_steps: int, options: RenderOptions) -> list[fr.Fra
     """The frames a movie with these options shows."""
     hold = int(round(options.hold * options.fps))
     fpl = options.frames_per_layer
+    if fpl is None:  # the same length at any fps
+        fpl = max(options.seconds_per_layer * options.fps, 1.0)
     if options.duration is not None:
         fpl = fr.frames_per_layer_for(
             options.duration, options.fps, n_layers, n_steps, hold, options.token_sweep

@@ -17,6 +17,7 @@ from layerscan.core.errors import LayerscanError
 from layerscan.geometry.scan_file import DiffScan, Scan, diverges
 from layerscan.geometry.scene import frames as fr
 from layerscan.geometry.scene.bounds import check_scene_bounds
+from layerscan.geometry.scene.camera import LayerCamera
 from layerscan.geometry.scene.legend import Scale
 from layerscan.geometry.scene.overlays import LayerChart, plain_text_backend, token_label
 from layerscan.geometry.scene.panel import Panel
@@ -33,6 +34,7 @@ from layerscan.geometry.scene.style import (
     VIEW_ANGLE,
     VIEW_AZIMUTH,
     VIEW_ELEVATION,
+    clear_band,
     direction,
     software_theme,
     token_colors,
@@ -77,8 +79,9 @@ class SceneOptions:
     previous layer; A→B distance in a diff). None: displacement for diffs, else token."""
     show_points: bool = field(default=True, metadata={"flag": "points"})
     """Draw the particles."""
-    show_surface: bool = field(default=True, metadata={"flag": "surfaces"})
-    """Draw each layer's density surface."""
+    show_surface: bool = field(default=False, metadata={"flag": "surfaces"})
+    """Draw each layer's density surface (off by default: around token groups it is a faint
+    shadow that explains little; `u` in the window, --surfaces here)."""
     show_lines: bool = field(default=False, metadata={"flag": "lines"})
     """Join each particle to its nearest neighbours in the particle cloud."""
     show_overlays: bool = field(default=True, metadata={"flag": "overlays"})
@@ -149,6 +152,7 @@ class Scene:
         plain_text_backend()
         w, h = opts.window_size
         size = max(MIN_FONT_SIZE, round(FONT_SIZE * h / REFERENCE_HEIGHT))
+        self.font_size = size
         # the scene's own copy with the sizes resolved; the caller's options stay as given
         point_size = opts.point_size
         if point_size is None:
@@ -214,6 +218,8 @@ class Scene:
         self.layer = 0.0
         self.azimuth = 0.0
         self.current_token: int | None = None
+        self.picked_token: int | None = None
+        """The token last picked (clicked or hovered) in the window."""
         self.update(self.step, 0.0)
 
     def _models_differ(self) -> bool:
@@ -243,6 +249,7 @@ class Scene:
         )
         self.panels[1].head.set("")
         self.panels[1].sub.set("")
+        self.panels[1].caption.set("")  # one caption (panel A's) explains both
         h = viewport_px[1]
         for panel in self.panels:
             panel.fig.actor.SetPosition(0.02, self.options.overlay_bottom + 0.16 + 2.2 * size / h)
@@ -305,27 +312,25 @@ class Scene:
         return out, scales
 
     def _setup_camera(self) -> None:
-        """Frame the whole cloud of every layer (and token step) inside the free area.
+        """Frame the layer on show inside the free area (see camera.LayerCamera).
 
-        The distance keeps every point in view from any orbit angle, with a margin; the
-        camera's window centre shifts the picture into the free area.
+        The camera's window centre shifts the picture into the free area, clear of the
+        header, the chips and the legend.
         """
-        pos = np.concatenate([s.positions.reshape(-1, 3) for s in self.scans])
         x0, y0, x1, y1 = FREE_AREA["diff" if self.is_diff else "single"]
         y0 = y0 + self.options.overlay_bottom * (1 - y0)
         w, h = self.options.window_size
+        if not self.is_diff:
+            y0, y1 = clear_band(y0, y1, self.font_size, h, self.options.overlay_bottom)
+            if self.panels[0].warning._text:  # and clear of the low-R² warning line
+                y1 -= 1.3 * self.font_size / h
         aspect = w / len(self.scans) / h
         half_v = np.tan(np.radians(VIEW_ANGLE) / 2) / FRAME_MARGIN
         tan_half = ((x1 - x0) * aspect * half_v, (y1 - y0) * half_v)
-        elevation = np.radians(VIEW_ELEVATION)
-        # the focal point that needs the least distance: a few outliers pull the box's middle
-        self.distance, self.centre = min(
-            (
-                (fr.framing_distance(pos, c, elevation, tan_half), c)
-                for c in ((pos.min(0) + pos.max(0)) / 2, pos.mean(0), np.median(pos, 0))
-            ),
-            key=lambda fit: fit[0],
+        self.camera = LayerCamera(
+            [s.positions for s in self.scans], np.radians(VIEW_ELEVATION), tan_half, VIEW_AZIMUTH
         )
+        self.centre, self.distance = self.camera.at(self.scans[0].n_steps - 1, 0.0)
         self.free_area = (x0, y0, x1, y1)
         # VTK's window centre is where the view's centre goes, in [-1, 1] viewport units,
         # measured the other way round: (-0.1, -0.1) moves the picture up and to the right
@@ -344,11 +349,29 @@ class Scene:
         cam.clipping_range = (self.distance * 0.05, self.distance * 3.0)
         cam.SetWindowCenter(*self.window_centre)
 
+    def _follow_layer(self) -> None:
+        """Move the focal point and distance to the shown layer's framing, keeping the view
+        direction and any zoom the user made in the window."""
+        centre, distance = self.camera.at(self.step, self.layer)
+        cam = self.plotter.camera
+        offset = np.asarray(cam.position) - np.asarray(cam.focal_point)
+        length = float(np.linalg.norm(offset))
+        if length < 1e-12:
+            return
+        zoom = length / self.distance if self.distance > 0 else 1.0
+        self.centre, self.distance = centre, distance
+        cam.focal_point = tuple(centre)
+        cam.position = tuple(centre + distance * zoom * offset / length)
+        cam.clipping_range = (distance * zoom * 0.05, distance * zoom * 3.0)
+
     def update(self, step: int, layer: float, current_token: int | None = None) -> None:
         """Show token step `step` at fractional `layer` (current token highlighted if given)."""
         self.step = int(np.clip(step, 0, self.n_steps - 1))
         self.layer = float(np.clip(layer, 0, self.n_layers))
         self.current_token = current_token
+        if current_token is None and self.picked_token is not None:
+            current_token = self.picked_token  # a picked token: its label first, its lens
+        self._follow_layer()
         near = fr.nearest_layer(self.layer, self.n_layers)
         scan = self.scans[0]
         header = (
@@ -371,6 +394,10 @@ class Scene:
     def describe_particle(self, panel: int, point_id: int) -> str:
         """Name the token and layer of particle `point_id` in panel `panel`, and show it."""
         text = self.panels[panel].describe_particle(self.step, self.layer, point_id)
+        step = min(self.step, self.scans[panel].n_steps - 1)
+        near = fr.nearest_layer(self.layer, self.n_layers)
+        self.picked_token = int(self.scans[panel].particle_tokens[step, near, point_id])
+        self.update(self.step, self.layer, self.current_token)
         if self.is_diff:
             text = f"{'AB'[panel]}: {text}"
         for i, p in enumerate(self.panels):

@@ -30,9 +30,9 @@ DIFF_SURFACE_OPACITY = 0.12
 """Surface opacity in a diff: two panels of overlapping blobs."""
 VIEW_ANGLE = 30.0
 """Camera view angle in degrees (vertical)."""
-FRAME_MARGIN = 1.06
-"""The camera keeps the bounding sphere of every layer this much inside the free area."""
-FREE_AREA = {"single": (0.02, 0.22, 0.98, 0.84), "diff": (0.03, 0.30, 0.97, 0.66)}
+FRAME_MARGIN = 1.0
+"""The camera keeps the layer on show this much inside the free area (1: the area is the margin)."""
+FREE_AREA = {"single": (0.02, 0.19, 0.98, 0.85), "diff": (0.03, 0.30, 0.97, 0.66)}
 """(x0, y0, x1, y1) normalized area of a panel that the whole cloud of every layer fits in,
 clear of the header, the chips and the legend (and of the divergence chart in a diff)."""
 LINE_COLOR, LINE_OPACITY = "#8fa3bf", 0.35
@@ -41,6 +41,26 @@ MARGIN, TOP = 0.02, 0.97
 """Left margin and top line of the text overlays (fractions of the panel)."""
 CHIPS_TOP, CHIPS_TOP_TITLED = 0.105, 0.125
 """Top of the token chips above the bottom band; higher under a diff panel's A/B title."""
+
+
+HEADER_LINES, FOOTER_LINES = 6.2, 3.2
+"""Font sizes of text above the picture (layer, model, figures, caption, warning) and between
+the chips and the picture (the colour and surface key)."""
+
+
+def clear_band(y0: float, y1: float, size: int, height: int, bottom: float = 0.0) -> tuple:
+    """The part of (y0, y1) (fractions of the panel height) clear of the header text and the
+    keys above the chips, which take a larger share of small frames.
+
+    Args:
+        y0, y1: the band wanted.
+        size: overlay font size in pixels.
+        height: panel height in pixels.
+        bottom: free band at the bottom the chips sit above (the viewer's sliders).
+    """
+    top = TOP - HEADER_LINES * size / height
+    low = bottom + CHIPS_TOP + 0.012 + FOOTER_LINES * size / height
+    return max(y0, low), min(y1, top)
 
 
 def direction(azimuth: float, elevation: float) -> np.ndarray:
@@ -93,55 +113,52 @@ def unit_scale(values: np.ndarray) -> np.ndarray:
     return np.clip(values / unit_top(values), 0, 1).astype(np.float32)
 
 
-TOKEN_PALETTE_SIZE = 64
-"""Distinct token colours before the palette repeats."""
-_PALETTE_LIGHTNESS = (52.0, 88.0)
-"""CIELAB lightness range of token colours: readable on the dark background."""
-_PALETTE_SEED_COLOURS = ("#4e9bff", "#ff7f2a", "#3ddc84", "#ff4d6d", "#c77dff", "#ffd23f")
-"""The first token colours (hand-picked, most distinct); the rest are chosen greedily."""
-
-
-def _srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
-    """(n, 3) sRGB in [0, 1] → (n, 3) CIELAB (D65)."""
-    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
-    m = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
-    xyz = linear @ m.T / np.array([0.95047, 1.0, 1.08883])  # (n, 3)
-    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16 / 116)
-    return np.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], 1)
+TOKEN_PALETTE = (
+    "#4e9bff", "#ff7f2a", "#3ddc84", "#ff4d6d", "#c77dff", "#ffd23f", "#00e8ff", "#8b8b46",
+    "#ffb9e8", "#00a28b", "#b9e817", "#17a200", "#ff00b9", "#ffb9a2", "#2ea2b9", "#b9b9ff",
+    "#b9745d", "#ff2e17", "#d1a25d", "#8be8d1", "#b9748b", "#d1d18b", "#7474ff", "#8bd1ff",
+)  # fmt: skip
+"""The token colours of prompts up to 24 tokens: chosen greedily far apart in CIEDE2000, no
+two closer than 14.6 (scripts/make_palette.py makes them; tests check the distance)."""
+TOKEN_PALETTE_SIZE = len(TOKEN_PALETTE)
+POSITION_COLORMAP, POSITION_RANGE = "turbo", (0.06, 0.94)
+"""Longer prompts colour tokens by position along the prompt (a colour bar is the key and the
+labels carry identity): this map over this part of it, bright enough on the dark background."""
 
 
 @functools.lru_cache(maxsize=1)
 def token_palette() -> np.ndarray:
-    """(TOKEN_PALETTE_SIZE, 3) float RGB in [0, 1]: a qualitative palette for dark backgrounds.
-
-    Greedy farthest-point choice in CIELAB over an sRGB grid (as Glasbey palettes are made),
-    so each new colour is as far as possible from all earlier ones; deterministic.
-    """
-    grid = np.linspace(0.0, 1.0, 16)
-    candidates = np.stack(np.meshgrid(grid, grid, grid, indexing="ij"), -1).reshape(-1, 3)
-    lab = _srgb_to_lab(candidates)  # (4096, 3)
-    keep = (
-        (lab[:, 0] >= _PALETTE_LIGHTNESS[0])
-        & (lab[:, 0] <= _PALETTE_LIGHTNESS[1])
-        & (np.hypot(lab[:, 1], lab[:, 2]) >= 25)
-    )  # coloured, not grey
-    candidates, lab = candidates[keep], lab[keep]
-    seeds = np.array(
-        [[int(c[i : i + 2], 16) / 255 for i in (1, 3, 5)] for c in _PALETTE_SEED_COLOURS]
+    """(TOKEN_PALETTE_SIZE, 3) float RGB in [0, 1]: the fixed categorical token palette."""
+    return np.array(
+        [[int(c[i : i + 2], 16) / 255 for i in (1, 3, 5)] for c in TOKEN_PALETTE], np.float64
     )
-    chosen = list(seeds)
-    nearest = np.min(np.linalg.norm(lab[:, None] - _srgb_to_lab(seeds)[None], axis=-1), 1)
-    while len(chosen) < TOKEN_PALETTE_SIZE:
-        best = int(np.argmax(nearest))
-        chosen.append(candidates[best])
-        nearest = np.minimum(nearest, np.linalg.norm(lab - lab[best], axis=1))
-    return np.asarray(chosen, np.float64)
+
+
+def colors_by_position(n_tokens: int) -> bool:
+    """Whether a prompt this long is coloured by position (colour bar) instead of a palette."""
+    return n_tokens > TOKEN_PALETTE_SIZE
 
 
 def token_colors(n_tokens: int) -> np.ndarray:
-    """(n_tokens, 3) float RGB: token i's colour (the palette repeats past its size)."""
-    palette = token_palette()
-    return palette[np.arange(n_tokens) % len(palette)]
+    """(n_tokens, 3) float RGB: token i's colour, from the palette up to its size, else from
+    the position colour map (first token at one end, last at the other)."""
+    if not colors_by_position(n_tokens):
+        return token_palette()[:n_tokens]
+    import matplotlib
+
+    lo, hi = POSITION_RANGE
+    cmap = matplotlib.colormaps[POSITION_COLORMAP]
+    return np.asarray(cmap(np.linspace(lo, hi, n_tokens))[:, :3], np.float64)
+
+
+def position_lookup_table() -> pv.LookupTable:
+    """The position colour map over [0, 1] (the colour bar of long prompts)."""
+    import matplotlib
+
+    rgba = matplotlib.colormaps[POSITION_COLORMAP](np.linspace(*POSITION_RANGE, 256))
+    lut = pv.LookupTable(values=(rgba * 255).astype(np.uint8))
+    lut.scalar_range = (0.0, 1.0)
+    return lut
 
 
 def token_lookup_table(n_tokens: int) -> pv.LookupTable:

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 import pyvista as pv
-from vtkmodules.util.numpy_support import vtk_to_numpy
-from vtkmodules.vtkRenderingCore import vtkRenderer, vtkTextActor, vtkTextRenderer
+from vtkmodules.util.numpy_support import numpy_to_vtk, numpy_to_vtkIdTypeArray, vtk_to_numpy
+from vtkmodules.vtkCommonCore import vtkPoints
+from vtkmodules.vtkCommonDataModel import vtkCellArray, vtkPolyData
+from vtkmodules.vtkRenderingCore import (
+    vtkActor2D,
+    vtkCoordinate,
+    vtkPolyDataMapper2D,
+    vtkRenderer,
+    vtkTextActor,
+    vtkTextRenderer,
+)
 
 from layerscan.geometry.scene.overlays import plain_text, token_label
+from layerscan.geometry.scene.placement import importance, leader_segments, place
 from layerscan.geometry.scene.style import ink_on, use_font
 
 LABEL_TEXT_LIMIT = 12
@@ -21,8 +31,11 @@ LABEL_BACKGROUND_OPACITY = 0.85
 """Opacity of a label's token-coloured box (the particles behind it show faintly)."""
 LABEL_RIM = (0.055, 0.067, 0.09)
 """Colour of the rim around a label's box."""
-LABEL_GAP = 3.0
-"""Pixels between a label and the edge of its group of particles."""
+LEADER_COLOR = (0.80, 0.84, 0.90)
+"""Colour of the line from a group to a label placed away from it."""
+LABEL_BAND = (0.16, 0.84)
+"""Bottom and top of the band labels stay in (fractions of the panel height): clear of the
+chips below and the header above."""
 GROUP_EDGE = 90.0
 """Percentile of a group's on-screen offsets taken as its edge (stray particles ignored)."""
 ARROW_HEAD_SIDES = 6
@@ -57,6 +70,10 @@ class TokenLabels:
     ) -> None:
         self.overlay, self.renderer = overlay, renderer
         self.font_size = label_font_size(size, len(tokens))
+        self.tokens = list(tokens)
+        self.band = LABEL_BAND
+        self._ranks: dict[int, list[int]] = {}
+        self.leaders = LeaderLines(overlay)
         texts = [plain_text(token_label(t, LABEL_TEXT_LIMIT)) for t in tokens]
         measurer, box = vtkTextRenderer(), [0, 0, 0, 0]
         self.actors: list[vtkTextActor] = []
@@ -116,15 +133,18 @@ class TokenLabels:
         by_token = np.argsort(particle_tokens, kind="stable")
         bounds = np.searchsorted(particle_tokens[by_token], np.arange(n + 1))
         self.groups = [by_token[bounds[i] : bounds[i + 1]] for i in range(n)]
-        has = [i for i in range(n) if counts[i] > 0]
-        first = [i for i in (current, n - 1) if i is not None and i in has]
-        self.order = list(dict.fromkeys(first + has[::-1]))
+        if n not in self._ranks:
+            self._ranks[n] = importance(self.tokens[:n], None)
+        ranked = [current, *self._ranks[n]] if current is not None else self._ranks[n]
+        has = np.asarray(counts[:n]) > 0
+        self.order = [i for i in dict.fromkeys(ranked) if i < n and has[i]]
 
     def set_enabled(self, enabled: bool) -> None:
         self.enabled = enabled
         if not enabled:
             for actor in self.actors:
                 actor.SetVisibility(False)
+            self.leaders.set_segments(np.zeros((0, 2, 2)))
             self.shown = []
 
     def project(self, places: np.ndarray) -> np.ndarray:
@@ -150,41 +170,71 @@ class TokenLabels:
     def _thin(self, *_) -> None:
         if not self.enabled:
             return
-        order = self.order[:]
+        order = self.order[:MAX_TRIED]
         shown: list[int] = []
-        boxes: list[np.ndarray] = []
+        boxes = np.zeros((0, 4))
+        segments = np.zeros((0, 2, 2))
         if order and len(self.points):
-            order = order[:MAX_TRIED]
-            xy = self.project(self.places[order])
+            xy = self.project(self.places[order])  # (len(order), 2)
             point_y = self.project(self.points)[:, 1]  # (n_particles,)
             tops, bottoms = group_edges([self.groups[i] for i in order], point_y, xy[:, 1])
             x0, y0, x1, y1 = self.renderer.GetViewport()
             w, h = self.renderer.GetRenderWindow().GetSize()
-            for i, (x, y), top, bottom in zip(order, xy, tops, bottoms, strict=True):
-                if len(shown) >= MAX_LABELS:
-                    break
-                half = self.extents[i] / 2
-                for cy in (y + top + LABEL_GAP + half[1], y + bottom - LABEL_GAP - half[1]):
-                    box = np.array([x - half[0], cy - half[1], x + half[0], cy + half[1]])
-                    inside = (
-                        box[0] >= x0 * w
-                        and box[2] <= x1 * w
-                        and box[1] >= y0 * h
-                        and box[3] <= y1 * h
-                    )
-                    if inside and not any(
-                        box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3]
-                        for b in boxes
-                    ):
-                        self.actors[i].GetPositionCoordinate().SetValue(x, cy)
-                        boxes.append(box)
-                        shown.append(i)
-                        break
+            fy0, fy1 = self.band
+            bounds = (x0 * w, (y0 + fy0 * (y1 - y0)) * h, x1 * w, (y0 + fy1 * (y1 - y0)) * h)
+            local = np.arange(len(order))
+            fit = place(xy, self.extents[order], tops, bottoms, list(local), bounds, MAX_LABELS)
+            shown = [order[k] for k in fit.shown]
+            for k in fit.shown:
+                self.actors[order[k]].GetPositionCoordinate().SetValue(*fit.centres[k])
+            half = self.extents[shown] / 2
+            centres = fit.centres[fit.shown].reshape(-1, 2)
+            boxes = np.concatenate([centres - half, centres + half], 1)
+            lead = [k for k in fit.shown if fit.leader[k]]
+            segments = leader_segments(xy, fit.centres, self.extents[order], lead)
         visible = set(shown)
         for i, actor in enumerate(self.actors):
             actor.SetVisibility(i in visible)
+        self.leaders.set_segments(segments)
         self.shown = shown
-        self.boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        self.boxes = boxes.reshape(-1, 4)
+
+
+class LeaderLines:
+    """Thin lines in display pixels from a group to its label when the label sits apart."""
+
+    def __init__(self, overlay: vtkRenderer, color=LEADER_COLOR) -> None:
+        self.poly = vtkPolyData()
+        self.poly.SetPoints(vtkPoints())
+        coord = vtkCoordinate()
+        coord.SetCoordinateSystemToDisplay()
+        mapper = vtkPolyDataMapper2D()
+        mapper.SetInputData(self.poly)
+        mapper.SetTransformCoordinate(coord)
+        self.actor = vtkActor2D()
+        self.actor.SetMapper(mapper)
+        self.actor.GetProperty().SetColor(*color)
+        self.actor.GetProperty().SetOpacity(0.8)
+        self.actor.GetProperty().SetLineWidth(1.5)
+        overlay.AddViewProp(self.actor)
+
+    def set_segments(self, segments: np.ndarray) -> None:
+        """segments: (m, 2, 2) start and end pixels of each line."""
+        pts = np.zeros((2 * len(segments), 3))
+        pts[:, :2] = np.asarray(segments, np.float64).reshape(-1, 2)
+        self.poly.GetPoints().SetData(numpy_to_vtk(pts, deep=True))
+        arr = vtkCellArray()
+        offsets = numpy_to_vtkIdTypeArray(
+            np.arange(0, 2 * len(segments) + 1, 2, dtype=np.int64), True
+        )
+        arr.SetData(
+            offsets, numpy_to_vtkIdTypeArray(np.arange(2 * len(segments), dtype=np.int64), True)
+        )
+        self.poly.SetLines(arr)
+        self.poly.Modified()
+
+    def set_visible(self, visible: bool) -> None:
+        self.actor.SetVisibility(visible)
 
 
 def group_edges(

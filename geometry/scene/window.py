@@ -105,6 +105,7 @@ class Viewer:
         self._timer_id: int | None = None
         self._syncing = True  # pyvista calls slider callbacks once while adding them
         self.picked: str | None = None
+        self.message: str | None = None
         self._add_keys()
         self._add_picking()
         self._add_sliders()
@@ -153,7 +154,30 @@ class Viewer:
         self.show(layer=float(np.clip(target, 0, self.scene.n_layers)))
 
     def step_token(self, delta: int) -> None:
+        """One token step back or on (`-`, `=`); says so when the scan has one step only."""
+        if self.scene.n_steps < 2:
+            self.notify(
+                "this scan has one token step: scan with --token-time to step through tokens"
+            )
+            return
         self.show(step=int(np.clip(self.step + delta, 0, self.scene.n_steps - 1)))
+        self.notify(f"token step {self.step + 1} / {self.scene.n_steps}")
+
+    def notify(self, text: str) -> None:
+        """A one-line message at the bottom of the window (and on stdout), until the next."""
+        print(text, flush=True)
+        self.message = text
+        self.plotter.subplot(0, 0)
+        actor = self.plotter.add_text(
+            text,
+            position=(0.02, 0.005),
+            viewport=True,
+            font_size=8,
+            color="#ffc740",
+            name="message",
+        )
+        use_font(actor.GetTextProperty())
+        self.scene.render()
 
     def toggle_play(self) -> bool:
         self.playing = not self.playing
@@ -186,6 +210,7 @@ class Viewer:
         with atomic_path(path) as tmp:
             iio.imwrite(tmp, self.scene.image(), extension=".png")
         self.screenshots.append(path)
+        self.notify(f"saved {path.resolve()}")
         return path
 
     # --- keys and widgets --------------------------------------------------------------
@@ -253,6 +278,26 @@ class Viewer:
         )
         self.plotter.clear_events_for_key("p")  # pyvista's pick key; ours toggles points
         self.plotter.clear_events_for_key("P")
+        # hovering names the token under the pointer too (its label first, its lens shown)
+        from vtkmodules.vtkRenderingCore import vtkPointPicker
+
+        self._hover_picker = vtkPointPicker()
+        self._hover_picker.SetTolerance(0.005)
+        self._hover_at: tuple[int, int] | None = None
+        self.plotter.iren.interactor.AddObserver("MouseMoveEvent", self._on_hover, 1.0)
+
+    def _on_hover(self, interactor, _event) -> None:
+        x, y = interactor.GetEventPosition()
+        if (
+            self._hover_at is not None
+            and abs(x - self._hover_at[0]) + abs(y - self._hover_at[1]) < 4
+        ):
+            return
+        self._hover_at = (x, y)
+        renderer = interactor.FindPokedRenderer(x, y)
+        if renderer is None or not self._hover_picker.Pick(x, y, 0, renderer):
+            return
+        self._on_pick(None, self._hover_picker)
 
     def _on_pick(self, _point, picker) -> None:
         actor, point_id = picker.GetActor(), picker.GetPointId()

@@ -127,11 +127,12 @@ def add_scan_arguments(parser: argparse.ArgumentParser, save: bool = True) -> No
 
 
 @lazy_group
-def add_scene_arguments(parser: argparse.ArgumentParser) -> None:
-    """The SceneOptions flags: what to draw and how."""
+def add_scene_arguments(parser: argparse.ArgumentParser, **defaults) -> None:
+    """The SceneOptions flags: what to draw and how (`defaults`: the command's own, shown in
+    the help; pass the same to `scene_options`)."""
     from layerscan.geometry.scene.scene import SceneOptions
 
-    add_options(parser, SceneOptions, "drawing")
+    add_options(parser, SceneOptions, "drawing", defaults=defaults)
 
 
 @lazy_group

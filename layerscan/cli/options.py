@@ -131,6 +131,7 @@ def add_options(
     description: str | None = None,
     show_defaults: bool = True,
     only: tuple[str, ...] | None = None,
+    defaults: dict[str, Any] | None = None,
 ) -> None:
     """Add one flag per field of the dataclass `cls` to `parser`.
 
@@ -142,6 +143,8 @@ def add_options(
     dataclass defaults out of the help, for commands whose defaults come from elsewhere (then
     say where in `description`, the group's text, and read the flags with `given_options`).
     `only` names the top-level fields that get flags (default: all).
+    `defaults` (field name → value) are the command's own defaults shown in the help instead
+    of the dataclass' (pass the same to `options_from_args`).
     """
     root = _root or cls
     group = parser.add_argument_group(title, description) if title else parser
@@ -161,6 +164,7 @@ def add_options(
         default = field.default
         if default is dataclasses.MISSING and field.default_factory is not dataclasses.MISSING:
             default = field.default_factory()
+        default = (defaults or {}).get(field.name, default)
         kwargs: dict[str, Any] = {
             "dest": _dest(root, path),
             "default": argparse.SUPPRESS,

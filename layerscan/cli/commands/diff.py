@@ -46,12 +46,10 @@ def register(subparsers) -> None:
         "-o",
         "--output",
         default=DEFAULT_OUTPUT,
-        help=f"output: .mp4/.gif/.png/folder, or .scan to save the diff "
-        f"(default {DEFAULT_OUTPUT}; frames are "
-        f"{DIFF_WINDOW_SIZE[0]}x{DIFF_WINDOW_SIZE[1]} unless --resolution says)",
+        help=f"output: .mp4/.gif/.png/folder, or .scan to save the diff (default {DEFAULT_OUTPUT})",
     )
     add_overwrite_argument(parser)
-    add_scene_arguments(parser)
+    add_scene_arguments(parser, window_size=DIFF_WINDOW_SIZE)
     add_movie_arguments(parser)
     add_scan_arguments(parser)
     add_second_model_arguments(parser)

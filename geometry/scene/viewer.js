@@ -1,0 +1,249 @@
+// layerscan's offline HTML viewer: the scan's particles on a 2D canvas, token labels placed
+// without overlap, picking (hover or click) with the picked token's logit lens.
+// DATA (set by the page) holds the panels exported by geometry/scene/export.py.
+"use strict";
+function f32(b64) {
+  const s = atob(b64), u = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) u[i] = s.charCodeAt(i);
+  return new Float32Array(u.buffer);
+}
+function i32(b64) { return new Int32Array(f32(b64).buffer); }
+function vis(t) { return t.replace(/ /g, "␣").replace(/\n/g, "↵").replace(/\t/g, "⇥") || "∅"; }
+function cut(t, n) { return t.length <= n ? t : t.slice(0, n - 1) + "…"; }
+function esc(s) { return s.replace(/[&<>"]/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\"": "&quot;"}[c])); }
+function ink(hex) {
+  const n = parseInt(hex.slice(1), 16);
+  const l = (0.2126 * (n >> 16) + 0.7152 * (n >> 8 & 255) + 0.0722 * (n & 255)) / 255;
+  return l > 0.45 ? "#101218" : "#f4f6f8";
+}
+const P = DATA.panels, NL = P[0].layer_names.length, N = P[0].n_particles;
+const TURBO = [[48,18,59],[70,107,227],[40,187,236],[49,242,153],[162,252,60],[237,208,58],[251,128,34],[210,49,5],[122,4,3]];
+const PLASMA = [[70,3,159],[114,1,168],[156,23,158],[189,55,134],[216,87,107],[237,121,83],[251,159,58],[253,202,38],[240,249,33]];
+function cmap(t, m) {
+  t = Math.min(1, Math.max(0, t)) * (m.length - 1);
+  const i = Math.min(m.length - 2, Math.floor(t)), f = t - i, a = m[i], b = m[i + 1];
+  return `rgb(${a[0] + (b[0] - a[0]) * f | 0},${a[1] + (b[1] - a[1]) * f | 0},${a[2] + (b[2] - a[2]) * f | 0})`;
+}
+const LABEL_LIMIT = 12, MAX_LABELS = 60, GAP = 3;
+
+const panels = P.map((p) => {
+  const div = document.createElement("div");
+  div.className = "panel";
+  div.innerHTML = `<canvas></canvas><div class="head"></div><div class="lens"></div><div class="key dim"></div><div class="tokens"></div>`;
+  document.getElementById("row").appendChild(div);
+  const pos = f32(p.positions);
+  const surf = p.surfaces && p.surfaces.map(s => ({v: f32(s.v), f: i32(s.f)}));
+  const disp = p.displacement ? f32(p.displacement) : null;
+  const ptok = i32(p.particle_tokens), tcol = p.token_colors;
+  const first = pos.subarray(0, N * 3);
+  let mx = 0, my = 0;
+  for (let i = 0; i < N; i++) { mx += first[3 * i]; my += first[3 * i + 1]; }
+  const slot = new Float32Array(N), order = [];
+  for (let i = 0; i < N; i++) order.push([first[3 * i] - mx / N + 0.5 * (first[3 * i + 1] - my / N), i]);
+  order.sort((a, b) => a[0] - b[0]);
+  order.forEach((e, r) => slot[e[1]] = r / (N - 1));
+  const diff = DATA.differing_tokens || [];
+  div.querySelector(".tokens").innerHTML = p.tokens.map((t, i) =>
+    `<span class="tok${diff.includes(i) ? " diff" : ""}" data-i="${i}" style="background:${tcol[i]};color:${ink(tcol[i])}">${esc(vis(t))}</span>`).join("");
+  div.querySelector(".key").textContent = p.colour_key;
+  return {p, div, canvas: div.querySelector("canvas"), pos, surf, disp, slot, ptok, tcol,
+          labels: [], screen: [], focus: null, pinned: null};
+});
+
+let layer = 0, playing = true, az = 0.6, el = 0.38, zoom = 1, last = performance.now();
+const slider = document.getElementById("slider");
+slider.max = NL - 1;
+const mode = document.getElementById("mode");
+const playButton = document.getElementById("play");
+function setPlaying(on) {
+  playing = on;
+  playButton.textContent = playing ? "pause" : "play";
+  if (playing && layer >= NL - 1) layer = 0;
+}
+playButton.onclick = () => setPlaying(!playing);
+slider.oninput = () => { layer = +slider.value; setPlaying(false); };
+
+// --- picking: the particle nearest the pointer names its token ---------------------------
+function nearestToken(q, x, y) {
+  let best = -1, bestD = 12 * (window.devicePixelRatio || 1);
+  for (const [px, py, , i] of q.screen) {
+    const d = Math.hypot(px - x, py - y);
+    if (d < bestD) { bestD = d; best = i; }
+  }
+  if (best < 0) return null;
+  const lo = Math.floor(layer), hi = Math.min(NL - 1, lo + 1), near = ease(layer - lo) < 0.5 ? lo : hi;
+  return q.ptok[near * N + best];
+}
+let drag = null, moved = false;
+for (const q of panels) {
+  const at = e => {
+    const r = q.canvas.getBoundingClientRect(), dpr = window.devicePixelRatio || 1;
+    return [(e.clientX - r.left) * dpr, (e.clientY - r.top) * dpr];
+  };
+  q.canvas.onmousedown = e => { drag = [e.clientX, e.clientY]; moved = false; };
+  q.canvas.onwheel = e => { zoom *= Math.exp(-e.deltaY * 0.001); e.preventDefault(); };
+  q.canvas.onmousemove = e => { if (!drag) q.focus = nearestToken(q, ...at(e)); };
+  q.canvas.onmouseleave = () => { q.focus = null; };
+  q.canvas.onclick = e => { if (!moved) q.pinned = nearestToken(q, ...at(e)); };
+}
+window.onmouseup = () => drag = null;
+window.onmousemove = e => {
+  if (!drag) return;
+  if (Math.abs(e.clientX - drag[0]) + Math.abs(e.clientY - drag[1]) > 2) moved = true;
+  az -= (e.clientX - drag[0]) * 0.01;
+  el = Math.max(-1.5, Math.min(1.5, el + (e.clientY - drag[1]) * 0.01));
+  drag = [e.clientX, e.clientY];
+};
+window.onkeydown = e => {
+  if (e.key === " ") { playButton.click(); e.preventDefault(); }
+  if (e.key === "]") layer = Math.min(NL - 1, Math.floor(layer + 1e-6) + 1);
+  if (e.key === "[") layer = Math.max(0, Math.ceil(layer - 1e-6) - 1);
+};
+
+function ease(t) { return t * t * (3 - 2 * t); }
+// The camera frames the layer on show: its (smoothed) centre and radius, eased between layers.
+function framing(q, lo, hi, t) {
+  const c = q.p.frame_centres, r = q.p.frame_radii;
+  return [[0, 1, 2].map(k => c[lo][k] + (c[hi][k] - c[lo][k]) * t), r[lo] * Math.pow(r[hi] / r[lo], t)];
+}
+function project(x, y, z, w, h, fr) {
+  x = (x - fr[0][0]) / fr[1]; y = (y - fr[0][1]) / fr[1]; z = (z - fr[0][2]) / fr[1];
+  const ca = Math.cos(az), sa = Math.sin(az), ce = Math.cos(el), se = Math.sin(el);
+  const X = ca * x - sa * y, Y = sa * x + ca * y, Z = z;
+  const depth = ce * Y + se * Z, up = ce * Z - se * Y, d = 3.2;
+  const s = Math.min(w, h * 1.25) * 0.68 * zoom / (d - depth);
+  return [w / 2 + X * s, h * 0.47 - up * s, depth];
+}
+
+// --- labels: greedy placement by importance, never overlapping -------------------------------
+function placeLabels(g, q, near, w, h, dpr) {
+  const n = q.p.tokens.length, sx = new Float64Array(n), sy = new Float64Array(n), cnt = new Int32Array(n);
+  const top = new Float64Array(n).fill(0), bot = new Float64Array(n).fill(0);
+  for (const [x, y, , i] of q.screen) { const k = q.ptok[near * N + i]; sx[k] += x; sy[k] += y; cnt[k]++; }
+  for (let k = 0; k < n; k++) if (cnt[k]) { sx[k] /= cnt[k]; sy[k] /= cnt[k]; }
+  for (const [, y, , i] of q.screen) {
+    const k = q.ptok[near * N + i], dy = y - sy[k];
+    top[k] = Math.min(top[k], dy); bot[k] = Math.max(bot[k], dy);
+  }
+  const focus = q.focus ?? q.pinned;
+  const order = focus === null ? q.p.label_order : [focus, ...q.p.label_order.filter(k => k !== focus)];
+  g.font = `bold ${Math.round((n > 16 ? 11 : 12) * dpr)}px system-ui,sans-serif`;
+  const taken = [], shown = [], pad = 3 * dpr, lh = Math.round((n > 16 ? 15 : 17) * dpr);
+  const areaTop = 110 * dpr, areaBottom = h - 96 * dpr;
+  for (const k of order) {
+    if (!cnt[k] || shown.length >= MAX_LABELS) continue;
+    const text = cut(vis(q.p.tokens[k]), LABEL_LIMIT), lw = g.measureText(text).width + 2 * pad;
+    const above = sy[k] + top[k] * 0.8 - GAP * dpr - lh / 2, below = sy[k] + bot[k] * 0.8 + GAP * dpr + lh / 2;
+    const spots = [[0, above], [0, below]];
+    for (let ring = 0; ring < 4; ring++) {
+      const dx = lw / 2 + 8 * dpr + ring * lh, dy = ring * (lh + GAP * dpr);
+      spots.push([0, above - dy - lh], [0, below + dy + lh], [dx, sy[k]], [-dx, sy[k]],
+                 [dx, above - dy], [-dx, above - dy], [dx, below + dy], [-dx, below + dy]);
+    }
+    for (let s = 0; s < spots.length; s++) {
+      const cx = sx[k] + spots[s][0], cy = spots[s][1];
+      const box = [cx - lw / 2, cy - lh / 2, cx + lw / 2, cy + lh / 2];
+      if (box[0] < 0 || box[2] > w || box[1] < areaTop || box[3] > areaBottom) continue;
+      if (taken.some(b => box[0] < b[2] + GAP && b[0] < box[2] + GAP && box[1] < b[3] + GAP && b[1] < box[3] + GAP)) continue;
+      taken.push(box);
+      shown.push({token: k, text, box, leader: s >= 2, anchor: [sx[k], sy[k]]});
+      break;
+    }
+  }
+  for (const l of shown) {
+    if (l.leader) {
+      const [ax, ay] = l.anchor, b = l.box;
+      g.strokeStyle = "rgba(204,214,230,0.8)"; g.lineWidth = 1.2 * dpr;
+      g.beginPath(); g.moveTo(ax, ay);
+      g.lineTo(Math.min(Math.max(ax, b[0]), b[2]), Math.min(Math.max(ay, b[1]), b[3])); g.stroke();
+    }
+  }
+  g.textAlign = "center"; g.textBaseline = "middle";
+  for (const l of shown) {
+    const b = l.box, c = q.tcol[l.token];
+    g.fillStyle = "#0e1117"; g.fillRect(b[0] - dpr, b[1] - dpr, b[2] - b[0] + 2 * dpr, b[3] - b[1] + 2 * dpr);
+    g.fillStyle = c; g.fillRect(b[0], b[1], b[2] - b[0], b[3] - b[1]);
+    if (l.token === focus) { g.strokeStyle = "#eef0f4"; g.lineWidth = 2 * dpr; g.strokeRect(b[0], b[1], b[2] - b[0], b[3] - b[1]); }
+    g.fillStyle = ink(c); g.fillText(l.text, (b[0] + b[2]) / 2, (b[1] + b[3]) / 2 + 0.5 * dpr);
+  }
+  q.labels = shown;
+}
+
+function draw(q) {
+  const c = q.canvas, dpr = window.devicePixelRatio || 1, w = c.clientWidth * dpr, h = c.clientHeight * dpr;
+  if (c.width !== w || c.height !== h) { c.width = w; c.height = h; }
+  const g = c.getContext("2d");
+  g.fillStyle = "#0e1117"; g.fillRect(0, 0, w, h);
+  const lo = Math.floor(layer), hi = Math.min(NL - 1, lo + 1), t = ease(layer - lo), near = t < 0.5 ? lo : hi;
+  const fr = framing(q, lo, hi, t);
+  if (q.surf && document.getElementById("surf").checked) {
+    const s = q.surf[near];
+    g.fillStyle = "rgba(95,179,217,0.07)";
+    for (let k = 0; k < s.f.length; k += 3) {
+      g.beginPath();
+      for (let j = 0; j < 3; j++) {
+        const v = s.f[k + j] * 3, r = project(s.v[v], s.v[v + 1], s.v[v + 2], w, h, fr);
+        j ? g.lineTo(r[0], r[1]) : g.moveTo(r[0], r[1]);
+      }
+      g.fill();
+    }
+  }
+  const A = q.pos.subarray(lo * N * 3, (lo + 1) * N * 3), B = q.pos.subarray(hi * N * 3, (hi + 1) * N * 3), pts = [];
+  for (let i = 0; i < N; i++) {
+    const x = A[3 * i] + (B[3 * i] - A[3 * i]) * t, y = A[3 * i + 1] + (B[3 * i + 1] - A[3 * i + 1]) * t;
+    const z = A[3 * i + 2] + (B[3 * i + 2] - A[3 * i + 2]) * t;
+    pts.push([...project(x, y, z, w, h, fr), i]);
+  }
+  pts.sort((a, b) => a[2] - b[2]);
+  q.screen = pts;
+  const r = Math.max(1.5, 2.6 * dpr * zoom), focus = q.focus ?? q.pinned;
+  for (const [x, y, , i] of pts) {
+    const k = q.ptok[near * N + i];
+    g.fillStyle = mode.value === "token" ? q.tcol[k]
+      : mode.value === "displacement" && q.disp ? cmap(q.disp[near * N + i], PLASMA) : cmap(q.slot[i], TURBO);
+    const big = focus !== null && k === focus ? 1.6 : 1;
+    g.fillRect(x - r * big, y - r * big, 2 * r * big, 2 * r * big);
+  }
+  if (document.getElementById("labels").checked) placeLabels(g, q, near, w, h, dpr); else q.labels = [];
+  const m = q.p.metrics, lensTok = focus ?? q.p.tokens.length - 1;
+  const pick = focus === null ? "" : `<br><span class="pick">token ${focus} “${esc(vis(q.p.tokens[focus]))}”, layer ${near}</span>`;
+  q.div.querySelector(".head").innerHTML = `<b>layer ${near} / ${NL - 1}</b><br><span class="dim">${esc(q.p.layer_names[near])} · ${esc(DATA.model_id)}<br>` +
+    `autoencoder R² ${m.reconstruction_r2[near].toFixed(2)} · token trust ${m.token_trust[near].toFixed(2)} (PCA-3 ${m.baseline_trust[near].toFixed(2)}) · ` +
+    `distance corr. ${m.distance_correlation[near].toFixed(2)} (PCA-3 ${m.baseline_correlation[near].toFixed(2)})</span>` +
+    `<br><span class="dim small caption">${esc(q.p.caption)}</span>` +
+    (q.p.warning ? `<br><span class="warn">${esc(q.p.warning)}</span>` : "") + pick;
+  const lens = q.p.lens && q.p.lens[near][lensTok];
+  const lensDiv = q.div.querySelector(".lens");
+  lensDiv.innerHTML = !q.p.lens ? "" : !lens || !lens.length
+    ? `<span class="dim">no logit lens for “${esc(vis(q.p.tokens[lensTok]))}”</span>`
+    : `<span class="dim">logit lens after “${esc(cut(vis(q.p.tokens[lensTok]), 14))}”</span><br>` +
+      lens.map(([tok, p]) => `${esc(vis(tok))} ${(100 * p).toFixed(0)}%<span class="bar" style="width:${(p * 110) | 0}px"></span>`).join("<br>");
+  for (const chip of q.div.querySelectorAll(".tok")) chip.classList.toggle("focus", +chip.dataset.i === focus);
+  document.getElementById("lname").textContent = q.p.layer_names[near];
+}
+function chart() {
+  const c = document.getElementById("chart"), d = DATA.divergence;
+  if (!d) { c.style.display = "none"; return; }
+  const w = c.width = c.clientWidth, h = c.height = c.clientHeight, g = c.getContext("2d");
+  const lo = Math.min(...d), hi = Math.max(...d) || 1;
+  g.strokeStyle = "#eef0f4"; g.beginPath();
+  d.forEach((v, i) => { const x = i / (d.length - 1) * w, y = h - 2 - (v - lo) / (hi - lo || 1) * (h - 4); i ? g.lineTo(x, y) : g.moveTo(x, y); });
+  g.stroke();
+  g.strokeStyle = "#ffc740"; g.beginPath(); g.moveTo(layer / (NL - 1) * w, 0); g.lineTo(layer / (NL - 1) * w, h); g.stroke();
+}
+function frame(now) {
+  const dt = Math.max(0, now - last) / 1000;  // the first frame may come before `last`
+  last = now;
+  if (playing) { layer += dt * 3; if (layer >= NL - 1) { layer = NL - 1; setPlaying(false); } }
+  slider.value = layer;
+  panels.forEach(draw);
+  chart();
+  requestAnimationFrame(frame);
+}
+// For tests and scripts: the shown labels, and the layer / pick controls.
+window.layerscan = {
+  panels,
+  show(l) { layer = Math.max(0, Math.min(NL - 1, l)); setPlaying(false); panels.forEach(draw); },
+  pick(panel, token) { panels[panel].pinned = token; panels.forEach(draw); },
+};
+requestAnimationFrame(frame);
