@@ -253,10 +253,11 @@ def test_self_diff_does_not_claim_a_peak(tmp_path):
         a=a,
         b=a,
         displacement_cloud=np.zeros((4, 128), np.float32),
-        displacement_3d=np.zeros((4, 128), np.float32),
         divergence=np.zeros(4, np.float32),
+        token_divergence_a=np.zeros((4, 5), np.float32),
+        token_divergence_b=np.zeros((4, 5), np.float32),
+        aligned_tokens=np.stack([np.arange(5)] * 2, 1).astype(np.int32),
         peak_layer=0,
-        differing_tokens=[],
     )
     assert not diverges(same.divergence) and diverges(np.array([0.0, 0.1]))
     scene = Scene(same, SceneOptions(window_size=(800, 360)))
