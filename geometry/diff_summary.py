@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from layerscan.geometry.diff_tokens import first_change, first_over
+from layerscan.geometry.diff_tokens import changes, first_change, first_over
 from layerscan.geometry.scan_file import DiffScan, diverges
 
 MAX_LISTED = 12
@@ -15,18 +15,6 @@ MAX_LISTED = 12
 def show(token: str) -> str:
     """A token as the user reads it: quoted, with its leading space visible."""
     return repr(token.replace("\n", "\\n"))
-
-
-def changes(aligned: np.ndarray, n_a: int, n_b: int) -> list[tuple[range, range]]:
-    """Every run of unaligned tokens: (A positions, B positions) between two aligned pairs;
-    an empty A range is an insertion, an empty B range a deletion."""
-    pairs = np.asarray(aligned, np.int64).reshape(-1, 2)
-    bounds = [(-1, -1), *(tuple(p) for p in pairs), (n_a, n_b)]
-    return [
-        (range(i0 + 1, i1), range(j0 + 1, j1))
-        for (i0, j0), (i1, j1) in zip(bounds[:-1], bounds[1:], strict=True)
-        if i1 - i0 > 1 or j1 - j0 > 1
-    ]
 
 
 def changed_lines(diff: DiffScan) -> list[str]:

@@ -56,6 +56,18 @@ def first_change(aligned: np.ndarray, n_a: int, n_b: int) -> tuple[int, int]:
     return min(run, n_a), min(run, n_b)
 
 
+def changes(aligned: np.ndarray, n_a: int, n_b: int) -> list[tuple[range, range]]:
+    """Every run of unaligned tokens: (A positions, B positions) between two aligned pairs;
+    an empty A range is an insertion, an empty B range a deletion."""
+    pairs = np.asarray(aligned, np.int64).reshape(-1, 2)
+    bounds = [(-1, -1), *(tuple(p) for p in pairs), (n_a, n_b)]
+    return [
+        (range(i0 + 1, i1), range(j0 + 1, j1))
+        for (i0, j0), (i1, j1) in zip(bounds[:-1], bounds[1:], strict=True)
+        if i1 - i0 > 1 or j1 - j0 > 1
+    ]
+
+
 def check_alignment(aligned: np.ndarray, n_a: int, n_b: int) -> str | None:
     """Why `aligned` is not a valid alignment of n_a and n_b tokens, or None when it is."""
     aligned = np.asarray(aligned)
