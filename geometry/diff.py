@@ -13,6 +13,9 @@ from layerscan.geometry.faithfulness import distance_correlation, token_k, trust
 from layerscan.geometry.scan_file import diverges  # noqa: F401 - re-exported for callers
 from layerscan.geometry.token_layout import TokenLayout, aligned_pca, grouped_positions
 
+LAYER_RADIUS = 5.0
+"""Mean distance of a layer's token places from their centre in the shared space."""
+
 
 class SharedSpace(NamedTuple):
     """Both prompts' token places in one space, and the joint baseline beside them."""
@@ -90,6 +93,11 @@ def shared_space(
         fallback |= (trust < base_trust) | (corr < base_corr)
     for layer in np.flatnonzero(fallback):
         places[layer] = _similar_onto(pca[layer], places[layer])
+    # every layer the same size (a similarity per layer: no figure changes), so that no
+    # layer's outliers shrink the others in a frame that holds them all
+    places -= places.mean(1, keepdims=True)
+    size = np.linalg.norm(places, axis=-1).mean(-1)  # (n_layers+1,)
+    places *= (LAYER_RADIUS / np.maximum(size, 1e-12))[:, None, None]
     joint_trust = np.stack([b[0] for b in base]).astype(np.float32)
     joint_correlation = np.stack([b[1] for b in base]).astype(np.float32)
     return SharedSpace(

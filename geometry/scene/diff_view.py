@@ -121,7 +121,7 @@ class DiffMarks:
                 show_scalar_bar=False,
             )
         self.chart = self._chart(size, viewport_px)
-        self.note = Label(scene.overlays[0], 0.02, 0.33, int(size * 0.85), DIM, valign="bottom")
+        self.note = Label(scene.overlays[0], 0.02, 0.875, int(size * 0.85), DIM)
 
     def _chart(self, size: int, viewport_px: tuple[int, int]) -> LayerChart:
         diff = self.diff
@@ -217,6 +217,7 @@ class DiffMarks:
             f"{longest:.2g} = {longest / max(self.radius, 1e-12):.0%} of the radius)\n"
             "rings: orange changed · green only in B (appears) · red only in A (vanishes)"
         )
+        self._figures(int(round(layer)))
         camera = self.scene.plotter.camera
         for ring, where in zip(self.rings, places, strict=True):
             ring.set(where, camera, self.ring_radius)
@@ -228,6 +229,21 @@ class DiffMarks:
                     f"layer {near}: {self.diff.divergence[near]:.3g} · "
                     f"linear CKA {self.diff.cka[near]:.3f}"
                 )
+
+    def _figures(self, near: int) -> None:
+        """Each panel's figures beside the fair baseline of one shared space: a joint PCA-3."""
+        diff = self.diff
+        if diff.joint_trust is None or not self.scene.options.show_overlays:
+            return
+        drawn = diff.fallback_layers is not None and bool(diff.fallback_layers[near])
+        for i, (panel, scan) in enumerate(zip(self.scene.panels, (diff.a, diff.b), strict=True)):
+            panel.fig.set(
+                f"R² {scan.reconstruction_r2[0, near]:.2f}   token trust "
+                f"{scan.token_trust[0, near]:.2f} (joint PCA-3 of A+B "
+                f"{diff.joint_trust[i, near]:.2f})"
+                f"   distance corr. {scan.distance_correlation[0, near]:.2f} (joint "
+                f"{diff.joint_correlation[i, near]:.2f})" + ("   = joint PCA-3" if drawn else "")
+            )
 
 
 class _Rings:

@@ -110,6 +110,8 @@ class Viewer:
         self._syncing = False
         # the key help: top centre of a single scan; bottom of the right panel of a diff
         hint = HELP if self.scene.n_steps > 1 else HELP.replace(" · - = token step", "")
+        if self.scene.marks is not None:
+            hint += " · n next change"
         self.plotter.subplot(0, len(self.scene.panels) - 1)
         self.hint = self.plotter.add_text(
             hint,
@@ -202,7 +204,18 @@ class Viewer:
             "t": lambda: self._toggle("labels"),
             "c": self._cycle_colour,
             "s": self.screenshot,
+            **({"n": self.next_change} if self.scene.marks is not None else {}),
         }
+
+    def next_change(self) -> str:
+        """A diff: select the next changed token (its ring, label and logit lens); says which."""
+        text = self.scene.marks.next_change()
+        self.scene.update(self.scene.step, self.scene.layer)
+        for panel in self.scene.panels:
+            panel.pick.set("")
+        self.scene.panels[1].pick.set(text)
+        self.scene.render()
+        return text
 
     def press(self, key: str) -> None:
         """Act on a key as if it were pressed in the window (VTK key symbol, e.g. 'space')."""
