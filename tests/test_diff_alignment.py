@@ -144,3 +144,33 @@ def test_an_old_diff_file_says_to_recreate_it(llama, autoencoder, tmp_path):
     )
     with pytest.raises(LayerscanError, match="older layerscan.*recreate it"):
         DiffScan.load(tmp_path / "old.scan")
+
+
+@pytest.mark.slow
+def test_a_real_insertion_follows_the_model(embedded_model):
+    from scipy.stats import spearmanr
+
+    from layerscan.geometry.pipeline import Pipeline
+
+    prompt_a = "She did believe the story he told us about the war."
+    prompt_b = "She did not believe the story he told us about the war."
+    pipeline = Pipeline(embedded_model)
+    diff = pipeline.diff(prompt_a, prompt_b)
+    a, b = pipeline.capture_prompt(prompt_a), pipeline.capture_prompt(prompt_b)
+    pairs = diff.aligned_tokens
+    assert [b.tokens[j].strip() for j in diff.changed[1]] == ["not"]
+    ha, hb = a.hidden[:, pairs[:, 0]].astype(np.float64), b.hidden[:, pairs[:, 1]]
+    scale = (np.linalg.norm(ha, axis=-1) + np.linalg.norm(hb, axis=-1)) / 2
+    curve = (np.linalg.norm(ha - hb, axis=-1) / scale).mean(-1)  # (n_layers+1,)
+    assert spearmanr(diff.divergence, curve)[0] >= 0.9
+    n_a, n_b = len(diff.a.tokens), len(diff.b.tokens)
+    places_a = token_places(diff.a.positions[0], diff.a.particle_tokens[0], n_a)
+    places_b = token_places(diff.b.positions[0], diff.b.particle_tokens[0], n_b)
+    radius = np.linalg.norm(places_a - places_a.mean(1, keepdims=True), axis=-1).mean(-1)
+    moved = np.linalg.norm(places_a[:, :2] - places_b[:, :2], axis=-1).max(-1)
+    assert (moved <= 1e-4 * radius).all()  # "She did": one place, every layer
+    for scan, trust, corr in zip(
+        (diff.a, diff.b), diff.joint_trust, diff.joint_correlation, strict=True
+    ):
+        assert scan.token_trust[0].mean() >= trust.mean() - 1e-5
+        assert scan.distance_correlation[0].mean() >= corr.mean() - 1e-5

@@ -82,6 +82,10 @@ def assert_diverges_from_the_perturbed_block(diff: DiffScan) -> None:
     assert not diff.divergence[before].any() and not diff.displacement_cloud[before].any()
     assert diff.token_divergence_b[after].min() > 0  # every token, every later layer
     assert diff.divergence[after].min() > 0
+    # the same tokens on both sides: every token aligned, and linear CKA of the two models'
+    # token states exactly 1 until the perturbed block, below 1 after it
+    assert diff.aligned_tokens.tolist() == [[i, i] for i in range(len(diff.a.tokens))]
+    assert np.allclose(diff.cka[before], 1.0) and (diff.cka[after] < 1.0).all()
 
 
 def test_a_perturbed_block_diverges_exactly_from_that_layer_on(models, autoencoder):
