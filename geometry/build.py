@@ -15,12 +15,12 @@ import torch
 from layerscan import __version__
 from layerscan.autoencoder.capture.capture_file import Capture
 from layerscan.core.errors import LayerscanError
+from layerscan.geometry.alignment import align_tokens, linear_cka, same_states, token_divergence
 from layerscan.geometry.diff import (
-    CommonLayouts,
+    cloud_displacement,
     common_layouts,
-    differing_tokens,
-    divergence,
-    token_divergence,
+    shared_positions,
+    shared_space,
 )
 from layerscan.geometry.faithfulness import faithfulness, token_figures
 from layerscan.geometry.neighbors import nearest_neighbors
@@ -31,7 +31,7 @@ from layerscan.geometry.projection import (
 from layerscan.geometry.scan_file import TOKEN_FIGURES, DiffScan, Scan
 from layerscan.geometry.scan_options import ScanOptions
 from layerscan.geometry.surfaces import layer_surfaces
-from layerscan.geometry.token_layout import TokenLayout, common_positions, step_positions
+from layerscan.geometry.token_layout import TokenLayout, step_positions
 
 _THREADS: contextvars.ContextVar[int | None] = contextvars.ContextVar("threads", default=None)
 """The thread count an enclosing `torch_threads` block set, if any."""
@@ -295,6 +295,11 @@ def diff_captures(
 ) -> DiffScan:
     """Two prompts (or two models) through one autoencoder, in ONE common 3D space per layer.
 
+    The tokens are aligned by their ids; the divergence is measured on the hidden states of
+    the aligned pairs; with the token layout, the two prompts' distinct token states are laid
+    out together (a shared prefix gets one place) and no layer is less faithful, on either
+    side, than a joint PCA-3 of both prompts' token states.
+
     Args:
         capture_a, capture_b: captures of the two prompts from the same model.
         autoencoder: a TrainedAutoencoder for A's model.
@@ -304,7 +309,7 @@ def diff_captures(
             adapter): A is checked against the autoencoder in full, B by shapes only.
 
     Returns:
-        A DiffScan; a prompt diffed with itself has exactly zero displacement.
+        A validated DiffScan; a prompt diffed with itself has exactly zero divergence.
     """
     options = options or ScanOptions()
     timings = {} if timings is None else timings
@@ -313,24 +318,32 @@ def diff_captures(
     compared = "models" if capture_a.model_id != capture_b.model_id else "prompts"
     with torch_threads(options.threads):
         start = time.perf_counter()
+        alignment = align_tokens(capture_a.token_ids, capture_b.token_ids)
+        measured = token_divergence(capture_a.hidden, capture_b.hidden, alignment.aligned)
+        pairs = alignment.aligned
+        cka = linear_cka(capture_a.hidden[:, pairs[:, 0]], capture_b.hidden[:, pairs[:, 1]])
+        timings["divergence"] = time.perf_counter() - start
+        start = time.perf_counter()
         enc_a, enc_b = autoencoder.encode(capture_a.hidden), autoencoder.encode(capture_b.hidden)
         timings["encode"] = time.perf_counter() - start
         start = time.perf_counter()
+        shared = pairs[same_states(capture_a.hidden, capture_b.hidden, pairs)]
+        # particle modes: the joint PCA-3 alone, for its baseline figures
+        layout = token_layout(options) if options.projection == "tokens" else TokenLayout(n_iter=0)
+        space = shared_space(layout, capture_a.hidden, capture_b.hidden, shared)
         if options.projection == "tokens":
-            layouts = CommonLayouts(
-                *common_positions(
-                    token_layout(options),
-                    capture_a.hidden,
-                    capture_b.hidden,
-                    enc_a.clouds,
-                    enc_b.clouds,
-                    enc_a.particle_tokens,
-                    enc_b.particle_tokens,
-                    options.group_spread,
-                )
+            positions_a, positions_b = shared_positions(
+                space,
+                enc_a.clouds,
+                enc_b.clouds,
+                enc_a.particle_tokens,
+                enc_b.particle_tokens,
+                options.group_spread,
             )
         else:
-            layouts = common_layouts(enc_a.clouds, enc_b.clouds, lambda c: project(c, options))
+            positions_a, positions_b = common_layouts(
+                enc_a.clouds, enc_b.clouds, lambda c: project(c, options)
+            )
         timings["project"] = time.perf_counter() - start
         scans = [
             build_scan(
@@ -344,22 +357,23 @@ def diff_captures(
                 {**_settings(c, autoencoder, options), "common_space": True, "compared": compared},
                 timings,
             )
-            for c, e, p in (
-                (capture_a, enc_a, layouts.positions_a),
-                (capture_b, enc_b, layouts.positions_b),
-            )
+            for c, e, p in ((capture_a, enc_a, positions_a), (capture_b, enc_b, positions_b))
         ]
-    div = divergence(enc_a.clouds, enc_b.clouds, layouts.positions_a, layouts.positions_b)
-    per_token = None
-    if capture_a.is_causal and capture_b.is_causal:
-        per_token = token_divergence(capture_a.hidden, capture_b.hidden)
-    return DiffScan(
+    diff = DiffScan(
         a=scans[0],
         b=scans[1],
-        displacement_cloud=div.displacement_cloud,
-        displacement_3d=div.displacement_3d,
-        divergence=div.divergence,
-        peak_layer=div.peak_layer,
-        token_divergence=per_token,
-        differing_tokens=differing_tokens(capture_a.token_ids, capture_b.token_ids),
+        aligned_tokens=pairs.astype(np.int32),
+        divergence=measured.divergence,
+        token_divergence_a=measured.token_a,
+        token_divergence_b=measured.token_b,
+        peak_layer=int(np.argmax(measured.divergence)),
+        joint_trust=space.joint_trust,
+        joint_correlation=space.joint_correlation,
+        fallback_layers=space.fallback
+        if options.projection == "tokens"
+        else np.zeros(len(space.fallback), bool),
+        cka=cka,
+        displacement_cloud=cloud_displacement(enc_a.clouds, enc_b.clouds),
     )
+    diff.validate()
+    return diff

@@ -149,21 +149,36 @@ def _check_lens(check, arrays, lens_tokens, prefix, n_frames: int, n_tokens: int
 
 
 def check_diff(path: str | os.PathLike, arrays: dict, meta: dict) -> None:
-    """A diff file: both scans (checked by `check_scan`) alike, and the displacement arrays."""
+    """A diff file: both scans (checked by `check_scan`, each with its own token count), the
+    token alignment (pairs in range, each token at most once, in order) and the divergence
+    arrays sized by the scans."""
     check = FileCheck(path, "diff scan")
-    check.keys(meta, ("type", "a", "b", "peak_layer", "differing_tokens"), (), "diff header")
+    check.keys(meta, ("type", "a", "b", "peak_layer"), ("diff_version", "threshold"), "diff header")
+    if meta.get("diff_version") != 3:  # DiffScan.load names the fix for older diffs
+        return
     check_scan(path, arrays, meta["a"], "a/")
     check_scan(path, arrays, meta["b"], "b/")
-    shape = arrays["a/positions"].shape
-    if arrays["b/positions"].shape != shape or shape[0] != 1:
-        raise check.fail(f"its two scans differ in shape or have several steps ({shape})")
-    n_frames, n_particles = shape[1:3]
-    for name in ("displacement_cloud", "displacement_3d"):
-        check.array(arrays, name, FLOATS, (n_frames, n_particles))
+    steps_a, n_frames = arrays["a/positions"].shape[:2]
+    if arrays["b/positions"].shape[:2] != (steps_a, n_frames) or steps_a != 1:
+        raise check.fail("its two scans differ in layers or have several token-time steps")
+    n_a, n_b = len(meta["a"]["tokens"]), len(meta["b"]["tokens"])
+    pairs = check.array(arrays, "aligned_tokens", INTS, (None, 2), low=0)
+    if len(pairs) > min(n_a, n_b) or (len(pairs) and (pairs.max(axis=0) >= (n_a, n_b)).any()):
+        raise check.fail(f"aligned_tokens holds pairs outside its {n_a} and {n_b} tokens")
+    if len(pairs) > 1 and (np.diff(pairs, axis=0) <= 0).any():
+        raise check.fail("aligned_tokens is not strictly increasing in both prompts")
     check.array(arrays, "divergence", FLOATS, (n_frames,))
-    n_common = min(len(meta["a"]["tokens"]), len(meta["b"]["tokens"]))
-    check.array(arrays, "token_divergence", FLOATS, (n_frames, n_common), required=False)
+    check.array(arrays, "token_divergence_a", FLOATS, (n_frames, n_a))
+    check.array(arrays, "token_divergence_b", FLOATS, (n_frames, n_b))
+    for name, shape in (
+        ("joint_trust", (2, n_frames)),
+        ("joint_correlation", (2, n_frames)),
+        ("cka", (n_frames,)),
+        ("displacement_cloud", (n_frames, None)),
+    ):
+        check.array(arrays, name, FLOATS, shape, required=False)
+    check.array(arrays, "fallback_layers", (np.bool_,), (n_frames,), required=False)
     check.integer(meta["peak_layer"], "peak_layer", 0, n_frames - 1)
-    check.value(meta["differing_tokens"], list, "differing_tokens")
-    for i, position in enumerate(meta["differing_tokens"]):
-        check.integer(position, f"differing_tokens[{i}]", 0, n_common - 1)
+    threshold = check.value(meta.get("threshold", 0.5), (int, float), "threshold")
+    if not (np.isfinite(threshold) and threshold >= 0):
+        raise check.fail(f"threshold is {threshold}, expected a finite number of 0 or more")

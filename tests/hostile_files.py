@@ -140,11 +140,18 @@ def _diff_meta(key: str, value) -> Edit:
 
 DIFF_EDITS: dict[str, tuple[Edit, str]] = {
     "a peak layer past the last": (_diff_meta("peak_layer", 99), "peak_layer"),
-    "differing tokens out of range": (_diff_meta("differing_tokens", [10**9]), "differing"),
-    "a displacement of the wrong shape": (
-        lambda a, h: a.__setitem__("displacement_cloud", a["displacement_cloud"][:, :3]),
-        "displacement_cloud",
+    "an aligned token past the prompt": (_set("aligned_tokens", (0, 1), 10**9), "outside"),
+    "a negative aligned token": (_set("aligned_tokens", (1, 0), -1), "aligned_tokens"),
+    "aligned tokens out of order": (
+        lambda a, h: a.__setitem__("aligned_tokens", a["aligned_tokens"][::-1].copy()),
+        "increasing",
     ),
+    "a token divergence of the wrong length": (
+        lambda a, h: a.__setitem__("token_divergence_b", a["token_divergence_b"][:, :1]),
+        "token_divergence_b",
+    ),
+    "a NaN divergence": (_set("divergence", (0,), np.nan), "non-finite"),
+    "an infinite threshold": (_diff_meta("threshold", 1e400), "threshold"),
     "a face index of 1e9 in scan b": (_set("b/surface_faces", (0, 0), 10**9), "past its"),
 }
 

@@ -149,17 +149,22 @@ def make_diff(
     b.tokens[2] = " red"
     b.prompt = "".join(b.tokens)
     disp_cloud = np.linalg.norm(b.clouds[0] - a.clouds[0], axis=-1)  # (n_layers+1, n_particles)
-    disp_3d = np.linalg.norm(b.positions[0] - a.positions[0], axis=-1)
-    divergence = disp_cloud.mean(-1).astype(np.float32)  # (n_layers+1,)
     token_div = np.zeros((n_layers + 1, n_tokens), np.float32)
     token_div[1:, 2:] = np.linspace(0.1, 1.0, n_layers)[:, None]
+    token_div[:, 2] = np.linspace(0.6, 1.2, n_layers + 1)  # the changed token
+    divergence = np.delete(token_div, 2, axis=1).mean(-1).astype(np.float32)  # (n_layers+1,)
+    aligned = np.array([[i, i] for i in range(n_tokens) if i != 2], np.int32)
     return DiffScan(
         a=a,
         b=b,
-        displacement_cloud=disp_cloud.astype(np.float32),
-        displacement_3d=disp_3d.astype(np.float32),
+        aligned_tokens=aligned,
         divergence=divergence,
+        token_divergence_a=token_div.copy(),
+        token_divergence_b=token_div,
         peak_layer=int(np.argmax(divergence)),
-        token_divergence=token_div,
-        differing_tokens=[2],
+        joint_trust=np.full((2, n_layers + 1), 0.9, np.float32),
+        joint_correlation=np.full((2, n_layers + 1), 0.8, np.float32),
+        fallback_layers=np.zeros(n_layers + 1, bool),
+        cka=np.linspace(1.0, 0.7, n_layers + 1).astype(np.float32),
+        displacement_cloud=disp_cloud.astype(np.float32),
     )

@@ -77,11 +77,15 @@ def autoencoder_folder(autoencoder, tmp_path_factory):
 
 def assert_diverges_from_the_perturbed_block(diff: DiffScan) -> None:
     before, after = slice(0, PERTURBED + 1), slice(PERTURBED + 1, None)
-    assert diff.token_divergence.shape == (N_LAYERS + 1, len(diff.a.tokens))
-    assert not diff.token_divergence[before].any()  # exactly 0, every token
+    assert diff.token_divergence_b.shape == (N_LAYERS + 1, len(diff.a.tokens))
+    assert not diff.token_divergence_b[before].any()  # exactly 0, every token
     assert not diff.divergence[before].any() and not diff.displacement_cloud[before].any()
-    assert diff.token_divergence[after].min() > 0  # every token, every later layer
+    assert diff.token_divergence_b[after].min() > 0  # every token, every later layer
     assert diff.divergence[after].min() > 0
+    # the same tokens on both sides: every token aligned, and linear CKA of the two models'
+    # token states exactly 1 until the perturbed block, below 1 after it
+    assert diff.aligned_tokens.tolist() == [[i, i] for i in range(len(diff.a.tokens))]
+    assert np.allclose(diff.cka[before], 1.0) and (diff.cka[after] < 1.0).all()
 
 
 def test_a_perturbed_block_diverges_exactly_from_that_layer_on(models, autoencoder):
@@ -94,7 +98,7 @@ def test_a_perturbed_block_diverges_exactly_from_that_layer_on(models, autoencod
     assert diff.b.settings["compared"] == "models" and diff.differing_tokens == []
     assert np.isfinite(diff.a.positions).all() and np.isfinite(diff.b.positions).all()
     same = diff_captures(a, capture(models["base"], PROMPT), autoencoder, FAST, other_model=True)
-    assert not same.token_divergence.any() and not same.displacement_3d.any()
+    assert not same.token_divergence_b.any() and not (same.a.positions - same.b.positions).any()
 
 
 def test_diff_command_compares_two_models_one_or_two_prompts(
@@ -121,7 +125,7 @@ def test_diff_command_compares_two_models_one_or_two_prompts(
     assert main(["diff", PROMPT, other, "-o", str(two), *common]) == 0
     diff = DiffScan.load(two)
     assert diff.b.prompt == other and diff.differing_tokens
-    assert not diff.token_divergence[0, : diff.differing_tokens[0]].any()
+    assert not diff.token_divergence_b[0, : diff.differing_tokens[0]].any()
 
 
 def test_a_lora_adapter_is_model_b(folders, models, autoencoder_folder, tmp_path):
@@ -178,7 +182,7 @@ def test_a_lora_adapter_is_model_b(folders, models, autoencoder_folder, tmp_path
         == 0
     )
     assert np.array_equal(
-        DiffScan.load(tmp_path / "a.scan").token_divergence, diff.token_divergence
+        DiffScan.load(tmp_path / "a.scan").token_divergence_b, diff.token_divergence_b
     )
 
 

@@ -159,22 +159,24 @@ def test_one_token_prompt_works(llama, autoencoder):
 def test_self_diff_is_exactly_zero_and_a_changed_word_is_not(llama, autoencoder, tmp_path):
     a = capture(llama, PROMPT)
     same = diff_captures(a, capture(llama, PROMPT), autoencoder, FAST)
-    assert not same.displacement_cloud.any() and not same.displacement_3d.any()
+    assert not same.displacement_cloud.any()
+    assert not (same.a.positions - same.b.positions).any()
     assert not same.divergence.any() and same.differing_tokens == []
-    assert not same.token_divergence.any()
+    assert not same.token_divergence_a.any() and not same.token_divergence_b.any()
     b = capture(llama, PROMPT.replace("lazy", "happy"))
     diff = diff_captures(a, b, autoencoder, FAST)
     assert diff.divergence.shape == (a.n_layers + 1,) and diff.divergence.max() > 0
     assert diff.peak_layer == int(np.argmax(diff.divergence))
     first = diff.differing_tokens[0]
-    assert np.abs(diff.token_divergence[:, :first]).max() < 1e-4
-    assert diff.token_divergence[1:, first].min() > 1e-3
+    assert np.abs(diff.token_divergence_b[:, :first]).max() < 1e-4
+    assert diff.token_divergence_b[1:, first].min() > 1e-3
     # one common space: a and b were laid out together, so both are finite and comparable
     assert np.isfinite(diff.a.positions).all() and np.isfinite(diff.b.positions).all()
     diff.save(tmp_path / "d.scan")
     back = load_any(tmp_path / "d.scan")
     assert isinstance(back, DiffScan) and back.differing_tokens == diff.differing_tokens
-    assert np.array_equal(back.displacement_3d, diff.displacement_3d)
+    assert np.array_equal(back.aligned_tokens, diff.aligned_tokens)
+    assert np.array_equal(back.token_divergence_b, diff.token_divergence_b)
 
 
 def test_bad_input_gets_one_line_errors(llama, autoencoder, tiny_models, scanned, tmp_path):
@@ -245,12 +247,12 @@ def test_embedded_model_scan_and_one_word_diff(embedded_model):
         >= scan.baseline_trust.mean() + scan.baseline_correlation.mean() - 1e-6
     )
     same = diff_captures(a, capture(embedded_model, prompt_a), autoencoder)
-    assert not same.displacement_cloud.any() and not same.displacement_3d.any()
+    assert not same.displacement_cloud.any() and not same.divergence.any()
     diff = diff_captures(a, b, autoencoder)
     first = diff.differing_tokens[0]
     assert diff.differing_tokens == [first] and a.tokens[first].strip() == "cat"
-    before = np.abs(diff.token_divergence[:, :first]).max()
-    at = diff.token_divergence[1:, first].min()
+    before = np.abs(diff.token_divergence_b[:, :first]).max()
+    at = diff.token_divergence_b[1:, first].min()
     assert before < 1e-3 < at
     assert diff.divergence.max() > 0 and 0 <= diff.peak_layer <= 30
 

@@ -241,17 +241,20 @@ def test_the_shown_layer_fills_the_picture_and_stays_inside(bottom):
             scene.close()
 
 
-def test_diff_draws_one_arrow_per_token():
-    diff = make_diff(n_layers=3, n_particles=256, n_tokens=6)
+def test_diff_draws_one_arrow_per_aligned_token():
+    diff = make_diff(n_layers=3, n_particles=256, n_tokens=6)  # token 2 substituted
     scene = Scene(diff, SceneOptions(window_size=(800, 360)))
     try:
         scene.update(0, 3.0)
         arrows = scene.arrows
-        assert arrows.n == 6 and arrows.mesh.n_lines == 6
-        pts = arrows.mesh.points.reshape(6, -1, 3)
-        a = token_places(diff.a.positions[0], diff.a.particle_tokens[0], 6)[3]
-        b = token_places(diff.b.positions[0], diff.b.particle_tokens[0], 6)[3]
-        assert np.allclose(pts[:, 0], a, atol=1e-4) and np.allclose(pts[:, 2], b, atol=1e-4)
+        assert arrows.n == 5 and arrows.mesh.n_lines == 5
+        pts = arrows.mesh.points.reshape(5, -1, 3)
+        pairs = diff.aligned_tokens
+        a = token_places(diff.a.positions[0], diff.a.particle_tokens[0], 6)[3][pairs[:, 0]]
+        b = token_places(diff.b.positions[0], diff.b.particle_tokens[0], 6)[3][pairs[:, 1]]
+        factor = scene.marks.factor  # drawn factor x the true move, stated on the frame
+        assert np.allclose(pts[:, 0], a, atol=1e-4)
+        assert np.allclose(pts[:, 2], a + factor * (b - a), atol=1e-3)
         assert "peak" in scene.chart.title.actor.GetInput()
     finally:
         scene.close()
@@ -264,10 +267,11 @@ def test_self_diff_does_not_claim_a_peak(tmp_path):
         a=a,
         b=a,
         displacement_cloud=np.zeros((4, 128), np.float32),
-        displacement_3d=np.zeros((4, 128), np.float32),
         divergence=np.zeros(4, np.float32),
+        token_divergence_a=np.zeros((4, 5), np.float32),
+        token_divergence_b=np.zeros((4, 5), np.float32),
+        aligned_tokens=np.stack([np.arange(5)] * 2, 1).astype(np.int32),
         peak_layer=0,
-        differing_tokens=[],
     )
     assert not diverges(same.divergence) and diverges(np.array([0.0, 0.1]))
     scene = Scene(same, SceneOptions(window_size=(800, 360)))

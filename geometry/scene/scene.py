@@ -14,12 +14,13 @@ from vtkmodules.util.numpy_support import vtk_to_numpy
 from vtkmodules.vtkRenderingCore import vtkRenderer
 
 from layerscan.core.errors import LayerscanError
-from layerscan.geometry.scan_file import DiffScan, Scan, diverges
+from layerscan.geometry.scan_file import DiffScan, Scan
 from layerscan.geometry.scene import frames as fr
 from layerscan.geometry.scene.bounds import check_scene_bounds
 from layerscan.geometry.scene.camera import LayerCamera
+from layerscan.geometry.scene.diff_view import DiffMarks, divergence_scale, token_colour_values
 from layerscan.geometry.scene.legend import Scale
-from layerscan.geometry.scene.overlays import LayerChart, plain_text_backend, token_label
+from layerscan.geometry.scene.overlays import plain_text_backend, token_label
 from layerscan.geometry.scene.panel import Panel
 from layerscan.geometry.scene.style import (
     DIFF_SURFACE_OPACITY,
@@ -37,11 +38,9 @@ from layerscan.geometry.scene.style import (
     clear_band,
     direction,
     software_theme,
-    token_colors,
     unit_scale,
     unit_top,
 )
-from layerscan.geometry.scene.tokens import TokenArrows
 
 
 @contextlib.contextmanager
@@ -179,7 +178,7 @@ class Scene:
         overlay_layer = self.plotter.render_window.GetNumberOfLayers()
         self.plotter.render_window.SetNumberOfLayers(overlay_layer + 1)
         displacements, scales = self._displacements()
-        differing = list(source.differing_tokens) if self.is_diff else None
+        differing = list(source.changed) if self.is_diff else [None]
         self.panels: list[Panel] = []
         self.overlays: list[vtkRenderer] = []
         for i, scan in enumerate(scans):
@@ -205,12 +204,12 @@ class Scene:
                     (w // len(scans), h),
                     displacements[i],
                     scales,
-                    differing,
+                    differing[i],
                     title,
                     legend=i == len(scans) - 1,
                 )
             )
-        self.chart = self.arrows = None
+        self.chart = self.arrows = self.marks = None
         if self.is_diff:
             self._add_diff_parts(size, (w // 2, h))
         self._setup_camera()
@@ -233,42 +232,16 @@ class Scene:
         return f"{name} · {token_label(self.scans[i].model_id, 60)}"
 
     def _add_diff_parts(self, size: int, viewport_px: tuple[int, int]) -> None:
-        """The divergence chart, and one arrow per token from its place in A to B's."""
-        source = self.source
-        if diverges(source.divergence):
-            note = f"peak {source.a.layer_names[source.peak_layer]}"
-        else:
-            note = f"the {'models' if self._models_differ() else 'prompts'} do not diverge"
-        self.chart = LayerChart(
-            self.overlays[1],
-            source.divergence,
-            size,
-            (0.12, 0.72, 0.50, 0.86),
-            f"A–B divergence by layer · {note}\n(mean particle distance)",
-            viewport_px,
-        )
+        """Rings, arrows and the divergence chart (geometry/scene/diff_view.py)."""
         self.panels[1].head.set("")
         self.panels[1].sub.set("")
         self.panels[1].caption.set("")  # one caption (panel A's) explains both
         h = viewport_px[1]
         for panel in self.panels:
             panel.fig.actor.SetPosition(0.02, self.options.overlay_bottom + 0.16 + 2.2 * size / h)
-        n_common = min(len(source.a.tokens), len(source.b.tokens))
         _, radius = fr.bounds_of(np.concatenate([s.positions.reshape(-1, 3) for s in self.scans]))
-        self.arrows = TokenArrows(token_colors(n_common), head_length=0.08 * radius)
-        for i in range(2):
-            self.plotter.subplot(0, i)
-            self.plotter.add_mesh(
-                self.arrows.mesh,
-                scalars="rgb",
-                rgb=True,
-                line_width=3,
-                lighting=False,
-                pickable=False,
-                name="arrows",
-                render_lines_as_tubes=False,
-                show_scalar_bar=False,
-            )
+        self.marks = DiffMarks(self, size, viewport_px, radius)
+        self.chart, self.arrows = self.marks.chart, self.marks.arrows
         self.plotter.link_views()
 
     @property
@@ -291,13 +264,8 @@ class Scene:
             )
         }
         if self.is_diff:
-            d = np.asarray(self.source.displacement_cloud, np.float32)
-            scales["displacement"] = Scale(
-                "colour = distance of each particle from its twin in A",
-                "A→B distance\n(particle units)",
-                unit_top(d),
-            )
-            return [unit_scale(d)] * 2, scales
+            top, scales["displacement"] = divergence_scale(self.source)
+            return token_colour_values(self.source, top), scales
         out = []
         for scan in self.scans:
             pos = scan.positions[-1]  # (n_layers+1, n_particles, 3)
@@ -380,14 +348,13 @@ class Scene:
         )
         if current_token is None and self.n_steps > 1:
             current_token = scan.step_lengths[self.step] - 1
+        currents = [current_token] * len(self.panels)
+        if self.marks is not None and current_token is None:
+            currents = list(self.marks.current_tokens())
         for i, panel in enumerate(self.panels):
-            panel.update(
-                self.step, self.layer, self.mode, current_token, header if i == 0 else None
-            )
-        if self.arrows is not None:
-            a, b = self.panels[0].places, self.panels[1].places
-            n = self.arrows.n
-            self.arrows.set(a[:n], b[:n])
+            panel.update(self.step, self.layer, self.mode, currents[i], header if i == 0 else None)
+        if self.marks is not None:
+            self.marks.update([p.places for p in self.panels], self.layer)
         if self.chart is not None and self.options.show_overlays:
             self.chart.show(self.layer)
 

@@ -112,6 +112,8 @@ class Viewer:
         self._syncing = False
         # the key help: top centre of a single scan; bottom of the right panel of a diff
         hint = HELP if self.scene.n_steps > 1 else HELP.replace(" · - = token step", "")
+        if self.scene.marks is not None:
+            hint += " · n next change"
         self.plotter.subplot(0, len(self.scene.panels) - 1)
         self.hint = self.plotter.add_text(
             hint,
@@ -230,12 +232,23 @@ class Viewer:
             "s": self.screenshot,
             "q": self.quit,
             "Escape": self.quit,
+            **({"n": self.next_change} if self.scene.marks is not None else {}),
         }
 
     def quit(self) -> None:
         """End the window's event loop (`q`, Escape, closing the window, or SIGTERM)."""
         if self.plotter.iren is not None:
             self.plotter.iren.interactor.TerminateApp()
+
+    def next_change(self) -> str:
+        """A diff: select the next changed token (its ring, label and logit lens); says which."""
+        text = self.scene.marks.next_change()
+        self.scene.update(self.scene.step, self.scene.layer)
+        for panel in self.scene.panels:
+            panel.pick.set("")
+        self.scene.panels[1].pick.set(text)
+        self.scene.render()
+        return text
 
     def press(self, key: str) -> None:
         """Act on a key as if it were pressed in the window (VTK key symbol, e.g. 'space')."""

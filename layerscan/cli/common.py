@@ -331,20 +331,16 @@ def load_or_diff(flags: PipelineFlags, sources: list[str]):
         return diff
     if len(sources) != 2:
         raise LayerscanError(f"a diff needs exactly two prompts, got {len(sources)}")
-    from layerscan.geometry.scan_file import diverges
+    from layerscan.geometry.diff_summary import summary
 
     start = time.perf_counter()
     diff = flags.pipeline.diff(sources[0], sources[1])
     what = "models" if models else "prompts"
-    peak = (
-        f"divergence peaks at {diff.a.layer_names[diff.peak_layer]}"
-        if diverges(diff.divergence)
-        else f"the {what} do not diverge"
-    )
     note(
-        f"diffed two {what} through {diff.a.n_layers} layers in "
-        f"{time.perf_counter() - start:.1f} s; {peak}"
+        f"diffed two {what} through {diff.a.n_layers} layers in {time.perf_counter() - start:.1f} s"
     )
+    for line in summary(diff):
+        note(line)
     if flags.save_scan:
         diff.save(flags.save_scan)
         note(f"saved {flags.save_scan}")
