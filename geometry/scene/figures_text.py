@@ -1,0 +1,72 @@
+"""The figures line of a frame: how far to trust this layer's picture, in words and numbers.
+
+Pure text from a scan record (no VTK), so the frame, the window and tests share it.
+"""
+
+from __future__ import annotations
+
+LAYOUT_NOTES = {
+    "pca": "layout = PCA-3: nothing beat it",
+}
+"""A second line for the layouts that need saying (the token layout needs none)."""
+R2_WARNING = 0.5
+"""Below this prompt-centred R² at any layer, the frame and the command warn."""
+
+
+def figures_text(scan, step: int, layer: int) -> str:
+    """The figures of `layer` at token-time `step`, then notes: the layout if it is PCA-3, a
+    warning if the autoencoder keeps less than half of any layer's states.
+
+    Args:
+        scan: a `Scan` record.
+        step: token-time step (< scan.n_steps).
+        layer: layer index (< scan.n_layers + 1).
+
+    Returns:
+        One to three lines.
+    """
+    r2, trust, base_trust, chance, corr, base_corr = (
+        float(getattr(scan, name)[step, layer])
+        for name in (
+            "prompt_r2",
+            "token_trust",
+            "baseline_trust",
+            "chance_trust",
+            "distance_correlation",
+            "baseline_correlation",
+        )
+    )
+    lines = [
+        f"autoencoder R² {r2:.2f}   token trust {trust:.2f} (PCA-3 {base_trust:.2f}, "
+        f"chance {chance:.2f})   distance corr. {corr:.2f} (PCA-3 {base_corr:.2f})"
+    ]
+    note = LAYOUT_NOTES.get(step_layout(scan, step))
+    if note:
+        lines.append(note)
+    warning = r2_warning(scan.prompt_r2[step])
+    if warning:
+        lines.append(warning)
+    return "\n".join(lines)
+
+
+def r2_warning(prompt_r2) -> str:
+    """A warning when the autoencoder keeps less than R2_WARNING of any layer, else "".
+
+    Args:
+        prompt_r2: (n_layers+1,) prompt-centred R² of one step.
+    """
+    values = [float(v) for v in prompt_r2]
+    worst = min(range(len(values)), key=values.__getitem__)
+    if values[worst] >= R2_WARNING:
+        return ""
+    low = sum(v < R2_WARNING for v in values)
+    return (
+        f"warning: autoencoder R² < {R2_WARNING} at {low} of {len(values)} layers (worst "
+        f"{values[worst]:.2f}, layer {worst}): the particles miss much of the states"
+    )
+
+
+def step_layout(scan, step: int) -> str:
+    """Which layout `step` shows ("tokens", "pca", a projection name), "" if not recorded."""
+    layouts = getattr(scan, "step_layouts", None) or []
+    return layouts[step] if step < len(layouts) else ""
