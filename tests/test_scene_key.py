@@ -169,7 +169,7 @@ def test_legend_per_colour_mode(scan, scene):
 
 def test_surface_caption_says_what_the_surface_holds():
     settings = {"projection": {"surface": {"method": "density", "level_quantile": 0.2}}}
-    assert surface_caption(settings) == "surface: density isosurface holding ~80 % of the particles"
+    assert surface_caption(settings) == "surface: density isosurface holding ~80 % of the tokens"
     assert "alpha" in surface_caption({"projection": {"surface": {"method": "alpha"}}})
 
 

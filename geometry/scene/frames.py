@@ -119,7 +119,8 @@ def local_density(
     A Gaussian kernel density of the particles, each weighted 1 / (particles of its token),
     so a token routed two particles counts no more than one with a single particle (the
     routing's 1-or-2 pattern on long prompts is not the model's). The kernel's width is the
-    median distance from a token's place to its k-th nearest other token's.
+    median distance from a token's place to its k-th nearest other token's (at most a
+    quarter of the other tokens, so a short prompt's density is not one blur).
 
     Args:
         positions: (n_layers+1, n_particles, 3) layouts.
@@ -144,7 +145,7 @@ def local_density(
         pts, owner = positions[layer].astype(np.float64), np.asarray(particle_tokens[layer])
         places, counts = token_centroids(pts, owner, int(owner.max()) + 1)
         places = places[counts > 0]  # (n_tokens, 3)
-        kk = min(k, len(places) - 1)
+        kk = min(k, (len(places) - 1) // 4)  # a short prompt: its nearest tokens only
         if kk < 1:
             continue
         dist, _ = cKDTree(places).query(places, kk + 1)  # (n_tokens, kk+1)
