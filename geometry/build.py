@@ -31,7 +31,8 @@ from layerscan.geometry.projection import (
 from layerscan.geometry.scan_file import TOKEN_FIGURES, DiffScan, Scan, token_weights
 from layerscan.geometry.scan_options import ScanOptions
 from layerscan.geometry.surfaces import layer_surfaces
-from layerscan.geometry.token_layout import TokenLayout, common_positions, step_positions
+from layerscan.geometry.token_layout import TokenLayout, common_positions, grouped_positions
+from layerscan.geometry.token_time import step_places
 
 _THREADS: contextvars.ContextVar[int | None] = contextvars.ContextVar("threads", default=None)
 """The thread count an enclosing `torch_threads` block set, if any."""
@@ -223,10 +224,17 @@ def scan_capture(
         start = time.perf_counter()
         if options.projection == "tokens":
             estimator = token_layout(options)
-            positions = step_positions(
-                estimator, capture.hidden, clouds, owner, lengths, options.group_spread
-            )
-            layouts = [used_layout(estimator)] * len(lengths)
+            full = estimator.fit(capture.hidden).embedding_.astype(np.float64)
+            if len(lengths) > 1:  # token-time: each prefix at least as faithful as its PCA-3
+                places, layouts = step_places(capture.hidden, full, lengths)
+            else:
+                places, layouts = [full], [used_layout(estimator)]
+            positions = np.stack(
+                [
+                    grouped_positions(p, c, o, options.group_spread)
+                    for p, c, o in zip(places, clouds, owner, strict=True)
+                ]
+            )  # (n_steps, L+1, N, 3)
         else:
             positions = _particle_positions(clouds, options)
             layouts = [options.projection] * len(lengths)

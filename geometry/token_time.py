@@ -21,7 +21,7 @@ from layerscan.geometry.token_layout import aligned_pca
 
 MAX_STEP_MOVE = 0.02
 """Most an earlier token's place moves between two token-time steps, as a share of the
-layer's radius (mean distance of the places from their centroid)."""
+layer's radius (mean distance of the places from their centroid) at the earlier step."""
 
 
 class StepPlaces(NamedTuple):
@@ -74,8 +74,7 @@ def step_places(states: np.ndarray, full: np.ndarray, lengths: list[int]) -> Ste
         lengths: increasing prefix lengths, one per step.
 
     Returns:
-        StepPlaces; the last step is `full` itself when lengths end at n_tokens and its
-        layout beats the aim.
+        StepPlaces.
     """
     places, layouts = [], []
     frame = np.zeros((full.shape[0], 0, 3))  # (n_layers, shown, 3) the previous frame
@@ -87,20 +86,31 @@ def step_places(states: np.ndarray, full: np.ndarray, lengths: list[int]) -> Ste
             "pca": aligned_pca(prefix) if n >= 3 else full[:, :n],
         }
         scores = {name: score(prefix, c) for name, c in candidates.items()}
-        name = "tokens" if scores["tokens"] >= scores["pca"] else "pca"
-        aim = np.stack(
-            [
-                similarity_fit(layer, previous)
-                for layer, previous in zip(candidates[name], frame, strict=True)
-            ]
-        )  # (n_layers, n, 3) in the previous frame's coordinates
-        move = aim[:, :shown] - frame  # (n_layers, shown, 3)
-        cap = MAX_STEP_MOVE * _radius(frame)[:, None, None] if shown else 0.0
-        length = np.linalg.norm(move, axis=-1, keepdims=True)
-        frame = np.concatenate(
-            [frame + move * np.minimum(1.0, cap / np.maximum(length, 1e-300)), aim[:, shown:]],
-            1,
-        )
+        cap = MAX_STEP_MOVE * _radius(frame)[:, None, None] if shown else np.zeros((1, 1, 1))
+        aims = {  # each picture fitted onto the previous frame: (n_layers, n, 3)
+            name: np.stack(
+                [similarity_fit(c, previous) for c, previous in zip(picture, frame, strict=True)]
+            )
+            for name, picture in candidates.items()
+        }
+        # the first picture, best first, that the earlier tokens can follow within the cap
+        # while the frame stays as faithful as PCA-3; else (a jump) the best picture itself
+        order = sorted(aims, key=lambda name: -scores[name])
+        name, chosen = order[0], aims[order[0]]
+        for option in order:
+            move = aims[option][:, :shown] - frame  # (n_layers, shown, 3)
+            length = np.linalg.norm(move, axis=-1, keepdims=True)
+            capped = np.concatenate(
+                [
+                    frame + move * np.minimum(1.0, cap / np.maximum(length, 1e-300)),
+                    aims[option][:, shown:],
+                ],
+                1,
+            )
+            if score(prefix, capped) >= scores["pca"]:
+                name, chosen = option, capped
+                break
+        frame = chosen
         places.append(frame)
         layouts.append(name)
     return StepPlaces(places, layouts)
