@@ -124,6 +124,10 @@ class EncodedLayers(NamedTuple):
     taken around the corpus mean of the layer (so the mean of the prompt scores above 0)."""
     particle_tokens: np.ndarray
     """(n_particles,) int32 the token each particle belongs to (the same at every layer)."""
+    prompt_r2: np.ndarray
+    """(n_layers+1,) float32 the same R² with SST around the prompt's own mean state: the
+    share of what sets this prompt's tokens apart that the particles keep (lower; a
+    one-token prompt, whose own spread is 0, gets `reconstruction_r2`)."""
 
 
 class TrainedAutoencoder:
@@ -215,7 +219,7 @@ class TrainedAutoencoder:
         rows = [(int(p), layer) for p in lengths for layer in range(n_layers + 1)]
         device = self.model.mean.device
         states = torch.from_numpy(np.ascontiguousarray(hidden)).to(device)  # (n_layers+1, T, d)
-        clouds, r2 = [], []
+        clouds, r2, own_r2 = [], [], []
         with torch.inference_mode():
             layers = torch.arange(n_layers + 1, device=device)
             codes = self.model.token_codes(states, layers)  # (n_layers+1, T, n_ranks, d_particle)
@@ -228,16 +232,21 @@ class TrainedAutoencoder:
                 recon = self.model.decode(cloud, layer, lens)  # (rows, longest, d_model)
                 mask = torch.arange(longest, device=device)[None] < lens[:, None]
                 clouds.append(cloud.float().cpu())
-                r2.append(layer_r2(self.model, states[layer, :longest], recon, layer, mask).cpu())
+                hidden = states[layer, :longest]  # (rows, longest, d_model)
+                r2.append(layer_r2(self.model, hidden, recon, layer, mask).cpu())
+                own_r2.append(prompt_r2(hidden, recon, mask).cpu())
         clouds_t = torch.cat(clouds).view(len(lengths), n_layers + 1, *clouds[0].shape[1:])
         r2_t = torch.cat(r2).view(len(lengths), n_layers + 1)
+        own_t = torch.cat(own_r2).view(len(lengths), n_layers + 1)
+        own_t = torch.where(torch.tensor(lengths)[:, None] > 1, own_t, r2_t)  # 1 token: no SST
         return [
             EncodedLayers(
                 clouds=c.numpy().astype(np.float32),
                 reconstruction_r2=r.numpy().astype(np.float32),
                 particle_tokens=self.model.particle_tokens(p).numpy().astype(np.int32),
+                prompt_r2=o.numpy().astype(np.float32),
             )
-            for c, r, p in zip(clouds_t, r2_t, lengths, strict=True)
+            for c, r, p, o in zip(clouds_t, r2_t, lengths, own_t, strict=True)
         ]
 
 
@@ -256,6 +265,22 @@ def layer_r2(
     from layerscan.autoencoder.evaluation import r2_terms
 
     sse, sst = r2_terms(hidden, reconstruction, model.mean[layer, None], mask)  # (batch,)
+    return 1.0 - sse / sst.clamp_min(1e-12)
+
+
+def prompt_r2(
+    hidden: torch.Tensor, reconstruction: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """(batch,) R² per row with SST around the row's own mean over its real tokens.
+
+    Args:
+        hidden, reconstruction: (batch, n_tokens, d_model); mask: (batch, n_tokens) bool.
+    """
+    from layerscan.autoencoder.evaluation import r2_terms
+
+    keep = mask[..., None].to(hidden.dtype)  # (batch, n_tokens, 1)
+    mean = (hidden * keep).sum(1, keepdim=True) / keep.sum(1, keepdim=True).clamp_min(1)
+    sse, sst = r2_terms(hidden, reconstruction, mean, mask)  # (batch,)
     return 1.0 - sse / sst.clamp_min(1e-12)
 
 

@@ -28,10 +28,11 @@ from layerscan.geometry.projection import (
     make_projection,
     transform_init,
 )
-from layerscan.geometry.scan_file import TOKEN_FIGURES, DiffScan, Scan
+from layerscan.geometry.scan_file import TOKEN_FIGURES, DiffScan, Scan, token_weights
 from layerscan.geometry.scan_options import ScanOptions
 from layerscan.geometry.surfaces import layer_surfaces
-from layerscan.geometry.token_layout import TokenLayout, step_positions
+from layerscan.geometry.token_layout import TokenLayout, grouped_positions
+from layerscan.geometry.token_time import step_places
 
 _THREADS: contextvars.ContextVar[int | None] = contextvars.ContextVar("threads", default=None)
 """The thread count an enclosing `torch_threads` block set, if any."""
@@ -137,18 +138,21 @@ def build_scan(
     clouds: np.ndarray,
     positions: np.ndarray,
     reconstruction_r2: np.ndarray,
+    prompt_r2: np.ndarray,
     particle_tokens: np.ndarray,
     options: ScanOptions,
     settings: dict,
     timings: dict | None = None,
+    step_layouts: list[str] | None = None,
 ) -> Scan:
     """Assemble a Scan from layouts: neighbour graph, faithfulness and surfaces per step.
 
     Args:
         clouds: (n_steps, n_layers+1, n_particles, d_particle).
         positions: (n_steps, n_layers+1, n_particles, 3) finite.
-        reconstruction_r2: (n_steps, n_layers+1).
+        reconstruction_r2, prompt_r2: (n_steps, n_layers+1) corpus- and prompt-centred R².
         particle_tokens: (n_steps, n_particles) token of each particle at each step.
+        step_layouts: (n_steps,) which layout each step shows (see `Scan.step_layouts`).
     """
     timings = {} if timings is None else timings
     warn_unknown_r2(np.asarray(reconstruction_r2), capture.layer_names)
@@ -172,7 +176,10 @@ def build_scan(
     ]
     timings["faithfulness"] = time.perf_counter() - start
     start = time.perf_counter()
-    surfaces = [layer_surfaces(p, options.surface) for p in positions]
+    surfaces = [
+        layer_surfaces(p, options.surface, token_weights(o))
+        for p, o in zip(positions, particle_tokens, strict=True)
+    ]  # every token weighs 1 in the density, however many particles it has
     timings["surfaces"] = time.perf_counter() - start
     scan = Scan(
         prompt=capture.prompt,
@@ -185,6 +192,7 @@ def build_scan(
         positions=positions.astype(np.float32),
         neighbors=neighbors,
         reconstruction_r2=np.asarray(reconstruction_r2, np.float32),
+        prompt_r2=np.asarray(prompt_r2, np.float32),
         trustworthiness=np.stack([f.trustworthiness for f in figures]).astype(np.float32),
         continuity=np.stack([f.continuity for f in figures]).astype(np.float32),
         disparity=np.stack([f.disparity for f in figures]).astype(np.float32),
@@ -199,6 +207,7 @@ def build_scan(
         if capture.lens_probs is None
         else np.asarray(capture.lens_probs, np.float32),
         settings=settings,
+        step_layouts=list(step_layouts or []),
     )
     scan.validate()
     return scan
@@ -235,15 +244,26 @@ def scan_capture(
             encoded = [autoencoder.encode(capture.hidden)]
         clouds = np.stack([e.clouds for e in encoded])  # (n_steps, L+1, N, d_particle)
         r2 = np.stack([e.reconstruction_r2 for e in encoded])  # (n_steps, L+1)
+        own_r2 = np.stack([e.prompt_r2 for e in encoded])  # (n_steps, L+1)
         owner = np.stack([e.particle_tokens for e in encoded])  # (n_steps, N)
         timings["encode"] = time.perf_counter() - start
         start = time.perf_counter()
         if options.projection == "tokens":
-            positions = step_positions(
-                token_layout(options), capture.hidden, clouds, owner, lengths, options.group_spread
-            )
+            estimator = token_layout(options)
+            full = estimator.fit(capture.hidden).embedding_.astype(np.float64)
+            if len(lengths) > 1:  # token-time: each prefix at least as faithful as its PCA-3
+                places, layouts = step_places(capture.hidden, full, lengths)
+            else:
+                places, layouts = [full], [used_layout(estimator)]
+            positions = np.stack(
+                [
+                    grouped_positions(p, c, o, options.group_spread)
+                    for p, c, o in zip(places, clouds, owner, strict=True)
+                ]
+            )  # (n_steps, L+1, N, 3)
         else:
             positions = _particle_positions(clouds, options)
+            layouts = [options.projection] * len(lengths)
         timings["project"] = time.perf_counter() - start
         return build_scan(
             capture,
@@ -251,16 +271,23 @@ def scan_capture(
             clouds,
             positions,
             r2,
+            own_r2,
             owner,
             options,
             _settings(capture, autoencoder, options),
             timings,
+            layouts,
         )
 
 
 def token_layout(options: ScanOptions) -> TokenLayout:
     """The token layout estimator that `options` describe."""
     return TokenLayout(**({} if options.n_epochs is None else {"n_iter": options.n_epochs}))
+
+
+def used_layout(estimator: TokenLayout) -> str:
+    """ "tokens" when a fitted token layout beat its aligned PCA-3 start, else "pca"."""
+    return "tokens" if estimator.improved_ else "pca"
 
 
 def _particle_positions(clouds: np.ndarray, options: ScanOptions) -> np.ndarray:
@@ -327,6 +354,7 @@ def diff_captures(
         enc_a, enc_b = autoencoder.encode(capture_a.hidden), autoencoder.encode(capture_b.hidden)
         timings["encode"] = time.perf_counter() - start
         start = time.perf_counter()
+        used = options.projection
         shared = pairs[same_states(capture_a.hidden, capture_b.hidden, pairs)]
         # particle modes: the joint PCA-3 alone, for its baseline figures
         layout = token_layout(options) if options.projection == "tokens" else TokenLayout(n_iter=0)
@@ -340,6 +368,7 @@ def diff_captures(
                 enc_b.particle_tokens,
                 options.group_spread,
             )
+            used = "pca" if space.fallback.all() else "tokens"
         else:
             positions_a, positions_b = common_layouts(
                 enc_a.clouds, enc_b.clouds, lambda c: project(c, options)
@@ -352,10 +381,12 @@ def diff_captures(
                 e.clouds[None],
                 p[None],
                 e.reconstruction_r2[None],
+                e.prompt_r2[None],
                 e.particle_tokens[None],
                 options,
                 {**_settings(c, autoencoder, options), "common_space": True, "compared": compared},
                 timings,
+                [used],
             )
             for c, e, p in ((capture_a, enc_a, positions_a), (capture_b, enc_b, positions_b))
         ]

@@ -129,12 +129,34 @@ class TokenFigures(NamedTuple):
     """(n_layers,) float32 token trust of PCA-3 of the token states."""
     baseline_correlation: np.ndarray
     """(n_layers,) float32 distance correlation of PCA-3 of the token states."""
+    token_continuity: np.ndarray
+    """(n_layers,) float32 continuity of the token places: do hidden-state neighbours stay
+    3D neighbours? (trustworthiness with the roles swapped, same k)."""
+    baseline_continuity: np.ndarray
+    """(n_layers,) float32 continuity of PCA-3 of the token states."""
+    chance_trust: np.ndarray
+    """(n_layers,) float32 expected token trust (and continuity) of a random placement."""
 
 
 def token_k(n_tokens: int) -> int:
     """Neighbourhood size of token trust: 5, or the largest k < n_tokens / 2 for short prompts
     (sklearn's trustworthiness needs k < n / 2; below 3 tokens trust is 1 by definition)."""
     return max(1, min(5, (n_tokens - 1) // 2))
+
+
+def chance_trust(n_points: int, k: int) -> float:
+    """Expected trustworthiness (and continuity) of a random placement of n points.
+
+    A random layout's k neighbours of a point are k random others, whose ranks in the
+    original space are uniform over 1..n-1, so sklearn's penalty has the closed-form mean
+    n k (n-k-1)(n-k) / (2(n-1)), whatever the original geometry (distinct distances). About
+    0.5 for long prompts, a little more for short ones; 1 where trust is 1 by definition.
+    Tests check it against the mean of seeded random draws through sklearn.
+    """
+    n = n_points
+    if n < 3 or k >= n / 2:
+        return 1.0
+    return 1.0 - (n - k - 1) * (n - k) / ((n - 1) * (2 * n - 3 * k - 1))
 
 
 def token_places(positions: np.ndarray, particle_tokens: np.ndarray, n_tokens: int) -> np.ndarray:
@@ -249,10 +271,11 @@ def token_figures(
     baseline = pca_baseline(states)
     k = token_k(n_tokens)
     if n_tokens < 3:
-        trust = base_trust = np.ones(len(states), np.float32)
+        trust = base_trust = cont = base_cont = np.ones(len(states), np.float32)
     else:
         trust = trustworthiness(states, places, k)
         base_trust = trustworthiness(states, baseline, k)
+        cont, base_cont = continuity(states, places, k), continuity(states, baseline, k)
     own = places[np.arange(len(places))[:, None], particle_tokens]  # (n_layers, n_particles, 3)
     offset = np.linalg.norm(positions - own, axis=-1).mean(-1)  # (n_layers,)
     radius = np.linalg.norm(positions - positions.mean(1, keepdims=True), axis=-1).mean(-1)
@@ -263,4 +286,7 @@ def token_figures(
         spread.astype(np.float32),
         np.asarray(base_trust, np.float32),
         distance_correlation(states, baseline),
+        np.asarray(cont, np.float32),
+        np.asarray(base_cont, np.float32),
+        np.full(len(states), chance_trust(n_tokens, k), np.float32),
     )

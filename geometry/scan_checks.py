@@ -24,6 +24,7 @@ META_KEYS = (
 )
 FIGURES = (
     "reconstruction_r2",
+    "prompt_r2",
     "trustworthiness",
     "continuity",
     "disparity",
@@ -32,6 +33,9 @@ FIGURES = (
     "token_spread",
     "baseline_trust",
     "baseline_correlation",
+    "token_continuity",
+    "baseline_continuity",
+    "chance_trust",
 )
 """(n_steps, n_layers+1) per-layer figures; NaN is possible (and warned about), inf is not."""
 SURFACE_ARRAYS = ("surface_vertices", "surface_faces", "surface_counts")
@@ -47,7 +51,7 @@ def check_scan(path: str | os.PathLike, arrays: dict, meta: object, prefix: str 
     """
     check = FileCheck(path, "scan")
     where = f"scan {prefix.rstrip('/')} header" if prefix else "scan header"
-    check.keys(meta, META_KEYS, (), where)
+    check.keys(meta, META_KEYS, ("step_layouts",), where)
     check.value(meta["prompt"], str, "prompt")
     check.value(meta["model_id"], str, "model_id")
     tokens = check.strings(meta["tokens"], "tokens")
@@ -76,6 +80,9 @@ def check_scan(path: str | os.PathLike, arrays: dict, meta: object, prefix: str 
         raise check.fail(f"step_lengths has {len(steps)} items, expected {n_steps}")
     for i, length in enumerate(steps):
         check.integer(length, f"step_lengths[{i}]", 1, n_tokens)
+    layouts = meta.get("step_layouts") or []
+    if layouts:
+        check.strings(layouts, "step_layouts", n_steps)
     array("clouds", FLOATS, (n_steps, n_frames, n_particles, None))
     array("neighbors", INTS, (n_steps, n_frames, n_particles, None), low=0, high=n_particles)
     array("particle_tokens", INTS, (n_steps, n_frames, n_particles), low=0, high=n_tokens)

@@ -18,7 +18,7 @@ from layerscan.geometry.diff_tokens import (
 )
 
 SCAN_KIND = "scan"
-SCAN_FORMAT_VERSION = 2
+SCAN_FORMAT_VERSION = 3
 
 
 TOKEN_FIGURES = (
@@ -27,6 +27,9 @@ TOKEN_FIGURES = (
     "token_spread",
     "baseline_trust",
     "baseline_correlation",
+    "token_continuity",
+    "baseline_continuity",
+    "chance_trust",
 )
 """Per-layer end-to-end faithfulness figures every scan stores (hidden states -> 3D)."""
 ARRAY_FIELDS = (
@@ -34,6 +37,7 @@ ARRAY_FIELDS = (
     "positions",
     "neighbors",
     "reconstruction_r2",
+    "prompt_r2",
     "trustworthiness",
     "continuity",
     "disparity",
@@ -60,6 +64,21 @@ def token_centroids(
     sums = np.zeros((n_tokens, points.shape[1]))
     np.add.at(sums, particle_tokens, points.astype(np.float64))
     return sums / np.maximum(counts, 1)[:, None], counts
+
+
+def token_weights(particle_tokens: np.ndarray) -> np.ndarray:
+    """Each particle's share of its token: 1 / (particles of its token), so every token weighs
+    1 in a density however many particles the autoencoder routed to it.
+
+    Args:
+        particle_tokens: (..., n_particles) int token of each particle.
+
+    Returns:
+        (..., n_particles) float64.
+    """
+    owners = np.asarray(particle_tokens)
+    flat = owners.reshape(-1, owners.shape[-1])  # (rows, n_particles)
+    return np.stack([1.0 / np.bincount(row)[row] for row in flat]).reshape(owners.shape)
 
 
 SAME_PROMPT_TOLERANCE = 1e-6
@@ -109,7 +128,11 @@ class Scan:
     neighbors: np.ndarray
     """(n_steps, n_layers+1, n_particles, k_neighbors) int32 nearest particles in the cloud."""
     reconstruction_r2: np.ndarray
-    """(n_steps, n_layers+1) float32 autoencoder R² of this prompt's hidden states."""
+    """(n_steps, n_layers+1) float32 autoencoder R² of this prompt's hidden states, SST
+    around the corpus mean of the layer."""
+    prompt_r2: np.ndarray
+    """(n_steps, n_layers+1) float32 the same R² with SST around the prompt's own mean: the
+    honest figure (how much of what sets the tokens apart the particles keep)."""
     trustworthiness: np.ndarray
     """(n_steps, n_layers+1) float32 diagnostic of one stage: 3D layout vs cloud (k=10)."""
     continuity: np.ndarray
@@ -131,6 +154,14 @@ class Scan:
     """(n_steps, n_layers+1) float32 token trust of PCA-3 of the token states (the baseline)."""
     baseline_correlation: np.ndarray
     """(n_steps, n_layers+1) float32 distance correlation of that PCA-3 baseline."""
+    token_continuity: np.ndarray
+    """(n_steps, n_layers+1) float32 continuity of the token places (hidden-state neighbours
+    that stay 3D neighbours: trustworthiness with the roles swapped, same k)."""
+    baseline_continuity: np.ndarray
+    """(n_steps, n_layers+1) float32 continuity of the PCA-3 baseline."""
+    chance_trust: np.ndarray
+    """(n_steps, n_layers+1) float32 expected token trust (and continuity) of a random
+    placement of the step's tokens: what 0 information reads as (about 0.5)."""
     surfaces: list[list[Surface]]
     """[n_steps][n_layers+1] density isosurface per layer."""
     lens_tokens: list[list[list[str]]] | None = None
@@ -139,6 +170,10 @@ class Scan:
     """(n_layers+1, n_tokens, top_k) float32 their probabilities."""
     settings: dict = field(default_factory=dict)
     """How the scan was made: projection mode, seeds, normalization, autoencoder, versions."""
+    step_layouts: list[str] = field(default_factory=list)
+    """(n_steps,) the layout each step shows: "tokens" (the token layout beat PCA-3), "pca"
+    (nothing beat the aligned PCA-3 of the token states) or the particle projection's name;
+    empty when unknown."""
 
     @property
     def n_steps(self) -> int:
@@ -160,6 +195,7 @@ class Scan:
             "clouds": (n_steps, n_frames, n_particles),
             "neighbors": (n_steps, n_frames, n_particles),
             "reconstruction_r2": (n_steps, n_frames),
+            "prompt_r2": (n_steps, n_frames),
             "trustworthiness": (n_steps, n_frames),
             "continuity": (n_steps, n_frames),
             "disparity": (n_steps, n_frames),
@@ -175,6 +211,9 @@ class Scan:
                 )
         if len(self.layer_names) != n_frames or len(self.step_lengths) != n_steps:
             raise LayerscanError("scan layer names or step lengths do not match its layouts")
+        layouts = self.step_layouts
+        if layouts and (len(layouts) != n_steps or not all(isinstance(x, str) for x in layouts)):
+            raise LayerscanError("scan step layouts do not match its steps")
         if len(self.surfaces) != n_steps or any(len(s) != n_frames for s in self.surfaces):
             raise LayerscanError("scan surfaces do not match its layouts")
         if not np.isfinite(self.positions).all():
@@ -201,6 +240,7 @@ class Scan:
                 "step_lengths",
                 "lens_tokens",
                 "settings",
+                "step_layouts",
             )
         }
         return arrays, meta

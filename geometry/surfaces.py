@@ -15,15 +15,16 @@ def empty_surface() -> Surface:
 
 
 def splat_density(
-    points: np.ndarray, grid: int, bandwidth: float
+    points: np.ndarray, grid: int, bandwidth: float, weights: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """Sum of isotropic Gaussians at the points, on a regular grid around them.
+    """Weighted sum of isotropic Gaussians at the points, on a regular grid around them.
 
     The 3D Gaussian is separable, so the grid is one matrix product per layer:
-    density[x, y, z] = sum_p gx[p, x] * gy[p, y] * gz[p, z].
+    density[x, y, z] = sum_p w[p] * gx[p, x] * gy[p, y] * gz[p, z].
 
     Args:
         points: (n_points, 3) finite.
+        weights: (n_points,) each point's mass (see `scan_file.token_weights`), None: 1.
 
     Returns:
         density (grid, grid, grid) float32, the grid origin (3,), and the voxel spacing.
@@ -37,25 +38,36 @@ def splat_density(
     rel = torch.from_numpy((points - origin).astype(np.float32))  # (n_points, 3)
     g = torch.exp(-0.5 * ((rel[:, :, None] - axis) / sigma) ** 2)  # (n_points, 3, grid)
     yz = (g[:, 1, :, None] * g[:, 2, None, :]).reshape(len(points), -1)  # (n, grid * grid)
-    density = (g[:, 0, :].T @ yz).reshape(grid, grid, grid)  # (grid, grid, grid) x, y, z
+    gx = g[:, 0, :]  # (n_points, grid)
+    if weights is not None:
+        gx = gx * torch.from_numpy(np.asarray(weights, np.float32))[:, None]
+    density = (gx.T @ yz).reshape(grid, grid, grid)  # (grid, grid, grid) x, y, z
     return density.float().numpy(), origin.astype(np.float64), float(spacing)
 
 
-def density_surface(points: np.ndarray, options: SurfaceOptions) -> Surface:
+def density_surface(
+    points: np.ndarray, options: SurfaceOptions, weights: np.ndarray | None = None
+) -> Surface:
     """Isosurface of the splatted density at the `level_quantile` of the particles' density.
 
-    Marching cubes (scikit-image, Lewiner) on the density grid.
+    Marching cubes (scikit-image, Lewiner) on the density grid. With token weights, every
+    token counts once, in the density and in the quantile, however many particles it has.
 
     Args:
         points: (n_points, 3) finite layout of one layer.
+        weights: (n_points,) each particle's mass, None: 1 each.
     """
     from skimage.measure import marching_cubes
 
     if len(points) < 4 or np.ptp(points, axis=0).max() <= 0:
         return empty_surface()
-    density, origin, spacing = splat_density(points, options.grid, options.bandwidth)
+    density, origin, spacing = splat_density(points, options.grid, options.bandwidth, weights)
     at_points = map_coordinates(density, ((points - origin) / spacing).T, order=1)
-    level = float(np.quantile(at_points, options.level_quantile))
+    level = float(
+        np.quantile(at_points, options.level_quantile)
+        if weights is None
+        else np.quantile(at_points, options.level_quantile, weights=weights, method="inverted_cdf")
+    )
     if not density.min() < level < density.max():
         return empty_surface()
     vertices, faces, _, _ = marching_cubes(
@@ -80,9 +92,12 @@ def circumradii(tetrahedra: np.ndarray) -> np.ndarray:
     return radii
 
 
-def alpha_surface(points: np.ndarray, options: SurfaceOptions) -> Surface:
+def alpha_surface(
+    points: np.ndarray, options: SurfaceOptions, weights: np.ndarray | None = None
+) -> Surface:
     """The alpha shape's outer surface: the triangles of exactly one Delaunay tetrahedron
-    whose circumsphere is smaller than the alpha radius."""
+    whose circumsphere is smaller than the alpha radius (a shape, not a density: `weights`
+    are not used)."""
     from scipy.spatial import Delaunay, QhullError
 
     if len(points) < 4 or np.ptp(points, axis=0).max() <= 0:
@@ -111,11 +126,14 @@ def alpha_surface(points: np.ndarray, options: SurfaceOptions) -> Surface:
     return Surface(points[used].astype(np.float32), compact.reshape(-1, 3).astype(np.int32))
 
 
-def layer_surfaces(layouts: np.ndarray, options: SurfaceOptions | None = None) -> list[Surface]:
+def layer_surfaces(
+    layouts: np.ndarray, options: SurfaceOptions | None = None, weights: np.ndarray | None = None
+) -> list[Surface]:
     """One surface per layer.
 
     Args:
         layouts: (n_layers, n_points, 3) finite.
+        weights: (n_points,) each point's mass in a density (the same at every layer), None: 1.
 
     Returns:
         n_layers surfaces; empty ones where a layer is degenerate (too few or coincident
@@ -125,6 +143,6 @@ def layer_surfaces(layouts: np.ndarray, options: SurfaceOptions | None = None) -
     make = {
         "density": density_surface,
         "alpha": alpha_surface,
-        "none": lambda points, _: empty_surface(),
+        "none": lambda *_: empty_surface(),
     }[options.method]
-    return [make(np.asarray(layout, np.float64), options) for layout in layouts]
+    return [make(np.asarray(layout, np.float64), options, weights) for layout in layouts]

@@ -169,23 +169,8 @@ class TokenLayout(Estimator):
         self.embedding_ = start.astype(np.float32)
         if n_tokens < 4 or self.n_iter == 0:
             return self
-        x = torch.from_numpy(states)
-        perplexity = self.perplexity or min(PERPLEXITY_MAX, max(2.0, (n_tokens - 1) / 3))
-        y = torch.from_numpy(start / 10.0)
-        learning_rate = self.learning_rate
-        if n_tokens <= DENSE_MAX_TOKENS:
-            distances = torch.cdist(x, x)  # (n_layers, n, n)
-            p = _neighbor_probabilities(distances, perplexity)
-            target = distances / distances.square().mean((-1, -2), keepdim=True).sqrt().clamp_min(
-                1e-300
-            )  # (n_layers, n, n) unit RMS
-            upper = torch.triu(torch.ones(n_tokens, n_tokens, dtype=torch.bool), 1)
-            loss = functools.partial(self._loss, p=p, target=target, upper=upper)
-        else:
-            generator = torch.Generator().manual_seed(0)
-            pairs = _sparse_pairs(x, perplexity, generator)
-            loss = functools.partial(self._sparse_loss, pairs=pairs, generator=generator)
-            y, learning_rate = y.float(), SPARSE_LEARNING_RATE  # many pairs: float32 is enough
+        loss, learning_rate, dtype = self.objective(states)
+        y = torch.from_numpy(start / 10.0).to(dtype)
         y.requires_grad_(True)
         optimizer = torch.optim.Adam([y], lr=learning_rate)
         for _ in range(self.n_iter):
@@ -201,6 +186,26 @@ class TokenLayout(Estimator):
         if self.improved_:
             self.embedding_ = result.astype(np.float32)
         return self
+
+    def objective(self, states: np.ndarray) -> tuple[functools.partial, float, torch.dtype]:
+        """The loss of layouts of `states` (n_layers, n_tokens, d), with Adam's step and the
+        dtype to optimise in; layouts are in tenths of the ±10 frame."""
+        n_tokens = states.shape[1]
+        x = torch.from_numpy(np.asarray(states, np.float64))
+        perplexity = self.perplexity or min(PERPLEXITY_MAX, max(2.0, (n_tokens - 1) / 3))
+        if n_tokens <= DENSE_MAX_TOKENS:
+            distances = torch.cdist(x, x)  # (n_layers, n, n)
+            p = _neighbor_probabilities(distances, perplexity)
+            target = distances / distances.square().mean((-1, -2), keepdim=True).sqrt().clamp_min(
+                1e-300
+            )  # (n_layers, n, n) unit RMS
+            upper = torch.triu(torch.ones(n_tokens, n_tokens, dtype=torch.bool), 1)
+            loss = functools.partial(self._loss, p=p, target=target, upper=upper)
+            return loss, self.learning_rate, torch.float64
+        generator = torch.Generator().manual_seed(0)
+        pairs = _sparse_pairs(x, perplexity, generator)
+        loss = functools.partial(self._sparse_loss, pairs=pairs, generator=generator)
+        return loss, SPARSE_LEARNING_RATE, torch.float32  # many pairs: float32 is enough
 
     def _loss(
         self, y: torch.Tensor, p: torch.Tensor, target: torch.Tensor, upper: torch.Tensor
@@ -337,36 +342,6 @@ def grouped_positions(
     """
     offsets = group_offsets(clouds, particle_tokens, places, spread)
     return (places[:, particle_tokens] + offsets).astype(np.float32)
-
-
-def step_positions(
-    layout: TokenLayout,
-    states: np.ndarray,
-    clouds: np.ndarray,
-    particle_tokens: np.ndarray,
-    lengths: list[int],
-    spread: float,
-) -> np.ndarray:
-    """Positions of every token-time step from ONE token layout of the full prompt.
-
-    Under causal attention a token's state is the same in every prefix, so its place is too:
-    earlier tokens never move when later ones arrive.
-
-    Args:
-        states: (n_layers, n_tokens, d_model) the full prompt's states.
-        clouds: (n_steps, n_layers, n_particles, d_particle), step s shows lengths[s] tokens.
-        particle_tokens: (n_steps, n_particles).
-
-    Returns:
-        (n_steps, n_layers, n_particles, 3) float32.
-    """
-    places = layout.fit(states).embedding_.astype(np.float64)  # (n_layers, n_tokens, 3)
-    return np.stack(
-        [
-            grouped_positions(places[:, :n], c, o, spread)
-            for n, c, o in zip(lengths, clouds, particle_tokens, strict=True)
-        ]
-    )
 
 
 def common_positions(

@@ -63,8 +63,8 @@ def test_caption_says_when_the_layout_is_pca():
     scan.baseline_correlation = scan.distance_correlation.copy()
     assert caption_for(scan, lambda text: True) == FALLBACK_NOTE
     assert warning_for(scan) is None
-    scan.reconstruction_r2 = np.full_like(scan.reconstruction_r2, 0.13)
-    assert "R² 0.13" in warning_for(scan)
+    scan.prompt_r2 = np.full_like(scan.prompt_r2, 0.13)
+    assert "worst 0.13" in warning_for(scan)
 
 
 @pytest.mark.parametrize("fps", [12, 24, 60])
@@ -99,10 +99,10 @@ def test_a_weak_autoencoder_is_said_on_the_frame():
     from layerscan.geometry.scene.scene import Scene, SceneOptions
 
     scan = make_scan(n_layers=2, n_particles=64)
-    scan.reconstruction_r2 = np.full_like(scan.reconstruction_r2, 0.13)
+    scan.prompt_r2 = np.full_like(scan.prompt_r2, 0.13)
     scene = Scene(scan, SceneOptions(window_size=(640, 360)))
     try:
-        assert "worst layer R² 0.13" in scene.panels[0].warning.actor.GetInput()
+        assert "(worst 0.13, layer 0)" in scene.panels[0].warning.actor.GetInput()
         assert scene.panels[0].warning.actor.GetVisibility()
     finally:
         scene.close()

@@ -178,7 +178,7 @@ def test_legend_per_colour_mode(scan, scene):
 
 def test_surface_caption_says_what_the_surface_holds():
     settings = {"projection": {"surface": {"method": "density", "level_quantile": 0.2}}}
-    assert surface_caption(settings) == "surface: density isosurface holding ~80 % of the particles"
+    assert surface_caption(settings) == "surface: density isosurface holding ~80 % of the tokens"
     assert "alpha" in surface_caption({"projection": {"surface": {"method": "alpha"}}})
 
 
@@ -186,7 +186,7 @@ def test_overlay_shows_token_trust_beside_the_baseline(scan, scene):
     scene.update(0, 2.0)
     text = scene.panels[0].fig.actor.GetInput()
     trust, base = scan.token_trust[0, 2], scan.baseline_trust[0, 2]
-    assert f"token trust {trust:.2f} (PCA-3 {base:.2f})" in text and "R²" in text
+    assert f"token trust {trust:.2f} (PCA-3 {base:.2f}, chance 0.52)" in text and "R²" in text
     assert "continuity" not in text
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from layerscan.geometry.scene.figures_text import r2_warning
+
 CAPTIONS = (
     "token trust: share of each token's nearest neighbours in the model that stay nearest in "
     "3D · distance corr.: how well 3D distances follow the model's · PCA-3: the same for a "
@@ -16,26 +18,19 @@ CAPTIONS = (
 """The caption, longest first: the longest that fits the frame's width is shown."""
 FALLBACK_NOTE = "the layout is PCA-3 itself (no better layout found), so its figures equal PCA-3's"
 """Shown instead of the caption when the layout fell back to its PCA start."""
-LOW_R2 = 0.5
-"""Worst-layer autoencoder R² below which the frame and training warn."""
-LOW_R2_NOTE = (
-    "warning: the autoencoder reconstructs this prompt poorly (worst layer R² {r2:.2f} < "
-    "{limit}); the particles may not show the model — train on a larger corpus"
-)
 
 
 def is_pca_fallback(scan) -> bool:
-    """Whether the layout's figures equal PCA-3's at every layer (the layout is its PCA start)."""
+    """Whether the picture is PCA-3 itself: as the scan records (`step_layouts`, last step), or
+    for scans without that record, when its figures equal PCA-3's at every layer."""
+    layouts = getattr(scan, "step_layouts", None)
+    if layouts:
+        return layouts[-1] == "pca"
     pairs = (
         (scan.token_trust, scan.baseline_trust),
         (scan.distance_correlation, scan.baseline_correlation),
     )
     return all(np.allclose(np.asarray(a), np.asarray(b), atol=1e-6) for a, b in pairs)
-
-
-def worst_r2(scan) -> float:
-    """The worst layer's autoencoder R² over the scan (last token step)."""
-    return float(np.min(np.asarray(scan.reconstruction_r2)[-1]))
 
 
 def caption_for(scan, fits) -> str:
@@ -58,6 +53,6 @@ def caption_for(scan, fits) -> str:
 
 
 def warning_for(scan) -> str | None:
-    """A warning line when the autoencoder reconstructs the scan's prompt poorly, else None."""
-    r2 = worst_r2(scan)
-    return LOW_R2_NOTE.format(r2=r2, limit=LOW_R2) if r2 < LOW_R2 else None
+    """A warning line when the autoencoder keeps under half of the prompt's states at some
+    layer (prompt-centred R², last step: figures_text.r2_warning), else None."""
+    return r2_warning(np.asarray(scan.prompt_r2)[-1]) or None

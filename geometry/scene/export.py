@@ -30,7 +30,9 @@ def cloud_mesh(scan: Scan, step: int, layer: int, displacement: np.ndarray | Non
     pos = scan.positions[step, layer]  # (n_particles, 3)
     mesh = pv.PolyData(np.ascontiguousarray(pos, np.float32))
     mesh.point_data["slot"] = np.arange(scan.n_particles, dtype=np.int32)
-    mesh.point_data["density"] = fr.local_density(scan.positions[step, layer : layer + 1])[0]
+    mesh.point_data["density"] = fr.local_density(
+        scan.positions[step, layer : layer + 1], scan.particle_tokens[step, layer : layer + 1]
+    )[0]
     mesh.point_data["features"] = np.ascontiguousarray(scan.clouds[step, layer], np.float32)
     if displacement is not None:
         mesh.point_data["displacement"] = np.asarray(displacement, np.float32)

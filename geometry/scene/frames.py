@@ -112,28 +112,51 @@ def nearest_layer(layer: float, n_layers: int) -> int:
     return hi if t >= 0.5 else lo
 
 
-def local_density(positions: np.ndarray, k: int = 10) -> np.ndarray:
-    """Local density per particle from its k nearest 3D neighbours, scaled to [0, 1].
+def local_density(
+    positions: np.ndarray, particle_tokens: np.ndarray | None = None, k: int = 10
+) -> np.ndarray:
+    """Local density at each particle, every token weighing 1, as a share of the densest.
+
+    A Gaussian kernel density of the particles, each weighted 1 / (particles of its token),
+    so a token routed two particles counts no more than one with a single particle (the
+    routing's 1-or-2 pattern on long prompts is not the model's). The kernel's width is the
+    median distance from a token's place to its k-th nearest other token's (at most a
+    quarter of the other tokens, so a short prompt's density is not one blur).
 
     Args:
         positions: (n_layers+1, n_particles, 3) layouts.
-        k: neighbours used.
+        particle_tokens: (n_layers+1, n_particles) token of each particle; None: each
+            particle its own token.
+        k: neighbours that set the kernel width.
 
     Returns:
-        (n_layers+1, n_particles) float32, 1 = densest particle of that layer.
+        (n_layers+1, n_particles) float32 in [0, 1]: density over the layer's 98th
+        percentile (1 = densest, clipped); a uniform density is 1 everywhere.
     """
+    import torch
     from scipy.spatial import cKDTree
 
+    from layerscan.geometry.scan_file import token_centroids, token_weights
+
     n_frames, n_particles, _ = positions.shape
-    k = min(k, n_particles - 1)
+    if particle_tokens is None:
+        particle_tokens = np.broadcast_to(np.arange(n_particles), (n_frames, n_particles))
     out = np.zeros((n_frames, n_particles), np.float32)
-    if k < 1:
-        return out
     for layer in range(n_frames):
-        dist, _ = cKDTree(positions[layer]).query(positions[layer], k + 1)  # (n_particles, k+1)
-        density = 1.0 / (dist[:, 1:].mean(1) + 1e-9)
-        lo, hi = np.percentile(density, [2, 98])
-        out[layer] = np.clip((density - lo) / max(hi - lo, 1e-9), 0, 1)
+        pts, owner = positions[layer].astype(np.float64), np.asarray(particle_tokens[layer])
+        places, counts = token_centroids(pts, owner, int(owner.max()) + 1)
+        places = places[counts > 0]  # (n_tokens, 3)
+        kk = min(k, (len(places) - 1) // 4)  # a short prompt: its nearest tokens only
+        if kk < 1:
+            continue
+        dist, _ = cKDTree(places).query(places, kk + 1)  # (n_tokens, kk+1)
+        width = float(np.median(dist[:, -1]))
+        if width <= 0:
+            continue
+        x = torch.from_numpy(pts)
+        kernel = torch.exp(-0.5 * torch.cdist(x, x).square() / width**2)  # (n, n)
+        density = (kernel @ torch.from_numpy(token_weights(owner))).numpy()  # (n_particles,)
+        out[layer] = np.clip(density / max(np.percentile(density, 98), 1e-300), 0, 1)
     return out
 
 

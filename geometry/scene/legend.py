@@ -45,7 +45,7 @@ def surface_caption(settings: dict) -> str:
         return "surface: alpha shape around the particles"
     if surface.get("method") == "density":
         share = round(100 * (1.0 - float(surface.get("level_quantile", 0.2))))
-        return f"surface: density isosurface holding ~{share} % of the particles"
+        return f"surface: density isosurface holding ~{share} % of the tokens"
     return "surface: a density surface around the particles"
 
 

@@ -10,6 +10,7 @@ from vtkmodules.vtkRenderingCore import vtkRenderer
 from layerscan.geometry.scan_file import Scan, token_centroids
 from layerscan.geometry.scene import frames as fr
 from layerscan.geometry.scene.caption import caption_for, warning_for
+from layerscan.geometry.scene.figures_text import figures_text
 from layerscan.geometry.scene.legend import Legend, Scale, surface_caption, text_width
 from layerscan.geometry.scene.meshes import surface_polydata
 from layerscan.geometry.scene.overlays import DIM, INK, Label, LensPanel, TokenChips, token_label
@@ -201,7 +202,8 @@ class Panel:
 
     def density(self, step: int) -> np.ndarray:
         if step not in self._density:
-            self._density[step] = fr.local_density(self.scan.positions[step])
+            scan = self.scan
+            self._density[step] = fr.local_density(scan.positions[step], scan.particle_tokens[step])
         return self._density[step]
 
     def surface_mesh(self, step: int, layer: int) -> pv.PolyData:
@@ -273,20 +275,7 @@ class Panel:
         if header is not None:
             self.head.set(header[0])
             self.sub.set(header[1])
-        r2, trust, base_trust, corr, base_corr = (
-            float(getattr(scan, name)[step, near])
-            for name in (
-                "reconstruction_r2",
-                "token_trust",
-                "baseline_trust",
-                "distance_correlation",
-                "baseline_correlation",
-            )
-        )
-        self.fig.set(
-            f"autoencoder R² {r2:.2f}   token trust {trust:.2f} (PCA-3 "
-            f"{base_trust:.2f})   distance corr. {corr:.2f} (PCA-3 {base_corr:.2f})"
-        )
+        self.fig.set(figures_text(scan, step, near))
         if self.lens is not None:
             tok = n_visible - 1 if current_token is None else current_token
             tok = min(tok, len(scan.lens_tokens[near]) - 1)

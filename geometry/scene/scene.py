@@ -258,7 +258,7 @@ class Scene:
         bars of the continuous modes in real units."""
         scales = {
             "density": Scale(
-                "colour = local density of the particles in 3D",
+                "colour = local density in 3D, each token weighing 1",
                 "density\n(1 = densest\nof the layer)",
                 1.0,
             )

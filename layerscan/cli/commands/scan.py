@@ -14,6 +14,7 @@ from layerscan.cli.common import (
     note,
 )
 from layerscan.core.errors import LayerscanError
+from layerscan.geometry.scene.figures_text import r2_warning
 
 DEFAULT_OUTPUT = "layerscan.scan"
 
@@ -49,9 +50,12 @@ def register(subparsers) -> None:
 def faithfulness_table(scan, step: int = -1) -> str:
     """Per layer: the end-to-end figures beside the PCA-3 baseline, then the stage diagnostics."""
     columns = [
+        ("own R²", scan.prompt_r2),
         ("AE R²", scan.reconstruction_r2),
         ("trust", scan.token_trust),
         ("PCA", scan.baseline_trust),
+        ("cont", scan.token_continuity),
+        ("PCA", scan.baseline_continuity),
         ("dcorr", scan.distance_correlation),
         ("PCA", scan.baseline_correlation),
         ("spread", scan.token_spread),
@@ -68,15 +72,31 @@ def faithfulness_table(scan, step: int = -1) -> str:
         )
     )
     lines.append(
-        "AE R²: share of this prompt's hidden states the particles keep. trust / dcorr: "
-        "tokens' 3D places (their particles' centroids) against their hidden states: "
-        "trustworthiness, and Spearman correlation of pairwise distances; PCA: the same "
-        "for PCA-3 of the token states, the simplest picture. spread: a token's "
+        f"{'chance':>12}  {'':>6}  {'':>6}  {scan.chance_trust[step, 0]:6.3f}  {'':>6}  "
+        f"{scan.chance_trust[step, 0]:6.3f}"
+    )
+    lines.append(
+        "own R²: share of this prompt's hidden states the particles keep, around the "
+        "prompt's own mean (the frame's figure); AE R²: around the corpus mean (higher). "
+        "trust / cont / dcorr: tokens' 3D places (their particles' centroids) against their "
+        "hidden states: trustworthiness, continuity, and Spearman correlation of pairwise "
+        "distances; PCA: the same for PCA-3 of the token states, the simplest picture; "
+        "chance: the expected trust (and continuity) of a random placement. spread: a token's "
         "particles' distance from their centroid / layout radius. cloud: 3D vs particle "
         "cloud trust (k=10, a diagnostic of one stage); dispar: Procrustes shape change "
         "from the previous layer."
     )
     return "\n".join(lines)
+
+
+def layout_line(scan, step: int = -1) -> str:
+    """Which layout the (last) step shows, in words."""
+    layout = scan.step_layouts[step] if scan.step_layouts else "unknown"
+    said = {
+        "tokens": "token layout (it beat PCA-3 of the token states)",
+        "pca": "PCA-3: nothing beat it (aligned PCA of the token states)",
+    }
+    return f"layout = {said.get(layout, layout)}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -93,6 +113,10 @@ def run(args: argparse.Namespace) -> int:
     scan = flags.pipeline.scan(prompt, timings=timings)
     total = time.perf_counter() - start
     print(faithfulness_table(scan))
+    print(layout_line(scan))
+    warning = r2_warning(scan.prompt_r2[-1])
+    if warning:
+        note(warning)
     scan.save(args.output)
     steps = f", {scan.n_steps} token-time steps" if scan.n_steps > 1 else ""
     stages = ", ".join(f"{name} {seconds:.1f}" for name, seconds in timings.items())
