@@ -15,6 +15,7 @@ import torch
 from layerscan import __version__
 from layerscan.autoencoder.capture.capture_file import Capture
 from layerscan.core.errors import LayerscanError
+from layerscan.geometry.attention_summary import summarize
 from layerscan.geometry.diff import (
     CommonLayouts,
     common_layouts,
@@ -173,6 +174,7 @@ def build_scan(
         if capture.lens_probs is None
         else np.asarray(capture.lens_probs, np.float32),
         settings=settings,
+        attention=None if capture.attention is None else summarize(capture.attention),
     )
     scan.validate()
     return scan

@@ -96,6 +96,7 @@ def test_only_training_imports_lightning():
 
 SCAN_RECORDS = (
     "layerscan.geometry.scan_file",
+    "layerscan.geometry.attention_summary",
     "layerscan.geometry.scan_options",
     "layerscan.geometry.heatmap",
 )

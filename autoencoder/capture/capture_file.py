@@ -11,6 +11,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
+from layerscan.autoencoder.capture.attention_record import AttentionRecord
 from layerscan.core.errors import LayerscanError
 from layerscan.core.tensor_file import read_tensor_file, write_tensor_file
 
@@ -45,6 +46,15 @@ class CaptureOptions:
     the rest of the scan."""
     seed: int = 0
     """Random seed for sampling."""
+    attention: bool = False
+    """Also capture attention: per layer and head the weights, queries and keys (the model runs
+    eager attention for it; hidden states unchanged)."""
+    value_weighted: bool = False
+    """With --attention: keep the value-weighted attention a_ij·|v_j| (renormalised per query;
+    Kobayashi et al. 2020) instead of the raw weights."""
+    attention_all: bool = False
+    """With --attention: keep every weight past 256 tokens too (else the top 32 keys per
+    query)."""
 
     def __post_init__(self) -> None:
         if self.normalization not in NORMALIZATIONS:
@@ -61,6 +71,8 @@ class CaptureOptions:
             raise LayerscanError(
                 f"--lens-last must be 0 (every token) or more, got {self.lens_last}"
             )
+        if (self.value_weighted or self.attention_all) and not self.attention:
+            raise LayerscanError("--value-weighted and --attention-all need --attention")
 
 
 def layer_names(n_layers: int) -> list[str]:
@@ -101,6 +113,8 @@ class Capture:
     """(n_layers+1, n_tokens, top_k) the logit-lens tokens as strings."""
     extra: dict = field(default_factory=dict)
     """Free-form settings (generation options, chat template used, ...)."""
+    attention: AttentionRecord | None = None
+    """Per layer and head: attention weights, queries and keys (with --attention)."""
 
     @property
     def n_layers(self) -> int:
@@ -141,6 +155,7 @@ class Capture:
             lens_probs=None if self.lens_probs is None else self.lens_probs[:, cut],
             lens_tokens=None if self.lens_tokens is None else [t[cut] for t in self.lens_tokens],
             extra=dict(self.extra),
+            attention=None if self.attention is None else self.attention.prefix(n_tokens),
         )
 
     def validate(self) -> None:
@@ -165,6 +180,8 @@ class Capture:
                 or self.lens_probs.shape != self.lens_ids.shape
             ):
                 raise LayerscanError("capture logit-lens arrays do not match the hidden states")
+        if self.attention is not None:
+            self.attention.validate(self.n_layers, n)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the capture to one safetensors file (arrays) with JSON metadata."""
@@ -176,6 +193,8 @@ class Capture:
         if self.lens_ids is not None:
             arrays["lens_ids"] = self.lens_ids.astype(np.int64)
             arrays["lens_probs"] = self.lens_probs.astype(np.float32)
+        if self.attention is not None:
+            arrays.update(self.attention.arrays())
         meta = {
             "tokens": self.tokens,
             "n_prompt_tokens": self.n_prompt_tokens,
@@ -188,14 +207,18 @@ class Capture:
             "lens_tokens": self.lens_tokens,
             "extra": self.extra,
         }
+        if self.attention is not None:
+            meta["attention_kind"] = self.attention.kind
         return write_tensor_file(path, CAPTURE_KIND, CAPTURE_FORMAT_VERSION, arrays, meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Capture:
         """Read a file written by `save`; a foreign, old or corrupt file raises LayerscanError."""
         arrays, meta = read_tensor_file(path, CAPTURE_KIND, CAPTURE_FORMAT_VERSION)
+        kind = meta.pop("attention_kind", "weights")
         try:
             capture = cls(
+                attention=AttentionRecord.from_arrays(arrays, kind),
                 hidden=arrays["hidden"],
                 token_ids=arrays["token_ids"].tolist(),
                 lens_ids=arrays.get("lens_ids"),
