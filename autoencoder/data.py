@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -150,19 +150,17 @@ def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     }
 
 
-class HiddenStateDataModule:
+class HiddenStateDataModule(pl.LightningDataModule):
     """Builds (once) and serves the hidden-state cache of a corpus for one language model.
 
-    A plain class (Lightning stays in the training module): `prepare_data`, `setup`, then
-    the data loaders, which the trainer takes as they are.
+    `prepare_data` builds the cache (with one process per device when `config.train` asks for
+    more than one: `train.devices`, `train.num_nodes`; see `extraction.extract_in_parallel`),
+    `setup` reads it and splits train/validation windows, then the data loaders.
 
     Args:
         config: the run config (data section and model.max_len are used).
         cache_root: folder for caches (default: the layerscan cache dir).
         progress: show progress bars while generating and extracting.
-        extract_in_parallel: how to build the cache with one process per device when
-            `config.train` asks for more than one (`train.devices`, `train.num_nodes`):
-            `training.extract_in_parallel`, which training passes. None: in this process.
     """
 
     def __init__(
@@ -170,10 +168,10 @@ class HiddenStateDataModule:
         config: RunConfig,
         cache_root: str | Path | None = None,
         progress: bool = True,
-        extract_in_parallel: Callable | None = None,
     ) -> None:
+        super().__init__()
         self.config, self.progress = config, progress
-        self.extract_in_parallel = extract_in_parallel if config.train.data_parallel() else None
+        self.parallel = config.train.data_parallel()
         if cache_root is None:
             from layerscan.autoencoder.capture.loading import cache_dir
 
@@ -197,8 +195,10 @@ class HiddenStateDataModule:
         return read_documents(data.corpus, data.text_field, data.hf_split, data.max_documents)
 
     def prepare_data(self) -> None:
-        """Build the cache if needed: read, tokenize, chunk, extract (runs on one process)."""
-        self.cache_folder()
+        """Build the cache if needed: read, tokenize, chunk, extract (runs on one process;
+        once: the trainer calls it again)."""
+        if not self.info:
+            self.cache_folder()
 
     def cache_folder(self) -> Path:
         """The cache folder for this config, built first if it does not exist yet."""
@@ -213,7 +213,7 @@ class HiddenStateDataModule:
         ):
             read_documents(data.corpus)  # raises the one-line error before loading a model
         # data-parallel: each process loads a whole copy, and Lightning puts it on its device
-        device = "cpu" if self.extract_in_parallel and data.device == "auto" else data.device
+        device = "cpu" if self.parallel and data.device == "auto" else data.device
         loaded = load_model(
             data.language_model,
             device=device,
@@ -258,8 +258,10 @@ class HiddenStateDataModule:
             owner,
             dict(self.info, normalization=data.normalization, max_len=max_len),
         )
-        if self.extract_in_parallel:
-            self.extract_in_parallel(
+        if self.parallel:
+            from layerscan.autoencoder.extraction import extract_in_parallel
+
+            extract_in_parallel(
                 job,
                 loaded,
                 data.normalization,

@@ -38,7 +38,7 @@ def measure(args: argparse.Namespace) -> None:
     from layerscan.autoencoder.config import TrainConfig
     from layerscan.autoencoder.corpus import read_documents
     from layerscan.autoencoder.data import chunk_windows
-    from layerscan.autoencoder.training import extract_in_parallel
+    from layerscan.autoencoder.extraction import extract_in_parallel
 
     corpus = args.corpus or str(min((cache_dir() / "corpus").glob("default-*.jsonl")))
     loaded = load_model(args.model, device="cpu", dtype="float32")

@@ -93,11 +93,9 @@ def test_two_processes_write_the_shards_of_one_process(tmp_path, tiny_llama, cor
         import sys
         from layerscan.autoencoder.config import load_config
         from layerscan.autoencoder.data import HiddenStateDataModule
-        from layerscan.autoencoder.training import extract_in_parallel
 
         config = load_config("tiny", sys.argv[2:])
-        HiddenStateDataModule(config, sys.argv[1], progress=False,
-                              extract_in_parallel=extract_in_parallel).cache_folder()
+        HiddenStateDataModule(config, sys.argv[1], progress=False).cache_folder()
     """)
     )
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")

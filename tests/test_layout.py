@@ -83,12 +83,17 @@ def test_only_the_scene_imports_pyvista_or_vtk():
     )
 
 
-def test_only_training_imports_lightning():
+def test_only_training_and_its_data_import_lightning():
     assert (
         offenders(
             "layerscan",
             ("pytorch_lightning", "lightning"),
-            allowed=("layerscan.autoencoder.training",),
+            allowed=(
+                "layerscan.autoencoder.training",
+                "layerscan.autoencoder.data",
+                "layerscan.autoencoder.extraction",
+                "layerscan.autoencoder.quiet_lightning",
+            ),
         )
         == []
     )
@@ -133,3 +138,17 @@ def test_no_module_imports_a_private_name_of_another():
 def test_commands_never_import_each_other(command):
     others = tuple(n for n in MODULES if n.startswith("layerscan.cli.commands.") and n != command)
     assert sorted(t for t in MODULES[command] if t.startswith(others)) == []
+
+
+def test_the_wheel_lists_every_package():
+    """A non-editable install carries every folder that holds an `__init__.py`."""
+    import tomllib
+
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert setuptools["package-dir"] == {package: folder for folder, package in PACKAGES.items()}
+    wanted = {
+        ".".join((package, *init.parent.relative_to(ROOT / folder).parts))
+        for folder, package in PACKAGES.items()
+        for init in (ROOT / folder).rglob("__init__.py")
+    }
+    assert wanted <= set(setuptools["packages"])
