@@ -6,6 +6,7 @@ import numpy as np
 import pyvista as pv
 from vtkmodules.vtkRenderingCore import vtkRenderer
 
+from layerscan.core.errors import LayerscanError
 from layerscan.geometry.attention_summary import SINK, Arcs, select_arcs
 from layerscan.geometry.scan_file import Scan
 from layerscan.geometry.scene.overlays import INK, Label, token_label
@@ -18,7 +19,7 @@ ARC_LIFT = 0.3
 WIDTH_BINS = ((0.0, 1.5), (0.15, 3.0), (0.4, 5.5))
 """(lowest weight, line width in pixels at 720p): one actor per bin."""
 SINK_COLOR = (1.0, 0.82, 0.25)
-ARC_COLOR = np.array([255, 170, 70], np.float32)
+ARC_COLOR = np.array([255, 190, 90], np.float32)
 
 
 def arc_points(starts: np.ndarray, ends: np.ndarray, segments: int = ARC_SEGMENTS) -> np.ndarray:
@@ -41,13 +42,15 @@ def arc_points(starts: np.ndarray, ends: np.ndarray, segments: int = ARC_SEGMENT
 def _lines(points: np.ndarray, alphas: np.ndarray) -> pv.PolyData:
     """Arcs (n, m, 3) with per-arc opacity → one PolyData of polylines with RGBA points."""
     n, m, _ = points.shape
-    mesh = pv.PolyData()
-    if n == 0:
+    if n == 0:  # one hidden point: pyvista adds no empty mesh
+        mesh = pv.PolyData(np.zeros((1, 3), np.float32))
+        mesh.point_data["rgba"] = np.zeros((1, 4), np.uint8)
         return mesh
+    mesh = pv.PolyData()
     mesh.points = points.reshape(-1, 3).astype(np.float32)
     ids = np.arange(n * m).reshape(n, m)
     mesh.lines = np.hstack([np.full((n, 1), m), ids]).ravel()
-    fade = np.linspace(0.55, 1.0, m)[None, :]  # brighter towards the key: the arc's direction
+    fade = np.linspace(0.7, 1.0, m)[None, :]  # brighter towards the key: the arc's direction
     rgba = np.empty((n, m, 4), np.uint8)
     rgba[..., :3] = (ARC_COLOR[None, None] * fade[..., None]).astype(np.uint8)
     rgba[..., 3] = (255 * alphas[:, None] * np.ones((1, m))).astype(np.uint8)
@@ -84,11 +87,10 @@ class AttentionArcs:
         self.visible = True
         self.arcs: Arcs | None = None
         scale = height / REFERENCE_HEIGHT
-        self.meshes = [pv.PolyData() for _ in WIDTH_BINS]
+        self.meshes = [_lines(np.zeros((0, 2, 3)), np.zeros(0)) for _ in WIDTH_BINS]
         self.actors = [
             plotter.add_mesh(
                 mesh,
-                scalars="rgba" if False else None,
                 line_width=width * scale,
                 lighting=False,
                 pickable=False,
@@ -108,7 +110,7 @@ class AttentionArcs:
         self.halo = plotter.add_mesh(
             self.halo_mesh,
             color=SINK_COLOR,
-            opacity=0.22,
+            opacity=0.35,
             lighting=False,
             pickable=False,
             name="sink",
@@ -156,7 +158,7 @@ class AttentionArcs:
             )
             arcs = self.arcs
             points = arc_points(places[arcs.queries], places[arcs.keys])
-            alphas = 0.25 + 0.75 * np.clip(arcs.weights / 0.6, 0, 1)
+            alphas = 0.45 + 0.55 * np.clip(arcs.weights / 0.5, 0, 1)
             for i, (mesh, (low, _)) in enumerate(zip(self.meshes, WIDTH_BINS, strict=True)):
                 high = WIDTH_BINS[i + 1][0] if i + 1 < len(WIDTH_BINS) else np.inf
                 chosen = (arcs.weights >= low) & (arcs.weights < high)
@@ -192,3 +194,30 @@ class AttentionArcs:
             f"{100 * self.arcs.coverage:.0f}% of attention (top {self.top}, "
             f"to {100 * self.mass:.0f}% per query){sink}"
         )
+
+
+def attention_arcs(
+    plotter: pv.Plotter, overlay: vtkRenderer, scan: Scan, options, size: int
+) -> AttentionArcs | None:
+    """The arcs of a single scan's panel as SceneOptions ask, or None (no attention, --no-arcs).
+
+    Raises:
+        LayerscanError: --arc-head names a head the scan does not have.
+    """
+    if scan.attention is None or not options.show_attention:
+        return None
+    n_heads = scan.attention.n_heads
+    if options.arc_head is not None and not 0 <= options.arc_head < n_heads:
+        raise LayerscanError(f"--arc-head {options.arc_head}: the scan has heads 0..{n_heads - 1}")
+    plotter.subplot(0, 0)
+    return AttentionArcs(
+        plotter,
+        overlay,
+        scan,
+        size,
+        options.window_size[1],
+        options.arc_top_k,
+        options.arc_mass,
+        options.arc_sink,
+        options.arc_head,
+    )

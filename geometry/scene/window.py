@@ -110,6 +110,8 @@ class Viewer:
         self._syncing = False
         # the key help: top centre of a single scan; bottom of the right panel of a diff
         hint = HELP if self.scene.n_steps > 1 else HELP.replace(" · - = token step", "")
+        if self.scene.arcs is not None:
+            hint += " · a arcs · h/H head/mean"
         self.plotter.subplot(0, len(self.scene.panels) - 1)
         self.hint = self.plotter.add_text(
             hint,
@@ -202,6 +204,9 @@ class Viewer:
             "t": lambda: self._toggle("labels"),
             "c": self._cycle_colour,
             "s": self.screenshot,
+            "a": lambda: self._arcs("toggle"),
+            "h": lambda: self._arcs("head"),
+            "H": lambda: self._arcs("mean"),
         }
 
     def press(self, key: str) -> None:
@@ -212,6 +217,19 @@ class Viewer:
 
     def _toggle(self, part: str) -> None:
         self.scene.toggle(part)
+        self.scene.render()
+
+    def _arcs(self, action: str) -> None:
+        """a: attention arcs on/off; h: the next head; H: the mean over heads."""
+        arcs = self.scene.arcs
+        if arcs is None:
+            return
+        {
+            "toggle": lambda: arcs.set_visible(not arcs.visible),
+            "head": arcs.cycle_head,
+            "mean": arcs.mean_heads,
+        }[action]()
+        self.scene.update(self.scene.step, self.scene.layer, self.scene.current_token)
         self.scene.render()
 
     def _cycle_colour(self) -> None:
