@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "render",
     "diff",
     "heatmap",
+    "attention",
     "view",
     "export",
     "train",
