@@ -102,6 +102,7 @@ def test_only_training_and_its_data_import_lightning():
 SCAN_RECORDS = (
     "layerscan.geometry.scan_file",
     "layerscan.geometry.attention_summary",
+    "layerscan.geometry.joint_qk",
     "layerscan.geometry.scan_options",
     "layerscan.geometry.heatmap",
 )
