@@ -176,3 +176,31 @@ def select_arcs(
         coverage=float(weights[keep].sum() / max(n_visible, 1)),
         sink_share=float(sink.sum() / max(n_visible - 1, 1)),
     )
+
+
+def head_table(summary: AttentionSummary) -> str:
+    """Per block and head: attention entropy (bits) and the sink share, for picking heads."""
+    n_heads = summary.n_heads
+    heads = " ".join(f"{h:>4}" for h in range(n_heads))
+    lines = [
+        f"attention per head ({summary.kind}): entropy in bits (low = focused) | share on the "
+        f"first token (the sink)",
+        f"{'block':>6}  {heads} | {heads}  mean",
+    ]
+    for b in range(summary.n_layers):
+        entropy = " ".join(f"{e:4.1f}" for e in summary.entropy[b])
+        sink = " ".join(f"{100 * s:3.0f}%" for s in summary.sink_share[b, :n_heads])
+        lines.append(
+            f"{b + 1:>6}  {entropy} | {sink}  {100 * summary.sink_share[b, n_heads]:3.0f}%"
+        )
+    focused = np.where(summary.sink_share[:, :n_heads] < 0.5, summary.entropy, np.inf)
+    picks = np.argsort(focused, axis=None)[:3]
+    named = [
+        f"block {b + 1} head {h} ({summary.entropy[b, h]:.1f} bits, sink "
+        f"{100 * summary.sink_share[b, h]:.0f}%)"
+        for b, h in zip(*np.unravel_index(picks, focused.shape), strict=True)
+        if np.isfinite(focused[b, h])
+    ]
+    if named:
+        lines.append("most focused heads off the sink: " + "; ".join(named))
+    return "\n".join(lines)

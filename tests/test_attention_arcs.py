@@ -156,3 +156,33 @@ def test_window_keys_toggle_arcs_and_cycle_heads(tmp_path):
         assert not arcs.actors[0].GetVisibility() and not arcs.halo.GetVisibility()
     finally:
         viewer.close()
+
+
+def test_head_table_lists_every_block_and_head():
+    from layerscan.geometry.attention_summary import head_table
+
+    summary = summarize(causal_record())
+    text = head_table(summary)
+    lines = text.splitlines()
+    assert lines[0].startswith("attention per head (weights)")
+    assert len(lines) >= 2 + N_LAYERS
+    first = lines[2].split("|")
+    assert first[0].split()[0] == "1" and len(first[0].split()) == 1 + N_HEADS
+    assert f"{100 * summary.sink_share[0, N_HEADS]:3.0f}%" in lines[2]
+
+
+def test_a_scan_of_a_capture_with_attention_carries_its_summary(tmp_path):
+    from layerscan.autoencoder.capture.hidden_states import capture
+    from layerscan.autoencoder.capture.loading import load_model
+    from layerscan.geometry.build import scan_capture
+    from tests.test_pipeline import FAST, PROMPT, autoencoder_for
+    from tests.tiny_models import save_tiny_model
+
+    llama = load_model(str(save_tiny_model("llama", tmp_path / "llama")), device="cpu")
+    captured = capture(llama, PROMPT, attention=True)
+    scan = scan_capture(captured, autoencoder_for(llama, [PROMPT]), FAST)
+    n = captured.n_tokens
+    assert scan.attention.top_keys.shape == (2, 3, n, min(8, n))
+    expected = summarize(captured.attention)
+    np.testing.assert_array_equal(scan.attention.top_keys, expected.top_keys)
+    assert Scan.load(scan.save(tmp_path / "a.scan")).attention is not None

@@ -189,8 +189,11 @@ class AttentionArcs:
                 f"{100 * self.arcs.sink_share:.0f}% (halo)"
             )
         )
+        entropy = ""
+        if self.head is not None:
+            entropy = f" ({summary.entropy[near - 1, self.head]:.1f} bits)"
         self.caption.set(
-            f"attention of block {near} · {self.head_name}{what}: arcs show "
+            f"attention of block {near} · {self.head_name}{entropy}{what}: arcs show "
             f"{100 * self.arcs.coverage:.0f}% of attention (top {self.top}, "
             f"to {100 * self.mass:.0f}% per query){sink}"
         )

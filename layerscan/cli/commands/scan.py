@@ -93,6 +93,10 @@ def run(args: argparse.Namespace) -> int:
     scan = flags.pipeline.scan(prompt, timings=timings)
     total = time.perf_counter() - start
     print(faithfulness_table(scan))
+    if scan.attention is not None:
+        from layerscan.geometry.attention_summary import head_table
+
+        print(head_table(scan.attention))
     scan.save(args.output)
     steps = f", {scan.n_steps} token-time steps" if scan.n_steps > 1 else ""
     stages = ", ".join(f"{name} {seconds:.1f}" for name, seconds in timings.items())
