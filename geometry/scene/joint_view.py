@@ -170,7 +170,7 @@ def render_joint(
                 f"block {view.blocks[0]} · every head · {token_label(view.model_id, 40)}\n"
                 f"● queries ■ keys, colour = position; ρ: weight vs 3D distance (negative = good)",
                 position="lower_left",
-                font_size=7,
+                font_size=9,
                 color="#b0b8c8",
             )
             use_font(caption.GetTextProperty())
