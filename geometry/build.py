@@ -16,6 +16,7 @@ from layerscan import __version__
 from layerscan.autoencoder.capture.capture_file import Capture
 from layerscan.core.errors import LayerscanError
 from layerscan.geometry.alignment import align_tokens, linear_cka, same_states, token_divergence
+from layerscan.geometry.attention_summary import summarize
 from layerscan.geometry.diff import (
     cloud_displacement,
     common_layouts,
@@ -208,6 +209,7 @@ def build_scan(
         else np.asarray(capture.lens_probs, np.float32),
         settings=settings,
         step_layouts=list(step_layouts or []),
+        attention=None if capture.attention is None else summarize(capture.attention),
     )
     scan.validate()
     return scan

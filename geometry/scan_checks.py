@@ -51,7 +51,7 @@ def check_scan(path: str | os.PathLike, arrays: dict, meta: object, prefix: str 
     """
     check = FileCheck(path, "scan")
     where = f"scan {prefix.rstrip('/')} header" if prefix else "scan header"
-    check.keys(meta, META_KEYS, ("step_layouts",), where)
+    check.keys(meta, META_KEYS, ("step_layouts", "attention_kind"), where)
     check.value(meta["prompt"], str, "prompt")
     check.value(meta["model_id"], str, "model_id")
     tokens = check.strings(meta["tokens"], "tokens")
@@ -95,6 +95,7 @@ def check_scan(path: str | os.PathLike, arrays: dict, meta: object, prefix: str 
             unknown.append(name)
     _check_surfaces(check, arrays, prefix, n_steps * n_frames)
     _check_lens(check, arrays, meta["lens_tokens"], prefix, n_frames, n_tokens)
+    _check_attention(check, arrays, meta, prefix, n_frames - 1, n_tokens)
     if unknown:
         warnings.warn(
             f"{path}: this scan's {', '.join(unknown)} hold NaN (not a number) at some "
@@ -189,3 +190,29 @@ def check_diff(path: str | os.PathLike, arrays: dict, meta: dict) -> None:
     threshold = check.value(meta.get("threshold", 0.5), (int, float), "threshold")
     if not (np.isfinite(threshold) and threshold >= 0):
         raise check.fail(f"threshold is {threshold}, expected a finite number of 0 or more")
+
+
+def _check_attention(check, arrays, meta, prefix, n_layers: int, n_tokens: int) -> None:
+    """The optional attention summary: top keys within the tokens (-1 past a row), finite
+    weights in [0, 1], entropies and sink shares per layer and head, a known kind."""
+    if meta.get("attention_kind", "weights") not in ("weights", "value-weighted"):
+        raise check.fail(f"unknown attention kind {meta['attention_kind']!r}")
+    names = ("top_keys", "top_weights", "entropy", "sink_share")
+    if not any(f"{prefix}attention_{name}" in arrays for name in names):
+        return
+    keys = check.array(
+        arrays,
+        f"{prefix}attention_top_keys",
+        INTS,
+        (n_layers, None, n_tokens, None),
+        low=-1,
+        high=n_tokens,
+    )
+    n_heads = keys.shape[1] - 1
+    if n_heads < 1:
+        raise check.fail("its attention has no heads")
+    weights = check.array(arrays, f"{prefix}attention_top_weights", FLOATS, keys.shape)
+    if weights.size and not ((weights >= 0) & (weights <= 1 + 1e-3)).all():
+        raise check.fail("its attention weights are outside [0, 1]")
+    check.array(arrays, f"{prefix}attention_entropy", FLOATS, (n_layers, n_heads))
+    check.array(arrays, f"{prefix}attention_sink_share", FLOATS, (n_layers, n_heads + 1))

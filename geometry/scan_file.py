@@ -11,6 +11,7 @@ import numpy as np
 
 from layerscan.core.errors import LayerscanError
 from layerscan.core.tensor_file import read_tensor_file, write_tensor_file
+from layerscan.geometry.attention_summary import AttentionSummary
 from layerscan.geometry.diff_tokens import (
     DIVERGENCE_THRESHOLD,
     check_alignment,
@@ -174,6 +175,8 @@ class Scan:
     """(n_steps,) the layout each step shows: "tokens" (the token layout beat PCA-3), "pca"
     (nothing beat the aligned PCA-3 of the token states) or the particle projection's name;
     empty when unknown."""
+    attention: AttentionSummary | None = None
+    """Per block and head, each query's top keys, entropy and sink share (with --attention)."""
 
     @property
     def n_steps(self) -> int:
@@ -218,6 +221,8 @@ class Scan:
             raise LayerscanError("scan surfaces do not match its layouts")
         if not np.isfinite(self.positions).all():
             raise LayerscanError("scan positions hold non-finite values")
+        if self.attention is not None:
+            self.attention.validate(n_frames - 1, len(self.tokens))
 
     def _arrays_and_meta(self, prefix: str) -> tuple[dict[str, np.ndarray], dict]:
         arrays = {f"{prefix}{name}": np.asarray(getattr(self, name)) for name in ARRAY_FIELDS}
@@ -229,6 +234,8 @@ class Scan:
         ).reshape(-1, 2)
         if self.lens_probs is not None:
             arrays[f"{prefix}lens_probs"] = np.asarray(self.lens_probs, dtype=np.float32)
+        if self.attention is not None:
+            arrays.update(self.attention.arrays(prefix))
         meta = {
             name: getattr(self, name)
             for name in (
@@ -243,6 +250,8 @@ class Scan:
                 "step_layouts",
             )
         }
+        if self.attention is not None:
+            meta["attention_kind"] = self.attention.kind
         return arrays, meta
 
     @classmethod
@@ -261,7 +270,10 @@ class Scan:
             for (nv, nf), v_end, f_end in zip(counts, v_ends, f_ends, strict=True)
         ]
         surfaces = [flat[s * n_frames : (s + 1) * n_frames] for s in range(n_steps)]
+        meta = dict(meta)
+        kind = meta.pop("attention_kind", "weights")
         scan = cls(
+            attention=AttentionSummary.from_arrays(get, kind),
             surfaces=surfaces,
             lens_probs=get.get("lens_probs"),
             **{name: get[name] for name in ARRAY_FIELDS},

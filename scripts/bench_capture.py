@@ -14,6 +14,7 @@ import torch
 
 from layerscan.autoencoder.capture.hidden_states import capture
 from layerscan.autoencoder.capture.loading import load_model
+from layerscan.cli.common import DEFAULT_PROMPT
 
 PROMPT = (
     "In the quiet town by the river, the old clockmaker opened his shop every morning at "
@@ -48,6 +49,19 @@ def main(argv: list[str] | None = None) -> int:
     def with_lens() -> None:
         capture(loaded, PROMPT, top_k=5)
 
+    def with_attention() -> None:
+        capture(loaded, PROMPT, top_k=0, attention=True)
+
+    default_ids = torch.tensor(
+        [loaded.tokenizer(DEFAULT_PROMPT)["input_ids"]], device=loaded.device
+    )
+
+    def bare_default() -> None:
+        loaded.model(default_ids, use_cache=False)
+
+    def attention_default() -> None:
+        capture(loaded, DEFAULT_PROMPT, top_k=0, attention=True)
+
     def per_prefix() -> None:
         for length in range(1, n_tokens + 1):
             loaded.model(ids[:, :length], use_cache=False, output_hidden_states=True)
@@ -56,7 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         "bare forward": bare,
         "capture (states, all prefixes)": states_only,
         "capture + logit lens (top-5)": with_lens,
+        "capture + --attention": with_attention,
         "per-prefix loop": per_prefix,
+        "bare forward, default prompt": bare_default,
+        "--attention, default prompt": attention_default,
     }
     for fn in cases.values():  # warm-up
         fn()
@@ -72,11 +89,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     base = median["bare forward"]
     for name, value in median.items():
+        if "default prompt" in name:
+            continue
         print(f"  {name:<32} {value * 1000:8.1f} ms   {value / base:6.2f}x bare forward")
     speedup = median["per-prefix loop"] / median["capture (states, all prefixes)"]
     print(
         f"capture vs bare forward: {median['capture (states, all prefixes)'] / base:.2f}x "
         f"(goal <= 1.1x); per-prefix loop / capture: {speedup:.1f}x (goal >= 25x)"
+    )
+    n_default = default_ids.shape[1]
+    ratio = median["--attention, default prompt"] / median["bare forward, default prompt"]
+    print(
+        f"--attention vs bare forward on the default prompt ({n_default} tokens): "
+        f"{ratio:.2f}x (goal <= 2x); on the {n_tokens}-token prompt: "
+        f"{median['capture + --attention'] / base:.2f}x"
     )
     return 0
 

@@ -61,6 +61,7 @@ COMMAND_LINES = {
     "train": [],
     "eval": [],
     "heatmap": ["hi", "-o", "x.png"],
+    "attention": ["hi", "-o", "x.png"],
 }
 """Every subcommand, with the arguments it needs to parse."""
 

@@ -111,6 +111,8 @@ def test_only_training_and_its_data_import_lightning():
 SCAN_RECORDS = (
     "layerscan.geometry.scan_file",
     "layerscan.geometry.diff_tokens",
+    "layerscan.geometry.attention_summary",
+    "layerscan.geometry.joint_qk",
     "layerscan.geometry.scan_options",
     "layerscan.geometry.heatmap",
 )

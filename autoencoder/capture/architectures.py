@@ -26,6 +26,9 @@ class Architecture:
     known, so there is no logit lens."""
     logit_softcap: str | None = None
     """Config field of a tanh soft cap on the logits (cap · tanh(logits / cap)), if any."""
+    attention: str | None = "layers.*.self_attn"
+    """Path below `model.base_model` of each block's self-attention module, "*" standing for
+    the block index (what --attention records); None: not known."""
 
 
 PRE_NORM = Architecture("norm")
@@ -45,21 +48,43 @@ ARCHITECTURES: dict[str, Architecture] = {
     "smollm3": PRE_NORM,
     "granite": Architecture("norm", lens=None),  # divides its logits by config.logits_scaling
     "stablelm": PRE_NORM,
-    "mpt": Architecture("norm_f"),
-    "gpt2": Architecture("ln_f"),
-    "gptj": Architecture("ln_f"),
-    "bloom": Architecture("ln_f"),
-    "falcon": Architecture("ln_f"),
-    "gpt_neox": Architecture("final_layer_norm"),
-    "opt": Architecture("decoder.final_layer_norm", lens=("model.decoder.project_out?",)),
+    "mpt": Architecture("norm_f", attention=None),
+    "gpt2": Architecture("ln_f", attention="h.*.attn"),
+    "gptj": Architecture("ln_f", attention="h.*.attn"),
+    "bloom": Architecture("ln_f", attention=None),
+    "falcon": Architecture("ln_f", attention="h.*.self_attention"),
+    "gpt_neox": Architecture("final_layer_norm", attention="layers.*.attention"),
+    "opt": Architecture(
+        "decoder.final_layer_norm",
+        lens=("model.decoder.project_out?",),
+        attention="decoder.layers.*.self_attn",
+    ),
     "phi": Architecture("final_layernorm"),
-    "bert": Architecture(None, lens=("cls.predictions.transform",)),
-    "roberta": Architecture(None, lens=("lm_head.dense", "gelu", "lm_head.layer_norm")),
-    "xlm-roberta": Architecture(None, lens=("lm_head.dense", "gelu", "lm_head.layer_norm")),
-    "distilbert": Architecture(None, lens=("vocab_transform", "activation", "vocab_layer_norm")),
-    "electra": Architecture(None, lens=("generator_predictions",)),
-    "albert": Architecture(
-        None, lens=("predictions.dense", "predictions.activation", "predictions.LayerNorm")
+    "bert": Architecture(
+        None, lens=("cls.predictions.transform",), attention="encoder.layer.*.attention.self"
+    ),
+    "roberta": Architecture(
+        None,
+        lens=("lm_head.dense", "gelu", "lm_head.layer_norm"),
+        attention="encoder.layer.*.attention.self",
+    ),
+    "xlm-roberta": Architecture(
+        None,
+        lens=("lm_head.dense", "gelu", "lm_head.layer_norm"),
+        attention="encoder.layer.*.attention.self",
+    ),
+    "distilbert": Architecture(
+        None,
+        lens=("vocab_transform", "activation", "vocab_layer_norm"),
+        attention="transformer.layer.*.attention",
+    ),
+    "electra": Architecture(
+        None, lens=("generator_predictions",), attention="encoder.layer.*.attention.self"
+    ),
+    "albert": Architecture(  # one attention module shared by every block
+        None,
+        lens=("predictions.dense", "predictions.activation", "predictions.LayerNorm"),
+        attention=None,
     ),
 }
 """model_type → where its final norm and its LM head live. Every lens here is tested against
@@ -140,6 +165,25 @@ def lens_head(model: Any) -> Callable[[torch.Tensor], torch.Tensor] | None:
         return logits if cap is None else cap * torch.tanh(logits / cap)
 
     return head
+
+
+def attention_modules(model: Any) -> list[torch.nn.Module]:
+    """Each block's self-attention module, in block order (what --attention records).
+
+    Raises:
+        LayerscanError: the architecture's attention modules are not in the table or missing.
+    """
+    entry = architecture(model)
+    path = None if entry is None else entry.attention
+    head, _, tail = (path or "").partition(".*.")
+    blocks = _attribute(model.base_model, head) if path else None
+    modules = [_attribute(block, tail) for block in blocks] if blocks is not None else []
+    if not modules or any(m is None for m in modules):
+        raise LayerscanError(
+            f"architecture {model.config.model_type!r}: layerscan does not know where its "
+            f"attention modules are; drop --attention, or add them to {TABLE_PATH}"
+        )
+    return modules
 
 
 def context_length(config: Any, tokenizer: Any) -> int | None:

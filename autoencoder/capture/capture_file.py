@@ -11,6 +11,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
+from layerscan.autoencoder.capture.attention_record import AttentionRecord
 from layerscan.core.errors import LayerscanError
 from layerscan.core.limits import check_number, check_size
 from layerscan.core.tensor_file import read_tensor_file, write_tensor_file
@@ -46,6 +47,15 @@ class CaptureOptions:
     the rest of the scan."""
     seed: int = 0
     """Random seed for sampling."""
+    attention: bool = False
+    """Also capture attention: per layer and head the weights, queries and keys (the model runs
+    eager attention for it; hidden states unchanged)."""
+    value_weighted: bool = False
+    """With --attention: keep the value-weighted attention a_ij·|v_j| (renormalised per query;
+    Kobayashi et al. 2020) instead of the raw weights."""
+    attention_all: bool = False
+    """With --attention: keep every weight past 256 tokens too (else the top 32 keys per
+    query)."""
 
     def __post_init__(self) -> None:
         if self.normalization not in NORMALIZATIONS:
@@ -66,6 +76,8 @@ class CaptureOptions:
         check_size(self.top_k, "top_k", "--top-k", low=0)
         check_size(self.seed, "seed", "--seed", low=0)
         check_number(self.temperature, "--temperature", 0, 100, low_open=True)
+        if (self.value_weighted or self.attention_all) and not self.attention:
+            raise LayerscanError("--value-weighted and --attention-all need --attention")
 
 
 def layer_names(n_layers: int) -> list[str]:
@@ -106,6 +118,8 @@ class Capture:
     """(n_layers+1, n_tokens, top_k) the logit-lens tokens as strings."""
     extra: dict = field(default_factory=dict)
     """Free-form settings (generation options, chat template used, ...)."""
+    attention: AttentionRecord | None = None
+    """Per layer and head: attention weights, queries and keys (with --attention)."""
 
     @property
     def n_layers(self) -> int:
@@ -146,6 +160,7 @@ class Capture:
             lens_probs=None if self.lens_probs is None else self.lens_probs[:, cut],
             lens_tokens=None if self.lens_tokens is None else [t[cut] for t in self.lens_tokens],
             extra=dict(self.extra),
+            attention=None if self.attention is None else self.attention.prefix(n_tokens),
         )
 
     def validate(self) -> None:
@@ -170,6 +185,8 @@ class Capture:
                 or self.lens_probs.shape != self.lens_ids.shape
             ):
                 raise LayerscanError("capture logit-lens arrays do not match the hidden states")
+        if self.attention is not None:
+            self.attention.validate(self.n_layers, n)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the capture to one safetensors file (arrays) with JSON metadata."""
@@ -181,6 +198,8 @@ class Capture:
         if self.lens_ids is not None:
             arrays["lens_ids"] = self.lens_ids.astype(np.int64)
             arrays["lens_probs"] = self.lens_probs.astype(np.float32)
+        if self.attention is not None:
+            arrays.update(self.attention.arrays())
         meta = {
             "tokens": self.tokens,
             "n_prompt_tokens": self.n_prompt_tokens,
@@ -193,6 +212,8 @@ class Capture:
             "lens_tokens": self.lens_tokens,
             "extra": self.extra,
         }
+        if self.attention is not None:
+            meta["attention_kind"] = self.attention.kind
         return write_tensor_file(path, CAPTURE_KIND, CAPTURE_FORMAT_VERSION, arrays, meta)
 
     @classmethod
@@ -200,7 +221,9 @@ class Capture:
         """Read a file written by `save`; a foreign, old or corrupt file raises LayerscanError."""
         arrays, meta = read_tensor_file(path, CAPTURE_KIND, CAPTURE_FORMAT_VERSION)
         check_capture(path, arrays, meta)
+        kind = meta.pop("attention_kind", "weights")
         capture = cls(
+            attention=AttentionRecord.from_arrays(arrays, kind),
             hidden=arrays["hidden"],
             token_ids=arrays["token_ids"].tolist(),
             lens_ids=arrays.get("lens_ids"),
@@ -212,7 +235,22 @@ class Capture:
 
 
 CAPTURE_META = ("tokens", "n_prompt_tokens", "model_id", "revision", "architecture")
-CAPTURE_META_REST = ("normalization", "is_causal", "prompt", "lens_tokens", "extra")
+CAPTURE_META_REST = (
+    "normalization",
+    "is_causal",
+    "prompt",
+    "lens_tokens",
+    "extra",
+    "attention_kind",
+)
+ATTENTION_ARRAYS = (
+    "attention_queries",
+    "attention_keys",
+    "attention_scaling",
+    "attention_weights",
+    "attention_top_keys",
+    "attention_top_weights",
+)
 
 
 def check_capture(path: str | os.PathLike, arrays: dict, meta: dict) -> None:
@@ -223,7 +261,7 @@ def check_capture(path: str | os.PathLike, arrays: dict, meta: dict) -> None:
 
     check = FileCheck(path, "capture")
     check.keys(meta, CAPTURE_META, CAPTURE_META_REST, "capture header")
-    check.only_arrays(arrays, ("hidden", "token_ids", "lens_ids", "lens_probs"))
+    check.only_arrays(arrays, ("hidden", "token_ids", "lens_ids", "lens_probs", *ATTENTION_ARRAYS))
     hidden = check.array(arrays, "hidden", FLOATS, (None, None, None))
     frames, n_tokens, d_model = hidden.shape
     for size, name in ((frames - 1, "n_layers"), (n_tokens, "n_tokens"), (d_model, "d_model")):
@@ -256,3 +294,27 @@ def check_capture(path: str | os.PathLike, arrays: dict, meta: dict) -> None:
         for layer in lens:
             for row in layer:
                 check.strings(row, "lens_tokens[layer][position]", ids.shape[2])
+    _check_attention(check, arrays, meta, frames - 1, n_tokens)
+
+
+def _check_attention(check, arrays: dict, meta: dict, n_layers: int, n_tokens: int) -> None:
+    """Optional attention arrays: float queries and keys of one shape, finite, top keys within
+    the tokens (-1 past a row), a known kind (AttentionRecord.validate checks the rest)."""
+    from layerscan.core.file_checks import FLOATS, INTS
+
+    if meta.get("attention_kind", "weights") not in ("weights", "value-weighted"):
+        raise check.fail(f"unknown attention kind {meta['attention_kind']!r}")
+    halves = (np.float16, *FLOATS)  # queries, keys and weights are stored as float16
+    present = [name for name in ATTENTION_ARRAYS if name in arrays]
+    if not present:
+        return
+    queries = check.array(arrays, "attention_queries", halves, (n_layers, None, n_tokens, None))
+    check.array(arrays, "attention_keys", halves, queries.shape)
+    check.array(arrays, "attention_scaling", FLOATS, (n_layers,))
+    n_heads = queries.shape[1]
+    check.array(
+        arrays, "attention_weights", halves, (n_layers, n_heads, n_tokens, n_tokens), required=False
+    )
+    top = (n_layers, n_heads, n_tokens, None)
+    check.array(arrays, "attention_top_keys", INTS, top, low=-1, high=n_tokens, required=False)
+    check.array(arrays, "attention_top_weights", halves, top, required=False)

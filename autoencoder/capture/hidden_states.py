@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from layerscan.autoencoder.capture.architectures import context_length, final_norm, lens_head
+from layerscan.autoencoder.capture.attention import check_attention_supported, maybe_recording
 from layerscan.autoencoder.capture.capture_file import (
     NORMALIZATIONS,
     Capture,
@@ -272,6 +273,8 @@ def check_capture_options(loaded: LoadedModel, options: CaptureOptions) -> None:
         )
     if options.normalization == "final-norm":
         final_norm(loaded.model)  # fail early, naming an unknown architecture
+    if options.attention:
+        check_attention_supported(loaded.model)
 
 
 @torch.inference_mode()
@@ -301,17 +304,18 @@ def capture(
     ids = prompt_ids(loaded, prompt, options) if token_ids is None else list(token_ids)
     device = loaded.model.device if hasattr(loaded.model, "device") else loaded.device
     input_ids = torch.tensor([ids], device=device)
-    hidden, past, logits = _forward_states(loaded, input_ids)  # (n_layers+1, 1, T, d_model)
-    steps = [hidden[:, 0]]
-    generator = torch.Generator().manual_seed(options.seed)
-    all_ids = list(ids)
-    for _ in range(generate):
-        token = _next_token(logits[0, -1], options.sample, options.temperature, generator)
-        all_ids.append(token)
-        step_hidden, past, logits = _forward_states(
-            loaded, torch.tensor([[token]], device=device), past_key_values=past
-        )
-        steps.append(step_hidden[:, 0])  # (n_layers+1, 1, d_model)
+    with maybe_recording(loaded.model, options) as recorder:  # None without --attention
+        hidden, past, logits = _forward_states(loaded, input_ids)  # (n_layers+1, 1, T, d_model)
+        steps = [hidden[:, 0]]
+        generator = torch.Generator().manual_seed(options.seed)
+        all_ids = list(ids)
+        for _ in range(generate):
+            token = _next_token(logits[0, -1], options.sample, options.temperature, generator)
+            all_ids.append(token)
+            step_hidden, past, logits = _forward_states(
+                loaded, torch.tensor([[token]], device=device), past_key_values=past
+            )
+            steps.append(step_hidden[:, 0])  # (n_layers+1, 1, d_model)
     raw = torch.cat(steps, dim=1)  # (n_layers+1, n_tokens, d_model)
     lens = logit_lens(loaded, raw, top_k, options.lens_last)
     tokens = _token_strings(loaded.tokenizer, all_ids)
@@ -330,6 +334,7 @@ def capture(
         lens_probs=None if lens is None else lens[1],
         lens_tokens=None if lens is None else _token_strings(loaded.tokenizer, lens[0]),
         extra={k: v for k, v in asdict(options).items() if k != "normalization"},
+        attention=None if recorder is None else recorder.record(options.attention_all),
     )
     result.validate()
     return result

@@ -16,6 +16,7 @@ from vtkmodules.vtkRenderingCore import vtkRenderer
 from layerscan.core.errors import LayerscanError
 from layerscan.geometry.scan_file import DiffScan, Scan
 from layerscan.geometry.scene import frames as fr
+from layerscan.geometry.scene.attention_arcs import attention_arcs
 from layerscan.geometry.scene.bounds import check_scene_bounds
 from layerscan.geometry.scene.camera import LayerCamera
 from layerscan.geometry.scene.diff_view import DiffMarks, divergence_scale, token_colour_values
@@ -100,6 +101,16 @@ class SceneOptions:
     frame (~20% faster in software rendering; the viewer turns it off for free orbiting)."""
     anti_aliasing: bool = False
     """FXAA; costs render time in software rendering."""
+    show_attention: bool = field(default=True, metadata={"flag": "arcs"})
+    """Attention arcs between token places, for scans made with --attention."""
+    arc_top_k: int = 3
+    """Arcs drawn per query at most (its largest weights)."""
+    arc_mass: float = 0.8
+    """A query's arcs stop once they cover this share of its attention."""
+    arc_head: int | None = None
+    """Head whose arcs are drawn; None: the mean over heads."""
+    arc_sink: bool = False
+    """Draw arcs to the first token too (else it is a halo with its share stated)."""
     overlay_bottom: float = field(default=0.0, metadata={"cli": False})
     """Free band at the bottom (fraction of the height) that the prompt keeps clear, for
     the viewer's sliders."""
@@ -115,6 +126,8 @@ class SceneOptions:
         if self.n_links < 0:
             raise LayerscanError(f"lines per particle must be 0 or more, got {self.n_links}")
         check_scene_bounds(self.point_size, self.n_links)
+        if self.arc_top_k < 1 or not 0 < self.arc_mass <= 1:
+            raise LayerscanError("--arc-top-k must be 1 or more and --arc-mass in (0, 1]")
         if self.color_mode is not None and self.color_mode not in COLOR_MODES:
             raise LayerscanError(
                 f"unknown colour mode {self.color_mode!r}; use one of {', '.join(COLOR_MODES)}"
@@ -210,6 +223,11 @@ class Scene:
                 )
             )
         self.chart = self.arrows = self.marks = None
+        self.arcs = (
+            None
+            if self.is_diff
+            else attention_arcs(self.plotter, self.overlays[0], scans[0], opts, size)
+        )
         if self.is_diff:
             self._add_diff_parts(size, (w // 2, h))
         self._setup_camera()
@@ -355,6 +373,9 @@ class Scene:
             panel.update(self.step, self.layer, self.mode, currents[i], header if i == 0 else None)
         if self.marks is not None:
             self.marks.update([p.places for p in self.panels], self.layer)
+        if self.arcs is not None:
+            n_visible = scan.step_lengths[self.step]
+            self.arcs.update(self.panels[0].places, near, n_visible, self.options.show_overlays)
         if self.chart is not None and self.options.show_overlays:
             self.chart.show(self.layer)
 
@@ -363,7 +384,10 @@ class Scene:
         text = self.panels[panel].describe_particle(self.step, self.layer, point_id)
         step = min(self.step, self.scans[panel].n_steps - 1)
         near = fr.nearest_layer(self.layer, self.n_layers)
-        self.picked_token = int(self.scans[panel].particle_tokens[step, near, point_id])
+        token = int(self.scans[panel].particle_tokens[step, near, point_id])
+        self.picked_token = token
+        if self.arcs is not None:  # only the picked token's arcs; picked again: all arcs
+            self.arcs.token = None if token == self.arcs.token else token
         self.update(self.step, self.layer, self.current_token)
         if self.is_diff:
             text = f"{'AB'[panel]}: {text}"

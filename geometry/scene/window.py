@@ -114,6 +114,8 @@ class Viewer:
         hint = HELP if self.scene.n_steps > 1 else HELP.replace(" · - = token step", "")
         if self.scene.marks is not None:
             hint += " · n next change"
+        if self.scene.arcs is not None:
+            hint += " · a arcs · h/H head/mean"
         self.plotter.subplot(0, len(self.scene.panels) - 1)
         self.hint = self.plotter.add_text(
             hint,
@@ -233,6 +235,9 @@ class Viewer:
             "q": self.quit,
             "Escape": self.quit,
             **({"n": self.next_change} if self.scene.marks is not None else {}),
+            "a": lambda: self._arcs("toggle"),
+            "h": lambda: self._arcs("head"),
+            "H": lambda: self._arcs("mean"),
         }
 
     def quit(self) -> None:
@@ -258,6 +263,19 @@ class Viewer:
 
     def _toggle(self, part: str) -> None:
         self.scene.toggle(part)
+        self.scene.render()
+
+    def _arcs(self, action: str) -> None:
+        """a: attention arcs on/off; h: the next head; H: the mean over heads."""
+        arcs = self.scene.arcs
+        if arcs is None:
+            return
+        {
+            "toggle": lambda: arcs.set_visible(not arcs.visible),
+            "head": arcs.cycle_head,
+            "mean": arcs.mean_heads,
+        }[action]()
+        self.scene.update(self.scene.step, self.scene.layer, self.scene.current_token)
         self.scene.render()
 
     def _cycle_colour(self) -> None:

@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "render",
     "diff",
     "heatmap",
+    "attention",
     "view",
     "export",
     "train",

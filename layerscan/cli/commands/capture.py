@@ -75,7 +75,15 @@ def run(args: argparse.Namespace) -> int:
     check_outputs([("-o", args.output, False)], args.overwrite)
     result = flags.pipeline.capture_prompt(args.prompt)
     print(summary(result))
+    if result.attention is not None:
+        record = result.attention
+        stored = "every weight" if record.weights is not None else "top keys per query"
+        print(
+            f"attention ({record.kind}): {record.n_layers} layers x {record.n_heads} heads x "
+            f"{record.n_tokens} tokens, {stored}, with queries and keys: "
+            f"{record.nbytes / 2**20:.1f} MiB"
+        )
     if args.output:
         path = result.save(args.output)
-        print(f"saved {path}")
+        print(f"saved {path} ({path.stat().st_size / 2**20:.1f} MiB)")
     return 0

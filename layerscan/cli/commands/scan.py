@@ -114,6 +114,10 @@ def run(args: argparse.Namespace) -> int:
     total = time.perf_counter() - start
     print(faithfulness_table(scan))
     print(layout_line(scan))
+    if scan.attention is not None:
+        from layerscan.geometry.attention_summary import head_table
+
+        print(head_table(scan.attention))
     warning = r2_warning(scan.prompt_r2[-1])
     if warning:
         note(warning)
