@@ -173,6 +173,7 @@ def build_scan(
         if capture.lens_probs is None
         else np.asarray(capture.lens_probs, np.float32),
         settings=settings,
+        components=capture.components,
     )
     scan.validate()
     return scan

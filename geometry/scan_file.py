@@ -9,6 +9,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from layerscan.autoencoder.capture.component_record import Components
 from layerscan.core.errors import LayerscanError
 from layerscan.core.tensor_file import read_tensor_file, write_tensor_file
 
@@ -134,6 +135,8 @@ class Scan:
     """(n_layers+1, n_tokens, top_k) float32 their probabilities."""
     settings: dict = field(default_factory=dict)
     """How the scan was made: projection mode, seeds, normalization, autoencoder, versions."""
+    components: Components | None = None
+    """Attention and MLP writes per block and token, KV cache, attention split (--components)."""
 
     @property
     def n_steps(self) -> int:
@@ -174,6 +177,8 @@ class Scan:
             raise LayerscanError("scan surfaces do not match its layouts")
         if not np.isfinite(self.positions).all():
             raise LayerscanError("scan positions hold non-finite values")
+        if self.components is not None:
+            self.components.validate(n_frames - 1, len(self.tokens))
 
     def _arrays_and_meta(self, prefix: str) -> tuple[dict[str, np.ndarray], dict]:
         arrays = {f"{prefix}{name}": np.asarray(getattr(self, name)) for name in ARRAY_FIELDS}
@@ -185,6 +190,8 @@ class Scan:
         ).reshape(-1, 2)
         if self.lens_probs is not None:
             arrays[f"{prefix}lens_probs"] = np.asarray(self.lens_probs, dtype=np.float32)
+        if self.components is not None:
+            arrays.update(self.components.arrays(f"{prefix}components/"))
         meta = {
             name: getattr(self, name)
             for name in (
@@ -198,6 +205,7 @@ class Scan:
                 "settings",
             )
         }
+        meta["components"] = None if self.components is None else self.components.meta()
         return arrays, meta
 
     @classmethod
@@ -216,6 +224,8 @@ class Scan:
             for (nv, nf), v_end, f_end in zip(counts, v_ends, f_ends, strict=True)
         ]
         surfaces = [flat[s * n_frames : (s + 1) * n_frames] for s in range(n_steps)]
+        meta = dict(meta)
+        meta["components"] = Components.from_file(get, meta.get("components"), "components/")
         scan = cls(
             surfaces=surfaces,
             lens_probs=get.get("lens_probs"),

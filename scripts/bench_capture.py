@@ -1,4 +1,5 @@
-"""Benchmark capture on the embedded model: bare forward vs one-pass capture vs per-prefix loop.
+"""Benchmark capture on the embedded model: bare forward vs one-pass capture vs per-prefix loop,
+and the cost of --components on the default prompt with --generate 16.
 
 Run: .venv/bin/python scripts/bench_capture.py [--repeats 7] [--device cpu]
 All three run interleaved in one process, so the printed ratios share the machine's load.
@@ -14,6 +15,7 @@ import torch
 
 from layerscan.autoencoder.capture.hidden_states import capture
 from layerscan.autoencoder.capture.loading import load_model
+from layerscan.cli.common import DEFAULT_PROMPT
 
 PROMPT = (
     "In the quiet town by the river, the old clockmaker opened his shop every morning at "
@@ -52,11 +54,19 @@ def main(argv: list[str] | None = None) -> int:
         for length in range(1, n_tokens + 1):
             loaded.model(ids[:, :length], use_cache=False, output_hidden_states=True)
 
+    def generate() -> None:
+        capture(loaded, DEFAULT_PROMPT, generate=16)
+
+    def generate_components() -> None:
+        capture(loaded, DEFAULT_PROMPT, generate=16, components=True)
+
     cases = {
         "bare forward": bare,
         "capture (states, all prefixes)": states_only,
         "capture + logit lens (top-5)": with_lens,
         "per-prefix loop": per_prefix,
+        "default prompt, --generate 16": generate,
+        "  the same with --components": generate_components,
     }
     for fn in cases.values():  # warm-up
         fn()
@@ -78,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         f"capture vs bare forward: {median['capture (states, all prefixes)'] / base:.2f}x "
         f"(goal <= 1.1x); per-prefix loop / capture: {speedup:.1f}x (goal >= 25x)"
     )
+    ratio = median["  the same with --components"] / median["default prompt, --generate 16"]
+    print(f"--components vs without, default prompt + 16 generated: {ratio:.2f}x (goal <= 1.3x)")
     return 0
 
 

@@ -11,6 +11,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
+from layerscan.autoencoder.capture.component_record import Components
 from layerscan.core.errors import LayerscanError
 from layerscan.core.tensor_file import read_tensor_file, write_tensor_file
 
@@ -45,6 +46,10 @@ class CaptureOptions:
     the rest of the scan."""
     seed: int = 0
     """Random seed for sampling."""
+    components: bool = False
+    """Also measure, per block and token, what attention and the MLP write into the residual
+    stream, the KV cache as it grows, and how each token's attention splits between the prompt
+    and earlier generated tokens (one extra eager pass; decoders in the architecture table)."""
 
     def __post_init__(self) -> None:
         if self.normalization not in NORMALIZATIONS:
@@ -101,6 +106,8 @@ class Capture:
     """(n_layers+1, n_tokens, top_k) the logit-lens tokens as strings."""
     extra: dict = field(default_factory=dict)
     """Free-form settings (generation options, chat template used, ...)."""
+    components: Components | None = None
+    """Attention and MLP writes per block and token, KV cache, attention split (--components)."""
 
     @property
     def n_layers(self) -> int:
@@ -141,6 +148,7 @@ class Capture:
             lens_probs=None if self.lens_probs is None else self.lens_probs[:, cut],
             lens_tokens=None if self.lens_tokens is None else [t[cut] for t in self.lens_tokens],
             extra=dict(self.extra),
+            components=None if self.components is None else self.components.prefix(n_tokens),
         )
 
     def validate(self) -> None:
@@ -165,6 +173,8 @@ class Capture:
                 or self.lens_probs.shape != self.lens_ids.shape
             ):
                 raise LayerscanError("capture logit-lens arrays do not match the hidden states")
+        if self.components is not None:
+            self.components.validate(self.n_layers, n)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the capture to one safetensors file (arrays) with JSON metadata."""
@@ -176,6 +186,8 @@ class Capture:
         if self.lens_ids is not None:
             arrays["lens_ids"] = self.lens_ids.astype(np.int64)
             arrays["lens_probs"] = self.lens_probs.astype(np.float32)
+        if self.components is not None:
+            arrays.update(self.components.arrays())
         meta = {
             "tokens": self.tokens,
             "n_prompt_tokens": self.n_prompt_tokens,
@@ -187,6 +199,7 @@ class Capture:
             "prompt": self.prompt,
             "lens_tokens": self.lens_tokens,
             "extra": self.extra,
+            "components": None if self.components is None else self.components.meta(),
         }
         return write_tensor_file(path, CAPTURE_KIND, CAPTURE_FORMAT_VERSION, arrays, meta)
 
@@ -194,6 +207,7 @@ class Capture:
     def load(cls, path: str | os.PathLike) -> Capture:
         """Read a file written by `save`; a foreign, old or corrupt file raises LayerscanError."""
         arrays, meta = read_tensor_file(path, CAPTURE_KIND, CAPTURE_FORMAT_VERSION)
+        meta["components"] = Components.from_file(arrays, meta.get("components"))
         try:
             capture = cls(
                 hidden=arrays["hidden"],

@@ -20,6 +20,7 @@ from layerscan.autoencoder.capture.capture_file import (
     CaptureOptions,
     Normalization,
 )
+from layerscan.autoencoder.capture.components import recording_components
 from layerscan.autoencoder.capture.loading import LoadedModel
 from layerscan.core.errors import LayerscanError, Notice
 
@@ -298,18 +299,21 @@ def capture(
     ids = prompt_ids(loaded, prompt, options) if token_ids is None else list(token_ids)
     device = loaded.model.device if hasattr(loaded.model, "device") else loaded.device
     input_ids = torch.tensor([ids], device=device)
-    hidden, past, logits = _forward_states(loaded, input_ids)  # (n_layers+1, 1, T, d_model)
-    steps = [hidden[:, 0]]
-    generator = torch.Generator().manual_seed(options.seed)
-    all_ids = list(ids)
-    for _ in range(generate):
-        token = _next_token(logits[0, -1], options.sample, options.temperature, generator)
-        all_ids.append(token)
-        step_hidden, past, logits = _forward_states(
-            loaded, torch.tensor([[token]], device=device), past_key_values=past
-        )
-        steps.append(step_hidden[:, 0])  # (n_layers+1, 1, d_model)
+    recorder = recording_components(loaded, options.components)
+    with recorder:
+        hidden, past, logits = _forward_states(loaded, input_ids)  # (n_layers+1, 1, T, d_model)
+        steps = [hidden[:, 0]]
+        generator = torch.Generator().manual_seed(options.seed)
+        all_ids = list(ids)
+        for _ in range(generate):
+            token = _next_token(logits[0, -1], options.sample, options.temperature, generator)
+            all_ids.append(token)
+            step_hidden, past, logits = _forward_states(
+                loaded, torch.tensor([[token]], device=device), past_key_values=past
+            )
+            steps.append(step_hidden[:, 0])  # (n_layers+1, 1, d_model)
     raw = torch.cat(steps, dim=1)  # (n_layers+1, n_tokens, d_model)
+    components = recorder.finish(raw, all_ids, len(ids)) if options.components else None
     lens = logit_lens(loaded, raw, top_k, options.lens_last)
     tokens = _token_strings(loaded.tokenizer, all_ids)
     result = Capture(
@@ -327,6 +331,7 @@ def capture(
         lens_probs=None if lens is None else lens[1],
         lens_tokens=None if lens is None else _token_strings(loaded.tokenizer, lens[0]),
         extra={k: v for k, v in asdict(options).items() if k != "normalization"},
+        components=components,
     )
     result.validate()
     return result
