@@ -110,6 +110,8 @@ class Viewer:
         self._syncing = False
         # the key help: top centre of a single scan; bottom of the right panel of a diff
         hint = HELP if self.scene.n_steps > 1 else HELP.replace(" · - = token step", "")
+        if self.scene.strip is not None:
+            hint += " · k strip"
         self.plotter.subplot(0, len(self.scene.panels) - 1)
         self.hint = self.plotter.add_text(
             hint,
@@ -202,6 +204,7 @@ class Viewer:
             "t": lambda: self._toggle("labels"),
             "c": self._cycle_colour,
             "s": self.screenshot,
+            "k": self._components,
         }
 
     def press(self, key: str) -> None:
@@ -209,6 +212,11 @@ class Viewer:
         action = self.key_actions().get(key)
         if action is not None and not self.closed:
             action()
+
+    def _components(self) -> None:
+        """k: the component strip on/off (scans made with --components)."""
+        self.scene.toggle_components()
+        self.scene.render()
 
     def _toggle(self, part: str) -> None:
         self.scene.toggle(part)
@@ -258,6 +266,7 @@ class Viewer:
     def pick(self, panel: int, point_id: int) -> str:
         """Name particle `point_id` of panel `panel` on screen (what a click does)."""
         self.picked = self.scene.describe_particle(panel, point_id)
+        self.scene.trace_particle(panel, point_id)  # and trace its path (again: untrace)
         self.scene.render()
         return self.picked
 
