@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "render",
     "diff",
     "heatmap",
+    "components",
     "view",
     "export",
     "train",
