@@ -48,7 +48,7 @@ def chain_image(
     fig = Figure(figsize=(w / 100, h / 100), dpi=100, facecolor=BACKGROUND)
     canvas = FigureCanvasAgg(fig)
     grid = fig.add_gridspec(3, 2, height_ratios=[4, 4, 1.3], width_ratios=[40, 1], hspace=0.35)
-    fig.subplots_adjust(left=0.07, right=0.93, top=0.90, bottom=0.13, wspace=0.03)
+    fig.subplots_adjust(left=0.07, right=0.93, top=0.86, bottom=0.13, wspace=0.03)
     fig.text(0.07, 0.965, title, color=INK, fontsize=13, weight="bold", va="top")
     fig.text(
         0.07,
@@ -122,6 +122,10 @@ def _style(ax, title: str, ylabel: str) -> None:
     ax.set_facecolor(BACKGROUND)
     ax.set_title(title, color=INK, fontsize=11, loc="left")
     ax.set_ylabel(ylabel, color=DIM, fontsize=9)
+    if ylabel == "block":
+        from matplotlib.ticker import MaxNLocator
+
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.tick_params(colors=DIM, labelsize=8)
     for spine in ax.spines.values():
         spine.set_edgecolor("#2a3140")
