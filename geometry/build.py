@@ -210,6 +210,7 @@ def build_scan(
         settings=settings,
         step_layouts=list(step_layouts or []),
         attention=None if capture.attention is None else summarize(capture.attention),
+        components=capture.components,
     )
     scan.validate()
     return scan

@@ -51,7 +51,7 @@ def check_scan(path: str | os.PathLike, arrays: dict, meta: object, prefix: str 
     """
     check = FileCheck(path, "scan")
     where = f"scan {prefix.rstrip('/')} header" if prefix else "scan header"
-    check.keys(meta, META_KEYS, ("step_layouts", "attention_kind"), where)
+    check.keys(meta, META_KEYS, ("step_layouts", "attention_kind", "components"), where)
     check.value(meta["prompt"], str, "prompt")
     check.value(meta["model_id"], str, "model_id")
     tokens = check.strings(meta["tokens"], "tokens")
@@ -96,6 +96,7 @@ def check_scan(path: str | os.PathLike, arrays: dict, meta: object, prefix: str 
     _check_surfaces(check, arrays, prefix, n_steps * n_frames)
     _check_lens(check, arrays, meta["lens_tokens"], prefix, n_frames, n_tokens)
     _check_attention(check, arrays, meta, prefix, n_frames - 1, n_tokens)
+    _check_components(check, arrays, meta.get("components"), prefix, n_frames - 1, n_tokens)
     if unknown:
         warnings.warn(
             f"{path}: this scan's {', '.join(unknown)} hold NaN (not a number) at some "
@@ -216,3 +217,25 @@ def _check_attention(check, arrays, meta, prefix, n_layers: int, n_tokens: int) 
         raise check.fail("its attention weights are outside [0, 1]")
     check.array(arrays, f"{prefix}attention_entropy", FLOATS, (n_layers, n_heads))
     check.array(arrays, f"{prefix}attention_sink_share", FLOATS, (n_layers, n_heads + 1))
+
+
+def _check_components(check, arrays, meta, prefix, n_layers: int, n_tokens: int) -> None:
+    """The optional component record (--components): per block and token finite writes and
+    shares, the attention split, the KV cache per token (Components.validate checks the rest)."""
+    from layerscan.autoencoder.capture.component_record import ARRAYS, SPLIT_PARTS
+
+    names = [f"{prefix}components/{name}" for name in ARRAYS]
+    check.value(meta, (dict, type(None)), "components")
+    if meta is None or names[0] not in arrays:
+        return
+    for key in ("parallel", "residual_error", "replay_seconds"):
+        if key not in meta:
+            raise check.fail(f"its components header lacks {key}")
+    check.value(meta["parallel"], bool, "components.parallel")
+    for key in ("residual_error", "replay_seconds"):
+        check.value(meta[key], (int, float), f"components.{key}")
+    for name in names[:5]:
+        check.array(arrays, name, FLOATS, (n_layers, n_tokens))
+    check.array(arrays, names[5], FLOATS, (n_layers, n_tokens, len(SPLIT_PARTS)))
+    for name in names[6:]:
+        check.array(arrays, name, INTS, (n_tokens,), low=0)

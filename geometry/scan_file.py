@@ -9,6 +9,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from layerscan.autoencoder.capture.component_record import Components
 from layerscan.core.errors import LayerscanError
 from layerscan.core.tensor_file import read_tensor_file, write_tensor_file
 from layerscan.geometry.attention_summary import AttentionSummary
@@ -177,6 +178,8 @@ class Scan:
     empty when unknown."""
     attention: AttentionSummary | None = None
     """Per block and head, each query's top keys, entropy and sink share (with --attention)."""
+    components: Components | None = None
+    """Attention and MLP writes per block and token, KV cache, attention split (--components)."""
 
     @property
     def n_steps(self) -> int:
@@ -223,6 +226,8 @@ class Scan:
             raise LayerscanError("scan positions hold non-finite values")
         if self.attention is not None:
             self.attention.validate(n_frames - 1, len(self.tokens))
+        if self.components is not None:
+            self.components.validate(n_frames - 1, len(self.tokens))
 
     def _arrays_and_meta(self, prefix: str) -> tuple[dict[str, np.ndarray], dict]:
         arrays = {f"{prefix}{name}": np.asarray(getattr(self, name)) for name in ARRAY_FIELDS}
@@ -236,6 +241,8 @@ class Scan:
             arrays[f"{prefix}lens_probs"] = np.asarray(self.lens_probs, dtype=np.float32)
         if self.attention is not None:
             arrays.update(self.attention.arrays(prefix))
+        if self.components is not None:
+            arrays.update(self.components.arrays(f"{prefix}components/"))
         meta = {
             name: getattr(self, name)
             for name in (
@@ -252,6 +259,7 @@ class Scan:
         }
         if self.attention is not None:
             meta["attention_kind"] = self.attention.kind
+        meta["components"] = None if self.components is None else self.components.meta()
         return arrays, meta
 
     @classmethod
@@ -272,6 +280,7 @@ class Scan:
         surfaces = [flat[s * n_frames : (s + 1) * n_frames] for s in range(n_steps)]
         meta = dict(meta)
         kind = meta.pop("attention_kind", "weights")
+        meta["components"] = Components.from_file(get, meta.get("components"), "components/")
         scan = cls(
             attention=AttentionSummary.from_arrays(get, kind),
             surfaces=surfaces,

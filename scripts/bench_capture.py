@@ -1,4 +1,5 @@
-"""Benchmark capture on the embedded model: bare forward vs one-pass capture vs per-prefix loop.
+"""Benchmark capture on the embedded model: bare forward vs one-pass capture vs per-prefix loop,
+and the cost of --components on the default prompt with --generate 16.
 
 Run: .venv/bin/python scripts/bench_capture.py [--repeats 7] [--device cpu]
 All three run interleaved in one process, so the printed ratios share the machine's load.
@@ -34,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--components-only", action="store_true", help="time only the --components pair"
+    )
     args = parser.parse_args(argv)
     torch.set_grad_enabled(False)
     loaded = load_model("embedded", device=args.device)
@@ -66,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         for length in range(1, n_tokens + 1):
             loaded.model(ids[:, :length], use_cache=False, output_hidden_states=True)
 
+    def generate() -> None:
+        capture(loaded, DEFAULT_PROMPT, generate=16)
+
+    def generate_components() -> None:
+        capture(loaded, DEFAULT_PROMPT, generate=16, components=True)
+
     cases = {
         "bare forward": bare,
         "capture (states, all prefixes)": states_only,
@@ -74,7 +84,11 @@ def main(argv: list[str] | None = None) -> int:
         "per-prefix loop": per_prefix,
         "bare forward, default prompt": bare_default,
         "--attention, default prompt": attention_default,
+        "default prompt, --generate 16": generate,
+        "  the same with --components": generate_components,
     }
+    if args.components_only:
+        cases = {name: fn for name, fn in cases.items() if "generate" in name or "same" in name}
     for fn in cases.values():  # warm-up
         fn()
     times: dict[str, list[float]] = {name: [] for name in cases}
@@ -87,23 +101,26 @@ def main(argv: list[str] | None = None) -> int:
         f"embedded model, {n_tokens}-token prompt, device {loaded.device}, "
         f"{threads} torch threads, median of {args.repeats}"
     )
-    base = median["bare forward"]
+    base = median.get("bare forward", 1.0)
     for name, value in median.items():
         if "default prompt" in name:
             continue
         print(f"  {name:<32} {value * 1000:8.1f} ms   {value / base:6.2f}x bare forward")
-    speedup = median["per-prefix loop"] / median["capture (states, all prefixes)"]
-    print(
-        f"capture vs bare forward: {median['capture (states, all prefixes)'] / base:.2f}x "
-        f"(goal <= 1.1x); per-prefix loop / capture: {speedup:.1f}x (goal >= 25x)"
-    )
-    n_default = default_ids.shape[1]
-    ratio = median["--attention, default prompt"] / median["bare forward, default prompt"]
-    print(
-        f"--attention vs bare forward on the default prompt ({n_default} tokens): "
-        f"{ratio:.2f}x (goal <= 2x); on the {n_tokens}-token prompt: "
-        f"{median['capture + --attention'] / base:.2f}x"
-    )
+    if not args.components_only:
+        speedup = median["per-prefix loop"] / median["capture (states, all prefixes)"]
+        print(
+            f"capture vs bare forward: {median['capture (states, all prefixes)'] / base:.2f}x "
+            f"(goal <= 1.1x); per-prefix loop / capture: {speedup:.1f}x (goal >= 25x)"
+        )
+        n_default = default_ids.shape[1]
+        ratio = median["--attention, default prompt"] / median["bare forward, default prompt"]
+        print(
+            f"--attention vs bare forward on the default prompt ({n_default} tokens): "
+            f"{ratio:.2f}x (goal <= 2x); on the {n_tokens}-token prompt: "
+            f"{median['capture + --attention'] / base:.2f}x"
+        )
+    ratio = median["  the same with --components"] / median["default prompt, --generate 16"]
+    print(f"--components vs without, default prompt + 16 generated: {ratio:.2f}x (goal <= 1.3x)")
     return 0
 
 

@@ -62,6 +62,7 @@ COMMAND_LINES = {
     "eval": [],
     "heatmap": ["hi", "-o", "x.png"],
     "attention": ["hi", "-o", "x.png"],
+    "components": ["hi", "-o", "x.png"],
 }
 """Every subcommand, with the arguments it needs to parse."""
 

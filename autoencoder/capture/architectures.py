@@ -194,3 +194,113 @@ def context_length(config: Any, tokenizer: Any) -> int | None:
             return value
     value = getattr(tokenizer, "model_max_length", None)
     return value if isinstance(value, int) and 0 < value < 10**7 else None
+
+
+@dataclass(frozen=True)
+class ResidualWrites:
+    """Where a block's attention and MLP write into the residual stream (for --components).
+
+    Paths are below `model.base_model`, "*" standing for the block index; each names the module
+    whose output is added to the stream as it is (after any post-norm, e.g. Gemma 2's). A
+    trailing "+" marks a module that adds the residual (its second input) itself: its write is
+    its output minus that input.
+    """
+
+    attention: str
+    mlp: str
+    parallel: str | bool = False
+    """True, or the config field saying so: attention and the MLP both read the block's input,
+    and both writes are added to it (GPT-J, Falcon, Phi, GPT-NeoX's use_parallel_residual)."""
+    weights: str | None = None
+    """The attention module whose output holds the weights in eager mode, when `attention`
+    is not it (a post-norm after attention)."""
+
+
+SEPARATE = ResidualWrites("layers.*.self_attn", "layers.*.mlp")
+SANDWICH = ResidualWrites(
+    "layers.*.post_attention_layernorm",
+    "layers.*.post_feedforward_layernorm",
+    weights="layers.*.self_attn",
+)
+
+RESIDUAL_WRITES: dict[str, ResidualWrites] = {
+    "llama": SEPARATE,
+    "mistral": SEPARATE,
+    "mixtral": SEPARATE,
+    "qwen2": SEPARATE,
+    "qwen3": SEPARATE,
+    "qwen2_moe": SEPARATE,
+    "phi3": SEPARATE,
+    "gemma": SEPARATE,
+    "gemma2": SANDWICH,
+    "olmo2": SANDWICH,
+    "smollm3": SEPARATE,
+    "stablelm": ResidualWrites(
+        "layers.*.self_attn", "layers.*.mlp", parallel="use_parallel_residual"
+    ),
+    "mpt": ResidualWrites("blocks.*.attn", "blocks.*.ffn+"),
+    "gpt2": ResidualWrites("h.*.attn", "h.*.mlp"),
+    "gptj": ResidualWrites("h.*.attn", "h.*.mlp", parallel=True),
+    "bloom": ResidualWrites("h.*.self_attention+", "h.*.mlp+"),
+    "falcon": ResidualWrites("h.*.self_attention", "h.*.mlp", parallel="parallel_attn"),
+    "gpt_neox": ResidualWrites(
+        "layers.*.attention", "layers.*.mlp", parallel="use_parallel_residual"
+    ),
+    "opt": ResidualWrites("decoder.layers.*.self_attn", "decoder.layers.*.fc2"),
+    "phi": ResidualWrites("layers.*.self_attn", "layers.*.mlp", parallel=True),
+}
+"""model_type → its residual writes. Every entry is tested against the residual identity
+h_l - h_(l-1) = attention + MLP on tiny models (tests/test_components.py). Post-norm encoders
+(BERT, ...) are absent: their LayerNorm after each sum leaves no additive write."""
+
+
+def _block_modules(model: Any, path: str) -> list | None:
+    head, _, tail = path.rstrip("+").partition(".*.")
+    blocks = _attribute(model.base_model, head)
+    modules = [_attribute(b, tail) for b in blocks] if blocks is not None else []
+    return None if not modules or any(m is None for m in modules) else modules
+
+
+def _residual_writes(model: Any) -> ResidualWrites:
+    entry = RESIDUAL_WRITES.get(model.config.model_type)
+    if entry is None or any(
+        _block_modules(model, path) is None for path in (entry.attention, entry.mlp)
+    ):
+        raise LayerscanError(
+            f"architecture {model.config.model_type!r}: layerscan does not know where its "
+            f"attention and MLP write into the residual stream; drop --components, or add it "
+            f"to RESIDUAL_WRITES in autoencoder/capture/architectures.py"
+        )
+    return entry
+
+
+def residual_write_modules(model: Any) -> tuple[list, list, bool]:
+    """Each block's attention and MLP write modules, and whether the blocks are parallel.
+
+    Returns:
+        ([(module, adds_residual)] per block for attention, the same for the MLP, parallel).
+
+    Raises:
+        LayerscanError: the architecture's writes are not in the table (or missing).
+    """
+    entry = _residual_writes(model)
+    found = [
+        [(m, path.endswith("+")) for m in _block_modules(model, path)]
+        for path in (entry.attention, entry.mlp)
+    ]
+    parallel = entry.parallel
+    if isinstance(parallel, str):
+        config = model.config
+        parallel = bool(getattr(config, parallel, False)) or (
+            parallel == "parallel_attn" and bool(getattr(config, "new_decoder_architecture", 0))
+        )
+    return found[0], found[1], bool(parallel)
+
+
+def attention_weight_modules(model: Any) -> list:
+    """Each block's attention module that returns the weights in eager mode (--components)."""
+    entry = _residual_writes(model)
+    modules = _block_modules(model, entry.weights or entry.attention)
+    if modules is None:
+        raise LayerscanError(f"architecture {model.config.model_type!r}: fix {TABLE_PATH}")
+    return modules

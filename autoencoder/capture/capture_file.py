@@ -12,6 +12,8 @@ from typing import Literal, get_args
 import numpy as np
 
 from layerscan.autoencoder.capture.attention_record import AttentionRecord
+from layerscan.autoencoder.capture.component_record import ARRAYS as COMPONENT_ARRAYS
+from layerscan.autoencoder.capture.component_record import Components
 from layerscan.core.errors import LayerscanError
 from layerscan.core.limits import check_number, check_size
 from layerscan.core.tensor_file import read_tensor_file, write_tensor_file
@@ -56,6 +58,10 @@ class CaptureOptions:
     attention_all: bool = False
     """With --attention: keep every weight past 256 tokens too (else the top 32 keys per
     query)."""
+    components: bool = False
+    """Also measure, per block and token, what attention and the MLP write into the residual
+    stream, the KV cache as it grows, and how each token's attention splits between the prompt
+    and earlier generated tokens (one extra eager pass; decoders in the architecture table)."""
 
     def __post_init__(self) -> None:
         if self.normalization not in NORMALIZATIONS:
@@ -120,6 +126,8 @@ class Capture:
     """Free-form settings (generation options, chat template used, ...)."""
     attention: AttentionRecord | None = None
     """Per layer and head: attention weights, queries and keys (with --attention)."""
+    components: Components | None = None
+    """Attention and MLP writes per block and token, KV cache, attention split (--components)."""
 
     @property
     def n_layers(self) -> int:
@@ -161,6 +169,7 @@ class Capture:
             lens_tokens=None if self.lens_tokens is None else [t[cut] for t in self.lens_tokens],
             extra=dict(self.extra),
             attention=None if self.attention is None else self.attention.prefix(n_tokens),
+            components=None if self.components is None else self.components.prefix(n_tokens),
         )
 
     def validate(self) -> None:
@@ -187,6 +196,8 @@ class Capture:
                 raise LayerscanError("capture logit-lens arrays do not match the hidden states")
         if self.attention is not None:
             self.attention.validate(self.n_layers, n)
+        if self.components is not None:
+            self.components.validate(self.n_layers, n)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the capture to one safetensors file (arrays) with JSON metadata."""
@@ -200,6 +211,8 @@ class Capture:
             arrays["lens_probs"] = self.lens_probs.astype(np.float32)
         if self.attention is not None:
             arrays.update(self.attention.arrays())
+        if self.components is not None:
+            arrays.update(self.components.arrays())
         meta = {
             "tokens": self.tokens,
             "n_prompt_tokens": self.n_prompt_tokens,
@@ -211,6 +224,7 @@ class Capture:
             "prompt": self.prompt,
             "lens_tokens": self.lens_tokens,
             "extra": self.extra,
+            "components": None if self.components is None else self.components.meta(),
         }
         if self.attention is not None:
             meta["attention_kind"] = self.attention.kind
@@ -222,6 +236,7 @@ class Capture:
         arrays, meta = read_tensor_file(path, CAPTURE_KIND, CAPTURE_FORMAT_VERSION)
         check_capture(path, arrays, meta)
         kind = meta.pop("attention_kind", "weights")
+        meta["components"] = Components.from_file(arrays, meta.get("components"))
         capture = cls(
             attention=AttentionRecord.from_arrays(arrays, kind),
             hidden=arrays["hidden"],
@@ -242,6 +257,7 @@ CAPTURE_META_REST = (
     "lens_tokens",
     "extra",
     "attention_kind",
+    "components",
 )
 ATTENTION_ARRAYS = (
     "attention_queries",
@@ -261,7 +277,11 @@ def check_capture(path: str | os.PathLike, arrays: dict, meta: dict) -> None:
 
     check = FileCheck(path, "capture")
     check.keys(meta, CAPTURE_META, CAPTURE_META_REST, "capture header")
-    check.only_arrays(arrays, ("hidden", "token_ids", "lens_ids", "lens_probs", *ATTENTION_ARRAYS))
+    components = tuple(f"components/{name}" for name in COMPONENT_ARRAYS)
+    check.only_arrays(
+        arrays, ("hidden", "token_ids", "lens_ids", "lens_probs", *ATTENTION_ARRAYS, *components)
+    )
+    check.value(meta.get("components"), (dict, type(None)), "components")
     hidden = check.array(arrays, "hidden", FLOATS, (None, None, None))
     frames, n_tokens, d_model = hidden.shape
     for size, name in ((frames - 1, "n_layers"), (n_tokens, "n_tokens"), (d_model, "d_model")):

@@ -21,6 +21,7 @@ from layerscan.autoencoder.capture.capture_file import (
     CaptureOptions,
     Normalization,
 )
+from layerscan.autoencoder.capture.components import recording_components
 from layerscan.autoencoder.capture.loading import LoadedModel
 from layerscan.core.errors import LayerscanError, Notice
 
@@ -304,7 +305,9 @@ def capture(
     ids = prompt_ids(loaded, prompt, options) if token_ids is None else list(token_ids)
     device = loaded.model.device if hasattr(loaded.model, "device") else loaded.device
     input_ids = torch.tensor([ids], device=device)
-    with maybe_recording(loaded.model, options) as recorder:  # None without --attention
+    components_recorder = recording_components(loaded, options.components)
+    # attention: None without --attention
+    with maybe_recording(loaded.model, options) as recorder, components_recorder:
         hidden, past, logits = _forward_states(loaded, input_ids)  # (n_layers+1, 1, T, d_model)
         steps = [hidden[:, 0]]
         generator = torch.Generator().manual_seed(options.seed)
@@ -317,6 +320,7 @@ def capture(
             )
             steps.append(step_hidden[:, 0])  # (n_layers+1, 1, d_model)
     raw = torch.cat(steps, dim=1)  # (n_layers+1, n_tokens, d_model)
+    components = components_recorder.finish(raw, all_ids, len(ids)) if options.components else None
     lens = logit_lens(loaded, raw, top_k, options.lens_last)
     tokens = _token_strings(loaded.tokenizer, all_ids)
     result = Capture(
@@ -335,6 +339,7 @@ def capture(
         lens_tokens=None if lens is None else _token_strings(loaded.tokenizer, lens[0]),
         extra={k: v for k, v in asdict(options).items() if k != "normalization"},
         attention=None if recorder is None else recorder.record(options.attention_all),
+        components=components,
     )
     result.validate()
     return result

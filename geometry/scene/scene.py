@@ -19,6 +19,8 @@ from layerscan.geometry.scene import frames as fr
 from layerscan.geometry.scene.attention_arcs import attention_arcs
 from layerscan.geometry.scene.bounds import check_scene_bounds
 from layerscan.geometry.scene.camera import LayerCamera
+from layerscan.geometry.scene.component_strip import BOX as STRIP_BOX
+from layerscan.geometry.scene.component_strip import component_strip
 from layerscan.geometry.scene.diff_view import DiffMarks, divergence_scale, token_colour_values
 from layerscan.geometry.scene.legend import Scale
 from layerscan.geometry.scene.overlays import plain_text_backend, token_label
@@ -42,6 +44,7 @@ from layerscan.geometry.scene.style import (
     unit_scale,
     unit_top,
 )
+from layerscan.geometry.scene.token_trace import TokenTrace, check_trace
 
 
 @contextlib.contextmanager
@@ -111,6 +114,11 @@ class SceneOptions:
     """Head whose arcs are drawn; None: the mean over heads."""
     arc_sink: bool = False
     """Draw arcs to the first token too (else it is a halo with its share stated)."""
+    show_components: bool = field(default=True, metadata={"flag": "strip"})
+    """The component strip beside the cloud, for scans made with --components."""
+    trace: int | None = field(default=None, metadata={"metavar": "TOKEN_INDEX"})
+    """Trace this token (0 = the first): its path through the layers, its logit-lens top-1
+    along it, and its writes in the component strip."""
     overlay_bottom: float = field(default=0.0, metadata={"cli": False})
     """Free band at the bottom (fraction of the height) that the prompt keeps clear, for
     the viewer's sliders."""
@@ -230,6 +238,7 @@ class Scene:
         )
         if self.is_diff:
             self._add_diff_parts(size, (w // 2, h))
+        self._add_component_parts(size, (w, h))
         self._setup_camera()
         self.step = scans[0].n_steps - 1
         self.layer = 0.0
@@ -261,6 +270,17 @@ class Scene:
         self.marks = DiffMarks(self, size, viewport_px, radius)
         self.chart, self.arrows = self.marks.chart, self.marks.arrows
         self.plotter.link_views()
+
+    def _add_component_parts(self, size: int, viewport_px: tuple[int, int]) -> None:
+        """The component strip (scans with --components) and the token trace (single scans)."""
+        scan = self.scans[0]
+        check_trace(scan, self.options.trace)
+        self.strip = None
+        if not self.is_diff:
+            self.strip = component_strip(self.overlays[0], scan, self.options, size, viewport_px)
+        self.plotter.subplot(0, 0)
+        self.trace = TokenTrace(self.plotter, scan, size)
+        self.trace.token = self.options.trace
 
     @property
     def n_layers(self) -> int:
@@ -304,6 +324,8 @@ class Scene:
         header, the chips and the legend.
         """
         x0, y0, x1, y1 = FREE_AREA["diff" if self.is_diff else "single"]
+        if getattr(self, "strip", None) is not None:  # the cloud keeps left of the strip
+            x1 = min(x1, STRIP_BOX[0] - 0.01)
         y0 = y0 + self.options.overlay_bottom * (1 - y0)
         w, h = self.options.window_size
         if not self.is_diff:
@@ -376,8 +398,45 @@ class Scene:
         if self.arcs is not None:
             n_visible = scan.step_lengths[self.step]
             self.arcs.update(self.panels[0].places, near, n_visible, self.options.show_overlays)
+        self._update_components(current_token)
         if self.chart is not None and self.options.show_overlays:
             self.chart.show(self.layer)
+
+    def _update_components(self, current_token: int | None) -> None:
+        """The trace grows to the current layer; the strip shows the traced token, else the
+        current one (the newest in token-time), else the last."""
+        visible = self.options.show_overlays
+        self.trace.update(self.step, self.layer, visible)
+        if self.strip is None:
+            return
+        self.strip.set_visible(visible and self.options.show_components)
+        token = self.trace.token
+        if token is None or token >= self.scans[0].step_lengths[self.step]:
+            token = current_token
+        if token is None:
+            token = self.scans[0].step_lengths[self.step] - 1
+        self.strip.update(token, self.layer, traced=token == self.trace.token)
+
+    def toggle_components(self) -> bool:
+        """Show or hide the component strip (window key k); returns the new state."""
+        self.options = replace(self.options, show_components=not self.options.show_components)
+        self.update(self.step, self.layer, self.current_token)
+        return self.options.show_components
+
+    def trace_particle(self, panel: int, point_id: int) -> int | None:
+        """Trace the token of a clicked particle (the traced one again: no trace)."""
+        if self.is_diff:
+            return None
+        near = fr.nearest_layer(self.layer, self.n_layers)
+        token = int(self.scans[panel].particle_tokens[self.step, near, point_id])
+        self.trace_token(None if token == self.trace.token else token)
+        return self.trace.token
+
+    def trace_token(self, token: int | None) -> None:
+        """Trace `token` (None: no trace) and redraw."""
+        check_trace(self.scans[0], token)
+        self.trace.token = token
+        self.update(self.step, self.layer, self.current_token)
 
     def describe_particle(self, panel: int, point_id: int) -> str:
         """Name the token and layer of particle `point_id` in panel `panel`, and show it."""

@@ -116,6 +116,8 @@ class Viewer:
             hint += " · n next change"
         if self.scene.arcs is not None:
             hint += " · a arcs · h/H head/mean"
+        if self.scene.strip is not None:
+            hint += " · k strip"
         self.plotter.subplot(0, len(self.scene.panels) - 1)
         self.hint = self.plotter.add_text(
             hint,
@@ -238,6 +240,7 @@ class Viewer:
             "a": lambda: self._arcs("toggle"),
             "h": lambda: self._arcs("head"),
             "H": lambda: self._arcs("mean"),
+            "k": self._components,
         }
 
     def quit(self) -> None:
@@ -260,6 +263,11 @@ class Viewer:
         action = self.key_actions().get(key)
         if action is not None and not self.closed:
             action()
+
+    def _components(self) -> None:
+        """k: the component strip on/off (scans made with --components)."""
+        self.scene.toggle_components()
+        self.scene.render()
 
     def _toggle(self, part: str) -> None:
         self.scene.toggle(part)
@@ -343,6 +351,7 @@ class Viewer:
     def pick(self, panel: int, point_id: int) -> str:
         """Name particle `point_id` of panel `panel` on screen (what a click does)."""
         self.picked = self.scene.describe_particle(panel, point_id)
+        self.scene.trace_particle(panel, point_id)  # and trace its path (again: untrace)
         self.scene.render()
         return self.picked
 

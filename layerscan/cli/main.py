@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "diff",
     "heatmap",
     "attention",
+    "components",
     "view",
     "export",
     "train",
