@@ -10,6 +10,7 @@ from layerscan.autoencoder.capture.hidden_states import capture
 from layerscan.geometry.build import diff_captures
 from layerscan.geometry.scene.diff_view import ARROW_TARGET, RING_COLORS, divergence_scale
 from layerscan.geometry.scene.scene import Scene, SceneOptions
+from layerscan.geometry.scene.style import FREE_AREA
 from layerscan.geometry.scene.window import Viewer
 from tests.test_pipeline import FAST, PROMPT, autoencoder_for
 
@@ -66,6 +67,13 @@ def test_the_frame_shows_which_token_changed_and_what_it_dragged(diff):
         assert drawn >= ARROW_TARGET * marks.radius * 0.99 or marks.factor == 1
         assert f"×{marks.factor:g}" in marks.note._text or marks.factor == 1
         assert "threshold" in marks.marks_label._text
+        # an aligned pair has one colour in both panels; the inserted token its own
+        rgb_a, rgb_b = (panel.token_rgb for panel in scene.panels)
+        for i, j in diff.aligned_tokens:
+            assert np.array_equal(rgb_a[i], rgb_b[j])
+        assert not (np.abs(rgb_a - rgb_b[changed_b[0]]).max(1) < 1e-9).any()
+        # the labels keep below the divergence chart
+        assert all(panel.labels.band[1] <= FREE_AREA["diff"][3] for panel in scene.panels)
     finally:
         scene.close()
 

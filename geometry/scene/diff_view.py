@@ -291,3 +291,16 @@ class _Rings:
         vtk_pts = self.mesh.GetPoints()
         vtk_to_numpy(vtk_pts.GetData())[:] = pts.reshape(-1, 3)
         vtk_pts.Modified()
+
+
+def shared_colour_slots(diff: DiffScan) -> list[tuple[np.ndarray, int]]:
+    """Colour slots of A's and of B's tokens: an aligned pair (the same token in both prompts)
+    shares one, every other token has its own (see Panel's `colour_slots`)."""
+    n_a, n_b = len(diff.a.tokens), len(diff.b.tokens)
+    pairs = np.asarray(diff.aligned_tokens, np.int64).reshape(-1, 2)
+    slots_b = np.full(n_b, -1, np.int64)
+    slots_b[pairs[:, 1]] = pairs[:, 0]
+    alone = slots_b < 0
+    slots_b[alone] = n_a + np.arange(int(alone.sum()))
+    n_colours = n_a + int(alone.sum())
+    return [(np.arange(n_a), n_colours), (slots_b, n_colours)]

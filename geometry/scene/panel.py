@@ -70,7 +70,10 @@ class Panel:
         differing: list[int] | None,
         title: str | None,
         legend: bool = True,
+        colour_slots: tuple[np.ndarray, int] | None = None,
     ) -> None:
+        """`colour_slots`: (slot of each token, number of slots) when tokens share colours
+        across panels (a diff's aligned pairs); default: one colour per token."""
         self.scan, self.opts, self.overlay = scan, opts, overlay
         renderer = plotter.renderer
         n_particles, n_tokens = scan.n_particles, len(scan.tokens)
@@ -84,16 +87,17 @@ class Panel:
             ),
             "displacement": displacement,
         }
-        # token i ↦ (i + 0.5) / n_tokens, the middle of its entry in the categorical table
-        self.token_values = ((scan.particle_tokens + 0.5) / max(n_tokens, 1)).astype(
+        slots, n_colours = colour_slots or (np.arange(n_tokens), n_tokens)
+        # token i ↦ (slot + 0.5) / n_colours, the middle of its entry in the categorical table
+        self.token_values = ((slots[scan.particle_tokens] + 0.5) / max(n_colours, 1)).astype(
             np.float32
         )  # (n_steps, n_layers+1, n_particles)
-        self.token_rgb = token_colors(n_tokens)  # (n_tokens, 3)
+        self.token_rgb = token_colors(n_colours)[slots]  # (n_tokens, 3)
         self._density: dict[int, np.ndarray] = {}
         self.cloud = pv.PolyData(np.array(first, np.float32))
         self.cloud.point_data["color"] = np.zeros(n_particles, np.float32)
         self.luts = {mode: lookup_table(mode) for mode in CONTINUOUS_MODES}
-        self.luts["token"] = token_lookup_table(n_tokens)
+        self.luts["token"] = token_lookup_table(n_colours)
         self.points_actor = plotter.add_mesh(
             self.cloud,
             scalars="color",
@@ -151,7 +155,7 @@ class Panel:
             self.labels.band = clear_band(*self.labels.band, size, viewport_px[1], bottom)
         self.places = np.zeros((0, 3))
         self.legend = None
-        if colors_by_position(n_tokens):  # too many tokens for distinct colours
+        if colors_by_position(n_colours):  # too many tokens for distinct colours
             scales = {
                 **scales,
                 "token": Scale(

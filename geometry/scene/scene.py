@@ -21,7 +21,12 @@ from layerscan.geometry.scene.bounds import check_scene_bounds
 from layerscan.geometry.scene.camera import LayerCamera
 from layerscan.geometry.scene.component_strip import BOX as STRIP_BOX
 from layerscan.geometry.scene.component_strip import component_strip
-from layerscan.geometry.scene.diff_view import DiffMarks, divergence_scale, token_colour_values
+from layerscan.geometry.scene.diff_view import (
+    DiffMarks,
+    divergence_scale,
+    shared_colour_slots,
+    token_colour_values,
+)
 from layerscan.geometry.scene.legend import Scale
 from layerscan.geometry.scene.overlays import plain_text_backend, token_label
 from layerscan.geometry.scene.panel import Panel
@@ -200,6 +205,7 @@ class Scene:
         self.plotter.render_window.SetNumberOfLayers(overlay_layer + 1)
         displacements, scales = self._displacements()
         differing = list(source.changed) if self.is_diff else [None]
+        slots = shared_colour_slots(source) if self.is_diff else [None]
         self.panels: list[Panel] = []
         self.overlays: list[vtkRenderer] = []
         for i, scan in enumerate(scans):
@@ -228,6 +234,7 @@ class Scene:
                     differing[i],
                     title,
                     legend=i == len(scans) - 1,
+                    colour_slots=slots[i],
                 )
             )
         self.chart = self.arrows = self.marks = None
@@ -236,6 +243,12 @@ class Scene:
             if self.is_diff
             else attention_arcs(self.plotter, self.overlays[0], scans[0], opts, size)
         )
+        if self.arcs is not None:  # the arcs' line goes where the pick line was, that below it
+            panel, line = self.panels[0], 1.3 * size / h
+            y = panel.pick.actor.GetPosition()[1]
+            self.arcs.caption.actor.SetPosition(0.02, y)
+            panel.pick.actor.SetPosition(0.02, y - line)
+            panel.labels.band = (panel.labels.band[0], panel.labels.band[1] - line)
         if self.is_diff:
             self._add_diff_parts(size, (w // 2, h))
         self._add_component_parts(size, (w, h))
@@ -264,8 +277,13 @@ class Scene:
         self.panels[1].sub.set("")
         self.panels[1].caption.set("")  # one caption (panel A's) explains both
         h = viewport_px[1]
-        for panel in self.panels:
-            panel.fig.actor.SetPosition(0.02, self.options.overlay_bottom + 0.16 + 2.2 * size / h)
+        fig_y = self.options.overlay_bottom + 0.16 + 2.2 * size / h
+        for panel in self.panels:  # the figures at the foot; the caption under, warning over them
+            panel.fig.actor.SetPosition(0.02, fig_y)
+            panel.caption.actor.SetPosition(0.02, fig_y - 1.1 * size / h)
+            panel.warning.actor.SetPosition(0.02, fig_y + 1.4 * size / h)
+            lo, hi = panel.labels.band  # labels stay in the free area, below the chart
+            panel.labels.band = (lo, min(hi, FREE_AREA["diff"][3]))
         _, radius = fr.bounds_of(np.concatenate([s.positions.reshape(-1, 3) for s in self.scans]))
         self.marks = DiffMarks(self, size, viewport_px, radius)
         self.chart, self.arrows = self.marks.chart, self.marks.arrows
@@ -330,8 +348,8 @@ class Scene:
         w, h = self.options.window_size
         if not self.is_diff:
             y0, y1 = clear_band(y0, y1, self.font_size, h, self.options.overlay_bottom)
-            if self.panels[0].warning._text:  # and clear of the low-R² warning line
-                y1 -= 1.3 * self.font_size / h
+            for line in (self.panels[0].warning._text, self.arcs):  # warning, arcs' line
+                y1 -= 1.3 * self.font_size / h if line else 0.0
         aspect = w / len(self.scans) / h
         half_v = np.tan(np.radians(VIEW_ANGLE) / 2) / FRAME_MARGIN
         tan_half = ((x1 - x0) * aspect * half_v, (y1 - y0) * half_v)
