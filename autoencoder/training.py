@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.plugins import TorchCheckpointIO
 
 from layerscan.autoencoder.artifact import ArtifactConfig, export_autoencoder
 from layerscan.autoencoder.config import RunConfig, TrainConfig
@@ -21,7 +22,7 @@ from layerscan.autoencoder.quiet_lightning import quiet_lightning, quiet_pytree
 from layerscan.autoencoder.reporting import epoch_line, interrupted_line, say, warn_if_weak
 from layerscan.core.errors import LayerscanError
 from layerscan.core.locks import exclusive
-from layerscan.core.outputs import check_output, check_run_folder, mark_run_folder
+from layerscan.core.outputs import atomic_path, check_output, check_run_folder, mark_run_folder
 
 
 class AutoencoderModule(pl.LightningModule):
@@ -136,6 +137,16 @@ class TrainResult(NamedTuple):
     """Held-out metrics (see `evaluation.evaluate`)."""
     report: str
     """The printable metrics table."""
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer through `atomic_path` (a temporary name renamed when
+    complete), so a full disk or a kill never leaves a truncated checkpoint: the last complete
+    one stays, and a full disk is one line."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        with atomic_path(path, kind="checkpoint") as tmp:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
 
 
 def check_checkpoint(path: Path) -> None:
@@ -260,6 +271,7 @@ def _train(
         limit_train_batches=cfg.steps_per_epoch or None,
         num_sanity_val_steps=0,
         enable_model_summary=False,
+        plugins=[AtomicCheckpointIO()],
     )
     started = time.perf_counter()
     quiet_pytree()

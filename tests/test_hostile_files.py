@@ -223,6 +223,33 @@ def test_a_full_disk_while_capturing_is_one_line(tiny_model_dirs, full_disk, cap
     assert "disk is full" in err[-1] and list(full_disk.iterdir()) == []
 
 
+def test_a_full_disk_while_saving_a_rendered_scan_is_one_line(
+    tiny_model_dirs, full_disk, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("LAYERSCAN_CACHE", str(tmp_path / "cache"))  # the first-use fit's
+    argv = ["render", "the fox", "--model", str(tiny_model_dirs["llama"]), *QUICK]
+    code = main([*argv, "-o", str(tmp_path / "o.png"), "--save-scan", str(full_disk / "s.scan")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "disk is full" in err[-1], err
+    assert list(full_disk.iterdir()) == []
+
+
+def test_a_full_disk_while_training_is_one_line_and_keeps_no_broken_checkpoint(
+    tiny_model_dirs, full_disk, tmp_path, capsys
+):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog\n\n" * 40, encoding="utf-8")
+    model = tiny_model_dirs["llama"]
+    argv = ["train", "--config", "tiny", "--corpus", str(corpus), "--no-progress"]
+    argv += ["--set", f"data.language_model={model}", "--cache-dir", str(tmp_path / "cache")]
+    code = main([*argv, "--output", str(full_disk / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "disk is full" in err[-1] and "--resume" in err[-1], err
+    assert "Traceback" not in "\n".join(err)
+    left = [p for p in full_disk.rglob("*") if p.suffix in (".ckpt", ".safetensors")]
+    assert left == []  # no checkpoint or weights file cut short
+
+
 # ---- one writer per output ------------------------------------------------------------------
 
 

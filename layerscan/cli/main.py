@@ -6,12 +6,14 @@ import argparse
 import importlib
 import re
 import sys
+import threading
 import traceback
 import warnings
 from collections.abc import Callable
 
 from layerscan import __version__
 from layerscan.core.errors import Caution, LayerscanError, Notice, Terminated
+from layerscan.core.outputs import DISK_FULL
 from layerscan.core.signals import interruptible, raise_if_pending
 from layerscan.core.startup import paused_collection
 
@@ -117,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
     Ctrl-C returns 130 and SIGTERM 143, both after removing partial outputs.
     """
+    threading.excepthook = _thread_error
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -153,10 +156,29 @@ def main(argv: list[str] | None = None) -> int:
         message = (
             str(exc)
             if isinstance(exc, LayerscanError)
-            else (f"{type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
+            else disk_full_line(exc)
+            or f"{type(exc).__name__}: {exc} (rerun with --debug for the traceback)"
         )
         print(f"layerscan: error: {message}".splitlines()[0], file=sys.stderr)
         return EXIT_USAGE
+
+
+def _thread_error(args: threading.ExceptHookArgs) -> None:
+    """A library's writer thread (TensorBoard's) that found the disk full: the main thread says
+    it in one line, so no traceback here; anything else as Python shows it."""
+    if disk_full_line(args.exc_value) is None:
+        threading.__excepthook__(args)
+
+
+def disk_full_line(exc: BaseException | None) -> str | None:
+    """The one line for a write that found no room (a library's own file, e.g. a log), or None."""
+    if not isinstance(exc, OSError) or exc.errno not in DISK_FULL:
+        return None
+    where = f"{exc.filename}: " if exc.filename else ""
+    return (
+        f"{where}the disk is full ({exc.strerror}); free some space or write elsewhere and rerun "
+        f"(a `train` run continues with --resume)"
+    )
 
 
 if __name__ == "__main__":
