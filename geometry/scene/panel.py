@@ -10,10 +10,12 @@ from vtkmodules.vtkRenderingCore import vtkRenderer
 from layerscan.geometry.scan_file import Scan, token_centroids
 from layerscan.geometry.scene import frames as fr
 from layerscan.geometry.scene.caption import caption_for, warning_for
+from layerscan.geometry.scene.chips import TokenChips
 from layerscan.geometry.scene.figures_text import figures_text
 from layerscan.geometry.scene.legend import Legend, Scale, surface_caption, text_width
+from layerscan.geometry.scene.lens_panel import LensPanel
 from layerscan.geometry.scene.meshes import surface_polydata
-from layerscan.geometry.scene.overlays import DIM, INK, Label, LensPanel, TokenChips, token_label
+from layerscan.geometry.scene.overlays import DIM, INK, Label, token_label
 from layerscan.geometry.scene.style import (
     CHIPS_TOP,
     CHIPS_TOP_TITLED,
