@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -54,6 +56,14 @@ def test_the_frame_and_the_command_say_when_the_picture_is_pca():
     scan.step_layouts = ["tokens"]
     assert caption_for(scan, everything) != FALLBACK_NOTE
     assert layout_line(scan).startswith("layout = token layout")
+
+
+def test_narrow_frames_get_the_same_figures_in_fewer_words():
+    scan = make_scan(n_layers=2, n_particles=64, n_tokens=5)
+    long, short = figures_text(scan, 0, 1), figures_text(scan, 0, 1, short=True)
+    assert len(short) < len(long)
+    numbers = lambda text: re.findall(r"\d+\.\d+", text)  # noqa: E731
+    assert numbers(short) == numbers(long)  # every figure, in the same order
 
 
 def test_chance_is_the_mean_trust_of_random_placements():

@@ -186,7 +186,7 @@ def test_overlay_shows_token_trust_beside_the_baseline(scan, scene):
     scene.update(0, 2.0)
     text = scene.panels[0].fig.actor.GetInput()
     trust, base = scan.token_trust[0, 2], scan.baseline_trust[0, 2]
-    assert f"token trust {trust:.2f} (PCA-3 {base:.2f}, chance 0.52)" in text and "R²" in text
+    assert f"trust {trust:.2f} (PCA-3 {base:.2f}, chance 0.52)" in text and "R²" in text
     assert "continuity" not in text
 
 

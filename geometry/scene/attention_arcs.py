@@ -118,6 +118,8 @@ class AttentionArcs:
         )
         self.radius = float(np.ptp(scan.positions.reshape(-1, 3), axis=0).max()) / 2 or 1.0
         self.caption = Label(overlay, MARGIN, TOP - 6.9 * size / height, int(size * 0.9), INK)
+        self.compact = False
+        """A narrow frame: the caption leaves out the pruning (top-k, mass) it uses."""
 
     def cycle_head(self) -> str:
         """Next head (after the last: the mean); returns what is shown."""
@@ -185,18 +187,23 @@ class AttentionArcs:
             ""
             if self.show_sink
             else (
-                f" · sink “{token_label(self.scan.tokens[SINK], 12)}” holds "
-                f"{100 * self.arcs.sink_share:.0f}% (halo)"
+                f" · sink “{token_label(self.scan.tokens[SINK], 12)}” "
+                f"{'' if self.compact else 'holds '}{100 * self.arcs.sink_share:.0f}%"
+                f"{'' if self.compact else ' (halo)'}"
             )
         )
         entropy = ""
         if self.head is not None:
             entropy = f" ({summary.entropy[near - 1, self.head]:.1f} bits)"
+        pruning = "" if self.compact else f" (top {self.top}, to {100 * self.mass:.0f}% per query)"
         self.caption.set(
             f"attention of block {near} · {self.head_name}{entropy}{what}: arcs show "
-            f"{100 * self.arcs.coverage:.0f}% of attention (top {self.top}, "
-            f"to {100 * self.mass:.0f}% per query){sink}"
+            f"{100 * self.arcs.coverage:.0f}% of attention{pruning}{sink}"
         )
+
+
+COMPACT_WIDTH = 1000
+"""Frames narrower than this (pixels) get the short arcs caption."""
 
 
 def attention_arcs(
@@ -213,7 +220,7 @@ def attention_arcs(
     if options.arc_head is not None and not 0 <= options.arc_head < n_heads:
         raise LayerscanError(f"--arc-head {options.arc_head}: the scan has heads 0..{n_heads - 1}")
     plotter.subplot(0, 0)
-    return AttentionArcs(
+    arcs = AttentionArcs(
         plotter,
         overlay,
         scan,
@@ -224,3 +231,5 @@ def attention_arcs(
         options.arc_sink,
         options.arc_head,
     )
+    arcs.compact = options.window_size[0] < COMPACT_WIDTH
+    return arcs

@@ -40,14 +40,19 @@ class ComponentStrip:
     """
 
     def __init__(
-        self, renderer: vtkRenderer, scan: Scan, size: int, viewport_px: tuple[int, int]
+        self,
+        renderer: vtkRenderer,
+        scan: Scan,
+        size: int,
+        viewport_px: tuple[int, int],
+        top: float = BOX[3],
     ) -> None:
         parts = scan.components
         self.scan, self.parts = scan, parts
         self.n_layers = parts.n_layers
         writes = np.concatenate([parts.attention_write.ravel(), parts.mlp_write.ravel()])
         self.scale = float(max(np.percentile(writes, SCALE_PERCENTILE), 1e-12))
-        x0, y0, x1, y1 = BOX
+        x0, y0, x1, y1 = BOX[:3] + (min(BOX[3], top),)  # below the logit lens, if any
         line = 1.35 * size / viewport_px[1]  # one text line, normalized
         self.rows_top = y1 - 2.2 * line
         self.rows_bottom = y0 + 5.3 * line
@@ -167,9 +172,15 @@ class ComponentStrip:
 
 
 def component_strip(
-    renderer: vtkRenderer, scan: Scan, opts, size: int, viewport_px: tuple[int, int]
+    renderer: vtkRenderer,
+    scan: Scan,
+    opts,
+    size: int,
+    viewport_px: tuple[int, int],
+    top: float = BOX[3],
 ) -> ComponentStrip | None:
-    """The strip of a scan made with --components (None without them, or with --no-strip)."""
+    """The strip of a scan made with --components (None without them, or with --no-strip),
+    its top at most `top` (normalized; the logit-lens panel's bottom)."""
     if scan.components is None or not getattr(opts, "show_components", True):
         return None
-    return ComponentStrip(renderer, scan, size, viewport_px)
+    return ComponentStrip(renderer, scan, size, viewport_px, top)

@@ -9,7 +9,7 @@ R2_WARNING = 0.5
 """Below this prompt-centred R² at any layer, the frame and the command warn."""
 
 
-def figures_text(scan, step: int, layer: int) -> str:
+def figures_text(scan, step: int, layer: int, short: bool = False) -> str:
     """The figures of `layer` at token-time `step` (what they mean, the PCA-3 note and the
     low-R² warning are the frame's caption and warning lines: scene/caption.py).
 
@@ -17,6 +17,7 @@ def figures_text(scan, step: int, layer: int) -> str:
         scan: a `Scan` record.
         step: token-time step (< scan.n_steps).
         layer: layer index (< scan.n_layers + 1).
+        short: the same figures in fewer words, for narrow frames.
 
     Returns:
         One line.
@@ -32,6 +33,11 @@ def figures_text(scan, step: int, layer: int) -> str:
             "baseline_correlation",
         )
     )
+    if short:
+        return (
+            f"R² {r2:.2f} · trust {trust:.2f} (PCA-3 {base_trust:.2f}, chance {chance:.2f}) · "
+            f"corr. {corr:.2f} (PCA-3 {base_corr:.2f})"
+        )
     return (
         f"autoencoder R² {r2:.2f}   token trust {trust:.2f} (PCA-3 {base_trust:.2f}, "
         f"chance {chance:.2f})   distance corr. {corr:.2f} (PCA-3 {base_corr:.2f})"

@@ -27,12 +27,16 @@ class LensPanel:
         self.row_h = LENS_ROW * size / h_px
         self.bar_w = LENS_BAR * size / w_px
         self.x_bar = x_right - self.bar_w
+        self.left = self.x_bar - 9.7 * size / w_px
+        """Normalized left edge of the panel's widest token text (what sits left keeps clear)."""
         self.y_top = y_top
         self.title = Label(renderer, x_right, y_top, size, DIM, align="right")
         self.track = Quads(renderer, CHIP, opacity=0.8)
         self.bars = Quads(renderer, ACCENT, opacity=0.9)
         rows = np.arange(top_k)
         y0 = y_top - (rows + 1.75) * self.row_h
+        self.bottom = y_top - (top_k + 1.75) * self.row_h
+        """Normalized bottom of the panel (what sits below keeps under it)."""
         self.track.set_rects(
             np.stack(
                 [np.full(top_k, self.x_bar), y0, np.full(top_k, x_right), y0 + 0.72 * self.row_h], 1

@@ -202,6 +202,11 @@ class Panel:
         self.lens = None
         if scan.lens_tokens is not None and scan.lens_probs is not None:
             self.lens = LensPanel(overlay, scan.lens_probs.shape[-1], size, viewport_px)
+        # the figures line keeps left of the lens (drawn text runs ~1.2x the measured width)
+        fig_room = (
+            room if self.lens is None else min(room, (self.lens.left - MARGIN) * viewport_px[0])
+        )
+        self._fits_figures = lambda text: 1.2 * text_width(text, int(size * 0.9)) <= fig_room
         self._color_mode = ""
         self._line_key: tuple | None = None
         self._surface_key: tuple | None = None
@@ -281,7 +286,10 @@ class Panel:
         if header is not None:
             self.head.set(header[0])
             self.sub.set(header[1])
-        self.fig.set(figures_text(scan, step, near))
+        figures = figures_text(scan, step, near)
+        if not self._fits_figures(figures):
+            figures = figures_text(scan, step, near, short=True)
+        self.fig.set(figures)
         if self.lens is not None:
             tok = n_visible - 1 if current_token is None else current_token
             tok = min(tok, len(scan.lens_tokens[near]) - 1)

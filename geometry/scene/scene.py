@@ -295,7 +295,11 @@ class Scene:
         check_trace(scan, self.options.trace)
         self.strip = None
         if not self.is_diff:
-            self.strip = component_strip(self.overlays[0], scan, self.options, size, viewport_px)
+            lens = self.panels[0].lens
+            top = 1.0 if lens is None else lens.bottom - 0.02
+            self.strip = component_strip(
+                self.overlays[0], scan, self.options, size, viewport_px, top
+            )
         self.plotter.subplot(0, 0)
         self.trace = TokenTrace(self.plotter, scan, size)
         self.trace.token = self.options.trace
