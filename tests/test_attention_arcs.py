@@ -118,7 +118,7 @@ def test_frame_draws_exactly_the_selected_arcs_and_states_their_mass():
             )
             caption = scene.arcs.caption.actor.GetInput()
             assert f"arcs show {100 * arcs.coverage:.0f}% of attention" in caption
-            assert f"holds {100 * arcs.sink_share:.0f}%" in caption
+            assert f"” {100 * arcs.sink_share:.0f}%" in caption  # narrow frame: no "holds"
         scene.update(0, 0.0)  # the embeddings: no attention yet
         assert not scene.arcs.actors[0].GetVisibility()
         pid = int(np.flatnonzero(scan.particle_tokens[0, 2] == 3)[0])
