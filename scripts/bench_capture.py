@@ -101,8 +101,11 @@ def main(argv: list[str] | None = None) -> int:
         f"embedded model, {n_tokens}-token prompt, device {loaded.device}, "
         f"{threads} torch threads, median of {args.repeats}"
     )
-    base = median.get("bare forward", 1.0)
+    base = median.get("bare forward")
     for name, value in median.items():
+        if base is None:  # --components-only: no bare forward to compare with
+            print(f"  {name:<32} {value * 1000:8.1f} ms")
+            continue
         if "default prompt" in name:
             continue
         print(f"  {name:<32} {value * 1000:8.1f} ms   {value / base:6.2f}x bare forward")
