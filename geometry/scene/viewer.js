@@ -55,14 +55,8 @@ const panels = P.map((p) => {
     strip.className = "strip";
     div.appendChild(strip);
   }
-  let radius = 0;  // half the largest extent of every layer's cloud (the halo's unit)
-  for (let k = 0; k < 3; k++) {
-    let lo = Infinity, hi = -Infinity;
-    for (let i = k; i < pos.length; i += 3) { lo = Math.min(lo, pos[i]); hi = Math.max(hi, pos[i]); }
-    radius = Math.max(radius, (hi - lo) / 2);
-  }
   return {p, div, canvas: div.querySelector("canvas"), pos, surf, disp, slot, ptok, tcol, att, comp,
-          strip, radius: radius || 1, arcs: null, labels: [], screen: [], focus: null,
+          strip, arcs: null, labels: [], screen: [], focus: null,
           pinned: p.trace ?? null, head: a ? a.head : null};
 });
 const controls = document.getElementById("ctl");
@@ -255,7 +249,12 @@ function drawArcs(g, q, places, near, w, h, fr, focus) {
     g.stroke();
   }
   if (!a.sink && n > 1) {
-    const c = places[a.sink_token], rad = q.radius * (0.03 + 0.12 * Math.sqrt(sel.sinkShare));
+    let radius = 0;  // the shown tokens' spread sizes the halo, as in the MP4
+    for (let k = 0; k < 3; k++) {
+      const v = places.map(p => p[k]);
+      radius = Math.max(radius, (Math.max(...v) - Math.min(...v)) / 2);
+    }
+    const c = places[a.sink_token], rad = (radius || 1) * (0.03 + 0.12 * Math.sqrt(sel.sinkShare));
     const s0 = project(c[0], c[1], c[2], w, h, fr), s1 = project(c[0], c[1], c[2] + rad, w, h, fr);
     g.globalAlpha = 0.35; g.fillStyle = a.sink_color;
     g.beginPath(); g.arc(s0[0], s0[1], Math.max(3, Math.hypot(s1[0] - s0[0], s1[1] - s0[1])), 0, 2 * Math.PI); g.fill();
