@@ -112,3 +112,18 @@ def test_a_diff_page_has_no_arcs_or_strip(tmp_path):
     diff = dataclasses.replace(diff, a=a)
     panels = page_data(export_html(diff, tmp_path / "d.html"))["panels"]
     assert all("attention" not in p and "components" not in p for p in panels)
+
+
+def test_export_command_takes_the_pages_flags(scan, tmp_path, capsys):
+    from layerscan.cli.main import main
+
+    scan.save(tmp_path / "a.scan")
+    out = tmp_path / "a.html"
+    flags = ["--arc-top-k", "1", "--arc-head", "1", "--trace", "2", "--no-strip"]
+    assert main(["export", str(tmp_path / "a.scan"), "-o", str(out), *flags]) == 0
+    panel = page_data(out)["panels"][0]
+    assert (panel["attention"]["top"], panel["attention"]["head"], panel["trace"]) == (1, 1, 2)
+    assert panel["components"] is None
+    bad = ["export", str(tmp_path / "a.scan"), "-o", str(tmp_path / "b.html"), "--trace", "99"]
+    assert main(bad) == 2
+    assert "--trace 99" in capsys.readouterr().err and not (tmp_path / "b.html").exists()
