@@ -172,3 +172,65 @@ def make_diff(
         cka=np.linspace(1.0, 0.7, n_layers + 1).astype(np.float32),
         displacement_cloud=disp_cloud.astype(np.float32),
     )
+
+
+def causal_attention(n_layers: int, n_heads: int, n_tokens: int, seed: int = 0):
+    """Random causal attention (rows sum to 1) with a strong first-token sink, as a record."""
+    from layerscan.autoencoder.capture.attention_record import AttentionRecord
+
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(scale=2.0, size=(n_layers, n_heads, n_tokens, n_tokens))
+    logits[..., 0] += 1.5
+    upper = np.triu_indices(n_tokens, 1)
+    logits[..., upper[0], upper[1]] = -np.inf
+    weights = np.exp(logits - logits.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)  # (n_layers, n_heads, n_tokens, n_tokens)
+    empty = np.zeros((n_layers, n_heads, n_tokens, 4), np.float16)
+    return AttentionRecord(
+        queries=empty,
+        keys=empty,
+        scaling=np.full(n_layers, 0.5, np.float32),
+        weights=weights.astype(np.float16),
+    )
+
+
+def synthetic_components(n_layers: int, n_tokens: int, n_prompt: int, seed: int = 0):
+    """Component writes that grow through the blocks, a split that sums to 1, a growing cache."""
+    from layerscan.autoencoder.capture.component_record import Components
+
+    rng = np.random.default_rng(seed)
+    attention = rng.uniform(0.5, 2.0, (n_layers, n_tokens)).astype(np.float32)
+    mlp = (attention * np.linspace(1.0, 3.0, n_layers)[:, None]).astype(np.float32)
+    split = rng.uniform(0.1, 1.0, (n_layers, n_tokens, 3)).astype(np.float32)
+    split[..., 1] *= np.arange(n_tokens) >= n_prompt  # prompt tokens attend to no generated one
+    split /= split.sum(-1, keepdims=True)
+    share = (attention / (attention + mlp)).astype(np.float32)
+    return Components(
+        attention_write=attention,
+        mlp_write=mlp,
+        update=attention + mlp,
+        attention_share=share,
+        mlp_share=1 - share,
+        attention_split=split,
+        kv_tokens=np.arange(1, n_tokens + 1, dtype=np.int64),
+        kv_bytes=np.arange(1, n_tokens + 1, dtype=np.int64) * 30_720,
+    )
+
+
+def make_activity_scan(
+    n_layers: int = 3, n_tokens: int = 7, n_prompt: int = 5, n_heads: int = 2, **kwargs
+) -> Scan:
+    """A synthetic scan made as with --attention --components (the last tokens generated)."""
+    import dataclasses
+
+    from layerscan.geometry.attention_summary import summarize
+
+    scan = make_scan(n_layers=n_layers, n_tokens=n_tokens, **kwargs)
+    scan = dataclasses.replace(
+        scan,
+        n_prompt_tokens=n_prompt,
+        attention=summarize(causal_attention(n_layers, n_heads, n_tokens)),
+        components=synthetic_components(n_layers, n_tokens, n_prompt),
+    )
+    scan.validate()
+    return scan

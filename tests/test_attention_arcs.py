@@ -186,3 +186,24 @@ def test_a_scan_of_a_capture_with_attention_carries_its_summary(tmp_path):
     expected = summarize(captured.attention)
     np.testing.assert_array_equal(scan.attention.top_keys, expected.top_keys)
     assert Scan.load(scan.save(tmp_path / "a.scan")).attention is not None
+
+
+def test_the_sink_halo_is_sized_by_the_shown_tokens():
+    """A token-time scan whose early steps spread far: the halo follows the frame's tokens."""
+    from layerscan.geometry.scene.scene import Scene, SceneOptions
+
+    scan = scan_with_attention()
+    positions = scan.positions.copy()
+    positions[:, 0] *= 50.0  # the embeddings spread 50 times wider than any later layer
+    scan = dataclasses.replace(scan, positions=positions)
+    scene = Scene(scan, SceneOptions(window_size=(480, 320)))
+    try:
+        scene.update(0, 2.0)
+        places = scene.panels[0].places[:N_TOKENS]  # (n_tokens, 3)
+        share = scene.arcs.arcs.sink_share
+        radius = np.ptp(scene.arcs.halo_mesh.points, axis=0).max() / 2
+        spread = np.ptp(places, axis=0).max() / 2
+        assert radius == pytest.approx(spread * (0.03 + 0.12 * np.sqrt(share)), rel=1e-3)
+        assert np.allclose(scene.arcs.halo_mesh.center, places[SINK], atol=1e-3 * spread)
+    finally:
+        scene.close()

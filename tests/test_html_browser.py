@@ -82,3 +82,42 @@ def test_page_shows_labels_picks_and_the_lens(browser, tmp_path):
     assert "token trust:" in head  # the caption explains the figures
     chip = browser.find_element("css selector", '.tok[data-i="3"]')
     assert "focus" in chip.get_attribute("class")
+
+
+def test_page_draws_the_arcs_and_the_strip(browser, tmp_path):
+    from layerscan.geometry.attention_summary import select_arcs
+    from layerscan.geometry.scene.component_strip import ATTENTION_COLOR, MLP_COLOR
+    from tests.synthetic_scan import make_activity_scan
+
+    scan = make_activity_scan(n_layers=3, n_tokens=7, n_particles=210)
+    page = export_html(scan, tmp_path / "scan.html")
+    browser.get(page.resolve().as_uri())
+    browser.execute_script("window.layerscan.show(2)")
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, errors
+    arcs = select_arcs(scan.attention, 1, None, 7)
+    drawn = browser.execute_script("return window.layerscan.panels[0].arcs.arcs")
+    assert [(q, k) for q, k, _ in drawn] == list(zip(arcs.queries, arcs.keys, strict=True))
+    head = browser.find_element("css selector", ".head").text
+    assert f"arcs show {100 * arcs.coverage:.0f}% of attention" in head
+    assert f"holds {100 * arcs.sink_share:.0f}% (halo)" in head
+    image = screenshot(browser).astype(int)
+    strip = browser.find_element("css selector", ".strip").rect
+    x0, y0 = int(strip["x"]), int(strip["y"])
+    inside = image[y0 : y0 + int(strip["height"]), x0 : x0 + int(strip["width"])]
+    cloud = image[:, : x0 - 10]
+    for rgb, where in ((ATTENTION_COLOR, inside), (MLP_COLOR, inside)):
+        close = np.abs(where - np.round(np.asarray(rgb) * 255)).max(-1) <= 6
+        assert close.sum() > 200, rgb  # the bars are drawn in the strip
+    arc = np.abs(cloud - np.array([255, 190, 90])).max(-1) <= 40
+    assert arc.sum() > 50  # arcs on the canvas
+    title = browser.execute_script("return window.layerscan.panels[0].stripToken")
+    assert title == 6  # the last token, when nothing is picked
+    browser.execute_script("window.layerscan.pick(0, 3)")
+    assert browser.execute_script("return window.layerscan.panels[0].stripToken") == 3
+    picked = browser.execute_script("return window.layerscan.panels[0].arcs.arcs")
+    assert picked and all(3 in (q, k) for q, k, _ in picked)
+    browser.find_element("id", "arcs").click()
+    browser.execute_script("window.layerscan.show(2)")
+    assert browser.execute_script("return window.layerscan.panels[0].arcs") is None
+    assert "arcs show" not in browser.find_element("css selector", ".head").text

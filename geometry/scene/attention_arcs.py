@@ -116,7 +116,6 @@ class AttentionArcs:
             name="sink",
             show_scalar_bar=False,
         )
-        self.radius = float(np.ptp(scan.positions.reshape(-1, 3), axis=0).max()) / 2 or 1.0
         self.caption = Label(overlay, MARGIN, TOP - 6.9 * size / height, int(size * 0.9), INK)
         self.compact = False
         """A narrow frame: the caption leaves out the pruning (top-k, mass) it uses."""
@@ -170,7 +169,10 @@ class AttentionArcs:
         self.halo.SetVisibility(show and not self.show_sink and n_visible > 1)
         if show and n_visible > 1:
             share = self.arcs.sink_share
-            r = self.radius * (0.03 + 0.12 * np.sqrt(share))
+            # sized by the shown tokens' spread: the whole scan's (every step and layer) can
+            # be many times the frame's, and the halo would cover it
+            radius = float(np.ptp(places[:n_visible], axis=0).max()) / 2 or 1.0
+            r = radius * (0.03 + 0.12 * np.sqrt(share))
             self.halo_mesh.points = (self.halo_unit * r + places[SINK]).astype(np.float32)
         self.caption.set_visible(overlays and self.visible)
         if not (overlays and self.visible):

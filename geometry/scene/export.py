@@ -6,6 +6,7 @@ import base64
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,6 +19,9 @@ from layerscan.geometry.scene.caption import caption_for, warning_for
 from layerscan.geometry.scene.mesh_bytes import encode_mesh
 from layerscan.geometry.scene.placement import importance
 from layerscan.geometry.scene.style import colors_by_position, token_colors
+
+if TYPE_CHECKING:
+    from layerscan.geometry.scene.scene import SceneOptions
 
 MESH_FORMATS = ("vtp", "vtk", "ply")
 HTML_SUFFIXES = (".html", ".htm")
@@ -196,17 +200,29 @@ def _panel_data(scan: Scan, step: int, displacement: np.ndarray | None, max_face
     return panel
 
 
-def export_html(source: Scan | DiffScan, path: str | os.PathLike, max_faces: int = 300_000) -> Path:
+def export_html(
+    source: Scan | DiffScan,
+    path: str | os.PathLike,
+    max_faces: int = 300_000,
+    options: SceneOptions | None = None,
+) -> Path:
     """Write a single self-contained HTML page that plays the scan in a browser, offline.
 
     The page carries its data (base64 float32) and a small canvas viewer inline: no script,
-    style or font is fetched from anywhere.
+    style or font is fetched from anywhere. A single scan made with --attention gets its arcs
+    (pruned as in the MP4), one made with --components the component strip.
 
     Args:
         source: a scan or a diff scan (two panels, one camera).
         path: the .html file to write.
         max_faces: surfaces are left out when they hold more triangles than this in all.
+        options: the scene options the arcs, strip and trace follow (default: SceneOptions()).
     """
+    from layerscan.geometry.scene.html_overlays import attention_data, components_data
+    from layerscan.geometry.scene.scene import SceneOptions
+    from layerscan.geometry.scene.token_trace import check_trace
+
+    options = SceneOptions() if options is None else options
     path = Path(path)
     if path.suffix.lower() not in HTML_SUFFIXES:
         raise LayerscanError(f"{path}: an HTML export needs a .html file name")
@@ -224,6 +240,10 @@ def export_html(source: Scan | DiffScan, path: str | os.PathLike, max_faces: int
         }
     else:
         panels = [_panel_data(source, source.n_steps - 1, None, max_faces)]
+        check_trace(source, options.trace)
+        panels[0]["attention"] = attention_data(source, options)
+        panels[0]["components"] = components_data(source, options)
+        panels[0]["trace"] = options.trace
         extra = {}
     data = {
         "model_id": (source.a if isinstance(source, DiffScan) else source).model_id,

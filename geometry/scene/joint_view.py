@@ -166,11 +166,13 @@ def render_joint(
             _camera(plotter, view.positions[:, h])
         if n_heads > 1:
             plotter.subplot(0, 0)
-            caption = plotter.add_text(
+            caption = plotter.add_text(  # fixed-size text: a corner annotation shrinks it
                 f"block {view.blocks[0]} · every head · {token_label(view.model_id, 40)}\n"
-                f"● queries ■ keys, colour = position; ρ: weight vs 3D distance (negative = good)",
-                position="lower_left",
-                font_size=9,
+                f"● queries ■ keys, colour = position\n"
+                f"ρ: weight vs 3D distance (negative = good)",
+                position=(0.012, 0.015),
+                viewport=True,
+                font_size=5,
                 color="#b0b8c8",
             )
             use_font(caption.GetTextProperty())

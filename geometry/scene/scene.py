@@ -301,8 +301,10 @@ class Scene:
                 self.overlays[0], scan, self.options, size, viewport_px, top
             )
         self.plotter.subplot(0, 0)
-        self.trace = TokenTrace(self.plotter, scan, size)
+        self.trace = TokenTrace(self.plotter, scan, size, self.panels[0].labels, self.overlays[0])
         self.trace.token = self.options.trace
+        if self.strip is not None:
+            self.trace.right_edge = STRIP_BOX[0] - 0.005
 
     @property
     def n_layers(self) -> int:

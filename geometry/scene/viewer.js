@@ -46,9 +46,38 @@ const panels = P.map((p) => {
   div.querySelector(".tokens").innerHTML = p.tokens.map((t, i) =>
     `<span class="tok${diff.includes(i) ? " diff" : ""}" data-i="${i}" style="background:${tcol[i]};color:${ink(tcol[i])}">${esc(vis(t))}</span>`).join("");
   div.querySelector(".key").textContent = p.colour_key;
-  return {p, div, canvas: div.querySelector("canvas"), pos, surf, disp, slot, ptok, tcol,
-          labels: [], screen: [], focus: null, pinned: null};
+  const a = p.attention, c = p.components;
+  const att = a && {...a, keys: i32(a.keys), weights: f32(a.weights)};
+  const comp = c && {...c, attention: f32(c.attention), mlp: f32(c.mlp), split: f32(c.split)};
+  let strip = null;
+  if (comp) {
+    strip = document.createElement("canvas");
+    strip.className = "strip";
+    div.appendChild(strip);
+  }
+  return {p, div, canvas: div.querySelector("canvas"), pos, surf, disp, slot, ptok, tcol, att, comp,
+          strip, arcs: null, labels: [], screen: [], focus: null,
+          pinned: p.trace ?? null, head: a ? a.head : null};
 });
+const controls = document.getElementById("ctl");
+function control(html) {
+  const label = document.createElement("label");
+  label.innerHTML = html;
+  controls.appendChild(label);
+  return label;
+}
+const withArcs = panels.some(q => q.att), withStrip = panels.some(q => q.comp);
+const arcsBox = withArcs ? control(`<input id="arcs" type="checkbox" checked> arcs`) : null;
+const stripBox = withStrip ? control(`<input id="strip" type="checkbox" checked> strip`) : null;
+if (withArcs) {
+  const a = panels.find(q => q.att).att, heads = document.createElement("select");
+  heads.id = "head";
+  const names = a.all_heads ? ["mean", ...Array.from({length: a.n_heads}, (_, i) => i)] : ["mean"];
+  heads.innerHTML = names.map(n => `<option value="${n}"${n === (a.head ?? "mean") ? " selected" : ""}>${n === "mean" ? "mean of heads" : "head " + n}</option>`).join("");
+  heads.onchange = () => { const v = parseInt(heads.value, 10); for (const q of panels) q.head = Number.isInteger(v) ? v : null; };
+  controls.appendChild(heads);
+}
+function checked(box) { return !box || box.querySelector("input").checked !== false; }
 
 let layer = 0, playing = true, az = 0.6, el = 0.38, zoom = 1, last = performance.now();
 const slider = document.getElementById("slider");
@@ -169,13 +198,156 @@ function placeLabels(g, q, near, w, h, dpr) {
   q.labels = shown;
 }
 
+// --- attention arcs: the scan's top keys, pruned as geometry/attention_summary.py does -------
+// Per query, its keys by weight: itself and (unless `sink`) the first token skipped; the rest
+// drawn while fewer than `top` are drawn and the query's drawn mass is below `mass`.
+function selectArcs(a, block, head, nVisible, token) {
+  const [, C, T, K] = a.shape, column = head === null ? C - 1 : head, base = (block * C + column) * T * K;
+  const arcs = [];
+  let drawn = 0, sink = 0;
+  for (let q = 0; q < nVisible; q++) {
+    let rank = 0, before = 0;
+    for (let j = 0; j < K; j++) {
+      const k = a.keys[base + q * K + j], w = a.weights[base + q * K + j];
+      if (q >= 1 && k === a.sink_token) sink += w;
+      if (k < 0 || k >= nVisible || k === q || (!a.sink && k === a.sink_token)) continue;
+      if (token !== null && q !== token && k !== token) continue;
+      if (rank < a.top && before < a.mass) { arcs.push([q, k, w]); drawn += w; }
+      rank++; before += w;
+    }
+  }
+  return {arcs, coverage: drawn / Math.max(nVisible, 1), sinkShare: sink / Math.max(nVisible - 1, 1)};
+}
+// A quadratic Bézier from a to b, bowed sideways from the vertical (attention_arcs.arc_points).
+function arcPath(a, b, lift) {
+  const ch = [0, 1, 2].map(k => b[k] - a[k]), len = Math.hypot(...ch) || 1e-9, u = ch.map(v => v / len);
+  let side = [-u[2] * u[0], -u[2] * u[1], 1 - u[2] * u[2]];
+  let n = Math.hypot(...side);
+  if (n < 1e-6) { side = [1, 0, 0]; n = 1; }
+  const ctl = [0, 1, 2].map(k => (a[k] + b[k]) / 2 + lift * len * side[k] / n), out = [];
+  for (let i = 0; i <= 16; i++) {
+    const t = i / 16;
+    out.push([0, 1, 2].map(k => (1 - t) ** 2 * a[k] + 2 * t * (1 - t) * ctl[k] + t * t * b[k]));
+  }
+  return out;
+}
+function drawArcs(g, q, places, near, w, h, fr, focus) {
+  const a = q.att, n = q.p.tokens.length;
+  if (!a || !checked(arcsBox) || near < 1) { q.arcs = null; return ""; }
+  const sel = selectArcs(a, near - 1, a.all_heads ? q.head : null, n, focus);
+  q.arcs = sel;
+  const scale = h / 720, [r, gg, b] = a.color;
+  for (const [qi, ki, wt] of sel.arcs) {
+    const bin = a.width_bins.filter(([low]) => wt >= low).pop();
+    g.strokeStyle = `rgba(${r},${gg},${b},${(0.45 + 0.55 * Math.min(1, wt / 0.5)).toFixed(3)})`;
+    g.lineWidth = bin[1] * scale;
+    g.beginPath();
+    arcPath(places[qi], places[ki], a.lift).forEach((p, i) => {
+      const s = project(p[0], p[1], p[2], w, h, fr);
+      i ? g.lineTo(s[0], s[1]) : g.moveTo(s[0], s[1]);
+    });
+    g.stroke();
+  }
+  if (!a.sink && n > 1) {
+    let radius = 0;  // the shown tokens' spread sizes the halo, as in the MP4
+    for (let k = 0; k < 3; k++) {
+      const v = places.map(p => p[k]);
+      radius = Math.max(radius, (Math.max(...v) - Math.min(...v)) / 2);
+    }
+    const c = places[a.sink_token], rad = (radius || 1) * (0.03 + 0.12 * Math.sqrt(sel.sinkShare));
+    const s0 = project(c[0], c[1], c[2], w, h, fr), s1 = project(c[0], c[1], c[2] + rad, w, h, fr);
+    g.globalAlpha = 0.35; g.fillStyle = a.sink_color;
+    g.beginPath(); g.arc(s0[0], s0[1], Math.max(3, Math.hypot(s1[0] - s0[0], s1[1] - s0[1])), 0, 2 * Math.PI); g.fill();
+    g.globalAlpha = 1;
+  }
+  const head = a.all_heads && q.head !== null ? `head ${q.head} (${a.entropy[near - 1][q.head].toFixed(1)} bits)` : `mean of ${a.n_heads} heads`;
+  const what = focus === null ? "" : ` from and to “${esc(cut(vis(q.p.tokens[focus]), 16))}”`;
+  const sink = a.sink ? "" : ` · sink “${esc(cut(vis(q.p.tokens[a.sink_token]), 12))}” holds ${(100 * sel.sinkShare).toFixed(0)}% (halo)`;
+  return `attention of block ${near} · ${head}${what}: arcs show ${(100 * sel.coverage).toFixed(0)}% of attention ` +
+    `(top ${a.top}, to ${(100 * a.mass).toFixed(0)}% per query)${sink}`;
+}
+// The traced (picked) token's path through the layers up to the one on show.
+function drawTrace(g, q, token, layerAt, w, h, fr) {
+  const pts = [];
+  for (let l = 0; l <= Math.ceil(layerAt); l++) {
+    const P = q.pos.subarray(l * N * 3, (l + 1) * N * 3), c = [0, 0, 0];
+    let m = 0;
+    for (let i = 0; i < N; i++) if (q.ptok[l * N + i] === token) { c[0] += P[3 * i]; c[1] += P[3 * i + 1]; c[2] += P[3 * i + 2]; m++; }
+    if (m) pts.push(c.map(v => v / m));
+  }
+  if (pts.length > 1 && layerAt < pts.length - 1) {  // the head of the path moves with layer-time
+    const t = layerAt - Math.floor(layerAt), a = pts[pts.length - 2], b = pts[pts.length - 1];
+    pts[pts.length - 1] = a.map((v, k) => v + (b[k] - v) * t);
+  }
+  g.strokeStyle = "#ffc740"; g.lineWidth = 3 * h / 720;
+  g.beginPath();
+  pts.forEach((p, i) => { const s = project(p[0], p[1], p[2], w, h, fr); i ? g.lineTo(s[0], s[1]) : g.moveTo(s[0], s[1]); });
+  g.stroke();
+  q.tracePoints = pts.length;
+}
+// --- the component strip: one row per block, the token's attention and MLP writes ----------
+function drawStrip(q, token, near) {
+  const c = q.comp, cv = q.strip, on = checked(stripBox);
+  cv.style.display = on ? "block" : "none";
+  if (!on) { q.stripToken = null; return; }
+  const dpr = window.devicePixelRatio || 1, w = cv.clientWidth * dpr, h = cv.clientHeight * dpr;
+  if (cv.width !== w || cv.height !== h) { cv.width = w; cv.height = h; }
+  const g = cv.getContext("2d"), L = c.n_layers, T = c.n_tokens, font = Math.round(11 * dpr);
+  token = Math.max(0, Math.min(T - 1, token));
+  q.stripToken = token;
+  g.fillStyle = "rgba(51,61,79,0.6)"; g.fillRect(0, 0, w, h);
+  g.font = `${font}px system-ui,sans-serif`; g.textBaseline = "top"; g.textAlign = "left";
+  const kind = token >= c.n_prompt ? "generated" : "prompt", pad = 6 * dpr, line = 1.4 * font;
+  g.fillStyle = "#eef0f4";
+  g.fillText(`${token === q.pinned ? "traced" : "token"} #${token} “${cut(vis(q.p.tokens[token]), 14)}” (${kind})`, pad, pad);
+  let prompt = 0, generated = 0;
+  for (let l = 0; l < L; l++) { prompt += c.split[(l * T + token) * 3] / L; generated += c.split[(l * T + token) * 3 + 1] / L; }
+  const notes = [];
+  for (const [t, col] of [[c.units, "#8c93a1"], ["attends: grey prompt, green generated, pink itself (mean over heads)", "#8c93a1"],
+                          [c.kv[token], "#eef0f4"], [`attends prompt ${(100 * prompt).toFixed(0)}% · generated ${(100 * generated).toFixed(0)}%`, "#eef0f4"]]) {
+    let row = "";
+    for (const word of t.split(" ")) {  // wrapped to the strip's width
+      if (row && g.measureText(row + " " + word).width > w - 2 * pad) { notes.push([row, col]); row = word; } else row = row ? row + " " + word : word;
+    }
+    notes.push([row, col]);
+  }
+  const top = pad + 2.4 * line, bottom = h - 1.5 * pad - notes.length * line, rowH = (bottom - top) / L;
+  const labelW = 0.14 * w, cols = [[labelW, 0.47 * w], [0.50 * w, 0.80 * w], [0.84 * w, w - pad]];
+  g.textAlign = "center";
+  [["attention", c.colors.attention], ["MLP", c.colors.mlp], ["attends", "#8c93a1"]].forEach(([t, col], i) => {
+    g.fillStyle = col; g.fillText(t, (cols[i][0] + cols[i][1]) / 2, top - 1.2 * line);
+  });
+  const y = l => bottom - (l + 1) * rowH;  // block l+1's row top; block 1 at the bottom
+  if (near >= 1) { g.fillStyle = "rgba(255,199,64,0.25)"; g.fillRect(0, y(near - 1), w, rowH); }
+  const every = Math.max(1, Math.ceil(L / 10));
+  g.textAlign = "right"; g.textBaseline = "middle"; g.font = `${Math.round(9 * dpr)}px system-ui,sans-serif`;
+  for (let l = 0; l < L; l++) {
+    const y0 = y(l) + 0.12 * rowH, bh = 0.76 * rowH;
+    [[c.attention, c.colors.attention, cols[0]], [c.mlp, c.colors.mlp, cols[1]]].forEach(([v, col, [x0, x1]]) => {
+      const value = v[l * T + token], frac = Math.min(1, value / c.scale);
+      g.fillStyle = col; g.fillRect(x0, y0, (x1 - x0) * frac, bh);
+      if (value > c.scale) { g.fillStyle = "#eef0f4"; g.fillRect(x1 - 2 * dpr, y0, 2 * dpr, bh); }
+    });
+    let x = cols[2][0];
+    for (let part = 0; part < 3; part++) {
+      const dx = (cols[2][1] - cols[2][0]) * c.split[(l * T + token) * 3 + part];
+      g.fillStyle = c.colors.split[part]; g.fillRect(x, y0, dx, bh); x += dx;
+    }
+    if ((l + 1) % every === 0 || l === 0 || l === L - 1) { g.fillStyle = "#8c93a1"; g.fillText(String(l + 1), labelW - 3 * dpr, y0 + bh / 2); }
+  }
+  g.font = `${font}px system-ui,sans-serif`; g.textAlign = "left"; g.textBaseline = "top";
+  notes.forEach(([t, col], i) => { g.fillStyle = col; g.fillText(t, pad, bottom + pad + i * line); });
+}
+
 function draw(q) {
-  const c = q.canvas, dpr = window.devicePixelRatio || 1, w = c.clientWidth * dpr, h = c.clientHeight * dpr;
+  const c = q.canvas, dpr = window.devicePixelRatio || 1, h = c.clientHeight * dpr;
+  let w = c.clientWidth * dpr;
   if (c.width !== w || c.height !== h) { c.width = w; c.height = h; }
   const g = c.getContext("2d");
   g.fillStyle = "#0e1117"; g.fillRect(0, 0, w, h);
   const lo = Math.floor(layer), hi = Math.min(NL - 1, lo + 1), t = ease(layer - lo), near = t < 0.5 ? lo : hi;
   const fr = framing(q, lo, hi, t);
+  if (q.strip && checked(stripBox)) w = Math.round(w * 0.76);  // the cloud keeps left of the strip
   if (q.surf && document.getElementById("surf").checked) {
     const s = q.surf[near];
     g.fillStyle = "rgba(95,179,217,0.07)";
@@ -189,11 +361,14 @@ function draw(q) {
     }
   }
   const A = q.pos.subarray(lo * N * 3, (lo + 1) * N * 3), B = q.pos.subarray(hi * N * 3, (hi + 1) * N * 3), pts = [];
+  const nt = q.p.tokens.length, places = Array.from({length: nt}, () => [0, 0, 0]), count = new Int32Array(nt);
   for (let i = 0; i < N; i++) {
     const x = A[3 * i] + (B[3 * i] - A[3 * i]) * t, y = A[3 * i + 1] + (B[3 * i + 1] - A[3 * i + 1]) * t;
-    const z = A[3 * i + 2] + (B[3 * i + 2] - A[3 * i + 2]) * t;
+    const z = A[3 * i + 2] + (B[3 * i + 2] - A[3 * i + 2]) * t, k = q.ptok[near * N + i];
     pts.push([...project(x, y, z, w, h, fr), i]);
+    places[k][0] += x; places[k][1] += y; places[k][2] += z; count[k]++;
   }
+  places.forEach((p, k) => { if (count[k]) for (let j = 0; j < 3; j++) p[j] /= count[k]; });
   pts.sort((a, b) => a[2] - b[2]);
   q.screen = pts;
   const r = Math.max(1.5, 2.6 * dpr * zoom), focus = q.focus ?? q.pinned;
@@ -204,14 +379,18 @@ function draw(q) {
     const big = focus !== null && k === focus ? 1.6 : 1;
     g.fillRect(x - r * big, y - r * big, 2 * r * big, 2 * r * big);
   }
+  const arcsLine = drawArcs(g, q, places, near, w, h, fr, focus);
+  if (q.pinned !== null) drawTrace(g, q, q.pinned, layer, w, h, fr);
   if (document.getElementById("labels").checked) placeLabels(g, q, near, w, h, dpr); else q.labels = [];
+  if (q.comp) drawStrip(q, focus ?? q.p.tokens.length - 1, near);
   const m = q.p.metrics, lensTok = focus ?? q.p.tokens.length - 1;
   const pick = focus === null ? "" : `<br><span class="pick">token ${focus} “${esc(vis(q.p.tokens[focus]))}”, layer ${near}</span>`;
   q.div.querySelector(".head").innerHTML = `<b>layer ${near} / ${NL - 1}</b><br><span class="dim">${esc(q.p.layer_names[near])} · ${esc(DATA.model_id)}<br>` +
     `autoencoder R² ${m.reconstruction_r2[near].toFixed(2)} · token trust ${m.token_trust[near].toFixed(2)} (PCA-3 ${m.baseline_trust[near].toFixed(2)}) · ` +
     `distance corr. ${m.distance_correlation[near].toFixed(2)} (PCA-3 ${m.baseline_correlation[near].toFixed(2)})</span>` +
     `<br><span class="dim small caption">${esc(q.p.caption)}</span>` +
-    (q.p.warning ? `<br><span class="warn">${esc(q.p.warning)}</span>` : "") + pick;
+    (q.p.warning ? `<br><span class="warn">${esc(q.p.warning)}</span>` : "") +
+    (arcsLine ? `<br><span class="small arcs">${arcsLine}</span>` : "") + pick;
   const lens = q.p.lens && q.p.lens[near][lensTok];
   const lensDiv = q.div.querySelector(".lens");
   lensDiv.innerHTML = !q.p.lens ? "" : !lens || !lens.length
@@ -245,5 +424,6 @@ window.layerscan = {
   panels,
   show(l) { layer = Math.max(0, Math.min(NL - 1, l)); setPlaying(false); panels.forEach(draw); },
   pick(panel, token) { panels[panel].pinned = token; panels.forEach(draw); },
+  arcs(panel, block, head, token) { const q = panels[panel]; return selectArcs(q.att, block, head, q.p.tokens.length, token); },
 };
 requestAnimationFrame(frame);

@@ -30,6 +30,32 @@ def add_format_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+PAGE_FIELDS = (
+    "show_attention",
+    "arc_top_k",
+    "arc_mass",
+    "arc_head",
+    "arc_sink",
+    "show_components",
+    "trace",
+)
+"""The SceneOptions the HTML page follows: its arcs, strip and trace."""
+
+
+@lazy_group
+def add_page_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arcs', strip's and trace's flags (SceneOptions), for the HTML page."""
+    from layerscan.cli.options import add_options
+    from layerscan.geometry.scene.scene import SceneOptions
+
+    add_options(
+        parser,
+        SceneOptions,
+        "HTML page (scans made with --attention, --components)",
+        only=PAGE_FIELDS,
+    )
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "export",
@@ -52,6 +78,7 @@ def register(subparsers) -> None:
     add_prompt_argument(parser)
     parser.add_argument("--diff", action="store_true", help="export a diff of two prompts")
     add_format_argument(parser)
+    add_page_arguments(parser)
     add_scan_arguments(parser)
     parser.set_defaults(run=run)
 
@@ -79,7 +106,10 @@ def run(args: argparse.Namespace) -> int:
         text, is_prompt = source_and_kind(args, args.source[0] if args.source else None)
         source = load_or_scan(flags, text, prompt=is_prompt)
     if kind == "html":
-        path = export_html(source, args.output)
+        from layerscan.cli.options import options_from_args
+        from layerscan.geometry.scene.scene import SceneOptions
+
+        path = export_html(source, args.output, options=options_from_args(SceneOptions, args))
     else:
         path = export_meshes(source, args.output, args.format, overwrite=args.overwrite)
     print(f"wrote {path}")
