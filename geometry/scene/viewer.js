@@ -18,12 +18,14 @@ function ink(hex) {
 }
 const P = DATA.panels, NL = P[0].layer_names.length, N = P[0].n_particles;
 const TURBO = [[48,18,59],[70,107,227],[40,187,236],[49,242,153],[162,252,60],[237,208,58],[251,128,34],[210,49,5],[122,4,3]];
-const PLASMA = [[70,3,159],[114,1,168],[156,23,158],[189,55,134],[216,87,107],[237,121,83],[251,159,58],[253,202,38],[240,249,33]];
 function cmap(t, m) {
   t = Math.min(1, Math.max(0, t)) * (m.length - 1);
   const i = Math.min(m.length - 2, Math.floor(t)), f = t - i, a = m[i], b = m[i + 1];
   return `rgb(${a[0] + (b[0] - a[0]) * f | 0},${a[1] + (b[1] - a[1]) * f | 0},${a[2] + (b[2] - a[2]) * f | 0})`;
 }
+// A diff colours each token by its hidden-state divergence (the MP4 frame's colour bar and map)
+// and rings its changed tokens (substituted, only in B: appears, only in A: vanishes).
+const BAR = DATA.colour_bar || null, RINGS = DATA.ring_colors || {};
 const LABEL_LIMIT = 12, MAX_LABELS = 60, GAP = 3;
 
 const panels = P.map((p) => {
@@ -33,7 +35,8 @@ const panels = P.map((p) => {
   document.getElementById("row").appendChild(div);
   const pos = f32(p.positions);
   const surf = p.surfaces && p.surfaces.map(s => ({v: f32(s.v), f: i32(s.f)}));
-  const disp = p.displacement ? f32(p.displacement) : null;
+  const tdiv = p.token_divergence ? f32(p.token_divergence) : null, T = p.tokens.length;
+  const changed = new Map(p.changed || []);
   const ptok = i32(p.particle_tokens), tcol = p.token_colors;
   const first = pos.subarray(0, N * 3);
   let mx = 0, my = 0;
@@ -42,11 +45,18 @@ const panels = P.map((p) => {
   for (let i = 0; i < N; i++) order.push([first[3 * i] - mx / N + 0.5 * (first[3 * i + 1] - my / N), i]);
   order.sort((a, b) => a[0] - b[0]);
   order.forEach((e, r) => slot[e[1]] = r / (N - 1));
-  const diff = DATA.differing_tokens || [];
-  div.querySelector(".tokens").innerHTML = p.tokens.map((t, i) =>
-    `<span class="tok${diff.includes(i) ? " diff" : ""}" data-i="${i}" style="background:${tcol[i]};color:${ink(tcol[i])}">${esc(vis(t))}</span>`).join("");
-  div.querySelector(".key").textContent = p.colour_key;
-  return {p, div, canvas: div.querySelector("canvas"), pos, surf, disp, slot, ptok, tcol,
+  div.querySelector(".tokens").innerHTML = p.tokens.map((t, i) => {
+    const ring = changed.has(i) ? `;outline:2px solid ${RINGS[changed.get(i)]}` : "";
+    return `<span class="tok${changed.has(i) ? " diff" : ""}" data-i="${i}" style="background:${tcol[i]};color:${ink(tcol[i])}${ring}">${esc(vis(t))}</span>`;
+  }).join("");
+  const key = div.querySelector(".key");
+  key.textContent = p.colour_key;
+  if (BAR) {
+    const stops = BAR.palette.map(c => `rgb(${c})`).join(",");
+    key.innerHTML = `${esc(p.colour_key)}<br>0 <span class="cbar" style="background:linear-gradient(90deg,${stops})"></span> ${BAR.top} ${esc(BAR.title)}` +
+      `<br>rings: <b style="color:${RINGS.changed}">changed</b> · <b style="color:${RINGS.appears}">only in B (appears)</b> · <b style="color:${RINGS.vanishes}">only in A (vanishes)</b>`;
+  }
+  return {p, div, canvas: div.querySelector("canvas"), pos, surf, tdiv, T, changed, slot, ptok, tcol,
           labels: [], screen: [], focus: null, pinned: null};
 });
 
@@ -54,6 +64,7 @@ let layer = 0, playing = true, az = 0.6, el = 0.38, zoom = 1, last = performance
 const slider = document.getElementById("slider");
 slider.max = NL - 1;
 const mode = document.getElementById("mode");
+if (BAR) { mode.innerHTML = "<option>divergence</option>" + mode.innerHTML; mode.value = "divergence"; }
 const playButton = document.getElementById("play");
 function setPlaying(on) {
   playing = on;
@@ -169,6 +180,21 @@ function placeLabels(g, q, near, w, h, dpr) {
   q.labels = shown;
 }
 
+// A ring around each changed token's particles, in its kind's colour.
+function rings(g, q, near, dpr) {
+  const sx = new Map(), sy = new Map(), cnt = new Map();
+  for (const [x, y, , i] of q.screen) {
+    const k = q.ptok[near * N + i];
+    if (!q.changed.has(k)) continue;
+    sx.set(k, (sx.get(k) || 0) + x); sy.set(k, (sy.get(k) || 0) + y); cnt.set(k, (cnt.get(k) || 0) + 1);
+  }
+  g.lineWidth = 2.5 * dpr;
+  for (const [k, n] of cnt) {
+    g.strokeStyle = RINGS[q.changed.get(k)] || "#ffffff";
+    g.beginPath(); g.arc(sx.get(k) / n, sy.get(k) / n, 11 * dpr * Math.sqrt(zoom), 0, 2 * Math.PI); g.stroke();
+  }
+}
+
 function draw(q) {
   const c = q.canvas, dpr = window.devicePixelRatio || 1, w = c.clientWidth * dpr, h = c.clientHeight * dpr;
   if (c.width !== w || c.height !== h) { c.width = w; c.height = h; }
@@ -200,10 +226,11 @@ function draw(q) {
   for (const [x, y, , i] of pts) {
     const k = q.ptok[near * N + i];
     g.fillStyle = mode.value === "token" ? q.tcol[k]
-      : mode.value === "displacement" && q.disp ? cmap(q.disp[near * N + i], PLASMA) : cmap(q.slot[i], TURBO);
+      : mode.value === "divergence" && q.tdiv ? cmap(q.tdiv[near * q.T + k], BAR.palette) : cmap(q.slot[i], TURBO);
     const big = focus !== null && k === focus ? 1.6 : 1;
     g.fillRect(x - r * big, y - r * big, 2 * r * big, 2 * r * big);
   }
+  if (q.changed.size) rings(g, q, near, dpr);
   if (document.getElementById("labels").checked) placeLabels(g, q, near, w, h, dpr); else q.labels = [];
   const m = q.p.metrics, lensTok = focus ?? q.p.tokens.length - 1;
   const pick = focus === null ? "" : `<br><span class="pick">token ${focus} “${esc(vis(q.p.tokens[focus]))}”, layer ${near}</span>`;
