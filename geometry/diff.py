@@ -11,7 +11,7 @@ from scipy.linalg import orthogonal_procrustes
 
 from layerscan.geometry.faithfulness import distance_correlation, token_k, trustworthiness
 from layerscan.geometry.scan_file import diverges  # noqa: F401 - re-exported for callers
-from layerscan.geometry.token_layout import TokenLayout, aligned_pca, grouped_positions
+from layerscan.geometry.token_layout import TokenLayout, grouped_positions
 
 LAYER_RADIUS = 5.0
 """Mean distance of a layer's token places from their centre in the shared space."""
@@ -84,7 +84,7 @@ def shared_space(
     index_a, index_b, own_b = distinct_tokens(n_a, n_b, shared_pairs)
     states = np.concatenate([hidden_a, hidden_b[:, own_b]], 1)  # (n_layers+1, n_distinct, d)
     places = layout.fit(states).embedding_.astype(np.float64)  # (n_layers+1, n_distinct, 3)
-    pca = aligned_pca(states)  # (n_layers+1, n_distinct, 3) the joint baseline
+    pca = layout.start_.copy()  # (n_layers+1, n_distinct, 3) the joint baseline: aligned PCA-3
     sides = ((hidden_a, index_a), (hidden_b, index_b))
     base = [side_figures(h, pca[:, i]) for h, i in sides]
     mine = [side_figures(h, places[:, i]) for h, i in sides]

@@ -65,10 +65,9 @@ def trustworthiness(
     for layer in range(n_layers):
         d = pairwise_distances(x[layer]).fill_diagonal_(float("inf"))  # (n, n)
         thr = torch.gather(d, 1, torch.from_numpy(emb_nbrs[layer]))  # (n, k)
-        # 1-based rank of each embedded neighbour among the original distances: sort each
-        # row once, then binary-search the k thresholds of every row at once
-        ordered = torch.from_numpy(np.sort(d.numpy(), axis=1))  # (n, n)
-        ranks = torch.searchsorted(ordered, thr).numpy() + 1 - k  # (n, k)
+        # 1-based rank of each embedded neighbour among the original distances: the count of
+        # strictly closer points, k thresholds per row at once (no sort of the n x n matrix)
+        ranks = (d[:, None, :] < thr[:, :, None]).sum(-1).numpy() + 1 - k  # (n, k)
         penalty[layer] = ranks[ranks > 0].sum()
     t = 1.0 - penalty * (2.0 / (n * k * (2.0 * n - 3.0 * k - 1.0)))
     result = t.astype(np.float32)
@@ -220,11 +219,18 @@ def distance_correlation(original: np.ndarray, embedded: np.ndarray) -> np.ndarr
         def distances(points: np.ndarray) -> np.ndarray:
             return pdist(points.astype(np.float64))
     else:
-        first, second = (torch.from_numpy(i) for i in _sampled_pairs(n, CORRELATION_PAIRS))
+        first, second = _sampled_pairs(n, CORRELATION_PAIRS)
 
-        def distances(points: np.ndarray) -> np.ndarray:
-            matrix = pairwise_distances(torch.as_tensor(points, dtype=torch.float64))
-            return matrix[first, second].numpy()
+        def distances(points: np.ndarray) -> np.ndarray:  # the sampled pairs only, not n x n
+            points = np.asarray(points, np.float64)
+            return np.concatenate(
+                [
+                    np.sqrt(np.square(points[i] - points[j]).sum(-1))
+                    for i, j in zip(
+                        np.array_split(first, 20), np.array_split(second, 20), strict=True
+                    )
+                ]
+            )  # (CORRELATION_PAIRS,) in chunks: (pairs, d) float64 at once would be large
 
     for layer, (x, y) in enumerate(zip(original, embedded, strict=True)):
         dx, dy = distances(x), distances(y)

@@ -141,6 +141,7 @@ class TokenLayout(Estimator):
 
     Attributes:
         embedding_: (n_layers, n_tokens, n_components) float32, about ±10 wide.
+        start_: (n_layers, n_tokens, n_components) float64 the aligned PCA start (`aligned_pca`).
         improved_: whether the optimised layout beat its PCA start (else it is the start).
     """
 
@@ -165,6 +166,7 @@ class TokenLayout(Estimator):
         states = np.asarray(X, dtype=np.float64)
         n_layers, n_tokens, _ = states.shape
         start = aligned_pca(states, self.n_components)
+        self.start_ = start
         self.improved_ = False
         self.embedding_ = start.astype(np.float32)
         if n_tokens < 4 or self.n_iter == 0:

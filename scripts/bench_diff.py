@@ -62,9 +62,9 @@ PAIRS = {
         "def area(r):\n    return 3.14159 * r * r\n\nprint(area(2))",
         "def area(r):\n    return 2 * 3.14159 * r\n\nprint(area(2))",
     ),
-    "short (10 tok)": (
-        "My sister bought a red bicycle yesterday.",
-        "My sister sold a red bicycle yesterday.",
+    "short (~10 tok)": (
+        "My sister bought a red bicycle at the market yesterday.",
+        "My sister sold a red bicycle at the market yesterday.",
     ),
     "long (~200 tok)": (
         STORY + " " + LONG_TEXT[:300],
@@ -103,16 +103,23 @@ def prefix_displacement(diff) -> float:
     return float((moved / radius).max())
 
 
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process so far (the machine may be shared)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_pairs(pipeline: Pipeline) -> None:
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(
         f"{'pair':16s} {'tokens':>9s} {'Spearman':>8s} {'prefix':>8s} "
         f"{'A trust/joint':>14s} {'A corr/joint':>13s} {'B trust/joint':>14s} "
-        f"{'B corr/joint':>13s} {'fallback':>8s} {'wall s':>6s}"
+        f"{'B corr/joint':>13s} {'fallback':>8s} {'wall s':>6s} {'CPU s':>6s}"
     )
     for name, (prompt_a, prompt_b) in PAIRS.items():
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), cpu_seconds()
         diff = pipeline.diff(prompt_a, prompt_b)
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu
         rho = spearmanr(diff.divergence, measured_curve(pipeline, prompt_a, prompt_b))[0]
         sides = [
             f"{s.token_trust[0].mean():.3f}/{t.mean():.3f}   {s.distance_correlation[0].mean():.3f}"
@@ -124,7 +131,7 @@ def run_pairs(pipeline: Pipeline) -> None:
         print(
             f"{name:16s} {len(diff.a.tokens):4d}/{len(diff.b.tokens):<4d} {rho:8.3f} "
             f"{prefix_displacement(diff):8.1e}   {sides[0]}   {sides[1]} "
-            f"{int(diff.fallback_layers.sum()):5d}/{len(diff.divergence)} {wall:6.1f}"
+            f"{int(diff.fallback_layers.sum()):5d}/{len(diff.divergence)} {wall:6.1f} {cpu:6.1f}"
         )
 
 
@@ -135,17 +142,19 @@ def run_long(pipeline: Pipeline) -> None:
         "On day 5 the traveller walked", "On day 5 the weary traveller walked", 1
     )
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    start = time.perf_counter()
-    diff = pipeline.diff(text, prompt_b)
-    wall = time.perf_counter() - start
+    start, cpu = time.perf_counter(), cpu_seconds()
+    diff = pipeline.diff(text, prompt_b, timings := {})
+    wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
-        f"1000-token pair: {len(diff.a.tokens)}/{len(diff.b.tokens)} tokens, {wall:.1f} s, "
+        f"1000-token pair: {len(diff.a.tokens)}/{len(diff.b.tokens)} tokens, {wall:.1f} s wall, "
+        f"{cpu:.1f} s CPU (user+sys), "
         f"peak RSS {peak:.0f} MiB (after loading {before:.0f} MiB), load average "
         f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; prefix displacement "
         f"{prefix_displacement(diff):.1e}; B trust {diff.b.token_trust[0].mean():.3f} "
         f"(joint PCA-3 {diff.joint_trust[1].mean():.3f})"
     )
+    print("stages (wall s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
 
 
 def main() -> None:
