@@ -16,10 +16,10 @@ import torch
 
 from layerscan.geometry.estimator import Estimator
 from layerscan.geometry.faithfulness import (
-    distance_correlation,
+    distance_correlations,
     pca_baseline,
     token_k,
-    trustworthiness,
+    trustworthiness_of,
 )
 from layerscan.geometry.neighbors import nearest_neighbors, pairwise_distances
 from layerscan.geometry.projection import procrustes_rotation
@@ -184,7 +184,8 @@ class TokenLayout(Estimator):
             out = out - out.mean(1, keepdim=True)
             out = out * (10.0 / out.abs().amax().clamp_min(1e-300))
         result = out.double().numpy()
-        self.improved_ = _score(states, result) > _score(states, start)
+        mine, pca = _scores(states, [result, start])
+        self.improved_ = mine > pca
         if self.improved_:
             self.embedding_ = result.astype(np.float32)
         return self
@@ -262,11 +263,15 @@ def _stress(dist: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1.0 - cos.square()
 
 
-def _score(states: np.ndarray, layout: np.ndarray) -> float:
-    """How faithful a layout is: the three headline figures, equally weighted (mean and
-    worst-layer token trust, mean distance correlation)."""
-    trust = trustworthiness(states, layout, token_k(states.shape[1]))
-    return float(np.mean(trust) + np.min(trust) + np.mean(distance_correlation(states, layout)))
+def _scores(states: np.ndarray, layouts: list[np.ndarray]) -> list[float]:
+    """How faithful each layout is: the three headline figures, equally weighted (mean and
+    worst-layer token trust, mean distance correlation); the states' distances computed once."""
+    trusts = trustworthiness_of(states, layouts, token_k(states.shape[1]))
+    correlations = distance_correlations(states, layouts)
+    return [
+        float(np.mean(t) + np.min(t) + np.mean(c))
+        for t, c in zip(trusts, correlations, strict=True)
+    ]
 
 
 def aligned_pca(states: np.ndarray, n_components: int = 3) -> np.ndarray:
