@@ -137,7 +137,7 @@ class DiffMarks:
             diff.divergence,
             size,
             box,
-            f"A–B divergence of aligned tokens, |h_A − h_B| / |h| · {peak}",
+            f"divergence |h_A − h_B| / |h| · {peak}",
             viewport_px,
         )
         x0, y0, x1, y1 = box
@@ -211,10 +211,11 @@ class DiffMarks:
         self.factor = arrow_factor(moves, self.radius)
         self.arrows.set(start, start + self.factor * (end - start))
         longest = float(moves.max(initial=0.0))
-        scale = f"×{self.factor:g}, " if self.factor != 1 else ""
+        scale = f", drawn ×{self.factor:g}" if self.factor != 1 else ""
         self.note.set(
-            f"arrows: aligned token's place in A → in B ({scale}longest true move "
-            f"{longest:.2g} = {longest / max(self.radius, 1e-12):.0%} of the radius)\n"
+            f"arrows: each aligned token's place in A → in B{scale}\n"
+            f"longest true move {longest:.2g} = {longest / max(self.radius, 1e-12):.0%} of the "
+            "radius\n"
             "rings: orange changed · green only in B (appears) · red only in A (vanishes)"
         )
         self._figures(int(round(layer)))
