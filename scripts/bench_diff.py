@@ -8,6 +8,7 @@ correlation (means over layers) beside the joint PCA-3 baseline, and the wall ti
 
     .venv/bin/python scripts/bench_diff.py            # the 8 pairs, the embedded model
     .venv/bin/python scripts/bench_diff.py --long     # one 1000-token pair: time, peak memory
+    .venv/bin/python scripts/bench_diff.py --figures  # figures of 2 layouts: apart vs together
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ import time
 import numpy as np
 from scipy.stats import spearmanr
 
-from layerscan.geometry.faithfulness import token_places
+from layerscan.geometry.faithfulness import (
+    distance_correlation,
+    distance_correlations,
+    token_k,
+    token_places,
+    trustworthiness,
+    trustworthiness_of,
+)
 from layerscan.geometry.pipeline import Pipeline
 
 LONG_TEXT = " ".join(
@@ -135,12 +143,51 @@ def run_pairs(pipeline: Pipeline) -> None:
         )
 
 
-def run_long(pipeline: Pipeline) -> None:
+def long_pair(pipeline: Pipeline) -> tuple[str, str]:
+    """About 1000 tokens, and the same with one word inserted near the start."""
     (ids,) = pipeline.check_prompts([LONG_TEXT])  # loads the model and autoencoder first
     text = " ".join([LONG_TEXT] * (1000 // len(ids)))
-    prompt_b = text.replace(
+    return text, text.replace(
         "On day 5 the traveller walked", "On day 5 the weary traveller walked", 1
     )
+
+
+def run_figures(pipeline: Pipeline) -> None:
+    """Token trust and distance correlation of two layouts of the same 1000-token states (a
+    side's shared-space places and its joint PCA-3), one call per layout as before, and both
+    in one call (the states' distances once), side by side in this run."""
+    from layerscan.geometry.token_layout import aligned_pca
+
+    text, _ = long_pair(pipeline)
+    states = pipeline.capture_prompt(text).hidden.astype(np.float64)
+    pca = aligned_pca(states)
+    noisy = pca + np.random.default_rng(0).normal(0, 0.5, pca.shape)  # a second layout
+    k = token_k(states.shape[1])
+    start = cpu_seconds()
+    apart = [(trustworthiness(states, p, k), distance_correlation(states, p)) for p in (pca, noisy)]
+    cpu_apart = cpu_seconds() - start
+    start = cpu_seconds()
+    together = list(
+        zip(
+            trustworthiness_of(states, [pca, noisy], k),
+            distance_correlations(states, [pca, noisy]),
+            strict=True,
+        )
+    )
+    cpu_together = cpu_seconds() - start
+    same = all(
+        np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+        for a, b in zip(apart, together, strict=True)
+    )
+    print(
+        f"{states.shape[1]} tokens x {len(states)} layers, 2 layouts: one call each "
+        f"{cpu_apart:.1f} s CPU, together {cpu_together:.1f} s CPU, ratio "
+        f"{cpu_apart / max(cpu_together, 1e-9):.2f}; identical figures: {same}"
+    )
+
+
+def run_long(pipeline: Pipeline) -> None:
+    text, prompt_b = long_pair(pipeline)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start, cpu = time.perf_counter(), cpu_seconds()
     diff = pipeline.diff(text, prompt_b, timings := {})
@@ -160,10 +207,13 @@ def run_long(pipeline: Pipeline) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--long", action="store_true", help="only the 1000-token pair")
+    parser.add_argument("--figures", action="store_true", help="figures apart vs together")
     args = parser.parse_args()
     pipeline = Pipeline()
     if args.long:
         run_long(pipeline)
+    elif args.figures:
+        run_figures(pipeline)
     else:
         run_pairs(pipeline)
 
