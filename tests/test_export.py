@@ -163,6 +163,11 @@ def test_html_diff_colours_by_token_divergence(tmp_path):
         np.testing.assert_allclose(shown.reshape(values.shape), np.clip(values / top, 0, 1))
         assert panel["changed"] == [[2, "changed"]] and panel["colour_key"] == scale.caption
     assert set(data["ring_colors"]) == {"changed", "appears", "vanishes"}
+    a, b = data["panels"]
+    assert a["token_colors"][3] == b["token_colors"][3]  # an aligned pair: one colour
+    assert a["token_colors"][2] != b["token_colors"][2]  # the changed token: its own
+    assert b["metrics"]["baseline_trust"] == pytest.approx(diff.joint_trust[1], abs=1e-4)
+    assert b["baseline_name"] == "joint PCA-3 of A+B"
 
 
 def test_html_diff_and_cli(tmp_path, capsys):

@@ -195,12 +195,23 @@ def _panel_data(scan: Scan, step: int, max_faces: int) -> dict:
 def _diff_data(diff: DiffScan, panels: list[dict]) -> dict:
     """What the page needs to draw a diff as the MP4 frame does: each token coloured by its
     hidden-state divergence (the frame's colour bar and map), changed tokens ringed."""
-    from layerscan.geometry.scene.diff_view import RING_COLORS, divergence_scale
+    from layerscan.geometry.scene.diff_view import (
+        RING_COLORS,
+        divergence_scale,
+        shared_colour_slots,
+    )
     from layerscan.geometry.scene.style import diff_palette
 
     top, scale = divergence_scale(diff)
     values = (diff.token_divergence_a, diff.token_divergence_b)  # (n_layers+1, n_tokens) each
     for i, (panel, status) in enumerate(zip(panels, diff.status, strict=True)):
+        slots, n_colours = shared_colour_slots(diff)[i]  # an aligned pair: one colour
+        panel["token_colors"] = [_hex(rgb) for rgb in token_colors(n_colours)[slots]]
+        if diff.joint_trust is not None:  # the fair baseline of one shared space, as the frame
+            metrics = panel["metrics"]
+            metrics["baseline_trust"] = np.round(diff.joint_trust[i], 4).tolist()
+            metrics["baseline_correlation"] = np.round(diff.joint_correlation[i], 4).tolist()
+            panel["baseline_name"] = "joint PCA-3 of A+B"
         panel["token_divergence"] = _b64(np.clip(values[i] / top, 0, 1), np.float32)
         panel["colour_key"] = scale.caption
         panel["changed"] = [

@@ -230,13 +230,13 @@ function draw(q) {
     const big = focus !== null && k === focus ? 1.6 : 1;
     g.fillRect(x - r * big, y - r * big, 2 * r * big, 2 * r * big);
   }
-  if (q.changed.size) rings(g, q, near, dpr);
   if (document.getElementById("labels").checked) placeLabels(g, q, near, w, h, dpr); else q.labels = [];
-  const m = q.p.metrics, lensTok = focus ?? q.p.tokens.length - 1;
+  if (q.changed.size) rings(g, q, near, dpr);  // over the labels: a ring is never hidden
+  const m = q.p.metrics, lensTok = focus ?? q.p.tokens.length - 1, base = esc(q.p.baseline_name || "PCA-3");
   const pick = focus === null ? "" : `<br><span class="pick">token ${focus} “${esc(vis(q.p.tokens[focus]))}”, layer ${near}</span>`;
   q.div.querySelector(".head").innerHTML = `<b>layer ${near} / ${NL - 1}</b><br><span class="dim">${esc(q.p.layer_names[near])} · ${esc(DATA.model_id)}<br>` +
-    `autoencoder R² ${m.reconstruction_r2[near].toFixed(2)} · token trust ${m.token_trust[near].toFixed(2)} (PCA-3 ${m.baseline_trust[near].toFixed(2)}) · ` +
-    `distance corr. ${m.distance_correlation[near].toFixed(2)} (PCA-3 ${m.baseline_correlation[near].toFixed(2)})</span>` +
+    `autoencoder R² ${m.reconstruction_r2[near].toFixed(2)} · token trust ${m.token_trust[near].toFixed(2)} (${base} ${m.baseline_trust[near].toFixed(2)}) · ` +
+    `distance corr. ${m.distance_correlation[near].toFixed(2)} (${base} ${m.baseline_correlation[near].toFixed(2)})</span>` +
     `<br><span class="dim small caption">${esc(q.p.caption)}</span>` +
     (q.p.warning ? `<br><span class="warn">${esc(q.p.warning)}</span>` : "") + pick;
   const lens = q.p.lens && q.p.lens[near][lensTok];
