@@ -21,7 +21,7 @@ from layerscan.geometry.faithfulness import (
     token_k,
     trustworthiness_of,
 )
-from layerscan.geometry.neighbors import nearest_neighbors, pairwise_distances
+from layerscan.geometry.neighbors import nearest_neighbors
 from layerscan.geometry.projection import procrustes_rotation
 from layerscan.geometry.scan_file import token_centroids
 
@@ -114,11 +114,26 @@ def _sparse_pairs(
     partners = _random_partners(n_layers, n, SAMPLED_PAIRS, generator)  # (n_layers, n, m)
     target = torch.stack(
         [
-            pairwise_distances(layer).gather(1, others)  # one layer at a time
+            _partner_distances(layer, others)  # one layer at a time
             for layer, others in zip(states.float(), partners, strict=True)
         ]
     )
     return SparsePairs(nearest.indices, weights.float(), partners, target)
+
+
+def _partner_distances(points: torch.Tensor, partners: torch.Tensor) -> torch.Tensor:
+    """(n, m) distance of each point to its m partners, computed for those pairs only (not the
+    (n, n) matrix), a block of rows at a time.
+
+    Args:
+        points: (n, d); partners: (n, m) indices.
+    """
+    return torch.cat(
+        [
+            (points[rows, None] - points[partners[rows]]).norm(dim=-1)
+            for rows in torch.arange(len(points)).split(256)
+        ]
+    )
 
 
 def _random_partners(n_layers: int, n: int, m: int, generator: torch.Generator) -> torch.Tensor:

@@ -146,7 +146,7 @@ def run_pairs(pipeline: Pipeline) -> None:
 def long_pair(pipeline: Pipeline) -> tuple[str, str]:
     """About 1000 tokens, and the same with one word inserted near the start."""
     (ids,) = pipeline.check_prompts([LONG_TEXT])  # loads the model and autoencoder first
-    text = " ".join([LONG_TEXT] * (1000 // len(ids)))
+    text = " ".join([LONG_TEXT] * round(1000 / len(ids)))
     return text, text.replace(
         "On day 5 the traveller walked", "On day 5 the weary traveller walked", 1
     )
