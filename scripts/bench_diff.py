@@ -145,8 +145,13 @@ def run_pairs(pipeline: Pipeline) -> None:
 
 def long_pair(pipeline: Pipeline) -> tuple[str, str]:
     """About 1000 tokens, and the same with one word inserted near the start."""
-    (ids,) = pipeline.check_prompts([LONG_TEXT])  # loads the model and autoencoder first
-    text = " ".join([LONG_TEXT] * round(1000 / len(ids)))
+    pipeline.check_prompts([LONG_TEXT])  # loads the model and autoencoder first
+    tokenizer = pipeline.load()[0].tokenizer
+    text = LONG_TEXT
+    while len(tokenizer(text + " " + LONG_TEXT).input_ids) <= 1000:
+        text += " " + LONG_TEXT
+    while len(tokenizer(text).input_ids) < 1000:  # then word by word up to 1000 tokens
+        text += " " + STORY.split()[len(text) % 50]
     return text, text.replace(
         "On day 5 the traveller walked", "On day 5 the weary traveller walked", 1
     )
