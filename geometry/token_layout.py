@@ -122,18 +122,10 @@ def _sparse_pairs(
 
 
 def _partner_distances(points: torch.Tensor, partners: torch.Tensor) -> torch.Tensor:
-    """(n, m) distance of each point to its m partners, computed for those pairs only (not the
-    (n, n) matrix), a block of rows at a time.
-
-    Args:
-        points: (n, d); partners: (n, m) indices.
-    """
-    return torch.cat(
-        [
-            (points[rows, None] - points[partners[rows]]).norm(dim=-1)
-            for rows in torch.arange(len(points)).split(256)
-        ]
-    )
+    """(n, m) distances of (n, d) points to their (n, m) partners, pair by pair (no n x n
+    matrix), 256 rows at a time."""
+    rows = torch.arange(len(points)).split(256)
+    return torch.cat([(points[r, None] - points[partners[r]]).norm(dim=-1) for r in rows])
 
 
 def _random_partners(n_layers: int, n: int, m: int, generator: torch.Generator) -> torch.Tensor:
