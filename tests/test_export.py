@@ -168,6 +168,8 @@ def test_html_diff_colours_by_token_divergence(tmp_path):
     assert a["token_colors"][2] != b["token_colors"][2]  # the changed token: its own
     assert b["metrics"]["baseline_trust"] == pytest.approx(diff.joint_trust[1], abs=1e-4)
     assert b["baseline_name"] == "joint PCA-3 of A+B"
+    assert data["threshold"] == pytest.approx(diff.threshold) and data["onsets"]  # as the frame
+    assert data["onset_key"].startswith("orange: threshold")
 
 
 def test_html_diff_and_cli(tmp_path, capsys):

@@ -198,6 +198,7 @@ def _diff_data(diff: DiffScan, panels: list[dict]) -> dict:
     from layerscan.geometry.scene.diff_view import (
         RING_COLORS,
         divergence_scale,
+        onset_marks,
         shared_colour_slots,
     )
     from layerscan.geometry.scene.style import diff_palette
@@ -218,8 +219,12 @@ def _diff_data(diff: DiffScan, panels: list[dict]) -> dict:
             [int(t), ("vanishes" if i == 0 else "appears") if status[t] == ONLY_HERE else "changed"]
             for t in np.flatnonzero(status)
         ]
+    onsets, onset_key = onset_marks(diff)
     return {
         "divergence": np.round(diff.divergence, 5).tolist(),
+        "threshold": float(diff.threshold),
+        "onsets": onsets,
+        "onset_key": onset_key,
         "peak_layer": int(diff.peak_layer),
         "differing_tokens": [int(i) for i in diff.differing_tokens],
         "colour_bar": {

@@ -28,7 +28,7 @@ function cmap(t, m) {
 const BAR = DATA.colour_bar || null, RINGS = DATA.ring_colors || {};
 const LABEL_LIMIT = 12, MAX_LABELS = 60, GAP = 3;
 
-const panels = P.map((p) => {
+const panels = P.map((p, pi) => {
   const div = document.createElement("div");
   div.className = "panel";
   div.innerHTML = `<canvas></canvas><div class="head"></div><div class="lens"></div><div class="key dim"></div><div class="tokens"></div>`;
@@ -54,7 +54,8 @@ const panels = P.map((p) => {
   if (BAR) {
     const stops = BAR.palette.map(c => `rgb(${c})`).join(",");
     key.innerHTML = `${esc(p.colour_key)}<br>0 <span class="cbar" style="background:linear-gradient(90deg,${stops})"></span> ${BAR.top} ${esc(BAR.title)}` +
-      `<br>rings: <b style="color:${RINGS.changed}">changed</b> · <b style="color:${RINGS.appears}">only in B (appears)</b> · <b style="color:${RINGS.vanishes}">only in A (vanishes)</b>`;
+      `<br>rings: <b style="color:${RINGS.changed}">changed</b> · <b style="color:${RINGS.appears}">only in B (appears)</b> · <b style="color:${RINGS.vanishes}">only in A (vanishes)</b>` +
+      (pi === P.length - 1 && DATA.onset_key ? `<br>chart: ${esc(DATA.onset_key)}` : "");
   }
   return {p, div, canvas: div.querySelector("canvas"), pos, surf, tdiv, T, changed, slot, ptok, tcol,
           labels: [], screen: [], focus: null, pinned: null};
@@ -252,9 +253,13 @@ function chart() {
   const c = document.getElementById("chart"), d = DATA.divergence;
   if (!d) { c.style.display = "none"; return; }
   const w = c.width = c.clientWidth, h = c.height = c.clientHeight, g = c.getContext("2d");
-  const lo = Math.min(...d), hi = Math.max(...d) || 1;
+  // a zero-based axis, as the frame's chart: the threshold line and the onsets in orange
+  const lo = 0, hi = Math.max(...d, DATA.threshold || 0) || 1, Y = v => h - 2 - (v - lo) / (hi - lo) * (h - 4);
+  g.strokeStyle = "#ff9e1a";
+  if (DATA.threshold) { g.beginPath(); g.moveTo(0, Y(DATA.threshold)); g.lineTo(w, Y(DATA.threshold)); g.stroke(); }
+  for (const l of DATA.onsets || []) { const x = l / (d.length - 1) * w; g.beginPath(); g.moveTo(x, 0); g.lineTo(x, h); g.stroke(); }
   g.strokeStyle = "#eef0f4"; g.beginPath();
-  d.forEach((v, i) => { const x = i / (d.length - 1) * w, y = h - 2 - (v - lo) / (hi - lo || 1) * (h - 4); i ? g.lineTo(x, y) : g.moveTo(x, y); });
+  d.forEach((v, i) => { const x = i / (d.length - 1) * w, y = Y(v); i ? g.lineTo(x, y) : g.moveTo(x, y); });
   g.stroke();
   g.strokeStyle = "#ffc740"; g.beginPath(); g.moveTo(layer / (NL - 1) * w, 0); g.lineTo(layer / (NL - 1) * w, h); g.stroke();
 }
