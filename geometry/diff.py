@@ -9,9 +9,9 @@ from typing import NamedTuple
 import numpy as np
 from scipy.linalg import orthogonal_procrustes
 
-from layerscan.geometry.faithfulness import distance_correlation, token_k, trustworthiness
+from layerscan.geometry.faithfulness import distance_correlations, token_k, trustworthiness_of
 from layerscan.geometry.scan_file import diverges  # noqa: F401 - re-exported for callers
-from layerscan.geometry.token_layout import TokenLayout, aligned_pca, grouped_positions
+from layerscan.geometry.token_layout import TokenLayout, grouped_positions
 
 LAYER_RADIUS = 5.0
 """Mean distance of a layer's token places from their centre in the shared space."""
@@ -52,17 +52,23 @@ def distinct_tokens(
     return np.arange(n_a), index_b, own_b
 
 
-def side_figures(states: np.ndarray, places: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(token trust, distance correlation), each (n_layers+1,), of one prompt's token places.
+def side_figures(
+    states: np.ndarray, layouts: list[np.ndarray]
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(token trust, distance correlation), each (n_layers+1,), of each layout of one prompt's
+    tokens (the states' distances computed once for all).
 
     Args:
-        states: (n_layers+1, n_tokens, d_model); places: (n_layers+1, n_tokens, 3).
+        states: (n_layers+1, n_tokens, d_model); layouts: each (n_layers+1, n_tokens, 3).
     """
     n = states.shape[1]
-    trust = (
-        np.ones(len(states), np.float32) if n < 3 else trustworthiness(states, places, token_k(n))
+    trusts = (
+        [np.ones(len(states), np.float32)] * len(layouts)
+        if n < 3
+        else trustworthiness_of(states, layouts, token_k(n))
     )
-    return np.asarray(trust, np.float32), distance_correlation(states, places)
+    correlations = distance_correlations(states, layouts)
+    return [(np.asarray(t, np.float32), c) for t, c in zip(trusts, correlations, strict=True)]
 
 
 def shared_space(
@@ -84,11 +90,12 @@ def shared_space(
     index_a, index_b, own_b = distinct_tokens(n_a, n_b, shared_pairs)
     states = np.concatenate([hidden_a, hidden_b[:, own_b]], 1)  # (n_layers+1, n_distinct, d)
     places = layout.fit(states).embedding_.astype(np.float64)  # (n_layers+1, n_distinct, 3)
-    pca = aligned_pca(states)  # (n_layers+1, n_distinct, 3) the joint baseline
+    pca = layout.start_.copy()  # (n_layers+1, n_distinct, 3) the joint baseline: aligned PCA-3
     sides = ((hidden_a, index_a), (hidden_b, index_b))
-    base = [side_figures(h, pca[:, i]) for h, i in sides]
-    mine = [side_figures(h, places[:, i]) for h, i in sides]
-    fallback = np.full(len(states), not getattr(layout, "improved_", True))  # PCA start kept
+    improved = getattr(layout, "improved_", True)  # else the layout IS its PCA start
+    figures = [side_figures(h, [pca[:, i], places[:, i]][: 1 + improved]) for h, i in sides]
+    base, mine = [f[0] for f in figures], [f[-1] for f in figures]
+    fallback = np.full(len(states), not improved)
     for (trust, corr), (base_trust, base_corr) in zip(mine, base, strict=True):
         fallback |= (trust < base_trust) | (corr < base_corr)
     for layer in np.flatnonzero(fallback):

@@ -49,30 +49,53 @@ def trustworthiness(
         (n_layers,) float32, or a float for 2-D inputs.
     """
     single = np.ndim(original) == 2
-    x = torch.as_tensor(np.asarray(original, np.float32))
-    e = torch.as_tensor(np.asarray(embedded, np.float32))
     if single:
-        x, e = x[None], e[None]
+        original, embedded = np.asarray(original)[None], np.asarray(embedded)[None]
+    neighbors = None if embedded_neighbors is None else [embedded_neighbors]
+    (result,) = trustworthiness_of(original, [embedded], k, neighbors)
+    return float(result[0]) if single else result
+
+
+def trustworthiness_of(
+    original: np.ndarray,
+    embeddings: list[np.ndarray],
+    k: int = 10,
+    embedded_neighbors: list[np.ndarray] | None = None,
+) -> list[np.ndarray]:
+    """`trustworthiness` of several embeddings of the same points: each layer's original
+    distances are computed and sorted once for all of them.
+
+    Args:
+        original: (n_layers, n_points, d).
+        embeddings: each (n_layers, n_points, e).
+        embedded_neighbors: optional kNN indices of each embedding (see `trustworthiness`).
+
+    Returns:
+        (n_layers,) float32 per embedding.
+    """
+    x = torch.as_tensor(np.asarray(original, np.float32))
     n_layers, n = x.shape[:2]
     if k >= n / 2:
-        result = np.ones(n_layers, np.float32)
-        return float(result[0]) if single else result
-    if embedded_neighbors is None:
-        emb_nbrs = nearest_neighbors(e, k).indices.numpy()  # (n_layers, n, k)
-    else:
-        emb_nbrs = np.asarray(embedded_neighbors, np.int64).reshape(n_layers, n, -1)[..., :k]
-    penalty = np.zeros(n_layers)
+        return [np.ones(n_layers, np.float32) for _ in embeddings]
+    known = embedded_neighbors or [None] * len(embeddings)
+    emb_nbrs = [
+        nearest_neighbors(torch.as_tensor(np.asarray(e, np.float32)), k).indices.numpy()
+        if nbrs is None
+        else np.asarray(nbrs, np.int64).reshape(n_layers, n, -1)[..., :k]
+        for e, nbrs in zip(embeddings, known, strict=True)
+    ]  # each (n_layers, n, k)
+    penalty = np.zeros((len(embeddings), n_layers))
     for layer in range(n_layers):
         d = pairwise_distances(x[layer]).fill_diagonal_(float("inf"))  # (n, n)
-        thr = torch.gather(d, 1, torch.from_numpy(emb_nbrs[layer]))  # (n, k)
         # 1-based rank of each embedded neighbour among the original distances: sort each
         # row once, then binary-search the k thresholds of every row at once
         ordered = torch.from_numpy(np.sort(d.numpy(), axis=1))  # (n, n)
-        ranks = torch.searchsorted(ordered, thr).numpy() + 1 - k  # (n, k)
-        penalty[layer] = ranks[ranks > 0].sum()
+        for i, nbrs in enumerate(emb_nbrs):
+            thr = torch.gather(d, 1, torch.from_numpy(nbrs[layer]))  # (n, k)
+            ranks = torch.searchsorted(ordered, thr).numpy() + 1 - k  # (n, k)
+            penalty[i, layer] = ranks[ranks > 0].sum()
     t = 1.0 - penalty * (2.0 / (n * k * (2.0 * n - 3.0 * k - 1.0)))
-    result = t.astype(np.float32)
-    return float(result[0]) if single else result
+    return list(t.astype(np.float32))
 
 
 def continuity(
@@ -211,10 +234,16 @@ def distance_correlation(original: np.ndarray, embedded: np.ndarray) -> np.ndarr
 
     Every pair up to CORRELATION_PAIRS pairs (about 450 tokens), a fixed sample beyond.
     """
+    return distance_correlations(original, [embedded])[0]
+
+
+def distance_correlations(original: np.ndarray, embeddings: list[np.ndarray]) -> list[np.ndarray]:
+    """`distance_correlation` of several embeddings of the same points: each layer's original
+    distances (and their ranks) are computed once for all of them."""
     n_layers, n = original.shape[:2]
-    out = np.ones(n_layers, np.float32)
+    out = np.ones((len(embeddings), n_layers), np.float32)
     if n < 3:  # one pair (or none): nothing to rank
-        return out
+        return list(out)
     if n * (n - 1) // 2 <= CORRELATION_PAIRS:
 
         def distances(points: np.ndarray) -> np.ndarray:
@@ -226,13 +255,16 @@ def distance_correlation(original: np.ndarray, embedded: np.ndarray) -> np.ndarr
             matrix = pairwise_distances(torch.as_tensor(points, dtype=torch.float64))
             return matrix[first, second].numpy()
 
-    for layer, (x, y) in enumerate(zip(original, embedded, strict=True)):
-        dx, dy = distances(x), distances(y)
-        if np.ptp(dx) == 0 or np.ptp(dy) == 0:
-            out[layer] = 0.0
-            continue
-        out[layer] = spearman(dx, dy)
-    return out
+    for layer, x in enumerate(original):
+        dx = distances(x)
+        ranks_x = mean_ranks(dx) if np.ptp(dx) > 0 else None
+        for i, embedded in enumerate(embeddings):
+            dy = distances(embedded[layer])
+            if ranks_x is None or np.ptp(dy) == 0:
+                out[i, layer] = 0.0
+                continue
+            out[i, layer] = np.corrcoef(ranks_x, mean_ranks(dy))[0, 1]
+    return list(out)
 
 
 def _sampled_pairs(n: int, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -273,19 +305,21 @@ def token_figures(
     if n_tokens < 3:
         trust = base_trust = cont = base_cont = np.ones(len(states), np.float32)
     else:
-        trust = trustworthiness(states, places, k)
-        base_trust = trustworthiness(states, baseline, k)
-        cont, base_cont = continuity(states, places, k), continuity(states, baseline, k)
+        trust, base_trust = trustworthiness_of(states, [places, baseline], k)
+        states_nn = nearest_neighbors(torch.as_tensor(np.asarray(states, np.float32)), k).indices
+        cont = continuity(states, places, k, states_nn.numpy())
+        base_cont = continuity(states, baseline, k, states_nn.numpy())
+    correlation, base_correlation = distance_correlations(states, [places, baseline])
     own = places[np.arange(len(places))[:, None], particle_tokens]  # (n_layers, n_particles, 3)
     offset = np.linalg.norm(positions - own, axis=-1).mean(-1)  # (n_layers,)
     radius = np.linalg.norm(positions - positions.mean(1, keepdims=True), axis=-1).mean(-1)
     spread = np.where(radius > 0, offset / np.maximum(radius, 1e-12), 0.0)
     return TokenFigures(
         np.asarray(trust, np.float32),
-        distance_correlation(states, places),
+        correlation,
         spread.astype(np.float32),
         np.asarray(base_trust, np.float32),
-        distance_correlation(states, baseline),
+        base_correlation,
         np.asarray(cont, np.float32),
         np.asarray(base_cont, np.float32),
         np.full(len(states), chance_trust(n_tokens, k), np.float32),

@@ -16,12 +16,12 @@ import torch
 
 from layerscan.geometry.estimator import Estimator
 from layerscan.geometry.faithfulness import (
-    distance_correlation,
+    distance_correlations,
     pca_baseline,
     token_k,
-    trustworthiness,
+    trustworthiness_of,
 )
-from layerscan.geometry.neighbors import nearest_neighbors, pairwise_distances
+from layerscan.geometry.neighbors import nearest_neighbors
 from layerscan.geometry.projection import procrustes_rotation
 from layerscan.geometry.scan_file import token_centroids
 
@@ -114,11 +114,18 @@ def _sparse_pairs(
     partners = _random_partners(n_layers, n, SAMPLED_PAIRS, generator)  # (n_layers, n, m)
     target = torch.stack(
         [
-            pairwise_distances(layer).gather(1, others)  # one layer at a time
+            _partner_distances(layer, others)  # one layer at a time
             for layer, others in zip(states.float(), partners, strict=True)
         ]
     )
     return SparsePairs(nearest.indices, weights.float(), partners, target)
+
+
+def _partner_distances(points: torch.Tensor, partners: torch.Tensor) -> torch.Tensor:
+    """(n, m) distances of (n, d) points to their (n, m) partners, pair by pair (no n x n
+    matrix), 256 rows at a time."""
+    rows = torch.arange(len(points)).split(256)
+    return torch.cat([(points[r, None] - points[partners[r]]).norm(dim=-1) for r in rows])
 
 
 def _random_partners(n_layers: int, n: int, m: int, generator: torch.Generator) -> torch.Tensor:
@@ -141,6 +148,7 @@ class TokenLayout(Estimator):
 
     Attributes:
         embedding_: (n_layers, n_tokens, n_components) float32, about ±10 wide.
+        start_: (n_layers, n_tokens, n_components) float64 the aligned PCA start (`aligned_pca`).
         improved_: whether the optimised layout beat its PCA start (else it is the start).
     """
 
@@ -165,6 +173,7 @@ class TokenLayout(Estimator):
         states = np.asarray(X, dtype=np.float64)
         n_layers, n_tokens, _ = states.shape
         start = aligned_pca(states, self.n_components)
+        self.start_ = start
         self.improved_ = False
         self.embedding_ = start.astype(np.float32)
         if n_tokens < 4 or self.n_iter == 0:
@@ -182,7 +191,8 @@ class TokenLayout(Estimator):
             out = out - out.mean(1, keepdim=True)
             out = out * (10.0 / out.abs().amax().clamp_min(1e-300))
         result = out.double().numpy()
-        self.improved_ = _score(states, result) > _score(states, start)
+        mine, pca = _scores(states, [result, start])
+        self.improved_ = mine > pca
         if self.improved_:
             self.embedding_ = result.astype(np.float32)
         return self
@@ -260,11 +270,15 @@ def _stress(dist: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1.0 - cos.square()
 
 
-def _score(states: np.ndarray, layout: np.ndarray) -> float:
-    """How faithful a layout is: the three headline figures, equally weighted (mean and
-    worst-layer token trust, mean distance correlation)."""
-    trust = trustworthiness(states, layout, token_k(states.shape[1]))
-    return float(np.mean(trust) + np.min(trust) + np.mean(distance_correlation(states, layout)))
+def _scores(states: np.ndarray, layouts: list[np.ndarray]) -> list[float]:
+    """How faithful each layout is: the three headline figures, equally weighted (mean and
+    worst-layer token trust, mean distance correlation); the states' distances computed once."""
+    trusts = trustworthiness_of(states, layouts, token_k(states.shape[1]))
+    correlations = distance_correlations(states, layouts)
+    return [
+        float(np.mean(t) + np.min(t) + np.mean(c))
+        for t, c in zip(trusts, correlations, strict=True)
+    ]
 
 
 def aligned_pca(states: np.ndarray, n_components: int = 3) -> np.ndarray:

@@ -8,6 +8,7 @@ correlation (means over layers) beside the joint PCA-3 baseline, and the wall ti
 
     .venv/bin/python scripts/bench_diff.py            # the 8 pairs, the embedded model
     .venv/bin/python scripts/bench_diff.py --long     # one 1000-token pair: time, peak memory
+    .venv/bin/python scripts/bench_diff.py --figures  # figures of 2 layouts: apart vs together
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ import time
 import numpy as np
 from scipy.stats import spearmanr
 
-from layerscan.geometry.faithfulness import token_places
+from layerscan.geometry.faithfulness import (
+    distance_correlation,
+    distance_correlations,
+    token_k,
+    token_places,
+    trustworthiness,
+    trustworthiness_of,
+)
 from layerscan.geometry.pipeline import Pipeline
 
 LONG_TEXT = " ".join(
@@ -62,9 +70,9 @@ PAIRS = {
         "def area(r):\n    return 3.14159 * r * r\n\nprint(area(2))",
         "def area(r):\n    return 2 * 3.14159 * r\n\nprint(area(2))",
     ),
-    "short (10 tok)": (
-        "My sister bought a red bicycle yesterday.",
-        "My sister sold a red bicycle yesterday.",
+    "short (~10 tok)": (
+        "My sister bought a red bicycle at the market yesterday.",
+        "My sister sold a red bicycle at the market yesterday.",
     ),
     "long (~200 tok)": (
         STORY + " " + LONG_TEXT[:300],
@@ -103,16 +111,23 @@ def prefix_displacement(diff) -> float:
     return float((moved / radius).max())
 
 
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process so far (the machine may be shared)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_pairs(pipeline: Pipeline) -> None:
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(
         f"{'pair':16s} {'tokens':>9s} {'Spearman':>8s} {'prefix':>8s} "
         f"{'A trust/joint':>14s} {'A corr/joint':>13s} {'B trust/joint':>14s} "
-        f"{'B corr/joint':>13s} {'fallback':>8s} {'wall s':>6s}"
+        f"{'B corr/joint':>13s} {'fallback':>8s} {'wall s':>6s} {'CPU s':>6s}"
     )
     for name, (prompt_a, prompt_b) in PAIRS.items():
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), cpu_seconds()
         diff = pipeline.diff(prompt_a, prompt_b)
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu
         rho = spearmanr(diff.divergence, measured_curve(pipeline, prompt_a, prompt_b))[0]
         sides = [
             f"{s.token_trust[0].mean():.3f}/{t.mean():.3f}   {s.distance_correlation[0].mean():.3f}"
@@ -124,37 +139,86 @@ def run_pairs(pipeline: Pipeline) -> None:
         print(
             f"{name:16s} {len(diff.a.tokens):4d}/{len(diff.b.tokens):<4d} {rho:8.3f} "
             f"{prefix_displacement(diff):8.1e}   {sides[0]}   {sides[1]} "
-            f"{int(diff.fallback_layers.sum()):5d}/{len(diff.divergence)} {wall:6.1f}"
+            f"{int(diff.fallback_layers.sum()):5d}/{len(diff.divergence)} {wall:6.1f} {cpu:6.1f}"
         )
 
 
-def run_long(pipeline: Pipeline) -> None:
-    (ids,) = pipeline.check_prompts([LONG_TEXT])  # loads the model and autoencoder first
-    text = " ".join([LONG_TEXT] * (1000 // len(ids)))
-    prompt_b = text.replace(
+def long_pair(pipeline: Pipeline) -> tuple[str, str]:
+    """About 1000 tokens, and the same with one word inserted near the start."""
+    pipeline.check_prompts([LONG_TEXT])  # loads the model and autoencoder first
+    tokenizer = pipeline.load()[0].tokenizer
+    text = LONG_TEXT
+    while len(tokenizer(text + " " + LONG_TEXT).input_ids) <= 1000:
+        text += " " + LONG_TEXT
+    while len(tokenizer(text).input_ids) < 1000:  # then word by word up to 1000 tokens
+        text += " " + STORY.split()[len(text) % 50]
+    return text, text.replace(
         "On day 5 the traveller walked", "On day 5 the weary traveller walked", 1
     )
+
+
+def run_figures(pipeline: Pipeline) -> None:
+    """Token trust and distance correlation of two layouts of the same 1000-token states (a
+    side's shared-space places and its joint PCA-3), one call per layout as before, and both
+    in one call (the states' distances once), side by side in this run."""
+    from layerscan.geometry.token_layout import aligned_pca
+
+    text, _ = long_pair(pipeline)
+    states = pipeline.capture_prompt(text).hidden.astype(np.float64)
+    pca = aligned_pca(states)
+    noisy = pca + np.random.default_rng(0).normal(0, 0.5, pca.shape)  # a second layout
+    k = token_k(states.shape[1])
+    start = cpu_seconds()
+    apart = [(trustworthiness(states, p, k), distance_correlation(states, p)) for p in (pca, noisy)]
+    cpu_apart = cpu_seconds() - start
+    start = cpu_seconds()
+    together = list(
+        zip(
+            trustworthiness_of(states, [pca, noisy], k),
+            distance_correlations(states, [pca, noisy]),
+            strict=True,
+        )
+    )
+    cpu_together = cpu_seconds() - start
+    same = all(
+        np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+        for a, b in zip(apart, together, strict=True)
+    )
+    print(
+        f"{states.shape[1]} tokens x {len(states)} layers, 2 layouts: one call each "
+        f"{cpu_apart:.1f} s CPU, together {cpu_together:.1f} s CPU, ratio "
+        f"{cpu_apart / max(cpu_together, 1e-9):.2f}; identical figures: {same}"
+    )
+
+
+def run_long(pipeline: Pipeline) -> None:
+    text, prompt_b = long_pair(pipeline)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    start = time.perf_counter()
-    diff = pipeline.diff(text, prompt_b)
-    wall = time.perf_counter() - start
+    start, cpu = time.perf_counter(), cpu_seconds()
+    diff = pipeline.diff(text, prompt_b, timings := {})
+    wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
-        f"1000-token pair: {len(diff.a.tokens)}/{len(diff.b.tokens)} tokens, {wall:.1f} s, "
+        f"1000-token pair: {len(diff.a.tokens)}/{len(diff.b.tokens)} tokens, {wall:.1f} s wall, "
+        f"{cpu:.1f} s CPU (user+sys), "
         f"peak RSS {peak:.0f} MiB (after loading {before:.0f} MiB), load average "
         f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; prefix displacement "
         f"{prefix_displacement(diff):.1e}; B trust {diff.b.token_trust[0].mean():.3f} "
         f"(joint PCA-3 {diff.joint_trust[1].mean():.3f})"
     )
+    print("stages (wall s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--long", action="store_true", help="only the 1000-token pair")
+    parser.add_argument("--figures", action="store_true", help="figures apart vs together")
     args = parser.parse_args()
     pipeline = Pipeline()
     if args.long:
         run_long(pipeline)
+    elif args.figures:
+        run_figures(pipeline)
     else:
         run_pairs(pipeline)
 

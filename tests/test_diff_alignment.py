@@ -118,7 +118,7 @@ def test_shared_prefix_has_one_place_and_the_space_beats_joint_pca(
         assert (scan.token_trust[0] >= trust - 1e-5).all()
         assert (scan.distance_correlation[0] >= corr - 1e-5).all()
     # the figures stored are those of the token places
-    own_trust, own_corr = side_figures(b.hidden, places_b)
+    ((own_trust, own_corr),) = side_figures(b.hidden, [places_b])
     assert np.allclose(own_trust, diff.b.token_trust[0], atol=1e-5)
     lines = summary(diff)
     assert " aligned tokens of " in lines[0] and any("joint PCA-3" in x for x in lines)

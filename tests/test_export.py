@@ -144,6 +144,34 @@ def test_html_script_draws_every_particle(tmp_path):
     assert float(counts["layer"]) > 0  # it played
 
 
+def test_html_diff_colours_by_token_divergence(tmp_path):
+    """The page colours a diff as the MP4 frame does: each token by its hidden-state divergence
+    on the frame's colour bar, and it rings the changed tokens in both panels."""
+    from layerscan.geometry.scene.diff_view import divergence_scale
+
+    diff = make_diff(n_layers=3, n_particles=120)
+    page = export_html(diff, tmp_path / "d.html").read_text()
+    data = json.loads(page.split("const DATA = ")[1].split(";</script>")[0])
+    top, scale = divergence_scale(diff)
+    assert data["colour_bar"]["top"] == pytest.approx(top)
+    assert data["colour_bar"]["caption"] == scale.caption
+    for panel, values in zip(
+        data["panels"], (diff.token_divergence_a, diff.token_divergence_b), strict=True
+    ):
+        assert "displacement" not in panel  # the slot-by-slot diagnostic is no headline
+        shown = np.frombuffer(base64.b64decode(panel["token_divergence"]), np.float32)
+        np.testing.assert_allclose(shown.reshape(values.shape), np.clip(values / top, 0, 1))
+        assert panel["changed"] == [[2, "changed"]] and panel["colour_key"] == scale.caption
+    assert set(data["ring_colors"]) == {"changed", "appears", "vanishes"}
+    a, b = data["panels"]
+    assert a["token_colors"][3] == b["token_colors"][3]  # an aligned pair: one colour
+    assert a["token_colors"][2] != b["token_colors"][2]  # the changed token: its own
+    assert b["metrics"]["baseline_trust"] == pytest.approx(diff.joint_trust[1], abs=1e-4)
+    assert b["baseline_name"] == "joint PCA-3 of A+B"
+    assert data["threshold"] == pytest.approx(diff.threshold) and data["onsets"]  # as the frame
+    assert data["onset_key"].startswith("orange: threshold")
+
+
 def test_html_diff_and_cli(tmp_path, capsys):
     diff = make_diff(n_layers=2, n_particles=100)
     diff.save(tmp_path / "d.scan")

@@ -65,6 +65,35 @@ def arrow_factor(moves: np.ndarray, radius: float) -> float:
     return nice_ceiling(ARROW_TARGET * radius / longest)
 
 
+def onset_marks(diff: DiffScan) -> tuple[list[int], str]:
+    """The layers a diff's chart marks, and their key: the first layer where the changed
+    tokens pass the threshold, and where the median token after the change does."""
+    n_a, n_b = len(diff.a.tokens), len(diff.b.tokens)
+    pairs = np.asarray(diff.aligned_tokens, np.int64)
+    lines = [f"orange: threshold {diff.threshold:g}"]
+    marks = []
+    changed_b = [j for _, run in changes(pairs, n_a, n_b) for j in run]
+    if changed_b:
+        first = first_over(diff.token_divergence_b[:, changed_b], diff.threshold)
+        if (first >= 0).any():
+            layer = int(first[first >= 0].min())
+            marks.append(layer)
+            lines.append(f"changed token passes it at {layer}")
+    _, start_b = first_change(pairs, n_a, n_b)
+    after = pairs[pairs[:, 1] >= start_b, 1]
+    if len(after):
+        first = first_over(diff.token_divergence_b[:, after], diff.threshold)
+        hit = first[first >= 0]
+        if len(hit):
+            marks.append(int(np.median(hit)))
+            lines.append(
+                f"the median later token at {int(np.median(hit))} ({len(hit)}/{len(after)})"
+            )
+        else:
+            lines.append("no later token passes it")
+    return marks, " · ".join(lines)
+
+
 def _places(scan) -> np.ndarray:
     """(n_layers+1, n_tokens, 3) each token's place (its particles' centroid)."""
     n = len(scan.tokens)
@@ -137,7 +166,7 @@ class DiffMarks:
             diff.divergence,
             size,
             box,
-            f"A–B divergence of aligned tokens, |h_A − h_B| / |h| · {peak}",
+            f"divergence |h_A − h_B| / |h| · {peak}",
             viewport_px,
         )
         x0, y0, x1, y1 = box
@@ -155,32 +184,8 @@ class DiffMarks:
         return chart
 
     def first_layers(self) -> tuple[list[int], str]:
-        """The layers the chart marks, and their key: the first layer where the changed
-        tokens pass the threshold, and where the median token after the change does."""
-        diff = self.diff
-        n_a, n_b = len(diff.a.tokens), len(diff.b.tokens)
-        lines = [f"orange: threshold {diff.threshold:g}"]
-        marks = []
-        changed_b = [j for _, run in self.changes for j in run]
-        if changed_b:
-            first = first_over(diff.token_divergence_b[:, changed_b], diff.threshold)
-            if (first >= 0).any():
-                layer = int(first[first >= 0].min())
-                marks.append(layer)
-                lines.append(f"changed token passes it at {layer}")
-        _, start_b = first_change(self.pairs, n_a, n_b)
-        after = self.pairs[self.pairs[:, 1] >= start_b, 1]
-        if len(after):
-            first = first_over(diff.token_divergence_b[:, after], diff.threshold)
-            hit = first[first >= 0]
-            if len(hit):
-                marks.append(int(np.median(hit)))
-                lines.append(
-                    f"the median later token at {int(np.median(hit))} ({len(hit)}/{len(after)})"
-                )
-            else:
-                lines.append("no later token passes it")
-        return marks, " · ".join(lines)
+        """The layers the chart marks, and their key (see `onset_marks`)."""
+        return onset_marks(self.diff)
 
     def current_tokens(self) -> tuple[int | None, int | None]:
         """The selected change's first token in A and in B (None where the side has none)."""
@@ -211,10 +216,11 @@ class DiffMarks:
         self.factor = arrow_factor(moves, self.radius)
         self.arrows.set(start, start + self.factor * (end - start))
         longest = float(moves.max(initial=0.0))
-        scale = f"×{self.factor:g}, " if self.factor != 1 else ""
+        scale = f", drawn ×{self.factor:g}" if self.factor != 1 else ""
         self.note.set(
-            f"arrows: aligned token's place in A → in B ({scale}longest true move "
-            f"{longest:.2g} = {longest / max(self.radius, 1e-12):.0%} of the radius)\n"
+            f"arrows: each aligned token's place in A → in B{scale}\n"
+            f"longest true move {longest:.2g} = {longest / max(self.radius, 1e-12):.0%} of the "
+            "radius\n"
             "rings: orange changed · green only in B (appears) · red only in A (vanishes)"
         )
         self._figures(int(round(layer)))

@@ -12,6 +12,7 @@ import numpy as np
 
 from layerscan.core.errors import LayerscanError
 from layerscan.core.outputs import atomic_path
+from layerscan.geometry.diff_tokens import ONLY_HERE
 from layerscan.geometry.scan_file import DiffScan, Scan
 from layerscan.geometry.scene import frames as fr
 from layerscan.geometry.scene.camera import smooth
@@ -130,7 +131,7 @@ def _b64(array: np.ndarray, dtype: type) -> str:
     return base64.b64encode(np.ascontiguousarray(array, dtype).tobytes()).decode("ascii")
 
 
-def _panel_data(scan: Scan, step: int, displacement: np.ndarray | None, max_faces: int) -> dict:
+def _panel_data(scan: Scan, step: int, max_faces: int) -> dict:
     pos = scan.positions[step]  # (n_layers+1, n_particles, 3)
     centre, radius = fr.bounds_of(pos)
     surfaces = scan.surfaces[step]
@@ -152,10 +153,7 @@ def _panel_data(scan: Scan, step: int, displacement: np.ndarray | None, max_face
             )
         },
         "particle_tokens": _b64(scan.particle_tokens[step], np.int32),
-        "token_colors": [
-            "#" + "".join(f"{round(255 * c):02x}" for c in rgb)
-            for rgb in token_colors(len(scan.tokens))
-        ],
+        "token_colors": [_hex(rgb) for rgb in token_colors(len(scan.tokens))],
         "surfaces": None,
         "label_order": importance(scan.tokens[: scan.step_lengths[step]], None),
         "caption": caption_for(scan, lambda _text: True),
@@ -178,8 +176,6 @@ def _panel_data(scan: Scan, step: int, displacement: np.ndarray | None, max_face
             {"v": _b64((s.vertices - centre) / radius, np.float32), "f": _b64(s.faces, np.int32)}
             for s in surfaces
         ]
-    if displacement is not None:
-        panel["displacement"] = _b64(displacement, np.float32)
     if scan.lens_tokens is not None and scan.lens_probs is not None:
         # every token's lens at every layer (empty before the last --lens-last tokens)
         n_tok = min(scan.step_lengths[step], scan.lens_probs.shape[1])
@@ -198,6 +194,55 @@ def _panel_data(scan: Scan, step: int, displacement: np.ndarray | None, max_face
             for layer in range(scan.n_layers + 1)
         ]
     return panel
+
+
+def _diff_data(diff: DiffScan, panels: list[dict]) -> dict:
+    """What the page needs to draw a diff as the MP4 frame does: each token coloured by its
+    hidden-state divergence (the frame's colour bar and map), changed tokens ringed."""
+    from layerscan.geometry.scene.diff_view import (
+        RING_COLORS,
+        divergence_scale,
+        onset_marks,
+        shared_colour_slots,
+    )
+    from layerscan.geometry.scene.style import diff_palette
+
+    top, scale = divergence_scale(diff)
+    values = (diff.token_divergence_a, diff.token_divergence_b)  # (n_layers+1, n_tokens) each
+    for i, (panel, status) in enumerate(zip(panels, diff.status, strict=True)):
+        slots, n_colours = shared_colour_slots(diff)[i]  # an aligned pair: one colour
+        panel["token_colors"] = [_hex(rgb) for rgb in token_colors(n_colours)[slots]]
+        if diff.joint_trust is not None:  # the fair baseline of one shared space, as the frame
+            metrics = panel["metrics"]
+            metrics["baseline_trust"] = np.round(diff.joint_trust[i], 4).tolist()
+            metrics["baseline_correlation"] = np.round(diff.joint_correlation[i], 4).tolist()
+            panel["baseline_name"] = "joint PCA-3 of A+B"
+        panel["token_divergence"] = _b64(np.clip(values[i] / top, 0, 1), np.float32)
+        panel["colour_key"] = scale.caption
+        panel["changed"] = [
+            [int(t), ("vanishes" if i == 0 else "appears") if status[t] == ONLY_HERE else "changed"]
+            for t in np.flatnonzero(status)
+        ]
+    onsets, onset_key = onset_marks(diff)
+    return {
+        "divergence": np.round(diff.divergence, 5).tolist(),
+        "threshold": float(diff.threshold),
+        "onsets": onsets,
+        "onset_key": onset_key,
+        "peak_layer": int(diff.peak_layer),
+        "differing_tokens": [int(i) for i in diff.differing_tokens],
+        "colour_bar": {
+            "caption": scale.caption,
+            "title": " ".join(scale.title.split()),
+            "top": float(top),
+            "palette": diff_palette(),
+        },
+        "ring_colors": {k: _hex(rgb) for k, rgb in RING_COLORS.items()},
+    }
+
+
+def _hex(rgb) -> str:
+    return "#" + "".join(f"{round(255 * c):02x}" for c in rgb)
 
 
 def export_html(
@@ -227,19 +272,10 @@ def export_html(
     if path.suffix.lower() not in HTML_SUFFIXES:
         raise LayerscanError(f"{path}: an HTML export needs a .html file name")
     if isinstance(source, DiffScan):
-        disp = np.asarray(source.displacement_cloud, np.float32)
-        disp = disp / (float(np.percentile(disp, 99)) or 1.0)
-        panels = [
-            _panel_data(source.a, 0, disp, max_faces // 2),
-            _panel_data(source.b, 0, disp, max_faces // 2),
-        ]
-        extra = {
-            "divergence": np.round(source.divergence, 5).tolist(),
-            "peak_layer": int(source.peak_layer),
-            "differing_tokens": [int(i) for i in source.differing_tokens],
-        }
+        panels = [_panel_data(scan, 0, max_faces // 2) for scan in (source.a, source.b)]
+        extra = _diff_data(source, panels)
     else:
-        panels = [_panel_data(source, source.n_steps - 1, None, max_faces)]
+        panels = [_panel_data(source, source.n_steps - 1, max_faces)]
         check_trace(source, options.trace)
         panels[0]["attention"] = attention_data(source, options)
         panels[0]["components"] = components_data(source, options)

@@ -94,6 +94,14 @@ def lookup_table(mode: str) -> pv.LookupTable:
     return lut
 
 
+def diff_palette(n_stops: int = 9) -> list[list[int]]:
+    """The diff colour map (the frame's "displacement" lookup table) as RGB stops, for pages."""
+    import matplotlib
+
+    rgba = matplotlib.colormaps[COLORMAPS["displacement"]](np.linspace(0.22, 1.0, n_stops))
+    return np.round(rgba[:, :3] * 255).astype(int).tolist()
+
+
 def software_theme() -> pv.themes.Theme:
     """The default theme without multisampling (costly in software OpenGL)."""
     theme = pv.themes.Theme()

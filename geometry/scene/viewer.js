@@ -18,22 +18,25 @@ function ink(hex) {
 }
 const P = DATA.panels, NL = P[0].layer_names.length, N = P[0].n_particles;
 const TURBO = [[48,18,59],[70,107,227],[40,187,236],[49,242,153],[162,252,60],[237,208,58],[251,128,34],[210,49,5],[122,4,3]];
-const PLASMA = [[70,3,159],[114,1,168],[156,23,158],[189,55,134],[216,87,107],[237,121,83],[251,159,58],[253,202,38],[240,249,33]];
 function cmap(t, m) {
   t = Math.min(1, Math.max(0, t)) * (m.length - 1);
   const i = Math.min(m.length - 2, Math.floor(t)), f = t - i, a = m[i], b = m[i + 1];
   return `rgb(${a[0] + (b[0] - a[0]) * f | 0},${a[1] + (b[1] - a[1]) * f | 0},${a[2] + (b[2] - a[2]) * f | 0})`;
 }
+// A diff colours each token by its hidden-state divergence (the MP4 frame's colour bar and map)
+// and rings its changed tokens (substituted, only in B: appears, only in A: vanishes).
+const BAR = DATA.colour_bar || null, RINGS = DATA.ring_colors || {};
 const LABEL_LIMIT = 12, MAX_LABELS = 60, GAP = 3;
 
-const panels = P.map((p) => {
+const panels = P.map((p, pi) => {
   const div = document.createElement("div");
   div.className = "panel";
   div.innerHTML = `<canvas></canvas><div class="head"></div><div class="lens"></div><div class="key dim"></div><div class="tokens"></div>`;
   document.getElementById("row").appendChild(div);
   const pos = f32(p.positions);
   const surf = p.surfaces && p.surfaces.map(s => ({v: f32(s.v), f: i32(s.f)}));
-  const disp = p.displacement ? f32(p.displacement) : null;
+  const tdiv = p.token_divergence ? f32(p.token_divergence) : null, T = p.tokens.length;
+  const changed = new Map(p.changed || []);
   const ptok = i32(p.particle_tokens), tcol = p.token_colors;
   const first = pos.subarray(0, N * 3);
   let mx = 0, my = 0;
@@ -42,10 +45,18 @@ const panels = P.map((p) => {
   for (let i = 0; i < N; i++) order.push([first[3 * i] - mx / N + 0.5 * (first[3 * i + 1] - my / N), i]);
   order.sort((a, b) => a[0] - b[0]);
   order.forEach((e, r) => slot[e[1]] = r / (N - 1));
-  const diff = DATA.differing_tokens || [];
-  div.querySelector(".tokens").innerHTML = p.tokens.map((t, i) =>
-    `<span class="tok${diff.includes(i) ? " diff" : ""}" data-i="${i}" style="background:${tcol[i]};color:${ink(tcol[i])}">${esc(vis(t))}</span>`).join("");
-  div.querySelector(".key").textContent = p.colour_key;
+  div.querySelector(".tokens").innerHTML = p.tokens.map((t, i) => {
+    const ring = changed.has(i) ? `;outline:2px solid ${RINGS[changed.get(i)]}` : "";
+    return `<span class="tok${changed.has(i) ? " diff" : ""}" data-i="${i}" style="background:${tcol[i]};color:${ink(tcol[i])}${ring}">${esc(vis(t))}</span>`;
+  }).join("");
+  const key = div.querySelector(".key");
+  key.textContent = p.colour_key;
+  if (BAR) {
+    const stops = BAR.palette.map(c => `rgb(${c})`).join(",");
+    key.innerHTML = `${esc(p.colour_key)}<br>0 <span class="cbar" style="background:linear-gradient(90deg,${stops})"></span> ${BAR.top} ${esc(BAR.title)}` +
+      `<br>rings: <b style="color:${RINGS.changed}">changed</b> · <b style="color:${RINGS.appears}">only in B (appears)</b> · <b style="color:${RINGS.vanishes}">only in A (vanishes)</b>` +
+      (pi === P.length - 1 && DATA.onset_key ? `<br>chart: ${esc(DATA.onset_key)}` : "");
+  }
   const a = p.attention, c = p.components;
   const att = a && {...a, keys: i32(a.keys), weights: f32(a.weights)};
   const comp = c && {...c, attention: f32(c.attention), mlp: f32(c.mlp), split: f32(c.split)};
@@ -55,8 +66,8 @@ const panels = P.map((p) => {
     strip.className = "strip";
     div.appendChild(strip);
   }
-  return {p, div, canvas: div.querySelector("canvas"), pos, surf, disp, slot, ptok, tcol, att, comp,
-          strip, arcs: null, labels: [], screen: [], focus: null,
+  return {p, div, canvas: div.querySelector("canvas"), pos, surf, tdiv, T, changed, slot, ptok, tcol,
+          att, comp, strip, arcs: null, labels: [], screen: [], focus: null,
           pinned: p.trace ?? null, head: a ? a.head : null};
 });
 const controls = document.getElementById("ctl");
@@ -83,6 +94,7 @@ let layer = 0, playing = true, az = 0.6, el = 0.38, zoom = 1, last = performance
 const slider = document.getElementById("slider");
 slider.max = NL - 1;
 const mode = document.getElementById("mode");
+if (BAR) { mode.innerHTML = "<option>divergence</option>" + mode.innerHTML; mode.value = "divergence"; }
 const playButton = document.getElementById("play");
 function setPlaying(on) {
   playing = on;
@@ -338,6 +350,20 @@ function drawStrip(q, token, near) {
   g.font = `${font}px system-ui,sans-serif`; g.textAlign = "left"; g.textBaseline = "top";
   notes.forEach(([t, col], i) => { g.fillStyle = col; g.fillText(t, pad, bottom + pad + i * line); });
 }
+// A ring around each changed token's particles, in its kind's colour.
+function rings(g, q, near, dpr) {
+  const sx = new Map(), sy = new Map(), cnt = new Map();
+  for (const [x, y, , i] of q.screen) {
+    const k = q.ptok[near * N + i];
+    if (!q.changed.has(k)) continue;
+    sx.set(k, (sx.get(k) || 0) + x); sy.set(k, (sy.get(k) || 0) + y); cnt.set(k, (cnt.get(k) || 0) + 1);
+  }
+  g.lineWidth = 2.5 * dpr;
+  for (const [k, n] of cnt) {
+    g.strokeStyle = RINGS[q.changed.get(k)] || "#ffffff";
+    g.beginPath(); g.arc(sx.get(k) / n, sy.get(k) / n, 11 * dpr * Math.sqrt(zoom), 0, 2 * Math.PI); g.stroke();
+  }
+}
 
 function draw(q) {
   const c = q.canvas, dpr = window.devicePixelRatio || 1, h = c.clientHeight * dpr;
@@ -375,7 +401,7 @@ function draw(q) {
   for (const [x, y, , i] of pts) {
     const k = q.ptok[near * N + i];
     g.fillStyle = mode.value === "token" ? q.tcol[k]
-      : mode.value === "displacement" && q.disp ? cmap(q.disp[near * N + i], PLASMA) : cmap(q.slot[i], TURBO);
+      : mode.value === "divergence" && q.tdiv ? cmap(q.tdiv[near * q.T + k], BAR.palette) : cmap(q.slot[i], TURBO);
     const big = focus !== null && k === focus ? 1.6 : 1;
     g.fillRect(x - r * big, y - r * big, 2 * r * big, 2 * r * big);
   }
@@ -383,11 +409,12 @@ function draw(q) {
   if (q.pinned !== null) drawTrace(g, q, q.pinned, layer, w, h, fr);
   if (document.getElementById("labels").checked) placeLabels(g, q, near, w, h, dpr); else q.labels = [];
   if (q.comp) drawStrip(q, focus ?? q.p.tokens.length - 1, near);
-  const m = q.p.metrics, lensTok = focus ?? q.p.tokens.length - 1;
+  if (q.changed.size) rings(g, q, near, dpr);  // over the labels: a ring is never hidden
+  const m = q.p.metrics, lensTok = focus ?? q.p.tokens.length - 1, base = esc(q.p.baseline_name || "PCA-3");
   const pick = focus === null ? "" : `<br><span class="pick">token ${focus} “${esc(vis(q.p.tokens[focus]))}”, layer ${near}</span>`;
   q.div.querySelector(".head").innerHTML = `<b>layer ${near} / ${NL - 1}</b><br><span class="dim">${esc(q.p.layer_names[near])} · ${esc(DATA.model_id)}<br>` +
-    `autoencoder R² ${m.reconstruction_r2[near].toFixed(2)} · token trust ${m.token_trust[near].toFixed(2)} (PCA-3 ${m.baseline_trust[near].toFixed(2)}) · ` +
-    `distance corr. ${m.distance_correlation[near].toFixed(2)} (PCA-3 ${m.baseline_correlation[near].toFixed(2)})</span>` +
+    `autoencoder R² ${m.reconstruction_r2[near].toFixed(2)} · token trust ${m.token_trust[near].toFixed(2)} (${base} ${m.baseline_trust[near].toFixed(2)}) · ` +
+    `distance corr. ${m.distance_correlation[near].toFixed(2)} (${base} ${m.baseline_correlation[near].toFixed(2)})</span>` +
     `<br><span class="dim small caption">${esc(q.p.caption)}</span>` +
     (q.p.warning ? `<br><span class="warn">${esc(q.p.warning)}</span>` : "") +
     (arcsLine ? `<br><span class="small arcs">${arcsLine}</span>` : "") + pick;
@@ -404,9 +431,13 @@ function chart() {
   const c = document.getElementById("chart"), d = DATA.divergence;
   if (!d) { c.style.display = "none"; return; }
   const w = c.width = c.clientWidth, h = c.height = c.clientHeight, g = c.getContext("2d");
-  const lo = Math.min(...d), hi = Math.max(...d) || 1;
+  // a zero-based axis, as the frame's chart: the threshold line and the onsets in orange
+  const lo = 0, hi = Math.max(...d, DATA.threshold || 0) || 1, Y = v => h - 2 - (v - lo) / (hi - lo) * (h - 4);
+  g.strokeStyle = "#ff9e1a";
+  if (DATA.threshold) { g.beginPath(); g.moveTo(0, Y(DATA.threshold)); g.lineTo(w, Y(DATA.threshold)); g.stroke(); }
+  for (const l of DATA.onsets || []) { const x = l / (d.length - 1) * w; g.beginPath(); g.moveTo(x, 0); g.lineTo(x, h); g.stroke(); }
   g.strokeStyle = "#eef0f4"; g.beginPath();
-  d.forEach((v, i) => { const x = i / (d.length - 1) * w, y = h - 2 - (v - lo) / (hi - lo || 1) * (h - 4); i ? g.lineTo(x, y) : g.moveTo(x, y); });
+  d.forEach((v, i) => { const x = i / (d.length - 1) * w, y = Y(v); i ? g.lineTo(x, y) : g.moveTo(x, y); });
   g.stroke();
   g.strokeStyle = "#ffc740"; g.beginPath(); g.moveTo(layer / (NL - 1) * w, 0); g.lineTo(layer / (NL - 1) * w, h); g.stroke();
 }
