@@ -339,7 +339,7 @@ def test_an_interrupted_two_process_render_stops_its_helper(scan, tmp_path, monk
             scan,
             tmp_path / "m.mp4",
             SceneOptions(window_size=SMALL),
-            quick(frames_per_layer=9),
+            quick(frames_per_layer=9, processes=2),
             on_frame=stop,
         )
     assert list(tmp_path.iterdir()) == [] and len(pids) == 1
@@ -347,3 +347,14 @@ def test_an_interrupted_two_process_render_stops_its_helper(scan, tmp_path, monk
         os.kill(pids[0], 0)
     with pytest.raises(LayerscanError, match="processes"):
         RenderOptions(processes=3)
+
+
+def test_by_default_a_helper_draws_only_when_a_core_is_to_spare(monkeypatch):
+    from layerscan.geometry.scene import parallel
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.2, 1.0, 1.0))
+    assert parallel.helps(None, "video", 200) and not parallel.helps(1, "video", 200)
+    assert not parallel.helps(None, "png", 1) and not parallel.helps(2, "video", 10)
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 1.0, 1.0))
+    assert not parallel.helps(None, "video", 200) and parallel.helps(2, "frames", 200)

@@ -25,6 +25,8 @@ from layerscan.geometry.scene import frames as fr
 
 MIN_FRAMES = 24
 """Fewer frames than this are drawn by one process (the helper's scene costs ~0.5 s)."""
+SPARE_LOAD = 0.5
+"""processes None: a helper when the 1-minute load average is at most cores - this."""
 WAIT_STEP_S = 0.1
 """Longest wait for a frame before checking again for a recorded Ctrl-C or SIGTERM."""
 
@@ -37,14 +39,18 @@ def show(scene, frame: fr.Frame, sweep: bool) -> None:
     scene.update(frame.step, frame.layer, current)
 
 
-def helps(processes: int, kind: str, n_frames: int) -> bool:
-    """Whether a second process should draw half the frames of this movie."""
+def helps(processes: int | None, kind: str, n_frames: int) -> bool:
+    """Whether a second process should draw half the frames of this movie (processes None:
+    when a core is to spare; on a busy machine a helper only adds its scene's CPU)."""
+    cores = os.cpu_count() or 1
+    if processes is None:
+        processes = 2 if os.getloadavg()[0] <= cores - SPARE_LOAD else 1
     return (
         processes > 1
         and kind in ("video", "gif", "frames")
         and n_frames >= MIN_FRAMES
         and hasattr(os, "fork")
-        and (os.cpu_count() or 1) > 1
+        and cores > 1
     )
 
 

@@ -48,9 +48,10 @@ class RenderOptions:
     """For .png output: the layer to show; None = the last layer."""
     progress: bool = True
     """Show a progress bar on stderr."""
-    processes: int = 2
+    processes: int | None = field(default=None, metadata={"metavar": "N"})
     """Processes drawing a movie's frames: 2 (a forked helper draws every other frame; the
-    file is the same) or 1."""
+    file is the same), 1, or None: 2 when a core is to spare (1-minute load average at most
+    the CPU count - 0.5), else 1."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.fps <= 240:
@@ -80,7 +81,7 @@ class RenderOptions:
             raise LayerscanError(
                 f"--layer must be a layer number from 0 up, got {self.still_layer}"
             )
-        if self.processes not in (1, 2):
+        if self.processes not in (None, 1, 2):
             raise LayerscanError(f"--processes must be 1 or 2, got {self.processes}")
         if self.quality not in QUALITY:
             raise LayerscanError(f"unknown quality {self.quality!r}; use low, medium or high")
