@@ -293,14 +293,15 @@ def test_scan_without_lens_or_surfaces_renders(tmp_path):
     assert frames.shape[0] == 5 and all(f.std() > 5 for f in frames)
 
 
-@pytest.mark.parametrize("which", ["scan", "diff", "sweep"])
+@pytest.mark.parametrize("which", ["scan", "diff", "sweep", "still camera"])
 def test_two_processes_draw_the_same_frames(which, scan, diff, stepped_scan, tmp_path):
-    """A movie drawn by two processes (a forked helper draws the odd frames) has exactly the
-    one-process frames, in order: every pixel of every frame."""
+    """A movie drawn by two processes (a forked helper draws every other block of frames) has
+    exactly the one-process frames, in order: every pixel of every frame."""
     from layerscan.geometry.scene import parallel
 
-    source = {"scan": scan, "diff": diff, "sweep": stepped_scan}[which]
-    options = quick(frames_per_layer=9, hold=0.1, orbit=40, token_sweep=which == "sweep")
+    source = {"scan": scan, "diff": diff, "sweep": stepped_scan, "still camera": scan}[which]
+    orbit = 0 if which == "still camera" else 40
+    options = quick(frames_per_layer=9, hold=0.1, orbit=orbit, token_sweep=which == "sweep")
     size = (480, 240) if which == "diff" else SMALL
     folders = []
     for processes in (1, 2):

@@ -1,11 +1,14 @@
-"""A movie drawn by two processes: a forked helper draws every other frame of the plan.
+"""A movie drawn by two processes: a forked helper draws every other block of frames.
 
-Both processes build the same scene and step it through every frame of the plan (the camera
-follows the layers from frame to frame, so each keeps the one-process state exactly); each
-draws and reads back only its own frames. The helper's frames come back through a pipe, and
-the movie's process writes every frame to the encoder in order, so the file is the one a
-single process makes. Drawing is most of a frame's cost, so two cores draw about twice as many
-frames a second (the encoder runs beside them in its own process).
+Both processes build the same scene. Each steps it through its own frames and, before each of
+its blocks, through the frames whose state the block's first frame inherits: the camera
+follows the layers from frame to frame, and a frame whose azimuth changes starts over from the
+previous frame's framing alone, so one frame before a block (more without orbit) gives each
+process the one-process state exactly. Each draws and reads back only its own frames. The
+helper's frames come back through a pipe, and the movie's process writes every frame to the
+encoder in order, so the file is the one a single process makes. Drawing is most of a frame's
+cost, so two idle cores draw nearly twice as many frames a second; on a busy machine the
+helper's scene and stepping only add CPU (RenderOptions.processes None then draws in one).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from layerscan.core.errors import LayerscanError
 from layerscan.core.signals import raise_if_pending
 from layerscan.geometry.scene import frames as fr
 
+BLOCK = 8
+"""Consecutive frames each process draws in turn."""
 MIN_FRAMES = 24
 """Fewer frames than this are drawn by one process (the helper's scene costs ~0.5 s)."""
 SPARE_LOAD = 0.5
@@ -55,12 +60,27 @@ def helps(processes: int | None, kind: str, n_frames: int) -> bool:
 
 
 def drawn_here(index: int, helper: Helper | None) -> bool:
-    """Whether this process draws frame `index` (the helper draws the odd ones)."""
-    return helper is None or index % 2 == 0
+    """Whether this process draws frame `index` (the helper draws the odd blocks)."""
+    return helper is None or (index // BLOCK) % 2 == 0
+
+
+def stepped(plan: list[fr.Frame], mine: list[bool]) -> list[bool]:
+    """Which frames a process steps its scene through to draw the frames `mine` marks as the
+    one-process render would: its own, and before each of its blocks the frames back to the
+    one before the last azimuth change (`Scene.set_azimuth` frames the view from the previous
+    frame's layer alone)."""
+    out = list(mine)
+    for start in range(1, len(plan)):
+        if mine[start] and not mine[start - 1]:
+            first = start
+            while first > 0 and plan[first].azimuth == plan[first - 1].azimuth:
+                first -= 1
+            out[max(first - 1, 0) : start] = [True] * (start - max(first - 1, 0))
+    return out
 
 
 class Helper:
-    """The forked process that draws the odd frames of `plan`; start it before any scene of
+    """The forked process that draws the odd blocks of `plan`; start it before any scene of
     this process exists (a forked GL context is not usable)."""
 
     def __init__(
@@ -81,7 +101,7 @@ class Helper:
             _draw_odd_frames(make_scene, plan, size, sweep, write_fd)
         os.close(write_fd)
         self.pid: int | None = pid
-        self.frames: queue.Queue = queue.Queue(maxsize=4)
+        self.frames: queue.Queue = queue.Queue(maxsize=BLOCK + 2)
         self.thread = threading.Thread(target=self._read, args=(read_fd,), daemon=True)
         self.thread.start()
 
@@ -129,7 +149,7 @@ class Helper:
 
 
 def _draw_odd_frames(make_scene, plan, size, sweep, fd: int) -> None:
-    """The helper's whole life: build the scene, step through the plan, write odd frames."""
+    """The helper's whole life: build the scene, step through the plan, write its frames."""
     code = 1
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the movie's process handles Ctrl-C
@@ -138,10 +158,12 @@ def _draw_odd_frames(make_scene, plan, size, sweep, fd: int) -> None:
         w, h = size
         buffer = np.empty((h, w, 3), np.uint8)
         scene = make_scene()
+        mine = [(i // BLOCK) % 2 == 1 for i in range(len(plan))]
         with os.fdopen(fd, "wb") as pipe:
-            for i, frame in enumerate(plan):
-                show(scene, frame, sweep)
-                if i % 2:
+            for i, (frame, step) in enumerate(zip(plan, stepped(plan, mine), strict=True)):
+                if step:
+                    show(scene, frame, sweep)
+                if mine[i]:
                     scene.render()
                     scene.read_pixels(buffer)
                     pipe.write(buffer.data)

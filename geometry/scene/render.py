@@ -235,11 +235,14 @@ def _render_frames(
                 disable=not options.progress,
                 leave=False,
             )
+            mine = [par.drawn_here(i, helper) for i in range(len(plan))]
+            steps = par.stepped(plan, mine)
             for i, frame in enumerate(bar):
                 raise_if_pending()  # a Ctrl-C or SIGTERM recorded during the last frame
                 t0 = time.perf_counter()
-                par.show(scene, frame, sweep)
-                if par.drawn_here(i, helper):
+                if steps[i]:
+                    par.show(scene, frame, sweep)
+                if mine[i]:
                     scene.render()
                     t1 = time.perf_counter()
                     scene.read_pixels(buffer)  # (h, w, 3) bottom-up; ffmpeg flips it
