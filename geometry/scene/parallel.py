@@ -90,6 +90,9 @@ class Helper:
         size: tuple[int, int],
         sweep: bool,
     ) -> None:
+        import pyvista.plotting  # noqa: F401 - what a first scene imports (matplotlib too,
+        # ~0.4 s), once for both processes: the helper inherits it
+
         w, h = size
         self.frame_bytes = w * h * 3
         read_fd, write_fd = os.pipe()
