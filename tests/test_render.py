@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from dataclasses import replace
+
 import imageio.v3 as iio
 import numpy as np
 import pytest
@@ -288,3 +291,71 @@ def test_scan_without_lens_or_surfaces_renders(tmp_path):
     ).path
     frames = iio.imread(out, index=None)
     assert frames.shape[0] == 5 and all(f.std() > 5 for f in frames)
+
+
+@pytest.mark.parametrize("which", ["scan", "diff", "sweep", "still camera"])
+def test_two_processes_draw_the_same_frames(which, scan, diff, stepped_scan, tmp_path):
+    """A movie drawn by two processes (a forked helper draws every other block of frames) has
+    exactly the one-process frames, in order: every pixel of every frame."""
+    from layerscan.geometry.scene import parallel
+
+    source = {"scan": scan, "diff": diff, "sweep": stepped_scan, "still camera": scan}[which]
+    orbit = 0 if which == "still camera" else 40
+    options = quick(frames_per_layer=9, hold=0.1, orbit=orbit, token_sweep=which == "sweep")
+    size = (480, 240) if which == "diff" else SMALL
+    folders = []
+    for processes in (1, 2):
+        out = tmp_path / f"p{processes}"
+        stats = render_movie(
+            source, out, SceneOptions(window_size=size), replace(options, processes=processes)
+        )
+        assert stats.n_frames >= parallel.MIN_FRAMES
+        folders.append(sorted(out.glob("*.png")))
+    one, two = folders
+    assert len(one) == len(two) == stats.n_frames
+    for a, b in zip(one, two, strict=True):
+        assert np.array_equal(iio.imread(a), iio.imread(b)), b.name
+    movie = render_movie(source, tmp_path / "m.mp4", SceneOptions(window_size=size), options)
+    assert iio.imread(movie.path, index=None).shape[0] == stats.n_frames
+
+
+def test_an_interrupted_two_process_render_stops_its_helper(scan, tmp_path, monkeypatch):
+    from layerscan.geometry.scene import parallel
+
+    pids = []
+    start = parallel.Helper.__init__
+
+    def record(self, *args):
+        start(self, *args)
+        pids.append(self.pid)
+
+    monkeypatch.setattr(parallel.Helper, "__init__", record)
+
+    def stop(i):
+        if i == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        render_movie(
+            scan,
+            tmp_path / "m.mp4",
+            SceneOptions(window_size=SMALL),
+            quick(frames_per_layer=9, processes=2),
+            on_frame=stop,
+        )
+    assert list(tmp_path.iterdir()) == [] and len(pids) == 1
+    with pytest.raises(ProcessLookupError):  # killed and reaped
+        os.kill(pids[0], 0)
+    with pytest.raises(LayerscanError, match="processes"):
+        RenderOptions(processes=3)
+
+
+def test_by_default_a_helper_draws_only_when_a_core_is_to_spare(monkeypatch):
+    from layerscan.geometry.scene import parallel
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.2, 1.0, 1.0))
+    assert parallel.helps(None, "video", 200) and not parallel.helps(1, "video", 200)
+    assert not parallel.helps(None, "png", 1) and not parallel.helps(2, "video", 10)
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 1.0, 1.0))
+    assert not parallel.helps(None, "video", 200) and parallel.helps(2, "frames", 200)

@@ -213,3 +213,51 @@ def test_prompts_file_renders_one_still_per_prompt(tmp_path, capsys):
     first, second = (iio.imread(tmp_path / f"s-{i}.png") for i in (1, 2))
     assert first.shape == second.shape == (120, 160, 3) and (first != second).any()
     assert capsys.readouterr().err.count("scanned") == 2
+
+
+def test_transformers_models_structure_is_read_once_and_the_same():
+    """`transformers.models`' import structure, derived from the one `transformers` built,
+    equals transformers' own reading of it; its files are read once per process."""
+    code = (
+        "from pathlib import Path\n"
+        "from layerscan.autoencoder.capture.model_classes import import_transformers,"
+        " models_structure\n"
+        "transformers = import_transformers()\n"
+        "import transformers.utils.import_utils as iu\n"
+        "once = iu.create_import_structure_from_path.cache_info().misses\n"
+        "init = Path(transformers.__file__).parent / 'models' / '__init__.py'\n"
+        "print(models_structure() == iu.define_import_structure(str(init)), once)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    same, misses = result.stdout.split()
+    assert same == "True"
+    count = subprocess.run(  # what one reading of the models folder costs
+        [
+            sys.executable,
+            "-c",
+            "import transformers.utils.import_utils as iu\n"
+            "print(iu.create_import_structure_from_path.cache_info().misses)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert int(misses) == int(count.stdout)
+
+
+def test_table_architectures_load_their_class_directly(tiny_models):
+    """A model type of the architecture table is loaded by its own class, not an Auto one."""
+    from layerscan.autoencoder.capture.architectures import ARCHITECTURES
+    from layerscan.autoencoder.capture.model_classes import import_transformers, model_class
+
+    transformers = import_transformers()
+    for arch, loaded in tiny_models.items():
+        cls = model_class(loaded.config, loaded.is_causal, transformers)
+        assert type(loaded.model) is cls or arch not in ARCHITECTURES
+        if arch in ARCHITECTURES:
+            assert not cls.__name__.startswith("Auto"), arch
+    unknown = transformers.LlamaConfig(model_type="llama")
+    unknown.model_type = "not-in-the-table"
+    assert model_class(unknown, True, transformers) is transformers.AutoModelForCausalLM

@@ -119,8 +119,10 @@ def load_model(
         trust_remote_code: run the model repository's own Python code. Only when asked.
     """
     import torch
-    import transformers
 
+    from layerscan.autoencoder.capture.model_classes import import_transformers, model_class
+
+    transformers = import_transformers()
     transformers.utils.logging.disable_progress_bar()
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
@@ -132,9 +134,7 @@ def load_model(
         source = model_id
     config, tokenizer, source = _load_config_and_tokenizer(source, model_id, trust_remote_code)
     causal = is_causal(config)
-    auto_class = (
-        transformers.AutoModelForCausalLM if causal else _encoder_auto_class(config, transformers)
-    )
+    auto_class = model_class(config, causal, transformers)
     kwargs: dict[str, Any] = {
         "dtype": torch_dtype,
         "trust_remote_code": trust_remote_code,
@@ -231,7 +231,9 @@ def _load_config_and_tokenizer(
     source: Any, model_id: str, trust_remote_code: bool
 ) -> tuple[Any, Any, Any]:
     """Config and tokenizer from a folder, the hub cache, or (only if reachable) the hub."""
-    import transformers
+    from layerscan.autoencoder.capture.model_classes import import_transformers
+
+    transformers = import_transformers()
 
     looks_like_path = str(source).startswith((".", "/", "~")) or Path(str(source)).exists()
     if looks_like_path and not Path(str(source)).expanduser().is_dir():
@@ -354,13 +356,6 @@ def is_causal(config: Any) -> bool:
         "modernbert",
     }
     return config.model_type in causal_types and config.model_type not in encoder_only
-
-
-def _encoder_auto_class(config: Any, transformers: Any) -> Any:
-    masked = transformers.models.auto.modeling_auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES
-    return (
-        transformers.AutoModelForMaskedLM if config.model_type in masked else transformers.AutoModel
-    )
 
 
 def embedded_gguf_path() -> Path:

@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import math
 import os
-import queue
-import signal
-import subprocess
-import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,14 +16,11 @@ from layerscan.core.outputs import atomic_path
 from layerscan.core.signals import raise_if_pending, signals_held
 from layerscan.geometry.scan_file import DiffScan, Scan
 from layerscan.geometry.scene import frames as fr
+from layerscan.geometry.scene import parallel as par
 from layerscan.geometry.scene.bounds import check_movie_bounds
+from layerscan.geometry.scene.sink import QUALITY, VIDEO_SUFFIXES, FrameSink
 
-VIDEO_SUFFIXES = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
 Quality = Literal["low", "medium", "high"]
-WAIT_STEP_S = 0.1
-"""Longest wait (queue, ffmpeg) before checking again for a recorded Ctrl-C or SIGTERM."""
-QUALITY = {"low": ("28", "ultrafast"), "medium": ("23", "superfast"), "high": ("18", "medium")}
-"""x264 (crf, preset) per quality; superfast costs ~15 ms of CPU per 720p frame, veryfast ~22."""
 
 
 @dataclass
@@ -58,6 +48,10 @@ class RenderOptions:
     """For .png output: the layer to show; None = the last layer."""
     progress: bool = True
     """Show a progress bar on stderr."""
+    processes: int | None = field(default=None, metadata={"metavar": "N"})
+    """Processes drawing a movie's frames: 2 (a forked helper draws every other frame; the
+    file is the same), 1, or None: 2 when a core is to spare (1-minute load average at most
+    the CPU count - 0.5), else 1."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.fps <= 240:
@@ -87,6 +81,8 @@ class RenderOptions:
             raise LayerscanError(
                 f"--layer must be a layer number from 0 up, got {self.still_layer}"
             )
+        if self.processes not in (None, 1, 2):
+            raise LayerscanError(f"--processes must be 1 or 2, got {self.processes}")
         if self.quality not in QUALITY:
             raise LayerscanError(f"unknown quality {self.quality!r}; use low, medium or high")
 
@@ -125,195 +121,6 @@ def output_kind(path: str | os.PathLike) -> str:
         f"{path}: unknown output type {suffix!r}; use .mp4, .mov, .mkv, .gif, "
         f".png (one still) or a folder name for PNG frames"
     )
-
-
-class FrameSink:
-    """Consumes bottom-up RGB frames on a background thread: ffmpeg's stdin or PNG files."""
-
-    def __init__(
-        self, path: Path, kind: str, size: tuple[int, int], fps: int, quality: str
-    ) -> None:
-        self.kind, self.path, self.size = kind, path, size
-        self.queue: queue.Queue = queue.Queue(maxsize=6)
-        self.error: BaseException | None = None
-        self.process: subprocess.Popen | None = None
-        self.n_written = 0
-        if kind in ("video", "gif"):
-            self.process = subprocess.Popen(
-                _ffmpeg_command(path, kind, size, fps, quality),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                preexec_fn=die_with_parent(),
-            )
-            self._stderr: list[bytes] = []
-            threading.Thread(target=self._drain_stderr, daemon=True).start()
-        else:
-            path.mkdir(parents=True)
-        self.thread = threading.Thread(target=self._work, daemon=True)
-        self.thread.start()
-
-    def _drain_stderr(self) -> None:
-        assert self.process is not None and self.process.stderr is not None
-        for line in self.process.stderr:
-            self._stderr = (self._stderr + [line])[-20:]
-
-    def _work(self) -> None:
-        try:
-            while (frame := self.queue.get()) is not None:
-                if self.process is not None:
-                    self.process.stdin.write(frame)
-                else:
-                    import imageio.v3 as iio
-
-                    w, h = self.size
-                    image = np.frombuffer(frame, np.uint8).reshape(h, w, 3)[::-1]
-                    iio.imwrite(self.path / f"frame_{self.n_written:05d}.png", image)
-                self.n_written += 1
-        except BaseException as exc:  # noqa: BLE001 - reported by put/close on the main thread
-            self.error = exc
-            while self.queue.get() is not None:  # unblock the producer
-                pass
-
-    def put(self, frame: np.ndarray) -> float:
-        """Queue one (height, width, 3) bottom-up frame; returns seconds spent waiting."""
-        self._check()
-        start = time.perf_counter()
-        data = frame.tobytes()
-        while True:  # in steps, so that a recorded Ctrl-C or SIGTERM is not held up by ffmpeg
-            try:
-                self.queue.put(data, timeout=WAIT_STEP_S)
-                break
-            except queue.Full:
-                raise_if_pending()
-                self._check()
-        return time.perf_counter() - start
-
-    def close(self) -> float:
-        """Flush and finish the file; returns seconds spent waiting."""
-        start = time.perf_counter()
-        while True:
-            try:
-                self.queue.put(None, timeout=WAIT_STEP_S)
-                break
-            except queue.Full:
-                raise_if_pending()
-        while self.thread.is_alive():
-            raise_if_pending()
-            self.thread.join(timeout=WAIT_STEP_S)
-        if self.process is not None:
-            self.process.stdin.close()
-            while (code := self.process.poll()) is None:
-                raise_if_pending()
-                try:
-                    code = self.process.wait(timeout=WAIT_STEP_S)
-                    break
-                except subprocess.TimeoutExpired:
-                    pass
-            if code != 0 and self.error is None:
-                tail = b"".join(self._stderr).decode(errors="replace").strip().splitlines()
-                if code == 256 - errno.ENOSPC or "No space left" in " ".join(tail[-3:]):
-                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # one line, above
-                raise LayerscanError(
-                    f"ffmpeg failed writing {self.path.name}: "
-                    f"{tail[-1] if tail else f'exit code {code}'}"
-                )
-        self._check()
-        return time.perf_counter() - start
-
-    def abort(self) -> None:
-        """Stop without finishing (the caller deletes the partial output)."""
-        if self.thread.is_alive():
-            try:
-                self.queue.put_nowait(None)
-            except queue.Full:
-                pass
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        if self.thread.is_alive():  # its write failed with the pipe: it now drains the queue
-            with contextlib.suppress(queue.Full):
-                self.queue.put(None, timeout=1)
-        self.thread.join(timeout=5)
-
-    def _check(self) -> None:
-        if self.error is not None:
-            raise LayerscanError(f"writing {self.path.name} failed: {self.error}")
-
-
-PR_SET_PDEATHSIG = 1
-"""prctl option: the signal a process gets when the thread that started it dies (Linux)."""
-
-
-def die_with_parent():
-    """A `preexec_fn` that makes the child die (SIGKILL) with this process, or None off Linux.
-
-    The signal follows the *thread* that starts the child, so start it from the main thread
-    (render does). libc is loaded here, in the parent, so the child only makes one syscall
-    between fork and exec; if the parent died before that call, the child exits at once.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    parent = os.getpid()
-
-    def hook() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return hook
-
-
-def _ffmpeg_command(
-    path: Path, kind: str, size: tuple[int, int], fps: int, quality: str
-) -> list[str]:
-    import imageio_ffmpeg
-
-    w, h = size
-    cmd = [
-        imageio_ffmpeg.get_ffmpeg_exe(),
-        "-y",
-        "-loglevel",
-        "error",
-        "-f",
-        "rawvideo",
-        "-pix_fmt",
-        "rgb24",
-        "-s",
-        f"{w}x{h}",
-        "-r",
-        str(fps),
-        "-i",
-        "-",
-    ]
-    if kind == "gif":
-        graph = (
-            "vflip,split[a][b];[a]palettegen=max_colors=192:stats_mode=diff[p];"
-            "[b][p]paletteuse=dither=bayer:bayer_scale=4"
-        )
-        return cmd + ["-filter_complex", graph, "-loop", "0", "-f", "gif", str(path)]
-    crf, preset = QUALITY[quality]
-    container = VIDEO_SUFFIXES[path.suffix.lower()]
-    return cmd + [
-        "-vf",
-        "vflip",
-        "-c:v",
-        "libx264",
-        "-preset",
-        preset,
-        "-crf",
-        crf,
-        "-pix_fmt",
-        "yuv420p",
-        "-movflags",
-        "+faststart",
-        "-f",
-        container,
-        str(path),
-    ]
 
 
 def plan_for(n_layers: int, n_steps: int, options: RenderOptions) -> list[fr.Frame]:
@@ -372,7 +179,18 @@ def _render_movie(
     w, h = scene_options.window_size
     if kind in ("video", "gif") and (w % 2 or h % 2):
         raise LayerscanError(f"video needs an even width and height, got {w}x{h}")
-    scene = Scene(source, scene_options, off_screen=True)
+    first = source.a if isinstance(source, DiffScan) else source
+    plan = plan_for(first.n_layers, first.n_steps, options) if kind != "png" else []
+    helper = None
+    if par.helps(options.processes, kind, len(plan)):  # forked before this process' scene
+        sweep = options.token_sweep and first.n_steps > 1
+        helper = par.Helper(lambda: Scene(source, scene_options), plan, (w, h), sweep)
+    try:
+        scene = Scene(source, scene_options, off_screen=True)
+    except BaseException:
+        if helper is not None:
+            helper.abort()
+        raise
     try:
         raise_if_pending()
         if kind == "png":
@@ -383,9 +201,10 @@ def _render_movie(
 
                 iio.imwrite(tmp, scene.image(), extension=".png")
             return RenderStats(path, 1, w, h, time.perf_counter() - start, 0.0, 0.0, 0.0)
-        plan = plan_for(scene.n_layers, scene.n_steps, options)
-        return _render_frames(scene, plan, path, kind, options, on_frame, start, overwrite)
+        return _render_frames(scene, plan, path, kind, options, on_frame, start, overwrite, helper)
     finally:
+        if helper is not None:
+            helper.abort()  # a no-op once it has finished
         scene.close()
 
 
@@ -398,6 +217,7 @@ def _render_frames(
     on_frame,
     start: float,
     overwrite: bool = False,
+    helper: par.Helper | None = None,
 ) -> RenderStats:
     from tqdm import tqdm
 
@@ -415,23 +235,31 @@ def _render_frames(
                 disable=not options.progress,
                 leave=False,
             )
+            mine = [par.drawn_here(i, helper) for i in range(len(plan))]
+            steps = par.stepped(plan, mine)
             for i, frame in enumerate(bar):
                 raise_if_pending()  # a Ctrl-C or SIGTERM recorded during the last frame
                 t0 = time.perf_counter()
-                if frame.azimuth != scene.azimuth:
-                    scene.set_azimuth(frame.azimuth)
-                current = (scene.scans[0].step_lengths[frame.step] - 1) if sweep else None
-                scene.update(frame.step, frame.layer, current)
-                scene.render()
-                t1 = time.perf_counter()
-                scene.read_pixels(buffer)  # (h, w, 3) bottom-up; ffmpeg flips it
-                t2 = time.perf_counter()
-                wait_s += sink.put(buffer)
+                if steps[i]:
+                    par.show(scene, frame, sweep)
+                if mine[i]:
+                    scene.render()
+                    t1 = time.perf_counter()
+                    scene.read_pixels(buffer)  # (h, w, 3) bottom-up; ffmpeg flips it
+                    t2 = time.perf_counter()
+                    wait_s += sink.put(buffer)
+                else:  # the helper's frame
+                    t1 = time.perf_counter()
+                    data = helper.take()
+                    t2 = time.perf_counter()
+                    wait_s += sink.put(data)
                 render_s += t1 - t0
                 readback_s += t2 - t1
                 if on_frame is not None:
                     on_frame(i)
             bar.close()
+            if helper is not None:
+                helper.close()
             wait_s += sink.close()
         except BaseException:
             sink.abort()
