@@ -15,7 +15,7 @@ from layerscan.core.outputs import atomic_path
 from layerscan.core.signals import signals_held
 from layerscan.geometry.heatmap import Heatmap
 from layerscan.geometry.scene.overlays import DIM, INK, plain_text, plain_text_backend
-from layerscan.geometry.scene.scene import headless_egl
+from layerscan.geometry.scene.scene_options import headless_egl
 from layerscan.geometry.scene.style import software_theme, use_font
 
 COLORMAP = "RdBu_r"

@@ -17,7 +17,7 @@ from layerscan.core.outputs import atomic_path
 from layerscan.geometry.joint_qk import JointView
 from layerscan.geometry.scene.overlays import plain_text_backend, token_label
 from layerscan.geometry.scene.render import FrameSink, output_kind
-from layerscan.geometry.scene.scene import headless_egl
+from layerscan.geometry.scene.scene_options import headless_egl
 from layerscan.geometry.scene.style import software_theme, use_font
 
 TOP_LINES = 3
