@@ -23,13 +23,14 @@ from layerscan.geometry.diff import (
     shared_positions,
     shared_space,
 )
+from layerscan.geometry.diff_scan import DiffScan
 from layerscan.geometry.faithfulness import faithfulness, token_figures
 from layerscan.geometry.neighbors import nearest_neighbors
 from layerscan.geometry.projection import (
     make_projection,
     transform_init,
 )
-from layerscan.geometry.scan_file import TOKEN_FIGURES, DiffScan, Scan, token_weights
+from layerscan.geometry.scan_file import TOKEN_FIGURES, Scan, token_weights
 from layerscan.geometry.scan_options import ScanOptions
 from layerscan.geometry.surfaces import layer_surfaces
 from layerscan.geometry.token_layout import TokenLayout, grouped_positions

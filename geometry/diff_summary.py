@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from layerscan.geometry.diff_scan import DiffScan
 from layerscan.geometry.diff_tokens import changes, first_change, first_over
-from layerscan.geometry.scan_file import DiffScan, diverges
+from layerscan.geometry.scan_file import diverges
 
 MAX_LISTED = 12
 """Following tokens listed one by one; the rest are summed up in one line."""

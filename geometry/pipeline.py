@@ -27,8 +27,9 @@ from layerscan.autoencoder.quick_fit import fitted_autoencoder, needs_fit
 from layerscan.core.errors import LayerscanError
 from layerscan.core.startup import paused_collection
 from layerscan.geometry.build import diff_captures, scan_capture, torch_threads
+from layerscan.geometry.diff_scan import DiffScan
 from layerscan.geometry.heatmap import Heatmap, HeatmapOptions, heatmap_captures
-from layerscan.geometry.scan_file import DiffScan, Scan
+from layerscan.geometry.scan_file import Scan
 from layerscan.geometry.scan_options import ScanOptions
 
 Model = LoadedModel | ModelOptions | str

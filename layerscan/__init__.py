@@ -25,8 +25,8 @@ _EXPORTS = {
     "pipeline": "layerscan.api",
     "Pipeline": "layerscan.geometry.pipeline",
     "Scan": "layerscan.geometry.scan_file",
-    "DiffScan": "layerscan.geometry.scan_file",
-    "load": "layerscan.geometry.scan_file",
+    "DiffScan": "layerscan.geometry.diff_scan",
+    "load": "layerscan.geometry.diff_scan",
     "LayerscanError": "layerscan.core.errors",
 }
 """Public name → the module that defines it (PEP 562: imported on first use)."""

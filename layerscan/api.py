@@ -153,7 +153,7 @@ def diff(
 def _source(source):
     """A Scan or DiffScan, from itself or from a .scan file."""
     if isinstance(source, str | os.PathLike):
-        from layerscan.geometry.scan_file import load_any
+        from layerscan.geometry.diff_scan import load_any
 
         return load_any(source)
     return source
@@ -163,7 +163,7 @@ def render(source, output: str | os.PathLike, *, overwrite: bool = False, **opti
     """Render a Scan, DiffScan or .scan file to .mp4/.mov/.mkv, .gif, .png (a still) or a folder
     of PNG frames, with the render command's drawing and movie flags as keywords (e.g.
     `resolution=(640, 360)`, `layer=12`, `color="density"`). Returns the RenderStats."""
-    from layerscan.geometry.scan_file import DiffScan
+    from layerscan.geometry.diff_scan import DiffScan
     from layerscan.geometry.scan_options import DIFF_WINDOW_SIZE
     from layerscan.geometry.scene.render import RenderOptions, render_movie
     from layerscan.geometry.scene.scene import SceneOptions

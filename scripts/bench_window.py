@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from layerscan.geometry.scan_file import load_any  # noqa: E402
+from layerscan.geometry.diff_scan import load_any  # noqa: E402
 from layerscan.geometry.scene.window import Viewer  # noqa: E402
 
 

@@ -526,7 +526,7 @@ def _train(setting: str) -> tuple[str, ...]:
 
 def _load_scan(path: Path, work: Path) -> None:
     """Load a scan or diff and, when it loads, export its meshes (its arrays reach VTK)."""
-    from layerscan.geometry.scan_file import load_any
+    from layerscan.geometry.diff_scan import load_any
     from layerscan.geometry.scene.export import export_meshes
 
     export_meshes(load_any(path), work / "meshes", overwrite=True)

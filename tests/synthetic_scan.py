@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import ConvexHull, cKDTree
 
-from layerscan.geometry.scan_file import DiffScan, Scan, Surface
+from layerscan.geometry.diff_scan import DiffScan
+from layerscan.geometry.scan_file import Scan, Surface
 
 WORDS = [
     "The",

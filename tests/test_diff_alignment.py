@@ -17,6 +17,7 @@ from layerscan.core.tensor_file import FORMAT_KEY, write_tensor_file
 from layerscan.geometry.alignment import align_tokens, linear_cka, token_divergence
 from layerscan.geometry.build import diff_captures
 from layerscan.geometry.diff import side_figures
+from layerscan.geometry.diff_scan import DiffScan
 from layerscan.geometry.diff_summary import summary
 from layerscan.geometry.diff_tokens import (
     ALIGNED,
@@ -27,7 +28,6 @@ from layerscan.geometry.diff_tokens import (
     status_of,
 )
 from layerscan.geometry.faithfulness import token_places
-from layerscan.geometry.scan_file import DiffScan
 from tests.test_pipeline import FAST, PROMPT, autoencoder_for
 
 

@@ -22,7 +22,8 @@ from layerscan.cli.main import main
 from layerscan.core.errors import Caution, LayerscanError
 from layerscan.core.limits import memory_bytes
 from layerscan.core.locks import lock_path
-from layerscan.geometry.scan_file import Scan, load_any
+from layerscan.geometry.diff_scan import load_any
+from layerscan.geometry.scan_file import Scan
 from tests.bad_inputs import QUICK, REPO, prepare_inputs
 from tests.hostile_files import (
     DIFF_EDITS,

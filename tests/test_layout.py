@@ -110,6 +110,7 @@ def test_only_training_and_its_data_import_lightning():
 
 SCAN_RECORDS = (
     "layerscan.geometry.scan_file",
+    "layerscan.geometry.diff_scan",
     "layerscan.geometry.diff_tokens",
     "layerscan.geometry.attention_summary",
     "layerscan.geometry.joint_qk",

@@ -16,8 +16,8 @@ from layerscan.autoencoder.capture.loading import load_model
 from layerscan.cli.main import main
 from layerscan.core.errors import LayerscanError
 from layerscan.geometry.build import diff_captures
+from layerscan.geometry.diff_scan import DiffScan
 from layerscan.geometry.heatmap import HeatmapOptions, heatmap_captures
-from layerscan.geometry.scan_file import DiffScan
 from tests.test_pipeline import FAST, PROMPT, autoencoder_for
 from tests.tiny_models import CONTEXT, VOCAB, make_tokenizer
 

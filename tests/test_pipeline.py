@@ -18,9 +18,10 @@ from layerscan.cli.main import main
 from layerscan.core.errors import LayerscanError
 from layerscan.core.tensor_file import write_tensor_file
 from layerscan.geometry.build import diff_captures, scan_capture
+from layerscan.geometry.diff_scan import DiffScan, load_any
 from layerscan.geometry.faithfulness import token_k, token_places, trustworthiness
 from layerscan.geometry.pipeline import diff_prompts, scan_prompt
-from layerscan.geometry.scan_file import SCAN_KIND, DiffScan, Scan, load_any
+from layerscan.geometry.scan_file import SCAN_KIND, Scan
 from layerscan.geometry.scan_options import ScanOptions
 
 SMALL = ModelConfig(n_particles=96, d_particle=4, max_len=48, d_pos=8, n_anchors=2, d_hidden=16)

@@ -13,8 +13,9 @@ import numpy as np
 import pyvista as pv
 from vtkmodules.util.numpy_support import vtk_to_numpy
 
+from layerscan.geometry.diff_scan import DiffScan
 from layerscan.geometry.diff_tokens import ONLY_HERE, changes, first_change, first_over
-from layerscan.geometry.scan_file import DiffScan, diverges, token_centroids
+from layerscan.geometry.scan_file import diverges, token_centroids
 from layerscan.geometry.scene.legend import Scale
 from layerscan.geometry.scene.overlays import DIM, Label, LayerChart, Quads, nice_ceiling
 from layerscan.geometry.scene.tokens import TokenArrows

@@ -12,8 +12,9 @@ import numpy as np
 
 from layerscan.core.errors import LayerscanError
 from layerscan.core.outputs import atomic_path
+from layerscan.geometry.diff_scan import DiffScan
 from layerscan.geometry.diff_tokens import ONLY_HERE
-from layerscan.geometry.scan_file import DiffScan, Scan
+from layerscan.geometry.scan_file import Scan
 from layerscan.geometry.scene import frames as fr
 from layerscan.geometry.scene.camera import smooth
 from layerscan.geometry.scene.caption import caption_for, warning_for

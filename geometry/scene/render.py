@@ -14,7 +14,8 @@ import numpy as np
 from layerscan.core.errors import LayerscanError
 from layerscan.core.outputs import atomic_path
 from layerscan.core.signals import raise_if_pending, signals_held
-from layerscan.geometry.scan_file import DiffScan, Scan
+from layerscan.geometry.diff_scan import DiffScan
+from layerscan.geometry.scan_file import Scan
 from layerscan.geometry.scene import frames as fr
 from layerscan.geometry.scene import parallel as par
 from layerscan.geometry.scene.bounds import check_movie_bounds

@@ -10,7 +10,8 @@ from vtkmodules.util.numpy_support import vtk_to_numpy
 from vtkmodules.vtkRenderingCore import vtkRenderer
 
 from layerscan.core.errors import LayerscanError
-from layerscan.geometry.scan_file import DiffScan, Scan
+from layerscan.geometry.diff_scan import DiffScan
+from layerscan.geometry.scan_file import Scan
 from layerscan.geometry.scene import frames as fr
 from layerscan.geometry.scene.attention_arcs import attention_arcs
 from layerscan.geometry.scene.camera import LayerCamera

@@ -13,7 +13,8 @@ import numpy as np
 from layerscan.core.errors import LayerscanError
 from layerscan.core.outputs import atomic_path
 from layerscan.core.signals import pending, signals_held
-from layerscan.geometry.scan_file import DiffScan, Scan
+from layerscan.geometry.diff_scan import DiffScan
+from layerscan.geometry.scan_file import Scan
 from layerscan.geometry.scene.style import use_font
 
 _SLIDER = dict(

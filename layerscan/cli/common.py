@@ -287,7 +287,8 @@ def source_and_kind(args: argparse.Namespace, source: str | None) -> tuple[str |
 def load_or_scan(flags: PipelineFlags, source: str | None, prompt: bool = False):
     """A Scan from a .scan file, or from a prompt (default prompt: None) through the pipeline;
     `prompt`: `source` is a prompt even if a file of that name exists (--prompt)."""
-    from layerscan.geometry.scan_file import Scan, load_any
+    from layerscan.geometry.diff_scan import load_any
+    from layerscan.geometry.scan_file import Scan
 
     if source is not None and not prompt and is_scan_file(source):
         refuse_save_scan_of_a_file(flags, source)
@@ -309,7 +310,7 @@ def load_or_scan(flags: PipelineFlags, source: str | None, prompt: bool = False)
 
 def load_or_diff(flags: PipelineFlags, sources: list[str]):
     """A DiffScan from one diff .scan file, or from two prompts through the pipeline."""
-    from layerscan.geometry.scan_file import DiffScan, load_any
+    from layerscan.geometry.diff_scan import DiffScan, load_any
 
     models = flags.second_wanted
     if models and not sources:
@@ -363,7 +364,7 @@ def render_options(args: argparse.Namespace, **defaults):
 
 def render_and_report(source, output: str, scene, options, overwrite: bool = False) -> int:
     """Render a Scan or DiffScan to `output` (`overwrite`: --overwrite); print one line."""
-    from layerscan.geometry.scan_file import DiffScan
+    from layerscan.geometry.diff_scan import DiffScan
     from layerscan.geometry.scene.render import render_movie
 
     last = (source.a if isinstance(source, DiffScan) else source).n_layers
