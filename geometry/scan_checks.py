@@ -11,33 +11,8 @@ import numpy as np
 from layerscan.core.errors import Caution
 from layerscan.core.file_checks import FLOATS, INTS, FileCheck
 from layerscan.core.limits import LIMITS
+from layerscan.geometry.scan_file import LAYER_FIGURES, META_FIELDS
 
-META_KEYS = (
-    "prompt",
-    "model_id",
-    "tokens",
-    "n_prompt_tokens",
-    "layer_names",
-    "step_lengths",
-    "lens_tokens",
-    "settings",
-)
-FIGURES = (
-    "reconstruction_r2",
-    "prompt_r2",
-    "trustworthiness",
-    "continuity",
-    "disparity",
-    "token_trust",
-    "distance_correlation",
-    "token_spread",
-    "baseline_trust",
-    "baseline_correlation",
-    "token_continuity",
-    "baseline_continuity",
-    "chance_trust",
-)
-"""(n_steps, n_layers+1) per-layer figures; NaN is possible (and warned about), inf is not."""
 SURFACE_ARRAYS = ("surface_vertices", "surface_faces", "surface_counts")
 
 
@@ -51,7 +26,7 @@ def check_scan(path: str | os.PathLike, arrays: dict, meta: object, prefix: str 
     """
     check = FileCheck(path, "scan")
     where = f"scan {prefix.rstrip('/')} header" if prefix else "scan header"
-    check.keys(meta, META_KEYS, ("step_layouts", "attention_kind", "components"), where)
+    check.keys(meta, META_FIELDS, ("step_layouts", "attention_kind", "components"), where)
     check.value(meta["prompt"], str, "prompt")
     check.value(meta["model_id"], str, "model_id")
     tokens = check.strings(meta["tokens"], "tokens")
@@ -87,7 +62,7 @@ def check_scan(path: str | os.PathLike, arrays: dict, meta: object, prefix: str 
     array("neighbors", INTS, (n_steps, n_frames, n_particles, None), low=0, high=n_particles)
     array("particle_tokens", INTS, (n_steps, n_frames, n_particles), low=0, high=n_tokens)
     unknown = []
-    for name in FIGURES:
+    for name in LAYER_FIGURES:
         figure = array(name, FLOATS, (n_steps, n_frames), finite=False)
         if np.isinf(figure).any():
             raise check.fail(f"array {prefix + name!r} holds infinite values")

@@ -29,18 +29,29 @@ TOKEN_FIGURES = (
     "chance_trust",
 )
 """Per-layer end-to-end faithfulness figures every scan stores (hidden states -> 3D)."""
-ARRAY_FIELDS = (
-    "clouds",
-    "positions",
-    "neighbors",
+LAYER_FIGURES = (
     "reconstruction_r2",
     "prompt_r2",
     "trustworthiness",
     "continuity",
     "disparity",
-    "particle_tokens",
     *TOKEN_FIGURES,
 )
+"""(n_steps, n_layers+1) per-layer figures a scan stores (the autoencoder's R², the cloud-to-3D
+diagnostics, then the end-to-end ones)."""
+ARRAY_FIELDS = ("clouds", "positions", "neighbors", "particle_tokens", *LAYER_FIGURES)
+META_FIELDS = (
+    "prompt",
+    "model_id",
+    "tokens",
+    "n_prompt_tokens",
+    "layer_names",
+    "step_lengths",
+    "lens_tokens",
+    "settings",
+)
+"""The header fields every scan stores (`step_layouts`, `attention_kind` and `components`
+are optional)."""
 
 
 def token_centroids(
@@ -238,20 +249,7 @@ class Scan:
             arrays.update(self.attention.arrays(prefix))
         if self.components is not None:
             arrays.update(self.components.arrays(f"{prefix}components/"))
-        meta = {
-            name: getattr(self, name)
-            for name in (
-                "prompt",
-                "model_id",
-                "tokens",
-                "n_prompt_tokens",
-                "layer_names",
-                "step_lengths",
-                "lens_tokens",
-                "settings",
-                "step_layouts",
-            )
-        }
+        meta = {name: getattr(self, name) for name in (*META_FIELDS, "step_layouts")}
         if self.attention is not None:
             meta["attention_kind"] = self.attention.kind
         meta["components"] = None if self.components is None else self.components.meta()

@@ -32,3 +32,27 @@ def embedded_model():
     from layerscan.autoencoder.capture.loading import load_model
 
     return load_model("embedded", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def llama(tiny_models):
+    """The tiny random Llama."""
+    return tiny_models["llama"]
+
+
+@pytest.fixture(scope="module")
+def autoencoder(llama):
+    """A tiny autoencoder fitted to the tiny Llama on two prompts (tests/test_pipeline.py)."""
+    from tests.test_pipeline import PROMPT, autoencoder_for
+
+    return autoencoder_for(llama, [PROMPT, "one two three four five six seven eight nine"])
+
+
+@pytest.fixture(scope="module")
+def scanned(llama, autoencoder):
+    """The pipeline test prompt scanned with the tiny Llama and its autoencoder."""
+    from layerscan.autoencoder.capture.hidden_states import capture
+    from layerscan.geometry.build import scan_capture
+    from tests.test_pipeline import FAST, PROMPT
+
+    return scan_capture(capture(llama, PROMPT), autoencoder, FAST)

@@ -28,7 +28,7 @@ from layerscan.geometry.diff_tokens import (
     status_of,
 )
 from layerscan.geometry.faithfulness import token_places
-from tests.test_pipeline import FAST, PROMPT, autoencoder_for
+from tests.test_pipeline import FAST, PROMPT
 
 
 @pytest.mark.parametrize(
@@ -66,16 +66,6 @@ def test_divergence_is_measured_on_aligned_pairs_whatever_the_lengths():
     assert first_over(got.token_b, 0.1).tolist() == [-1, -1, 0, 2, -1]
     assert first_change(pairs, 4, 5) == (2, 2)
     assert linear_cka(a, a) == pytest.approx(np.ones(3))
-
-
-@pytest.fixture(scope="module")
-def llama(tiny_models):
-    return tiny_models["llama"]
-
-
-@pytest.fixture(scope="module")
-def autoencoder(llama):
-    return autoencoder_for(llama, [PROMPT, "one two three four five six seven eight nine"])
 
 
 def test_self_diff_is_exactly_zero(llama, autoencoder):

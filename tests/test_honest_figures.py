@@ -11,29 +11,13 @@ import torch
 from layerscan.autoencoder.artifact import prompt_r2
 from layerscan.autoencoder.capture.hidden_states import capture
 from layerscan.cli.commands.scan import layout_line
-from layerscan.geometry.build import scan_capture
 from layerscan.geometry.faithfulness import chance_trust, token_k, token_places
 from layerscan.geometry.scan_file import Scan
 from layerscan.geometry.scene.caption import FALLBACK_NOTE, caption_for, warning_for
 from layerscan.geometry.scene.figures_text import figures_text, r2_warning
 from layerscan.geometry.token_layout import aligned_pca
 from tests.synthetic_scan import make_scan
-from tests.test_pipeline import FAST, PROMPT, autoencoder_for
-
-
-@pytest.fixture(scope="module")
-def llama(tiny_models):
-    return tiny_models["llama"]
-
-
-@pytest.fixture(scope="module")
-def autoencoder(llama):
-    return autoencoder_for(llama, [PROMPT, "one two three four five six seven eight nine"])
-
-
-@pytest.fixture(scope="module")
-def scanned(llama, autoencoder):
-    return scan_capture(capture(llama, PROMPT), autoencoder, FAST)
+from tests.test_pipeline import PROMPT
 
 
 def test_a_scan_records_the_layout_it_shows(scanned, llama, tmp_path):

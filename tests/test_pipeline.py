@@ -53,21 +53,6 @@ def autoencoder_for(loaded, prompts: list[str], config: ModelConfig = SMALL) -> 
     )
 
 
-@pytest.fixture(scope="module")
-def llama(tiny_models):
-    return tiny_models["llama"]
-
-
-@pytest.fixture(scope="module")
-def autoencoder(llama):
-    return autoencoder_for(llama, [PROMPT, "one two three four five six seven eight nine"])
-
-
-@pytest.fixture(scope="module")
-def scanned(llama, autoencoder):
-    return scan_capture(capture(llama, PROMPT), autoencoder, FAST)
-
-
 def test_scan_holds_every_figure_with_the_right_shapes(scanned, llama):
     s = scanned
     n_frames = llama.model.config.num_hidden_layers + 1
