@@ -30,7 +30,8 @@ DENSE_ITERATIONS = 200
 """Adam steps over every pair of a short prompt (`n_iter` left None)."""
 STRESS_TOKENS = 32
 """The stress counts as much as the divergence times the number of tokens, up to this many:
-past it, more weight would flatten the neighbourhoods (measured at 1024 tokens)."""
+past it, more weight flattened the neighbourhoods (measured with the earlier sparse t-SNE
+path at 1024 tokens)."""
 
 
 def _conditional_probabilities(
