@@ -9,7 +9,6 @@ states are close (measured end to end by `faithfulness.token_figures`).
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -21,22 +20,18 @@ from layerscan.geometry.faithfulness import (
     token_k,
     trustworthiness_of,
 )
-from layerscan.geometry.neighbors import nearest_neighbors
+from layerscan.geometry.fuzzy_layout import FUZZY_ITERATIONS, FUZZY_MIN_TOKENS, fit_fuzzy
 from layerscan.geometry.projection import procrustes_rotation
 from layerscan.geometry.scan_file import token_centroids
 
 PERPLEXITY_MAX = 10.0
 """Perplexity of the neighbour probabilities for long prompts (short ones use (n - 1) / 3)."""
-DENSE_MAX_TOKENS = 256
-"""Up to this many tokens every pair enters each step; longer prompts use `SparsePairs`."""
-SAMPLED_PAIRS = 24
-"""Random partners per token for the stress (fixed) and for t-SNE's normalisation (drawn
-afresh each step) when the prompt is longer than DENSE_MAX_TOKENS."""
-SPARSE_LEARNING_RATE = 0.3
-"""Adam's step for long prompts, whose t-SNE layouts spread wider."""
+DENSE_ITERATIONS = 200
+"""Adam steps over every pair of a short prompt (`n_iter` left None)."""
 STRESS_TOKENS = 32
 """The stress counts as much as the divergence times the number of tokens, up to this many:
-past it, more weight would flatten the neighbourhoods (measured at 1024 tokens)."""
+past it, more weight flattened the neighbourhoods (measured with the earlier sparse t-SNE
+path at 1024 tokens)."""
 
 
 def _conditional_probabilities(
@@ -80,60 +75,6 @@ def _neighbor_probabilities(distances: torch.Tensor, perplexity: float) -> torch
     return (p + p.transpose(-1, -2)) / (2 * n)
 
 
-class SparsePairs(NamedTuple):
-    """The pairs a long prompt's layout is fitted on (token indices within each layer).
-
-    t-SNE's attraction runs over each token's 3 x perplexity nearest neighbours (where
-    nearly all of P lies, as in Barnes-Hut t-SNE); the stress over a fixed random sample of
-    pairs; the normalisation of Q is estimated each step from freshly drawn random pairs.
-    """
-
-    neighbors: torch.Tensor
-    """(n_layers, n, n_neighbors) each token's nearest tokens in the hidden states."""
-    weights: torch.Tensor
-    """(n_layers, n, n_neighbors) p(j | i) / n: the joint P, as directed edges."""
-    partners: torch.Tensor
-    """(n_layers, n, SAMPLED_PAIRS) the stress's random partners."""
-    target: torch.Tensor
-    """(n_layers, n, SAMPLED_PAIRS) hidden distances to those partners."""
-
-
-def _sparse_pairs(
-    states: torch.Tensor, perplexity: float, generator: torch.Generator
-) -> SparsePairs:
-    """Nearest neighbours, their probabilities and random stress partners of every layer.
-
-    Args:
-        states: (n_layers, n, d) token states.
-    """
-    n_layers, n, _ = states.shape
-    nearest = nearest_neighbors(states.float(), min(n - 1, int(3 * perplexity)))
-    d2 = nearest.distances.double().square()  # (n_layers, n, k) ascending
-    d2 = d2 / d2.mean(-1, keepdim=True).clamp_min(1e-300)
-    weights = _conditional_probabilities(d2, perplexity) / n
-    partners = _random_partners(n_layers, n, SAMPLED_PAIRS, generator)  # (n_layers, n, m)
-    target = torch.stack(
-        [
-            _partner_distances(layer, others)  # one layer at a time
-            for layer, others in zip(states.float(), partners, strict=True)
-        ]
-    )
-    return SparsePairs(nearest.indices, weights.float(), partners, target)
-
-
-def _partner_distances(points: torch.Tensor, partners: torch.Tensor) -> torch.Tensor:
-    """(n, m) distances of (n, d) points to their (n, m) partners, pair by pair (no n x n
-    matrix), 256 rows at a time."""
-    rows = torch.arange(len(points)).split(256)
-    return torch.cat([(points[r, None] - points[partners[r]]).norm(dim=-1) for r in rows])
-
-
-def _random_partners(n_layers: int, n: int, m: int, generator: torch.Generator) -> torch.Tensor:
-    """(n_layers, n, m) random other tokens of every token (never itself)."""
-    other = torch.randint(0, n - 1, (n_layers, n, m), generator=generator)
-    return other + (other >= torch.arange(n)[:, None]).long()
-
-
 class TokenLayout(Estimator):
     """Aligned 3D places of every layer's tokens, fitted to their hidden states.
 
@@ -142,7 +83,10 @@ class TokenLayout(Estimator):
     neighbourhood divergence (neighbours in the model stay neighbours in 3D), the
     scale-free stress of all pairwise distances (far stays far, so groups keep their global
     arrangement), and a pull of each token towards its own place in the neighbouring layers
-    (smooth layer-time). Exact and deterministic: no sampling, float64. The result is kept
+    (smooth layer-time). Exact and deterministic: no sampling, float64. From
+    FUZZY_MIN_TOKENS tokens the neighbourhood term is UMAP's fuzzy cross-entropy on a kNN
+    graph instead, with sampled pairs (`fuzzy_layout`): linear cost, and it keeps
+    neighbourhoods better than t-SNE's divergence at that length. The result is kept
     only if it is more faithful than its PCA start (mean and worst-layer token trust plus
     mean distance correlation); otherwise the aligned PCA itself is the layout.
 
@@ -150,12 +94,14 @@ class TokenLayout(Estimator):
         embedding_: (n_layers, n_tokens, n_components) float32, about ±10 wide.
         start_: (n_layers, n_tokens, n_components) float64 the aligned PCA start (`aligned_pca`).
         improved_: whether the optimised layout beat its PCA start (else it is the start).
+
+    `n_iter` None: DENSE_ITERATIONS steps for short prompts, FUZZY_ITERATIONS for long ones.
     """
 
     def __init__(
         self,
         n_components: int = 3,
-        n_iter: int = 200,
+        n_iter: int | None = None,
         learning_rate: float = 0.08,
         stress_weight: float = 1.0,
         alignment: float = 0.05,
@@ -178,18 +124,15 @@ class TokenLayout(Estimator):
         self.embedding_ = start.astype(np.float32)
         if n_tokens < 4 or self.n_iter == 0:
             return self
-        loss, learning_rate, dtype = self.objective(states)
-        y = torch.from_numpy(start / 10.0).to(dtype)
-        y.requires_grad_(True)
-        optimizer = torch.optim.Adam([y], lr=learning_rate)
-        for _ in range(self.n_iter):
-            optimizer.zero_grad()
-            loss(y).backward()
-            optimizer.step()
-        with torch.no_grad():
-            out = y.detach()
-            out = out - out.mean(1, keepdim=True)
-            out = out * (10.0 / out.abs().amax().clamp_min(1e-300))
+        if n_tokens >= FUZZY_MIN_TOKENS:
+            n_iter = FUZZY_ITERATIONS if self.n_iter is None else self.n_iter
+            out = torch.from_numpy(
+                fit_fuzzy(states, start, n_iter, self.stress_weight, self.alignment)
+            )
+        else:
+            out = self._fit_dense(states, start)
+        out = out - out.mean(1, keepdim=True)
+        out = out * (10.0 / out.abs().amax().clamp_min(1e-300))
         result = out.double().numpy()
         mine, pca = _scores(states, [result, start])
         self.improved_ = mine > pca
@@ -197,25 +140,30 @@ class TokenLayout(Estimator):
             self.embedding_ = result.astype(np.float32)
         return self
 
-    def objective(self, states: np.ndarray) -> tuple[functools.partial, float, torch.dtype]:
-        """The loss of layouts of `states` (n_layers, n_tokens, d), with Adam's step and the
-        dtype to optimise in; layouts are in tenths of the ±10 frame."""
+    def _fit_dense(self, states: np.ndarray, start: np.ndarray) -> torch.Tensor:
+        """Adam on every pair's terms, from `start` (in tenths of the frame), float64."""
+        loss = self.objective(states)
+        y = torch.from_numpy(start / 10.0).requires_grad_(True)
+        optimizer = torch.optim.Adam([y], lr=self.learning_rate)
+        for _ in range(DENSE_ITERATIONS if self.n_iter is None else self.n_iter):
+            optimizer.zero_grad()
+            loss(y).backward()
+            optimizer.step()
+        return y.detach()
+
+    def objective(self, states: np.ndarray) -> functools.partial:
+        """The loss of layouts of `states` (n_layers, n_tokens, d) over every pair of tokens;
+        layouts are in tenths of the ±10 frame."""
         n_tokens = states.shape[1]
         x = torch.from_numpy(np.asarray(states, np.float64))
         perplexity = self.perplexity or min(PERPLEXITY_MAX, max(2.0, (n_tokens - 1) / 3))
-        if n_tokens <= DENSE_MAX_TOKENS:
-            distances = torch.cdist(x, x)  # (n_layers, n, n)
-            p = _neighbor_probabilities(distances, perplexity)
-            target = distances / distances.square().mean((-1, -2), keepdim=True).sqrt().clamp_min(
-                1e-300
-            )  # (n_layers, n, n) unit RMS
-            upper = torch.triu(torch.ones(n_tokens, n_tokens, dtype=torch.bool), 1)
-            loss = functools.partial(self._loss, p=p, target=target, upper=upper)
-            return loss, self.learning_rate, torch.float64
-        generator = torch.Generator().manual_seed(0)
-        pairs = _sparse_pairs(x, perplexity, generator)
-        loss = functools.partial(self._sparse_loss, pairs=pairs, generator=generator)
-        return loss, SPARSE_LEARNING_RATE, torch.float32  # many pairs: float32 is enough
+        distances = torch.cdist(x, x)  # (n_layers, n, n)
+        p = _neighbor_probabilities(distances, perplexity)
+        target = distances / distances.square().mean((-1, -2), keepdim=True).sqrt().clamp_min(
+            1e-300
+        )  # (n_layers, n, n) unit RMS
+        upper = torch.triu(torch.ones(n_tokens, n_tokens, dtype=torch.bool), 1)
+        return functools.partial(self._loss, p=p, target=target, upper=upper)
 
     def _loss(
         self, y: torch.Tensor, p: torch.Tensor, target: torch.Tensor, upper: torch.Tensor
@@ -229,25 +177,6 @@ class TokenLayout(Estimator):
         divergence = divergence.sum((-1, -2))  # (n_layers,)
         dist = (d2 + 1e-12).sqrt()[:, upper]  # (n_layers, n_pairs)
         return self._total(y, divergence, _stress(dist, target[:, upper]))
-
-    def _sparse_loss(
-        self, y: torch.Tensor, pairs: SparsePairs, generator: torch.Generator
-    ) -> torch.Tensor:
-        """The same three terms, estimated from `SparsePairs` (t-SNE's KL up to its constant
-        entropy of P: sum P log(1 + d^2) + log Z)."""
-        n_layers, n, dim = y.shape
-
-        def d2(others: torch.Tensor) -> torch.Tensor:  # (n_layers, n, m) squared distances
-            m = others.shape[-1]
-            gathered = y.gather(1, others.reshape(n_layers, n * m, 1).expand(-1, -1, dim))
-            return (y[:, :, None] - gathered.view(n_layers, n, m, dim)).square().sum(-1)
-
-        attraction = (pairs.weights * torch.log1p(d2(pairs.neighbors))).sum((-1, -2))
-        drawn = _random_partners(n_layers, n, SAMPLED_PAIRS, generator)
-        normaliser = (1.0 / (1.0 + d2(drawn))).mean((-1, -2)) * (n * (n - 1))  # (n_layers,)
-        divergence = attraction + torch.log(normaliser)
-        dist = (d2(pairs.partners) + 1e-12).sqrt().flatten(1)
-        return self._total(y, divergence, _stress(dist, pairs.target.flatten(1)))
 
     def _total(
         self, y: torch.Tensor, divergence: torch.Tensor, stress: torch.Tensor

@@ -2,6 +2,7 @@
 
     python scripts/bench_faithfulness.py [--prompts scripts/faithfulness_prompts.txt]
         [--autoencoder DIR] [--designs ranked+fast,grouped+fast,grouped+tokens] [--token-time 2]
+        [--no-baselines]
 
 Every figure is measured from the hidden states as captured to the 3D frame: a token's place
 is the centroid of its particles; token trust (sklearn trustworthiness, k = token_k), distance
@@ -15,6 +16,12 @@ scan stores. Designs, all through the same autoencoder weights, on the same capt
 * grouped+tokens: the grouped code, tokens placed by their hidden states, particles grouped
   around them (the default);
 * PCA-3: PCA of each layer's token states to 3D, the simplest honest picture.
+
+Then, per band of prompt lengths, the default picture against per-layer UMAP-3 of the token
+states (umap-learn), PCA-3 and a random placement, all measured here with sklearn's
+trustworthiness (k=5), scipy's Spearman correlation of pairwise distances and scipy's
+Procrustes disparity between consecutive layers, independently of layerscan's own figures;
+CPU seconds of the token layout and of per-layer UMAP (after its JIT warm-up) beside them.
 
 The prompts were written for this check and are in no training corpus.
 """
@@ -94,6 +101,139 @@ def token_time_move(scan) -> float:
     return worst
 
 
+BANDS = ((3, 19), (20, 60), (61, 99), (100, 1024))
+"""Prompt lengths (tokens) the band table groups by."""
+
+
+def baselines(states: np.ndarray) -> dict:
+    """Independent figures of the default token layout and of three baselines.
+
+    Args:
+        states: (n_layers, n_tokens, d_model) hidden states as captured.
+    """
+    import umap
+    from scipy.spatial import procrustes
+    from scipy.spatial.distance import pdist
+    from scipy.stats import spearmanr
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import trustworthiness
+
+    from layerscan.geometry.build import used_layout
+    from layerscan.geometry.token_layout import TokenLayout
+
+    n_layers, n, _ = states.shape
+    start = time.process_time()
+    estimator = TokenLayout().fit(states)
+    layout_cpu = time.process_time() - start
+    pictures = {"layout": estimator.embedding_.astype(np.float64)}
+    pictures["PCA-3"] = np.stack([PCA(3).fit_transform(x) for x in states])
+    rng = np.random.default_rng(0)
+    pictures["random"] = rng.normal(size=(n_layers, n, 3))
+    _warm_umap()
+    start = time.process_time()
+    pictures["UMAP-3"] = np.stack(
+        [
+            umap.UMAP(n_components=3, n_neighbors=min(15, n - 1), random_state=0).fit_transform(x)
+            for x in states.astype(np.float32)
+        ]
+    )
+    umap_cpu = time.process_time() - start
+    k = min(5, (n - 1) // 2)
+    out = {"n_tokens": n, "layout_cpu": layout_cpu, "umap_cpu": umap_cpu}
+    out["used"] = used_layout(estimator)
+    for name, picture in pictures.items():
+        out[f"{name} trust"] = np.array(
+            [trustworthiness(x, y, n_neighbors=k) for x, y in zip(states, picture, strict=True)]
+        )
+        if name in ("layout", "PCA-3"):
+            out[f"{name} dcorr"] = np.array(
+                [
+                    spearmanr(pdist(x), pdist(y)).statistic
+                    for x, y in zip(states, picture, strict=True)
+                ]
+            )
+        if name in ("layout", "UMAP-3"):
+            out[f"{name} disparity"] = np.array(
+                [procrustes(a, b)[2] for a, b in zip(picture[:-1], picture[1:], strict=True)]
+            )
+    return out
+
+
+def _warm_umap() -> None:
+    """Compile umap-learn's numba code once, so its CPU seconds are those of the work."""
+    import umap
+
+    if not getattr(_warm_umap, "done", False):
+        umap.UMAP(n_components=3, n_neighbors=5).fit_transform(
+            np.random.default_rng(0).normal(size=(60, 8)).astype(np.float32)
+        )
+        _warm_umap.done = True
+
+
+def print_bands(rows: list[dict]) -> None:
+    """The band table: trust mean / worst layer (cells over prompts and layers)."""
+    print(
+        "\nper band, measured here (sklearn trustworthiness k=5, scipy Spearman and Procrustes); "
+        "trust mean / worst layer over the band's prompts and layers"
+    )
+    print(
+        f"{'band':>10}{'n':>3}{'layout':>14}{'PCA-3':>14}{'UMAP-3':>14}{'random':>8}"
+        f"{'dcorr':>7}{'PCA':>7}{'disp':>8}{'UMAP':>7}{'cpu s/layer':>13}{'UMAP':>7}  pca used"
+    )
+    for low, high in BANDS:
+        band = [r for r in rows if low <= r["n_tokens"] <= high]
+        if not band:
+            continue
+
+        def cat(key: str, band=band) -> np.ndarray:
+            return np.concatenate([r[key] for r in band])
+
+        def pair(key: str) -> str:
+            return f"{cat(key).mean():.3f}/{cat(key).min():.3f}"
+
+        per_layer = [(r["layout_cpu"], r["umap_cpu"], len(r["layout trust"])) for r in band]
+        print(
+            f"{low:>4}-{high:<5}{len(band):>3}{pair('layout trust'):>14}{pair('PCA-3 trust'):>14}"
+            f"{pair('UMAP-3 trust'):>14}{cat('random trust').mean():>8.3f}"
+            f"{cat('layout dcorr').mean():>7.3f}{cat('PCA-3 dcorr').mean():>7.3f}"
+            f"{cat('layout disparity').mean():>8.4f}{cat('UMAP-3 disparity').mean():>7.3f}"
+            f"{np.mean([a / n for a, _, n in per_layer]):>13.3f}"
+            f"{np.mean([b / n for _, b, n in per_layer]):>7.3f}"
+            f"  {sum(r['used'] == 'pca' for r in band)}/{len(band)}"
+        )
+    print("per prompt (tokens: layout, PCA-3, UMAP-3 trust mean/worst; layout, PCA-3 dcorr):")
+    for r in rows:
+        cells = [
+            f"{r[key].mean():.3f}/{r[key].min():.3f}"
+            for key in ("layout trust", "PCA-3 trust", "UMAP-3 trust")
+        ]
+        print(
+            f"  {r['n_tokens']:>4}  {'  '.join(cells)}  "
+            f"{r['layout dcorr'].mean():.3f} {r['PCA-3 dcorr'].mean():.3f}"
+        )
+
+
+def token_time_below_pca(scan, states: np.ndarray) -> float:
+    """Worst (token trust of a step's frame - that of PCA-3 of its prefix), over steps with
+    at least 5 tokens and layers, with sklearn (k = token_k of the prefix)."""
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import trustworthiness
+
+    from layerscan.geometry.faithfulness import token_k
+
+    worst = np.inf
+    for step in range(scan.n_steps):
+        n = scan.step_lengths[step]
+        if n < 5:
+            continue
+        places = token_places(scan.positions[step], scan.particle_tokens[step], n)
+        for x, y in zip(states[:, :n], places, strict=True):
+            k = token_k(n)
+            base = trustworthiness(x, PCA(3).fit_transform(x), n_neighbors=k)
+            worst = min(worst, trustworthiness(x, y, n_neighbors=k) - base)
+    return float(worst)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -108,14 +248,22 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="also scan the N shortest prompts token by token (0: skip)",
     )
+    parser.add_argument(
+        "--baselines",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the band table against per-layer UMAP-3, PCA-3 and random placement",
+    )
     args = parser.parse_args(argv)
     designs = args.designs.split(",")
     loaded = load_model("embedded", device="cpu")
     autoencoder = load_autoencoder(args.autoencoder)
-    rows, r2 = [], []
+    rows, r2, bands = [], [], []
     prompts = read_prompts(args.prompts)
     for prompt in prompts:
         cap = capture(loaded, prompt, top_k=0)
+        if args.baselines:
+            bands.append(baselines(cap.hidden))
         states = cap.hidden  # (n_layers+1, n_tokens, d_model)
         encoded = autoencoder.encode(states)
         r2.append((cap.n_tokens, encoded.reconstruction_r2))
@@ -189,15 +337,19 @@ def main(argv: list[str] | None = None) -> int:
         f"\nautoencoder R² on these prompts: worst layer {worst_r2:.4f}, mean "
         f"{np.mean([v.mean() for _, v in r2]):.4f}"
     )
+    if bands:
+        print_bands(bands)
     if args.token_time:
         for prompt in sorted(prompts, key=len)[: args.token_time]:
             cap = capture(loaded, prompt, top_k=0)
             scan = scan_capture(
                 cap, autoencoder, ScanOptions(token_time=True, surface=_no_surface())
             )
+            below = token_time_below_pca(scan, cap.hidden)
             print(
                 f"token-time, {cap.n_tokens} tokens: largest move of an earlier token's "
-                f"centroid between steps = {token_time_move(scan):.2e} of the layout radius"
+                f"centroid between steps = {token_time_move(scan):.2e} of the layout radius; "
+                f"worst step trust - PCA-3 of its prefix = {below:+.3f} (sklearn, k=token_k)"
             )
     return 0
 

@@ -15,8 +15,8 @@ from layerscan.geometry.faithfulness import (
     token_places,
     trustworthiness,
 )
+from layerscan.geometry.fuzzy_layout import FUZZY_MIN_TOKENS
 from layerscan.geometry.token_layout import (
-    DENSE_MAX_TOKENS,
     TokenLayout,
     aligned_pca,
     common_positions,
@@ -155,16 +155,40 @@ def test_common_space_self_diff_moves_nothing_and_shared_prefix_shares_places(st
     assert shared < 0.05 * differ
 
 
-def test_a_long_prompt_is_laid_out_from_sampled_pairs_and_still_beats_pca():
-    """Past DENSE_MAX_TOKENS the layout runs on nearest neighbours and random pairs."""
-    states = curved_states(n_layers=2, n_tokens=DENSE_MAX_TOKENS + 100, seed=2)
+@pytest.mark.parametrize("n_tokens", [FUZZY_MIN_TOKENS, 356])
+def test_a_long_prompt_is_laid_out_from_a_fuzzy_graph_and_still_beats_pca(n_tokens):
+    """From FUZZY_MIN_TOKENS the layout fits UMAP's cross-entropy on a kNN graph plus sampled
+    stress: it beats PCA-3 on trust and distance correlation, keeps layers aligned, and is
+    deterministic."""
+    states = curved_states(n_layers=3, n_tokens=n_tokens, seed=2)
     layout = TokenLayout().fit(states)
     assert layout.improved_
     k = token_k(states.shape[1])
     trust = trustworthiness(states, layout.embedding_, k)
     base = trustworthiness(states, pca_baseline(states), k)
     assert trust.mean() > base.mean() and trust.min() > base.min()
+    corr = distance_correlation(states, layout.embedding_)
+    assert corr.mean() >= distance_correlation(states, pca_baseline(states)).mean() - 0.02
+    step = np.linalg.norm(np.diff(layout.embedding_, axis=0), axis=-1).mean()
+    radius = np.linalg.norm(layout.embedding_ - layout.embedding_.mean(1, keepdims=True), axis=-1)
+    assert step < 0.2 * radius.mean()  # layers aligned: tokens stay near their place
     np.testing.assert_array_equal(layout.embedding_, TokenLayout().fit(states).embedding_)
+
+
+def test_the_fuzzy_path_respects_n_iter_and_alignment():
+    """n_iter=0 is the aligned PCA; alignment=0 lets layers drift further than the default."""
+    states = curved_states(n_layers=3, n_tokens=FUZZY_MIN_TOKENS + 20, seed=3)
+    np.testing.assert_array_equal(
+        TokenLayout(n_iter=0).fit(states).embedding_, aligned_pca(states).astype(np.float32)
+    )
+
+    def drift(layout: np.ndarray) -> float:
+        return float(np.linalg.norm(np.diff(layout, axis=0), axis=-1).mean())
+
+    aligned = TokenLayout(n_iter=60).fit(states)
+    free = TokenLayout(n_iter=60, alignment=0.0).fit(states)
+    assert aligned.improved_ and free.improved_
+    assert drift(aligned.embedding_) < drift(free.embedding_)
 
 
 def test_distance_correlation_of_a_long_prompt_is_estimated_closely():
