@@ -19,7 +19,6 @@ from layerscan.geometry.fuzzy_layout import FUZZY_MIN_TOKENS
 from layerscan.geometry.token_layout import (
     TokenLayout,
     aligned_pca,
-    common_positions,
     grouped_positions,
 )
 from layerscan.geometry.token_time import MAX_STEP_MOVE, score, step_places
@@ -131,28 +130,6 @@ def test_token_time_frames_are_as_faithful_as_pca_and_move_little(states):
             move = np.linalg.norm(steps.places[step][:, : n - 1] - before, axis=-1).max(-1)
             within.append(bool((move <= MAX_STEP_MOVE * radius * (1 + 1e-9)).all()))
     assert np.mean(within) >= 0.5
-
-
-def test_common_space_self_diff_moves_nothing_and_shared_prefix_shares_places(states):
-    n_particles = 200
-    owner = routed(n_particles, states.shape[1])
-    clouds = grouped_clouds(states, owner)
-    pos_a, pos_b = common_positions(
-        TokenLayout(), states, states, clouds, clouds, owner, owner, 0.08
-    )
-    np.testing.assert_array_equal(pos_a, pos_b)
-    # B: the same first 20 tokens (a shared causal prefix), then different ones
-    other = curved_states(seed=5)
-    states_b = np.concatenate([states[:, :20], other[:, 20:]], 1)
-    clouds_b = grouped_clouds(states_b, owner)
-    pos_a, pos_b = common_positions(
-        TokenLayout(), states, states_b, clouds, clouds_b, owner, owner, 0.08
-    )
-    place_a = token_places(pos_a, np.broadcast_to(owner, (5, n_particles)), states.shape[1])
-    place_b = token_places(pos_b, np.broadcast_to(owner, (5, n_particles)), states.shape[1])
-    shared = np.abs(place_a[:, :20] - place_b[:, :20]).max()
-    differ = np.abs(place_a[:, 20:] - place_b[:, 20:]).max()
-    assert shared < 0.05 * differ
 
 
 @pytest.mark.parametrize("n_tokens", [FUZZY_MIN_TOKENS, 356])
