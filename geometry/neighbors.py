@@ -63,10 +63,11 @@ def nearest_neighbors(clouds: torch.Tensor, k: int) -> Neighbors:
 
 
 def smooth_knn_dist(distances: torch.Tensor, n_iter: int = 40) -> tuple[torch.Tensor, torch.Tensor]:
-    """UMAP's per-point bandwidth: sigma with sum_j exp(-(d_j - rho) / sigma) = log2(k).
+    """UMAP's per-point bandwidth: sigma with sum_j exp(-(d_j - rho) / sigma) = log2(k + 1).
 
     Vectorised bisection over every point at once (umap.umap_.smooth_knn_dist, local
-    connectivity 1).
+    connectivity 1). umap-learn's n_neighbors counts the point itself: k others here are its
+    n_neighbors = k + 1, in the target and in the mean distance of the floor.
 
     Args:
         distances: (..., k) distances to the k nearest other points, ascending.
@@ -77,7 +78,7 @@ def smooth_knn_dist(distances: torch.Tensor, n_iter: int = 40) -> tuple[torch.Te
     """
     d = distances.double()
     k = d.shape[-1]
-    target = math.log2(k) if k > 1 else 1.0
+    target = math.log2(k + 1)  # umap-learn counts the point itself among its n_neighbors
     positive = torch.where(d > 0, d, torch.full_like(d, math.inf))
     rho = positive.min(-1).values
     rho = torch.where(torch.isfinite(rho), rho, torch.zeros_like(rho))  # (...,)
@@ -93,7 +94,7 @@ def smooth_knn_dist(distances: torch.Tensor, n_iter: int = 40) -> tuple[torch.Te
         mid = torch.where(
             too_big, (lo + hi) / 2, torch.where(torch.isinf(hi), mid * 2, (lo + hi) / 2)
         )
-    mean_all = d.mean(-1)
+    mean_all = d.sum(-1) / (k + 1)  # the point itself, at distance 0, counts too
     floor = torch.where(
         rho > 0,
         MIN_K_DIST_SCALE * mean_all,
