@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from layerscan.geometry.scene.sink import ffmpeg_command
+
 PYTHON = sys.executable
 LAYERSCAN = [PYTHON, "-m", "layerscan"]
 
@@ -63,41 +65,6 @@ def timed(argv: list[str], pythonpath: str | None = None, stdin_path: Path | Non
         raise SystemExit(f"{' '.join(argv)} failed:\n{text[-2000:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return wall, cpu, text
-
-
-def encode_argv(width: int, height: int, out: Path) -> list[str]:
-    """ffmpeg as layerscan's medium quality runs it (geometry/scene/sink.py), raw RGB in."""
-    import imageio_ffmpeg
-
-    return [
-        imageio_ffmpeg.get_ffmpeg_exe(),
-        "-y",
-        "-loglevel",
-        "error",
-        "-f",
-        "rawvideo",
-        "-pix_fmt",
-        "rgb24",
-        "-s",
-        f"{width}x{height}",
-        "-r",
-        "30",
-        "-i",
-        "-",
-        "-vf",
-        "vflip",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "superfast",
-        "-crf",
-        "23",
-        "-pix_fmt",
-        "yuv420p",
-        "-movflags",
-        "+faststart",
-        str(out),
-    ]
 
 
 def raw_frames(movie: Path, raw: Path) -> tuple[int, int, int]:
@@ -130,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         cases: dict[str, tuple[list[str], str | None, Path | None]] = {
             "python -c 'import torch'": ([PYTHON, "-c", "import torch"], None, None),
             f"ffmpeg: encode the {n_frames} frames": (
-                encode_argv(width, height, folder / "floor.mp4"),
+                ffmpeg_command(folder / "floor.mp4", "mp4", (width, height), 30, "medium"),
                 None,
                 raw,
             ),

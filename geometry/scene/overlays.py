@@ -112,25 +112,37 @@ class Label:
         self.actor.SetVisibility(visible)
 
 
+def polydata_2d(
+    renderer: vtkRenderer, units: str, color: tuple, opacity: float, line_width: float
+) -> tuple[vtkPolyData, vtkActor2D]:
+    """An empty 2D polydata drawn over `renderer`, its points in normalized viewport units
+    (`units` "viewport") or display pixels ("pixels"); returns it and its actor."""
+    poly = vtkPolyData()
+    poly.SetPoints(vtkPoints())
+    coord = vtkCoordinate()
+    if units == "viewport":
+        coord.SetCoordinateSystemToNormalizedViewport()
+    else:
+        coord.SetCoordinateSystemToDisplay()
+    mapper = vtkPolyDataMapper2D()
+    mapper.SetInputData(poly)
+    mapper.SetTransformCoordinate(coord)
+    actor = vtkActor2D()
+    actor.SetMapper(mapper)
+    actor.GetProperty().SetColor(*color)
+    actor.GetProperty().SetOpacity(opacity)
+    actor.GetProperty().SetLineWidth(line_width)
+    renderer.AddViewProp(actor)
+    return poly, actor
+
+
 class Quads:
     """Filled axis-aligned rectangles and polylines in normalized viewport coordinates."""
 
     def __init__(
         self, renderer: vtkRenderer, color: tuple, opacity: float = 1.0, line_width: float = 1.0
     ) -> None:
-        self.poly = vtkPolyData()
-        self.poly.SetPoints(vtkPoints())
-        coord = vtkCoordinate()
-        coord.SetCoordinateSystemToNormalizedViewport()
-        mapper = vtkPolyDataMapper2D()
-        mapper.SetInputData(self.poly)
-        mapper.SetTransformCoordinate(coord)
-        self.actor = vtkActor2D()
-        self.actor.SetMapper(mapper)
-        self.actor.GetProperty().SetColor(*color)
-        self.actor.GetProperty().SetOpacity(opacity)
-        self.actor.GetProperty().SetLineWidth(line_width)
-        renderer.AddViewProp(self.actor)
+        self.poly, self.actor = polydata_2d(renderer, "viewport", color, opacity, line_width)
 
     def set_rects(self, rects: np.ndarray) -> None:
         """rects: (n, 4) rows of x0, y0, x1, y1."""

@@ -206,7 +206,11 @@ class Panel:
         fig_room = (
             room if self.lens is None else min(room, (self.lens.left - MARGIN) * viewport_px[0])
         )
-        self._fits_figures = lambda text: 1.2 * text_width(text, int(size * 0.9)) <= fig_room
+        longest = max(
+            (figures_text(scan, scan.n_steps - 1, layer) for layer in range(scan.n_layers + 1)),
+            key=len,
+        )
+        self._short_figures = 1.2 * text_width(longest, int(size * 0.9)) > fig_room  # once
         self._color_mode = ""
         self._line_key: tuple | None = None
         self._surface_key: tuple | None = None
@@ -286,10 +290,7 @@ class Panel:
         if header is not None:
             self.head.set(header[0])
             self.sub.set(header[1])
-        figures = figures_text(scan, step, near)
-        if not self._fits_figures(figures):
-            figures = figures_text(scan, step, near, short=True)
-        self.fig.set(figures)
+        self.fig.set(figures_text(scan, step, near, short=self._short_figures))
         if self.lens is not None:
             tok = n_visible - 1 if current_token is None else current_token
             tok = min(tok, len(scan.lens_tokens[near]) - 1)

@@ -38,7 +38,7 @@ class FrameSink:
         self.n_written = 0
         if kind in ("video", "gif"):
             self.process = subprocess.Popen(
-                _ffmpeg_command(path, kind, size, fps, quality),
+                ffmpeg_command(path, kind, size, fps, quality),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
@@ -166,9 +166,11 @@ def die_with_parent():
     return hook
 
 
-def _ffmpeg_command(
+def ffmpeg_command(
     path: Path, kind: str, size: tuple[int, int], fps: int, quality: str
 ) -> list[str]:
+    """ffmpeg reading raw bottom-up RGB frames on stdin and writing `path` (kind "gif" or a
+    video; `quality` a QUALITY key)."""
     import imageio_ffmpeg
 
     w, h = size

@@ -5,18 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pyvista as pv
 from vtkmodules.util.numpy_support import numpy_to_vtk, numpy_to_vtkIdTypeArray, vtk_to_numpy
-from vtkmodules.vtkCommonCore import vtkPoints
-from vtkmodules.vtkCommonDataModel import vtkCellArray, vtkPolyData
+from vtkmodules.vtkCommonDataModel import vtkCellArray
 from vtkmodules.vtkRenderingCore import (
-    vtkActor2D,
-    vtkCoordinate,
-    vtkPolyDataMapper2D,
     vtkRenderer,
     vtkTextActor,
     vtkTextRenderer,
 )
 
-from layerscan.geometry.scene.overlays import plain_text, token_label
+from layerscan.geometry.scene.overlays import plain_text, polydata_2d, token_label
 from layerscan.geometry.scene.placement import importance, leader_segments, place
 from layerscan.geometry.scene.style import ink_on, use_font
 
@@ -204,19 +200,7 @@ class LeaderLines:
     """Thin lines in display pixels from a group to its label when the label sits apart."""
 
     def __init__(self, overlay: vtkRenderer, color=LEADER_COLOR) -> None:
-        self.poly = vtkPolyData()
-        self.poly.SetPoints(vtkPoints())
-        coord = vtkCoordinate()
-        coord.SetCoordinateSystemToDisplay()
-        mapper = vtkPolyDataMapper2D()
-        mapper.SetInputData(self.poly)
-        mapper.SetTransformCoordinate(coord)
-        self.actor = vtkActor2D()
-        self.actor.SetMapper(mapper)
-        self.actor.GetProperty().SetColor(*color)
-        self.actor.GetProperty().SetOpacity(0.8)
-        self.actor.GetProperty().SetLineWidth(1.5)
-        overlay.AddViewProp(self.actor)
+        self.poly, self.actor = polydata_2d(overlay, "pixels", color, 0.8, 1.5)
 
     def set_segments(self, segments: np.ndarray) -> None:
         """segments: (m, 2, 2) start and end pixels of each line."""
