@@ -8,7 +8,13 @@ import pytest
 
 from layerscan.autoencoder.capture.hidden_states import capture
 from layerscan.geometry.build import diff_captures
-from layerscan.geometry.scene.diff_view import ARROW_TARGET, RING_COLORS, divergence_scale
+from layerscan.geometry.scan_file import diverges
+from layerscan.geometry.scene.diff_view import (
+    ARROW_TARGET,
+    RING_COLORS,
+    arrow_factor,
+    divergence_scale,
+)
 from layerscan.geometry.scene.scene import Scene, SceneOptions
 from layerscan.geometry.scene.style import FREE_AREA
 from layerscan.geometry.scene.window import Viewer
@@ -86,3 +92,25 @@ def test_the_viewer_steps_through_the_changes(diff):
         assert "very" in text and window.scene.marks.current_tokens()[1] is not None
     finally:
         window.close()
+
+
+def test_a_shared_prefix_alone_is_not_magnified_into_a_divergence(tiny_models):
+    """The prompt's first word against the whole prompt: the aligned tokens are a causal
+    prefix whose states differ by float noise at most; no arrow, colour range or chart axis is
+    stretched to that noise."""
+    llama = tiny_models["llama"]
+    autoencoder = autoencoder_for(llama, [PROMPT, "one two three four five six seven eight nine"])
+    diff = diff_captures(capture(llama, "the"), capture(llama, PROMPT), autoencoder, FAST)
+    n = len(diff.a.tokens)
+    assert diff.aligned_tokens.tolist() == [[i, i] for i in range(n)]  # a causal prefix
+    assert not diverges(diff.divergence)
+    top, _ = divergence_scale(diff)
+    assert top >= diff.threshold
+    scene = Scene(diff, SceneOptions(window_size=(800, 360), show_surface=False))
+    try:
+        scene.update(0, float(diff.a.n_layers))
+        assert scene.marks.factor == 1.0
+        assert "do not diverge" in scene.chart.title.actor.GetInput()
+    finally:
+        scene.close()
+    assert arrow_factor(np.array([1e-8]), 1.0) == 1.0 and arrow_factor(np.array([0.01]), 1.0) > 1

@@ -30,6 +30,9 @@ RING_POINTS = 32
 """Points of one ring's polyline."""
 ARROW_TARGET = 0.35
 """The longest A→B move is drawn at least this share of the layout's mean radius."""
+MIN_MOVE = 1e-4
+"""Moves below this share of the radius are float noise (a shared prefix computed in two
+sequences), never lengthened into arrows."""
 ARROW_COLOR = (0.92, 0.94, 0.98)
 
 
@@ -48,7 +51,8 @@ def divergence_scale(diff: DiffScan) -> tuple[float, Scale]:
     pairs = np.asarray(diff.aligned_tokens)
     aligned = diff.token_divergence_b[:, pairs[:, 1]] if len(pairs) else diff.token_divergence_b
     # the aligned tokens span the colours; a changed token (far from everything) saturates
-    top = nice_ceiling(float(np.percentile(aligned, 99))) if aligned.max(initial=0) > 0 else 1.0
+    # never below the threshold: float noise of a shared prefix (~1e-6) is not a colour range
+    top = nice_ceiling(max(float(np.percentile(aligned, 99)), diff.threshold))
     norm = diff.a.settings.get("normalization", "captured")
     return top, Scale(
         "colour = each token's hidden-state distance to its counterpart in the other prompt",
@@ -61,8 +65,8 @@ def arrow_factor(moves: np.ndarray, radius: float) -> float:
     """Arrows are drawn this many times (1, 2, 2.5, 5, 10, ...) their true length, so that the
     longest of `moves` (one layer's A→B moves) is at least ARROW_TARGET of `radius`."""
     longest = float(np.max(moves, initial=0.0))
-    if longest <= 0 or longest >= ARROW_TARGET * radius:
-        return 1.0
+    if longest <= MIN_MOVE * radius or longest >= ARROW_TARGET * radius:
+        return 1.0  # nothing moved (float noise is not magnified), or the move shows as it is
     return nice_ceiling(ARROW_TARGET * radius / longest)
 
 
@@ -155,11 +159,10 @@ class DiffMarks:
 
     def _chart(self, size: int, viewport_px: tuple[int, int]) -> LayerChart:
         diff = self.diff
-        what = "models" if diff.a.model_id != diff.b.model_id else "prompts"
         peak = (
             f"peak {diff.a.layer_names[diff.peak_layer]}"
             if diverges(diff.divergence)
-            else f"the aligned tokens of the {what} do not diverge"
+            else "aligned tokens do not diverge"
         )
         box = (0.12, 0.72, 0.50, 0.86)
         chart = LayerChart(
@@ -169,9 +172,10 @@ class DiffMarks:
             box,
             f"divergence |h_A − h_B| / |h| · {peak}",
             viewport_px,
+            floor=diff.threshold,
         )
         x0, y0, x1, y1 = box
-        top = nice_ceiling(float(np.max(diff.divergence)))
+        top = nice_ceiling(max(float(np.max(diff.divergence)), diff.threshold))  # as the chart
         thr_y = y0 + (y1 - y0) * min(diff.threshold / top, 1.0)
         self.threshold_line = Quads(self.scene.overlays[1], (1.0, 0.62, 0.1), opacity=0.7)
         self.threshold_line.set_rects([[x0, thr_y - 0.0015, x1, thr_y + 0.0015]])

@@ -112,6 +112,7 @@ class Legend:
             lut = position_lookup_table() if mode == "token" else lookup_table(mode)
             lut.scalar_range = (0.0, scale.top)
             self.bar.SetLookupTable(lut)
+            self.bar.SetLabelFormat("%.0f" if scale.top >= 100 else "%.2g")  # 530, not 5.3e+02
             self.bar.SetTitle(scale.title)
         else:
             caption = CAPTIONS[mode]

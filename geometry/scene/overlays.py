@@ -195,11 +195,13 @@ class LayerChart:
         box: tuple[float, float, float, float],
         title: str,
         viewport_px: tuple[int, int] = (1280, 720),
+        floor: float = 0.0,
     ) -> None:
+        """`floor`: the axis reaches at least this (e.g. a threshold drawn on the chart)."""
         x0, y0, x1, y1 = box
         self.box = box
         v = np.asarray(values, np.float64)
-        top = nice_ceiling(float(v.max()))
+        top = nice_ceiling(max(float(v.max()), floor))
         self.xs = x0 + (x1 - x0) * np.linspace(0, 1, len(v))
         self.ys = y0 + (y1 - y0) * np.clip(v / top, 0, 1)
         self.frame = Quads(renderer, CHIP, opacity=0.55)
