@@ -24,7 +24,7 @@ from layerscan.geometry.diff import (
     shared_space,
 )
 from layerscan.geometry.diff_scan import DiffScan
-from layerscan.geometry.faithfulness import faithfulness, token_figures
+from layerscan.geometry.faithfulness import Faithfulness, faithfulness, token_figures
 from layerscan.geometry.neighbors import nearest_neighbors
 from layerscan.geometry.projection import (
     make_projection,
@@ -146,6 +146,7 @@ def build_scan(
     settings: dict,
     timings: dict | None = None,
     step_layouts: list[str] | None = None,
+    baseline: np.ndarray | None = None,
 ) -> Scan:
     """Assemble a Scan from layouts: neighbour graph, faithfulness and surfaces per step.
 
@@ -155,26 +156,34 @@ def build_scan(
         reconstruction_r2, prompt_r2: (n_steps, n_layers+1) corpus- and prompt-centred R².
         particle_tokens: (n_steps, n_particles) token of each particle at each step.
         step_layouts: (n_steps,) which layout each step shows (see `Scan.step_layouts`).
+        baseline: PCA-3 of the whole prompt's token states where already computed (the
+            token layout's `pca_`): the last step's baseline.
     """
     timings = {} if timings is None else timings
     warn_unknown_r2(np.asarray(reconstruction_r2), capture.layer_names)
     start = time.perf_counter()
-    k = max(options.k_neighbors, options.faithfulness_k)
+    k = max(options.k_neighbors, options.faithfulness_k if options.diagnostics else 1)
     knn = np.stack(
         [
             nearest_neighbors(torch.from_numpy(np.ascontiguousarray(c)), k).indices.numpy()
             for c in clouds
         ]
     )  # (n_steps, L+1, N, k)
-    figures = [
-        faithfulness(c, p, options.faithfulness_k, n)
-        for c, p, n in zip(clouds, positions, knn, strict=True)
-    ]
+    unmeasured = np.full(positions.shape[:2], np.nan)  # (n_steps, L+1)
+    figures = (
+        [
+            faithfulness(c, p, options.faithfulness_k, n)
+            for c, p, n in zip(clouds, positions, knn, strict=True)
+        ]
+        if options.diagnostics
+        else [Faithfulness(row, row, row) for row in unmeasured]
+    )
     neighbors = knn[..., : options.k_neighbors].astype(np.int32)  # (n_steps, L+1, N, k_nn)
     owner = np.broadcast_to(particle_tokens[:, None], positions.shape[:3]).astype(np.int32)
+    baselines = [None] * (len(step_lengths) - 1) + [baseline]
     ends = [
-        token_figures(capture.hidden[:, :n], p, o)
-        for n, p, o in zip(step_lengths, positions, owner, strict=True)
+        token_figures(capture.hidden[:, :n], p, o, b)
+        for n, p, o, b in zip(step_lengths, positions, owner, baselines, strict=True)
     ]
     timings["faithfulness"] = time.perf_counter() - start
     start = time.perf_counter()
@@ -252,9 +261,11 @@ def scan_capture(
         owner = np.stack([e.particle_tokens for e in encoded])  # (n_steps, N)
         timings["encode"] = time.perf_counter() - start
         start = time.perf_counter()
+        baseline = None  # PCA-3 of the token states, where the layout computed it
         if options.projection == "tokens":
             estimator = token_layout(options)
             full = estimator.fit(capture.hidden).embedding_.astype(np.float64)
+            baseline = estimator.pca_
             if len(lengths) > 1:  # token-time: each prefix at least as faithful as its PCA-3
                 places, layouts = step_places(capture.hidden, full, lengths)
             else:
@@ -281,6 +292,7 @@ def scan_capture(
             _settings(capture, autoencoder, options),
             timings,
             layouts,
+            baseline,
         )
 
 

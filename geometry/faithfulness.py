@@ -252,7 +252,10 @@ def distance_correlations(original: np.ndarray, embeddings: list[np.ndarray]) ->
         first, second = (torch.from_numpy(i) for i in _sampled_pairs(n, CORRELATION_PAIRS))
 
         def distances(points: np.ndarray) -> np.ndarray:
-            matrix = pairwise_distances(torch.as_tensor(points, dtype=torch.float64))
+            points = torch.as_tensor(points, dtype=torch.float64)
+            if points.shape[-1] <= 3:  # a picture: the sampled pairs alone are cheaper
+                return (points[first] - points[second]).norm(dim=-1).numpy()
+            matrix = pairwise_distances(points)  # hidden states: one matrix product
             return matrix[first, second].numpy()
 
     for layer, x in enumerate(original):
@@ -289,7 +292,10 @@ def mean_ranks(values: np.ndarray) -> np.ndarray:
 
 
 def token_figures(
-    states: np.ndarray, positions: np.ndarray, particle_tokens: np.ndarray
+    states: np.ndarray,
+    positions: np.ndarray,
+    particle_tokens: np.ndarray,
+    baseline: np.ndarray | None = None,
 ) -> TokenFigures:
     """End-to-end faithfulness of one step's picture, with the PCA-3 baseline beside it.
 
@@ -297,10 +303,11 @@ def token_figures(
         states: (n_layers, n_tokens, d_model) hidden states as captured (same normalization).
         positions: (n_layers, n_particles, 3) the picture.
         particle_tokens: (n_layers, n_particles) token of each particle.
+        baseline: `pca_baseline(states)` where already computed (the token layout's start).
     """
     n_tokens = states.shape[1]
     places = token_places(positions, particle_tokens, n_tokens)  # (n_layers, n_tokens, 3)
-    baseline = pca_baseline(states)
+    baseline = pca_baseline(states) if baseline is None else baseline
     k = token_k(n_tokens)
     if n_tokens < 3:
         trust = base_trust = cont = base_cont = np.ones(len(states), np.float32)

@@ -144,11 +144,14 @@ class Scan:
     """(n_steps, n_layers+1) float32 the same R² with SST around the prompt's own mean: the
     honest figure (how much of what sets the tokens apart the particles keep)."""
     trustworthiness: np.ndarray
-    """(n_steps, n_layers+1) float32 diagnostic of one stage: 3D layout vs cloud (k=10)."""
+    """(n_steps, n_layers+1) float32 diagnostic of one stage: 3D layout vs cloud (k=10);
+    NaN where not measured (`ScanOptions.diagnostics` off)."""
     continuity: np.ndarray
-    """(n_steps, n_layers+1) float32 diagnostic of one stage: 3D layout vs cloud (k=10)."""
+    """(n_steps, n_layers+1) float32 diagnostic of one stage: 3D layout vs cloud (k=10);
+    NaN where not measured."""
     disparity: np.ndarray
-    """(n_steps, n_layers+1) float32 Procrustes disparity to the previous layer (0 at layer 0)."""
+    """(n_steps, n_layers+1) float32 Procrustes disparity to the previous layer (0 at layer 0);
+    NaN where not measured."""
     particle_tokens: np.ndarray
     """(n_steps, n_layers+1, n_particles) int32 the token each particle belongs to."""
     token_trust: np.ndarray

@@ -80,6 +80,11 @@ class ScanOptions:
     """Nearest particles (in the cloud) stored per particle, for drawing lines."""
     faithfulness_k: int = 10
     """Neighbourhood size of trustworthiness and continuity."""
+    diagnostics: bool = False
+    """Also measure the particle stage: cloud-to-3D trust and continuity (k = faithfulness_k)
+    and the Procrustes disparity between layers. Off they are NaN in the scan (unmeasured);
+    the frame's figures are the end-to-end token ones either way. `layerscan scan` measures
+    them for its table."""
     token_time: bool = False
     """Causal models: one frame per prefix (layer-time x token-time)."""
     token_time_epochs: int = 30

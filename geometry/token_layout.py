@@ -92,6 +92,8 @@ class TokenLayout(Estimator):
 
     Attributes:
         embedding_: (n_layers, n_tokens, n_components) float32, about ±10 wide.
+        pca_: (n_layers, n_tokens, n_components) float64 PCA of each layer (`pca_baseline`),
+            before alignment: the baseline of the figures.
         start_: (n_layers, n_tokens, n_components) float64 the aligned PCA start (`aligned_pca`).
         improved_: whether the optimised layout beat its PCA start (else it is the start).
 
@@ -118,7 +120,8 @@ class TokenLayout(Estimator):
         """Lay out X: (n_layers, n_tokens, d) token states."""
         states = np.asarray(X, dtype=np.float64)
         n_layers, n_tokens, _ = states.shape
-        start = aligned_pca(states, self.n_components)
+        self.pca_ = pca_baseline(states, self.n_components)
+        start = aligned_pca(states, self.n_components, self.pca_)
         self.start_ = start
         self.improved_ = False
         self.embedding_ = start.astype(np.float32)
@@ -210,16 +213,19 @@ def _scores(states: np.ndarray, layouts: list[np.ndarray]) -> list[float]:
     ]
 
 
-def aligned_pca(states: np.ndarray, n_components: int = 3) -> np.ndarray:
+def aligned_pca(
+    states: np.ndarray, n_components: int = 3, pca: np.ndarray | None = None
+) -> np.ndarray:
     """PCA of each layer's token states, each rotated onto the previous layer, ±10 wide.
 
     Args:
         states: (n_layers, n_tokens, d).
+        pca: `pca_baseline(states, n_components)` where already computed (left unchanged).
 
     Returns:
         (n_layers, n_tokens, n_components) float64.
     """
-    out = pca_baseline(states, n_components)
+    out = pca_baseline(states, n_components) if pca is None else pca.copy()
     for layer in range(1, len(out)):
         out[layer] = out[layer] @ procrustes_rotation(out[layer], out[layer - 1])
     span = np.abs(out).max()

@@ -53,6 +53,16 @@ def autoencoder_for(loaded, prompts: list[str], config: ModelConfig = SMALL) -> 
     )
 
 
+def test_the_particle_diagnostics_are_measured_when_asked(llama, autoencoder):
+    s = scan_capture(capture(llama, PROMPT), autoencoder, replace(FAST, diagnostics=True))
+    n_frames = llama.model.config.num_hidden_layers + 1
+    for figure in (s.trustworthiness, s.continuity):
+        assert figure.shape == (1, n_frames) and ((0 < figure) & (figure <= 1)).all()
+    for layer in range(1, n_frames):  # the stored figure is the layout's own disparity
+        expected = procrustes(s.positions[0, layer - 1], s.positions[0, layer])[2]
+        assert s.disparity[0, layer] == pytest.approx(expected, rel=1e-3, abs=1e-5)
+
+
 def test_scan_holds_every_figure_with_the_right_shapes(scanned, llama):
     s = scanned
     n_frames = llama.model.config.num_hidden_layers + 1
@@ -60,11 +70,8 @@ def test_scan_holds_every_figure_with_the_right_shapes(scanned, llama):
     assert s.clouds.shape == (1, n_frames, 96, 4)
     assert s.neighbors.shape == (1, n_frames, 96, 10) and s.neighbors.dtype == np.int32
     assert (s.neighbors != np.arange(96)[:, None]).all()  # never a particle itself
-    for figure in (s.trustworthiness, s.continuity):
-        assert figure.shape == (1, n_frames) and ((0 < figure) & (figure <= 1)).all()
-    for layer in range(1, n_frames):  # the stored figure is the layout's own disparity
-        expected = procrustes(s.positions[0, layer - 1], s.positions[0, layer])[2]
-        assert s.disparity[0, layer] == pytest.approx(expected, rel=1e-3, abs=1e-5)
+    for figure in (s.trustworthiness, s.continuity, s.disparity):  # asked for only
+        assert figure.shape == (1, n_frames) and np.isnan(figure).all()
     assert np.isfinite(s.reconstruction_r2).all()
     assert len(s.surfaces[0]) == n_frames and any(len(x.faces) for x in s.surfaces[0])
     assert s.lens_tokens is not None and s.lens_probs.shape[:2] == (n_frames, len(s.tokens))

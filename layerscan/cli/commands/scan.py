@@ -44,7 +44,7 @@ def register(subparsers) -> None:
     )
     add_overwrite_argument(parser)
     add_scan_arguments(parser, save=False)
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, diagnostics=True)  # its table shows them
 
 
 def faithfulness_table(scan, step: int = -1) -> str:
