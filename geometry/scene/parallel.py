@@ -44,19 +44,19 @@ def show(scene, frame: fr.Frame, sweep: bool) -> None:
     scene.update(frame.step, frame.layer, current)
 
 
-def helps(processes: int | None, kind: str, n_frames: int) -> bool:
-    """Whether a second process should draw half the frames of this movie (processes None:
-    when a core is to spare; on a busy machine a helper only adds its scene's CPU)."""
+def spare_core(processes: int | None) -> bool:
+    """Whether a second process may work beside this one (`RenderOptions.processes`; None:
+    when the 1-minute load average leaves a core to spare)."""
     cores = os.cpu_count() or 1
     if processes is None:
         processes = 2 if os.getloadavg()[0] <= cores - SPARE_LOAD else 1
-    return (
-        processes > 1
-        and kind in ("video", "gif", "frames")
-        and n_frames >= MIN_FRAMES
-        and hasattr(os, "fork")
-        and cores > 1
-    )
+    return processes > 1 and hasattr(os, "fork") and cores > 1
+
+
+def helps(processes: int | None, kind: str, n_frames: int) -> bool:
+    """Whether a second process should draw half the frames of this movie (processes None:
+    when a core is to spare; on a busy machine a helper only adds its scene's CPU)."""
+    return kind in ("video", "gif", "frames") and n_frames >= MIN_FRAMES and spare_core(processes)
 
 
 def drawn_here(index: int, helper: Helper | None) -> bool:

@@ -362,8 +362,11 @@ def render_options(args: argparse.Namespace, **defaults):
     return options_from_args(RenderOptions, args, **defaults)
 
 
-def render_and_report(source, output: str, scene, options, overwrite: bool = False) -> int:
-    """Render a Scan or DiffScan to `output` (`overwrite`: --overwrite); print one line."""
+def render_and_report(
+    source, output: str, scene, options, overwrite: bool = False, drawer=None
+) -> int:
+    """Render a Scan or DiffScan to `output` (`overwrite`: --overwrite); print one line.
+    `drawer`: a RenderProcess that draws it (else this process does)."""
     from layerscan.geometry.diff_scan import DiffScan
     from layerscan.geometry.scene.render import render_movie
 
@@ -371,7 +374,8 @@ def render_and_report(source, output: str, scene, options, overwrite: bool = Fal
     if options.still_layer is not None and options.still_layer > last:
         note(f"--layer {options.still_layer:g} is past the last layer; showing layer {last}")
         options = replace(options, still_layer=float(last))
-    stats = render_movie(source, output, scene, options, overwrite=overwrite)
+    render = render_movie if drawer is None else drawer.render_movie
+    stats = render(source, output, scene, options, overwrite=overwrite)
     length = (
         f", {stats.n_frames / options.fps:.1f} s at {options.fps} fps" if stats.n_frames > 1 else ""
     )

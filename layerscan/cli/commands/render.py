@@ -15,12 +15,14 @@ from layerscan.cli.common import (
     add_scan_arguments,
     add_scene_arguments,
     check_outputs,
+    is_scan_file,
     load_or_scan,
     render_and_report,
     render_options,
     scene_options,
     source_and_kind,
 )
+from layerscan.cli.render_process import RenderProcess
 from layerscan.core.errors import LayerscanError
 
 DEFAULT_OUTPUT = "layerscan.mp4"
@@ -122,7 +124,24 @@ def run(args: argparse.Namespace) -> int:
     flags = PipelineFlags(args)
     if flags.token_time:  # a token-time scan plays once per token
         movie = replace(movie, token_sweep=True)
+    if len(jobs) == 1 and (is_prompt or source is None or not is_scan_file(source)):
+        return _render_prompt(args, flags, source, is_prompt, scene, movie)
     for source, output in jobs:  # the model and autoencoder load once (the pipeline keeps them)
         scan = load_or_scan(flags, source, prompt=is_prompt)
         render_and_report(scan, output, scene, movie, args.overwrite)
+    return 0
+
+
+def _render_prompt(args, flags, source, is_prompt: bool, scene, movie) -> int:
+    """One prompt's movie; where a core is to spare, drawn by a process forked now that
+    imports the drawing side while this one loads the model and scans (`RenderProcess`)."""
+    from layerscan.geometry.scene.parallel import spare_core
+
+    drawer = RenderProcess(scene, args.debug) if spare_core(movie.processes) else None
+    try:
+        scan = load_or_scan(flags, source, prompt=is_prompt)
+        render_and_report(scan, args.output, scene, movie, args.overwrite, drawer)
+    finally:
+        if drawer is not None:
+            drawer.close()
     return 0
