@@ -30,8 +30,8 @@ class StepPlaces(NamedTuple):
     places: list[np.ndarray]
     """[n_steps] (n_layers, lengths[s], 3) float64 token places of each step."""
     layouts: list[str]
-    """[n_steps] "tokens" where the step aims at the whole prompt's layout, "pca" where at the
-    PCA-3 of its prefix (see `Scan.step_layouts`)."""
+    """[n_steps] "pca" where the step's frame is the PCA-3 of its prefix (fitted onto the
+    previous frame by rotation, scale and shift), else "tokens" (see `Scan.step_layouts`)."""
 
 
 def score(states: np.ndarray, places: np.ndarray) -> float:
@@ -108,7 +108,11 @@ def step_places(states: np.ndarray, full: np.ndarray, lengths: list[int]) -> Ste
                 1,
             )
             if score(prefix, capped) >= scores["pca"]:
-                name, chosen = option, capped
+                # "pca" only where the frame is PCA-3 of the prefix itself (no earlier
+                # token held back by the cap): a capped blend that matched it is a layout
+                jumped = np.abs(capped - aims[option]).max() <= 1e-9 * np.abs(capped).max()
+                name = "pca" if option == "pca" and jumped else "tokens"
+                chosen = capped
                 break
         frame = chosen
         places.append(frame)
