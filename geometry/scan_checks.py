@@ -11,7 +11,7 @@ import numpy as np
 from layerscan.core.errors import Caution
 from layerscan.core.file_checks import FLOATS, INTS, FileCheck
 from layerscan.core.limits import LIMITS
-from layerscan.geometry.scan_file import LAYER_FIGURES, META_FIELDS
+from layerscan.geometry.scan_file import DIAGNOSTICS, LAYER_FIGURES, META_FIELDS
 
 SURFACE_ARRAYS = ("surface_vertices", "surface_faces", "surface_counts")
 
@@ -66,7 +66,8 @@ def check_scan(path: str | os.PathLike, arrays: dict, meta: object, prefix: str 
         figure = array(name, FLOATS, (n_steps, n_frames), finite=False)
         if np.isinf(figure).any():
             raise check.fail(f"array {prefix + name!r} holds infinite values")
-        if np.isnan(figure).any():
+        unmeasured = name in DIAGNOSTICS and np.isnan(figure).all()  # not asked for
+        if np.isnan(figure).any() and not unmeasured:
             unknown.append(name)
     _check_surfaces(check, arrays, prefix, n_steps * n_frames)
     _check_lens(check, arrays, meta["lens_tokens"], prefix, n_frames, n_tokens)

@@ -29,14 +29,10 @@ TOKEN_FIGURES = (
     "chance_trust",
 )
 """Per-layer end-to-end faithfulness figures every scan stores (hidden states -> 3D)."""
-LAYER_FIGURES = (
-    "reconstruction_r2",
-    "prompt_r2",
-    "trustworthiness",
-    "continuity",
-    "disparity",
-    *TOKEN_FIGURES,
-)
+DIAGNOSTICS = ("trustworthiness", "continuity", "disparity")
+"""The particle stage's figures, measured only when asked (`ScanOptions.diagnostics`): all
+NaN when not."""
+LAYER_FIGURES = ("reconstruction_r2", "prompt_r2", *DIAGNOSTICS, *TOKEN_FIGURES)
 """(n_steps, n_layers+1) per-layer figures a scan stores (the autoencoder's R², the cloud-to-3D
 diagnostics, then the end-to-end ones)."""
 ARRAY_FIELDS = ("clouds", "positions", "neighbors", "particle_tokens", *LAYER_FIGURES)

@@ -53,6 +53,23 @@ def autoencoder_for(loaded, prompts: list[str], config: ModelConfig = SMALL) -> 
     )
 
 
+def test_unmeasured_diagnostics_load_without_a_warning_and_partly_unknown_ones_warn(
+    scanned, tmp_path
+):
+    import warnings
+
+    from layerscan.core.errors import Caution
+
+    path = scanned.save(tmp_path / "s.scan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Caution)
+        Scan.load(path)  # the particle stage, not asked for: no warning
+    measured = replace(scanned, disparity=np.zeros_like(scanned.disparity))
+    measured.disparity[0, 2] = np.nan
+    with pytest.warns(Caution, match="disparity hold NaN"):
+        Scan.load(measured.save(tmp_path / "m.scan"))
+
+
 def test_the_particle_diagnostics_are_measured_when_asked(llama, autoencoder):
     s = scan_capture(capture(llama, PROMPT), autoencoder, replace(FAST, diagnostics=True))
     n_frames = llama.model.config.num_hidden_layers + 1
