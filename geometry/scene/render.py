@@ -109,6 +109,16 @@ class RenderStats(NamedTuple):
         return self.n_frames / self.seconds if self.seconds > 0 else float("inf")
 
 
+def warm_up() -> None:
+    """Import what a first scene and movie import (PyVista's plotting, VTK's rendering,
+    matplotlib, the encoder's and progress bar's modules), ahead of the scan."""
+    import imageio_ffmpeg  # noqa: F401
+    import pyvista.plotting  # noqa: F401
+    import tqdm  # noqa: F401
+
+    import layerscan.geometry.scene.scene  # noqa: F401
+
+
 def output_kind(path: str | os.PathLike) -> str:
     """'video', 'gif', 'png' (one still) or 'frames' (a folder of PNGs) from the output path."""
     suffix = Path(path).suffix.lower()

@@ -30,16 +30,6 @@ PR_SET_PDEATHSIG = 1
 """prctl(2): the signal a process gets when its parent dies."""
 
 
-def _warm_up() -> None:
-    """Import what a first scene and movie import (the child's head start)."""
-    import imageio_ffmpeg  # noqa: F401
-    import pyvista.plotting  # noqa: F401
-    import tqdm  # noqa: F401
-
-    import layerscan.geometry.scene.render  # noqa: F401
-    import layerscan.geometry.scene.scene  # noqa: F401
-
-
 def _read_all(fd: int) -> bytes:
     chunks = []
     while chunk := os.read(fd, 65536):
@@ -155,7 +145,9 @@ def _child(job_fd: int, reply_fd: int, scene_options, debug: bool, parent: int) 
     reply: dict = {}
     try:
         _end_with_the_parent(parent)
-        _warm_up()
+        from layerscan.geometry.scene.render import warm_up
+
+        warm_up()
         data = _read_all(job_fd)
         if not data:  # the parent stopped before its scan was ready
             os._exit(0)
