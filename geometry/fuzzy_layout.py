@@ -27,7 +27,7 @@ divergence over every pair (`TokenLayout`). On 40-63-token prefixes of the tunin
 the cost; at 32 tokens t-SNE's worst layer was better."""
 FUZZY_NEIGHBORS = 10
 """Nearest neighbours per token in the fuzzy graph."""
-FUZZY_ITERATIONS = 150
+FUZZY_ITERATIONS = 180
 """Adam steps, the step size decaying linearly to 0 (as UMAP's)."""
 EXAGGERATION = 2.0
 """The attraction counts this many times over for the first EXAGGERATED_SHARE of the steps
