@@ -354,8 +354,18 @@ def test_by_default_a_helper_draws_only_when_a_core_is_to_spare(monkeypatch):
     from layerscan.geometry.scene import parallel
 
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(parallel, "running_now", lambda: 2)  # this one and one other
     monkeypatch.setattr(os, "getloadavg", lambda: (1.2, 1.0, 1.0))
     assert parallel.helps(None, "video", 200) and not parallel.helps(1, "video", 200)
     assert not parallel.helps(None, "png", 1) and not parallel.helps(2, "video", 10)
     monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 1.0, 1.0))
     assert not parallel.helps(None, "video", 200) and parallel.helps(2, "frames", 200)
+    # the average still remembers work that has ended: nothing else running now decides
+    monkeypatch.setattr(parallel, "running_now", lambda: 1)
+    assert parallel.helps(None, "video", 200)
+
+
+def test_running_now_is_the_kernels_count_of_runnable_tasks():
+    from layerscan.geometry.scene import parallel
+
+    assert 1 <= parallel.running_now() < 1 << 20  # this test's own thread at least

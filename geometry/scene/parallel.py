@@ -46,11 +46,24 @@ def show(scene, frame: fr.Frame, sweep: bool) -> None:
 
 def spare_core(processes: int | None) -> bool:
     """Whether a second process may work beside this one (`RenderOptions.processes`; None:
-    when the 1-minute load average leaves a core to spare)."""
+    when the 1-minute load average leaves a core to spare, or no other process is running
+    right now: the average lags a minute behind work that has ended)."""
     cores = os.cpu_count() or 1
     if processes is None:
-        processes = 2 if os.getloadavg()[0] <= cores - SPARE_LOAD else 1
+        others = running_now() - 1  # this process is one of them
+        idle = os.getloadavg()[0] <= cores - SPARE_LOAD or others <= cores - 2
+        processes = 2 if idle else 1
     return processes > 1 and hasattr(os, "fork") and cores > 1
+
+
+def running_now() -> int:
+    """Processes and threads running or ready to run at this instant (the kernel's count in
+    /proc/loadavg); a large number where it cannot be read, so only the average decides."""
+    try:
+        with open("/proc/loadavg", encoding="ascii") as fh:
+            return int(fh.read().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return 1 << 20
 
 
 def helps(processes: int | None, kind: str, n_frames: int) -> bool:

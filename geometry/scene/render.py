@@ -52,7 +52,7 @@ class RenderOptions:
     processes: int | None = field(default=None, metadata={"metavar": "N"})
     """Processes drawing a movie's frames: 2 (a forked helper draws every other frame; the
     file is the same), 1, or None: 2 when a core is to spare (1-minute load average at most
-    the CPU count - 0.5), else 1."""
+    the CPU count - 0.5, or no other process running at this instant), else 1."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.fps <= 240:
