@@ -71,6 +71,11 @@ def side_figures(
     return [(np.asarray(t, np.float32), c) for t, c in zip(trusts, correlations, strict=True)]
 
 
+TIE = 1e-3
+"""A layer whose figure is within this of the joint PCA-3's is replaced by it: the stored
+figures are measured again on float32 positions, where a float64 tie can fall a hair below."""
+
+
 def shared_space(
     layout: TokenLayout, hidden_a: np.ndarray, hidden_b: np.ndarray, shared_pairs: np.ndarray
 ) -> SharedSpace:
@@ -97,7 +102,7 @@ def shared_space(
     base, mine = [f[0] for f in figures], [f[-1] for f in figures]
     fallback = np.full(len(states), not improved)
     for (trust, corr), (base_trust, base_corr) in zip(mine, base, strict=True):
-        fallback |= (trust < base_trust) | (corr < base_corr)
+        fallback |= (trust < base_trust + TIE) | (corr < base_corr + TIE)
     for layer in np.flatnonzero(fallback):
         places[layer] = _similar_onto(pca[layer], places[layer])
     # every layer the same size (a similarity per layer: no figure changes), so that no

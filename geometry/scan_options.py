@@ -69,7 +69,7 @@ class ScanOptions:
     """Neighbours in UMAP's fuzzy graph; None: 10 for fast (measured: faster and more
     trustworthy than 15), 15 for the umap modes."""
     n_epochs: int | None = field(default=None, metadata={"flag": "epochs"})
-    """Optimisation epochs; None: 200 steps for tokens (150 from 48 tokens), 150 for fast,
+    """Optimisation epochs; None: 200 steps for tokens (180 from 48 tokens), 150 for fast,
     200 for the umap modes."""
     group_spread: float = 0.08
     """tokens: mean distance of a token's particles from its place, as a share of the

@@ -101,12 +101,14 @@ def test_shared_prefix_has_one_place_and_the_space_beats_joint_pca(
     moved = np.abs(places_a[:, :start_a] - places_b[:, :start_b]).max()
     assert moved <= 1e-4 * radius
     assert diff.token_divergence_b[:, :start_b].max() <= 1e-5  # float noise at most
-    # each side in the shared space: at least the joint PCA-3 at every layer (fallback)
+    # each side in the shared space: at least the joint PCA-3 at every layer (fallback), up
+    # to float32: repeated characters share a state at layer 0, and their exactly tied
+    # distances in the float64 layout become near-ties in the stored positions (4e-5 seen)
     for scan, trust, corr in zip(
         (diff.a, diff.b), diff.joint_trust, diff.joint_correlation, strict=True
     ):
-        assert (scan.token_trust[0] >= trust - 1e-5).all()
-        assert (scan.distance_correlation[0] >= corr - 1e-5).all()
+        assert (scan.token_trust[0] >= trust - 1e-4).all()
+        assert (scan.distance_correlation[0] >= corr - 1e-4).all()
     # the figures stored are those of the token places
     ((own_trust, own_corr),) = side_figures(b.hidden, [places_b])
     assert np.allclose(own_trust, diff.b.token_trust[0], atol=1e-5)
