@@ -635,3 +635,31 @@ def problems(case: Case, result: Result) -> list[str]:
     if MARKER in result.after:
         found.append("a pickle payload ran")
     return found
+
+
+def start_long_render(folder: Path, source: list[str], env: dict | None = None):
+    """`layerscan render SOURCE -o out.mp4` of many frames in `folder`, started and returned
+    once its partial movie (`.out.PID...`, whichever process writes it) has data."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import pytest
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "layerscan", "render", *source, "-o", "out.mp4"]
+        + ["--frames-per-layer", "600", "--resolution", "320x240", "--no-progress"],
+        cwd=folder,
+        env=dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", **(env or {})),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        partials = [p for p in folder.iterdir() if p.name.startswith(".out.")]
+        if partials and partials[0].stat().st_size > 0:
+            return proc
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail(f"the render never wrote a partial file: {proc.communicate()[1][-800:]}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -20,7 +19,14 @@ from layerscan.autoencoder.capture.hidden_states import capture, lens_logits_fn
 from layerscan.cli.main import main
 from layerscan.core.errors import LayerscanError, Notice
 from layerscan.core.outputs import check_run_folder, mark_run_folder, remove_stale_partials
-from tests.bad_inputs import CASES, QUICK, REPO, prepare_inputs, problems, run_in_process
+from tests.bad_inputs import (
+    CASES,
+    QUICK,
+    prepare_inputs,
+    problems,
+    run_in_process,
+    start_long_render,
+)
 from tests.hostile_files import hostile_cases
 from tests.synthetic_scan import make_scan
 from tests.tiny_models import ARCHITECTURES
@@ -188,37 +194,10 @@ def _running(pid: int) -> bool:
 
 
 def _start_long_render(folder: Path) -> tuple[subprocess.Popen, list[int]]:
-    """A render of many frames, started and caught once its partial file has data."""
+    """A render of many frames of a scan file, caught once its partial file has data."""
     scan = make_scan(n_layers=3, n_particles=64).save(folder / "x.scan")
-    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "layerscan",
-            "render",
-            str(scan),
-            "-o",
-            "out.mp4",
-            "--frames-per-layer",
-            "600",
-            "--resolution",
-            "320x240",
-            "--no-progress",
-        ],
-        cwd=folder,
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and proc.poll() is None:
-        partials = [p for p in folder.iterdir() if p.name.startswith(f".out.{proc.pid}.")]
-        if partials and partials[0].stat().st_size > 0:
-            return proc, [pid for pid in _children(proc.pid) if _running(pid)]
-        time.sleep(0.05)
-    proc.kill()
-    pytest.fail(f"the render never wrote a partial file: {proc.communicate()[1][-800:]}")
+    proc = start_long_render(folder, [str(scan)])
+    return proc, [pid for pid in _children(proc.pid) if _running(pid)]
 
 
 def _wait_until_gone(pids: list[int], seconds: float = 60) -> list[int]:

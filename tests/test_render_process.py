@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from layerscan.cli.render_process import RenderProcess
 from layerscan.core.errors import LayerscanError
 from layerscan.geometry.scene.render import RenderOptions
 from layerscan.geometry.scene.scene import SceneOptions
-from tests.bad_inputs import QUICK, REPO
+from tests.bad_inputs import QUICK, start_long_render
 from tests.synthetic_scan import make_scan
 
 
@@ -103,46 +102,10 @@ def test_a_parent_that_stops_before_its_scan_ends_the_waiting_process():
 
 def _start_prompt_render(folder: Path, tiny_model: Path) -> subprocess.Popen:
     """A long render of a prompt, caught once its partial movie (the child's) has data."""
-    env = dict(
-        os.environ,
-        PYTHONPATH=str(REPO),
-        HF_HUB_OFFLINE="1",
-        LAYERSCAN_CACHE=str(folder / "cache"),
-        TMPDIR=str(folder / "tmp"),
-    )
     (folder / "tmp").mkdir()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "layerscan",
-            "render",
-            "the fox jumps over the dog",
-            "--model",
-            str(tiny_model),
-            "-o",
-            "out.mp4",
-            "--processes",
-            "2",
-            "--frames-per-layer",
-            "600",
-            "--resolution",
-            "320x240",
-            "--no-progress",
-        ],
-        cwd=folder,
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
-        partials = [p for p in folder.iterdir() if p.name.startswith(".out.")]
-        if partials and partials[0].stat().st_size > 0:
-            return proc
-        time.sleep(0.05)
-    proc.kill()
-    pytest.fail(f"the render never wrote a partial file: {proc.communicate()[1][-800:]}")
+    source = ["the fox jumps over the dog", "--model", str(tiny_model), "--processes", "2"]
+    env = {"LAYERSCAN_CACHE": str(folder / "cache"), "TMPDIR": str(folder / "tmp")}
+    return start_long_render(folder, source, env)
 
 
 def _wait_until_gone(pids: list[int], seconds: float = 60) -> list[int]:
