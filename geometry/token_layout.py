@@ -22,6 +22,7 @@ from layerscan.geometry.faithfulness import (
 )
 from layerscan.geometry.fuzzy_layout import FUZZY_ITERATIONS, FUZZY_MIN_TOKENS, fit_fuzzy
 from layerscan.geometry.projection import procrustes_rotation
+from layerscan.geometry.rank_polish import POLISH_MAX_TOKENS, POLISH_STEPS, polish
 from layerscan.geometry.scan_file import token_centroids
 
 PERPLEXITY_MAX = 10.0
@@ -88,14 +89,17 @@ class TokenLayout(Estimator):
     graph instead, with sampled pairs (`fuzzy_layout`): linear cost, and it keeps
     neighbourhoods better than t-SNE's divergence at that length. The result is kept
     only if it is more faithful than its PCA start (mean and worst-layer token trust plus
-    mean distance correlation); otherwise the aligned PCA itself is the layout.
+    mean distance correlation); otherwise the aligned PCA itself is the layout. Under
+    POLISH_MAX_TOKENS tokens the one kept is then polished on the figures themselves
+    (`rank_polish`: moves that make no figure of a layer worse), which is what lets short
+    prompts, where no gradient layout beat PCA-3, improve on it.
 
     Attributes:
         embedding_: (n_layers, n_tokens, n_components) float32, about ±10 wide.
         pca_: (n_layers, n_tokens, n_components) float64 PCA of each layer (`pca_baseline`),
             before alignment: the baseline of the figures.
         start_: (n_layers, n_tokens, n_components) float64 the aligned PCA start (`aligned_pca`).
-        improved_: whether the optimised layout beat its PCA start (else it is the start).
+        improved_: whether the layout beat its PCA start (else it is the start).
 
     `n_iter` None: DENSE_ITERATIONS steps for short prompts, FUZZY_ITERATIONS for long ones.
     """
@@ -108,6 +112,7 @@ class TokenLayout(Estimator):
         stress_weight: float = 1.0,
         alignment: float = 0.05,
         perplexity: float | None = None,
+        polish_steps: int = POLISH_STEPS,
     ):
         self.n_components = n_components
         self.n_iter = n_iter
@@ -115,6 +120,7 @@ class TokenLayout(Estimator):
         self.stress_weight = stress_weight
         self.alignment = alignment
         self.perplexity = perplexity
+        self.polish_steps = polish_steps
 
     def fit(self, X, y=None) -> TokenLayout:
         """Lay out X: (n_layers, n_tokens, d) token states."""
@@ -138,9 +144,14 @@ class TokenLayout(Estimator):
         out = out * (10.0 / out.abs().amax().clamp_min(1e-300))
         result = out.double().numpy()
         mine, pca = _scores(states, [result, start])
-        self.improved_ = mine > pca
-        if self.improved_:
-            self.embedding_ = result.astype(np.float32)
+        best, score = (result, mine) if mine > pca else (start, pca)
+        if n_tokens < POLISH_MAX_TOKENS and self.polish_steps:
+            polished = polish(states, best, self.polish_steps)
+            (polished_score,) = _scores(states, [polished])
+            if polished_score > score:
+                best, score = polished, polished_score
+        self.improved_ = score > pca
+        self.embedding_ = best.astype(np.float32)
         return self
 
     def _fit_dense(self, states: np.ndarray, start: np.ndarray) -> torch.Tensor:

@@ -133,7 +133,12 @@ def baselines(states: np.ndarray) -> dict:
     start = time.process_time()
     pictures["UMAP-3"] = np.stack(
         [
-            umap.UMAP(n_components=3, n_neighbors=min(15, n - 1), random_state=0).fit_transform(x)
+            umap.UMAP(
+                n_components=3,
+                n_neighbors=min(15, n - 1),
+                init="spectral" if n > 8 else "random",  # the spectral start needs n > 4
+                random_state=0,
+            ).fit_transform(x)
             for x in states.astype(np.float32)
         ]
     )
