@@ -70,6 +70,11 @@ def test_short_prompt_layout_beats_pca_in_every_layer():
     ours, pca = np.array(ours), np.array(pca)
     assert np.all(ours >= pca - 1e-6)
     assert ours.mean(0)[0] > pca.mean(0)[0] + 0.01 and ours.mean(0)[1] > pca.mean(0)[1] + 0.01
-    disparity = [procrustes(a, b)[2] for a, b in zip(layout.embedding_, layout.embedding_[1:])]
-    start = layout.start_
-    assert np.mean(disparity) <= np.mean([procrustes(a, b)[2] for a, b in zip(start, start[1:])])
+    assert mean_disparity(layout.embedding_) <= mean_disparity(layout.start_)
+
+
+def mean_disparity(places: np.ndarray) -> float:
+    """scipy's Procrustes disparity between consecutive layers, averaged."""
+    return float(
+        np.mean([procrustes(a, b)[2] for a, b in zip(places[:-1], places[1:], strict=True)])
+    )
