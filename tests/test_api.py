@@ -50,8 +50,10 @@ def test_the_api_gives_exactly_the_commands_arrays(tiny_model_dirs, autoencoder_
     assert main(["scan", PROMPT, "-o", str(out), "--model", model, "--autoencoder",
                  autoencoder_dir, *flags]) == 0  # fmt: skip
     from_cli = layerscan.Scan.load(out)
+    assert np.isfinite(from_cli.trustworthiness).all()  # `scan` measures the diagnostics
     from_api = layerscan.scan(PROMPT, model=model, autoencoder=autoencoder_dir, epochs=30,
-                              projection_seed=3, surface="none", top_k=3)  # fmt: skip
+                              projection_seed=3, surface="none", top_k=3,
+                              diagnostics=True)  # fmt: skip
     for name in ARRAY_FIELDS:
         np.testing.assert_array_equal(getattr(from_api, name), getattr(from_cli, name), name)
     assert from_api.tokens == from_cli.tokens and from_api.lens_tokens == from_cli.lens_tokens

@@ -189,6 +189,13 @@ def add_options(
         group.add_argument(flag, **kwargs)
 
 
+def command_defaults(cls: type, **values: Any) -> dict[str, Any]:
+    """A command's own defaults of `cls` fields (name → value), for `parser.set_defaults`:
+    the flags keep their place in the namespace, so a plain `set_defaults(field=...)` would
+    never reach `options_from_args`."""
+    return {_dest(cls, name): value for name, value in values.items()}
+
+
 def options_from_args(
     cls: type[T],
     args: argparse.Namespace,

@@ -13,6 +13,7 @@ from layerscan.cli.common import (
     check_outputs,
     note,
 )
+from layerscan.cli.options import command_defaults
 from layerscan.core.errors import LayerscanError
 from layerscan.geometry.scene.figures_text import r2_warning
 
@@ -44,7 +45,10 @@ def register(subparsers) -> None:
     )
     add_overwrite_argument(parser)
     add_scan_arguments(parser, save=False)
-    parser.set_defaults(run=run, diagnostics=True)  # its table shows them
+    from layerscan.geometry.scan_options import ScanOptions
+
+    # its table shows the particle-stage diagnostics
+    parser.set_defaults(run=run, **command_defaults(ScanOptions, diagnostics=True))
 
 
 def faithfulness_table(scan, step: int = -1) -> str:
