@@ -97,7 +97,8 @@ def layout_line(scan, step: int = -1) -> str:
     """Which layout the (last) step shows, in words."""
     layout = scan.step_layouts[step] if scan.step_layouts else "unknown"
     said = {
-        "tokens": "token layout (it beat PCA-3 of the token states)",
+        "tokens": "token layout (over all layers at least as faithful as PCA-3 of the token "
+        "states: mean and worst-layer trust plus distance correlation)",
         "pca": "PCA-3: nothing beat it (aligned PCA of the token states)",
     }
     return f"layout = {said.get(layout, layout)}"
