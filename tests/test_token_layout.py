@@ -17,6 +17,7 @@ from layerscan.geometry.faithfulness import (
     trustworthiness,
 )
 from layerscan.geometry.fuzzy_layout import FUZZY_MIN_TOKENS, fuzzy_pairs
+from layerscan.geometry.rank_polish import POLISH_STEPS
 from layerscan.geometry.token_layout import (
     TokenLayout,
     aligned_pca,
@@ -102,14 +103,20 @@ def test_groups_are_compact_and_centred_on_their_token(states):
     assert all(len(np.unique(p.round(5), axis=0)) == n_particles for p in positions)
 
 
-def test_layout_is_insensitive_to_float_noise(states):
-    """Other thread counts change hidden states by ~1e-5: the picture must not move visibly."""
+@pytest.mark.parametrize(("polish_steps", "noise"), [(0, 1e-5), (POLISH_STEPS, 1e-6)])
+def test_layout_is_insensitive_to_float_noise(states, polish_steps, noise):
+    """Other thread counts change the embedded model's hidden states by at most 7e-7 of their
+    largest value (measured on 17 prompts of 4-23 tokens, 1 against 2 threads): the picture must
+    not move visibly. The gradient layout takes 1e-5. The rank polish's greedy choices take
+    1e-6 here; at 3e-6 one of three noise seeds changed a choice (a token moved 1.8% of the
+    radius), so its margin over real thread noise is small (docs/geometry.md)."""
     rng = np.random.default_rng(3)
-    noisy = states + rng.normal(size=states.shape) * 1e-5 * np.abs(states).max()
-    a, b = TokenLayout().fit(states).embedding_, TokenLayout().fit(noisy).embedding_
+    noisy = states + rng.normal(size=states.shape) * noise * np.abs(states).max()
+    layout = TokenLayout(polish_steps=polish_steps)
+    a, b = layout.fit(states).embedding_, layout.fit(noisy).embedding_
     radius = np.linalg.norm(a - a.mean(1, keepdims=True), axis=-1).mean()
     assert np.abs(a - b).max() < 1e-3 * radius
-    np.testing.assert_array_equal(a, TokenLayout().fit(states).embedding_)  # same bytes
+    np.testing.assert_array_equal(a, layout.fit(states).embedding_)  # same bytes
 
 
 def test_token_time_frames_are_as_faithful_as_pca_and_move_little(states):
