@@ -130,6 +130,35 @@ def same_states(hidden_a: np.ndarray, hidden_b: np.ndarray, aligned: np.ndarray)
     return (relative_distance(a, b) <= SAME_STATE_TOLERANCE).all(0).numpy()
 
 
+def shared_states(
+    hidden_a: np.ndarray,
+    hidden_b: np.ndarray,
+    ids_a: np.ndarray,
+    ids_b: np.ndarray,
+    aligned: np.ndarray,
+) -> np.ndarray:
+    """(n_shared, 2) token pairs (A index, B index) holding one state: the aligned pairs whose
+    states match (`same_states`), and the tokens of the common prefix whose states match too.
+
+    The alignment may pair a prefix token with a later copy of it (a space, a bracket), but in
+    a causal model the prefix token at the same position holds exactly its state in both
+    prompts: one state, one place. Each index appears at most once.
+    """
+    pairs = [tuple(p) for p in np.asarray(aligned)[same_states(hidden_a, hidden_b, aligned)]]
+    prefix = 0
+    for a, b in zip(ids_a, ids_b, strict=False):
+        if a != b:
+            break
+        prefix += 1
+    if prefix:
+        same = np.stack([np.arange(prefix)] * 2, 1)
+        taken_a, taken_b = {a for a, _ in pairs}, {b for _, b in pairs}
+        for a, b in same[same_states(hidden_a, hidden_b, same)]:
+            if a not in taken_a and b not in taken_b:
+                pairs.append((int(a), int(b)))
+    return np.asarray(sorted(pairs), np.int64).reshape(-1, 2)
+
+
 def linear_cka(states_a: np.ndarray, states_b: np.ndarray) -> np.ndarray:
     """Per-layer linear CKA (Kornblith et al. 2019) of paired token states.
 

@@ -15,7 +15,7 @@ import torch
 from layerscan import __version__
 from layerscan.autoencoder.capture.capture_file import Capture
 from layerscan.core.errors import LayerscanError
-from layerscan.geometry.alignment import align_tokens, linear_cka, same_states, token_divergence
+from layerscan.geometry.alignment import align_tokens, linear_cka, shared_states, token_divergence
 from layerscan.geometry.attention_summary import summarize
 from layerscan.geometry.diff import (
     cloud_displacement,
@@ -371,7 +371,9 @@ def diff_captures(
         timings["encode"] = time.perf_counter() - start
         start = time.perf_counter()
         used = options.projection
-        shared = pairs[same_states(capture_a.hidden, capture_b.hidden, pairs)]
+        shared = shared_states(
+            capture_a.hidden, capture_b.hidden, capture_a.token_ids, capture_b.token_ids, pairs
+        )
         # particle modes: the joint PCA-3 alone, for its baseline figures
         layout = token_layout(options) if options.projection == "tokens" else TokenLayout(n_iter=0)
         space = shared_space(layout, capture_a.hidden, capture_b.hidden, shared)

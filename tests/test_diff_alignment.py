@@ -14,7 +14,7 @@ from safetensors.numpy import load_file
 from layerscan.autoencoder.capture.hidden_states import capture
 from layerscan.core.errors import LayerscanError
 from layerscan.core.tensor_file import FORMAT_KEY, write_tensor_file
-from layerscan.geometry.alignment import align_tokens, linear_cka, token_divergence
+from layerscan.geometry.alignment import align_tokens, linear_cka, shared_states, token_divergence
 from layerscan.geometry.build import diff_captures
 from layerscan.geometry.diff import side_figures
 from layerscan.geometry.diff_scan import DiffScan
@@ -166,3 +166,15 @@ def test_a_real_insertion_follows_the_model(embedded_model):
     ):
         assert scan.token_trust[0].mean() >= trust.mean() - 1e-5
         assert scan.distance_correlation[0].mean() >= corr.mean() - 1e-5
+
+
+def test_a_prefix_token_aligned_elsewhere_still_shares_its_state():
+    """The alignment may pair prefix token 2 (a space) with B's later copy: at its own
+    position it holds the same state in both prompts, so it is one point (one place)."""
+    rng = np.random.default_rng(0)
+    hidden_a = rng.normal(size=(3, 4, 8))
+    hidden_b = np.concatenate([hidden_a[:, :3], rng.normal(size=(3, 3, 8))], 1)
+    ids_a, ids_b = np.array([5, 6, 7, 8]), np.array([5, 6, 7, 9, 7, 8])
+    aligned = np.array([[0, 0], [1, 1], [2, 4], [3, 5]])
+    shared = shared_states(hidden_a, hidden_b, ids_a, ids_b, aligned)
+    np.testing.assert_array_equal(shared, [[0, 0], [1, 1], [2, 2]])
