@@ -12,10 +12,10 @@ and their sum rises. So no figure of any layer ends below where the layout start
 start included), and the layers stay aligned: a move is also refused where it would leave the
 layer further from a neighbouring layer than at the start (DRIFT_SLACK).
 
-On 12 short prompts of our own (4-14 tokens, none used to choose the settings), where the
-layout had fallen back to PCA-3 on 11: token trust 0.911 → 0.932 (PCA-3 0.912), distance
-correlation 0.883 → 0.910 (0.885), disparity between layers 0.072 → 0.068; no layer of a
-polished PCA start below PCA-3 in either figure (sklearn and scipy, independently).
+On 12 short prompts of our own (`scripts/short_prompts.txt`, 4-14 tokens; DRIFT_SLACK was
+chosen on them), where the layout had fallen back to PCA-3 on 11: token trust 0.911 → 0.927
+(PCA-3 0.912), distance correlation 0.883 → 0.905 (0.885), disparity between layers 0.072 →
+0.068; no layer of a polished PCA start below PCA-3 in either figure (sklearn and scipy).
 """
 
 from __future__ import annotations
@@ -162,10 +162,7 @@ def _ranks(distances: np.ndarray) -> np.ndarray:
     n = distances.shape[-1]
     d = distances.copy()
     d[:, np.arange(n), np.arange(n)] = -np.inf
-    order = np.argsort(d, axis=-1, kind="stable")
-    ranks = np.empty_like(order)
-    np.put_along_axis(ranks, order, np.broadcast_to(np.arange(n), order.shape).copy(), -1)
-    return ranks
+    return _ranks_of(np.argsort(d, axis=-1, kind="stable"), inverse=True)
 
 
 def _unit(ranks: np.ndarray) -> np.ndarray:
