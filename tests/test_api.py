@@ -108,3 +108,11 @@ def test_diff_render_and_still_from_python(tiny_model_dirs, autoencoder_dir, tmp
     picture = layerscan.still(d.a, layer=1, resolution=(160, 120))
     assert picture.image.shape == (120, 160, 3) and picture._repr_png_()[:4] == b"\x89PNG"
     assert picture.image.std() > 1  # something is drawn
+
+
+def test_a_still_given_a_path_for_its_layer_says_so_in_one_line(tmp_path):
+    """`still(scan, "out.png")` (the layer is its second argument) used to raise a TypeError."""
+    with pytest.raises(
+        LayerscanError, match="--layer must be a layer number from 0 up, got 'x.png'"
+    ):
+        layerscan.still(tmp_path / "missing.scan", "x.png")

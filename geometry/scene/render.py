@@ -76,12 +76,11 @@ class RenderOptions:
         check_movie_bounds(
             self.duration, self.hold, self.orbit, self.frames_per_layer, self.seconds_per_layer
         )
-        if self.still_layer is not None and not (
-            math.isfinite(self.still_layer) and self.still_layer >= 0
+        layer = self.still_layer
+        if layer is not None and not (
+            isinstance(layer, int | float) and math.isfinite(layer) and layer >= 0
         ):
-            raise LayerscanError(
-                f"--layer must be a layer number from 0 up, got {self.still_layer}"
-            )
+            raise LayerscanError(f"--layer must be a layer number from 0 up, got {layer!r}")
         if self.processes not in (None, 1, 2):
             raise LayerscanError(f"--processes must be 1 or 2, got {self.processes}")
         if self.quality not in QUALITY:
