@@ -78,8 +78,11 @@ def test_the_frame_shows_which_token_changed_and_what_it_dragged(diff):
         for i, j in diff.aligned_tokens:
             assert np.array_equal(rgb_a[i], rgb_b[j])
         assert not (np.abs(rgb_a - rgb_b[changed_b[0]]).max(1) < 1e-9).any()
-        # the labels keep below the divergence chart
+        # the labels keep below the divergence chart and its key line (top-aligned text)
         assert all(panel.labels.band[1] <= FREE_AREA["diff"][3] for panel in scene.panels)
+        key = marks.marks_label.actor
+        key_bottom = key.GetPosition()[1] - 1.3 * key.GetTextProperty().GetFontSize() / 540
+        assert FREE_AREA["diff"][3] <= key_bottom
     finally:
         scene.close()
 

@@ -434,3 +434,35 @@ def test_group_edges_match_numpy_percentiles():
         dy = point_y[group] - centre
         assert top == pytest.approx(max(np.percentile(dy, GROUP_EDGE), 0.0))
         assert bottom == pytest.approx(min(np.percentile(dy, 100 - GROUP_EDGE), 0.0))
+
+
+def _chip_strip(tokens: list[str]):
+    from vtkmodules.vtkRenderingCore import vtkRenderer
+
+    from layerscan.geometry.scene.chips import TokenChips
+
+    return TokenChips(vtkRenderer(), tokens, 14, (640, 360))
+
+
+def test_chips_past_the_rows_are_counted_never_dropped_silently():
+    tokens = [f" word{i}" for i in range(60)]  # far more than two rows at 640 px
+    chips = _chip_strip(tokens)
+    chips.show(len(tokens), 0)  # a diff's focus: the first token
+    shown = [i for i, a in enumerate(chips.actors) if a.GetVisibility()]
+    assert shown[0] == 0 and shown == list(range(len(shown))) and len(shown) < len(tokens)
+    assert chips.after.GetVisibility()
+    assert chips.after.GetInput() == f"… +{len(tokens) - len(shown)}"
+    # the count chip sits right of the last chip shown, on its row, inside the strip
+    last = chips.actors[shown[-1]]
+    (ax, ay), (lx, ly) = chips.after.GetPosition(), last.GetPosition()
+    assert ay == ly and ax > lx and ax + chips._width(chips.after.GetInput()) <= chips.x1 + 1e-9
+    chips.show(len(tokens), None)  # the last token in focus: earlier ones scroll out instead
+    assert chips.more.GetVisibility() and not chips.after.GetVisibility()
+    assert chips.actors[-1].GetVisibility()
+
+
+def test_a_prompt_that_fits_has_no_count_chip():
+    chips = _chip_strip([" a", " b", " c"])
+    chips.show(3, 0)
+    assert all(a.GetVisibility() for a in chips.actors)
+    assert not chips.after.GetVisibility() and not chips.more.GetVisibility()

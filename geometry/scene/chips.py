@@ -71,7 +71,7 @@ class TokenChips:
             gap,
         )
         self.actors = []
-        for label in [*self.labels, ELLIPSIS]:
+        for label in [*self.labels, ELLIPSIS, ELLIPSIS]:
             actor = vtkTextActor()
             actor.SetInput(label)
             actor.GetPositionCoordinate().SetCoordinateSystemToNormalizedViewport()
@@ -83,11 +83,15 @@ class TokenChips:
             tp.SetVerticalJustificationToBottom()
             renderer.AddViewProp(actor)
             self.actors.append(actor)
-        # "…" before the first chip shown when earlier tokens scrolled out
+        # "…" before the first chip shown when earlier tokens scrolled out, "… +N" after the
+        # last when later ones do not fit
+        self.after = self.actors.pop()
         self.more = self.actors.pop()
-        self.more.GetTextProperty().SetBackgroundColor(*CHIP_FUTURE)
-        self.more.GetTextProperty().SetColor(*DIM)
-        self.more.SetVisibility(False)
+        for chip in (self.more, self.after):
+            chip.GetTextProperty().SetBackgroundColor(*CHIP_FUTURE)
+            chip.GetTextProperty().SetColor(*DIM)
+            chip.SetVisibility(False)
+        self.measurer, self.prop, self.viewport_px = measurer, prop, viewport_px
         self.colors: np.ndarray | None = None
         self._state: tuple | None = None
 
@@ -97,30 +101,56 @@ class TokenChips:
         self._state = None
 
     def show(self, n_visible: int, current: int | None) -> None:
-        """Lay out the chips so the current token is on screen, then colour them."""
+        """Lay out the chips so the current token is on screen, then colour them; tokens
+        scrolled out before the first chip shown are one "…" chip, and those past the last
+        row one "… +N" chip, so the strip never drops a token without saying so."""
         if self._state == (n_visible, current):
             return
         self._state = (n_visible, current)
         focus = len(self.labels) - 1 if current is None else current
         start = self._first_shown(focus)
-        x, row = self.x0, 0
+        x0 = self.x0 + (self.more_width + self.gap if start > 0 else 0.0)
         self.more.SetVisibility(start > 0)
         if start > 0:
-            self.more.SetPosition(x + self.pad, self.y_top - self.row_h)
-            x += self.more_width + self.gap
+            self.more.SetPosition(self.x0 + self.pad, self.y_top - self.row_h)
+        spots = self._flow(start, x0)
+        hidden = len(self.labels) - start - len(spots)
+        while hidden > 0 and spots:
+            # the "… +N" chip goes after the last chip shown, on its row
+            self.after.SetInput(f"{ELLIPSIS} +{hidden}")
+            width = self._width(self.after.GetInput())
+            x, row = spots[-1][1] + self.widths[spots[-1][0]] + self.gap, spots[-1][2]
+            if x + width <= self.x1 or spots[-1][0] <= focus:  # the focus stays shown
+                self.after.SetPosition(x + self.pad, self.y_top - (row + 1) * self.row_h)
+                break
+            spots.pop()
+            hidden += 1
+        self.after.SetVisibility(hidden > 0)
+        shown = {i: (x, row) for i, x, row in spots}
         for i, actor in enumerate(self.actors):
-            if i < start or row >= self.max_rows:
-                actor.SetVisibility(False)
-                continue
+            actor.SetVisibility(i in shown)
+            if i in shown:
+                x, row = shown[i]
+                actor.SetPosition(x + self.pad, self.y_top - (row + 1) * self.row_h)
+                self._paint(actor.GetTextProperty(), i, n_visible, current)
+
+    def _flow(self, start: int, x: float) -> list[tuple[int, float, int]]:
+        """(token, x, row) of the chips from `start` that fit in the rows, in order."""
+        spots, row = [], 0
+        for i in range(start, len(self.labels)):
             if x + self.widths[i] > self.x1 and x > self.x0:
                 x, row = self.x0, row + 1
-                if row >= self.max_rows:
-                    actor.SetVisibility(False)
-                    continue
-            actor.SetVisibility(True)
-            actor.SetPosition(x + self.pad, self.y_top - (row + 1) * self.row_h)
+            if row >= self.max_rows:
+                break
+            spots.append((i, x, row))
             x += self.widths[i] + self.gap
-            self._paint(actor.GetTextProperty(), i, n_visible, current)
+        return spots
+
+    def _width(self, text: str) -> float:
+        """A chip's width for `text`, as a share of the viewport's width."""
+        box = [0, 0, 0, 0]
+        self.measurer.GetBoundingBox(self.prop, text, box, 72)
+        return (box[1] - box[0] + 1) / self.viewport_px[0] + 2 * self.pad
 
     def _paint(self, tp: vtkTextProperty, i: int, n_visible: int, current: int | None) -> None:
         tp.SetFrame(False)
@@ -147,7 +177,7 @@ class TokenChips:
 
     def set_visible(self, visible: bool) -> None:
         """Hide every chip, or show the ones the last layout placed (and lay out anew)."""
-        for actor in [*self.actors, self.more]:
+        for actor in [*self.actors, self.more, self.after]:
             actor.SetVisibility(visible and actor.GetVisibility())
         if not visible:
             self._state = None

@@ -18,6 +18,7 @@ from layerscan.geometry.diff_tokens import ONLY_HERE, changes, first_change, fir
 from layerscan.geometry.scan_file import diverges, token_centroids
 from layerscan.geometry.scene.legend import Scale
 from layerscan.geometry.scene.overlays import DIM, Label, LayerChart, Quads, nice_ceiling
+from layerscan.geometry.scene.style import DIFF_CHART, DIFF_CHART_KEY
 from layerscan.geometry.scene.tokens import TokenArrows
 
 RING_COLORS = {
@@ -164,7 +165,7 @@ class DiffMarks:
             if diverges(diff.divergence)
             else "aligned tokens do not diverge"
         )
-        box = (0.12, 0.72, 0.50, 0.86)
+        box = DIFF_CHART
         chart = LayerChart(
             self.scene.overlays[1],
             diff.divergence,
@@ -184,7 +185,7 @@ class DiffMarks:
         self.layer_marks = Quads(self.scene.overlays[1], (1.0, 0.62, 0.1), opacity=0.9)
         xs = [x0 + (x1 - x0) * layer / max(n - 1, 1) for layer in marks]
         self.layer_marks.set_rects([[x - 0.002, y0 - 0.02, x + 0.002, y1] for x in xs])
-        self.marks_label = Label(self.scene.overlays[1], x0, y0 - 0.065, int(size * 0.8), DIM)
+        self.marks_label = Label(self.scene.overlays[1], x0, y0 - DIFF_CHART_KEY, int(size * 0.8), DIM)
         self.marks_label.set(text)
         return chart
 

@@ -32,7 +32,15 @@ VIEW_ANGLE = 30.0
 """Camera view angle in degrees (vertical)."""
 FRAME_MARGIN = 1.0
 """The camera keeps the layer on show this much inside the free area (1: the area is the margin)."""
-FREE_AREA = {"single": (0.02, 0.19, 0.98, 0.85), "diff": (0.03, 0.30, 0.97, 0.66)}
+DIFF_CHART = (0.12, 0.72, 0.50, 0.86)
+"""(x0, y0, x1, y1) normalized box of a diff's divergence chart, at the top of B's panel."""
+DIFF_CHART_KEY = 0.065
+"""How far below the chart's box its key line (the marked layers) sits."""
+FREE_AREA = {
+    "single": (0.02, 0.19, 0.98, 0.85),
+    # a diff's cloud and labels stay below the chart's key line and its descenders
+    "diff": (0.03, 0.30, 0.97, DIFF_CHART[1] - DIFF_CHART_KEY - 0.035),
+}
 """(x0, y0, x1, y1) normalized area of a panel that the whole cloud of every layer fits in,
 clear of the header, the chips and the legend (and of the divergence chart in a diff)."""
 LINE_COLOR, LINE_OPACITY = "#8fa3bf", 0.35
