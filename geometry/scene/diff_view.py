@@ -185,7 +185,9 @@ class DiffMarks:
         self.layer_marks = Quads(self.scene.overlays[1], (1.0, 0.62, 0.1), opacity=0.9)
         xs = [x0 + (x1 - x0) * layer / max(n - 1, 1) for layer in marks]
         self.layer_marks.set_rects([[x - 0.002, y0 - 0.02, x + 0.002, y1] for x in xs])
-        self.marks_label = Label(self.scene.overlays[1], x0, y0 - DIFF_CHART_KEY, int(size * 0.8), DIM)
+        self.marks_label = Label(
+            self.scene.overlays[1], x0, y0 - DIFF_CHART_KEY, int(size * 0.8), DIM
+        )
         self.marks_label.set(text)
         return chart
 
