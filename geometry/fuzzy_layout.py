@@ -123,11 +123,11 @@ def fuzzy_loss(
     pairs: FuzzyPairs,
     generator: torch.Generator,
     stress_weight: float,
-    alignment: float,
+    alignment: torch.Tensor,
     exaggeration: float = 1.0,
 ) -> torch.Tensor:
     """Cross-entropy (its attraction times `exaggeration`) + stress + pull between layers of
-    layouts y: (n_layers, n, dim), ±10."""
+    layouts y: (n_layers, n, dim), ±10; `alignment` (n_layers-1,) weighs each pair's pull."""
     n_layers, n, dim = y.shape
     flat = y.reshape(n_layers * n, dim)
     ends = [flat.gather(0, i[:, None].expand(-1, dim)) for i in (pairs.heads, pairs.tails)]
@@ -145,12 +145,12 @@ def fuzzy_loss(
     stress = (1.0 - cos.square()).sum()  # scale-free: 1 - cos² after the best scale
     radius2 = (y - y.mean(1, keepdim=True)).square().sum(-1).mean(-1)  # (n_layers,)
     step = (y[1:] - y[:-1]).square().sum(-1).mean(-1)  # (n_layers-1,)
-    drift = (step / (0.5 * (radius2[1:] + radius2[:-1])).clamp_min(1e-300)).sum()
+    drift = (alignment * step / (0.5 * (radius2[1:] + radius2[:-1])).clamp_min(1e-300)).sum()
     return (
         exaggeration * attraction
         + repulsion
         + stress_weight * STRESS_PER_TOKEN * n * stress
-        + alignment * ALIGNMENT_SCALE * n**1.5 * drift
+        + ALIGNMENT_SCALE * n**1.5 * drift
     )
 
 
@@ -159,9 +159,10 @@ def fit_fuzzy(
     start: np.ndarray,
     n_iter: int,
     stress_weight: float,
-    alignment: float,
+    alignment: np.ndarray | float,
 ) -> np.ndarray:
-    """Optimise layouts from `start` (n_layers, n, dim) ±10 on `states` (n_layers, n, d).
+    """Optimise layouts from `start` (n_layers, n, dim) ±10 on `states` (n_layers, n, d);
+    `alignment`: the pull between each two consecutive layers (n_layers-1,), or one for all.
 
     Deterministic (seeded draws), float32.
 
@@ -171,12 +172,13 @@ def fit_fuzzy(
     generator = torch.Generator().manual_seed(0)
     pairs = fuzzy_pairs(states, generator)
     y = torch.from_numpy(np.asarray(start, np.float32)).clone().requires_grad_(True)
+    pull = torch.tensor(np.broadcast_to(alignment, (len(start) - 1,)), dtype=torch.float32)
     optimizer = torch.optim.Adam([y], lr=FUZZY_LEARNING_RATE)
     for step in range(n_iter):
         for group in optimizer.param_groups:
             group["lr"] = FUZZY_LEARNING_RATE * (1.0 - step / n_iter)
         exaggeration = EXAGGERATION if step < EXAGGERATED_SHARE * n_iter else 1.0
         optimizer.zero_grad()
-        fuzzy_loss(y, pairs, generator, stress_weight, alignment, exaggeration).backward()
+        fuzzy_loss(y, pairs, generator, stress_weight, pull, exaggeration).backward()
         optimizer.step()
     return y.detach().double().numpy()

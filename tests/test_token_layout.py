@@ -22,6 +22,7 @@ from layerscan.geometry.token_layout import (
     TokenLayout,
     aligned_pca,
     grouped_positions,
+    layer_pull,
 )
 from layerscan.geometry.token_time import MAX_STEP_MOVE, score, step_places
 
@@ -230,3 +231,41 @@ def test_lone_particles_do_not_blow_up_the_few_groups_of_two():
     shared = np.bincount(owner)[owner] > 1
     assert shared.sum() == 8 and (offsets[:, ~shared] == 0).all()
     np.testing.assert_allclose(offsets[:, shared].mean(-1), 0.08 * radius, rtol=1e-6)
+
+
+def reshaped_last_layer(n_tokens: int, seed: int = 5) -> np.ndarray:
+    """curved_states whose last layer the model reorders, as a final norm does: its tokens
+    take the states of other tokens (a fixed shuffle), so its distance order is a new one."""
+    states = curved_states(n_layers=6, n_tokens=n_tokens, seed=seed)
+    shuffle = np.random.default_rng(seed).permutation(n_tokens)
+    states[-1] = states[-1][shuffle]
+    return states
+
+
+def test_the_pull_weakens_only_where_the_model_reorders_its_tokens():
+    states = reshaped_last_layer(30)
+    pull = layer_pull(states)
+    assert pull.shape == (5,)
+    assert np.allclose(pull[:-1], 1.0, atol=0.05)  # the model keeps its order: full pull
+    assert pull[-1] < 0.01  # the last pair's order is a new one: (almost) no pull
+    assert np.allclose(layer_pull(np.repeat(states[:1], 4, 0)), 1.0)  # one geometry: full
+    assert layer_pull(states[:1]).shape == (0,)
+
+
+@pytest.mark.parametrize("n_tokens", [30, FUZZY_MIN_TOKENS + 20])
+def test_a_reordered_last_layer_is_drawn_from_its_own_states(n_tokens, monkeypatch):
+    """With one pull for every pair of layers the layout could not follow the reordered last
+    layer (here it fell back to PCA-3 altogether); with the pull the model's own order sets,
+    the last layer is more trustworthy than PCA-3's, and only the reordered pair moves far."""
+    states = reshaped_last_layer(n_tokens)
+    k = token_k(n_tokens)
+    fitted = TokenLayout(polish_steps=0).fit(states)
+    layout, pca = fitted.embedding_, pca_baseline(states)
+    trust, base = trustworthiness(states, layout, k), trustworthiness(states, pca, k)
+    corr, base_corr = distance_correlation(states, layout), distance_correlation(states, pca)
+    assert fitted.improved_ and trust[-1] > base[-1] and corr[-1] >= base_corr[-1] - 0.03
+    step = np.linalg.norm(np.diff(layout, axis=0), axis=-1).mean(-1)  # (n_layers-1,)
+    assert step[:-1].max() < 0.1 * step[-1]
+    monkeypatch.setattr("layerscan.geometry.token_layout.PULL_POWER", 0.0)  # one pull for all
+    uniform = TokenLayout(polish_steps=0).fit(states).embedding_
+    assert trustworthiness(states, uniform, k)[-1] < trust[-1]
