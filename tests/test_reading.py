@@ -31,6 +31,23 @@ def test_camera_follows_the_layer_without_jumping():
     assert np.max(np.abs(np.diff(np.log(fine)))) < 0.2  # no jump between frames
 
 
+def test_a_layer_that_changes_shape_at_once_is_never_cut_off():
+    """The last layer, reshaped by the model's final norm, can be larger and elsewhere than
+    the one before: the smoothed camera still frames every one of its points."""
+    pos = np.random.default_rng(1).normal(size=(1, 6, 200, 3))
+    pos[0, -1] = pos[0, -1] * [1, 1, 5] + [0, 0, 6]  # tall and shifted up at the last layer
+    camera = LayerCamera([pos], np.radians(22), (0.4, 0.3))
+    centres, d = camera.per_layer(0)
+    for layer in range(6):
+        pts = pos[0, layer]
+        spread = np.linalg.norm(pts - np.median(pts, 0), axis=1)
+        kept = pts[spread <= np.percentile(spread, 99.5)]  # framing ignores the 0.5 % strays
+        need = fr.framing_distance(
+            kept, centres[layer], np.radians(22), (0.4, 0.3), camera.azimuths
+        )
+        assert d[layer] >= need * (1 - 1e-9)
+
+
 def test_labels_never_overlap_and_go_by_importance():
     anchors = np.array([[100.0, 100], [102, 101], [104, 99], [500, 300]])
     extents = np.full((4, 2), [60.0, 16])

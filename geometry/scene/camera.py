@@ -84,7 +84,7 @@ class LayerCamera:
     def per_layer(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         """Smoothed (n_layers+1, 3) centres and (n_layers+1,) distances of token step `step`."""
         if step not in self._cache:
-            centres, distances = [], []
+            centres, distances, framed = [], [], []
             for layer in range(self.n_layers + 1):
                 pts = np.concatenate([lay[step, layer] for lay in self.layouts])  # (n, 3)
                 pts = pts[:: len(pts) // MAX_POINTS + 1]
@@ -93,9 +93,17 @@ class LayerCamera:
                 centre, distance = self.frame_points(pts)
                 centres.append(centre)
                 distances.append(distance)
+                framed.append(pts)
             centres = smooth(np.asarray(centres))  # (n_layers+1, 3)
-            log_d = smooth(np.log(reach_max(np.asarray(distances))))  # (n_layers+1,)
-            self._cache[step] = centres, np.exp(log_d)
+            smoothed = np.exp(smooth(np.log(reach_max(np.asarray(distances)))))  # (n_layers+1,)
+            # smoothing must never cut a layer off: where the picture changes shape at once
+            # (the last layer, which the final norm reshapes), the smoothed centre and
+            # distance of its neighbours would leave part of it outside the free area
+            needed = [
+                fr.framing_distance(pts, centre, self.elevation, self.tan_half, self.azimuths)
+                for pts, centre in zip(framed, centres, strict=True)
+            ]
+            self._cache[step] = centres, np.maximum(smoothed, needed)
         return self._cache[step]
 
     def frame_points(self, pts: np.ndarray) -> tuple[np.ndarray, float]:
