@@ -249,7 +249,7 @@ def distance_correlations(original: np.ndarray, embeddings: list[np.ndarray]) ->
         def distances(points: np.ndarray) -> np.ndarray:
             return pdist(points.astype(np.float64))
     else:
-        first, second = (torch.from_numpy(i) for i in _sampled_pairs(n, CORRELATION_PAIRS))
+        first, second = (torch.from_numpy(i) for i in sampled_pairs(n, CORRELATION_PAIRS))
 
         def distances(points: np.ndarray) -> np.ndarray:
             points = torch.as_tensor(points, dtype=torch.float64)
@@ -270,7 +270,7 @@ def distance_correlations(original: np.ndarray, embeddings: list[np.ndarray]) ->
     return list(out)
 
 
-def _sampled_pairs(n: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+def sampled_pairs(n: int, count: int) -> tuple[np.ndarray, np.ndarray]:
     """`count` random distinct-point pairs (i, j) of n points, fixed by a seed."""
     rng = np.random.default_rng(0)
     first = rng.integers(0, n, count)

@@ -19,6 +19,7 @@ from layerscan.geometry.faithfulness import (
 from layerscan.geometry.fuzzy_layout import FUZZY_MIN_TOKENS, fuzzy_pairs
 from layerscan.geometry.rank_polish import POLISH_STEPS
 from layerscan.geometry.token_layout import (
+    PULL_TOKENS,
     TokenLayout,
     aligned_pca,
     grouped_positions,
@@ -250,6 +251,15 @@ def test_the_pull_weakens_only_where_the_model_reorders_its_tokens():
     assert pull[-1] < 0.01  # the last pair's order is a new one: (almost) no pull
     assert np.allclose(layer_pull(np.repeat(states[:1], 4, 0)), 1.0)  # one geometry: full
     assert layer_pull(states[:1]).shape == (0,)
+    flat = states.copy()
+    flat[0] = flat[0, :1]  # every token one state (repeated tokens' embeddings): no order
+    assert layer_pull(flat)[0] == 1.0 and np.allclose(layer_pull(flat)[1:], pull[1:], atol=0.01)
+
+
+def test_the_pull_of_a_long_prompt_is_measured_on_a_bounded_sample():
+    states = reshaped_last_layer(PULL_TOKENS * 2, seed=6)
+    pull = layer_pull(states)
+    assert np.allclose(pull[:-1], 1.0, atol=0.05) and pull[-1] < 0.01
 
 
 @pytest.mark.parametrize("n_tokens", [30, FUZZY_MIN_TOKENS + 20])
