@@ -137,8 +137,9 @@ class TokenLayout(Estimator):
     FUZZY_MIN_TOKENS tokens the neighbourhood term is UMAP's fuzzy cross-entropy on a kNN
     graph instead, with sampled pairs (`fuzzy_layout`): linear cost, and it keeps
     neighbourhoods better than t-SNE's divergence at that length. The result is kept
-    only if it is more faithful than its PCA start (mean and worst-layer token trust plus
-    mean distance correlation); otherwise the aligned PCA itself is the layout. Under
+    only if it is at least as faithful as its PCA start on each headline figure (mean and
+    worst-layer token trust, mean distance correlation) and more faithful on their sum;
+    otherwise the aligned PCA itself is the layout. Under
     POLISH_MAX_TOKENS tokens the one kept is then polished on the figures themselves
     (`rank_polish`: moves that make no figure of a layer worse), which is what lets short
     prompts, where no gradient layout beat PCA-3, improve on it.
@@ -191,14 +192,16 @@ class TokenLayout(Estimator):
         out = out - out.mean(1, keepdim=True)
         out = out * (10.0 / out.abs().amax().clamp_min(1e-300))
         result = out.double().numpy()
-        mine, pca = _scores(states, [result, start])
-        best, score = (result, mine) if mine > pca else (start, pca)
+        mine, pca = _figures(states, [result, start])
+        # kept only if no headline figure falls below PCA-3's: a gain in one (the worst
+        # layer's trust) must not pay for a loss in another (the distance correlation)
+        best, figures = (result, mine) if _beats(mine, pca) else (start, pca)
         if n_tokens < POLISH_MAX_TOKENS and self.polish_steps:
             polished = polish(states, best, self.polish_steps)
-            (polished_score,) = _scores(states, [polished])
-            if polished_score > score:
-                best, score = polished, polished_score
-        self.improved_ = score > pca
+            (polished_figures,) = _figures(states, [polished])
+            if _beats(polished_figures, figures):
+                best, figures = polished, polished_figures
+        self.improved_ = _beats(figures, pca)
         self.embedding_ = best.astype(np.float32)
         return self
 
@@ -262,15 +265,20 @@ def _stress(dist: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1.0 - cos.square()
 
 
-def _scores(states: np.ndarray, layouts: list[np.ndarray]) -> list[float]:
-    """How faithful each layout is: the three headline figures, equally weighted (mean and
-    worst-layer token trust, mean distance correlation); the states' distances computed once."""
+def _figures(states: np.ndarray, layouts: list[np.ndarray]) -> list[np.ndarray]:
+    """The three headline figures of each layout, (3,): mean token trust, worst-layer token
+    trust, mean distance correlation (the states' distances computed once)."""
     trusts = trustworthiness_of(states, layouts, token_k(states.shape[1]))
     correlations = distance_correlations(states, layouts)
     return [
-        float(np.mean(t) + np.min(t) + np.mean(c))
+        np.array([np.mean(t), np.min(t), np.mean(c)], np.float64)
         for t, c in zip(trusts, correlations, strict=True)
     ]
+
+
+def _beats(figures: np.ndarray, other: np.ndarray) -> bool:
+    """No headline figure below `other`'s, and their sum above it."""
+    return bool(np.all(figures >= other) and figures.sum() > other.sum())
 
 
 def aligned_pca(

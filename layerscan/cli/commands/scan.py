@@ -96,9 +96,16 @@ def faithfulness_table(scan, step: int = -1) -> str:
 def layout_line(scan, step: int = -1) -> str:
     """Which layout the (last) step shows, in words."""
     layout = scan.step_layouts[step] if scan.step_layouts else "unknown"
+    # a whole prompt's layout is kept only if no headline figure is below PCA-3's; a
+    # token-time step only if their sum is not (geometry/token_time.py)
+    held = (
+        "mean and worst-layer trust plus distance correlation"
+        if len(scan.step_layouts) > 1
+        else "each of mean trust, worst-layer trust and distance correlation"
+    )
     said = {
-        "tokens": "token layout (over all layers at least as faithful as PCA-3 of the token "
-        "states: mean and worst-layer trust plus distance correlation)",
+        "tokens": f"token layout (over all layers at least as faithful as PCA-3 of the token "
+        f"states: {held})",
         "pca": "PCA-3: nothing beat it (aligned PCA of the token states)",
     }
     return f"layout = {said.get(layout, layout)}"
