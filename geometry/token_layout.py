@@ -185,7 +185,7 @@ class TokenLayout(Estimator):
             return self
         if n_tokens >= FUZZY_MIN_TOKENS:
             n_iter = FUZZY_ITERATIONS if self.n_iter is None else self.n_iter
-            pull = self.alignment * layer_pull(states)
+            pull = self.alignment * layer_pull(states) if self.alignment else 0.0
             out = torch.from_numpy(fit_fuzzy(states, start, n_iter, self.stress_weight, pull))
         else:
             out = self._fit_dense(states, start)
@@ -222,7 +222,8 @@ class TokenLayout(Estimator):
         n_tokens = states.shape[1]
         x = torch.from_numpy(np.asarray(states, np.float64))
         perplexity = self.perplexity or min(PERPLEXITY_MAX, max(2.0, (n_tokens - 1) / 3))
-        self.pull_ = torch.from_numpy(layer_pull(states))
+        # no pull at all (the attention view's heads): nothing to weigh
+        self.pull_ = torch.from_numpy(layer_pull(states) if self.alignment else np.ones(len(x) - 1))
         distances = torch.cdist(x, x)  # (n_layers, n, n)
         p = _neighbor_probabilities(distances, perplexity)
         target = distances / distances.square().mean((-1, -2), keepdim=True).sqrt().clamp_min(
