@@ -183,12 +183,13 @@ class TokenLayout(Estimator):
         self.embedding_ = start.astype(np.float32)
         if n_tokens < 4 or self.n_iter == 0:
             return self
+        # each pair of layers' pull; none measured where there is no pull (attention heads)
+        pull = self.alignment * layer_pull(states) if self.alignment else np.zeros(n_layers - 1)
         if n_tokens >= FUZZY_MIN_TOKENS:
             n_iter = FUZZY_ITERATIONS if self.n_iter is None else self.n_iter
-            pull = self.alignment * layer_pull(states) if self.alignment else 0.0
             out = torch.from_numpy(fit_fuzzy(states, start, n_iter, self.stress_weight, pull))
         else:
-            out = self._fit_dense(states, start)
+            out = self._fit_dense(states, start, pull)
         out = out - out.mean(1, keepdim=True)
         out = out * (10.0 / out.abs().amax().clamp_min(1e-300))
         result = out.double().numpy()
@@ -205,9 +206,9 @@ class TokenLayout(Estimator):
         self.embedding_ = best.astype(np.float32)
         return self
 
-    def _fit_dense(self, states: np.ndarray, start: np.ndarray) -> torch.Tensor:
+    def _fit_dense(self, states: np.ndarray, start: np.ndarray, pull: np.ndarray) -> torch.Tensor:
         """Adam on every pair's terms, from `start` (in tenths of the frame), float64."""
-        loss = self.objective(states)
+        loss = self.objective(states, pull)
         y = torch.from_numpy(start / 10.0).requires_grad_(True)
         optimizer = torch.optim.Adam([y], lr=self.learning_rate)
         for _ in range(DENSE_ITERATIONS if self.n_iter is None else self.n_iter):
@@ -216,24 +217,30 @@ class TokenLayout(Estimator):
             optimizer.step()
         return y.detach()
 
-    def objective(self, states: np.ndarray) -> functools.partial:
-        """The loss of layouts of `states` (n_layers, n_tokens, d) over every pair of tokens;
-        layouts are in tenths of the ±10 frame."""
+    def objective(self, states: np.ndarray, pull: np.ndarray) -> functools.partial:
+        """The loss of layouts of `states` (n_layers, n_tokens, d) over every pair of tokens,
+        with `pull` (n_layers-1,) between each two consecutive layers; layouts are in tenths
+        of the ±10 frame."""
         n_tokens = states.shape[1]
         x = torch.from_numpy(np.asarray(states, np.float64))
         perplexity = self.perplexity or min(PERPLEXITY_MAX, max(2.0, (n_tokens - 1) / 3))
-        # no pull at all (the attention view's heads): nothing to weigh
-        self.pull_ = torch.from_numpy(layer_pull(states) if self.alignment else np.ones(len(x) - 1))
         distances = torch.cdist(x, x)  # (n_layers, n, n)
         p = _neighbor_probabilities(distances, perplexity)
         target = distances / distances.square().mean((-1, -2), keepdim=True).sqrt().clamp_min(
             1e-300
         )  # (n_layers, n, n) unit RMS
         upper = torch.triu(torch.ones(n_tokens, n_tokens, dtype=torch.bool), 1)
-        return functools.partial(self._loss, p=p, target=target, upper=upper)
+        return functools.partial(
+            self._loss, p=p, target=target, upper=upper, pull=torch.from_numpy(pull)
+        )
 
     def _loss(
-        self, y: torch.Tensor, p: torch.Tensor, target: torch.Tensor, upper: torch.Tensor
+        self,
+        y: torch.Tensor,
+        p: torch.Tensor,
+        target: torch.Tensor,
+        upper: torch.Tensor,
+        pull: torch.Tensor,
     ) -> torch.Tensor:
         """The three terms over every pair of tokens."""
         d2 = (y[:, :, None] - y[:, None]).square().sum(-1)  # (n_layers, n, n)
@@ -243,20 +250,20 @@ class TokenLayout(Estimator):
         divergence = p * (torch.log(p.clamp_min(1e-300)) - torch.log(q.clamp_min(1e-300)))
         divergence = divergence.sum((-1, -2))  # (n_layers,)
         dist = (d2 + 1e-12).sqrt()[:, upper]  # (n_layers, n_pairs)
-        return self._total(y, divergence, _stress(dist, target[:, upper]))
+        return self._total(y, divergence, _stress(dist, target[:, upper]), pull)
 
     def _total(
-        self, y: torch.Tensor, divergence: torch.Tensor, stress: torch.Tensor
+        self, y: torch.Tensor, divergence: torch.Tensor, stress: torch.Tensor, pull: torch.Tensor
     ) -> torch.Tensor:
         """KL + stress + the pull towards neighbouring layers, each (n_layers,) summed."""
         radius2 = (y - y.mean(1, keepdim=True)).square().sum(-1).mean(-1)  # (n_layers,)
         step = (y[1:] - y[:-1]).square().sum(-1).mean(-1)  # (n_layers-1,)
-        drift = (self.pull_ * step / (0.5 * (radius2[1:] + radius2[:-1])).clamp_min(1e-300)).sum()
+        drift = (pull * step / (0.5 * (radius2[1:] + radius2[:-1])).clamp_min(1e-300)).sum()
         n_tokens = y.shape[1]
         return (
             divergence.sum()
             + self.stress_weight * min(n_tokens, STRESS_TOKENS) * stress.sum()
-            + self.alignment * n_tokens * drift
+            + n_tokens * drift
         )
 
 
